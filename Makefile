@@ -1,0 +1,51 @@
+# The two entry points are `make run` (the main job) and `make test` (the tests).
+# Each installs what it needs and is fast the second time.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export AGC_CACHE_DIR ?= $(CURDIR)/.cache
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv testenv run test lint typecheck check
+
+help:
+	@echo "make run    start the embedded default (local control plane + controller)"
+	@echo "make test   lint, type-check and run the test suite against a real kube-apiserver"
+	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
+
+deps:
+	@hack/install-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] installing Python dependencies into $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+testenv: deps
+	@hack/testenv.sh >/dev/null
+
+run: deps venv
+	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
+	  exec $(VENV)/bin/agc-controller local
+
+lint: venv
+	@$(VENV)/bin/ruff check agc_controller tests
+	@$(VENV)/bin/ruff format --check agc_controller tests
+
+typecheck: venv
+	@$(VENV)/bin/mypy
+
+check: lint typecheck
+
+# pytest exits 5 when it collected no test: that is a failure here.
+test: deps venv check
+	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
+	  rc=0 && $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "[test] ERROR: no test ran" >&2; exit 1; fi; exit $$rc

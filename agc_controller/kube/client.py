@@ -1,0 +1,68 @@
+"""API client construction and the few raw calls kubernetes-asyncio lacks.
+
+kubernetes-asyncio's generated PATCH helpers pick a merge-patch content type;
+server-side apply needs `application/apply-patch+yaml`, so `server_side_apply`
+calls the REST path directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+FIELD_MANAGER = "agc-controller"
+
+
+async def api_client_from_kubeconfig(path: Path | None = None) -> client.ApiClient:
+    """An ApiClient for `path` (or $KUBECONFIG / ~/.kube/config when None)."""
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(path) if path else None, client_configuration=configuration
+    )
+    return client.ApiClient(configuration=configuration)
+
+
+def resource_path(
+    *, group: str, version: str, plural: str, name: str, namespace: str | None = None
+) -> str:
+    """The REST path of one object (`/api/v1/...` for the core group)."""
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{scope}/{plural}/{name}"
+
+
+async def server_side_apply(
+    api: client.ApiClient,
+    obj: dict[str, Any],
+    *,
+    plural: str,
+    field_manager: str = FIELD_MANAGER,
+    force: bool = True,
+) -> dict[str, Any]:
+    """Server-side apply `obj` (a full manifest) and return the stored object."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    metadata = obj["metadata"]
+    path = resource_path(
+        group=group,
+        version=version,
+        plural=plural,
+        name=metadata["name"],
+        namespace=metadata.get("namespace"),
+    )
+    result = await api.call_api(
+        path,
+        "PATCH",
+        query_params=[("fieldManager", field_manager), ("force", "true" if force else "false")],
+        header_params={
+            "Content-Type": "application/apply-patch+yaml",
+            "Accept": "application/json",
+        },
+        body=obj,
+        response_types_map={200: "object", 201: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+    )
+    stored: dict[str, Any] = result
+    return stored
