@@ -24,8 +24,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@echo "[setup] installing Python dependencies into $(VENV)"
 	@python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q --upgrade pip >$(VENV)/install.log 2>&1 && \
+	  $(PY) -m pip install -e '.[dev]' >>$(VENV)/install.log 2>&1 || \
+	  { tail -30 $(VENV)/install.log; echo "[setup] ERROR: pip install failed (log: $(VENV)/install.log); check that PyPI is reachable" >&2; exit 1; }
 	@touch $@
 
 testenv: deps

@@ -12,6 +12,8 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from agc_controller.kube.resources import Resource
+
 FIELD_MANAGER = "agc-controller"
 
 
@@ -22,15 +24,6 @@ async def api_client_from_kubeconfig(path: Path | None = None) -> client.ApiClie
         config_file=str(path) if path else None, client_configuration=configuration
     )
     return client.ApiClient(configuration=configuration)
-
-
-def resource_path(
-    *, group: str, version: str, plural: str, name: str, namespace: str | None = None
-) -> str:
-    """The REST path of one object (`/api/v1/...` for the core group)."""
-    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    scope = f"/namespaces/{namespace}" if namespace else ""
-    return f"{base}{scope}/{plural}/{name}"
 
 
 async def server_side_apply(
@@ -44,13 +37,9 @@ async def server_side_apply(
     """Server-side apply `obj` (a full manifest) and return the stored object."""
     group, _, version = obj["apiVersion"].rpartition("/")
     metadata = obj["metadata"]
-    path = resource_path(
-        group=group,
-        version=version,
-        plural=plural,
-        name=metadata["name"],
-        namespace=metadata.get("namespace"),
-    )
+    namespace = metadata.get("namespace")
+    resource = Resource(group, version, plural, obj["kind"], namespaced=namespace is not None)
+    path = resource.object_path(metadata["name"], namespace)
     result = await api.call_api(
         path,
         "PATCH",

@@ -1,0 +1,51 @@
+"""The API resources the controller reads or writes, and their REST paths."""
+
+from __future__ import annotations
+
+import attrs
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+@attrs.frozen
+class Resource:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def collection_path(self, namespace: str | None = None) -> str:
+        """`/api/v1/services`, or the namespaced form when `namespace` is given."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        scope = f"/namespaces/{namespace}" if namespace and self.namespaced else ""
+        return f"{base}{scope}/{self.plural}"
+
+    def object_path(self, name: str, namespace: str | None = None) -> str:
+        return f"{self.collection_path(namespace)}/{name}"
+
+
+GATEWAY_CLASS = Resource(GATEWAY_GROUP, "v1", "gatewayclasses", "GatewayClass", namespaced=False)
+GATEWAY = Resource(GATEWAY_GROUP, "v1", "gateways", "Gateway", namespaced=True)
+HTTP_ROUTE = Resource(GATEWAY_GROUP, "v1", "httproutes", "HTTPRoute", namespaced=True)
+GRPC_ROUTE = Resource(GATEWAY_GROUP, "v1", "grpcroutes", "GRPCRoute", namespaced=True)
+TLS_ROUTE = Resource(GATEWAY_GROUP, "v1", "tlsroutes", "TLSRoute", namespaced=True)
+BACKEND_TLS_POLICY = Resource(
+    GATEWAY_GROUP, "v1", "backendtlspolicies", "BackendTLSPolicy", namespaced=True
+)
+REFERENCE_GRANT = Resource(
+    GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
+)
+SERVICE = Resource("", "v1", "services", "Service", namespaced=True)
+ENDPOINT_SLICE = Resource(
+    "discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", namespaced=True
+)
+SECRET = Resource("", "v1", "secrets", "Secret", namespaced=True)
+CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
+NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
+EVENT = Resource("events.k8s.io", "v1", "events", "Event", namespaced=True)

@@ -1,0 +1,1 @@
+"""Status: the desired-status model (from translation) and the writer (to the API)."""

@@ -1,0 +1,176 @@
+"""Desired status, as translation decides it and the status writer writes it.
+
+Translation never reads the clock, so conditions carry no lastTransitionTime:
+the writer sets it, keeping the existing one when a condition's status did not
+change. Every object here is frozen and compares by value, so "nothing changed"
+is an equality test.
+
+Scope of ownership: Gateway and GatewayClass status belong to us entirely; in
+route and policy status we own only the entries carrying our controllerName,
+and each work item (one Gateway) owns only our entries whose parent/ancestor is
+that Gateway (`RouteStatus.gateway`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from agc_controller.kube.resources import GATEWAY_GROUP
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+@attrs.frozen
+class Condition:
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    observed_generation: int
+
+    def to_api(self, *, last_transition_time: str) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "observedGeneration": self.observed_generation,
+            "lastTransitionTime": last_transition_time,
+        }
+
+
+@attrs.frozen
+class ObjectKey:
+    """A namespaced (or cluster-scoped, namespace "") object of one kind."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind}/{self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind}/{self.name}"
+        )
+
+
+@attrs.frozen
+class ParentReference:
+    """A route's parentRef (or a policy's ancestorRef) with defaults filled in.
+
+    `to_api` writes the fields the way the route stated them: group and kind
+    always, namespace always (the API defaults it), sectionName and port only
+    when set.
+    """
+
+    name: str
+    namespace: str
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    section_name: str | None = None
+    port: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        ref: dict[str, Any] = {
+            "group": self.group,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+        }
+        if self.section_name is not None:
+            ref["sectionName"] = self.section_name
+        if self.port is not None:
+            ref["port"] = self.port
+        return ref
+
+    @classmethod
+    def from_api(cls, ref: dict[str, Any], *, default_namespace: str) -> ParentReference:
+        return cls(
+            name=str(ref["name"]),
+            namespace=str(ref.get("namespace") or default_namespace),
+            group=str(ref.get("group", GATEWAY_GROUP)),
+            kind=str(ref.get("kind", "Gateway")),
+            section_name=ref.get("sectionName"),
+            port=ref.get("port"),
+        )
+
+
+@attrs.frozen
+class GatewayClassStatus:
+    name: str
+    conditions: tuple[Condition, ...]
+    # feature names as in sigs.k8s.io/gateway-api/pkg/features, sorted
+    supported_features: tuple[str, ...]
+
+
+@attrs.frozen
+class RouteGroupKind:
+    kind: str
+    group: str = GATEWAY_GROUP
+
+
+@attrs.frozen
+class ListenerStatus:
+    name: str
+    supported_kinds: tuple[RouteGroupKind, ...]
+    attached_routes: int
+    conditions: tuple[Condition, ...]
+
+
+@attrs.frozen
+class GatewayAddress:
+    type: str  # "IPAddress" or "Hostname"
+    value: str
+
+
+@attrs.frozen
+class GatewayStatus:
+    namespace: str
+    name: str
+    conditions: tuple[Condition, ...]
+    listeners: tuple[ListenerStatus, ...]
+    addresses: tuple[GatewayAddress, ...]
+
+
+@attrs.frozen
+class RouteParentStatus:
+    parent_ref: ParentReference
+    conditions: tuple[Condition, ...]
+
+
+@attrs.frozen
+class RouteStatus:
+    """Our `status.parents` entries of one route for the parents that are `gateway`.
+
+    Empty `parents` means: remove our entries for `gateway` (the route no longer
+    references it, or it is no longer ours).
+    """
+
+    kind: str  # HTTPRoute, GRPCRoute, TLSRoute
+    namespace: str
+    name: str
+    gateway: ObjectKey
+    parents: tuple[RouteParentStatus, ...]
+
+
+@attrs.frozen
+class PolicyAncestorStatus:
+    ancestor_ref: ParentReference
+    conditions: tuple[Condition, ...]
+
+
+@attrs.frozen
+class PolicyStatus:
+    """Our `status.ancestors` entries of one policy for ancestor `gateway` (empty: remove)."""
+
+    kind: str  # BackendTLSPolicy
+    namespace: str
+    name: str
+    gateway: ObjectKey
+    ancestors: tuple[PolicyAncestorStatus, ...]
+
+
+DesiredStatus = GatewayClassStatus | GatewayStatus | RouteStatus | PolicyStatus
