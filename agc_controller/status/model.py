@@ -61,9 +61,9 @@ class ObjectKey:
 class ParentReference:
     """A route's parentRef (or a policy's ancestorRef) with defaults filled in.
 
-    `to_api` writes the fields the way the route stated them: group and kind
-    always, namespace always (the API defaults it), sectionName and port only
-    when set.
+    `to_api` echoes the reference the way the route stated it (Gateway API
+    requires it): group and kind always, namespace only when the route wrote
+    it, sectionName and port only when set.
     """
 
     name: str
@@ -72,14 +72,17 @@ class ParentReference:
     kind: str = "Gateway"
     section_name: str | None = None
     port: int | None = None
+    # False when the route left namespace out (it then means the route's own)
+    namespace_written: bool = True
 
     def to_api(self) -> dict[str, Any]:
         ref: dict[str, Any] = {
             "group": self.group,
             "kind": self.kind,
-            "namespace": self.namespace,
             "name": self.name,
         }
+        if self.namespace_written:
+            ref["namespace"] = self.namespace
         if self.section_name is not None:
             ref["sectionName"] = self.section_name
         if self.port is not None:
@@ -95,6 +98,7 @@ class ParentReference:
             kind=str(ref.get("kind", "Gateway")),
             section_name=ref.get("sectionName"),
             port=ref.get("port"),
+            namespace_written=bool(ref.get("namespace")),
         )
 
 

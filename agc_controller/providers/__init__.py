@@ -1,0 +1,1 @@
+"""Data planes behind one seam: `Provider.apply(model) -> ApplyResult`."""

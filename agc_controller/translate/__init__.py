@@ -1,0 +1,283 @@
+"""Translation: snapshot → graph → ALB model + desired status. PURE.
+
+No awaits, no clock, no I/O; output is sorted and deterministic, so the same
+snapshot always yields an equal result. One call translates one Gateway (the
+unit of work); `translate_gateway_class` decides a GatewayClass's status.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from agc_controller.status.model import (
+    Condition,
+    GatewayClassStatus,
+    GatewayStatus,
+    ListenerStatus,
+    ObjectKey,
+    ParentReference,
+    PolicyAncestorStatus,
+    PolicyStatus,
+    RouteStatus,
+)
+from agc_controller.translate import conditions as c
+from agc_controller.translate.build import build_load_balancer
+from agc_controller.translate.graph.attach import Attachment, attach_route, refers_to
+from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
+from agc_controller.translate.graph.gateway import GatewayNode, build_gateway
+from agc_controller.translate.graph.gatewayclass import (
+    gateway_class_status,
+    is_accepted,
+    is_ours,
+)
+from agc_controller.translate.graph.routes import RouteKind, build_route
+from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.refgrants import ReferenceGrants
+from agc_controller.translate.settings import TranslateSettings
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+if TYPE_CHECKING:
+    # providers build on the model; translation only reads their result
+    from agc_controller.providers.base import ApplyResult
+
+__all__ = [
+    "GatewayTranslation",
+    "Snapshot",
+    "TranslateSettings",
+    "translate_gateway",
+    "translate_gateway_class",
+]
+
+
+@attrs.frozen
+class GatewayTranslation:
+    gateway: ObjectKey
+    # None when the Gateway is gone, not ours, or its class is not accepted
+    node: GatewayNode | None
+    # what to program; None means: remove this Gateway from the data plane
+    load_balancer: LoadBalancer | None
+    # listener name -> number of routes attached (Accepted=True)
+    attached_routes: Mapping[str, int]
+    route_statuses: tuple[RouteStatus, ...]
+    policy_statuses: tuple[PolicyStatus, ...]
+
+    def gateway_status(self, result: ApplyResult | None) -> GatewayStatus | None:
+        """The Gateway's full status once the provider said how `apply` went."""
+        node = self.node
+        if node is None:
+            return None
+        g = node.generation
+        listeners = []
+        for ls in node.listeners:
+            if not ls.programmable:
+                programmed = c.false(c.PROGRAMMED, c.R_INVALID, ls.not_programmable_reason or "", g)
+            elif result is None:
+                programmed = c.false(c.PROGRAMMED, c.R_INVALID, "The Gateway is not accepted", g)
+            elif ls.name in result.listener_problems:
+                programmed = c.false(
+                    c.PROGRAMMED, c.R_INVALID, result.listener_problems[ls.name], g
+                )
+            elif result.programmed:
+                programmed = c.true(c.PROGRAMMED, c.R_PROGRAMMED, "The listener is programmed", g)
+            else:
+                programmed = c.false(c.PROGRAMMED, result.reason, result.message, g)
+            listeners.append(
+                ListenerStatus(
+                    name=ls.name,
+                    supported_kinds=ls.supported_kinds,
+                    attached_routes=self.attached_routes.get(ls.name, 0),
+                    conditions=_with_programmed(ls.conditions, programmed),
+                )
+            )
+        if result is None:
+            programmed = c.false(c.PROGRAMMED, c.R_INVALID, "The Gateway is not accepted", g)
+        elif result.programmed:
+            programmed = c.true(c.PROGRAMMED, c.R_PROGRAMMED, result.message, g)
+        else:
+            programmed = c.false(c.PROGRAMMED, result.reason, result.message, g)
+        return GatewayStatus(
+            namespace=node.key.namespace,
+            name=node.key.name,
+            conditions=_with_programmed(node.conditions, programmed),
+            listeners=tuple(listeners),
+            addresses=result.addresses if result else (),
+        )
+
+
+def _with_programmed(
+    conditions: tuple[Condition, ...], programmed: Condition
+) -> tuple[Condition, ...]:
+    """Accepted first, then Programmed, then the rest (a stable, readable order)."""
+    return (conditions[0], programmed, *conditions[1:])
+
+
+def translate_gateway_class(
+    snapshot: Snapshot, name: str, settings: TranslateSettings
+) -> GatewayClassStatus | None:
+    gateway_class = snapshot.gateway_classes.get(name)
+    if gateway_class is None or not is_ours(gateway_class, settings):
+        return None
+    return gateway_class_status(gateway_class, settings)
+
+
+def translate_gateway(
+    snapshot: Snapshot, key: str, settings: TranslateSettings
+) -> GatewayTranslation:
+    """Translate the Gateway `namespace/name` (which may be gone) and everything attached."""
+    namespace, _, name = key.partition("/")
+    gateway_key = ObjectKey("Gateway", namespace, name)
+    gateway = snapshot.gateways.get(key)
+    gateway_class = (
+        snapshot.gateway_classes.get((gateway.get("spec") or {}).get("gatewayClassName", ""))
+        if gateway
+        else None
+    )
+    if gateway is None or gateway_class is None or not is_accepted(gateway_class, settings):
+        return GatewayTranslation(
+            gateway=gateway_key,
+            node=None,
+            load_balancer=None,
+            attached_routes={},
+            route_statuses=tuple(_clear_routes(snapshot, gateway_key, settings, keep=set())),
+            policy_statuses=tuple(_clear_policies(snapshot, gateway_key, settings, keep=set())),
+        )
+
+    grants = ReferenceGrants.from_grants(snapshot.reference_grants)
+    node = build_gateway(gateway, snapshot, grants, settings)
+    attachments: list[Attachment] = []
+    route_statuses: list[RouteStatus] = []
+    for kind, routes in _route_tables(snapshot):
+        for route in routes.values():
+            route_node = build_route(route, kind, snapshot, grants)
+            if not any(refers_to(ref, node) for ref in route_node.parent_refs):
+                continue
+            parents, attached = attach_route(route_node, node, snapshot)
+            attachments.extend(attached)
+            route_statuses.append(
+                RouteStatus(
+                    kind=kind,
+                    namespace=route_node.key.namespace,
+                    name=route_node.key.name,
+                    gateway=gateway_key,
+                    parents=tuple(parents),
+                )
+            )
+    kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
+    route_statuses.extend(_clear_routes(snapshot, gateway_key, settings, keep=kept))
+
+    policies = build_policies(snapshot)
+    policy_statuses = _policy_statuses(policies, attachments, gateway_key)
+    kept_policies = {(s.namespace, s.name) for s in policy_statuses}
+    policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
+
+    counts: dict[str, set[ObjectKey]] = defaultdict(set)
+    for attachment in attachments:
+        counts[attachment.listener.name].add(attachment.route.key)
+    return GatewayTranslation(
+        gateway=gateway_key,
+        node=node,
+        load_balancer=build_load_balancer(node, attachments, policies) if node.accepted else None,
+        attached_routes={name: len(routes) for name, routes in sorted(counts.items())},
+        route_statuses=tuple(sorted(route_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
+        policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.namespace, s.name))),
+    )
+
+
+def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, Obj]]]:
+    yield "HTTPRoute", snapshot.http_routes
+    yield "GRPCRoute", snapshot.grpc_routes
+
+
+def _policy_statuses(
+    policies: Policies, attachments: list[Attachment], gateway: ObjectKey
+) -> list[PolicyStatus]:
+    services = {
+        backend.service
+        for a in attachments
+        for rule in a.route.rules
+        for backend in (*rule.backends, *(m.backend for m in rule.mirrors))
+        if backend.service is not None
+    }
+    ancestor = ParentReference(name=gateway.name, namespace=gateway.namespace)
+    found = {p.key: p for s in services for p in policies.by_service.get(s, ())}
+    return [
+        PolicyStatus(
+            kind="BackendTLSPolicy",
+            namespace=key.namespace,
+            name=key.name,
+            gateway=gateway,
+            ancestors=(
+                PolicyAncestorStatus(
+                    ancestor_ref=ancestor,
+                    conditions=policy.conditions(conflicted=key in policies.losers),
+                ),
+            ),
+        )
+        for key, policy in sorted(found.items(), key=lambda kv: (kv[0].namespace, kv[0].name))
+    ]
+
+
+def _ours_for(
+    entries: list[Obj], gateway: ObjectKey, default_namespace: str, ref_field: str, controller: str
+) -> bool:
+    for entry in entries:
+        if entry.get("controllerName") != controller:
+            continue
+        ref = ParentReference.from_api(
+            entry.get(ref_field) or {}, default_namespace=default_namespace
+        )
+        if (
+            ref.kind == "Gateway"
+            and ref.namespace == gateway.namespace
+            and ref.name == gateway.name
+        ):
+            return True
+    return False
+
+
+def _clear_routes(
+    snapshot: Snapshot,
+    gateway: ObjectKey,
+    settings: TranslateSettings,
+    *,
+    keep: set[tuple[str, str, str]],
+) -> list[RouteStatus]:
+    """Empty RouteStatus (remove ours) for routes still carrying our entry for `gateway`."""
+    cleared = []
+    for kind, routes in _route_tables(snapshot):
+        for route in routes.values():
+            meta = route["metadata"]
+            if (kind, meta["namespace"], meta["name"]) in keep:
+                continue
+            parents = (route.get("status") or {}).get("parents") or []
+            if _ours_for(
+                parents, gateway, meta["namespace"], "parentRef", settings.controller_name
+            ):
+                cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
+    return cleared
+
+
+def _clear_policies(
+    snapshot: Snapshot,
+    gateway: ObjectKey,
+    settings: TranslateSettings,
+    *,
+    keep: set[tuple[str, str]],
+) -> list[PolicyStatus]:
+    cleared = []
+    for policy in snapshot.backend_tls_policies.values():
+        meta = policy["metadata"]
+        if (meta["namespace"], meta["name"]) in keep:
+            continue
+        ancestors = (policy.get("status") or {}).get("ancestors") or []
+        if _ours_for(
+            ancestors, gateway, meta["namespace"], "ancestorRef", settings.controller_name
+        ):
+            cleared.append(
+                PolicyStatus("BackendTLSPolicy", meta["namespace"], meta["name"], gateway, ())
+            )
+    return cleared

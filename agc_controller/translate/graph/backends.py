@@ -1,0 +1,140 @@
+"""backendRefs → Services → ready endpoints (from EndpointSlices).
+
+An unresolvable backendRef still occupies its weight: the data plane answers
+HTTP 500 for that share of traffic (Gateway API), so it becomes a
+`ResolvedBackend(valid=False)` together with the problem for ResolvedRefs.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from agc_controller.status.model import ObjectKey
+from agc_controller.translate import conditions as c
+from agc_controller.translate.model import BackendProtocol, Endpoint, HeaderModifier
+from agc_controller.translate.refgrants import Ref, ReferenceGrants
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+_APP_PROTOCOLS: dict[str, BackendProtocol] = {"kubernetes.io/h2c": "h2c", "kubernetes.io/ws": "ws"}
+
+
+@attrs.frozen
+class ResolvedBackend:
+    name: str  # "namespace/service:port", for the data plane and messages
+    weight: int
+    valid: bool
+    service: ObjectKey | None = None
+    port: int | None = None
+    # the Service port's name: BackendTLSPolicy targets it by sectionName
+    port_name: str | None = None
+    protocol: BackendProtocol = "http"
+    endpoints: tuple[Endpoint, ...] = ()
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+
+
+@attrs.frozen
+class BackendProblem:
+    reason: str
+    message: str
+
+
+def resolve_backend(
+    ref: Obj,
+    *,
+    field: str,
+    route_kind: str,
+    route_namespace: str,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    default_protocol: BackendProtocol,
+    request_headers: HeaderModifier | None = None,
+    response_headers: HeaderModifier | None = None,
+) -> tuple[ResolvedBackend, BackendProblem | None]:
+    group, kind = ref.get("group", ""), ref.get("kind", "Service")
+    namespace = ref.get("namespace") or route_namespace
+    name = str(ref.get("name", ""))
+    port = ref.get("port")
+    weight = int(ref.get("weight", 1))
+    label = f"{namespace}/{name}:{port}"
+
+    def invalid(reason: str, text: str) -> tuple[ResolvedBackend, BackendProblem]:
+        return ResolvedBackend(name=label, weight=weight, valid=False), BackendProblem(reason, text)
+
+    if group != "" or kind != "Service":
+        return invalid(
+            c.R_INVALID_KIND, f"{field} refers to unsupported kind {group or 'core'}/{kind}"
+        )
+    if not grants.allows(
+        from_group="gateway.networking.k8s.io",
+        from_kind=route_kind,
+        from_namespace=route_namespace,
+        to=Ref(group, kind, namespace, name),
+    ):
+        return invalid(
+            c.R_REF_NOT_PERMITTED,
+            f"{field} refers to Service {namespace}/{name} in another namespace, and no "
+            "ReferenceGrant allows it",
+        )
+    service = snapshot.services.get(f"{namespace}/{name}")
+    if service is None:
+        return invalid(c.R_BACKEND_NOT_FOUND, f"{field}: Service {namespace}/{name} not found")
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return invalid(
+            c.R_INVALID_KIND, f"{field}: ExternalName Service {namespace}/{name} is not supported"
+        )
+    if port is None:
+        return invalid(c.R_BACKEND_NOT_FOUND, f"{field}.port is required for a Service")
+    service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+    if service_port is None:
+        return invalid(
+            c.R_BACKEND_NOT_FOUND, f"{field}: Service {namespace}/{name} has no port {port}"
+        )
+    protocol = _APP_PROTOCOLS.get(service_port.get("appProtocol", ""), default_protocol)
+    return (
+        ResolvedBackend(
+            name=label,
+            weight=weight,
+            valid=True,
+            service=ObjectKey("Service", namespace, name),
+            port=int(port),
+            port_name=service_port.get("name") or None,
+            protocol=protocol,
+            endpoints=ready_endpoints(snapshot, namespace, name, service_port),
+            request_headers=request_headers,
+            response_headers=response_headers,
+        ),
+        None,
+    )
+
+
+def ready_endpoints(
+    snapshot: Snapshot, namespace: str, service: str, service_port: Obj
+) -> tuple[Endpoint, ...]:
+    """Ready endpoints of one Service port, sorted and de-duplicated.
+
+    EndpointSlice ports carry the Service port's name ("" when unnamed);
+    `ready` unset counts as ready (the API's own rule).
+    """
+    port_name = service_port.get("name") or ""
+    found: set[Endpoint] = set()
+    for endpoint_slice in snapshot.endpoint_slices.get(f"{namespace}/{service}", ()):
+        if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+            continue
+        target = next(
+            (
+                p.get("port")
+                for p in endpoint_slice.get("ports") or []
+                if (p.get("name") or "") == port_name
+            ),
+            None,
+        )
+        if target is None:
+            continue
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or []:
+                found.add(Endpoint(address=str(address), port=int(target)))
+    return tuple(sorted(found, key=lambda e: (e.address, e.port)))

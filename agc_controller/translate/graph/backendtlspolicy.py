@@ -1,0 +1,162 @@
+"""BackendTLSPolicy: which TLS settings apply to a Service port, and policy status.
+
+Conflicts among policies on the same (Service, sectionName) go to the oldest,
+then to the first by namespace/name; a sectionName-specific policy and a
+whole-Service one do not conflict (the specific one governs its port).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import attrs
+
+from agc_controller.status.model import Condition, ObjectKey
+from agc_controller.translate import conditions as c
+from agc_controller.translate import pem
+from agc_controller.translate.model import SubjectAltName
+from agc_controller.translate.snapshot import Obj, Snapshot
+from agc_controller.translate.validate import precise_hostname
+
+
+@attrs.frozen
+class PolicyNode:
+    key: ObjectKey
+    generation: int
+    created: str
+    # (service, sectionName or None) pairs the policy targets
+    targets: tuple[tuple[ObjectKey, str | None], ...]
+    sni: str
+    ca_pem: str | None = attrs.field(repr=False)
+    subject_alt_names: tuple[SubjectAltName, ...]
+    # Accepted=False reason/message (the policy cannot be used), if any
+    accepted_problem: tuple[str, str] | None
+    resolved_problem: tuple[str, str] | None
+
+    def conditions(self, *, conflicted: bool) -> tuple[Condition, ...]:
+        g = self.generation
+        if conflicted:
+            accepted = c.false(
+                c.ACCEPTED,
+                c.R_CONFLICTED,
+                "An older BackendTLSPolicy targets the same Service port",
+                g,
+            )
+        elif self.accepted_problem:
+            accepted = c.false(c.ACCEPTED, *self.accepted_problem, g)
+        else:
+            accepted = c.true(c.ACCEPTED, c.R_ACCEPTED, "The policy is accepted", g)
+        if self.resolved_problem:
+            resolved = c.false(c.RESOLVED_REFS, *self.resolved_problem, g)
+        else:
+            resolved = c.true(c.RESOLVED_REFS, c.R_RESOLVED_REFS, "All references are resolved", g)
+        return (accepted, resolved)
+
+
+@attrs.frozen
+class Policies:
+    # the policy in force per (service, sectionName or None)
+    winners: dict[tuple[ObjectKey, str | None], PolicyNode]
+    # policies that lost a conflict
+    losers: frozenset[ObjectKey]
+    by_service: dict[ObjectKey, tuple[PolicyNode, ...]]
+
+    def for_backend(self, service: ObjectKey, port_name: str | None) -> PolicyNode | None:
+        if port_name is not None and (service, port_name) in self.winners:
+            return self.winners[(service, port_name)]
+        return self.winners.get((service, None))
+
+
+def build_policies(snapshot: Snapshot) -> Policies:
+    nodes = [_build_policy(obj, snapshot) for obj in snapshot.backend_tls_policies.values()]
+    nodes.sort(key=lambda p: (p.created, p.key.namespace, p.key.name))
+    winners: dict[tuple[ObjectKey, str | None], PolicyNode] = {}
+    losers: set[ObjectKey] = set()
+    by_service: dict[ObjectKey, list[PolicyNode]] = defaultdict(list)
+    for node in nodes:
+        for target in node.targets:
+            by_service[target[0]].append(node)
+            if target in winners and winners[target].key != node.key:
+                losers.add(node.key)
+            else:
+                winners.setdefault(target, node)
+    return Policies(
+        winners=winners,
+        losers=frozenset(losers),
+        by_service={k: tuple(dict.fromkeys(v)) for k, v in by_service.items()},
+    )
+
+
+def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
+    meta = obj["metadata"]
+    namespace = meta["namespace"]
+    spec = obj.get("spec") or {}
+    validation = spec.get("validation") or {}
+    targets = tuple(
+        (ObjectKey("Service", namespace, str(t.get("name"))), t.get("sectionName") or None)
+        for t in spec.get("targetRefs") or []
+        if t.get("group", "") == "" and t.get("kind") == "Service"
+    )
+    accepted_problem: tuple[str, str] | None = None
+    resolved_problem: tuple[str, str] | None = None
+    ca_pem: str | None = None
+    hostname = str(validation.get("hostname", ""))
+    if problem := precise_hostname(hostname):
+        accepted_problem = (c.R_INVALID, f"spec.validation.hostname: {problem}")
+    well_known = validation.get("wellKnownCACertificates")
+    refs = validation.get("caCertificateRefs") or []
+    if well_known is not None and well_known != "System":
+        accepted_problem = (
+            c.R_INVALID,
+            f"spec.validation.wellKnownCACertificates {well_known!r} is not supported; use System",
+        )
+    elif refs:
+        bundles, problems = [], []
+        for i, ref in enumerate(refs):
+            field = f"spec.validation.caCertificateRefs[{i}]"
+            group, kind, name = ref.get("group", ""), ref.get("kind", ""), str(ref.get("name", ""))
+            if group != "" or kind not in ("ConfigMap", "Secret"):
+                problems.append(
+                    (
+                        c.R_INVALID_KIND,
+                        f"{field} must be a ConfigMap or Secret, not {group or 'core'}/{kind}",
+                    )
+                )
+                continue
+            store = snapshot.config_maps if kind == "ConfigMap" else snapshot.secrets
+            target = store.get(f"{namespace}/{name}")
+            if target is None:
+                problems.append(
+                    (c.R_INVALID_CA_CERTIFICATE_REF, f"{field}: {kind} {name} not found")
+                )
+                continue
+            try:
+                bundles.append(pem.ca_bundle({**target, "kind": kind}))
+            except pem.InvalidMaterial as e:
+                problems.append((c.R_INVALID_CA_CERTIFICATE_REF, f"{field}: {kind} {name}: {e}"))
+        if problems:
+            resolved_problem = (problems[0][0], c.join_problems([m for _, m in problems]))
+        if bundles:
+            ca_pem = "\n".join(b.strip() for b in bundles) + "\n"
+        elif accepted_problem is None:
+            accepted_problem = (
+                c.R_NO_VALID_CA_CERTIFICATE,
+                "spec.validation.caCertificateRefs has no usable CA certificate",
+            )
+    sans = []
+    for san in validation.get("subjectAltNames") or []:
+        if san.get("type") == "URI":
+            sans.append(SubjectAltName(type="URI", value=str(san.get("uri", ""))))
+        else:
+            sans.append(SubjectAltName(type="Hostname", value=str(san.get("hostname", ""))))
+    return PolicyNode(
+        key=ObjectKey("BackendTLSPolicy", namespace, meta["name"]),
+        generation=int(meta.get("generation", 1)),
+        created=str(meta.get("creationTimestamp", "")),
+        targets=targets,
+        sni=hostname,
+        ca_pem=ca_pem,
+        subject_alt_names=tuple(sans),
+        accepted_problem=accepted_problem,
+        resolved_problem=resolved_problem,
+    )

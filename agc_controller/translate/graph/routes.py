@@ -1,0 +1,503 @@
+"""HTTPRoute and GRPCRoute: parse, validate and resolve one route, independent of parents.
+
+A rule with an invalid value is dropped (the route reports PartiallyInvalid,
+"Dropped Rule ..."); a route whose rules are all invalid is not accepted.
+Unresolvable backends keep their weight and answer 500 (see graph.backends).
+GRPCRoute method matches become path matches here (`/service/method`), so the
+data plane and precedence treat both kinds alike.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import attrs
+
+from agc_controller.status.model import ObjectKey, ParentReference
+from agc_controller.translate import conditions as c
+from agc_controller.translate import validate
+from agc_controller.translate.graph.backends import BackendProblem, ResolvedBackend, resolve_backend
+from agc_controller.translate.hostnames import is_valid_hostname
+from agc_controller.translate.model import (
+    BackendProtocol,
+    Cors,
+    HeaderModifier,
+    Match,
+    PathMatch,
+    Redirect,
+    Retry,
+    SessionPersistence,
+    UrlRewrite,
+    ValueMatch,
+)
+from agc_controller.translate.refgrants import ReferenceGrants
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+RouteKind = Literal["HTTPRoute", "GRPCRoute"]
+
+
+class RuleInvalid(ValueError):
+    """A rule holds a value the controller cannot implement safely."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+@attrs.frozen
+class MirrorNode:
+    backend: ResolvedBackend
+    percent: float
+
+
+@attrs.frozen
+class RuleNode:
+    index: int
+    name: str | None
+    matches: tuple[Match, ...]
+    backends: tuple[ResolvedBackend, ...] = ()
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: UrlRewrite | None = None
+    mirrors: tuple[MirrorNode, ...] = ()
+    cors: Cors | None = None
+    request_timeout_ms: int | None = None
+    backend_timeout_ms: int | None = None
+    retry: Retry | None = None
+    session_persistence: SessionPersistence | None = None
+
+
+@attrs.frozen
+class RouteNode:
+    key: ObjectKey
+    kind: RouteKind
+    generation: int
+    # RFC 3339 creation time; sorts like time
+    created: str
+    hostnames: tuple[str, ...]
+    parent_refs: tuple[ParentReference, ...]
+    rules: tuple[RuleNode, ...]
+    # (reason, message) per unresolved reference, for ResolvedRefs
+    unresolved: tuple[BackendProblem, ...]
+    # (rule index, reason, message) per dropped rule
+    dropped: tuple[tuple[int, str, str], ...]
+    # a problem with the route as a whole (e.g. an invalid hostname): nothing is served
+    spec_problem: str | None = None
+
+    @property
+    def accepted_problem(self) -> tuple[str, str] | None:
+        """Why no rule can be served, if none can."""
+        if self.spec_problem:
+            return c.R_UNSUPPORTED_VALUE, self.spec_problem
+        if self.rules or not self.dropped:
+            return None
+        reason = self.dropped[0][1]
+        return reason, c.join_problems([m for _, _, m in self.dropped])
+
+
+def build_route(
+    route: Obj, kind: RouteKind, snapshot: Snapshot, grants: ReferenceGrants
+) -> RouteNode:
+    meta = route["metadata"]
+    namespace = meta["namespace"]
+    spec = route.get("spec") or {}
+    rules: list[RuleNode] = []
+    dropped: list[tuple[int, str, str]] = []
+    unresolved: list[BackendProblem] = []
+    parser = _RuleParser(kind=kind, namespace=namespace, snapshot=snapshot, grants=grants)
+    raw_rules = spec.get("rules") or [{}]
+    for i, raw in enumerate(raw_rules):
+        try:
+            rule, problems = parser.parse(i, raw)
+        except RuleInvalid as e:
+            dropped.append((i, e.reason, f"Dropped Rule {i}: {e}"))
+            continue
+        rules.append(rule)
+        unresolved.extend(problems)
+    hostnames = tuple(str(h) for h in spec.get("hostnames") or [])
+    spec_problem = next(
+        (
+            f"spec.hostnames[{i}] {h[:64]!r} is not a valid hostname"
+            for i, h in enumerate(hostnames)
+            if not is_valid_hostname(h)
+        ),
+        None,
+    )
+    return RouteNode(
+        key=ObjectKey(kind, namespace, meta["name"]),
+        kind=kind,
+        generation=int(meta.get("generation", 1)),
+        created=str(meta.get("creationTimestamp", "")),
+        hostnames=hostnames,
+        parent_refs=tuple(
+            ParentReference.from_api(ref, default_namespace=namespace)
+            for ref in spec.get("parentRefs") or []
+        ),
+        rules=tuple(rules),
+        unresolved=tuple(unresolved),
+        dropped=tuple(dropped),
+        spec_problem=spec_problem,
+    )
+
+
+@attrs.define
+class _RuleParser:
+    kind: RouteKind
+    namespace: str
+    snapshot: Snapshot
+    grants: ReferenceGrants
+
+    @property
+    def _default_protocol(self) -> BackendProtocol:
+        return "h2c" if self.kind == "GRPCRoute" else "http"
+
+    def parse(self, index: int, raw: Obj) -> tuple[RuleNode, list[BackendProblem]]:
+        field = f"spec.rules[{index}]"
+        problems: list[BackendProblem] = []
+        matches = tuple(
+            self._match(f"{field}.matches[{j}]", m)
+            for j, m in enumerate(raw.get("matches") or [{}])
+        )
+        filters = _Filters()
+        for j, f in enumerate(raw.get("filters") or []):
+            self._filter(f"{field}.filters[{j}]", f, filters, problems)
+        rewrite = filters.rewrite
+        if (
+            rewrite
+            and rewrite.path_type == "ReplacePrefixMatch"
+            and any(m.path.type != "PathPrefix" for m in matches)
+        ):
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE,
+                f"{field}: URLRewrite ReplacePrefixMatch needs PathPrefix matches only",
+            )
+        backends = []
+        for j, ref in enumerate(raw.get("backendRefs") or []):
+            backend_field = f"{field}.backendRefs[{j}]"
+            ref_filters = _Filters()
+            for k, f in enumerate(ref.get("filters") or []):
+                self._filter(f"{backend_field}.filters[{k}]", f, ref_filters, problems)
+            if ref_filters.has_route_only_filters():
+                raise RuleInvalid(
+                    c.R_UNSUPPORTED_VALUE,
+                    f"{backend_field}.filters supports only header modifiers",
+                )
+            backend, problem = resolve_backend(
+                ref,
+                field=backend_field,
+                route_kind=self.kind,
+                route_namespace=self.namespace,
+                snapshot=self.snapshot,
+                grants=self.grants,
+                default_protocol=self._default_protocol,
+                request_headers=ref_filters.request_headers,
+                response_headers=ref_filters.response_headers,
+            )
+            backends.append(backend)
+            if problem:
+                problems.append(problem)
+        if filters.extension_ref_problem:
+            # an unresolvable extension must fail the requests it covers, never be skipped
+            backends = [ResolvedBackend(name="extensionRef", weight=1, valid=False)]
+        timeouts = raw.get("timeouts") or {}
+        name = raw.get("name")
+        return (
+            RuleNode(
+                index=index,
+                name=str(name) if name else None,
+                matches=matches,
+                backends=tuple(backends),
+                request_headers=filters.request_headers,
+                response_headers=filters.response_headers,
+                redirect=filters.redirect,
+                rewrite=filters.rewrite,
+                mirrors=tuple(filters.mirrors),
+                cors=filters.cors,
+                request_timeout_ms=_timeout(f"{field}.timeouts.request", timeouts.get("request")),
+                backend_timeout_ms=_timeout(
+                    f"{field}.timeouts.backendRequest", timeouts.get("backendRequest")
+                ),
+                retry=_retry(f"{field}.retry", raw.get("retry")),
+                session_persistence=_session_persistence(
+                    f"{field}.sessionPersistence", raw.get("sessionPersistence")
+                ),
+            ),
+            problems,
+        )
+
+    def _match(self, field: str, raw: Obj) -> Match:
+        headers = _value_matches(f"{field}.headers", raw.get("headers"), header=True)
+        if self.kind == "GRPCRoute":
+            return Match(path=_grpc_path(f"{field}.method", raw.get("method")), headers=headers)
+        path = raw.get("path") or {"type": "PathPrefix", "value": "/"}
+        path_type, value = path.get("type", "PathPrefix"), str(path.get("value", "/"))
+        if path_type in ("Exact", "PathPrefix"):
+            problem = validate.path(value)
+        elif path_type == "RegularExpression":
+            problem = validate.regex(value)
+        else:
+            problem = f"path type {path_type!r} is not supported"
+        if problem:
+            raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.path: {problem}")
+        method = raw.get("method")
+        if method is not None and (problem := validate.method(method)):
+            raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.method: {problem}")
+        return Match(
+            path=PathMatch(type=path_type, value=value),
+            method=method,
+            headers=headers,
+            query_params=_value_matches(
+                f"{field}.queryParams", raw.get("queryParams"), header=False
+            ),
+        )
+
+    def _filter(self, field: str, raw: Obj, into: _Filters, problems: list[BackendProblem]) -> None:
+        kind = raw.get("type")
+        if kind == "RequestHeaderModifier":
+            into.request_headers = _header_modifier(
+                f"{field}.requestHeaderModifier", raw.get("requestHeaderModifier")
+            )
+        elif kind == "ResponseHeaderModifier":
+            into.response_headers = _header_modifier(
+                f"{field}.responseHeaderModifier", raw.get("responseHeaderModifier")
+            )
+        elif kind == "RequestRedirect" and self.kind == "HTTPRoute":
+            into.redirect = _redirect(f"{field}.requestRedirect", raw.get("requestRedirect") or {})
+        elif kind == "URLRewrite" and self.kind == "HTTPRoute":
+            into.rewrite = _rewrite(f"{field}.urlRewrite", raw.get("urlRewrite") or {})
+        elif kind == "RequestMirror":
+            mirror = self._mirror(
+                f"{field}.requestMirror", raw.get("requestMirror") or {}, problems
+            )
+            if mirror is not None:
+                into.mirrors.append(mirror)
+        elif kind == "CORS" and self.kind == "HTTPRoute":
+            into.cors = _cors(raw.get("cors") or {})
+        elif kind == "ExtensionRef":
+            ref = raw.get("extensionRef") or {}
+            problems.append(
+                BackendProblem(
+                    c.R_INVALID_KIND,
+                    f"{field}.extensionRef {ref.get('group')}/{ref.get('kind')} {ref.get('name')} "
+                    "is not a supported extension; its requests get HTTP 500",
+                )
+            )
+            into.extension_ref_problem = True
+        else:
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE, f"{field}.type {kind!r} is not supported on {self.kind}"
+            )
+
+    def _mirror(self, field: str, raw: Obj, problems: list[BackendProblem]) -> MirrorNode | None:
+        backend, problem = resolve_backend(
+            raw.get("backendRef") or {},
+            field=f"{field}.backendRef",
+            route_kind=self.kind,
+            route_namespace=self.namespace,
+            snapshot=self.snapshot,
+            grants=self.grants,
+            default_protocol=self._default_protocol,
+        )
+        if problem:
+            problems.append(problem)
+            return None
+        percent = 100.0
+        if "percent" in raw:
+            percent = float(raw["percent"])
+        elif "fraction" in raw:
+            fraction = raw["fraction"]
+            denominator = int(fraction.get("denominator", 100)) or 100
+            percent = 100.0 * int(fraction.get("numerator", 0)) / denominator
+        return MirrorNode(backend=backend, percent=max(0.0, min(100.0, percent)))
+
+
+@attrs.define
+class _Filters:
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: UrlRewrite | None = None
+    mirrors: list[MirrorNode] = attrs.field(factory=list)
+    cors: Cors | None = None
+    extension_ref_problem: bool = False
+
+    def has_route_only_filters(self) -> bool:
+        return bool(self.redirect or self.rewrite or self.mirrors or self.cors)
+
+
+def _value_matches(field: str, raw: list[Obj] | None, *, header: bool) -> tuple[ValueMatch, ...]:
+    found: dict[str, ValueMatch] = {}
+    for i, m in enumerate(raw or []):
+        name, value, match_type = (
+            str(m.get("name", "")),
+            str(m.get("value", "")),
+            m.get("type", "Exact"),
+        )
+        problem = validate.header_name(name) if header else validate.query_name(name)
+        if problem is None:
+            problem = (
+                validate.regex(value)
+                if match_type == "RegularExpression"
+                else validate.header_value(value)
+            )
+        if problem is None and match_type not in ("Exact", "RegularExpression"):
+            problem = f"match type {match_type!r} is not supported"
+        if problem:
+            raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}[{i}]: {problem}")
+        # duplicate names: the first wins (header names compare case-insensitively)
+        found.setdefault(
+            name.lower() if header else name, ValueMatch(type=match_type, name=name, value=value)
+        )
+    return tuple(found.values())
+
+
+def _grpc_path(field: str, raw: Obj | None) -> PathMatch:
+    if not raw:
+        return PathMatch(type="PathPrefix", value="/")
+    match_type = raw.get("type", "Exact")
+    service, method = raw.get("service"), raw.get("method")
+    if match_type == "Exact":
+        for value, check, name in (
+            (service, validate.grpc_service, "service"),
+            (method, validate.grpc_method, "method"),
+        ):
+            if value is not None and (problem := check(value)):
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{name}: {problem}")
+        if service and method:
+            return PathMatch(type="Exact", value=f"/{service}/{method}")
+        if service:
+            return PathMatch(type="PathPrefix", value=f"/{service}")
+        if method:
+            return PathMatch(type="RegularExpression", value=f"/[^/]+/{re.escape(method)}")
+        return PathMatch(type="PathPrefix", value="/")
+    if match_type == "RegularExpression":
+        for value, name in ((service, "service"), (method, "method")):
+            if value is not None and (problem := validate.regex(value)):
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{name}: {problem}")
+        return PathMatch(
+            type="RegularExpression", value=f"/({service or '[^/]+'})/({method or '[^/]+'})"
+        )
+    raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.type {match_type!r} is not supported")
+
+
+def _header_modifier(field: str, raw: Obj | None) -> HeaderModifier:
+    raw = raw or {}
+    pairs: dict[str, tuple[tuple[str, str], ...]] = {}
+    for action in ("set", "add"):
+        items = []
+        for i, h in enumerate(raw.get(action) or []):
+            name, value = str(h.get("name", "")), str(h.get("value", ""))
+            problem = validate.header_name(name) or validate.header_value(value)
+            if problem:
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{action}[{i}]: {problem}")
+            items.append((name, value))
+        pairs[action] = tuple(items)
+    remove = []
+    for i, name in enumerate(raw.get("remove") or []):
+        if problem := validate.header_name(str(name)):
+            raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.remove[{i}]: {problem}")
+        remove.append(str(name))
+    return HeaderModifier(set=pairs["set"], add=pairs["add"], remove=tuple(remove))
+
+
+def _path_modifier(field: str, raw: Obj | None) -> tuple[Any, str | None]:
+    if not raw:
+        return None, None
+    path_type = raw.get("type")
+    if path_type == "ReplaceFullPath":
+        value = str(raw.get("replaceFullPath", "/"))
+    elif path_type == "ReplacePrefixMatch":
+        value = str(raw.get("replacePrefixMatch", "/")) or "/"
+    else:
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.type {path_type!r} is not supported")
+    if problem := validate.path(value):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: {problem}")
+    return path_type, value
+
+
+def _redirect(field: str, raw: Obj) -> Redirect:
+    scheme, hostname = raw.get("scheme"), raw.get("hostname")
+    if scheme is not None and scheme not in ("http", "https"):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.scheme {scheme!r} must be http or https")
+    if hostname is not None and (problem := validate.precise_hostname(hostname)):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.hostname: {problem}")
+    status = int(raw.get("statusCode", 302))
+    if status not in (301, 302, 303, 307, 308):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.statusCode {status} is not supported")
+    path_type, path_value = _path_modifier(f"{field}.path", raw.get("path"))
+    port = raw.get("port")
+    return Redirect(
+        status_code=status,
+        scheme=scheme,
+        hostname=hostname,
+        port=int(port) if port is not None else None,
+        path_type=path_type,
+        path_value=path_value,
+    )
+
+
+def _rewrite(field: str, raw: Obj) -> UrlRewrite:
+    hostname = raw.get("hostname")
+    if hostname is not None and (problem := validate.precise_hostname(hostname)):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.hostname: {problem}")
+    path_type, path_value = _path_modifier(f"{field}.path", raw.get("path"))
+    return UrlRewrite(hostname=hostname, path_type=path_type, path_value=path_value)
+
+
+def _cors(raw: Obj) -> Cors:
+    def strings(key: str) -> tuple[str, ...]:
+        values = tuple(str(v) for v in raw.get(key) or [])
+        for v in values:
+            if problem := validate.header_value(v):
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"CORS {key}: {problem}")
+        return values
+
+    return Cors(
+        allow_origins=strings("allowOrigins"),
+        allow_methods=strings("allowMethods"),
+        allow_headers=strings("allowHeaders"),
+        expose_headers=strings("exposeHeaders"),
+        allow_credentials=bool(raw.get("allowCredentials", False)),
+        max_age=int(raw.get("maxAge", 5)),
+    )
+
+
+def _timeout(field: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    value = validate.duration_ms(str(raw))
+    if value is None:
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field} {raw!r} is not a valid duration")
+    return value
+
+
+def _retry(field: str, raw: Obj | None) -> Retry | None:
+    if not raw:
+        return None
+    backoff = _timeout(f"{field}.backoff", raw.get("backoff"))
+    return Retry(
+        codes=tuple(sorted(int(code) for code in raw.get("codes") or [])),
+        attempts=int(raw.get("attempts", 1)),
+        backoff_ms=backoff,
+    )
+
+
+def _session_persistence(field: str, raw: Obj | None) -> SessionPersistence | None:
+    if not raw:
+        return None
+    kind = raw.get("type", "Cookie")
+    if kind not in ("Cookie", "Header"):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.type {kind!r} is not supported")
+    name = str(raw.get("sessionName") or "agc-session")
+    if problem := validate.header_name(name):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.sessionName: {problem}")
+    absolute = _timeout(f"{field}.absoluteTimeout", raw.get("absoluteTimeout"))
+    idle = _timeout(f"{field}.idleTimeout", raw.get("idleTimeout"))
+    return SessionPersistence(
+        type=kind,
+        name=name,
+        absolute_timeout_s=absolute // 1000 if absolute is not None else None,
+        idle_timeout_s=idle // 1000 if idle is not None else None,
+    )

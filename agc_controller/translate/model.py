@@ -1,0 +1,232 @@
+"""The ALB model: what one Gateway should look like on a load balancer.
+
+Produced by translation, consumed by providers (local NGINX, Azure Application
+Gateway). Everything is frozen and sorted deterministically, so two
+translations of the same input compare equal and a provider can skip no-op
+applies by equality.
+
+Shape: a `LoadBalancer` has `frontends` (one per programmable listener: port,
+protocol, hostname, TLS material) and `hosts` (per port and hostname, the
+routing rules in Gateway API precedence order — the data plane walks them in
+order and takes the first match). Request-time listener selection (isolation)
+is already resolved: a host's rules come only from the most specific listener
+that matches that hostname on that port.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from agc_controller.status.model import ObjectKey
+
+PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
+MatchType = Literal["Exact", "RegularExpression"]
+Protocol = Literal["HTTP", "HTTPS", "TLS"]
+# how the data plane talks to a backend: plain HTTP/1.1, cleartext HTTP/2 (gRPC,
+# appProtocol kubernetes.io/h2c), or HTTP/1.1 with WebSocket upgrades
+BackendProtocol = Literal["http", "h2c", "ws"]
+
+
+@attrs.frozen
+class Certificate:
+    """A certificate chain and its key, from a `kubernetes.io/tls` Secret."""
+
+    secret: ObjectKey
+    cert_pem: str = attrs.field(repr=False)
+    key_pem: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class ClientValidation:
+    """Frontend mTLS: client certificates must chain to `ca_pem`."""
+
+    ca_pem: str = attrs.field(repr=False)
+    # AllowInsecureFallback: accept connections without a valid client certificate
+    insecure_fallback: bool = False
+
+
+@attrs.frozen
+class Frontend:
+    """One listener the data plane must serve."""
+
+    name: str  # the listener name, unique within the Gateway
+    port: int
+    protocol: Protocol
+    hostname: str | None
+    certificates: tuple[Certificate, ...] = ()
+    client_validation: ClientValidation | None = None
+
+
+@attrs.frozen
+class Endpoint:
+    address: str
+    port: int
+
+
+@attrs.frozen
+class SubjectAltName:
+    type: Literal["Hostname", "URI"]
+    value: str
+
+
+@attrs.frozen
+class BackendTLS:
+    """TLS from the data plane to a backend (BackendTLSPolicy)."""
+
+    sni: str
+    # PEM bundle to verify the backend with; None = the system trust store
+    ca_pem: str | None = attrs.field(repr=False)
+    subject_alt_names: tuple[SubjectAltName, ...] = ()
+    # the Gateway's client certificate for backend mTLS (spec.tls.backend)
+    client_certificate: Certificate | None = None
+
+
+@attrs.frozen
+class HeaderModifier:
+    # (name, value) pairs; names as the user wrote them, matched case-insensitively
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Backend:
+    """One weighted backendRef. `valid=False` means its share of traffic gets HTTP 500."""
+
+    name: str  # "namespace/service:port", unique within a rule
+    weight: int
+    valid: bool
+    protocol: BackendProtocol = "http"
+    endpoints: tuple[Endpoint, ...] = ()
+    tls: BackendTLS | None = None
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+
+
+@attrs.frozen
+class PathMatch:
+    type: PathType
+    value: str
+
+
+@attrs.frozen
+class ValueMatch:
+    """A header or query-parameter match."""
+
+    type: MatchType
+    name: str
+    value: str
+
+
+@attrs.frozen
+class Match:
+    path: PathMatch
+    method: str | None = None
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+
+
+@attrs.frozen
+class Redirect:
+    status_code: int
+    scheme: str | None = None
+    hostname: str | None = None
+    # None: keep the request's (see Gateway API port rules, applied by the data plane)
+    port: int | None = None
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    path_value: str | None = None
+
+
+@attrs.frozen
+class UrlRewrite:
+    hostname: str | None = None
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    path_value: str | None = None
+
+
+@attrs.frozen
+class Mirror:
+    backend: Backend
+    # share of requests mirrored, in percent (0..100, fractional allowed)
+    percent: float = 100.0
+
+
+@attrs.frozen
+class Cors:
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 5
+
+
+@attrs.frozen
+class Retry:
+    codes: tuple[int, ...] = ()
+    attempts: int = 1
+    backoff_ms: int | None = None
+
+
+@attrs.frozen
+class SessionPersistence:
+    type: Literal["Cookie", "Header"]
+    name: str
+    absolute_timeout_s: int | None = None
+    idle_timeout_s: int | None = None
+
+
+@attrs.frozen
+class Rule:
+    """One (route rule, match) pair, in precedence order within its host."""
+
+    route: ObjectKey
+    rule_index: int
+    match_index: int
+    rule_name: str | None
+    match: Match
+    backends: tuple[Backend, ...] = ()
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: UrlRewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
+    # milliseconds; None = the data plane's default, 0 = disabled
+    request_timeout_ms: int | None = None
+    backend_timeout_ms: int | None = None
+    retry: Retry | None = None
+    session_persistence: SessionPersistence | None = None
+    # gRPC semantics for errors (no route: Unimplemented)
+    grpc: bool = False
+
+
+@attrs.frozen
+class Host:
+    """The routing table for one hostname on one port."""
+
+    port: int
+    hostname: str  # exact, "*.suffix" or "*"
+    listener: str  # the listener whose routes these are
+    rules: tuple[Rule, ...]
+
+
+@attrs.frozen
+class RequestedAddress:
+    type: str  # IPAddress or Hostname
+    value: str  # may be "" (GatewayAddressEmpty: assign one)
+
+
+@attrs.frozen
+class LoadBalancer:
+    gateway: ObjectKey
+    gateway_class: str
+    generation: int
+    addresses: tuple[RequestedAddress, ...]
+    frontends: tuple[Frontend, ...]
+    hosts: tuple[Host, ...]
+    # infrastructure labels/annotations to propagate to generated resources
+    infrastructure_labels: tuple[tuple[str, str], ...] = ()
+    infrastructure_annotations: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,26 @@
+"""What translation needs to know about the controller and its provider."""
+
+from __future__ import annotations
+
+import attrs
+
+from agc_controller.kube.resources import GATEWAY_GROUP
+
+DEFAULT_CONTROLLER_NAME = "agc-controller.io/gateway-controller"
+
+# Features (sigs.k8s.io/gateway-api/pkg/features names) that translation and the
+# local data plane implement; a provider may narrow them (see providers).
+CORE_FEATURES = frozenset({"Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute"})
+
+
+@attrs.frozen
+class TranslateSettings:
+    controller_name: str = DEFAULT_CONTROLLER_NAME
+    # what the provider can program; reported in GatewayClass status.supportedFeatures
+    supported_features: frozenset[str] = CORE_FEATURES
+    # listener protocols the provider serves
+    protocols: frozenset[str] = frozenset({"HTTP", "HTTPS"})
+    # route kinds we reconcile, as (group, kind)
+    route_kinds: frozenset[tuple[str, str]] = frozenset(
+        {(GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute")}
+    )

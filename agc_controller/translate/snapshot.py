@@ -1,0 +1,65 @@
+"""The input of translation: a consistent, read-only view of the objects it needs.
+
+The controller builds a Snapshot from informer stores (only what one Gateway's
+translation can touch); golden tests build one from YAML. Objects are raw API
+dicts and are never mutated. Keys are "namespace/name" ("name" for
+cluster-scoped kinds); EndpointSlices are grouped by "namespace/service".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+Obj = dict[str, Any]
+
+
+def key_of(obj: Obj) -> str:
+    meta = obj["metadata"]
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+
+
+@attrs.frozen
+class Snapshot:
+    gateway_classes: Mapping[str, Obj] = attrs.field(factory=dict)
+    gateways: Mapping[str, Obj] = attrs.field(factory=dict)
+    http_routes: Mapping[str, Obj] = attrs.field(factory=dict)
+    grpc_routes: Mapping[str, Obj] = attrs.field(factory=dict)
+    backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
+    services: Mapping[str, Obj] = attrs.field(factory=dict)
+    # EndpointSlices of one Service, keyed by "namespace/service-name"
+    endpoint_slices: Mapping[str, tuple[Obj, ...]] = attrs.field(factory=dict)
+    secrets: Mapping[str, Obj] = attrs.field(factory=dict)
+    config_maps: Mapping[str, Obj] = attrs.field(factory=dict)
+    namespaces: Mapping[str, Obj] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[Obj]) -> Snapshot:
+        """Sort a flat list of API objects (e.g. a YAML file) into a Snapshot."""
+        by_kind: dict[str, dict[str, Obj]] = {}
+        slices: dict[str, list[Obj]] = {}
+        for obj in objects:
+            kind = obj.get("kind", "")
+            if kind == "EndpointSlice":
+                meta = obj["metadata"]
+                service = meta.get("labels", {}).get("kubernetes.io/service-name", "")
+                slices.setdefault(f"{meta.get('namespace', '')}/{service}", []).append(obj)
+                continue
+            by_kind.setdefault(kind, {})[key_of(obj)] = obj
+        return cls(
+            gateway_classes=by_kind.get("GatewayClass", {}),
+            gateways=by_kind.get("Gateway", {}),
+            http_routes=by_kind.get("HTTPRoute", {}),
+            grpc_routes=by_kind.get("GRPCRoute", {}),
+            backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
+            reference_grants=by_kind.get("ReferenceGrant", {}),
+            services=by_kind.get("Service", {}),
+            endpoint_slices={k: tuple(v) for k, v in slices.items()},
+            secrets=by_kind.get("Secret", {}),
+            config_maps=by_kind.get("ConfigMap", {}),
+            namespaces=by_kind.get("Namespace", {}),
+        )
