@@ -72,8 +72,9 @@ class ParentReference:
     kind: str = "Gateway"
     section_name: str | None = None
     port: int | None = None
-    # False when the route left namespace out (it then means the route's own)
-    namespace_written: bool = True
+    # False when the route left namespace out (it then means the route's own);
+    # not part of equality: both spellings name the same parent
+    namespace_written: bool = attrs.field(default=True, eq=False)
 
     def to_api(self) -> dict[str, Any]:
         ref: dict[str, Any] = {
