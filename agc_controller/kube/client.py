@@ -7,10 +7,12 @@ calls the REST path directly.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.kube.resources import Resource
 
@@ -24,6 +26,15 @@ async def api_client_from_kubeconfig(path: Path | None = None) -> client.ApiClie
         config_file=str(path) if path else None, client_configuration=configuration
     )
     return client.ApiClient(configuration=configuration)
+
+
+async def api_client(kubeconfig: Path | None) -> client.ApiClient:
+    """In a pod with no kubeconfig given: the service account; otherwise the kubeconfig."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration=configuration)
+    return await api_client_from_kubeconfig(kubeconfig)
 
 
 async def server_side_apply(
@@ -55,3 +66,25 @@ async def server_side_apply(
     )
     stored: dict[str, Any] = result
     return stored
+
+
+async def served_resources(api: client.ApiClient, group_version: str) -> set[str]:
+    """Plural names the server serves under `group_version` ("v1" or "group/v1").
+
+    Empty when the group version is not served (e.g. CRDs not installed).
+    """
+    path = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+    try:
+        result = await api.call_api(
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return set()
+        raise
+    return {str(res["name"]) for res in result.get("resources") or [] if "/" not in res["name"]}

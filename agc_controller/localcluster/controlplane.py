@@ -115,6 +115,7 @@ class ControlPlane:
     _children: list[_Child] = attrs.field(factory=list, init=False)
     _pki: ClusterPki | None = attrs.field(default=None, init=False)
     _apiserver_port: int = attrs.field(default=0, init=False)
+    _etcd_url: str = attrs.field(default="", init=False)
 
     @property
     def kubeconfig(self) -> Path:
@@ -156,11 +157,27 @@ class ControlPlane:
             ],
         )
         self._wait("etcd", timeout, lambda: _http_ok(f"{etcd_url}/health", None))
-        self._start_apiserver(etcd_url)
+        self._etcd_url = etcd_url
+        self._start_apiserver()
         self._write_kubeconfig(self.kubeconfig, self.pki.admin.cert, self.pki.admin.key, "admin")
         self._wait("kube-apiserver", timeout, self._apiserver_ready)
 
-    def _start_apiserver(self, etcd_url: str) -> None:
+    def restart_apiserver(self, *, timeout: float = 60.0) -> None:
+        """Kill kube-apiserver and start it again on the same port (etcd keeps the data).
+
+        Clients see their watches break and requests refused meanwhile, as in an
+        apiserver crash. Call it from the thread that started the control plane:
+        children die with the thread that spawned them (PR_SET_PDEATHSIG).
+        """
+        child = next(c for c in self._children if c.name == "kube-apiserver")
+        child.process.kill()
+        child.process.wait()
+        self._children.remove(child)
+        self._start_apiserver()
+        self._wait("kube-apiserver", timeout, self._apiserver_ready)
+
+    def _start_apiserver(self) -> None:
+        etcd_url = self._etcd_url
         pki = self.pki
         self._spawn(
             "kube-apiserver",

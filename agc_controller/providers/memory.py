@@ -41,7 +41,7 @@ class MemoryProvider:
         return ApplyResult(
             programmed=True,
             reason=c.R_PROGRAMMED,
-            message="Programmed in memory",
+            message="Programmed in memory only: no data plane serves this Gateway",
             addresses=(GatewayAddress(type="IPAddress", value=self._addresses[model.gateway]),),
         )
 

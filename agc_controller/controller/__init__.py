@@ -1,0 +1,1 @@
+"""The reconcile loop: informer events → Gateway keys → translate → apply → status."""

@@ -1,0 +1,140 @@
+"""The informer stores the controller reads, their indexes, and snapshots built from them.
+
+A snapshot holds only what one Gateway's translation can touch, gathered
+through indexes, so the work per key grows with that Gateway's routes rather
+than with the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from agc_controller.controller import indexes as ix
+from agc_controller.informers import Store
+from agc_controller.kube import resources as r
+from agc_controller.status.model import ObjectKey
+from agc_controller.translate.snapshot import Obj, Snapshot, key_of
+
+ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
+
+# indexes each kind's store carries
+INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
+    r.GATEWAY.kind: {
+        ix.GATEWAY_CLASS: ix.gateway_class_name,
+        ix.NAMESPACE: ix.namespace_of,
+        ix.CERTIFICATE_REFS: ix.gateway_certificate_refs,
+    },
+    r.HTTP_ROUTE.kind: {
+        ix.PARENT_GATEWAYS: ix.route_parent_gateways,
+        ix.BACKEND_SERVICES: ix.route_backend_services,
+        ix.NAMESPACE: ix.namespace_of,
+    },
+    r.GRPC_ROUTE.kind: {
+        ix.PARENT_GATEWAYS: ix.route_parent_gateways,
+        ix.BACKEND_SERVICES: ix.route_backend_services,
+        ix.NAMESPACE: ix.namespace_of,
+    },
+    r.BACKEND_TLS_POLICY.kind: {
+        ix.TARGET_SERVICES: ix.policy_target_services,
+        ix.CERTIFICATE_REFS: ix.policy_ca_refs,
+        ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
+    },
+    r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
+}
+
+
+@attrs.frozen
+class Cache:
+    # one store per kind ("Gateway", "Service", ...); a kind the server does not
+    # serve (an older Gateway API bundle) has an empty store
+    stores: Mapping[str, Store]
+
+    @classmethod
+    def with_stores(cls, stores: Mapping[str, Store]) -> Cache:
+        """Add the indexes to the informers' stores (before they run).
+
+        A kind the server does not serve gets an empty store with the same
+        indexes, so readers never special-case it.
+        """
+        complete = dict(stores)
+        for kind, indexers in INDEXES.items():
+            store = complete.setdefault(kind, Store())
+            for name, indexer in indexers.items():
+                store.add_indexer(name, indexer)
+        return cls(stores=complete)
+
+    def store(self, kind: str) -> Store:
+        # not `get(kind) or ...`: an empty Store is falsy
+        return self.stores.get(kind, _EMPTY)
+
+    def get(self, kind: str, key: str) -> Obj | None:
+        return self.store(kind).get(key)
+
+    def routes_of_gateway(self, gateway: str) -> list[tuple[str, Obj]]:
+        return [
+            (resource.kind, route)
+            for resource in ROUTE_KINDS
+            for route in self.store(resource.kind).by_index(ix.PARENT_GATEWAYS, gateway)
+        ]
+
+    def gateways_of_routes(self, routes: Iterable[Obj]) -> set[str]:
+        return {g for route in routes for g in ix.route_parent_gateways(route)}
+
+    def routes_using_service(self, service: str) -> list[Obj]:
+        return [
+            route
+            for resource in ROUTE_KINDS
+            for route in self.store(resource.kind).by_index(ix.BACKEND_SERVICES, service)
+        ]
+
+    def snapshot_for_gateway(self, key: ObjectKey) -> Snapshot:
+        gateway_key = f"{key.namespace}/{key.name}"
+        gateway = self.get(r.GATEWAY.kind, gateway_key)
+        routes = self.routes_of_gateway(gateway_key)
+        services = {s for _, route in routes for s in ix.route_backend_services(route)}
+        policies = {
+            key_of(p): p
+            for s in services
+            for p in self.store(r.BACKEND_TLS_POLICY.kind).by_index(ix.TARGET_SERVICES, s)
+        }
+        for p in self.store(r.BACKEND_TLS_POLICY.kind).by_index(ix.PARENT_GATEWAYS, gateway_key):
+            policies[key_of(p)] = p
+        material = set(ix.gateway_certificate_refs(gateway)) if gateway else set()
+        for policy in policies.values():
+            material.update(ix.policy_ca_refs(policy))
+        return Snapshot(
+            gateway_classes=self._all(r.GATEWAY_CLASS.kind),
+            gateways={gateway_key: gateway} if gateway else {},
+            http_routes={key_of(o): o for kind, o in routes if kind == r.HTTP_ROUTE.kind},
+            grpc_routes={key_of(o): o for kind, o in routes if kind == r.GRPC_ROUTE.kind},
+            backend_tls_policies=policies,
+            reference_grants=self._all(r.REFERENCE_GRANT.kind),
+            services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
+            endpoint_slices={
+                s: tuple(self.store(r.ENDPOINT_SLICE.kind).by_index(ix.SERVICE_NAME, s))
+                for s in services
+            },
+            secrets=self._material(material, "Secret", r.SECRET.kind),
+            config_maps=self._material(material, "ConfigMap", r.CONFIG_MAP.kind),
+            namespaces=self._all(r.NAMESPACE.kind),
+        )
+
+    def snapshot_for_class(self, name: str) -> Snapshot:
+        gateway_class = self.get(r.GATEWAY_CLASS.kind, name)
+        return Snapshot(gateway_classes={name: gateway_class} if gateway_class else {})
+
+    def _all(self, kind: str) -> dict[str, Obj]:
+        return {key_of(o): o for o in self.store(kind).list()}
+
+    def _material(self, refs: set[str], ref_kind: str, store_kind: str) -> dict[str, Obj]:
+        found = {}
+        for ref in refs:
+            kind, _, key = ref.partition("/")
+            if kind == ref_kind and (obj := self.get(store_kind, key)) is not None:
+                found[key] = obj
+        return found
+
+
+_EMPTY = Store()

@@ -1,0 +1,135 @@
+"""Index functions over cached objects: who refers to what.
+
+The mapper turns a change into affected Gateway keys by walking these indexes
+(service → routes → gateways, secret → gateways, ...), and the snapshot
+builder gathers one Gateway's world through them. Values are "namespace/name"
+strings, or "Kind/namespace/name" where kinds share an index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agc_controller.kube.resources import GATEWAY_GROUP
+
+Obj = dict[str, Any]
+Indexer = Callable[[Obj], Iterable[str]]
+
+# index names
+PARENT_GATEWAYS = "parent-gateways"  # routes, policies -> "ns/gateway"
+BACKEND_SERVICES = "backend-services"  # routes -> "ns/service"
+NAMESPACE = "namespace"  # any namespaced object -> "ns"
+GATEWAY_CLASS = "gateway-class"  # gateways -> class name
+CERTIFICATE_REFS = (
+    "certificate-refs"  # gateways, policies -> "Secret/ns/name" | "ConfigMap/ns/name"
+)
+TARGET_SERVICES = "target-services"  # policies -> "ns/service"
+SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
+
+
+def namespace_of(obj: Obj) -> Iterable[str]:
+    return [obj["metadata"].get("namespace", "")]
+
+
+def _gateway_ref(ref: Obj, default_namespace: str) -> str | None:
+    if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+        return None
+    return f"{ref.get('namespace') or default_namespace}/{ref.get('name')}"
+
+
+def route_parent_gateways(obj: Obj) -> Iterable[str]:
+    """Gateways a route names in spec.parentRefs, or that have status entries on it.
+
+    Status entries matter: when a route drops a parentRef, that Gateway must still
+    be reconciled to remove its entry.
+    """
+    namespace = obj["metadata"]["namespace"]
+    refs = list((obj.get("spec") or {}).get("parentRefs") or [])
+    refs += [p.get("parentRef") or {} for p in (obj.get("status") or {}).get("parents") or []]
+    found = {_gateway_ref(ref, namespace) for ref in refs}
+    found.discard(None)
+    return sorted(f for f in found if f)
+
+
+def policy_ancestor_gateways(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    ancestors = (obj.get("status") or {}).get("ancestors") or []
+    found = {_gateway_ref(a.get("ancestorRef") or {}, namespace) for a in ancestors}
+    return sorted(f for f in found if f)
+
+
+def _service_refs(refs: Iterable[Obj], namespace: str) -> Iterable[str]:
+    for ref in refs:
+        if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service":
+            yield f"{ref.get('namespace') or namespace}/{ref.get('name')}"
+
+
+def route_backend_services(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    refs: list[Obj] = []
+    for rule in (obj.get("spec") or {}).get("rules") or []:
+        refs.extend(rule.get("backendRefs") or [])
+        for f in rule.get("filters") or []:
+            if f.get("type") == "RequestMirror":
+                refs.append((f.get("requestMirror") or {}).get("backendRef") or {})
+    return sorted(set(_service_refs(refs, namespace)))
+
+
+def gateway_class_name(obj: Obj) -> Iterable[str]:
+    return [str((obj.get("spec") or {}).get("gatewayClassName", ""))]
+
+
+def gateway_certificate_refs(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    spec = obj.get("spec") or {}
+    refs: list[Obj] = []
+    for listener in spec.get("listeners") or []:
+        refs.extend((listener.get("tls") or {}).get("certificateRefs") or [])
+    tls = spec.get("tls") or {}
+    backend_ref = (tls.get("backend") or {}).get("clientCertificateRef")
+    if backend_ref:
+        refs.append(backend_ref)
+    frontend = tls.get("frontend") or {}
+    configs = [frontend.get("default") or {}] + [
+        p.get("tls") or {} for p in frontend.get("perPort") or []
+    ]
+    for config in configs:
+        refs.extend((config.get("validation") or {}).get("caCertificateRefs") or [])
+    return sorted(
+        {
+            f"{ref.get('kind', 'Secret')}/{ref.get('namespace') or namespace}/{ref.get('name')}"
+            for ref in refs
+            if ref.get("group", "") == ""
+        }
+    )
+
+
+def policy_ca_refs(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    validation = (obj.get("spec") or {}).get("validation") or {}
+    return sorted(
+        {
+            f"{ref.get('kind')}/{namespace}/{ref.get('name')}"
+            for ref in validation.get("caCertificateRefs") or []
+            if ref.get("group", "") == ""
+        }
+    )
+
+
+def policy_target_services(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    targets = (obj.get("spec") or {}).get("targetRefs") or []
+    return sorted(
+        {
+            f"{namespace}/{t.get('name')}"
+            for t in targets
+            if t.get("group", "") == "" and t.get("kind") == "Service"
+        }
+    )
+
+
+def endpoint_slice_service(obj: Obj) -> Iterable[str]:
+    meta = obj["metadata"]
+    service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+    return [f"{meta['namespace']}/{service}"] if service else []

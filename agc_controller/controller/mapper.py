@@ -1,0 +1,119 @@
+"""Turn any cached change into the work keys it affects.
+
+Handlers run inside informers after the store is updated, do no I/O and only
+enqueue. Both the old and the new object are mapped, so a route that moves
+from Gateway A to B reconciles both. Keys are `ObjectKey("Gateway", ns, name)`
+and `ObjectKey("GatewayClass", "", name)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from agc_controller.controller import indexes as ix
+from agc_controller.controller.cache import Cache
+from agc_controller.informers import KubeObject
+from agc_controller.kube import resources as r
+from agc_controller.status.model import ObjectKey
+
+Enqueue = Callable[[ObjectKey], None]
+
+
+def gateway_key(namespaced_name: str) -> ObjectKey:
+    namespace, _, name = namespaced_name.partition("/")
+    return ObjectKey("Gateway", namespace, name)
+
+
+def class_key(name: str) -> ObjectKey:
+    return ObjectKey("GatewayClass", "", name)
+
+
+@attrs.frozen
+class Mapper:
+    cache: Cache
+    enqueue: Enqueue
+
+    def keys_for(self, kind: str, obj: KubeObject) -> set[ObjectKey]:
+        """The keys a change of `obj` (of `kind`) affects, given the current cache."""
+        meta = obj["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        if kind == r.GATEWAY_CLASS.kind:
+            gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.GATEWAY_CLASS, name)
+            return {class_key(name)} | self._gateways(gateways)
+        if kind == r.GATEWAY.kind:
+            return {gateway_key(f"{namespace}/{name}")}
+        if kind in (r.HTTP_ROUTE.kind, r.GRPC_ROUTE.kind):
+            return {gateway_key(g) for g in ix.route_parent_gateways(obj)}
+        if kind == r.SERVICE.kind:
+            return self._via_service(f"{namespace}/{name}")
+        if kind == r.ENDPOINT_SLICE.kind:
+            return {k for s in ix.endpoint_slice_service(obj) for k in self._via_service(s)}
+        if kind == r.BACKEND_TLS_POLICY.kind:
+            keys = {k for s in ix.policy_target_services(obj) for k in self._via_service(s)}
+            return keys | {gateway_key(g) for g in ix.policy_ancestor_gateways(obj)}
+        if kind in (r.SECRET.kind, r.CONFIG_MAP.kind):
+            return self._via_material(f"{kind}/{namespace}/{name}")
+        if kind == r.REFERENCE_GRANT.kind:
+            return self._via_grant(obj)
+        if kind == r.NAMESPACE.kind:
+            # label changes move routes in and out of Selector listeners
+            return self._gateways(self.cache.store(r.GATEWAY.kind).list())
+        return set()
+
+    def handler(self, kind: str) -> _Handler:
+        return _Handler(mapper=self, kind=kind)
+
+    def _gateways(self, gateways: Iterable[KubeObject]) -> set[ObjectKey]:
+        return {
+            gateway_key(f"{g['metadata']['namespace']}/{g['metadata']['name']}") for g in gateways
+        }
+
+    def _via_service(self, service: str) -> set[ObjectKey]:
+        routes = self.cache.routes_using_service(service)
+        return {gateway_key(g) for g in self.cache.gateways_of_routes(routes)}
+
+    def _via_material(self, ref: str) -> set[ObjectKey]:
+        gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)
+        keys = self._gateways(gateways)
+        for policy in self.cache.store(r.BACKEND_TLS_POLICY.kind).by_index(
+            ix.CERTIFICATE_REFS, ref
+        ):
+            keys |= self.keys_for(r.BACKEND_TLS_POLICY.kind, policy)
+        return keys
+
+    def _via_grant(self, grant: KubeObject) -> set[ObjectKey]:
+        """Everything that may refer across namespaces under this grant."""
+        keys: set[ObjectKey] = set()
+        for source in (grant.get("spec") or {}).get("from") or []:
+            namespace = source.get("namespace", "")
+            if source.get("kind") == "Gateway":
+                gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.NAMESPACE, namespace)
+                keys |= self._gateways(gateways)
+            else:
+                for resource in (r.HTTP_ROUTE, r.GRPC_ROUTE):
+                    routes = self.cache.store(resource.kind).by_index(ix.NAMESPACE, namespace)
+                    keys |= {gateway_key(g) for g in self.cache.gateways_of_routes(routes)}
+        return keys
+
+
+@attrs.frozen
+class _Handler:
+    """An informer EventHandler that maps and enqueues."""
+
+    mapper: Mapper
+    kind: str
+
+    def on_add(self, obj: KubeObject) -> None:
+        self._enqueue(self.mapper.keys_for(self.kind, obj))
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        self._enqueue(self.mapper.keys_for(self.kind, old) | self.mapper.keys_for(self.kind, new))
+
+    def on_delete(self, obj: KubeObject) -> None:
+        self._enqueue(self.mapper.keys_for(self.kind, obj))
+
+    def _enqueue(self, keys: set[ObjectKey]) -> None:
+        for key in sorted(keys, key=str):
+            self.mapper.enqueue(key)

@@ -1,0 +1,29 @@
+"""Process settings, from the command line and the environment (see cli.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import attrs
+
+from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
+
+
+def _default_identity() -> str:
+    # in a cluster the pod name (HOSTNAME) is unique among replicas
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{os.getpid()}"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    # GatewayClasses naming this controllerName are ours
+    controller_name: str = DEFAULT_CONTROLLER_NAME
+    # concurrent reconciles (never two on one Gateway)
+    workers: int = 4
+    # off for a single local process; on for replicated deployments
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "agc-controller"
+    # this replica's name in the Lease
+    identity: str = attrs.field(factory=_default_identity)
