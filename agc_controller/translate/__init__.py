@@ -73,8 +73,8 @@ class GatewayTranslation:
         g = node.generation
         listeners = []
         for ls in node.listeners:
-            if not ls.programmable:
-                programmed = c.false(c.PROGRAMMED, c.R_INVALID, ls.not_programmable_reason or "", g)
+            if ls.not_programmable is not None:
+                programmed = c.false(c.PROGRAMMED, *ls.not_programmable, g)
             elif result is None:
                 programmed = c.false(c.PROGRAMMED, c.R_INVALID, "The Gateway is not accepted", g)
             elif ls.name in result.listener_problems:
@@ -213,7 +213,7 @@ def _policy_statuses(
             ancestors=(
                 PolicyAncestorStatus(
                     ancestor_ref=ancestor,
-                    conditions=policy.conditions(conflicted=key in policies.losers),
+                    conditions=policy.conditions(conflicted_with=policies.losers.get(key)),
                 ),
             ),
         )

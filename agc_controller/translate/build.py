@@ -1,24 +1,33 @@
 """Graph → ALB model (pure). Orders every host's rules by Gateway API precedence.
 
-Precedence within one host (hostname and listener are already decided):
-path kind (Exact, then RegularExpression, then PathPrefix) and length → has a
-method → number of header matches → number of query matches → oldest route →
-route namespace/name → rule order → match order. RegularExpression paths are
-ours to place: before prefixes, because a regex states more intent than a
-prefix, and longest pattern first.
+Hosts: one per (port, hostname) a listener serves. Listener isolation is
+resolved here: a hostname that a more specific listener on the same port also
+covers is served by that listener only. A host's table holds the rules of every
+route on its listener whose hostname covers it (a request to `foo.example.com`
+may match a rule of a `*.example.com` route when no `foo.example.com` rule does).
+
+Precedence within one host: the route hostname that covers it (most characters
+in a non-wildcard hostname, then most characters) → path kind (Exact, then
+RegularExpression, then PathPrefix) and length → has a method → number of
+header matches → number of query matches → oldest route → route namespace/name
+→ rule order → match order. RegularExpression paths are ours to place: before
+prefixes, because a regex states more intent than a prefix, and longest
+pattern first. GRPCRoute matches rank by their own rule instead of path length:
+most characters in the matched service, then in the matched method.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from agc_controller.status.model import ObjectKey
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
-from agc_controller.translate.graph.gateway import GatewayNode
-from agc_controller.translate.graph.routes import RuleNode
-from agc_controller.translate.hostnames import specificity
+from agc_controller.translate.graph.gateway import GatewayNode, Listener
+from agc_controller.translate.graph.routes import GrpcRank, RouteNode, RuleNode
+from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
     Backend,
     BackendTLS,
@@ -32,11 +41,25 @@ from agc_controller.translate.model import (
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
 
 
-def precedence(rule: Rule, created: str) -> tuple[object, ...]:
+def hostname_rank(hostname: str) -> tuple[int, int]:
+    """Route hostname precedence (most characters in a matching non-wildcard
+    hostname, then in the matching hostname); smaller sorts first. `*` = none."""
+    if hostname == "*":
+        return (0, 0)
+    return (0 if hostname.startswith("*.") else -len(hostname), -len(hostname))
+
+
+def precedence(rule: Rule, created: str, grpc_rank: GrpcRank | None = None) -> tuple[object, ...]:
+    """Sort key of one rule among the rules of one host (smaller first)."""
     m = rule.match
+    path: tuple[int, tuple[int, ...]]
+    if grpc_rank is None:
+        path = (_PATH_RANK[m.path.type], (-len(m.path.value),))
+    else:
+        rank, service, method = grpc_rank
+        path = (rank, (-service, -method))
     return (
-        _PATH_RANK[m.path.type],
-        -len(m.path.value),
+        *path,
         m.method is None,
         -len(m.headers),
         -len(m.query_params),
@@ -63,26 +86,38 @@ def build_load_balancer(
         )
         for ls in sorted(programmable.values(), key=lambda ls: (ls.port, ls.index))
     )
-    # (listener, hostname) -> [(precedence key, rule)]
-    tables: dict[tuple[str, str], list[tuple[tuple[object, ...], Rule]]] = defaultdict(list)
-    seen: set[tuple[str, str, object]] = set()
+    # listener -> route -> the hostnames it serves there (a route attached twice to one
+    # listener, through two parentRefs, is served once)
+    served: dict[str, dict[ObjectKey, tuple[RouteNode, set[str]]]] = defaultdict(dict)
     for attachment in attachments:
-        listener = attachment.listener
-        if listener.name not in programmable:
-            continue
-        route = attachment.route
-        for hostname in attachment.hostnames:
-            # a route attached twice to one listener (two parentRefs) is served once
-            if (listener.name, hostname, route.key) in seen:
+        if attachment.listener.name in programmable:
+            route = attachment.route
+            served[attachment.listener.name].setdefault(route.key, (route, set()))[1].update(
+                attachment.hostnames
+            )
+    # (listener, hostname) -> [(precedence key, rule)]
+    tables: dict[tuple[str, str], list[tuple[tuple[object, ...], Rule]]] = {}
+    for name, routes in served.items():
+        listener = programmable[name]
+        # each route's rules with their precedence keys, built once per listener
+        keyed: dict[ObjectKey, list[tuple[tuple[object, ...], Rule]]] = {}
+        by_hostname: dict[str, list[ObjectKey]] = defaultdict(list)
+        for route, hostnames in routes.values():
+            keyed[route.key] = _keyed_rules(route, gateway, policies)
+            for hostname in hostnames:
+                by_hostname[hostname].append(route.key)
+        for host in sorted(by_hostname):
+            if _claimed_elsewhere(listener, host, programmable.values()):
                 continue
-            seen.add((listener.name, hostname, route.key))
-            for rule_node in route.rules:
-                for rule in _rules(
-                    route.key, rule_node, gateway, policies, grpc=route.kind == "GRPCRoute"
-                ):
-                    tables[(listener.name, hostname)].append(
-                        (precedence(rule, route.created), rule)
-                    )
+            entries = tables.setdefault((name, host), [])
+            seen: set[ObjectKey] = set()
+            # most specific covering name first, so a route's first one is its best rank
+            for covering in _covering_names(host):
+                rank = hostname_rank(covering)
+                for key in by_hostname.get(covering, ()):
+                    if key not in seen:
+                        seen.add(key)
+                        entries.extend(((rank, *order), rule) for order, rule in keyed[key])
     hosts = tuple(
         Host(
             port=programmable[listener].port,
@@ -104,6 +139,44 @@ def build_load_balancer(
         hosts=hosts,
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
+    )
+
+
+def _covering_names(host: str) -> list[str]:
+    """The route hostnames whose requests include every request for `host`, most
+    specific first: the name itself, its wildcard ancestors, then `*`.
+
+    `a.b.c` -> [a.b.c, *.b.c, *.c, *]; `*.b.c` -> [*.b.c, *.c, *].
+    """
+    if host == "*":
+        return ["*"]
+    labels = host.removeprefix("*.").split(".")
+    first = 0 if host.startswith("*.") else 1
+    wildcards = ["*." + ".".join(labels[i:]) for i in range(first, len(labels))]
+    return ([] if host.startswith("*.") else [host]) + wildcards + ["*"]
+
+
+def _keyed_rules(
+    route: RouteNode, gateway: GatewayNode, policies: Policies
+) -> list[tuple[tuple[object, ...], Rule]]:
+    grpc = route.kind == "GRPCRoute"
+    keyed = []
+    for rule_node in route.rules:
+        for rule in _rules(route.key, rule_node, gateway, policies, grpc=grpc):
+            grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
+            keyed.append((precedence(rule, route.created, grpc_rank), rule))
+    return keyed
+
+
+def _claimed_elsewhere(listener: Listener, host: str, listeners: Iterable[Listener]) -> bool:
+    """Whether a more specific listener on the same port serves every request for
+    `host`: listener isolation sends them there, never to `listener`."""
+    return any(
+        other.port == listener.port
+        and other.hostname is not None
+        and specificity(other.hostname) < specificity(listener.hostname)
+        and matches(other.hostname, host)
+        for other in listeners
     )
 
 

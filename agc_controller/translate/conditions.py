@@ -2,10 +2,13 @@
 
 Reasons are the Gateway API v1.6 constants. Messages are capitalised, end with
 a period, name the offending field, and are truncated to `MAX_MESSAGE` so a
-hostile object cannot bloat status.
+hostile object cannot bloat status. A message may start with the field it is
+about (`spec.listeners[1].protocol ...`): that field path is kept as written.
 """
 
 from __future__ import annotations
+
+import re
 
 from agc_controller.status.model import Condition, ConditionStatus
 
@@ -59,10 +62,14 @@ R_CONFLICTED = "Conflicted"
 R_TARGET_NOT_FOUND = "TargetNotFound"
 
 
+# a leading API field path such as `spec.rules[0].matches` (never re-cased)
+_FIELD_PATH = re.compile(r"^[a-z][A-Za-z0-9]*(\[[0-9]+\])*[.\[]")
+
+
 def message(text: str) -> str:
     """A condition message: capitalised, ending with a period, bounded in length."""
     text = text.strip()
-    if text and not text[0].isupper():
+    if text and not text[0].isupper() and not _FIELD_PATH.match(text):
         text = text[0].upper() + text[1:]
     if text and not text.endswith("."):
         text += "."

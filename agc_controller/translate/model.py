@@ -205,7 +205,12 @@ class Rule:
 
 @attrs.frozen
 class Host:
-    """The routing table for one hostname on one port."""
+    """The routing table for one hostname on one port.
+
+    It is complete for requests to that hostname: it also holds the rules of the
+    listener's routes whose (wildcard or absent) hostname covers it, after the
+    more specific routes' rules. No two hosts share (port, hostname).
+    """
 
     port: int
     hostname: str  # exact, "*.suffix" or "*"

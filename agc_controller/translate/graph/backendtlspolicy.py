@@ -2,12 +2,14 @@
 
 Conflicts among policies on the same (Service, sectionName) go to the oldest,
 then to the first by namespace/name; a sectionName-specific policy and a
-whole-Service one do not conflict (the specific one governs its port).
+whole-Service one do not conflict (the specific one governs its port). A
+sectionName that is not a port name of the Service does not attach.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 import attrs
 
@@ -26,6 +28,8 @@ class PolicyNode:
     created: str
     # (service, sectionName or None) pairs the policy targets
     targets: tuple[tuple[ObjectKey, str | None], ...]
+    # the targets it attaches to (a sectionName must name a port of the Service)
+    attached: tuple[tuple[ObjectKey, str | None], ...]
     sni: str
     ca_pem: str | None = attrs.field(repr=False)
     subject_alt_names: tuple[SubjectAltName, ...]
@@ -33,13 +37,14 @@ class PolicyNode:
     accepted_problem: tuple[str, str] | None
     resolved_problem: tuple[str, str] | None
 
-    def conditions(self, *, conflicted: bool) -> tuple[Condition, ...]:
+    def conditions(self, *, conflicted_with: ObjectKey | None) -> tuple[Condition, ...]:
         g = self.generation
-        if conflicted:
+        if conflicted_with is not None:
             accepted = c.false(
                 c.ACCEPTED,
                 c.R_CONFLICTED,
-                "An older BackendTLSPolicy targets the same Service port",
+                f"BackendTLSPolicy {conflicted_with.namespace}/{conflicted_with.name} targets the "
+                "same Service port and takes precedence (older, or first by namespace/name)",
                 g,
             )
         elif self.accepted_problem:
@@ -57,8 +62,8 @@ class PolicyNode:
 class Policies:
     # the policy in force per (service, sectionName or None)
     winners: dict[tuple[ObjectKey, str | None], PolicyNode]
-    # policies that lost a conflict
-    losers: frozenset[ObjectKey]
+    # policies that lost a conflict -> the policy that won it
+    losers: Mapping[ObjectKey, ObjectKey]
     by_service: dict[ObjectKey, tuple[PolicyNode, ...]]
 
     def for_backend(self, service: ObjectKey, port_name: str | None) -> PolicyNode | None:
@@ -71,18 +76,19 @@ def build_policies(snapshot: Snapshot) -> Policies:
     nodes = [_build_policy(obj, snapshot) for obj in snapshot.backend_tls_policies.values()]
     nodes.sort(key=lambda p: (p.created, p.key.namespace, p.key.name))
     winners: dict[tuple[ObjectKey, str | None], PolicyNode] = {}
-    losers: set[ObjectKey] = set()
+    losers: dict[ObjectKey, ObjectKey] = {}
     by_service: dict[ObjectKey, list[PolicyNode]] = defaultdict(list)
     for node in nodes:
         for target in node.targets:
             by_service[target[0]].append(node)
+        for target in node.attached:
             if target in winners and winners[target].key != node.key:
-                losers.add(node.key)
+                losers.setdefault(node.key, winners[target].key)
             else:
                 winners.setdefault(target, node)
     return Policies(
         winners=winners,
-        losers=frozenset(losers),
+        losers=losers,
         by_service={k: tuple(dict.fromkeys(v)) for k, v in by_service.items()},
     )
 
@@ -100,6 +106,7 @@ def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
     accepted_problem: tuple[str, str] | None = None
     resolved_problem: tuple[str, str] | None = None
     ca_pem: str | None = None
+    attached, unknown_sections = _attached_targets(targets, snapshot)
     hostname = str(validation.get("hostname", ""))
     if problem := precise_hostname(hostname):
         accepted_problem = (c.R_INVALID, f"spec.validation.hostname: {problem}")
@@ -143,20 +150,57 @@ def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
                 c.R_NO_VALID_CA_CERTIFICATE,
                 "spec.validation.caCertificateRefs has no usable CA certificate",
             )
-    sans = []
-    for san in validation.get("subjectAltNames") or []:
-        if san.get("type") == "URI":
-            sans.append(SubjectAltName(type="URI", value=str(san.get("uri", ""))))
-        else:
-            sans.append(SubjectAltName(type="Hostname", value=str(san.get("hostname", ""))))
+    sans, san_problem = _subject_alt_names(validation)
+    accepted_problem = accepted_problem or san_problem
+    if targets and not attached:
+        accepted_problem = (c.R_TARGET_NOT_FOUND, c.join_problems(unknown_sections))
     return PolicyNode(
         key=ObjectKey("BackendTLSPolicy", namespace, meta["name"]),
         generation=int(meta.get("generation", 1)),
         created=str(meta.get("creationTimestamp", "")),
         targets=targets,
+        attached=tuple(attached),
         sni=hostname,
         ca_pem=ca_pem,
         subject_alt_names=tuple(sans),
         accepted_problem=accepted_problem,
         resolved_problem=resolved_problem,
     )
+
+
+def _attached_targets(
+    targets: tuple[tuple[ObjectKey, str | None], ...], snapshot: Snapshot
+) -> tuple[list[tuple[ObjectKey, str | None]], list[str]]:
+    """The targets a policy attaches to, and why the others do not."""
+    attached, problems = [], []
+    for i, (service, section) in enumerate(targets):
+        spec = (snapshot.services.get(f"{service.namespace}/{service.name}") or {}).get("spec")
+        ports = {p.get("name") for p in (spec or {}).get("ports") or []}
+        if section is not None and section not in ports:
+            problems.append(
+                f"spec.targetRefs[{i}].sectionName {section!r} is not a port name of "
+                f"Service {service.name}"
+            )
+        else:
+            attached.append((service, section))
+    return attached, problems
+
+
+def _subject_alt_names(
+    validation: Obj,
+) -> tuple[tuple[SubjectAltName, ...], tuple[str, str] | None]:
+    sans = []
+    for i, san in enumerate(validation.get("subjectAltNames") or []):
+        san_type = san.get("type")
+        if san_type == "URI":
+            sans.append(SubjectAltName(type="URI", value=str(san.get("uri", ""))))
+        elif san_type == "Hostname":
+            sans.append(SubjectAltName(type="Hostname", value=str(san.get("hostname", ""))))
+        else:
+            # never drop a check the user asked for: the policy cannot be honoured
+            return (), (
+                c.R_INVALID,
+                f"spec.validation.subjectAltNames[{i}].type {str(san_type)[:64]!r} is not "
+                "supported; use Hostname or URI",
+            )
+    return tuple(sans), None

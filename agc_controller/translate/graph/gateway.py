@@ -51,8 +51,9 @@ class Listener:
     conditions: tuple[Condition, ...]
     # the data plane can serve it: accepted, and TLS material present where needed
     programmable: bool
-    # why it cannot be programmed (for Programmed=False/Invalid), if it cannot
-    not_programmable_reason: str | None
+    # why it cannot be programmed, if it cannot: (Programmed=False reason, message);
+    # a conflict keeps its reason (Conflicted, Accepted and Programmed all say it)
+    not_programmable: tuple[str, str] | None
     certificates: tuple[Certificate, ...] = ()
     client_validation: ClientValidation | None = None
 
@@ -115,6 +116,7 @@ def build_gateway(
 
     for d in drafts:
         _check_protocol(d, settings)
+        _check_allowed_routes(d)
         d.kinds = _supported_kinds(d, settings)
     _check_conflicts([d for d in drafts if d.accepted_problem is None])
     _check_overlapping_tls(drafts)
@@ -161,6 +163,21 @@ def build_gateway(
         infrastructure_labels=tuple(sorted((infrastructure.get("labels") or {}).items())),
         infrastructure_annotations=tuple(sorted((infrastructure.get("annotations") or {}).items())),
     )
+
+
+_ALLOWED_FROM = frozenset({"All", "Same", "Selector"})
+
+
+def _check_allowed_routes(d: _ListenerDraft) -> None:
+    if d.accepted_problem:
+        return
+    allowed_from = ((d.spec.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
+    if allowed_from not in _ALLOWED_FROM:
+        d.accepted_problem = (
+            c.R_UNSUPPORTED_VALUE,
+            f"spec.listeners[{d.index}].allowedRoutes.namespaces.from {str(allowed_from)[:64]!r} "
+            "is not supported; use All, Same or Selector",
+        )
 
 
 def _check_protocol(d: _ListenerDraft, settings: TranslateSettings) -> None:
@@ -260,7 +277,7 @@ def _resolve_certificates(
             d.resolved_problems.append(
                 (
                     c.R_REF_NOT_PERMITTED,
-                    f"{field} refers to Secret {ref_ns}/{target.name} in another namespace, "
+                    f"{field} refers to {kind} {ref_ns}/{target.name} in another namespace, "
                     "and no ReferenceGrant allows it",
                 )
             )
@@ -351,7 +368,9 @@ def _resolve_client_validation(
         try:
             bundles.append(pem.ca_bundle({**obj, "kind": kind}))
         except pem.InvalidMaterial as e:
-            problems.append((c.R_INVALID_CA_CERTIFICATE_REF, f"{ref_field}: {kind} {name}: {e}"))
+            problems.append(
+                (c.R_INVALID_CA_CERTIFICATE_REF, f"{ref_field}: {kind} {ref_ns}/{name}: {e}")
+            )
     d.resolved_problems.extend(problems)
     insecure = bool(validation.get("mode") == "AllowInsecureFallback")
     if bundles:
@@ -394,11 +413,13 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
                 generation,
             )
         )
-    not_programmable = None
-    if problem:
-        not_programmable = problem[1]
+    not_programmable: tuple[str, str] | None = None
+    if d.conflict:
+        not_programmable = d.conflict
+    elif problem:
+        not_programmable = (c.R_INVALID, problem[1])
     elif d.protocol in _TLS_PROTOCOLS and d.no_certificate:
-        not_programmable = f"spec.listeners[{d.index}].tls has no usable certificate"
+        not_programmable = (c.R_INVALID, f"spec.listeners[{d.index}].tls has no usable certificate")
     allowed = (d.spec.get("allowedRoutes") or {}).get("namespaces") or {}
     return Listener(
         index=d.index,
@@ -411,7 +432,7 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
         supported_kinds=d.kinds,
         conditions=tuple(conds),
         programmable=not_programmable is None,
-        not_programmable_reason=not_programmable,
+        not_programmable=not_programmable,
         certificates=d.certificates,
         client_validation=d.client_validation,
     )

@@ -4,7 +4,8 @@ A rule with an invalid value is dropped (the route reports PartiallyInvalid,
 "Dropped Rule ..."); a route whose rules are all invalid is not accepted.
 Unresolvable backends keep their weight and answer 500 (see graph.backends).
 GRPCRoute method matches become path matches here (`/service/method`), so the
-data plane and precedence treat both kinds alike.
+data plane treats both kinds alike; their precedence follows GRPCRoute's own
+order (see `GrpcRank`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ from agc_controller.translate.snapshot import Obj, Snapshot
 RouteKind = Literal["HTTPRoute", "GRPCRoute"]
 
 
+# GRPCRoute precedence of one match: (path rank as in build._PATH_RANK: 0 exact
+# service+method, 1 regular expression, 2 anything else; characters in the matched
+# service; characters in the matched method). More characters come first.
+GrpcRank = tuple[int, int, int]
+
+
 class RuleInvalid(ValueError):
     """A rule holds a value the controller cannot implement safely."""
 
@@ -67,6 +74,8 @@ class RuleNode:
     backend_timeout_ms: int | None = None
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
+    # GRPCRoute only: the precedence rank of each match (same order as `matches`)
+    grpc_ranks: tuple[GrpcRank, ...] = ()
 
 
 @attrs.frozen
@@ -156,23 +165,28 @@ class _RuleParser:
     def parse(self, index: int, raw: Obj) -> tuple[RuleNode, list[BackendProblem]]:
         field = f"spec.rules[{index}]"
         problems: list[BackendProblem] = []
-        matches = tuple(
+        parsed = [
             self._match(f"{field}.matches[{j}]", m)
             for j, m in enumerate(raw.get("matches") or [{}])
-        )
+        ]
+        matches = tuple(m for m, _ in parsed)
+        grpc_ranks = tuple(r for _, r in parsed if r is not None)
         filters = _Filters()
         for j, f in enumerate(raw.get("filters") or []):
             self._filter(f"{field}.filters[{j}]", f, filters, problems)
-        rewrite = filters.rewrite
-        if (
-            rewrite
-            and rewrite.path_type == "ReplacePrefixMatch"
-            and any(m.path.type != "PathPrefix" for m in matches)
+        for filter_type, modifier in (
+            ("URLRewrite", filters.rewrite),
+            ("RequestRedirect", filters.redirect),
         ):
-            raise RuleInvalid(
-                c.R_UNSUPPORTED_VALUE,
-                f"{field}: URLRewrite ReplacePrefixMatch needs PathPrefix matches only",
-            )
+            if (
+                modifier is not None
+                and modifier.path_type == "ReplacePrefixMatch"
+                and any(m.path.type != "PathPrefix" for m in matches)
+            ):
+                raise RuleInvalid(
+                    c.R_UNSUPPORTED_VALUE,
+                    f"{field}: {filter_type} ReplacePrefixMatch needs PathPrefix matches only",
+                )
         backends = []
         for j, ref in enumerate(raw.get("backendRefs") or []):
             backend_field = f"{field}.backendRefs[{j}]"
@@ -195,6 +209,9 @@ class _RuleParser:
                 request_headers=ref_filters.request_headers,
                 response_headers=ref_filters.response_headers,
             )
+            if ref_filters.extension_ref_problem:
+                # its requests must fail, never skip the filter (its problem is already listed)
+                backend = attrs.evolve(backend, valid=False, endpoints=())
             backends.append(backend)
             if problem:
                 problems.append(problem)
@@ -202,6 +219,14 @@ class _RuleParser:
             # an unresolvable extension must fail the requests it covers, never be skipped
             backends = [ResolvedBackend(name="extensionRef", weight=1, valid=False)]
         timeouts = raw.get("timeouts") or {}
+        request_ms = _timeout(f"{field}.timeouts.request", timeouts.get("request"))
+        backend_ms = _timeout(f"{field}.timeouts.backendRequest", timeouts.get("backendRequest"))
+        if request_ms and backend_ms is not None and backend_ms > request_ms:
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE,
+                f"{field}.timeouts.backendRequest {timeouts['backendRequest']!r} is longer than "
+                f"timeouts.request {timeouts['request']!r}",
+            )
         name = raw.get("name")
         return (
             RuleNode(
@@ -215,22 +240,22 @@ class _RuleParser:
                 rewrite=filters.rewrite,
                 mirrors=tuple(filters.mirrors),
                 cors=filters.cors,
-                request_timeout_ms=_timeout(f"{field}.timeouts.request", timeouts.get("request")),
-                backend_timeout_ms=_timeout(
-                    f"{field}.timeouts.backendRequest", timeouts.get("backendRequest")
-                ),
+                request_timeout_ms=request_ms,
+                backend_timeout_ms=backend_ms,
                 retry=_retry(f"{field}.retry", raw.get("retry")),
                 session_persistence=_session_persistence(
                     f"{field}.sessionPersistence", raw.get("sessionPersistence")
                 ),
+                grpc_ranks=grpc_ranks,
             ),
             problems,
         )
 
-    def _match(self, field: str, raw: Obj) -> Match:
+    def _match(self, field: str, raw: Obj) -> tuple[Match, GrpcRank | None]:
         headers = _value_matches(f"{field}.headers", raw.get("headers"), header=True)
         if self.kind == "GRPCRoute":
-            return Match(path=_grpc_path(f"{field}.method", raw.get("method")), headers=headers)
+            grpc_path, rank = _grpc_path(f"{field}.method", raw.get("method"))
+            return Match(path=grpc_path, headers=headers), rank
         path = raw.get("path") or {"type": "PathPrefix", "value": "/"}
         path_type, value = path.get("type", "PathPrefix"), str(path.get("value", "/"))
         if path_type in ("Exact", "PathPrefix"):
@@ -251,7 +276,7 @@ class _RuleParser:
             query_params=_value_matches(
                 f"{field}.queryParams", raw.get("queryParams"), header=False
             ),
-        )
+        ), None
 
     def _filter(self, field: str, raw: Obj, into: _Filters, problems: list[BackendProblem]) -> None:
         kind = raw.get("type")
@@ -274,7 +299,7 @@ class _RuleParser:
             if mirror is not None:
                 into.mirrors.append(mirror)
         elif kind == "CORS" and self.kind == "HTTPRoute":
-            into.cors = _cors(raw.get("cors") or {})
+            into.cors = _cors(f"{field}.cors", raw.get("cors") or {})
         elif kind == "ExtensionRef":
             ref = raw.get("extensionRef") or {}
             problems.append(
@@ -353,33 +378,38 @@ def _value_matches(field: str, raw: list[Obj] | None, *, header: bool) -> tuple[
     return tuple(found.values())
 
 
-def _grpc_path(field: str, raw: Obj | None) -> PathMatch:
+def _grpc_path(field: str, raw: Obj | None) -> tuple[PathMatch, GrpcRank]:
+    """A GRPCRoute method match as a path match, with its GRPCRoute precedence rank."""
     if not raw:
-        return PathMatch(type="PathPrefix", value="/")
+        return PathMatch(type="PathPrefix", value="/"), (2, 0, 0)
     match_type = raw.get("type", "Exact")
-    service, method = raw.get("service"), raw.get("method")
+    service, method = raw.get("service") or "", raw.get("method") or ""
     if match_type == "Exact":
         for value, check, name in (
             (service, validate.grpc_service, "service"),
             (method, validate.grpc_method, "method"),
         ):
-            if value is not None and (problem := check(value)):
+            if value and (problem := check(value)):
                 raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{name}: {problem}")
+        rank = (2, len(service), len(method))
         if service and method:
-            return PathMatch(type="Exact", value=f"/{service}/{method}")
+            return PathMatch(type="Exact", value=f"/{service}/{method}"), (0, *rank[1:])
         if service:
-            return PathMatch(type="PathPrefix", value=f"/{service}")
+            return PathMatch(type="PathPrefix", value=f"/{service}"), rank
         if method:
-            return PathMatch(type="RegularExpression", value=f"/[^/]+/{re.escape(method)}")
-        return PathMatch(type="PathPrefix", value="/")
+            return PathMatch(type="RegularExpression", value=f"/[^/]+/{re.escape(method)}"), rank
+        return PathMatch(type="PathPrefix", value="/"), rank
     if match_type == "RegularExpression":
         for value, name in ((service, "service"), (method, "method")):
-            if value is not None and (problem := validate.regex(value)):
+            if value and (problem := validate.regex(value)):
                 raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{name}: {problem}")
-        return PathMatch(
+        path = PathMatch(
             type="RegularExpression", value=f"/({service or '[^/]+'})/({method or '[^/]+'})"
         )
-    raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.type {match_type!r} is not supported")
+        return path, (1, len(service), len(method))
+    raise RuleInvalid(
+        c.R_UNSUPPORTED_VALUE, f"{field}.type {str(match_type)[:64]!r} is not supported"
+    )
 
 
 def _header_modifier(field: str, raw: Obj | None) -> HeaderModifier:
@@ -446,12 +476,16 @@ def _rewrite(field: str, raw: Obj) -> UrlRewrite:
     return UrlRewrite(hostname=hostname, path_type=path_type, path_value=path_value)
 
 
-def _cors(raw: Obj) -> Cors:
+def _cors(field: str, raw: Obj) -> Cors:
     def strings(key: str) -> tuple[str, ...]:
         values = tuple(str(v) for v in raw.get(key) or [])
-        for v in values:
+        for i, v in enumerate(values):
             if problem := validate.header_value(v):
-                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"CORS {key}: {problem}")
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.{key}[{i}]: {problem}")
+        if "*" in values and len(values) > 1:
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE, f"{field}.{key}: '*' cannot be combined with other values"
+            )
         return values
 
     return Cors(

@@ -7,7 +7,10 @@ from typing import Any
 
 
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """An empty selector matches everything; unknown operators match nothing."""
+    """As Kubernetes evaluates a LabelSelector: a missing (None) selector matches nothing,
+    an empty one (`{}`) everything; unknown operators match nothing."""
+    if selector is None:
+        return False
     if not selector:
         return True
     for key, value in (selector.get("matchLabels") or {}).items():
