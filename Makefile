@@ -9,12 +9,13 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv testenv run test lint typecheck check
+.PHONY: help deps venv testenv run test lint typecheck check bench
 
 help:
 	@echo "make run    start the embedded default (local control plane + controller)"
 	@echo "make test   lint, type-check and run the test suite against a real kube-apiserver"
 	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
+	@echo "make bench  translation and controller benchmarks (numbers, no assertions)"
 
 deps:
 	@hack/install-deps.sh
@@ -50,3 +51,8 @@ test: deps venv check
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
 	  rc=0 && $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "[test] ERROR: no test ran" >&2; exit 1; fi; exit $$rc
+
+# Benchmarks print numbers; they assert nothing about speed.
+bench: deps venv
+	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
+	  $(PY) -m tests.bench.bench_translate && $(PY) -m tests.bench.bench_controller

@@ -207,3 +207,7 @@ async def _install_crds(plane: ControlPlane, channel: str) -> None:
     async with api:
         crds = await install_gateway_api_crds(api, plane.binaries.crds, channel=channel)
     log.info("gateway_api_crds_installed", channel=channel, count=len(crds))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
