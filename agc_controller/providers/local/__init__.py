@@ -1,0 +1,110 @@
+"""The local provider: each Gateway gets its own NGINX (Debian packages) on a loopback address.
+
+apply(model): allocate the address → build the dynamic state and the static
+needs → render the static config → (re)start or reload NGINX only if the
+static text changed (validated with `nginx -t` first) → push the state over
+the control socket (validated by the router before it swaps). Any refusal
+leaves the last good configuration serving and comes back as
+`ApplyResult(programmed=False)` naming why. One Gateway's data plane never
+touches another's: separate processes, addresses and files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import structlog
+
+from agc_controller.providers.base import ApplyResult
+from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
+from agc_controller.providers.local.dynamic import StaticNeeds, build_state
+from agc_controller.providers.local.nginx import NginxError, NginxInstance
+from agc_controller.providers.local.static import (
+    InstanceLayout,
+    StaticSettings,
+    UnsafeValue,
+    render,
+)
+from agc_controller.status.model import GatewayAddress, ObjectKey
+from agc_controller.translate import conditions as c
+from agc_controller.translate.model import LoadBalancer
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.define
+class LocalProvider:
+    # where every Gateway's NGINX keeps its files (one subdirectory each)
+    state_dir: Path
+    # added to every listener port when binding (e.g. 8000 to run without root)
+    port_offset: int = 0
+    static_settings: StaticSettings = attrs.field(factory=StaticSettings)
+    allocator: LoopbackAllocator = attrs.field(factory=LoopbackAllocator)
+    # called on every NGINX reload (metrics)
+    on_reload: Callable[[], None] = lambda: None
+    name: str = "local"
+    _instances: dict[ObjectKey, NginxInstance] = attrs.field(factory=dict)
+
+    @property
+    def reloads(self) -> int:
+        return sum(i.reloads for i in self._instances.values())
+
+    async def apply(self, model: LoadBalancer) -> ApplyResult:
+        key = model.gateway
+        try:
+            address = self.allocator.address_for(key, model.addresses)
+        except AddressProblem as e:
+            return ApplyResult(programmed=False, reason=e.reason, message=str(e))
+        doc, needs = build_state(model, port_offset=self.port_offset)
+        instance = self._instance(key)
+        try:
+            self._write_backend_tls(instance.layout, needs)
+            text = render(address, needs, instance.layout, self.static_settings)
+            await instance.apply_static(text)
+            await instance.push(json.dumps(doc, separators=(",", ":")).encode())
+        except (UnsafeValue, NginxError) as e:
+            log.warning("local_apply_refused", gateway=str(key), error=str(e))
+            return ApplyResult(programmed=False, reason=c.R_INVALID, message=str(e))
+        return ApplyResult(
+            programmed=True,
+            reason=c.R_PROGRAMMED,
+            message=f"Programmed on the local data plane at {address}",
+            addresses=(GatewayAddress(type="IPAddress", value=address),),
+        )
+
+    async def delete(self, gateway: ObjectKey) -> None:
+        instance = self._instances.pop(gateway, None)
+        if instance is not None:
+            await instance.stop()
+        self.allocator.release(gateway)
+
+    async def close(self) -> None:
+        for key in list(self._instances):
+            await self.delete(key)
+
+    def _instance(self, key: ObjectKey) -> NginxInstance:
+        instance = self._instances.get(key)
+        if instance is None:
+            prefix = self.state_dir / f"{key.namespace}_{key.name}"
+            instance = NginxInstance(
+                layout=InstanceLayout(prefix=prefix),
+                name=f"{key.namespace}/{key.name}",
+                on_reload=self.on_reload,
+            )
+            instance.prepare()
+            self._instances[key] = instance
+        return instance
+
+    @staticmethod
+    def _write_backend_tls(layout: InstanceLayout, needs: StaticNeeds) -> None:
+        for index, tls in enumerate(needs.backend_tls):
+            if tls.ca_pem is not None:
+                layout.backend_ca(index).write_text(tls.ca_pem)
+            if tls.client_certificate is not None:
+                cert, key = layout.backend_client(index)
+                cert.write_text(tls.client_certificate.cert_pem)
+                key.touch(mode=0o600)
+                key.write_text(tls.client_certificate.key_pem)

@@ -1,0 +1,78 @@
+"""Loopback addresses for Gateways: one per Gateway, stable for its lifetime.
+
+A Gateway without `spec.addresses` gets a deterministic address from the pool
+(a hash of its name, probing on collision), so a restarted controller tends to
+hand out the same one. A requested IPAddress is honoured when it is a loopback
+address not held by another Gateway; an entry with an empty value asks for one
+from the pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+import attrs
+
+from agc_controller.status.model import ObjectKey
+from agc_controller.translate import conditions as c
+from agc_controller.translate.model import RequestedAddress
+
+DEFAULT_POOL = ipaddress.IPv4Network("127.77.0.0/16")
+
+
+class AddressProblem(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@attrs.define
+class LoopbackAllocator:
+    pool: ipaddress.IPv4Network = DEFAULT_POOL
+    # Gateway -> its address; values are unique
+    _held: dict[ObjectKey, str] = attrs.field(factory=dict)
+
+    def address_for(self, gateway: ObjectKey, requested: tuple[RequestedAddress, ...]) -> str:
+        wanted = [r.value for r in requested if r.value]
+        if wanted:
+            for value in wanted:
+                problem = self._usable(gateway, value)
+                if problem is None:
+                    self._held[gateway] = value
+                    return value
+            raise AddressProblem(
+                c.R_ADDRESS_NOT_USABLE,
+                f"None of the requested addresses ({', '.join(wanted)}) is usable: {problem}",
+            )
+        current = self._held.get(gateway)
+        if current is not None and ipaddress.ip_address(current) in self.pool:
+            return current
+        return self._allocate(gateway)
+
+    def release(self, gateway: ObjectKey) -> None:
+        self._held.pop(gateway, None)
+
+    def _usable(self, gateway: ObjectKey, value: str) -> str | None:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value!r} is not an IP address"
+        if not ip.is_loopback:
+            return f"{value} is not a loopback address (the local data plane binds loopback only)"
+        holder = next((k for k, v in self._held.items() if v == value and k != gateway), None)
+        if holder is not None:
+            return f"{value} is in use by Gateway {holder.namespace}/{holder.name}"
+        return None
+
+    def _allocate(self, gateway: ObjectKey) -> str:
+        size = self.pool.num_addresses - 2
+        digest = hashlib.sha256(f"{gateway.namespace}/{gateway.name}".encode()).digest()
+        start = int.from_bytes(digest[:4], "big") % size
+        taken = set(self._held.values())
+        for step in range(size):
+            candidate = str(self.pool.network_address + 1 + (start + step) % size)
+            if candidate not in taken:
+                self._held[gateway] = candidate
+                return candidate
+        raise AddressProblem(c.R_ADDRESS_NOT_ASSIGNED, f"The address pool {self.pool} is exhausted")

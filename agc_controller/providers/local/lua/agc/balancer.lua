@@ -1,0 +1,55 @@
+-- balancer_by_lua: pick the endpoint of the backend the router chose.
+-- Session persistence: a cookie names the endpoint; while that endpoint is
+-- still in the backend it is kept, otherwise a new one is picked and named.
+local balancer = require("ngx.balancer")
+local config = require("agc.config")
+local ctxstash = require("agc.ctxstash")
+
+local _M = {}
+local next_index = {}
+
+local function endpoint_id(ep)
+  return ngx.md5(ep[1] .. ":" .. ep[2]):sub(1, 16)
+end
+
+function _M.run()
+  local state = config.get()
+  local id = ngx.var.agc_backend
+  local target = state and state.backends[id]
+  if not target or #target.endpoints == 0 then
+    return ngx.exit(503)
+  end
+  local endpoints = target.endpoints
+  local ctx = ctxstash.get()
+  local chosen
+  local session = ctx.session
+  if session and session.type == "Cookie" then
+    local wanted = ngx.var["cookie_" .. session.name]
+    if wanted then
+      for _, ep in ipairs(endpoints) do
+        if endpoint_id(ep) == wanted then chosen = ep break end
+      end
+    end
+  end
+  if not chosen then
+    local i = (next_index[id] or math.random(#endpoints)) % #endpoints + 1
+    next_index[id] = i
+    chosen = endpoints[i]
+    if session and session.type == "Cookie" then
+      local cookie = session.name .. "=" .. endpoint_id(chosen) .. "; Path=/; HttpOnly"
+      if session.absolute_timeout_s then cookie = cookie .. "; Max-Age=" .. session.absolute_timeout_s end
+      ctx.set_cookie = cookie
+    end
+  end
+  local ok, err = balancer.set_current_peer(chosen[1], chosen[2])
+  if not ok then
+    ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)
+    return ngx.exit(502)
+  end
+  local timeout = tonumber(ngx.var.agc_timeout)
+  if timeout and timeout > 0 then
+    balancer.set_timeouts(timeout / 1000, timeout / 1000, timeout / 1000)
+  end
+end
+
+return _M

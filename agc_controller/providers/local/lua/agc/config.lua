@@ -1,0 +1,165 @@
+-- The routing state of one Gateway, shared by all workers.
+--
+-- The controller PUTs the whole state as JSON to the control socket; `store`
+-- validates and compiles it first and swaps it into the shared dict only if
+-- that succeeds, so a bad update never replaces the last good one. Each worker
+-- keeps the compiled form of the version it last saw and recompiles only when
+-- the shared version number moves: per request the cost is one shdict get.
+local cjson = require("cjson.safe")
+
+local _M = {}
+
+local shared = ngx.shared.agc_config
+local compiled, compiled_version = nil, -1
+
+local function lower_keys(pairs_list)
+  local out = {}
+  for i, p in ipairs(pairs_list or {}) do
+    out[i] = { p[1]:lower(), p[2] }
+  end
+  return out
+end
+
+local function compile_modifier(m)
+  if m == nil or m == cjson.null then return nil end
+  local remove = {}
+  for i, name in ipairs(m.remove or {}) do remove[i] = name:lower() end
+  return { set = lower_keys(m.set), add = lower_keys(m.add), remove = remove }
+end
+
+local function compile_rule(rule)
+  local m = rule.match
+  local path_type, path_value = m.path[1], m.path[2]
+  local c = {
+    route = rule.route,
+    path_type = path_type,
+    path = path_value,
+    method = m.method ~= cjson.null and m.method or nil,
+    headers = {},
+    query = {},
+    backends = rule.backends or {},
+    total = 0,
+    req = compile_modifier(rule.req),
+    resp = compile_modifier(rule.resp),
+    redirect = rule.redirect ~= cjson.null and rule.redirect or nil,
+    rewrite = rule.rewrite ~= cjson.null and rule.rewrite or nil,
+    mirrors = rule.mirrors or {},
+    cors = rule.cors ~= cjson.null and rule.cors or nil,
+    timeout_ms = rule.timeout_ms ~= cjson.null and rule.timeout_ms or nil,
+    backend_timeout_ms = rule.backend_timeout_ms ~= cjson.null and rule.backend_timeout_ms or nil,
+    session = rule.session ~= cjson.null and rule.session or nil,
+    grpc = rule.grpc,
+  }
+  if path_type == "PathPrefix" then
+    -- segment-aware: "/v2" and "/v2/" both match "/v2", "/v2/" and "/v2/x"
+    local prefix = path_value
+    if #prefix > 1 and prefix:sub(-1) == "/" then prefix = prefix:sub(1, -2) end
+    c.prefix = prefix
+  elseif path_type == "RegularExpression" then
+    -- full match, compiled once per worker (the "o" flag caches it)
+    c.regex = "^(?:" .. path_value .. ")$"
+    local ok, err = ngx.re.find("", c.regex, "jo")
+    if err then return nil, "invalid regex " .. path_value .. ": " .. err end
+  end
+  for i, h in ipairs(m.headers or {}) do
+    c.headers[i] = { h[1], h[2]:lower(), h[3] }
+    if h[1] == "RegularExpression" then
+      local _, err = ngx.re.find("", h[3], "jo")
+      if err then return nil, "invalid header regex: " .. err end
+    end
+  end
+  for i, q in ipairs(m.query or {}) do
+    c.query[i] = { q[1], q[2], q[3] }
+    if q[1] == "RegularExpression" then
+      local _, err = ngx.re.find("", q[3], "jo")
+      if err then return nil, "invalid query regex: " .. err end
+    end
+  end
+  for _, b in ipairs(c.backends) do
+    b.req = compile_modifier(b.req)
+    b.resp = compile_modifier(b.resp)
+    c.total = c.total + b.w
+  end
+  return c
+end
+
+-- Hostname lookup tables: exact names in a hash, wildcards by suffix (longest
+-- first), then the catch-all. The data plane walks at most a few entries.
+local function index_by_hostname(items)
+  local idx = { exact = {}, wildcards = {}, any = nil }
+  for _, item in ipairs(items) do
+    local h = item.hostname
+    if h == nil or h == cjson.null or h == "*" then
+      idx.any = idx.any or item
+    elseif h:sub(1, 2) == "*." then
+      table.insert(idx.wildcards, { suffix = h:sub(2), item = item })
+    else
+      idx.exact[h] = idx.exact[h] or item
+    end
+  end
+  table.sort(idx.wildcards, function(a, b) return #a.suffix > #b.suffix end)
+  return idx
+end
+
+function _M.lookup(idx, host)
+  local hit = idx.exact[host]
+  if hit then return hit end
+  for _, w in ipairs(idx.wildcards) do
+    -- "*.example.com" matches one or more labels, never "example.com" itself
+    if #host > #w.suffix and host:sub(-#w.suffix) == w.suffix then return w.item end
+  end
+  return idx.any
+end
+
+local function compile(doc)
+  local state = { frontends = {}, hosts = {}, backends = doc.backends or {}, certs = {}, cas = doc.cas or {} }
+  for port, frontends in pairs(doc.frontends or {}) do
+    state.frontends[tonumber(port)] = index_by_hostname(frontends)
+    state.frontends[tonumber(port)].list = frontends
+  end
+  for listener, hosts in pairs(doc.hosts or {}) do
+    for _, host in ipairs(hosts) do
+      local rules = {}
+      for i, rule in ipairs(host.rules) do
+        local c, err = compile_rule(rule)
+        if not c then return nil, err end
+        rules[i] = c
+      end
+      host.rules = rules
+    end
+    state.hosts[listener] = index_by_hostname(hosts)
+  end
+  state.certs = doc.certs or {}
+  return state
+end
+
+-- Worker side: the compiled state of the current version.
+function _M.get()
+  local version = shared:get("version")
+  if version == nil then return nil end
+  if version ~= compiled_version then
+    local doc = cjson.decode(shared:get("doc"))
+    local state, err = compile(doc)
+    if not state then
+      ngx.log(ngx.ERR, "agc: stored config failed to compile: ", err)
+      return compiled
+    end
+    state.version = version
+    compiled, compiled_version = state, version
+  end
+  return compiled
+end
+
+-- Control side: validate, then swap. Returns the new version or nil, err.
+function _M.store(body)
+  local doc, err = cjson.decode(body)
+  if not doc then return nil, "invalid JSON: " .. (err or "?") end
+  local state, cerr = compile(doc)
+  if not state then return nil, cerr end
+  local ok, serr = shared:set("doc", body)
+  if not ok then return nil, "shared dict: " .. (serr or "?") end
+  local version = shared:incr("version", 1, 0)
+  return version
+end
+
+return _M

@@ -1,0 +1,38 @@
+-- The control endpoint (a unix socket only the controller can reach):
+-- PUT /config with the whole state as JSON; GET /config returns the version.
+local config = require("agc.config")
+
+local _M = {}
+
+function _M.handle()
+  local method = ngx.req.get_method()
+  if method == "GET" then
+    ngx.say(ngx.shared.agc_config:get("version") or 0)
+    return
+  end
+  if method ~= "PUT" then return ngx.exit(405) end
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local file = ngx.req.get_body_file()
+    if file then
+      local f = io.open(file, "rb")
+      body = f:read("*a")
+      f:close()
+    end
+  end
+  if not body then
+    ngx.status = 400
+    ngx.say("empty body")
+    return
+  end
+  local version, err = config.store(body)
+  if not version then
+    ngx.status = 400
+    ngx.say(err)
+    return
+  end
+  ngx.say(version)
+end
+
+return _M

@@ -1,0 +1,229 @@
+"""One Gateway's NGINX: files, validation, start, reload, state pushes, supervision.
+
+Invariants:
+- `nginx.conf` only ever holds a configuration that passed `nginx -t` (staged
+  as `nginx.conf.new`, validated, renamed); a failing one never replaces it.
+- NGINX is reloaded only when the static text changes; routes, endpoints and
+  certificates arrive through the control socket (`push`) with no reload.
+- If NGINX dies, the supervisor starts it again with the last good static
+  config and pushes the last good state (shared dicts do not survive a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import attrs
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agc_controller.providers.local.static import InstanceLayout
+
+log = structlog.get_logger(__name__)
+
+NGINX = os.environ.get("AGC_NGINX", "/usr/sbin/nginx")
+_READY_WITHIN = 10.0
+_RESTART_DELAY = 1.0
+
+
+class NginxError(Exception):
+    """NGINX refused a configuration or a state update; the message says why."""
+
+
+def _write_fallback_certificate(cert_path: Path, key_path: Path) -> None:
+    """A throwaway certificate NGINX needs on TLS listeners before Lua picks the real one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agc-controller-fallback")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+
+
+@attrs.define
+class NginxInstance:
+    layout: InstanceLayout
+    name: str
+    # called after every reload (metrics)
+    on_reload: Callable[[], None] = attrs.field(default=lambda: None)
+    # the static config and state that NGINX runs with now (last good)
+    static_text: str | None = None
+    state: bytes | None = None
+    reloads: int = 0
+    _process: asyncio.subprocess.Process | None = None
+    _supervisor: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    def prepare(self) -> None:
+        for sub in ("tmp", "tls"):
+            (self.layout.prefix / sub).mkdir(parents=True, exist_ok=True)
+        cert, key = self.layout.fallback_cert
+        if not cert.exists():
+            _write_fallback_certificate(cert, key)
+
+    async def apply_static(self, text: str) -> bool:
+        """Make `text` the running static config. True if NGINX was (re)started or reloaded."""
+        if text == self.static_text and self._running():
+            return False
+        staged = self.layout.conf.with_suffix(".conf.new")
+        staged.write_text(text)
+        await self._validate(staged)
+        staged.replace(self.layout.conf)
+        if self._running():
+            await self._reload()
+        else:
+            await self._start()
+        self.static_text = text
+        return True
+
+    async def push(self, state: bytes) -> None:
+        """Hand the router a new state; NGINX validates it before swapping it in."""
+        status, body = await self._request("PUT", state)
+        if status != 200:
+            raise NginxError(f"the data plane refused the update: {body.strip()}")
+        self.state = state
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGQUIT)  # graceful: finish in-flight requests
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        shutil.rmtree(self.layout.prefix, ignore_errors=True)
+
+    def _running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def _validate(self, conf: Path) -> None:
+        process = await asyncio.create_subprocess_exec(
+            NGINX,
+            "-t",
+            "-q",
+            "-p",
+            str(self.layout.prefix),
+            "-c",
+            str(conf),
+            "-e",
+            str(self.layout.prefix / "error.log"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise NginxError(
+                f"nginx -t rejected the configuration: {out.decode(errors='replace').strip()}"
+            )
+
+    async def _spawn(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            NGINX,
+            "-p",
+            str(self.layout.prefix),
+            "-c",
+            str(self.layout.conf),
+            "-e",
+            str(self.layout.prefix / "error.log"),
+            "-g",
+            "daemon off;",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        await self._wait_ready()
+
+    async def _start(self) -> None:
+        await self._spawn()
+        assert self._process is not None
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"nginx-{self.name}")
+        log.info("nginx_started", gateway=self.name, pid=self._process.pid)
+
+    async def _reload(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGHUP)
+        self.reloads += 1
+        self.on_reload()
+        log.info("nginx_reloaded", gateway=self.name, reloads=self.reloads)
+
+    async def _wait_ready(self) -> None:
+        deadline = asyncio.get_running_loop().time() + _READY_WITHIN
+        while asyncio.get_running_loop().time() < deadline:
+            if self._process is not None and self._process.returncode is not None:
+                stderr = b""
+                if self._process.stderr is not None:
+                    stderr = await self._process.stderr.read()
+                raise NginxError(
+                    f"nginx exited on start: {stderr.decode(errors='replace').strip()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                status, _ = await self._request("GET", None)
+                if status == 200:
+                    return
+            await asyncio.sleep(0.02)
+        raise NginxError(f"nginx did not open its control socket within {_READY_WITHIN:.0f}s")
+
+    async def _supervise(self) -> None:
+        while True:
+            assert self._process is not None
+            await self._process.wait()
+            if self._stopping:
+                return
+            log.error("nginx_exited", gateway=self.name, code=self._process.returncode)
+            await asyncio.sleep(_RESTART_DELAY)
+            try:
+                await self._start_again()
+            except (NginxError, OSError) as e:
+                log.error("nginx_restart_failed", gateway=self.name, error=str(e))
+
+    async def _start_again(self) -> None:
+        await self._spawn()
+        assert self._process is not None
+        if self.state is not None:
+            await self.push(self.state)
+        log.info("nginx_restarted", gateway=self.name, pid=self._process.pid)
+
+    async def _request(self, method: str, body: bytes | None) -> tuple[int, str]:
+        connector = aiohttp.UnixConnector(path=str(self.layout.control_socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.request(
+                method, "http://agc/config", data=body, timeout=aiohttp.ClientTimeout(total=30)
+            ) as response,
+        ):
+            return response.status, await response.text()
