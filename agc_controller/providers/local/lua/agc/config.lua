@@ -12,19 +12,19 @@ local _M = {}
 local shared = ngx.shared.agc_config
 local compiled, compiled_version = nil, -1
 
-local function lower_keys(pairs_list)
+-- Header modifiers keep names as written (responses show them); lookups of
+-- existing values use the lower-cased name.
+local function with_lookup_names(pairs_list)
   local out = {}
   for i, p in ipairs(pairs_list or {}) do
-    out[i] = { p[1]:lower(), p[2] }
+    out[i] = { p[1], p[2], p[1]:lower() }
   end
   return out
 end
 
 local function compile_modifier(m)
-  if m == nil or m == cjson.null then return nil end
-  local remove = {}
-  for i, name in ipairs(m.remove or {}) do remove[i] = name:lower() end
-  return { set = lower_keys(m.set), add = lower_keys(m.add), remove = remove }
+  if m == nil then return nil end
+  return { set = with_lookup_names(m.set), add = with_lookup_names(m.add), remove = m.remove or {} }
 end
 
 local function compile_rule(rule)
@@ -34,20 +34,21 @@ local function compile_rule(rule)
     route = rule.route,
     path_type = path_type,
     path = path_value,
-    method = m.method ~= cjson.null and m.method or nil,
+    method = m.method,
     headers = {},
     query = {},
     backends = rule.backends or {},
     total = 0,
     req = compile_modifier(rule.req),
     resp = compile_modifier(rule.resp),
-    redirect = rule.redirect ~= cjson.null and rule.redirect or nil,
-    rewrite = rule.rewrite ~= cjson.null and rule.rewrite or nil,
+    -- the controller never sends JSON null: absent fields are nil here
+    redirect = rule.redirect,
+    rewrite = rule.rewrite,
     mirrors = rule.mirrors or {},
-    cors = rule.cors ~= cjson.null and rule.cors or nil,
-    timeout_ms = rule.timeout_ms ~= cjson.null and rule.timeout_ms or nil,
-    backend_timeout_ms = rule.backend_timeout_ms ~= cjson.null and rule.backend_timeout_ms or nil,
-    session = rule.session ~= cjson.null and rule.session or nil,
+    cors = rule.cors,
+    timeout_ms = rule.timeout_ms,
+    backend_timeout_ms = rule.backend_timeout_ms,
+    session = rule.session,
     grpc = rule.grpc,
   }
   if path_type == "PathPrefix" then
@@ -89,7 +90,7 @@ local function index_by_hostname(items)
   local idx = { exact = {}, wildcards = {}, any = nil }
   for _, item in ipairs(items) do
     local h = item.hostname
-    if h == nil or h == cjson.null or h == "*" then
+    if h == nil or h == "*" then
       idx.any = idx.any or item
     elseif h:sub(1, 2) == "*." then
       table.insert(idx.wildcards, { suffix = h:sub(2), item = item })

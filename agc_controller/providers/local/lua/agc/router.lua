@@ -51,7 +51,7 @@ local function apply_request_headers(m)
   if not m then return end
   for _, p in ipairs(m.set) do ngx_req.set_header(p[1], p[2]) end
   for _, p in ipairs(m.add) do
-    local existing = ngx_req.get_headers()[p[1]]
+    local existing = ngx_req.get_headers()[p[3]]
     if type(existing) == "table" then existing = table.concat(existing, ",") end
     ngx_req.set_header(p[1], existing and (existing .. "," .. p[2]) or p[2])
   end

@@ -1,0 +1,170 @@
+"""e2e fixtures: backends in a network namespace, and the controller with the
+local provider running against the session's real kube-apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from kubernetes_asyncio import client
+
+from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
+from agc_controller.localcluster import ControlPlane
+from agc_controller.providers.local import LocalProvider
+from agc_controller.runtime.manager import Controller
+from agc_controller.settings import Settings
+from agc_controller.translate import TranslateSettings
+from tests.e2e.netns import BackendNamespace
+
+GW = "gateway.networking.k8s.io"
+
+
+@pytest.fixture(scope="session")
+def backends() -> Iterator[BackendNamespace]:
+    ns = BackendNamespace.create()
+    try:
+        yield ns
+    finally:
+        ns.destroy()
+
+
+@attrs.define
+class Cluster:
+    """Create objects in the test namespace, and wait for Gateways to be served."""
+
+    kube: client.ApiClient
+    namespace: str
+    class_name: str
+    provider: LocalProvider
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = {**obj, "metadata": {"namespace": self.namespace, **obj["metadata"]}}
+        plural = {
+            "Gateway": "gateways",
+            "HTTPRoute": "httproutes",
+            "GRPCRoute": "grpcroutes",
+            "Service": "services",
+            "EndpointSlice": "endpointslices",
+            "Secret": "secrets",
+            "ConfigMap": "configmaps",
+            "BackendTLSPolicy": "backendtlspolicies",
+            "ReferenceGrant": "referencegrants",
+        }[obj["kind"]]
+        return await server_side_apply(self.kube, obj, plural=plural)
+
+    async def service(
+        self,
+        name: str,
+        addresses: list[str],
+        *,
+        port: int = 80,
+        target_port: int = 8080,
+        app_protocol: str | None = None,
+    ) -> None:
+        """A selectorless Service with a hand-made EndpointSlice (backends are not pods)."""
+        service_port: dict[str, Any] = {"name": "http", "port": port, "targetPort": target_port}
+        if app_protocol:
+            service_port["appProtocol"] = app_protocol
+        await self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name},
+                "spec": {"ports": [service_port]},
+            }
+        )
+        await self.endpoints(name, addresses, target_port=target_port)
+
+    async def endpoints(
+        self, service: str, addresses: list[str], *, target_port: int = 8080
+    ) -> None:
+        await self.apply(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{service}-manual",
+                    "labels": {"kubernetes.io/service-name": service},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": target_port}],
+                "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+            }
+        )
+
+    async def gateway(self, name: str, listeners: list[dict[str, Any]], **spec: Any) -> str:
+        """Apply a Gateway and return its address once it is Programmed."""
+        await self.apply(
+            {
+                "apiVersion": f"{GW}/v1",
+                "kind": "Gateway",
+                "metadata": {"name": name},
+                "spec": {"gatewayClassName": self.class_name, "listeners": listeners, **spec},
+            }
+        )
+        async with asyncio.timeout(30):
+            while True:
+                gw = await self.custom.get_namespaced_custom_object(
+                    GW, "v1", self.namespace, "gateways", name
+                )
+                status = gw.get("status") or {}
+                programmed = [
+                    c for c in status.get("conditions") or [] if c["type"] == "Programmed"
+                ]
+                if programmed and programmed[0]["status"] == "True" and status.get("addresses"):
+                    return str(status["addresses"][0]["value"])
+                await asyncio.sleep(0.05)
+
+    async def route(self, name: str, spec: dict[str, Any], kind: str = "HTTPRoute") -> None:
+        await self.apply(
+            {"apiVersion": f"{GW}/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+        )
+
+
+@pytest.fixture
+async def cluster(
+    kube: client.ApiClient, namespace: str, control_plane: ControlPlane, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    suffix = uuid.uuid4().hex[:8]
+    controller_name = f"agc-controller.io/e2e-{suffix}"
+    class_name = f"agc-e2e-{suffix}"
+    await client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GW,
+        "v1",
+        "gatewayclasses",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": class_name},
+            "spec": {"controllerName": controller_name},
+        },
+    )
+    provider = LocalProvider(state_dir=tmp_path / "dataplane")
+    api = await api_client_from_kubeconfig(control_plane.kubeconfig)
+    controller = Controller(
+        api,
+        settings=Settings(controller_name=controller_name, workers=2, leader_election=False),
+        translate_settings=TranslateSettings(controller_name=controller_name),
+        provider=provider,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        yield Cluster(kube=kube, namespace=namespace, class_name=class_name, provider=provider)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await provider.close()
+        await api.close()
+        await client.CustomObjectsApi(kube).delete_cluster_custom_object(
+            GW, "v1", "gatewayclasses", class_name
+        )

@@ -1,0 +1,113 @@
+"""Test hosts in a network namespace this test run creates (root needed).
+
+EndpointSlice addresses may not be loopback, so backends live in a namespace
+joined to the host by a veth pair: the host side gets `<subnet>.1`, each
+backend one more address of the /24 inside the namespace. Traffic never
+leaves the machine. The subnet and names derive from the process id so
+parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import attrs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@attrs.define
+class BackendNamespace:
+    name: str
+    subnet: str  # "10.213.7" (a /24)
+    interface: str  # the namespace end of the veth pair
+    _next_host: int = 2
+    _processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+
+    @classmethod
+    def create(cls) -> BackendNamespace:
+        tag = os.getpid() % 250 + 1
+        host_if, ns_if = f"agch{tag}", f"agcn{tag}"
+        ns = cls(name=f"agc-e2e-{os.getpid()}", subnet=f"10.213.{tag}", interface=ns_if)
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        _ip("netns", "add", ns.name)
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", ns.name)
+        _ip("addr", "add", f"{ns.subnet}.1/24", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
+        _ip("netns", "exec", ns.name, "ip", "link", "set", ns_if, "up")
+        _ip(
+            "netns",
+            "exec",
+            ns.name,
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            f"{ns.subnet}.1",
+            "dev",
+            ns_if,
+            "onlink",
+        )
+        return ns
+
+    def add_address(self) -> str:
+        address = f"{self.subnet}.{self._next_host}"
+        self._next_host += 1
+        _ip("netns", "exec", self.name, "ip", "addr", "add", f"{address}/24", "dev", self.interface)
+        return address
+
+    def start_echo(self, name: str, *, port: int = 8080) -> str:
+        """Start an echo backend on a new address; returns the address once it answers."""
+        address = self.add_address()
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                sys.executable,
+                "-m",
+                "tests.e2e.echo",
+                "--address",
+                address,
+                "--port",
+                str(port),
+                "--name",
+                name,
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._processes.append(process)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{address}:{port}/ready", timeout=1):
+                    return address
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"echo backend {name} at {address}:{port} did not start")
+
+    def destroy(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
