@@ -38,8 +38,8 @@ class BackendNamespace:
         tag = os.getpid() % 250 + 1
         host_if, ns_if = f"agch{tag}", f"agcn{tag}"
         ns = cls(name=f"agc-e2e-{os.getpid()}", subnet=f"10.213.{tag}", interface=ns_if)
-        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns.name], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
         _ip("netns", "add", ns.name)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
         _ip("link", "set", ns_if, "netns", ns.name)
@@ -110,4 +110,4 @@ class BackendNamespace:
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
