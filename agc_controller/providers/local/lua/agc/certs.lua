@@ -25,9 +25,9 @@ end
 function _M.select()
   local state = config.get()
   if not state then return ngx.exit(ngx.ERROR) end
-  local port = select(2, ssl.server_port())
-  port = port or tonumber(ngx.var.server_port)
-  local frontends = state.frontends[port]
+  -- ngx.var is not available during the handshake; ngx.ssl knows the port
+  local port = ssl.server_port()
+  local frontends = port and state.frontends[port]
   if not frontends then return ngx.exit(ngx.ERROR) end
   local sni = ssl.server_name()
   local frontend = sni and config.lookup(frontends, sni:lower()) or frontends.any
