@@ -4,7 +4,7 @@ Like the Gateway API conformance echo server it reports the path, method,
 host and headers it saw plus its own name, so a test can tell which backend
 served a request and what the gateway changed on the way. `?delay=<seconds>`
 delays the answer; `?status=<code>` picks the status. WebSocket upgrades on
-/ws echo messages back.
+/ws echo messages back. GET /__seen lists the paths received so far.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from aiohttp import WSMsgType, web
 
 
 def make_app(name: str) -> web.Application:
+    # paths received, for tests that check a copy arrived (mirrors); read at /__seen
+    seen: list[str] = []
+
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/__seen":
+            return web.json_response(seen)
+        seen.append(request.path_qs)
         if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()
             await ws.prepare(request)

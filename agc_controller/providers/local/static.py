@@ -150,11 +150,6 @@ def render(
         out += [
             "  server {",
             f"    listen {host}:{port}{ssl} reuseport;",
-            "    set $agc_upstream_host $http_host;",
-            '    set $agc_backend "";',
-            '    set $agc_timeout "";',
-            '    set $agc_ctx "";',
-            *[f'    set $agc_mirror{i} "";' for i in range(4)],
         ]
         if listen.https:
             out += [
@@ -167,6 +162,11 @@ def render(
             '    header_filter_by_lua_block { require("agc.router").header_filter() }',
             '    log_by_lua_block { require("agc.ctxstash").release() }',
             "    location / {",
+            # here, not at server level: server-level `set` runs again in every
+            # subrequest, and mirror subrequests share (and would reset) these
+            "      set $agc_upstream_host $http_host;",
+            '      set $agc_ctx "";',
+            *[f'      set $agc_mirror{i} "";' for i in range(4)],
             '      access_by_lua_block { require("agc.router").route() }',
             *[f"      mirror /_agc_mirror/{i};" for i in range(4)],
             "      mirror_request_body on;",
@@ -178,7 +178,8 @@ def render(
                 for line in (
                     f"    location = /_agc_mirror/{i} {{",
                     "      internal;",
-                    f'      access_by_lua_block {{ require("agc.router").mirror({i}) }}',
+                    # rewrite, not access: NGINX skips the access phase in subrequests
+                    f'      rewrite_by_lua_block {{ require("agc.router").mirror({i}) }}',
                     "      proxy_pass http://agc_backend$request_uri;",
                     "    }",
                 )

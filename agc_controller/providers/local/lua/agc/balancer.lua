@@ -14,13 +14,13 @@ end
 
 function _M.run()
   local state = config.get()
-  local id = ngx.var.agc_backend
-  local target = state and state.backends[id]
+  local ctx = ctxstash.get()
+  local id = ctx.backend
+  local target = state and id and state.backends[id]
   if not target or #target.endpoints == 0 then
     return ngx.exit(503)
   end
   local endpoints = target.endpoints
-  local ctx = ctxstash.get()
   local chosen
   local session = ctx.session
   if session and session.type == "Cookie" then
@@ -46,7 +46,7 @@ function _M.run()
     ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)
     return ngx.exit(502)
   end
-  local timeout = tonumber(ngx.var.agc_timeout)
+  local timeout = ctx.timeout_ms
   if timeout and timeout > 0 then
     balancer.set_timeouts(timeout / 1000, timeout / 1000, timeout / 1000)
   end

@@ -1,6 +1,6 @@
 -- Per-request routing (access phase): listener → host → first matching rule
 -- (rules arrive in Gateway API precedence order) → filters → a weighted
--- backend, whose id the balancer reads from $agc_backend.
+-- backend, whose id the balancer reads from the request context.
 local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 
@@ -213,8 +213,8 @@ function _M.route()
   apply_request_headers(backend.req)
   ctx.backend_resp = backend.resp
   ctx.session = rule.session
-  ngx_var.agc_backend = backend.id
-  ngx_var.agc_timeout = rule.backend_timeout_ms or rule.timeout_ms or ""
+  ctx.backend = backend.id
+  ctx.timeout_ms = rule.backend_timeout_ms or rule.timeout_ms
   if target.protocol == "h2c" or target.tls then
     ctxstash.save()
     if target.tls then return ngx.exec("@agc_tls_" .. target.tls) end
@@ -222,14 +222,16 @@ function _M.route()
   end
 end
 
--- Mirror subrequests: $agc_mirrorN (set by the parent) names the backend, or is empty.
+-- Mirror subrequests: $agc_mirrorN (set by the parent; subrequests share its
+-- variables) names the backend, or is empty. The choice goes into this
+-- subrequest's own ngx.ctx, so it cannot disturb the parent's.
 function _M.mirror(n)
   local id = ngx_var["agc_mirror" .. n]
   if id == nil or id == "" then return ngx.exit(204) end
   local state = config.get()
   local target = state and state.backends[id]
   if not target or #target.endpoints == 0 then return ngx.exit(204) end
-  ngx_var.agc_backend = id
+  ngx.ctx.backend = id
 end
 
 local function apply_response_headers(m)

@@ -1,0 +1,221 @@
+"""Timeouts, mirrors, CORS, WebSockets, forwarding headers, and hostile values."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.netns import BackendNamespace
+from tests.e2e.test_http_routing import HTTP, eventually_status, get
+
+
+@pytest.fixture(scope="module")
+def echo(backends: BackendNamespace) -> dict[str, str]:
+    return {name: backends.start_echo(f"feat-{name}") for name in ("main", "mirror-a", "mirror-b")}
+
+
+async def test_timeouts(cluster: Cluster, echo: dict[str, str]) -> None:
+    await cluster.service("main", [echo["main"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/short"}}],
+                    "timeouts": {"request": "500ms"},
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/backend"}}],
+                    "timeouts": {"request": "10s", "backendRequest": "300ms"},
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/off"}}],
+                    "timeouts": {"request": "0s"},
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/short", 200)
+    assert (await get(address, "/short?delay=1"))[0] == 504
+    assert (await get(address, "/backend?delay=1"))[0] == 504
+    assert (await get(address, "/backend?delay=0.05"))[0] == 200
+    assert (await get(address, "/off?delay=1"))[0] == 200
+
+
+async def test_mirrors(cluster: Cluster, echo: dict[str, str]) -> None:
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "filters": [
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {"backendRef": {"name": "mirror-a", "port": 80}},
+                        },
+                        {
+                            "type": "RequestMirror",
+                            "requestMirror": {
+                                "backendRef": {"name": "mirror-b", "port": 80},
+                                "percent": 0,
+                            },
+                        },
+                    ],
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/", 200)
+    _, _, body = await get(address, "/mirrored-path?x=1")
+    assert body["name"] == "feat-main"
+
+    async def seen(name: str) -> list[str]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://{echo[name]}:8080/__seen") as r:
+            paths: list[str] = await r.json()
+            return paths
+
+    async with asyncio.timeout(10):
+        while "/mirrored-path?x=1" not in await seen("mirror-a"):
+            await asyncio.sleep(0.05)
+    assert "/mirrored-path?x=1" not in await seen("mirror-b")
+
+
+async def test_cors(cluster: Cluster, echo: dict[str, str]) -> None:
+    await cluster.service("main", [echo["main"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "filters": [
+                        {
+                            "type": "CORS",
+                            "cors": {
+                                "allowOrigins": ["https://app.example.com"],
+                                "allowMethods": ["GET", "PUT"],
+                                "allowHeaders": ["X-Token"],
+                                "exposeHeaders": ["X-Backend"],
+                                "maxAge": 60,
+                                "allowCredentials": True,
+                            },
+                        }
+                    ],
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/", 200)
+    status, headers, _ = await get(
+        address,
+        "/",
+        method="OPTIONS",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "PUT"},
+    )
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert headers["Access-Control-Allow-Methods"] == "GET, PUT"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert headers["Access-Control-Max-Age"] == "60"
+    status, headers, _ = await get(address, "/", headers={"Origin": "https://app.example.com"})
+    assert (status, headers["Access-Control-Expose-Headers"]) == (200, "X-Backend")
+    status, headers, _ = await get(address, "/", headers={"Origin": "https://evil.example.com"})
+    assert status == 200
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+async def test_websocket_and_forwarding_headers(cluster: Cluster, echo: dict[str, str]) -> None:
+    await cluster.service("main", [echo["main"]], app_protocol="kubernetes.io/ws")
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"backendRefs": [{"name": "main", "port": 80}]}],
+        },
+    )
+    _, _, body = await eventually_status(address, "/fwd", 200, host="shop.example.com")
+    seen = {k.lower(): v for k, v in body["headers"].items()}
+    assert seen["x-forwarded-for"] == "127.0.0.1"  # the client's address, preserved
+    assert seen["x-forwarded-proto"] == "http"
+    assert body["host"] == "shop.example.com"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://{address}/ws", headers={"Host": "shop.example.com"}) as ws,
+    ):
+        for i in range(3):
+            await ws.send_str(f"ping{i}")
+            assert (await ws.receive_str()) == f"feat-main:ping{i}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "v; return 200 pwned;",
+        "}} server { listen 9999; }",
+        "$host$request_uri",
+        "\"quoted' value",
+        "#comment",
+        "ngx.exit(200) ]] os.execute('id') --[[",
+        "x" * 4000,
+    ],
+)
+async def test_hostile_values_are_inert(cluster: Cluster, echo: dict[str, str], value: str) -> None:
+    await cluster.service("main", [echo["main"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [
+                        {
+                            "path": {"type": "PathPrefix", "value": "/h"},
+                            "headers": [{"name": "X-Match", "value": value}],
+                        }
+                    ],
+                    "filters": [
+                        {
+                            "type": "RequestHeaderModifier",
+                            "requestHeaderModifier": {
+                                "set": [{"name": "X-Injected", "value": value}]
+                            },
+                        },
+                        {
+                            "type": "ResponseHeaderModifier",
+                            "responseHeaderModifier": {"set": [{"name": "X-Echo", "value": value}]},
+                        },
+                    ],
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/", 200)
+    status, headers, body = await get(address, "/h", headers={"X-Match": value})
+    assert status == 200
+    assert {k.lower(): v for k, v in body["headers"].items()}["x-injected"] == value
+    assert headers["X-Echo"] == value
+    # the value matched as data only: anything else falls to the other rule
+    _, headers, _ = await get(address, "/h", headers={"X-Match": "other"})
+    assert "X-Echo" not in headers
