@@ -102,8 +102,8 @@ class Cluster:
         )
 
     async def gateway(self, name: str, listeners: list[dict[str, Any]], **spec: Any) -> str:
-        """Apply a Gateway and return its address once it is Programmed."""
-        await self.apply(
+        """Apply a Gateway and return its address once this generation is Programmed."""
+        gw = await self.apply(
             {
                 "apiVersion": f"{GW}/v1",
                 "kind": "Gateway",
@@ -111,18 +111,40 @@ class Cluster:
                 "spec": {"gatewayClassName": self.class_name, "listeners": listeners, **spec},
             }
         )
+        await self.wait_observed(name, int(gw["metadata"]["generation"]))
+        gw = await self.custom.get_namespaced_custom_object(
+            GW, "v1", self.namespace, "gateways", name
+        )
+        return str(gw["status"]["addresses"][0]["value"])
+
+    async def apply_gateway(self, name: str, listeners: list[dict[str, Any]]) -> int:
+        """Apply a Gateway and return its new generation (no waiting)."""
+        gw = await self.apply(
+            {
+                "apiVersion": f"{GW}/v1",
+                "kind": "Gateway",
+                "metadata": {"name": name},
+                "spec": {"gatewayClassName": self.class_name, "listeners": listeners},
+            }
+        )
+        return int(gw["metadata"]["generation"])
+
+    async def wait_observed(self, gateway: str, generation: int) -> None:
+        """Until the Gateway is Programmed at `generation` (so the data plane has it)."""
         async with asyncio.timeout(30):
             while True:
                 gw = await self.custom.get_namespaced_custom_object(
-                    GW, "v1", self.namespace, "gateways", name
+                    GW, "v1", self.namespace, "gateways", gateway
                 )
-                status = gw.get("status") or {}
-                programmed = [
-                    c for c in status.get("conditions") or [] if c["type"] == "Programmed"
-                ]
-                if programmed and programmed[0]["status"] == "True" and status.get("addresses"):
-                    return str(status["addresses"][0]["value"])
-                await asyncio.sleep(0.05)
+                conditions = (gw.get("status") or {}).get("conditions") or []
+                if any(
+                    c["type"] == "Programmed"
+                    and c["status"] == "True"
+                    and c["observedGeneration"] == generation
+                    for c in conditions
+                ):
+                    return
+                await asyncio.sleep(0.02)
 
     async def route(self, name: str, spec: dict[str, Any], kind: str = "HTTPRoute") -> None:
         await self.apply(
