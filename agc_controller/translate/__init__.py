@@ -152,7 +152,7 @@ def translate_gateway(
     route_statuses: list[RouteStatus] = []
     for kind, routes in _route_tables(snapshot):
         for route in routes.values():
-            route_node = build_route(route, kind, snapshot, grants)
+            route_node = build_route(route, kind, snapshot, grants, settings.capabilities)
             if not any(refers_to(ref, node) for ref in route_node.parent_refs):
                 continue
             parents, attached = attach_route(route_node, node, snapshot)

@@ -139,6 +139,7 @@ def build_load_balancer(
         hosts=hosts,
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
+        annotations=gateway.annotations,
     )
 
 

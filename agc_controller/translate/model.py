@@ -235,3 +235,6 @@ class LoadBalancer:
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()
+    # the Gateway's own metadata.annotations, sorted: provider settings per Gateway
+    # (e.g. which Azure Application Gateway serves it)
+    annotations: tuple[tuple[str, str], ...] = ()

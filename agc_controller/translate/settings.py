@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.translate.capabilities import FULL, Capabilities
 
 DEFAULT_CONTROLLER_NAME = "agc-controller.io/gateway-controller"
 
@@ -24,3 +25,5 @@ class TranslateSettings:
     route_kinds: frozenset[tuple[str, str]] = frozenset(
         {(GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute")}
     )
+    # route features the provider can program; rules using others are dropped
+    capabilities: Capabilities = FULL

@@ -4,28 +4,23 @@ Each input holds Gateway API objects (plus Services, EndpointSlices, Secrets,
 ConfigMaps, Namespaces). The output holds, for every GatewayClass and Gateway,
 the ALB model and every status translation decides, with the provider result
 fixed to "programmed at 192.0.2.1". Certificate material appears as a digest.
+Cases named `azure-<kind>-<scenario>` are translated with the azure provider's
+settings (its capabilities), every other case with the full local ones.
 Run `pytest tests/golden --update-golden` to rewrite expectations, then read
 the diff: it is the review.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
 
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import GatewayAddress
-from agc_controller.translate import (
-    Snapshot,
-    TranslateSettings,
-    translate_gateway,
-    translate_gateway_class,
-)
+from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.render import ASSUMED_RESULT, render_all, translate_all
+from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import CORE_FEATURES
 
 CASES = Path(__file__).parent / "cases"
@@ -34,50 +29,13 @@ SETTINGS = TranslateSettings(
     supported_features=CORE_FEATURES
     | {"HTTPRouteQueryParamMatching", "HTTPRouteMethodMatching", "BackendTLSPolicy"},
 )
-RESULT = ApplyResult(
-    programmed=True,
-    reason="Programmed",
-    message="Programmed",
-    addresses=(GatewayAddress(type="IPAddress", value="192.0.2.1"),),
-)
-_PEM_FIELDS = frozenset({"cert_pem", "key_pem", "ca_pem"})
+AZURE_SETTINGS = azure_translate_settings(SETTINGS.controller_name)
+# fixed so that the files show translation, not a provider: "programmed at 192.0.2.1"
+RESULT = ASSUMED_RESULT
 
 
-def _plain(value: Any) -> Any:
-    """attrs objects → plain data; PEM → a short digest; empty values dropped."""
-    if attrs.has(type(value)):
-        out = {}
-        for field in attrs.fields(type(value)):
-            item = getattr(value, field.name)
-            if field.name in _PEM_FIELDS and isinstance(item, str):
-                item = "sha256:" + hashlib.sha256(item.encode()).hexdigest()[:16]
-            item = _plain(item)
-            if item not in (None, (), [], {}):
-                out[field.name] = item
-        return out
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def render(snapshot: Snapshot) -> dict[str, Any]:
-    out: dict[str, Any] = {"gatewayClasses": {}, "gateways": {}}
-    for name in sorted(snapshot.gateway_classes):
-        status = translate_gateway_class(snapshot, name, SETTINGS)
-        if status is not None:
-            out["gatewayClasses"][name] = _plain(status)
-    for key in sorted(snapshot.gateways):
-        translation = translate_gateway(snapshot, key, SETTINGS)
-        result = RESULT if translation.load_balancer is not None else None
-        out["gateways"][key] = {
-            "status": _plain(translation.gateway_status(result)),
-            "model": _plain(translation.load_balancer),
-            "routes": _plain(translation.route_statuses),
-            "policies": _plain(translation.policy_statuses),
-        }
-    return out
+def render(snapshot: Snapshot, settings: TranslateSettings = SETTINGS) -> dict[str, Any]:
+    return render_all(translate_all(snapshot, settings, result=RESULT))
 
 
 def _cases() -> list[Path]:
@@ -91,7 +49,8 @@ def test_there_are_cases() -> None:
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_golden(case: Path, request: pytest.FixtureRequest) -> None:
     objects = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
-    got = render(Snapshot.from_objects(objects))
+    settings = AZURE_SETTINGS if case.name.startswith("azure-") else SETTINGS
+    got = render(Snapshot.from_objects(objects), settings)
     out = case.with_name(case.name.replace(".in.yaml", ".out.yaml"))
     text = yaml.safe_dump(got, sort_keys=False, width=100)
     if request.config.getoption("--update-golden"):

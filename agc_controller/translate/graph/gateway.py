@@ -71,6 +71,8 @@ class GatewayNode:
     backend_client_certificate: Certificate | None
     infrastructure_labels: tuple[tuple[str, str], ...]
     infrastructure_annotations: tuple[tuple[str, str], ...]
+    # metadata.annotations, sorted (read by providers, never by translation)
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.define
@@ -162,6 +164,7 @@ def build_gateway(
         backend_client_certificate=client_cert,
         infrastructure_labels=tuple(sorted((infrastructure.get("labels") or {}).items())),
         infrastructure_annotations=tuple(sorted((infrastructure.get("annotations") or {}).items())),
+        annotations=tuple(sorted((meta.get("annotations") or {}).items())),
     )
 
 

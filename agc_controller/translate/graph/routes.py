@@ -18,6 +18,7 @@ import attrs
 from agc_controller.status.model import ObjectKey, ParentReference
 from agc_controller.translate import conditions as c
 from agc_controller.translate import validate
+from agc_controller.translate.capabilities import FULL, Capabilities
 from agc_controller.translate.graph.backends import BackendProblem, ResolvedBackend, resolve_backend
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import (
@@ -107,7 +108,11 @@ class RouteNode:
 
 
 def build_route(
-    route: Obj, kind: RouteKind, snapshot: Snapshot, grants: ReferenceGrants
+    route: Obj,
+    kind: RouteKind,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    capabilities: Capabilities = FULL,
 ) -> RouteNode:
     meta = route["metadata"]
     namespace = meta["namespace"]
@@ -119,6 +124,9 @@ def build_route(
     raw_rules = spec.get("rules") or [{}]
     for i, raw in enumerate(raw_rules):
         try:
+            # what the provider cannot program is reported before anything else
+            if unsupported := capabilities.rule_problem(f"spec.rules[{i}]", raw):
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, unsupported)
             rule, problems = parser.parse(i, raw)
         except RuleInvalid as e:
             dropped.append((i, e.reason, f"Dropped Rule {i}: {e}"))

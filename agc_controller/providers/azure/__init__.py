@@ -1,0 +1,81 @@
+"""The azure provider: program Azure Application Gateway v2 through ARM.
+
+Public surface: `AzureProvider` (the `Provider`), `AzureSettings` (process
+settings, `AzureSettings.from_env()`), `azure_translate_settings` (what
+translation must know about this provider: its capabilities and route kinds),
+and the per-Gateway annotations. See docs/azure.md for the mapping.
+"""
+
+from __future__ import annotations
+
+from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.providers.azure.arm import ArmError, ArmRejected, ArmTemporaryError, OnArmCall
+from agc_controller.providers.azure.provider import AzureProvider
+from agc_controller.providers.azure.settings import (
+    APPLICATION_GATEWAY_ANNOTATION,
+    FRONTEND_ANNOTATION,
+    RESOURCE_GROUP_ANNOTATION,
+    SUBSCRIPTION_ANNOTATION,
+    AzureSettings,
+)
+from agc_controller.translate.capabilities import Capabilities
+from agc_controller.translate.settings import (
+    CORE_FEATURES,
+    DEFAULT_CONTROLLER_NAME,
+    TranslateSettings,
+)
+
+# what Application Gateway v2 can express (docs/azure.md has the table)
+AZURE_CAPABILITIES = Capabilities(
+    provider="azure",
+    header_matches=False,
+    query_param_matches=False,
+    method_matches=False,
+    regex_paths=False,
+    weighted_backends=False,
+    backend_filters=False,
+    mirrors=False,
+    cors=False,
+    retries=False,
+    header_add=False,
+    redirect_status_codes=frozenset({301, 302, 303, 307}),
+    redirect_prefix_replace=False,
+    rewrite_prefix_replace=False,
+    session_persistence_types=frozenset({"Cookie"}),
+    session_persistence_timeouts=False,
+)
+
+
+def azure_translate_settings(controller_name: str = DEFAULT_CONTROLLER_NAME) -> TranslateSettings:
+    """Translation settings for Gateways programmed on Application Gateway v2."""
+    return TranslateSettings(
+        controller_name=controller_name,
+        supported_features=(CORE_FEATURES - {"GRPCRoute"})
+        | {
+            "BackendTLSPolicy",
+            "HTTPRouteHostRewrite",
+            "HTTPRouteSchemeRedirect",
+            "HTTPRoutePortRedirect",
+            "HTTPRouteResponseHeaderModification",
+        },
+        protocols=frozenset({"HTTP", "HTTPS"}),
+        # Application Gateway v2 cannot speak HTTP/2 to backends: no gRPC
+        route_kinds=frozenset({(GATEWAY_GROUP, "HTTPRoute")}),
+        capabilities=AZURE_CAPABILITIES,
+    )
+
+
+__all__ = [
+    "APPLICATION_GATEWAY_ANNOTATION",
+    "AZURE_CAPABILITIES",
+    "FRONTEND_ANNOTATION",
+    "RESOURCE_GROUP_ANNOTATION",
+    "SUBSCRIPTION_ANNOTATION",
+    "ArmError",
+    "ArmRejected",
+    "ArmTemporaryError",
+    "AzureProvider",
+    "AzureSettings",
+    "OnArmCall",
+    "azure_translate_settings",
+]

@@ -1,0 +1,252 @@
+"""The ARM boundary: GET/PUT one Application Gateway through the async SDK.
+
+Bodies travel as ARM REST JSON (never SDK models) so properties the SDK does
+not know survive a GET → PUT round trip. Errors are mapped here, once:
+
+- 412 (the ETag moved: someone else wrote) → `ArmConflict`; the caller re-reads.
+- 429, or `RetryableErrorDueToAnotherOperation` / `AnotherOperationInProgress`
+  (Application Gateway takes one operation at a time) → wait what
+  `Retry-After` says (bounded), then retry.
+- 5xx, 408, connection errors → retried with jittered exponential backoff
+  (tenacity).
+- The long-running operation of an accepted PUT failed → `ArmOperationFailed`:
+  the ETag has moved, so the caller re-reads before it PUTs again.
+- Any other 4xx → `ArmRejected` with ARM's own message: permanent, it
+  becomes the Gateway's condition instead of a retry loop.
+Retries exhausted → `ArmTemporaryError`: the work queue retries the Gateway.
+
+The SDK's own retry policy is off (`retry_total=0`) so every HTTP exchange
+passes through this policy once and `on_arm_call` sees each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import tenacity
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import PipelineResponse
+from azure.core.polling import AsyncLROPoller
+from azure.mgmt.network.aio import NetworkManagementClient
+
+from agc_controller.providers.azure.children import Json
+from agc_controller.providers.azure.settings import AzureSettings, Target
+
+T = TypeVar("T")
+OnArmCall = Callable[[str, int], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+BUSY_CODES = frozenset({"RetryableErrorDueToAnotherOperation", "AnotherOperationInProgress"})
+DEFAULT_RETRY_AFTER_S = 10.0
+
+
+class ArmError(Exception):
+    """A failure talking to ARM, with ARM's message."""
+
+
+class ArmRejected(ArmError):
+    """ARM refused the request for good (a 4xx other than 408/412/429)."""
+
+    def __init__(self, message: str, *, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ArmConflict(ArmError):
+    """412: the Application Gateway changed since it was read."""
+
+
+class ArmOperationFailed(ArmError):
+    """The long-running operation of an accepted PUT ended Failed (or Canceled)."""
+
+
+class ArmTemporaryError(ArmError):
+    """Transient failures outlasted the retries; try the whole reconcile again later."""
+
+
+class _Busy(ArmError):
+    """Another operation is in progress; wait `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Transient(ArmError):
+    """Worth retrying soon: 5xx, 408, connection trouble, a failed operation."""
+
+
+def _raw_json(
+    pipeline_response: PipelineResponse[Any, Any], _model: object, _headers: object
+) -> Json:
+    return cast(Json, pipeline_response.http_response.json())
+
+
+def arm_message(error: HttpResponseError) -> tuple[str | None, str]:
+    """(code, message) of an ARM error response."""
+    code = error.error.code if error.error is not None else None
+    message = error.error.message if error.error is not None else None
+    response: Any = error.response
+    if not message and response is not None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = code or body["error"].get("code")
+            message = body["error"].get("message")
+    return code, str(message or error.message or error.reason or "ARM request failed")
+
+
+def _classify(error: HttpResponseError, settings: AzureSettings) -> ArmError:
+    status = error.status_code or 0
+    code, message = arm_message(error)
+    if status == 412:
+        return ArmConflict(message)
+    if status == 429 or code in BUSY_CODES:
+        response: Any = error.response
+        header = response.headers.get("Retry-After") if response is not None else None
+        try:
+            retry_after = float(header) if header is not None else DEFAULT_RETRY_AFTER_S
+        except ValueError:
+            retry_after = DEFAULT_RETRY_AFTER_S
+        return _Busy(message, min(max(retry_after, 0.0), settings.max_retry_after_s))
+    if status >= 500 or status == 408:
+        return _Transient(f"HTTP {status}: {message}")
+    return ArmRejected(message, status=status, code=code)
+
+
+class ArmClient:
+    def __init__(
+        self,
+        *,
+        credential: AsyncTokenCredential,
+        settings: AzureSettings,
+        on_arm_call: OnArmCall | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._credential = credential
+        self._settings = settings
+        self._on_arm_call = on_arm_call
+        self._sleep = sleep
+        # one SDK client (connection pool) per subscription
+        self._clients: dict[str, NetworkManagementClient] = {}
+
+    def _client(self, subscription_id: str) -> NetworkManagementClient:
+        client = self._clients.get(subscription_id)
+        if client is None:
+            client = NetworkManagementClient(
+                self._credential,
+                subscription_id,
+                base_url=self._settings.arm_endpoint,
+                credential_scopes=[self._settings.scope],
+                polling_interval=self._settings.polling_interval_s,
+                retry_total=0,
+                raw_response_hook=self._hook,
+                connection_verify=self._settings.connection_verify,
+            )
+            self._clients[subscription_id] = client
+        return client
+
+    def _hook(self, response: PipelineResponse[Any, Any]) -> None:
+        if self._on_arm_call is not None:
+            self._on_arm_call(response.http_request.method, response.http_response.status_code)
+
+    async def get_gateway(self, target: Target) -> Json:
+        client = self._client(target.subscription_id)
+
+        async def get() -> Json:
+            return cast(
+                Json,
+                await client.application_gateways.get(
+                    target.resource_group, target.name, cls=_raw_json
+                ),
+            )
+
+        return await self._retrying(get)
+
+    async def put_gateway(self, target: Target, body: Json, etag: str | None) -> Json:
+        """PUT and wait for the long-running operation to finish."""
+        client = self._client(target.subscription_id)
+        headers = {"If-Match": etag} if etag else {}
+        content = json.dumps(body).encode()
+
+        async def put() -> AsyncLROPoller[Any]:
+            poller: AsyncLROPoller[Any] = await client.application_gateways.begin_create_or_update(
+                target.resource_group,
+                target.name,
+                io.BytesIO(content),
+                content_type="application/json",
+                headers=headers,
+                cls=_raw_json,
+            )
+            return poller
+
+        poller = await self._retrying(put)
+        try:
+            return cast(Json, await poller.result())
+        except HttpResponseError as e:
+            # ARM took the body; retrying needs a fresh ETag, so the caller re-reads
+            _, message = arm_message(e)
+            raise ArmOperationFailed(f"The update operation failed: {message}") from e
+
+    async def get_public_ip(self, resource_id: str) -> Json:
+        parts = resource_id.strip("/").split("/")
+        # /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/publicIPAddresses/{n}
+        subscription, resource_group, name = parts[1], parts[3], parts[-1]
+        client = self._client(subscription)
+
+        async def get() -> Json:
+            return cast(
+                Json, await client.public_ip_addresses.get(resource_group, name, cls=_raw_json)
+            )
+
+        return await self._retrying(get)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        settings = self._settings
+        backoff = tenacity.wait_random_exponential(
+            multiplier=settings.retry_min_s, max=settings.retry_max_s
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return error.retry_after if isinstance(error, _Busy) else backoff(state)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome else None
+            limit = settings.busy_attempts if isinstance(error, _Busy) else settings.retry_attempts
+            return state.attempt_number >= limit
+
+        async def mapped() -> T:
+            try:
+                return await call()
+            except HttpResponseError as e:
+                raise _classify(e, settings) from e
+            except (ServiceRequestError, ServiceResponseError) as e:
+                raise _Transient(f"cannot reach ARM: {e}") from e
+
+        try:
+            async for attempt in tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception_type((_Busy, _Transient)),
+                wait=wait,
+                stop=stop,
+                sleep=self._sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    return await mapped()
+        except (_Busy, _Transient) as e:
+            raise ArmTemporaryError(str(e)) from e
+        raise AssertionError("tenacity neither returned nor raised")
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

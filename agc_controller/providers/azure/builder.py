@@ -1,0 +1,125 @@
+"""ALB model → the Application Gateway children of one Gateway (pure).
+
+Order: frontends (which frontend IP configurations, which ports) → per host and
+frontend IP: listener (+ certificate, SSL profile) → per reachable rule: the
+action (redirect, or pool + backend settings + probe, + rewrite set) → the
+path map and request routing rule. Nothing here reads the network or the
+clock; merge.py puts the result onto the live Application Gateway.
+
+A rule the Application Gateway cannot express is left out and reported on its
+Gateway listener; translation's capabilities already refuse most of them on
+the route, so reaching one here means a model translated for another provider
+or a case only the host reveals (a redirect keeping a wildcard host).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+from agc_controller.providers.azure.backend_settings import add_empty_settings, add_settings
+from agc_controller.providers.azure.children import Collector, GatewayChildren, Json, RuleProblem
+from agc_controller.providers.azure.frontends import FrontendIp, FrontendMode, port_name, select
+from agc_controller.providers.azure.listeners import add_listener, listener_slug
+from agc_controller.providers.azure.pools import add_empty_pool, add_pool
+from agc_controller.providers.azure.redirects import add_redirect
+from agc_controller.providers.azure.rewrites import add_rewrite_set
+from agc_controller.providers.azure.routing import add_routing
+from agc_controller.translate.model import Host, LoadBalancer, Rule
+
+
+def build_children(
+    model: LoadBalancer,
+    *,
+    gateway_id: str,
+    frontend_ips: Mapping[str, FrontendIp],
+    frontend_mode: FrontendMode,
+    ports: Mapping[int, str],
+) -> GatewayChildren:
+    """The children `model` needs on the Application Gateway `gateway_id`.
+
+    `frontend_ips` are the Application Gateway's frontend IP configurations by
+    label, `ports` its existing frontend ports by number (see frontends.py).
+    """
+    c = Collector(gateway=model.gateway, gateway_id=gateway_id)
+    ips, problem = select(frontend_ips, frontend_mode)
+    if problem is not None:
+        return GatewayChildren(
+            gateway=model.gateway, collections={}, rule_order={}, problem=problem
+        )
+    if any(
+        b.tls is not None and b.tls.client_certificate is not None
+        for host in model.hosts
+        for rule in host.rules
+        for b in rule.backends
+    ):
+        return GatewayChildren(
+            gateway=model.gateway,
+            collections={},
+            rule_order={},
+            problem="spec.tls.backend.clientCertificateRef is not supported by the azure provider",
+        )
+    frontends = {f.name: f for f in model.frontends}
+    for host in model.hosts:
+        frontend = frontends[host.listener]
+        scheme = "https" if frontend.protocol == "HTTPS" else "http"
+        for ip in ips:
+            listener = add_listener(
+                c, host=host, frontend=frontend, ip=ip, port=port_name(ports, host.port)
+            )
+            add_routing(
+                c,
+                host=host,
+                ip=ip,
+                listener=listener,
+                slug=listener_slug(ip, host),
+                action=functools.partial(_action, c, host=host, scheme=scheme),
+            )
+    return c.frozen()
+
+
+def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
+    _refuse_unsupported(rule)
+    if rule.redirect is not None:
+        return {"redirectConfiguration": add_redirect(c, rule, host, scheme)}
+    action: Json
+    backends = [b for b in rule.backends if b.weight > 0]
+    if backends and backends[0].valid:
+        action = {
+            "backendAddressPool": add_pool(c, backends[0]),
+            "backendHttpSettings": add_settings(c, rule, backends[0]),
+        }
+    else:
+        action = {
+            "backendAddressPool": add_empty_pool(c),
+            "backendHttpSettings": add_empty_settings(c),
+        }
+    rewrite = add_rewrite_set(c, rule)
+    if rewrite is not None:
+        action["rewriteRuleSet"] = rewrite
+    return action
+
+
+def _refuse_unsupported(rule: Rule) -> None:
+    """What the azure capabilities refuse in translation, checked again on the model."""
+    match = rule.match
+    for present, what in (
+        (match.method is not None, "method matches"),
+        (bool(match.headers), "header matches"),
+        (bool(match.query_params), "query parameter matches"),
+        (bool(rule.mirrors), "RequestMirror"),
+        (rule.cors is not None, "CORS"),
+        (rule.retry is not None, "retry"),
+        (len([b for b in rule.backends if b.weight > 0]) > 1, "weighted backends"),
+        (
+            any(b.request_headers or b.response_headers for b in rule.backends),
+            "backendRef filters",
+        ),
+        (rule.grpc, "GRPCRoute"),
+        (
+            rule.session_persistence is not None and rule.session_persistence.type == "Header",
+            "header session persistence",
+        ),
+    ):
+        if present:
+            raise RuleProblem(f"{what} are not supported by the azure provider")

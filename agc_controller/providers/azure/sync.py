@@ -1,0 +1,274 @@
+"""Keep one Application Gateway in sync with every Gateway placed on it.
+
+Invariants:
+- At most one round (GET → merge → PUT → wait for the operation) runs per
+  Application Gateway: a second PUT would only get 429 while the first runs.
+- A round programs the latest desired state of every Gateway on it. Changes
+  arriving during a round are coalesced into the next one, so a burst costs
+  at most two PUTs, however long it is.
+- A `submit` is answered by the first round that started after it, so its
+  result always reflects the state it asked for (or a newer one).
+- A body ARM rejected for good is not PUT again while neither the
+  Application Gateway (ETag) nor the desired children change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+
+import attrs
+import structlog
+
+from agc_controller.providers.azure.arm import (
+    ArmClient,
+    ArmConflict,
+    ArmOperationFailed,
+    ArmRejected,
+    ArmTemporaryError,
+    Sleep,
+)
+from agc_controller.providers.azure.builder import build_children
+from agc_controller.providers.azure.children import GatewayChildren, Json
+from agc_controller.providers.azure.frontends import (
+    FrontendIp,
+    FrontendMode,
+    frontend_ips,
+    port_names,
+)
+from agc_controller.providers.azure.merge import EncodePfx, merge
+from agc_controller.providers.azure.settings import Target
+from agc_controller.providers.base import ApplyResult
+from agc_controller.status.model import GatewayAddress, ObjectKey
+from agc_controller.translate import conditions as c
+from agc_controller.translate.model import LoadBalancer
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.frozen
+class Desired:
+    model: LoadBalancer
+    frontend: FrontendMode
+
+
+# one Gateway's wish: its model, or None to remove it
+Wish = Desired | None
+
+
+class ApplicationGatewaySync:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        arm: ArmClient,
+        encode_pfx: EncodePfx,
+        conflict_attempts: int,
+        failure_attempts: int,
+        failure_backoff_s: float,
+        addresses: AddressBook,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.target = target
+        self._arm = arm
+        self._encode_pfx = encode_pfx
+        self._conflict_attempts = conflict_attempts
+        self._failure_attempts = failure_attempts
+        self._failure_backoff_s = failure_backoff_s
+        self._sleep = sleep
+        self._addresses = addresses
+        # latest wish per Gateway; removals stay until a round has removed them
+        self._desired: dict[ObjectKey, Wish] = {}
+        # bumped by every submit; a round serves every waiter up to the version it read
+        self._version = 0
+        # (version, gateway, answer) for submits not yet served by a round
+        self._waiters: list[tuple[int, ObjectKey, asyncio.Future[ApplyResult | None]]] = []
+        self._runner: asyncio.Task[None] | None = None
+        # (ETag, digest of the children) of the last body ARM rejected, and its message
+        self._rejected: tuple[tuple[str, str], str] | None = None
+        # PUTs issued (for tests and benchmarks)
+        self.puts = 0
+
+    async def submit(self, gateway: ObjectKey, wish: Wish) -> ApplyResult | None:
+        """Program `wish` for `gateway` (with everyone else's latest); None for a removal."""
+        self._desired[gateway] = wish
+        self._version += 1
+        answer: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._version, gateway, answer))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name=f"azure-sync-{self.target}")
+        return await answer
+
+    async def _run(self) -> None:
+        try:
+            while self._waiters:
+                version = self._version
+                snapshot = dict(self._desired)
+                results: Mapping[ObjectKey, ApplyResult] = {}
+                error: BaseException | None = None
+                try:
+                    results = await self._round(snapshot)
+                except Exception as e:
+                    error = e
+                served = [w for w in self._waiters if w[0] <= version]
+                self._waiters = [w for w in self._waiters if w[0] > version]
+                for _, gateway, answer in served:
+                    if answer.done():
+                        continue
+                    if error is not None:
+                        answer.set_exception(error)
+                    else:
+                        answer.set_result(results.get(gateway))
+                if error is None:
+                    for gateway, wish in snapshot.items():
+                        if (
+                            wish is None
+                            and gateway in self._desired
+                            and self._desired[gateway] is None
+                        ):
+                            del self._desired[gateway]
+        finally:
+            # cancelled (shutdown): nobody may wait forever
+            for _, _, answer in self._waiters:
+                if not answer.done():
+                    answer.cancel()
+
+    async def _round(self, snapshot: Mapping[ObjectKey, Wish]) -> dict[ObjectKey, ApplyResult]:
+        conflicts = failures = 0
+        while True:
+            current = await self._arm.get_gateway(self.target)
+            etag = str(current.get("etag") or "")
+            ips = frontend_ips(current)
+            ports = port_names(current)
+            builds: dict[ObjectKey, GatewayChildren | None] = {
+                gateway: None
+                if wish is None
+                else build_children(
+                    wish.model,
+                    gateway_id=self.target.id,
+                    frontend_ips=ips,
+                    frontend_mode=wish.frontend,
+                    ports=ports,
+                )
+                for gateway, wish in snapshot.items()
+            }
+            merged = merge(current, builds, encode_pfx=self._encode_pfx)
+            # a failed operation may have left the gateway half-configured: PUT it again
+            failed = (current.get("properties") or {}).get("provisioningState") == "Failed"
+            if not merged.changed and not failed:
+                self._rejected = None
+                return await self._results(builds, merged.refused, ips)
+            key = (etag, _digest(builds))
+            if self._rejected is not None and self._rejected[0] == key:
+                return self._rejection(builds, self._rejected[1])
+            self.puts += 1
+            log.info("azure_put", target=str(self.target), gateways=len(builds))
+            try:
+                await self._arm.put_gateway(self.target, merged.body, etag or None)
+            except ArmConflict:
+                conflicts += 1
+                log.info("azure_put_conflict", target=str(self.target), attempt=conflicts)
+                if conflicts >= self._conflict_attempts:
+                    raise ArmTemporaryError(
+                        f"The Application Gateway {self.target} kept changing during "
+                        f"{conflicts} attempts to update it"
+                    ) from None
+                continue
+            except ArmOperationFailed as e:
+                failures += 1
+                log.warning("azure_operation_failed", target=str(self.target), reason=str(e))
+                if failures >= self._failure_attempts:
+                    raise ArmTemporaryError(str(e)) from e
+                await self._sleep(self._failure_backoff_s * 2 ** (failures - 1))
+                continue
+            except ArmRejected as e:
+                self._rejected = (key, str(e))
+                return self._rejection(builds, str(e))
+            self._rejected = None
+            return await self._results(builds, merged.refused, ips)
+
+    def _rejection(
+        self, builds: Mapping[ObjectKey, GatewayChildren | None], message: str
+    ) -> dict[ObjectKey, ApplyResult]:
+        text = f"Application Gateway {self.target} rejected the update: {message}"
+        return {
+            gateway: ApplyResult(programmed=False, reason=c.R_INVALID, message=text)
+            for gateway, children in builds.items()
+            if children is not None
+        }
+
+    async def _results(
+        self,
+        builds: Mapping[ObjectKey, GatewayChildren | None],
+        refused: Mapping[ObjectKey, str],
+        ips: Mapping[str, FrontendIp],
+    ) -> dict[ObjectKey, ApplyResult]:
+        results = {}
+        for gateway, children in builds.items():
+            if children is None:
+                continue
+            problem = children.problem or refused.get(gateway)
+            if problem is not None:
+                results[gateway] = ApplyResult(
+                    programmed=False,
+                    reason=c.R_INVALID,
+                    message=f"Not programmed on Application Gateway {self.target}: {problem}",
+                )
+                continue
+            wish = self._desired.get(gateway)
+            mode: FrontendMode = wish.frontend if wish is not None else "public"
+            labels = ("public", "private") if mode == "both" else (mode,)
+            results[gateway] = ApplyResult(
+                programmed=True,
+                reason=c.R_PROGRAMMED,
+                message=f"Programmed on Application Gateway {self.target}",
+                addresses=await self._addresses.lookup([ips[label] for label in labels]),
+                listener_problems=children.listener_problems,
+            )
+        return results
+
+
+@attrs.define
+class AddressBook:
+    """Frontend addresses; a public IP's address is read from its resource once."""
+
+    arm: ArmClient
+    # public IP resource ID -> its addresses (static on Application Gateway v2)
+    _public: dict[str, tuple[GatewayAddress, ...]] = attrs.field(factory=dict)
+
+    async def lookup(self, ips: list[FrontendIp]) -> tuple[GatewayAddress, ...]:
+        out: list[GatewayAddress] = []
+        for ip in ips:
+            if ip.private_address:
+                out.append(GatewayAddress(type="IPAddress", value=ip.private_address))
+            elif ip.public_ip_id:
+                out.extend(await self._public_addresses(ip.public_ip_id))
+        return tuple(out)
+
+    async def _public_addresses(self, resource_id: str) -> tuple[GatewayAddress, ...]:
+        key = resource_id.lower()
+        if key not in self._public:
+            props: Json = (await self.arm.get_public_ip(resource_id)).get("properties") or {}
+            found = []
+            if props.get("ipAddress"):
+                found.append(GatewayAddress(type="IPAddress", value=str(props["ipAddress"])))
+            fqdn = (props.get("dnsSettings") or {}).get("fqdn")
+            if fqdn:
+                found.append(GatewayAddress(type="Hostname", value=str(fqdn)))
+            if not found:
+                # not allocated yet: ask again next time
+                return ()
+            self._public[key] = tuple(found)
+        return self._public[key]
+
+
+def _digest(builds: Mapping[ObjectKey, GatewayChildren | None]) -> str:
+    plain = {
+        f"{g.namespace}/{g.name}": None
+        if b is None
+        else {k: list(v) for k, v in b.collections.items()}
+        for g, b in sorted(builds.items(), key=lambda kv: (kv[0].namespace, kv[0].name))
+    }
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,275 @@
+"""Offline translation for people: objects in, readable documents out.
+
+Shared by `agc-controller translate` and the golden tests, so the CLI shows
+exactly what the golden files pin down.
+
+- `plain` turns attrs values (the ALB model, desired statuses) into plain data.
+  Invariant: no certificate or key material survives it; every PEM field
+  becomes `sha256:<16 hex>` of its text, enough to tell two certificates apart.
+  Empty values are left out, so documents stay short.
+- `translate_all` translates every GatewayClass and Gateway of a Snapshot,
+  assuming the provider programs each accepted Gateway (`ASSUMED_RESULT`):
+  with no cluster and no data plane there is no real outcome to report.
+- `load_objects` reads YAML files (or stdin) into API objects, refusing
+  anything that is not one with an `InputError` naming the file and document.
+- Outputs (`-o NAME`) come from a registry. Built in: `model`, `status`,
+  `all`. A provider adds its own (the NGINX configuration, the ARM JSON) by
+  calling `register_output` in a module `agc_controller.providers.<name>.outputs`;
+  `load_provider_outputs` imports every such module, so the CLI needs no edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import yaml
+
+from agc_controller import providers
+from agc_controller.providers.base import ApplyResult
+from agc_controller.status.model import GatewayAddress
+from agc_controller.translate import (
+    GatewayTranslation,
+    Snapshot,
+    TranslateSettings,
+    translate_gateway,
+    translate_gateway_class,
+)
+
+# the outcome assumed for every accepted Gateway: programmed at a TEST-NET address
+ASSUMED_RESULT = ApplyResult(
+    programmed=True,
+    reason="Programmed",
+    message="Programmed",
+    addresses=(GatewayAddress(type="IPAddress", value="192.0.2.1"),),
+)
+_PEM_FIELDS = frozenset({"cert_pem", "key_pem", "ca_pem"})
+
+
+# kinds translation reads; anything else in the input is reported and skipped
+TRANSLATED_KINDS = frozenset(
+    {
+        "GatewayClass",
+        "Gateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "BackendTLSPolicy",
+        "ReferenceGrant",
+        "Service",
+        "EndpointSlice",
+        "Secret",
+        "ConfigMap",
+        "Namespace",
+    }
+)
+_CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace"})
+
+
+class InputError(Exception):
+    """An input file that cannot be read or does not hold Kubernetes objects."""
+
+
+@attrs.frozen
+class LoadedObjects:
+    objects: list[dict[str, Any]]
+    # "FILE: document N: kind K is not used by translation", one per skipped object
+    skipped: list[str]
+
+
+def load_objects(paths: Iterable[str], *, default_namespace: str = "default") -> LoadedObjects:
+    """Every object in the YAML files `paths` (`-` is stdin), `kind: List` flattened.
+
+    Namespaced objects without a namespace get `default_namespace`, as `kubectl
+    apply` would do.
+    """
+    objects: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else _read(path)
+            documents = list(yaml.safe_load_all(text))
+        except OSError as error:
+            raise InputError(f"{path}: cannot read: {error.strerror or error}") from error
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: invalid YAML: {_one_line(error)}") from error
+        for index, document in enumerate(documents, start=1):
+            if document is None:
+                continue
+            where = f"{path}: document {index}"
+            if isinstance(document, dict) and document.get("kind") == "List":
+                items = document.get("items")
+                if not isinstance(items, list):
+                    raise InputError(f"{where}: a List without an items list")
+                candidates = [(f"{where} item {i}", item) for i, item in enumerate(items, 1)]
+            else:
+                candidates = [(where, document)]
+            for item_where, obj in candidates:
+                _check_object(item_where, obj)
+                if obj["kind"] not in TRANSLATED_KINDS:
+                    skipped.append(f"{item_where}: kind {obj['kind']} is not used by translation")
+                    continue
+                if obj["kind"] not in _CLUSTER_SCOPED:
+                    obj["metadata"].setdefault("namespace", default_namespace)
+                objects.append(obj)
+    return LoadedObjects(objects=objects, skipped=skipped)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    return " ".join(str(error).split())
+
+
+def _check_object(where: str, obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a Kubernetes object (a mapping), got {obj!r:.60}")
+    if not isinstance(obj.get("kind"), str) or not obj["kind"]:
+        raise InputError(f"{where}: the object has no kind")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise InputError(f"{where}: the {obj['kind']} has no metadata.name")
+
+
+def pem_digest(pem: str) -> str:
+    return "sha256:" + hashlib.sha256(pem.encode()).hexdigest()[:16]
+
+
+def plain(value: Any) -> Any:
+    """attrs objects → plain data; PEM → a short digest; empty values dropped."""
+    if attrs.has(type(value)):
+        out = {}
+        for field in attrs.fields(type(value)):
+            item = getattr(value, field.name)
+            if field.name in _PEM_FIELDS and isinstance(item, str):
+                item = pem_digest(item)
+            item = plain(item)
+            if item not in (None, (), [], {}):
+                out[field.name] = item
+        return out
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+@attrs.frozen
+class Translations:
+    """Everything `translate_all` decided, in sorted order."""
+
+    # GatewayClass name -> its status (ours only)
+    gateway_classes: Mapping[str, Any]
+    # "namespace/name" -> the Gateway's translation
+    gateways: Mapping[str, GatewayTranslation]
+    # the provider outcome each accepted Gateway's status is computed with
+    result: ApplyResult
+
+    def result_for(self, translation: GatewayTranslation) -> ApplyResult | None:
+        return self.result if translation.load_balancer is not None else None
+
+
+def translate_all(
+    snapshot: Snapshot, settings: TranslateSettings, *, result: ApplyResult = ASSUMED_RESULT
+) -> Translations:
+    classes = {}
+    for name in sorted(snapshot.gateway_classes):
+        status = translate_gateway_class(snapshot, name, settings)
+        if status is not None:
+            classes[name] = status
+    gateways = {
+        key: translate_gateway(snapshot, key, settings) for key in sorted(snapshot.gateways)
+    }
+    return Translations(gateway_classes=classes, gateways=gateways, result=result)
+
+
+def render_all(translations: Translations) -> dict[str, Any]:
+    """Model and every status, per GatewayClass and Gateway (the golden file format)."""
+    return {
+        "gatewayClasses": {k: plain(v) for k, v in translations.gateway_classes.items()},
+        "gateways": {
+            key: {
+                "status": plain(t.gateway_status(translations.result_for(t))),
+                "model": plain(t.load_balancer),
+                "routes": plain(t.route_statuses),
+                "policies": plain(t.policy_statuses),
+            }
+            for key, t in translations.gateways.items()
+        },
+    }
+
+
+def render_model(translations: Translations) -> dict[str, Any]:
+    """Only the ALB model per Gateway (null: the Gateway is not programmed at all)."""
+    return {"gateways": {key: plain(t.load_balancer) for key, t in translations.gateways.items()}}
+
+
+def render_status(translations: Translations) -> dict[str, Any]:
+    """Only the statuses: what `kubectl get -o yaml` would show after a reconcile."""
+    return {
+        "gatewayClasses": {k: plain(v) for k, v in translations.gateway_classes.items()},
+        "gateways": {
+            key: {
+                "status": plain(t.gateway_status(translations.result_for(t))),
+                "routes": plain(t.route_statuses),
+                "policies": plain(t.policy_statuses),
+            }
+            for key, t in translations.gateways.items()
+        },
+    }
+
+
+def to_yaml(document: Any) -> str:
+    return yaml.safe_dump(document, sort_keys=False, width=100)
+
+
+Renderer = Callable[[Translations], str]
+
+
+@attrs.frozen
+class Output:
+    name: str
+    help: str
+    render: Renderer
+
+
+# name -> output; filled at import with the built-ins, then by provider modules
+_OUTPUTS: dict[str, Output] = {}
+
+
+def register_output(name: str, render: Renderer, *, help: str) -> None:
+    """Make `-o name` available. A name is registered once; a clash is a bug."""
+    if name in _OUTPUTS:
+        raise ValueError(f"output {name!r} is already registered")
+    _OUTPUTS[name] = Output(name=name, help=help, render=render)
+
+
+def outputs() -> Mapping[str, Output]:
+    return dict(sorted(_OUTPUTS.items()))
+
+
+def load_provider_outputs() -> None:
+    """Import `agc_controller.providers.<name>.outputs` for every provider that has one."""
+    for module in pkgutil.iter_modules(providers.__path__):
+        name = f"{providers.__name__}.{module.name}.outputs"
+        if module.ispkg and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+
+
+register_output(
+    "all", lambda t: to_yaml(render_all(t)), help="the ALB model and every status (default)"
+)
+register_output("model", lambda t: to_yaml(render_model(t)), help="the ALB model per Gateway")
+register_output(
+    "status",
+    lambda t: to_yaml(render_status(t)),
+    help="the status of every GatewayClass, Gateway, route and policy",
+)

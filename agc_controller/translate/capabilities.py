@@ -1,0 +1,129 @@
+"""What a provider can program, so translation reports the rest on the route.
+
+A data plane that cannot express a feature must never serve a rule without it
+(a route that asked for a header match would suddenly match every request).
+Translation therefore checks each HTTPRoute/GRPCRoute rule against the
+provider's `Capabilities` and drops the rule with a message naming the field
+(`spec.rules[0].matches[1].headers is not supported by the azure provider`);
+a route left without rules is not accepted (see graph.routes).
+
+Invariant: `Capabilities()` (every flag on) accepts everything translation
+itself accepts, so the local provider's output never depends on this module.
+The check reads the raw rule, not the parsed one, so messages keep the exact
+index of the offending filter or match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+_ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    # the provider's name, as messages show it
+    provider: str = "local"
+    header_matches: bool = True
+    query_param_matches: bool = True
+    method_matches: bool = True
+    regex_paths: bool = True
+    # traffic split over more than one backendRef with a non-zero weight
+    weighted_backends: bool = True
+    # filters on a backendRef (header modifiers per backend)
+    backend_filters: bool = True
+    mirrors: bool = True
+    cors: bool = True
+    retries: bool = True
+    # header modifier `add` (append to an existing header); `set`/`remove` are assumed
+    header_add: bool = True
+    redirect_status_codes: frozenset[int] = _ALL_REDIRECT_CODES
+    redirect_prefix_replace: bool = True
+    rewrite_prefix_replace: bool = True
+    # sessionPersistence types (Cookie, Header)
+    session_persistence_types: frozenset[str] = frozenset({"Cookie", "Header"})
+    session_persistence_timeouts: bool = True
+
+    def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:
+        """The first unsupported field of one raw route rule, as a message; None if none."""
+        unsupported = self._unsupported_field(field, rule)
+        if unsupported is None:
+            return None
+        return f"{unsupported} is not supported by the {self.provider} provider"
+
+    def _unsupported_field(self, field: str, rule: Mapping[str, Any]) -> str | None:
+        for j, match in enumerate(rule.get("matches") or []):
+            if problem := self._match_problem(f"{field}.matches[{j}]", match):
+                return problem
+        for j, f in enumerate(rule.get("filters") or []):
+            if problem := self._filter_problem(f"{field}.filters[{j}]", f):
+                return problem
+        refs = rule.get("backendRefs") or []
+        weighted = [ref for ref in refs if int(ref.get("weight", 1)) != 0]
+        if not self.weighted_backends and len(weighted) > 1:
+            return f"{field}.backendRefs (a weighted split over {len(weighted)} backends)"
+        for j, ref in enumerate(refs):
+            if not self.backend_filters and ref.get("filters"):
+                return f"{field}.backendRefs[{j}].filters"
+        if not self.retries and rule.get("retry"):
+            return f"{field}.retry"
+        persistence = rule.get("sessionPersistence")
+        if persistence:
+            if persistence.get("type", "Cookie") not in self.session_persistence_types:
+                return f"{field}.sessionPersistence.type {persistence.get('type')!r}"
+            for key in ("absoluteTimeout", "idleTimeout"):
+                if not self.session_persistence_timeouts and key in persistence:
+                    return f"{field}.sessionPersistence.{key}"
+        return None
+
+    def _match_problem(self, field: str, match: Mapping[str, Any]) -> str | None:
+        if not self.header_matches and match.get("headers"):
+            return f"{field}.headers"
+        if not self.query_param_matches and match.get("queryParams"):
+            return f"{field}.queryParams"
+        method = match.get("method")
+        # GRPCRoute's `method` is a service/method object, i.e. a path, not an HTTP method
+        if not self.method_matches and isinstance(method, str):
+            return f"{field}.method"
+        path = match.get("path")
+        if not self.regex_paths and path and path.get("type") == "RegularExpression":
+            return f"{field}.path.type 'RegularExpression'"
+        if (
+            not self.regex_paths
+            and isinstance(method, dict)
+            and method.get("type") == "RegularExpression"
+        ):
+            return f"{field}.method.type 'RegularExpression'"
+        return None
+
+    def _filter_problem(self, field: str, f: Mapping[str, Any]) -> str | None:
+        kind = f.get("type")
+        if kind == "RequestMirror" and not self.mirrors:
+            return f"{field} (RequestMirror)"
+        if kind == "CORS" and not self.cors:
+            return f"{field} (CORS)"
+        if kind in ("RequestHeaderModifier", "ResponseHeaderModifier") and not self.header_add:
+            key = kind[0].lower() + kind[1:]
+            if (f.get(key) or {}).get("add"):
+                return f"{field}.{key}.add"
+        if kind == "RequestRedirect":
+            redirect = f.get("requestRedirect") or {}
+            code = int(redirect.get("statusCode", 302))
+            # codes translation rejects anyway keep translation's own message
+            if code in _ALL_REDIRECT_CODES and code not in self.redirect_status_codes:
+                return f"{field}.requestRedirect.statusCode {code}"
+            path_type = (redirect.get("path") or {}).get("type")
+            if path_type == "ReplacePrefixMatch" and not self.redirect_prefix_replace:
+                return f"{field}.requestRedirect.path.type 'ReplacePrefixMatch'"
+        if kind == "URLRewrite":
+            path_type = ((f.get("urlRewrite") or {}).get("path") or {}).get("type")
+            if path_type == "ReplacePrefixMatch" and not self.rewrite_prefix_replace:
+                return f"{field}.urlRewrite.path.type 'ReplacePrefixMatch'"
+        return None
+
+
+# Everything translation implements: the local data plane's capabilities.
+FULL = Capabilities()

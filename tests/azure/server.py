@@ -1,0 +1,564 @@
+"""An ARM-compatible test server for Microsoft.Network/applicationGateways.
+
+The only fake in the test suite is Azure itself. The real SDK talks to this
+server over HTTPS (see tls.py), so what it checks is the wire format:
+
+- `applicationGateways` GET / PUT / DELETE with ETags (`If-Match` → 412),
+  `publicIPAddresses` GET.
+- PUT answers 201 with `Azure-AsyncOperation`; the operation reports
+  InProgress for `operation_seconds`, then Succeeded (or Failed when injected)
+  while the gateway's provisioningState goes Updating → Succeeded / Failed.
+  A write during an operation gets 429 RetryableErrorDueToAnotherOperation
+  with Retry-After, as Application Gateway does.
+- Validation in ARM's error format (`{"error": {"code", "message"}}`):
+  duplicate child names, dangling sub-resource IDs, duplicate or missing rule
+  priorities, two ports with one number, two listeners on one port and host,
+  duplicate paths in a path map, certificates without data, v2 limits.
+- Injected failures (`inject`), and a record of every request (`requests`).
+
+Like ARM, it fills in IDs, etags, provisioningState and a few defaults the
+client did not send, and never returns certificate secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from tests.azure.tls import server_context
+
+Json = dict[str, Any]
+
+_GATEWAY = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.Network/applicationGateways/(?P<name>[^/]+)"
+)
+_PUBLIC_IP = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.Network/publicIPAddresses/(?P<name>[^/]+)"
+)
+# the server's own copy of the v2 limits: independent of the provider's table on purpose
+_LIMITS = {
+    "httpListeners": 100,
+    "requestRoutingRules": 400,
+    "backendAddressPools": 100,
+    "backendHttpSettingsCollection": 100,
+    "sslCertificates": 100,
+    "frontendPorts": 100,
+    "probes": 100,
+    "urlPathMaps": 100,
+    "redirectConfigurations": 100,
+    "rewriteRuleSets": 100,
+}
+_CHILD_COLLECTIONS = (
+    "gatewayIPConfigurations",
+    "frontendIPConfigurations",
+    "frontendPorts",
+    "sslCertificates",
+    "trustedClientCertificates",
+    "trustedRootCertificates",
+    "sslProfiles",
+    "backendAddressPools",
+    "backendHttpSettingsCollection",
+    "probes",
+    "httpListeners",
+    "rewriteRuleSets",
+    "redirectConfigurations",
+    "urlPathMaps",
+    "requestRoutingRules",
+)
+
+
+class ArmError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@attrs.frozen
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Json | None
+    status: int
+    time: float
+
+
+@attrs.define
+class Failure:
+    """An injected failure: the next `times` matching requests get it."""
+
+    method: str  # GET, PUT, DELETE, or LRO (the async operation of the next PUT fails)
+    status: int
+    code: str
+    message: str
+    retry_after: float | None = None
+    times: int = 1
+    # only requests whose path contains this
+    path_contains: str = "/applicationGateways/"
+
+
+@attrs.define
+class _Operation:
+    done_at: float
+    gateway: str
+    fail: Failure | None = None
+
+
+@attrs.define
+class ArmServer:
+    """Start with `async with ArmServer(tmp_path) as arm:`; `arm.endpoint` is its URL."""
+
+    directory: Path
+    # how long a PUT's async operation stays InProgress
+    operation_seconds: float = 0.2
+    # Retry-After sent with 429 during an operation
+    busy_retry_after: float = 0.2
+    requests: list[Recorded] = attrs.field(factory=list)
+    failures: list[Failure] = attrs.field(factory=list)
+    # resource ID (lower case) -> resource body (what GET returns)
+    resources: dict[str, Json] = attrs.field(factory=dict)
+    _operations: dict[str, _Operation] = attrs.field(factory=dict)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+    ca_file: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> ArmServer:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        context, self.ca_file = server_context(self.directory)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- test helpers -------------------------------------------------------------
+
+    def seed_gateway(
+        self, subscription: str, resource_group: str, name: str, properties: Json | None = None
+    ) -> Json:
+        """Create an Application Gateway as its owner would: frontends, and what else is given."""
+        gateway_id = _gateway_id(subscription, resource_group, name)
+        public_ip_id = (
+            f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+            f"/providers/Microsoft.Network/publicIPAddresses/{name}-pip"
+        )
+        self.resources[public_ip_id.lower()] = {
+            "id": public_ip_id,
+            "name": f"{name}-pip",
+            "type": "Microsoft.Network/publicIPAddresses",
+            "properties": {"ipAddress": "203.0.113.10", "publicIPAllocationMethod": "Static"},
+        }
+        props: Json = {
+            "sku": {"name": "Standard_v2", "tier": "Standard_v2", "capacity": 2},
+            "gatewayIPConfigurations": [
+                {
+                    "name": "appGatewayIpConfig",
+                    "properties": {"subnet": {"id": f"{gateway_id}-vnet/subnets/appgw"}},
+                }
+            ],
+            "frontendIPConfigurations": [
+                {
+                    "name": "appGwPublicFrontendIp",
+                    "properties": {"publicIPAddress": {"id": public_ip_id}},
+                },
+                {
+                    "name": "appGwPrivateFrontendIp",
+                    "properties": {
+                        "privateIPAddress": "10.1.0.10",
+                        "privateIPAllocationMethod": "Static",
+                        "subnet": {"id": f"{gateway_id}-vnet/subnets/appgw"},
+                    },
+                },
+            ],
+        }
+        props.update(copy.deepcopy(properties or {}))
+        body = {"name": name, "location": "westeurope", "properties": props}
+        self.resources[gateway_id.lower()] = self._stored(gateway_id, body, "Succeeded")
+        return self.resources[gateway_id.lower()]
+
+    def gateway(self, subscription: str, resource_group: str, name: str) -> Json:
+        return self.resources[_gateway_id(subscription, resource_group, name).lower()]
+
+    def props_state(self, name: str = "appgw") -> str:
+        """provisioningState of the first Application Gateway named `name`."""
+        gateway = next(r for k, r in self.resources.items() if k.endswith(f"/{name}"))
+        return str(gateway["properties"]["provisioningState"])
+
+    def inject(self, failure: Failure) -> None:
+        self.failures.append(failure)
+
+    def puts(self) -> list[Recorded]:
+        """Accepted PUTs of Application Gateways (201)."""
+        return [
+            r
+            for r in self.requests
+            if r.method == "PUT" and "/applicationGateways/" in r.path and r.status in (200, 201)
+        ]
+
+    def calls(self, method: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method]
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        response: web.StreamResponse = await handler(request)
+        self.requests.append(
+            Recorded(
+                method=request.method,
+                path=request.path,
+                headers=dict(request.headers),
+                body=body,
+                status=response.status,
+                time=time.monotonic(),
+            )
+        )
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            if not request.headers.get("Authorization", "").startswith("Bearer "):
+                raise ArmError(401, "AuthenticationFailed", "Authentication failed.")
+            if "api-version" not in request.query:
+                raise ArmError(400, "MissingApiVersionParameter", "The api-version is missing.")
+            self._maybe_fail(request)
+            path = request.path
+            if path.startswith("/operations/"):
+                return self._operation(path.rsplit("/", 1)[1])
+            if m := re.fullmatch(_GATEWAY, path):
+                return await self._gateway(request, m)
+            if re.fullmatch(_PUBLIC_IP, path):
+                resource = self.resources.get(path.lower())
+                if resource is None:
+                    raise ArmError(404, "ResourceNotFound", f"Resource {path} was not found.")
+                return web.json_response(resource)
+            raise ArmError(404, "InvalidResourceType", f"No route for {path}.")
+        except ArmError as e:
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else {}
+            return web.json_response(
+                {"error": {"code": e.code, "message": e.message}}, status=e.status, headers=headers
+            )
+
+    def _maybe_fail(self, request: web.Request) -> None:
+        for failure in self.failures:
+            if (
+                failure.method == request.method
+                and failure.path_contains in request.path
+                and failure.times > 0
+            ):
+                failure.times -= 1
+                raise ArmError(failure.status, failure.code, failure.message, failure.retry_after)
+
+    def _operation(self, operation_id: str) -> web.Response:
+        op = self._operations.get(operation_id)
+        if op is None:
+            raise ArmError(404, "OperationNotFound", "The operation was not found.")
+        if time.monotonic() < op.done_at:
+            return web.json_response({"status": "InProgress"}, headers={"Retry-After": "0"})
+        gateway = self.resources.get(op.gateway)
+        if op.fail is not None:
+            if gateway is not None:
+                gateway["properties"]["provisioningState"] = "Failed"
+            return web.json_response(
+                {"status": "Failed", "error": {"code": op.fail.code, "message": op.fail.message}}
+            )
+        if gateway is not None:
+            gateway["properties"]["provisioningState"] = "Succeeded"
+        return web.json_response({"status": "Succeeded"})
+
+    def _busy(self, key: str) -> bool:
+        return any(
+            op.gateway == key and time.monotonic() < op.done_at for op in self._operations.values()
+        )
+
+    async def _gateway(self, request: web.Request, m: re.Match[str]) -> web.Response:
+        gateway_id = _gateway_id(m["sub"], m["rg"], m["name"])
+        key = gateway_id.lower()
+        current = self.resources.get(key)
+        if request.method == "GET":
+            if current is None:
+                raise ArmError(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource 'Microsoft.Network/applicationGateways/{m['name']}' under "
+                    f"resource group '{m['rg']}' was not found.",
+                )
+            return web.json_response(current, headers={"ETag": current["etag"]})
+        if_match = request.headers.get("If-Match")
+        if if_match and (current is None or if_match != current["etag"]):
+            raise ArmError(
+                412,
+                "PreconditionFailed",
+                "The condition specified using HTTP conditional header(s) is not met.",
+            )
+        if self._busy(key):
+            raise ArmError(
+                429,
+                "RetryableErrorDueToAnotherOperation",
+                f"Operation PutApplicationGatewayOperation (Put) on Application Gateway "
+                f"{m['name']} cannot be performed because another operation is in progress.",
+                self.busy_retry_after,
+            )
+        if request.method == "DELETE":
+            if current is None:
+                return web.Response(status=204)
+            del self.resources[key]
+            return web.Response(status=200)
+        if request.method != "PUT":
+            raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
+        body = json.loads(await request.read())
+        stored = self._stored(gateway_id, body, "Updating", previous=current)
+        self.resources[key] = stored
+        operation_id = uuid.uuid4().hex
+        lro_failure = next((f for f in self.failures if f.method == "LRO" and f.times > 0), None)
+        if lro_failure is not None:
+            lro_failure.times -= 1
+        self._operations[operation_id] = _Operation(
+            done_at=time.monotonic() + self.operation_seconds, gateway=key, fail=lro_failure
+        )
+        return web.json_response(
+            stored,
+            status=201,
+            headers={
+                "Azure-AsyncOperation": f"{self.endpoint}/operations/{operation_id}"
+                f"?api-version={request.query['api-version']}",
+                "Retry-After": "0",
+            },
+        )
+
+    # -- ARM semantics ------------------------------------------------------------
+
+    def _stored(
+        self, gateway_id: str, body: Json, state: str, previous: Json | None = None
+    ) -> Json:
+        """Validate a PUT body and turn it into what GET returns (raises ArmError)."""
+        props = copy.deepcopy(body.get("properties") or {})
+        _validate(gateway_id, props, previous)
+        for collection in _CHILD_COLLECTIONS:
+            for child in props.get(collection) or []:
+                child["id"] = f"{gateway_id}/{collection}/{child['name']}"
+                child["etag"] = f'W/"{uuid.uuid4()}"'
+                child["type"] = f"Microsoft.Network/applicationGateways/{collection}"
+                child.setdefault("properties", {})["provisioningState"] = state
+                for path_rule in child["properties"].get("pathRules") or []:
+                    path_rule["id"] = f"{child['id']}/pathRules/{path_rule['name']}"
+                    path_rule.setdefault("properties", {})["provisioningState"] = state
+        for settings in props.get("backendHttpSettingsCollection") or []:
+            # defaults ARM fills in
+            settings["properties"].setdefault("pickHostNameFromBackendAddress", False)
+            settings["properties"].setdefault("path", None)
+        _store_certificates(props, previous)
+        props["provisioningState"] = state
+        props["operationalState"] = "Running"
+        props.setdefault("resourceGuid", str(uuid.uuid4()))
+        return {
+            "name": gateway_id.rsplit("/", 1)[1],
+            "id": gateway_id,
+            "etag": f'W/"{uuid.uuid4()}"',
+            "type": "Microsoft.Network/applicationGateways",
+            "location": body.get("location", "westeurope"),
+            **({"tags": body["tags"]} if "tags" in body else {}),
+            "properties": props,
+        }
+
+
+def _gateway_id(subscription: str, resource_group: str, name: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.Network/applicationGateways/{name}"
+    )
+
+
+def _ids(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "id" and isinstance(v, str):
+                yield v
+            else:
+                yield from _ids(v)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _ids(item)
+
+
+def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
+    known: set[str] = set()
+    for collection in _CHILD_COLLECTIONS:
+        names: set[str] = set()
+        for child in props.get(collection) or []:
+            name = child.get("name", "")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,78}[A-Za-z0-9_]", name):
+                raise ArmError(400, "InvalidResourceName", f"Resource name {name} is invalid.")
+            if name.lower() in names:
+                raise ArmError(
+                    400,
+                    "DuplicateResourceName",
+                    f"Application Gateway {gateway_id} cannot have two {collection} with the "
+                    f"same name {name}.",
+                )
+            names.add(name.lower())
+            known.add(f"{gateway_id}/{collection}/{name}".lower())
+    for collection, limit in _LIMITS.items():
+        if len(props.get(collection) or []) > limit:
+            raise ArmError(
+                400,
+                "ApplicationGatewayLimitExceeded",
+                f"Application Gateway {gateway_id} exceeds the limit of {limit} {collection}.",
+            )
+    for collection in _CHILD_COLLECTIONS:
+        if collection in ("gatewayIPConfigurations", "frontendIPConfigurations"):
+            continue
+        for child in props.get(collection) or []:
+            for ref in _ids(child.get("properties")):
+                if ref.lower().startswith(gateway_id.lower() + "/") and ref.lower() not in known:
+                    raise ArmError(
+                        400,
+                        "InvalidResourceReference",
+                        f"Resource {ref} referenced by resource {gateway_id}/{collection}/"
+                        f"{child['name']} was not found. Please make sure that the referenced "
+                        "resource exists, and that both resources are in the same region.",
+                    )
+    ports: dict[int, str] = {}
+    for port in props.get("frontendPorts") or []:
+        number = port["properties"]["port"]
+        if number in ports:
+            raise ArmError(
+                400,
+                "ApplicationGatewayFrontendPortsUsingSamePort",
+                f"Frontend ports {ports[number]} and {port['name']} use the same port {number}.",
+            )
+        ports[number] = port["name"]
+    listeners: dict[tuple[str, str, tuple[str, ...]], str] = {}
+    for listener in props.get("httpListeners") or []:
+        p = listener["properties"]
+        key = (
+            p["frontendIPConfiguration"]["id"].lower(),
+            p["frontendPort"]["id"].lower(),
+            tuple(sorted(h.lower() for h in p.get("hostNames") or [])),
+        )
+        if key in listeners:
+            raise ArmError(
+                400,
+                "ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfig",
+                f"Two Http Listeners of Application Gateway {gateway_id} are using the same "
+                f"Frontend Port, Frontend IP and Host names "
+                f"({listeners[key]}, {listener['name']}).",
+            )
+        listeners[key] = listener["name"]
+    priorities: dict[int, str] = {}
+    for rule in props.get("requestRoutingRules") or []:
+        priority = rule["properties"].get("priority")
+        if not isinstance(priority, int) or not 1 <= priority <= 20000:
+            raise ArmError(
+                400,
+                "ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+                f"Request routing rule {rule['name']} must have a priority from 1 to 20000.",
+            )
+        if priority in priorities:
+            raise ArmError(
+                400,
+                "ApplicationGatewayRequestRoutingRulePriorityCannotBeDuplicated",
+                f"Request routing rules {priorities[priority]} and {rule['name']} have the same "
+                f"priority {priority}.",
+            )
+        priorities[priority] = rule["name"]
+    for path_map in props.get("urlPathMaps") or []:
+        seen: set[str] = set()
+        rules = path_map["properties"].get("pathRules") or []
+        if len(rules) > 100:
+            raise ArmError(
+                400,
+                "ApplicationGatewayUrlPathMapPathRulesLimitExceeded",
+                f"URL path map {path_map['name']} has more than 100 path rules.",
+            )
+        for path_rule in rules:
+            for path in path_rule["properties"].get("paths") or []:
+                if path in seen:
+                    raise ArmError(
+                        400,
+                        "ApplicationGatewayUrlPathMapDuplicatePaths",
+                        f"URL path map {path_map['name']} has the path {path} twice.",
+                    )
+                seen.add(path)
+    previous_certs = {
+        c["name"] for c in ((previous or {}).get("properties") or {}).get("sslCertificates") or []
+    }
+    for cert in props.get("sslCertificates") or []:
+        p = cert.get("properties") or {}
+        if "data" not in p and "keyVaultSecretId" not in p and cert["name"] not in previous_certs:
+            raise ArmError(
+                400,
+                "ApplicationGatewaySslCertificateDataMustBeSpecified",
+                f"Data must be specified for certificate {cert['name']}.",
+            )
+        if "data" in p:
+            try:
+                pkcs12.load_key_and_certificates(
+                    base64.b64decode(p["data"]), (p.get("password") or "").encode()
+                )
+            except ValueError as e:
+                raise ArmError(
+                    400,
+                    "ApplicationGatewaySslCertificateInvalidData",
+                    f"The certificate {cert['name']} data or password is invalid.",
+                ) from e
+
+
+def _store_certificates(props: Json, previous: Json | None) -> None:
+    """Keep public data only, as ARM does; an entry without data keeps the stored one."""
+    stored = {
+        c["name"]: c
+        for c in ((previous or {}).get("properties") or {}).get("sslCertificates") or []
+    }
+    for cert in props.get("sslCertificates") or []:
+        p = cert["properties"]
+        if "data" in p:
+            _, certificate, _ = pkcs12.load_key_and_certificates(
+                base64.b64decode(p.pop("data")), p.pop("password", "").encode()
+            )
+            assert certificate is not None
+            p["publicCertData"] = base64.b64encode(
+                certificate.public_bytes(serialization.Encoding.DER)
+            ).decode()
+        elif cert["name"] in stored:
+            p["publicCertData"] = stored[cert["name"]]["properties"].get("publicCertData")
+
+
+async def wait_idle(server: ArmServer, seconds: float = 0.05) -> None:
+    """Let in-flight operations finish."""
+    while any(time.monotonic() < op.done_at for op in server._operations.values()):
+        await asyncio.sleep(seconds)
