@@ -9,12 +9,13 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv testenv run test lint typecheck check bench
+.PHONY: help deps venv testenv helm run test lint typecheck check bench
 
 help:
 	@echo "make run    start the embedded default (local control plane + controller)"
 	@echo "make test   lint, type-check and run the test suite against a real kube-apiserver"
 	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
+	@echo "make helm   build helm (for the chart in deploy/chart) into the cache"
 	@echo "make bench  translation and controller benchmarks (numbers, no assertions)"
 
 deps:
@@ -33,6 +34,10 @@ $(VENV)/.installed: pyproject.toml
 testenv: deps
 	@hack/testenv.sh >/dev/null
 
+# the chart tests render deploy/chart with it
+helm: deps
+	@hack/helm.sh >/dev/null
+
 run: deps venv
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
 	  exec $(VENV)/bin/agc-controller local
@@ -47,7 +52,7 @@ typecheck: venv
 check: lint typecheck
 
 # pytest exits 5 when it collected no test: that is a failure here.
-test: deps venv check
+test: deps venv check helm
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
 	  rc=0 && $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "[test] ERROR: no test ran" >&2; exit 1; fi; exit $$rc

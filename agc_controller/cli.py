@@ -1,9 +1,12 @@
-"""Command line: `agc-controller {run,local,version}`.
+"""Command line: `agc-controller {run,local,translate,version}`.
 
 `run` is the controller against a cluster (in-cluster service account, or a
-kubeconfig). `local` is the embedded default: a local control plane (etcd +
-kube-apiserver + kube-controller-manager) with the Gateway API CRDs, and the
-controller running against it.
+kubeconfig), with the probe/metrics endpoint; SIGTERM or SIGINT stops it in
+order within `--shutdown-grace`. `local` is the embedded default: a local
+control plane (etcd + kube-apiserver + kube-controller-manager) with the
+Gateway API CRDs, and the controller running against it. `translate` needs no
+cluster: YAML files in, the ALB model and statuses out (outputs come from the
+registry in render.py, which providers extend).
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from pathlib import Path
 
 import structlog
 
-from agc_controller import __version__, logs
+from agc_controller import __version__, logs, render
 from agc_controller.kube.client import api_client
 from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
 from agc_controller.localcluster.controlplane import ControlPlaneError
 from agc_controller.localcluster.crds import CHANNELS
 from agc_controller.providers.memory import MemoryProvider
-from agc_controller.runtime.manager import Controller
+from agc_controller.runtime.health import HealthServer, parse_address
+from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.settings import Settings
-from agc_controller.translate import TranslateSettings
+from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 
 log = structlog.get_logger("agc_controller.cli")
@@ -97,6 +101,30 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("POD_NAMESPACE", "default"),
         help="namespace of the leader-election Lease (env POD_NAMESPACE)",
     )
+    run.add_argument(
+        "--lease-name",
+        default=_env("AGC_LEASE_NAME", "agc-controller"),
+        help="name of the leader-election Lease (env AGC_LEASE_NAME)",
+    )
+    run.add_argument(
+        "--leader-retry-period",
+        type=float,
+        default=float(_env("AGC_LEADER_RETRY_PERIOD", str(LEADER_RETRY_PERIOD))),
+        help="seconds between lease renewals and between a standby's attempts; a standby "
+        "takes a released lease within 2.2x this (env AGC_LEADER_RETRY_PERIOD)",
+    )
+    run.add_argument(
+        "--health-address",
+        default=_env("AGC_HEALTH_ADDRESS", ":8080"),
+        help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(_env("AGC_SHUTDOWN_GRACE", str(SHUTDOWN_GRACE))),
+        help="seconds from SIGTERM to exit: in-flight work, status, lease release "
+        "(env AGC_SHUTDOWN_GRACE); keep it below the pod's terminationGracePeriodSeconds",
+    )
 
     local = commands.add_parser(
         "local",
@@ -123,6 +151,42 @@ def _parser() -> argparse.ArgumentParser:
         help="Gateway API release channel to install (choose on a fresh state dir)",
     )
     _add_controller_options(local)
+
+    render.load_provider_outputs()
+    available = render.outputs()
+    translate = commands.add_parser(
+        "translate",
+        help="translate Gateway API YAML offline and print the result",
+        description="Read Gateway API objects (plus Services, EndpointSlices, Secrets, "
+        "ConfigMaps, Namespaces) from files and print what the controller would program and "
+        "the status each object would get, assuming every accepted Gateway is programmed at "
+        "192.0.2.1. No cluster is needed. Certificates and keys appear as digests.",
+        epilog="outputs: " + "; ".join(f"{o.name}: {o.help}" for o in available.values()),
+    )
+    translate.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="YAML file(s) to read; - reads stdin",
+    )
+    translate.add_argument(
+        "-o", "--output", choices=list(available), default="all", help="what to print"
+    )
+    translate.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="namespace of objects that name none (as kubectl apply does)",
+    )
+    translate.add_argument(
+        "--controller-name",
+        default=_env("AGC_CONTROLLER_NAME", DEFAULT_CONTROLLER_NAME),
+        help="GatewayClasses with this spec.controllerName are ours (env AGC_CONTROLLER_NAME)",
+    )
     return parser
 
 
@@ -133,14 +197,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"agc-controller {__version__}")
         return 0
+    if args.command == "translate":
+        return _translate(args)
     if args.command == "run":
         settings = Settings(
             controller_name=args.controller_name,
             workers=args.workers,
             leader_election=args.leader_elect,
             lease_namespace=args.lease_namespace,
+            lease_name=args.lease_name,
         )
-        asyncio.run(_run_controller(args.kubeconfig, settings))
+        try:
+            health = parse_address(args.health_address) if args.health_address else None
+        except ValueError as e:
+            print(f"agc-controller: --health-address: {e}", file=sys.stderr)
+            return 2
+        asyncio.run(
+            _run_controller(
+                args.kubeconfig,
+                settings,
+                health=health,
+                leader_retry_period=args.leader_retry_period,
+                shutdown_grace=args.shutdown_grace,
+            )
+        )
         return 0
     try:
         return _run_local(args)
@@ -149,7 +229,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-async def _run_controller(kubeconfig: Path | None, settings: Settings, *, banner: str = "") -> None:
+def _translate(args: argparse.Namespace) -> int:
+    try:
+        loaded = render.load_objects(args.files, default_namespace=args.namespace)
+    except render.InputError as e:
+        print(f"agc-controller translate: {e}", file=sys.stderr)
+        return 1
+    for note in loaded.skipped:
+        print(f"agc-controller translate: ignored {note}", file=sys.stderr)
+    settings = TranslateSettings(controller_name=args.controller_name)
+    translations = render.translate_all(Snapshot.from_objects(loaded.objects), settings)
+    if not translations.gateway_classes:
+        print(
+            "agc-controller translate: no GatewayClass in the input has controllerName "
+            f"{args.controller_name}, so no Gateway is ours (see --controller-name)",
+            file=sys.stderr,
+        )
+    sys.stdout.write(render.outputs()[args.output].render(translations))
+    return 0
+
+
+async def _run_controller(
+    kubeconfig: Path | None,
+    settings: Settings,
+    *,
+    health: tuple[str, int] | None = None,
+    leader_retry_period: float = LEADER_RETRY_PERIOD,
+    shutdown_grace: float = SHUTDOWN_GRACE,
+    banner: str = "",
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,10 +269,25 @@ async def _run_controller(kubeconfig: Path | None, settings: Settings, *, banner
             settings=settings,
             translate_settings=TranslateSettings(controller_name=settings.controller_name),
             provider=MemoryProvider(),
+            leader_retry_period=leader_retry_period,
+            shutdown_grace=shutdown_grace,
         )
+        server = None
+        if health is not None:
+            server = HealthServer(
+                not_ready_reasons=controller.not_ready_reasons,
+                registry=controller.metrics.registry,
+                host=health[0],
+                port=health[1],
+            )
+            await server.start()
         if banner:
             print(banner, flush=True)
-        await controller.run(stop)
+        try:
+            await controller.run(stop)
+        finally:
+            if server is not None:
+                await server.stop()
 
 
 def _run_local(args: argparse.Namespace) -> int:

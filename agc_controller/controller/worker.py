@@ -5,28 +5,42 @@ Gateway from the cache, applies it, and writes every status that changed. It
 never replays deltas, so running it twice is harmless. Failures go back to the
 queue rate-limited (never dropped); a key that keeps failing (a poisoned
 object) backs off alone while the other workers go on.
+
+Observability rides along without changing that: every provider apply and
+every reconcile is measured (`ControllerMetrics`), and a Gateway Event is
+recorded only after the status write succeeded and only when `Programmed`
+changed status — judged against what this replica last wrote for that object
+(uid), or, the first time, against the cached status (so a new leader does not
+re-announce what its predecessor already reported).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import structlog
 
+from agc_controller.clock import Clock
 from agc_controller.controller.cache import Cache
 from agc_controller.kube import resources as r
 from agc_controller.providers.base import ApplyResult, Provider
 from agc_controller.queue import ShutDown, WorkQueue
+from agc_controller.runtime.events import EventRecorder, gateway_transition
+from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
 from agc_controller.status import StatusWriteError, StatusWriter
 from agc_controller.status.model import (
+    ConditionStatus,
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
     ObjectKey,
 )
 from agc_controller.translate import TranslateSettings, translate_gateway, translate_gateway_class
+from agc_controller.translate import conditions as c
+from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +55,14 @@ class Reconciler:
     settings: TranslateSettings
     provider: Provider
     writer: StatusWriter
-    # called after each Gateway apply (metrics, events, readiness)
-    on_applied: Callable[[ObjectKey, ApplyResult | None], None] = lambda _key, _result: None
+    clock: Clock
+    metrics: ControllerMetrics
+    # None: record no Events
+    events: EventRecorder | None = None
+    # Gateway -> (uid, Programmed status) as this replica last wrote it
+    _programmed: dict[ObjectKey, tuple[str, ConditionStatus]] = attrs.field(
+        factory=dict, init=False
+    )
 
     async def reconcile(self, key: ObjectKey) -> None:
         if key.kind == "GatewayClass":
@@ -57,17 +77,48 @@ class Reconciler:
         )
         result: ApplyResult | None = None
         if translation.load_balancer is not None:
-            result = await self.provider.apply(translation.load_balancer)
+            result = await self._apply(translation.load_balancer)
         else:
             await self.provider.delete(key)
-        self.on_applied(key, result)
         statuses: list[DesiredStatus] = []
         gateway_status = translation.gateway_status(result)
         if gateway_status is not None:
             statuses.append(gateway_status)
         statuses.extend(translation.route_statuses)
         statuses.extend(translation.policy_statuses)
+        cached = self.cache.get(r.GATEWAY.kind, f"{key.namespace}/{key.name}")
         await self._write_all(statuses)
+        if gateway_status is None or cached is None:
+            self._programmed.pop(key, None)
+        else:
+            await self._announce(key, cached, gateway_status)
+
+    async def _apply(self, model: LoadBalancer) -> ApplyResult:
+        started = self.clock.monotonic()
+        outcome: ApplyOutcome = "error"
+        try:
+            result = await self.provider.apply(model)
+            outcome = "programmed" if result.programmed else "rejected"
+            return result
+        finally:
+            self.metrics.observe_apply(
+                provider=self.provider.name,
+                outcome=outcome,
+                seconds=self.clock.monotonic() - started,
+            )
+
+    async def _announce(
+        self, key: ObjectKey, cached: dict[str, Any], status: GatewayStatus
+    ) -> None:
+        """Record an Event if the written `Programmed` changed status."""
+        programmed = next(cond for cond in status.conditions if cond.type == c.PROGRAMMED)
+        uid = str(cached["metadata"].get("uid", ""))
+        known = self._programmed.get(key)
+        previous = known[1] if known and known[0] == uid else _cached_programmed(cached)
+        self._programmed[key] = (uid, programmed.status)
+        event = gateway_transition(previous, programmed)
+        if event is not None and self.events is not None:
+            await self.events.gateway_event(cached, event)
 
     async def _write_all(self, statuses: list[DesiredStatus]) -> None:
         """Write every status; if any failed, raise the first failure after trying all."""
@@ -90,8 +141,28 @@ class Reconciler:
         return self.cache.get(kind, f"{status.namespace}/{status.name}")
 
 
+def _cached_programmed(gateway: dict[str, Any]) -> ConditionStatus | None:
+    for cond in (gateway.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == c.PROGRAMMED:
+            status: ConditionStatus = cond.get("status")
+            return status
+    return None
+
+
+# called after each reconcile that ran to an outcome (not after a cancelled one)
+OnReconciled = Callable[[ObjectKey, ReconcileOutcome, float], None]
+
+
+def _ignore(_key: ObjectKey, _outcome: ReconcileOutcome, _seconds: float) -> None:
+    return
+
+
 async def run_worker(
-    queue: WorkQueue[ObjectKey], reconcile: Callable[[ObjectKey], Awaitable[None]]
+    queue: WorkQueue[ObjectKey],
+    reconcile: Callable[[ObjectKey], Awaitable[None]],
+    *,
+    clock: Clock,
+    on_reconciled: OnReconciled = _ignore,
 ) -> None:
     """Take keys until the queue shuts down; never two workers on one key (the queue's rule)."""
     while True:
@@ -100,6 +171,8 @@ async def run_worker(
         except ShutDown:
             return
         attempt = queue.num_requeues(key)
+        started = clock.monotonic()
+        outcome: ReconcileOutcome = "success"
         with structlog.contextvars.bound_contextvars(kind=key.kind, key=str(key), attempt=attempt):
             try:
                 await reconcile(key)
@@ -108,14 +181,17 @@ async def run_worker(
                 queue.done(key)
                 raise
             except StatusWriteError as e:
+                outcome = "requeued"
                 log.info("reconcile_requeued", reason=str(e))
                 _requeue(queue, key, e.delay)
             except Exception:
+                outcome = "error"
                 log.exception("reconcile_failed")
                 _requeue(queue, key, None)
             else:
                 queue.forget(key)
         queue.done(key)
+        on_reconciled(key, outcome, clock.monotonic() - started)
 
 
 def _requeue(queue: WorkQueue[ObjectKey], key: ObjectKey, delay: float | None) -> None:

@@ -3,8 +3,19 @@
 Lifecycle: informers list and watch from the start on every replica (a standby
 keeps its caches warm); once synced, the replica campaigns; the leader enqueues
 every GatewayClass and Gateway and runs workers until it loses the lease or is
-stopped. Stopping is orderly: no new keys, in-flight reconciles finish (their
-status is written), the lease is released, informers stop.
+stopped. Stopping is orderly and bounded by `shutdown_grace`: no new keys,
+in-flight reconciles finish (their status is written) for all but the last
+RELEASE_RESERVE seconds of the grace period, then whatever still runs is
+cancelled (its key is lost with this replica's queue; the next leader's first
+pass redoes it), the lease is released, informers stop. A stop before the
+informers synced (e.g. RBAC denies a list) skips straight to the end.
+
+Readiness (`not_ready_reasons`, served at /readyz): every informer synced, no
+list/watch currently refused by RBAC, and, while leading, the first pass of
+this leadership term done: every key enqueued when it began has been through
+one reconcile, whatever the outcome. A key that keeps failing is retried
+through the queue and visible in logs and metrics; letting it gate readiness
+would let one bad object keep the controller from ever becoming ready.
 """
 
 from __future__ import annotations
@@ -26,13 +37,26 @@ from agc_controller.kube.client import served_resources
 from agc_controller.kube.resources import Resource
 from agc_controller.providers.base import Provider
 from agc_controller.queue import WorkQueue
+from agc_controller.runtime.events import EventRecorder
 from agc_controller.runtime.leader import LeaderElector
+from agc_controller.runtime.metrics import ControllerMetrics, ReconcileOutcome
+from agc_controller.runtime.permissions import PermissionProblems, PermissionReportingListWatcher
 from agc_controller.settings import Settings
 from agc_controller.status import StatusWriter
 from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 
 log = structlog.get_logger(__name__)
+
+# seconds between a standby's attempts to take a free lease (and the leader's
+# renewals): with client-go's 1.2 jitter a standby notices a released lease
+# within 0.5 * 2.2 = 1.1 s, which is what makes a SIGTERM handover take under
+# 2 s. The price is two small Lease writes a second from the leader.
+LEADER_RETRY_PERIOD = 0.5
+# seconds from stop to exit; below Kubernetes' default 30 s termination grace
+SHUTDOWN_GRACE = 25.0
+# seconds of the grace kept for releasing the lease after in-flight work
+RELEASE_RESERVE = 3.0
 
 WATCHED = (
     r.GATEWAY_CLASS,
@@ -58,15 +82,27 @@ class Controller:
         translate_settings: TranslateSettings,
         provider: Provider,
         clock: Clock | None = None,
+        metrics: ControllerMetrics | None = None,
+        leader_retry_period: float = LEADER_RETRY_PERIOD,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+        record_events: bool = True,
     ) -> None:
         self._api = api
         self._settings = settings
         self._clock = clock or SystemClock()
-        self.queue: WorkQueue[ObjectKey] = WorkQueue(clock=self._clock)
+        self.metrics = metrics or ControllerMetrics(provider=provider.name)
+        self.queue: WorkQueue[ObjectKey] = WorkQueue(clock=self._clock, metrics=self.metrics)
         self._translate_settings = translate_settings
         self._provider = provider
+        self._shutdown_grace = shutdown_grace
+        self._record_events = record_events
         # set once every informer has listed
         self.synced = asyncio.Event()
+        # informers not synced yet, by plural; filled when they are built
+        self._unsynced: set[str] = set()
+        self.permissions = PermissionProblems()
+        # keys of this leadership term's first pass not reconciled yet; None: not leading
+        self._first_pass: set[ObjectKey] | None = None
         self._elector = (
             LeaderElector(
                 api,
@@ -74,6 +110,7 @@ class Controller:
                 name=settings.lease_name,
                 identity=settings.identity,
                 clock=self._clock,
+                retry_period=leader_retry_period,
             )
             if settings.leader_election
             else None
@@ -83,58 +120,129 @@ class Controller:
     def is_leader(self) -> bool:
         return self._elector is None or self._elector.is_leader
 
+    def not_ready_reasons(self) -> list[str]:
+        """Why this replica is not ready; empty when it is."""
+        reasons = []
+        if not self.synced.is_set():
+            waiting = ", ".join(sorted(self._unsynced)) or "informers not started"
+            reasons.append(f"caches not synced: {waiting}")
+        if self.permissions.denied:
+            reasons.append(f"permission denied: {', '.join(sorted(self.permissions.denied))}")
+        if self._first_pass:
+            reasons.append(f"first pass as leader: {len(self._first_pass)} keys to go")
+        return reasons
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in order."""
         watched = await self._build_informers()
-        informers = [inf for _, inf in watched]
         cache = Cache.with_stores({res.kind: inf.store for res, inf in watched})
         mapper = Mapper(cache=cache, enqueue=self.queue.add)
         for resource, informer in watched:
             informer.add_handler(mapper.handler(resource.kind))
+        controller_name = self._translate_settings.controller_name
         reconciler = Reconciler(
             cache=cache,
             settings=self._translate_settings,
             provider=self._provider,
-            writer=StatusWriter(
+            writer=StatusWriter(self._api, controller_name=controller_name, clock=self._clock),
+            clock=self._clock,
+            metrics=self.metrics,
+            events=EventRecorder(
                 self._api,
-                controller_name=self._translate_settings.controller_name,
+                reporting_controller=controller_name,
+                reporting_instance=self._settings.identity,
                 clock=self._clock,
-            ),
+            )
+            if self._record_events
+            else None,
         )
         async with asyncio.TaskGroup() as tg:
             informer_tasks = [
                 tg.create_task(inf.run(), name=f"informer-{res.plural}") for res, inf in watched
             ]
-            await asyncio.gather(*(inf.wait_synced() for inf in informers))
-            self.synced.set()
-            log.info("informers_synced", kinds=[res.kind for res, _ in watched])
-            election = (
-                tg.create_task(self._elector.run(), name="leader-election")
-                if self._elector
-                else None
-            )
-            leading = tg.create_task(self._lead(cache, reconciler), name="lead")
-            await stop.wait()
+            election = leading = None
+            if await self._synced_before(stop, watched):
+                election = (
+                    tg.create_task(self._elector.run(), name="leader-election")
+                    if self._elector
+                    else None
+                )
+                leading = tg.create_task(self._lead(cache, reconciler), name="lead")
+                await stop.wait()
             log.info("controller_stopping")
-            await self.queue.shutdown_with_drain()
-            leading.cancel()
+            await self._stop_working(leading)
             if election is not None and self._elector is not None:
                 election.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await election
-                await self._elector.release()
+                await self._release_lease()
+            self.metrics.set_leader(False)
             for task in informer_tasks:
                 task.cancel()
         log.info("controller_stopped")
+
+    async def _synced_before(
+        self, stop: asyncio.Event, watched: Sequence[tuple[Resource, Informer]]
+    ) -> bool:
+        """Wait for every informer to sync; False if `stop` came first."""
+
+        async def synced(resource: Resource, informer: Informer) -> None:
+            await informer.wait_synced()
+            self._unsynced.discard(resource.plural)
+
+        async def every_informer_synced() -> None:
+            await asyncio.gather(*(synced(res, inf) for res, inf in watched))
+
+        all_synced = asyncio.ensure_future(every_informer_synced())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({all_synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            all_synced.cancel()
+            stopped.cancel()
+        if stop.is_set():
+            return False
+        self.synced.set()
+        log.info("informers_synced", kinds=[res.kind for res, _ in watched])
+        return True
+
+    async def _stop_working(self, leading: asyncio.Task[None] | None) -> None:
+        """Let in-flight reconciles finish within the grace period, then stop the workers."""
+        drain_within = max(0.0, self._shutdown_grace - RELEASE_RESERVE)
+        try:
+            async with asyncio.timeout(drain_within):
+                await self.queue.shutdown_with_drain()
+        except TimeoutError:
+            log.warning("shutdown_grace_exceeded", cancelling="in-flight reconciles")
+        if leading is not None:
+            leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leading
+
+    async def _release_lease(self) -> None:
+        assert self._elector is not None
+        try:
+            async with asyncio.timeout(RELEASE_RESERVE):
+                await self._elector.release()
+        except TimeoutError:
+            # the lease then expires on its own; a standby waits lease_duration
+            log.warning("leader_release_timed_out")
 
     async def _lead(self, cache: Cache, reconciler: Reconciler) -> None:
         while True:
             if self._elector is not None:
                 await self._elector.wait_leading()
-            self._enqueue_everything(cache)
+            self.metrics.set_leader(True)
+            self._first_pass = self._enqueue_everything(cache)
             workers = [
                 asyncio.create_task(
-                    run_worker(self.queue, reconciler.reconcile), name=f"worker-{i}"
+                    run_worker(
+                        self.queue,
+                        reconciler.reconcile,
+                        clock=self._clock,
+                        on_reconciled=self._reconciled,
+                    ),
+                    name=f"worker-{i}",
                 )
                 for i in range(self._settings.workers)
             ]
@@ -145,16 +253,29 @@ class Controller:
                 await self._elector.wait_not_leading()
                 log.warning("leadership_lost_stopping_workers")
             finally:
+                self._first_pass = None
+                self.metrics.set_leader(False)
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
 
-    def _enqueue_everything(self, cache: Cache) -> None:
-        for gateway_class in cache.store(r.GATEWAY_CLASS.kind).list():
-            self.queue.add(class_key(gateway_class["metadata"]["name"]))
+    def _reconciled(self, key: ObjectKey, outcome: ReconcileOutcome, seconds: float) -> None:
+        self.metrics.observe_reconcile(kind=key.kind, outcome=outcome, seconds=seconds)
+        if self._first_pass:
+            self._first_pass.discard(key)
+            if not self._first_pass:
+                log.info("first_pass_done")
+
+    def _enqueue_everything(self, cache: Cache) -> set[ObjectKey]:
+        keys = {
+            class_key(gc["metadata"]["name"]) for gc in cache.store(r.GATEWAY_CLASS.kind).list()
+        }
         for gateway in cache.store(r.GATEWAY.kind).list():
             meta = gateway["metadata"]
-            self.queue.add(gateway_key(f"{meta['namespace']}/{meta['name']}"))
+            keys.add(gateway_key(f"{meta['namespace']}/{meta['name']}"))
+        for key in keys:
+            self.queue.add(key)
+        return keys
 
     async def _build_informers(self) -> Sequence[tuple[Resource, Informer]]:
         served: dict[str, set[str]] = {}
@@ -166,11 +287,15 @@ class Controller:
             if resource.plural not in served[group_version]:
                 log.warning("resource_not_served", kind=resource.kind, api_version=group_version)
                 continue
+            list_watcher = PermissionReportingListWatcher(
+                ApiListWatcher(self._api, resource), resource, self.permissions
+            )
             informer = Informer(
                 resource,
-                ApiListWatcher(self._api, resource),
+                list_watcher,
                 clock=self._clock,
                 transform=transform_for(resource),
             )
             informers.append((resource, informer))
+            self._unsynced.add(resource.plural)
         return informers

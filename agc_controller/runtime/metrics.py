@@ -1,0 +1,150 @@
+"""Prometheus metrics of one controller process, served at `/metrics`.
+
+Two scopes:
+- `ControllerMetrics` holds the series of one Controller (work queue,
+  reconciles, provider applies, leader state) on a registry of its own, so
+  that several controllers in one process (tests) never share or clash.
+- The data-plane series are process-wide and fed by providers through plain
+  functions, so a provider needs no handle on the controller:
+  `record_nginx_reload(success=...)` (the local provider, after each reload)
+  and `record_arm_request(method=..., status_code=...)` (the azure provider,
+  e.g. from the SDK's `raw_response_hook`). Every `ControllerMetrics`
+  registry exposes them too.
+
+Invariants: recording never raises and never awaits (the work queue calls the
+`QueueMetrics` methods on its hot path); label values come from small fixed
+sets (never object names), so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# reconcile outcomes: done; re-queued on a temporary error (status write,
+# Retry-After); failed with an unexpected error (re-queued rate-limited)
+ReconcileOutcome = Literal["success", "requeued", "error"]
+# provider apply outcomes: programmed; rejected (ApplyResult.programmed False);
+# raised (a temporary failure the queue retries)
+ApplyOutcome = Literal["programmed", "rejected", "error"]
+
+# reconciles range from sub-millisecond no-ops to ARM long-running operations (minutes)
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+NGINX_RELOADS = Counter(
+    "agc_nginx_reloads",
+    "NGINX configuration reloads by the local provider, by outcome.",
+    ["outcome"],
+    registry=None,
+)
+ARM_REQUESTS = Counter(
+    "agc_arm_requests",
+    "HTTP requests to Azure Resource Manager by the azure provider, by method and status code.",
+    ["method", "code"],
+    registry=None,
+)
+
+
+def record_nginx_reload(*, success: bool) -> None:
+    """Count one NGINX reload (or a reload that NGINX refused)."""
+    NGINX_RELOADS.labels(outcome="success" if success else "failure").inc()
+
+
+def record_arm_request(*, method: str, status_code: int) -> None:
+    """Count one ARM response; the azure SDK's `raw_response_hook` can call it with
+    `response.http_request.method` and `response.http_response.status_code`."""
+    ARM_REQUESTS.labels(method=method.upper(), code=str(status_code)).inc()
+
+
+class ControllerMetrics:
+    """The series of one controller. Implements `QueueMetrics` for its work queue."""
+
+    def __init__(self, *, provider: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        for shared in (NGINX_RELOADS, ARM_REQUESTS):
+            self.registry.register(shared)
+        self._depth = Gauge(
+            "agc_workqueue_depth",
+            "Keys waiting in the work queue for a worker.",
+            registry=self.registry,
+        )
+        self._adds = Counter(
+            "agc_workqueue_adds",
+            "Keys added to the work queue (deduplicated adds not counted).",
+            registry=self.registry,
+        )
+        self._retries = Counter(
+            "agc_workqueue_retries",
+            "Failed keys re-queued through the rate limiter.",
+            registry=self.registry,
+        )
+        self._queue_latency = Histogram(
+            "agc_workqueue_queue_duration_seconds",
+            "How long a key waited in the work queue before a worker took it.",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._work_duration = Histogram(
+            "agc_workqueue_work_duration_seconds",
+            "How long a worker held a key.",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._reconcile = Histogram(
+            "agc_reconcile_duration_seconds",
+            "Duration of one reconcile, by kind of key and outcome.",
+            ["kind", "outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._apply = Histogram(
+            "agc_provider_apply_duration_seconds",
+            "Duration of one provider apply, by provider and outcome.",
+            ["provider", "outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._apply_errors = Counter(
+            "agc_provider_apply_errors",
+            "Provider applies that raised (temporary failures, retried).",
+            ["provider"],
+            registry=self.registry,
+        )
+        # a zero series from the start: "no errors" is a value, not a missing series
+        self._apply_errors.labels(provider=provider)
+        self._leader = Gauge(
+            "agc_leader",
+            "1 while this replica holds the leader lease (or runs without election), else 0.",
+            registry=self.registry,
+        )
+
+    # QueueMetrics
+
+    def on_add(self) -> None:
+        self._adds.inc()
+
+    def set_depth(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def on_retry(self) -> None:
+        self._retries.inc()
+
+    def observe_queue_latency(self, seconds: float) -> None:
+        self._queue_latency.observe(seconds)
+
+    def observe_work_duration(self, seconds: float) -> None:
+        self._work_duration.observe(seconds)
+
+    # controller
+
+    def observe_reconcile(self, *, kind: str, outcome: ReconcileOutcome, seconds: float) -> None:
+        self._reconcile.labels(kind=kind, outcome=outcome).observe(seconds)
+
+    def observe_apply(self, *, provider: str, outcome: ApplyOutcome, seconds: float) -> None:
+        self._apply.labels(provider=provider, outcome=outcome).observe(seconds)
+        if outcome == "error":
+            self._apply_errors.labels(provider=provider).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        self._leader.set(1 if leading else 0)

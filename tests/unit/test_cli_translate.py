@@ -1,0 +1,195 @@
+"""`agc-controller translate`: files in, the ALB model and statuses out, no cluster."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agc_controller import render
+from agc_controller.cli import main
+from tests.golden.test_golden import RESULT, SETTINGS
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
+TLS_CASE = GOLDEN / "gateway-listener-certificate-cross-namespace-grant.in.yaml"
+
+BASIC = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: agc}
+spec: {controllerName: agc-controller.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: agc
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any] | None, str]:
+    code = main(["translate", *argv])
+    out, err = capsys.readouterr()
+    return code, yaml.safe_load(out) if out else None, err
+
+
+@pytest.fixture
+def basic(tmp_path: Path) -> Path:
+    path = tmp_path / "basic.yaml"
+    path.write_text(BASIC)
+    return path
+
+
+def programmed(gateway: dict[str, Any]) -> str:
+    conditions = gateway["status"]["conditions"]
+    return str(next(c["status"] for c in conditions if c["type"] == "Programmed"))
+
+
+def test_all_shows_model_and_statuses_defaulting_the_namespace(
+    capsys: pytest.CaptureFixture[str], basic: Path
+) -> None:
+    code, doc, err = run(capsys, "-f", str(basic))
+    assert code == 0
+    assert doc is not None
+    gateway = doc["gateways"]["default/gw"]
+    assert programmed(gateway) == "True"
+    assert gateway["model"]["gateway"]["name"] == "gw"
+    assert gateway["routes"][0]["name"] == "web"
+    assert doc["gatewayClasses"]["agc"]["conditions"][0]["status"] == "True"
+    assert "ignored basic.yaml: document 5: kind Deployment" in err.replace(
+        str(basic.parent) + "/", ""
+    )
+
+
+def test_model_and_status_outputs_are_the_parts(
+    capsys: pytest.CaptureFixture[str], basic: Path
+) -> None:
+    _, model, _ = run(capsys, "-f", str(basic), "-o", "model")
+    _, status, _ = run(capsys, "-f", str(basic), "-o", "status")
+    assert model is not None
+    assert status is not None
+    assert set(model) == {"gateways"}
+    assert model["gateways"]["default/gw"]["frontends"][0]["port"] == 80
+    assert "model" not in status["gateways"]["default/gw"]
+    assert programmed(status["gateways"]["default/gw"]) == "True"
+
+
+def test_output_matches_the_golden_serializer(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one implementation: the CLI and the golden files cannot drift apart
+    monkeypatch.setattr("agc_controller.cli.TranslateSettings", lambda **_: SETTINGS)
+    code, doc, _ = run(capsys, "-f", str(TLS_CASE))
+    assert code == 0
+    expected = TLS_CASE.with_name(TLS_CASE.name.replace(".in.", ".out."))
+    assert RESULT == render.ASSUMED_RESULT
+    assert doc == yaml.safe_load(expected.read_text())
+
+
+def test_certificates_and_keys_appear_only_as_digests(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["translate", "-f", str(TLS_CASE), "-o", "model"]) == 0
+    out = capsys.readouterr().out
+    assert "sha256:" in out
+    assert "BEGIN" not in out
+    for doc in yaml.safe_load_all(TLS_CASE.read_text()):
+        if doc and doc.get("kind") == "Secret":
+            for encoded in doc.get("data", {}).values():
+                assert base64.b64decode(encoded).decode()[40:80] not in out
+
+
+def test_reads_stdin_and_several_files(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    classes, rest = BASIC.split("---", 1)
+    (tmp_path / "class.yaml").write_text(classes)
+    monkeypatch.setattr("sys.stdin", io.StringIO(rest))
+    code, doc, _ = run(capsys, "-f", str(tmp_path / "class.yaml"), "-f", "-", "-n", "apps")
+    assert code == 0
+    assert doc is not None
+    assert programmed(doc["gateways"]["apps/gw"]) == "True"
+
+
+def test_a_kind_list_is_flattened(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    items = [d for d in yaml.safe_load_all(BASIC) if d]
+    path = tmp_path / "list.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    code, doc, _ = run(capsys, "-f", str(path))
+    assert code == 0
+    assert doc is not None
+    assert programmed(doc["gateways"]["default/gw"]) == "True"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("kind: Gateway\nmetadata: {name: [unclosed\n", "invalid YAML"),
+        ("- just\n- a list\n", "document 1: expected a Kubernetes object"),
+        ("kind: Gateway\nspec: {}\n", "document 1: the Gateway has no metadata.name"),
+        ("metadata: {name: x}\n", "document 1: the object has no kind"),
+        ("kind: List\nitems: 3\n", "a List without an items list"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    code, doc, err = run(capsys, "-f", str(path))
+    assert code == 1
+    assert doc is None
+    assert f"{path}: " in err
+    assert message in err
+
+
+def test_unreadable_file_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "-f", str(tmp_path / "missing.yaml"))
+    assert code == 1
+    assert "missing.yaml: cannot read: No such file or directory" in err
+
+
+def test_says_when_no_gateway_class_is_ours(
+    capsys: pytest.CaptureFixture[str], basic: Path
+) -> None:
+    code, doc, err = run(capsys, "-f", str(basic), "--controller-name", "example.com/other")
+    assert code == 0
+    assert doc is not None
+    assert doc["gatewayClasses"] == {}
+    assert "no GatewayClass in the input has controllerName example.com/other" in err
+
+
+def test_providers_add_outputs_through_the_registry(
+    capsys: pytest.CaptureFixture[str], basic: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(render, "_OUTPUTS", dict(render.outputs()))
+    render.register_output(
+        "count", lambda t: f"{len(t.gateways)} gateways\n", help="how many Gateways"
+    )
+    assert main(["translate", "-f", str(basic), "-o", "count"]) == 0
+    assert capsys.readouterr().out == "1 gateways\n"
+    with pytest.raises(ValueError, match="already registered"):
+        render.register_output("count", lambda t: "", help="again")

@@ -1,0 +1,84 @@
+"""ControllerMetrics as the work queue's QueueMetrics, and the process-wide provider series."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from agc_controller.queue import WorkQueue
+from agc_controller.runtime.metrics import (
+    ControllerMetrics,
+    record_arm_request,
+    record_nginx_reload,
+)
+from tests.unit.test_queue import FakeClock
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    sample = registry.get_sample_value(name, labels)
+    assert sample is not None, f"{name}{labels} is not exposed"
+    return sample
+
+
+async def test_queue_reports_adds_depth_latency_work_and_retries() -> None:
+    clock = FakeClock()
+    metrics = ControllerMetrics(provider="memory")
+    queue: WorkQueue[str] = WorkQueue(clock=clock, metrics=metrics)
+    reg = metrics.registry
+    queue.add("a")
+    queue.add("a")  # deduplicated: not an add
+    queue.add("b")
+    assert value(reg, "agc_workqueue_adds_total") == 2
+    assert value(reg, "agc_workqueue_depth") == 2
+
+    clock.now += 3
+    key = await asyncio.wait_for(queue.get(), 2)
+    assert value(reg, "agc_workqueue_depth") == 1
+    assert value(reg, "agc_workqueue_queue_duration_seconds_count") == 1
+    assert value(reg, "agc_workqueue_queue_duration_seconds_sum") == 3
+    clock.now += 0.25
+    queue.add_rate_limited(key)
+    queue.done(key)
+    assert value(reg, "agc_workqueue_retries_total") == 1
+    assert value(reg, "agc_workqueue_work_duration_seconds_count") == 1
+    assert value(reg, "agc_workqueue_work_duration_seconds_sum") == 0.25
+    queue.shutdown()
+
+
+def test_reconcile_apply_and_leader_series() -> None:
+    metrics = ControllerMetrics(provider="memory")
+    reg = metrics.registry
+    # present before anything failed: a zero, not a gap
+    assert value(reg, "agc_provider_apply_errors_total", provider="memory") == 0
+    metrics.observe_reconcile(kind="Gateway", outcome="success", seconds=0.01)
+    metrics.observe_apply(provider="memory", outcome="programmed", seconds=0.002)
+    metrics.observe_apply(provider="memory", outcome="error", seconds=0.5)
+    metrics.set_leader(True)
+    assert (
+        value(reg, "agc_reconcile_duration_seconds_count", kind="Gateway", outcome="success") == 1
+    )
+    assert (
+        value(
+            reg,
+            "agc_provider_apply_duration_seconds_count",
+            provider="memory",
+            outcome="programmed",
+        )
+        == 1
+    )
+    assert value(reg, "agc_provider_apply_errors_total", provider="memory") == 1
+    assert value(reg, "agc_leader") == 1
+    metrics.set_leader(False)
+    assert value(reg, "agc_leader") == 0
+
+
+def test_provider_series_are_process_wide_and_in_every_registry() -> None:
+    first = ControllerMetrics(provider="local").registry
+    second = ControllerMetrics(provider="azure").registry
+    before = first.get_sample_value("agc_nginx_reloads_total", {"outcome": "failure"}) or 0
+    record_nginx_reload(success=False)
+    record_arm_request(method="put", status_code=429)
+    for reg in (first, second):
+        assert value(reg, "agc_nginx_reloads_total", outcome="failure") == before + 1
+        assert value(reg, "agc_arm_requests_total", method="PUT", code="429") >= 1
