@@ -37,7 +37,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-class TestCA:
+class CertificateAuthority:
     def __init__(self, name: str = "agc-test-ca") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 
 from aiohttp import WSMsgType, web
 
@@ -34,6 +35,7 @@ def make_app(name: str) -> web.Application:
         if delay:
             await asyncio.sleep(delay)
         body = await request.read()
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
         return web.json_response(
             {
                 "name": name,
@@ -43,6 +45,7 @@ def make_app(name: str) -> web.Application:
                 "headers": {k: v for k, v in request.headers.items()},
                 "body_length": len(body),
                 "remote": request.remote,
+                "client_cert": dict(x[0] for x in peer["subject"]) if peer else None,
             },
             status=int(request.query.get("status", "200")),
             headers={"X-Backend": name},
@@ -58,8 +61,25 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM file)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--client-ca", help="require client certificates signed by this CA")
     args = parser.parse_args()
-    web.run_app(make_app(args.name), host=args.address, port=args.port, print=None, access_log=None)
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            context.load_verify_locations(args.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    web.run_app(
+        make_app(args.name),
+        host=args.address,
+        port=args.port,
+        ssl_context=context,
+        print=None,
+        access_log=None,
+    )
 
 
 if __name__ == "__main__":

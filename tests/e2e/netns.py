@@ -10,10 +10,10 @@ parallel runs do not collide.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import attrs
@@ -69,25 +69,15 @@ class BackendNamespace:
         _ip("netns", "exec", self.name, "ip", "addr", "add", f"{address}/24", "dev", self.interface)
         return address
 
-    def start_echo(self, name: str, *, port: int = 8080) -> str:
-        """Start an echo backend on a new address; returns the address once it answers."""
+    def start_echo(self, name: str, *, port: int = 8080, tls: tuple[str, ...] = ()) -> str:
+        """Start an echo backend on a new address; returns the address once it listens.
+
+        `tls`: extra echo arguments (--tls-cert, --tls-key, --client-ca) for HTTPS.
+        """
         address = self.add_address()
+        echo = ["-m", "tests.e2e.echo", "--address", address, "--port", str(port), "--name", name]
         process = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.name,
-                sys.executable,
-                "-m",
-                "tests.e2e.echo",
-                "--address",
-                address,
-                "--port",
-                str(port),
-                "--name",
-                name,
-            ],
+            ["ip", "netns", "exec", self.name, sys.executable, *echo, *tls],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -96,7 +86,7 @@ class BackendNamespace:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://{address}:{port}/ready", timeout=1):
+                with socket.create_connection((address, port), timeout=1):
                     return address
             except OSError:
                 time.sleep(0.05)

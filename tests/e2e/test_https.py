@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.e2e.certs import TestCA
+from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 from tests.e2e.netns import BackendNamespace
 
@@ -69,7 +69,7 @@ async def until(check, within: float = 20.0) -> None:  # type: ignore[no-untyped
 async def test_sni_certificates_isolation_http2_and_rotation(
     cluster: Cluster, echo: dict[str, str], tmp_path: Path
 ) -> None:
-    ca = TestCA()
+    ca = CertificateAuthority()
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(ca.pem)
     await cluster.apply(ca.issue("a.example.com").secret("cert-a"))
@@ -130,7 +130,11 @@ async def test_sni_certificates_isolation_http2_and_rotation(
 async def test_frontend_client_certificate_validation(
     cluster: Cluster, echo: dict[str, str], tmp_path: Path
 ) -> None:
-    server_ca, client_ca, other_ca = TestCA("server"), TestCA("clients"), TestCA("strangers")
+    server_ca, client_ca, other_ca = (
+        CertificateAuthority("server"),
+        CertificateAuthority("clients"),
+        CertificateAuthority("strangers"),
+    )
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(server_ca.pem)
     good, bad = client_ca.issue("alice", client=True), other_ca.issue("mallory", client=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.certs import TestCA
+from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 from tests.e2e.load import Load
 from tests.e2e.netns import BackendNamespace
@@ -107,7 +107,7 @@ async def test_unrelated_routes_and_weights_change_under_load(
 async def test_certificate_change_under_load(
     cluster: Cluster, pool: list[str], tmp_path: Path
 ) -> None:
-    ca = TestCA()
+    ca = CertificateAuthority()
     await cluster.apply(ca.issue("tls.example.com").secret("cert"))
     await cluster.service("a", pool[:1])
     address = await cluster.gateway(

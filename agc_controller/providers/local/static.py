@@ -130,12 +130,20 @@ def render(
         "  grpc_send_timeout 3600s;",
         "  proxy_next_upstream off;",
         "  grpc_next_upstream off;",
-        "  upstream agc_backend {",
-        "    server 0.0.0.1;",
-        '    balancer_by_lua_block { require("agc.balancer").run() }',
-        f"    keepalive {int(settings.upstream_keepalive)};",
-        "    keepalive_timeout 60s;",
-        "  }",
+        # plain and TLS upstream connections live in separate keep-alive pools:
+        # the pool is keyed by peer address only
+        *[
+            line
+            for name in ("agc_backend", "agc_backend_tls")
+            for line in (
+                f"  upstream {name} {{",
+                "    server 0.0.0.1;",
+                '    balancer_by_lua_block { require("agc.balancer").run() }',
+                f"    keepalive {int(settings.upstream_keepalive)};",
+                "    keepalive_timeout 60s;",
+                "  }",
+            )
+        ],
         "  server {",
         f"    listen unix:{nginx_string(str(layout.control_socket))};",
         "    client_body_buffer_size 64m;",
@@ -204,7 +212,7 @@ def _backend_tls_location(
     ca = str(layout.backend_ca(index)) if tls.ca_pem is not None else settings.system_ca_bundle
     lines = [
         f"    location @agc_tls_{index} {{",
-        "      proxy_pass https://agc_backend;",
+        "      proxy_pass https://agc_backend_tls;",
         "      proxy_ssl_server_name on;",
         f"      proxy_ssl_name {nginx_string(tls.sni)};",
         "      proxy_ssl_verify on;",
