@@ -16,17 +16,24 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
+from kubernetes_asyncio import client
 
 from agc_controller import __version__, logs, render
 from agc_controller.kube.client import api_client
-from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from agc_controller.localcluster import (
+    ControlPlane,
+    ControlPlaneBinaries,
+    examples,
+    install_gateway_api_crds,
+)
 from agc_controller.localcluster.controlplane import ControlPlaneError
 from agc_controller.localcluster.crds import CHANNELS
-from agc_controller.providers.memory import MemoryProvider
+from agc_controller.providers.factory import PROVIDERS, LocalOptions, open_provider
 from agc_controller.runtime.health import HealthServer, parse_address
 from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.settings import Settings
@@ -48,10 +55,23 @@ def _add_controller_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--provider",
-        choices=["memory"],
-        default=_env("AGC_PROVIDER", "memory"),
-        help="data plane: memory = translate and write status only, program nothing "
-        "(env AGC_PROVIDER)",
+        choices=PROVIDERS,
+        default=_env("AGC_PROVIDER", "local"),
+        help="data plane: local = NGINX on this host, azure = Application Gateway v2, "
+        "memory = write status only, program nothing (env AGC_PROVIDER)",
+    )
+    parser.add_argument(
+        "--local-state-dir",
+        type=Path,
+        default=Path(_env("AGC_LOCAL_STATE_DIR", "/tmp/agc-controller/dataplane")),
+        help="local provider: where each Gateway's NGINX keeps its files (env AGC_LOCAL_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--local-port-offset",
+        type=int,
+        default=int(_env("AGC_LOCAL_PORT_OFFSET", "0")),
+        help="local provider: add this to listener ports when binding, e.g. 8000 to run "
+        "without root (env AGC_LOCAL_PORT_OFFSET)",
     )
     parser.add_argument(
         "--workers",
@@ -145,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where the local cluster keeps its PKI, etcd data and logs (env AGC_STATE_DIR)",
     )
     local.add_argument(
+        "--examples",
+        type=Path,
+        default=Path(_env("AGC_EXAMPLES", "examples")),
+        help="manifests to apply once the controller runs (env AGC_EXAMPLES)",
+    )
+    local.add_argument(
         "--channel",
         choices=CHANNELS,
         default="standard",
@@ -216,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_controller(
                 args.kubeconfig,
                 settings,
+                provider=args.provider,
+                local=LocalOptions(args.local_state_dir.resolve(), args.local_port_offset),
                 health=health,
                 leader_retry_period=args.leader_retry_period,
                 shutdown_grace=args.shutdown_grace,
@@ -253,22 +281,31 @@ async def _run_controller(
     kubeconfig: Path | None,
     settings: Settings,
     *,
+    provider: str,
+    local: LocalOptions,
     health: tuple[str, int] | None = None,
     leader_retry_period: float = LEADER_RETRY_PERIOD,
     shutdown_grace: float = SHUTDOWN_GRACE,
-    banner: str = "",
+    once_running: Callable[[client.ApiClient], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
+    """Run the controller until SIGINT/SIGTERM; `once_running` runs beside it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     api = await api_client(kubeconfig)
-    async with api:
+    async with (
+        api,
+        open_provider(provider, controller_name=settings.controller_name, local=local) as (
+            data_plane,
+            translate_settings,
+        ),
+    ):
         controller = Controller(
             api,
             settings=settings,
-            translate_settings=TranslateSettings(controller_name=settings.controller_name),
-            provider=MemoryProvider(),
+            translate_settings=translate_settings,
+            provider=data_plane,
             leader_retry_period=leader_retry_period,
             shutdown_grace=shutdown_grace,
         )
@@ -281,16 +318,19 @@ async def _run_controller(
                 port=health[1],
             )
             await server.start()
-        if banner:
-            print(banner, flush=True)
+        helper = asyncio.create_task(once_running(api)) if once_running else None
         try:
             await controller.run(stop)
         finally:
+            if helper is not None:
+                helper.cancel()
             if server is not None:
                 await server.stop()
 
 
 def _run_local(args: argparse.Namespace) -> int:
+    """The main job: local control plane, controller with the local NGINX data plane,
+    example backends and the examples/ manifests, until Ctrl-C."""
     if args.testenv is None:
         print(
             "agc-controller: --testenv (or AGC_TESTENV) is required: build the control plane "
@@ -298,28 +338,54 @@ def _run_local(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if os.geteuid() != 0:
+        print(
+            "agc-controller local: run as root: the example backends live in a network "
+            "namespace of their own (`ip netns`), and listeners bind ports 80 and 443.",
+            file=sys.stderr,
+        )
+        return 2
+    manifests = examples.load_manifests(args.examples)
     plane = ControlPlane(
         binaries=ControlPlaneBinaries.from_testenv(args.testenv), workdir=args.state_dir.resolve()
     )
     log.info("control_plane_starting", state_dir=str(plane.workdir))
     plane.start()
+    backends = None
     try:
         plane.start_controller_manager()
         asyncio.run(_install_crds(plane, args.channel))
+        backends = examples.start_backends()
         settings = Settings(
             controller_name=args.controller_name, workers=args.workers, leader_election=False
         )
-        banner = (
-            f"\nThe local control plane is up at {plane.server}; the controller is running.\n"
-            f"  export KUBECONFIG={plane.kubeconfig}\n"
-            "  kubectl get gatewayclasses,gateways,httproutes -A\n"
-            f"GatewayClasses with controllerName {settings.controller_name} are reconciled.\n"
-            "Not there yet: the NGINX data plane. Gateways get status, but the memory provider\n"
-            "programs nothing, so their addresses (192.0.2.0/24, TEST-NET) serve no traffic.\n"
-            "Press Ctrl-C to stop.\n"
+        local = LocalOptions(args.local_state_dir.resolve(), args.local_port_offset)
+
+        async def show_example(api: client.ApiClient) -> None:
+            await examples.apply_examples(api, manifests)
+            gateway = await examples.wait_programmed(api)
+            print(
+                f"\nagc-controller is running: control plane at {plane.server}, local NGINX "
+                "data plane.\n"
+                + examples.describe(
+                    gateway, port_offset=local.port_offset, kubeconfig=plane.kubeconfig
+                )
+                + "\n\nPress Ctrl-C to stop.\n",
+                flush=True,
+            )
+
+        asyncio.run(
+            _run_controller(
+                plane.kubeconfig,
+                settings,
+                provider=args.provider,
+                local=local,
+                once_running=show_example,
+            )
         )
-        asyncio.run(_run_controller(plane.kubeconfig, settings, banner=banner))
     finally:
+        if backends is not None:
+            backends.destroy()
         plane.stop()
         log.info("control_plane_stopped")
     return 0

@@ -49,3 +49,24 @@ CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
 EVENT = Resource("events.k8s.io", "v1", "events", "Event", namespaced=True)
+
+# every resource above, by kind (for applying manifests of known kinds)
+BY_KIND = {
+    res.kind: res
+    for res in (
+        GATEWAY_CLASS,
+        GATEWAY,
+        HTTP_ROUTE,
+        GRPC_ROUTE,
+        TLS_ROUTE,
+        BACKEND_TLS_POLICY,
+        REFERENCE_GRANT,
+        SERVICE,
+        ENDPOINT_SLICE,
+        SECRET,
+        CONFIG_MAP,
+        NAMESPACE,
+        LEASE,
+        EVENT,
+    )
+}

@@ -14,19 +14,20 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
+from agc_controller.kube.resources import BY_KIND
 from agc_controller.localcluster import ControlPlane
+from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.providers.local import LocalProvider
 from agc_controller.runtime.manager import Controller
 from agc_controller.settings import Settings
 from agc_controller.translate import TranslateSettings
-from tests.e2e.netns import BackendNamespace
 
 GW = "gateway.networking.k8s.io"
 
 
 @pytest.fixture(scope="session")
 def backends() -> Iterator[BackendNamespace]:
-    ns = BackendNamespace.create()
+    ns = BackendNamespace.for_process()
     try:
         yield ns
     finally:
@@ -48,17 +49,7 @@ class Cluster:
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = {**obj, "metadata": {"namespace": self.namespace, **obj["metadata"]}}
-        plural = {
-            "Gateway": "gateways",
-            "HTTPRoute": "httproutes",
-            "GRPCRoute": "grpcroutes",
-            "Service": "services",
-            "EndpointSlice": "endpointslices",
-            "Secret": "secrets",
-            "ConfigMap": "configmaps",
-            "BackendTLSPolicy": "backendtlspolicies",
-            "ReferenceGrant": "referencegrants",
-        }[obj["kind"]]
+        plural = BY_KIND[obj["kind"]].plural
         return await server_side_apply(self.kube, obj, plural=plural)
 
     async def service(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from agc_controller.localcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
-from tests.e2e.netns import BackendNamespace
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
 
 GW = "gateway.networking.k8s.io"

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
+from agc_controller.localcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
-from tests.e2e.netns import BackendNamespace
 
 
 async def get(

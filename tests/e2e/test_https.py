@@ -9,9 +9,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+from agc_controller.localcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
-from tests.e2e.netns import BackendNamespace
 
 
 @attrs.frozen

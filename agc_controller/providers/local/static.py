@@ -130,11 +130,15 @@ def render(
         "  grpc_send_timeout 3600s;",
         "  proxy_next_upstream off;",
         "  grpc_next_upstream off;",
-        # plain and TLS upstream connections live in separate keep-alive pools:
-        # the pool is keyed by peer address only
+        # One keep-alive pool per upstream TLS setting (and one for plain HTTP):
+        # NGINX keys a pool by peer address only, so a connection verified for one
+        # BackendTLSPolicy must never serve a request that requires another.
         *[
             line
-            for name in ("agc_backend", "agc_backend_tls")
+            for name in (
+                "agc_backend",
+                *(f"agc_backend_tls_{i}" for i in range(len(needs.backend_tls))),
+            )
             for line in (
                 f"  upstream {name} {{",
                 "    server 0.0.0.1;",
@@ -212,7 +216,7 @@ def _backend_tls_location(
     ca = str(layout.backend_ca(index)) if tls.ca_pem is not None else settings.system_ca_bundle
     lines = [
         f"    location @agc_tls_{index} {{",
-        "      proxy_pass https://agc_backend_tls;",
+        f"      proxy_pass https://agc_backend_tls_{index};",
         "      proxy_ssl_server_name on;",
         f"      proxy_ssl_name {nginx_string(tls.sni)};",
         "      proxy_ssl_verify on;",

@@ -1,4 +1,4 @@
-"""An echo backend for e2e tests: answers with what it received, as JSON.
+"""An echo backend (examples, e2e tests): answers with what it received, as JSON.
 
 Like the Gateway API conformance echo server it reports the path, method,
 host and headers it saw plus its own name, so a test can tell which backend

@@ -1,10 +1,11 @@
-"""Test hosts in a network namespace this test run creates (root needed).
+"""Backend hosts in a network namespace of our own (root needed).
 
-EndpointSlice addresses may not be loopback, so backends live in a namespace
-joined to the host by a veth pair: the host side gets `<subnet>.1`, each
-backend one more address of the /24 inside the namespace. Traffic never
-leaves the machine. The subnet and names derive from the process id so
-parallel runs do not collide.
+EndpointSlice addresses may not be loopback, so local backends (the main
+job's examples, the e2e tests' echo servers) live in a namespace joined to
+the host by a veth pair: the host side gets `<subnet>.1`, each backend one
+more address of the /24 inside the namespace. Traffic never leaves the
+machine. `for_process()` derives names and subnet from the process id, so
+parallel test runs do not collide.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import attrs
 
-REPO = Path(__file__).resolve().parents[2]
+# 10.213.0.0/16 is carved into one /24 per namespace
+SUBNET_PREFIX = "10.213"
 
 
 def _ip(*args: str) -> None:
@@ -34,10 +35,16 @@ class BackendNamespace:
     _processes: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
 
     @classmethod
-    def create(cls) -> BackendNamespace:
-        tag = os.getpid() % 250 + 1
+    def for_process(cls) -> BackendNamespace:
+        """A namespace named after this process (tests), created fresh."""
+        tag = os.getpid() % 249 + 1
+        return cls.create(name=f"agc-e2e-{os.getpid()}", tag=tag)
+
+    @classmethod
+    def create(cls, *, name: str, tag: int) -> BackendNamespace:
+        """Create namespace `name` with subnet 10.213.`tag`.0/24 (replacing a stale one)."""
         host_if, ns_if = f"agch{tag}", f"agcn{tag}"
-        ns = cls(name=f"agc-e2e-{os.getpid()}", subnet=f"10.213.{tag}", interface=ns_if)
+        ns = cls(name=name, subnet=f"{SUBNET_PREFIX}.{tag}", interface=ns_if)
         subprocess.run(["ip", "netns", "del", ns.name], check=False, capture_output=True)
         subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
         _ip("netns", "add", ns.name)
@@ -75,10 +82,18 @@ class BackendNamespace:
         `tls`: extra echo arguments (--tls-cert, --tls-key, --client-ca) for HTTPS.
         """
         address = self.add_address()
-        echo = ["-m", "tests.e2e.echo", "--address", address, "--port", str(port), "--name", name]
+        echo = [
+            "-m",
+            "agc_controller.localcluster.echo",
+            "--address",
+            address,
+            "--port",
+            str(port),
+            "--name",
+            name,
+        ]
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.name, sys.executable, *echo, *tls],
-            cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

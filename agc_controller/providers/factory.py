@@ -1,0 +1,100 @@
+"""Choose a provider by name and the translation settings that go with it.
+
+Each provider states what it can program: the GatewayClass advertises exactly
+those features in `status.supportedFeatures` (the conformance suite reads them
+from there), and translation reports anything else on the route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+
+from agc_controller.providers.azure import AzureProvider, AzureSettings, azure_translate_settings
+from agc_controller.providers.base import Provider
+from agc_controller.providers.local import LocalProvider
+from agc_controller.providers.memory import MemoryProvider
+from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
+from agc_controller.translate import TranslateSettings
+from agc_controller.translate.settings import CORE_FEATURES
+
+PROVIDERS = ("local", "azure", "memory")
+
+# what the local NGINX data plane implements, each exercised by tests/e2e
+LOCAL_FEATURES = (CORE_FEATURES - {"GRPCRoute"}) | frozenset(
+    {
+        "BackendTLSPolicy",
+        "GatewayBackendClientCertificate",
+        "GatewayFrontendClientCertificateValidation",
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
+        "GatewayHTTPListenerIsolation",
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
+        "GatewayPort8080",
+        "HTTPRoute303RedirectStatusCode",
+        "HTTPRoute307RedirectStatusCode",
+        "HTTPRoute308RedirectStatusCode",
+        "HTTPRouteBackendProtocolWebSocket",
+        "HTTPRouteBackendRequestHeaderModification",
+        "HTTPRouteBackendTimeout",
+        "HTTPRouteCORS",
+        "HTTPRouteHostRewrite",
+        "HTTPRouteMethodMatching",
+        "HTTPRouteNamedRouteRule",
+        "HTTPRouteParentRefPort",
+        "HTTPRoutePathRedirect",
+        "HTTPRoutePathRewrite",
+        "HTTPRoutePortRedirect",
+        "HTTPRouteQueryParamMatching",
+        "HTTPRouteRequestMirror",
+        "HTTPRouteRequestMultipleMirrors",
+        "HTTPRouteRequestPercentageMirror",
+        "HTTPRouteRequestTimeout",
+        "HTTPRouteResponseHeaderModification",
+        "HTTPRouteSchemeRedirect",
+    }
+)
+
+
+@attrs.frozen
+class LocalOptions:
+    # one subdirectory per Gateway's NGINX
+    state_dir: Path
+    # added to every listener port when binding (run without root: e.g. 8000)
+    port_offset: int = 0
+
+
+@asynccontextmanager
+async def open_provider(
+    name: str, *, controller_name: str, local: LocalOptions
+) -> AsyncIterator[tuple[Provider, TranslateSettings]]:
+    """The provider `name` and its translation settings; closed on exit."""
+    if name == "local":
+        provider = LocalProvider(
+            state_dir=local.state_dir,
+            port_offset=local.port_offset,
+            on_reload=lambda: record_nginx_reload(success=True),
+        )
+        try:
+            yield (
+                provider,
+                TranslateSettings(
+                    controller_name=controller_name, supported_features=LOCAL_FEATURES
+                ),
+            )
+        finally:
+            await provider.close()
+    elif name == "azure":
+        async with AzureProvider(
+            settings=AzureSettings.from_env(),
+            on_arm_call=lambda method, status: record_arm_request(
+                method=method, status_code=status
+            ),
+        ) as azure:
+            yield azure, azure_translate_settings(controller_name)
+    elif name == "memory":
+        yield MemoryProvider(), TranslateSettings(controller_name=controller_name)
+    else:
+        raise ValueError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
