@@ -16,7 +16,7 @@ help:
 	@echo "make test   lint, type-check and run the test suite against a real kube-apiserver"
 	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
 	@echo "make helm   build helm (for the chart in deploy/chart) into the cache"
-	@echo "make bench  translation and controller benchmarks (numbers, no assertions)"
+	@echo "make bench  translation, controller, data plane and azure benchmarks (numbers, no assertions)"
 
 deps:
 	@hack/install-deps.sh
@@ -60,4 +60,5 @@ test: deps venv check helm
 # Benchmarks print numbers; they assert nothing about speed.
 bench: deps venv
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
-	  $(PY) -m tests.bench.bench_translate && $(PY) -m tests.bench.bench_controller
+	  $(PY) -m tests.bench.bench_translate && $(PY) -m tests.bench.bench_controller && \
+	  $(PY) -m tests.bench.bench_dataplane && $(PY) -m tests.bench.bench_azure

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import attrs
 
-from agc_controller.providers.azure import AzureProvider, AzureSettings, azure_translate_settings
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.memory import MemoryProvider
@@ -87,6 +86,13 @@ async def open_provider(
         finally:
             await provider.close()
     elif name == "azure":
+        # imported only when chosen: the Azure SDK adds tens of MiB to every process
+        from agc_controller.providers.azure import (  # noqa: PLC0415
+            AzureProvider,
+            AzureSettings,
+            azure_translate_settings,
+        )
+
         async with AzureProvider(
             settings=AzureSettings.from_env(),
             on_arm_call=lambda method, status: record_arm_request(

@@ -32,14 +32,22 @@ local function path_matches(rule, path)
   return re_find(path, rule.regex, "jo") ~= nil
 end
 
-local function rule_matches(rule, path, method, headers, args)
+-- Request headers and query arguments are parsed only when a candidate rule
+-- matches on them (most rules do not), and then once per request.
+local function rule_matches(rule, path, method, req)
   if not path_matches(rule, path) then return false end
   if rule.method and rule.method ~= method then return false end
+  if #rule.headers > 0 then
+    req.headers = req.headers or ngx_req.get_headers(100)
+  end
   for _, h in ipairs(rule.headers) do
-    if not value_matches(h[1], h[3], header_value(headers, h[2])) then return false end
+    if not value_matches(h[1], h[3], header_value(req.headers, h[2])) then return false end
+  end
+  if #rule.query > 0 then
+    req.args = req.args or ngx_req.get_uri_args(100)
   end
   for _, q in ipairs(rule.query) do
-    local v = args[q[2]]
+    local v = req.args[q[2]]
     if type(v) == "table" then v = v[1] end
     if v == true then v = "" end
     if not value_matches(q[1], q[3], v) then return false end
@@ -172,11 +180,10 @@ function _M.route()
 
   local path = ngx_var.uri
   local method = ngx_req.get_method()
-  local headers = ngx_req.get_headers(100)
-  local args = ngx_req.get_uri_args(100)
+  local req = {}
   local rule
   for _, r in ipairs(vhost.rules) do
-    if rule_matches(r, path, method, headers, args) then rule = r break end
+    if rule_matches(r, path, method, req) then rule = r break end
   end
   if not rule then return ngx.exit(404) end
 

@@ -1,0 +1,300 @@
+"""The local data plane, measured (numbers only, no assertions).
+
+1. Throughput and latency (wrk, keep-alive) at 64 and 1,000 connections:
+   the backend directly, through agc-controller's NGINX, and through a minimal
+   hand-written NGINX proxy (upstream keep-alive 1,024). The backend is NGINX
+   answering 200 in a network namespace, so the proxies are what is measured.
+2. New route -> first 200 OK with 100 and 3,000 existing routes (translate +
+   apply + serve; the apiserver/informer hop is measured by bench_controller).
+3. NGINX reloads caused by 100 endpoint changes (target 0), and NGINX memory
+   (master + workers RSS) with 1,000 and 5,000 routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agc_controller.localcluster.netns import BackendNamespace
+from agc_controller.providers.local import LocalProvider
+from agc_controller.translate import Snapshot, TranslateSettings, translate_gateway
+
+NETNS_TAG = 249
+DURATION = 8
+
+BACKEND_CONF = """
+worker_processes 1;
+pid {dir}/backend.pid;
+error_log {dir}/backend.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server {{ listen {address}:8080 reuseport backlog=4096; location / {{ return 200 "ok"; }} }}
+}}
+"""
+
+PROXY_CONF = """
+worker_processes 2;
+pid {dir}/proxy.pid;
+error_log {dir}/proxy.err;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  upstream backend {{ server {address}:8080; keepalive 1024; }}
+  server {{
+    listen 127.0.0.3:8088 reuseport;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def wrk(url: str, connections: int, host: str = "bench.example.com") -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{DURATION}s",
+            "--latency",
+            "-H",
+            f"Host: {host}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def latency(p: str) -> float:
+        value, unit = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = (sum(map(int, errors.groups())) if errors else 0) + (
+        int(non2xx.group(1)) if non2xx else 0
+    )
+    return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "failed": failed}
+
+
+def objects(routes: int, endpoints: list[str], *, extra: int = 0) -> list[dict[str, Any]]:
+    gw = "gateway.networking.k8s.io/v1"
+    objs: list[dict[str, Any]] = [
+        {
+            "apiVersion": gw,
+            "kind": "GatewayClass",
+            "metadata": {"name": "agc"},
+            "spec": {"controllerName": "agc-controller.io/gateway-controller"},
+        },
+        {
+            "apiVersion": gw,
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "bench"},
+            "spec": {
+                "gatewayClassName": "agc",
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "svc", "namespace": "bench"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "svc-1",
+                "namespace": "bench",
+                "labels": {"kubernetes.io/service-name": "svc"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [a]} for a in endpoints],
+        },
+    ]
+    for i in range(routes + extra):
+        objs.append(
+            {
+                "apiVersion": gw,
+                "kind": "HTTPRoute",
+                "metadata": {
+                    "name": f"r{i:05d}",
+                    "namespace": "bench",
+                    "creationTimestamp": f"2026-01-01T00:{i // 3600 % 60:02d}:{i % 60:02d}Z",
+                },
+                "spec": {
+                    "parentRefs": [{"name": "gw"}],
+                    "hostnames": ["bench.example.com"],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": f"/r{i}"}}],
+                            "backendRefs": [{"name": "svc", "port": 80}],
+                        }
+                    ],
+                },
+            }
+        )
+    # the catch-all the load uses, last in precedence
+    objs.append(
+        {
+            "apiVersion": gw,
+            "kind": "HTTPRoute",
+            "metadata": {"name": "zz-default", "namespace": "bench"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["bench.example.com"],
+                "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
+            },
+        }
+    )
+    return objs
+
+
+async def apply(provider: LocalProvider, objs: list[dict[str, Any]]) -> str:
+    translation = translate_gateway(Snapshot.from_objects(objs), "bench/gw", TranslateSettings())
+    assert translation.load_balancer is not None
+    result = await provider.apply(translation.load_balancer)
+    assert result.programmed, result.message
+    return result.addresses[0].value
+
+
+def nginx_rss_mib(prefix: Path) -> float:
+    pid = int((prefix / "nginx.pid").read_text())
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], check=False, capture_output=True, text=True
+    ).stdout.split()
+    total = 0
+    for p in [str(pid), *children]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+async def propagation(
+    provider: LocalProvider, address: str, existing: int, backend: str
+) -> list[float]:
+    samples = []
+    async with aiohttp.ClientSession() as session:
+        for attempt in range(20):
+            objs = objects(existing, [backend], extra=1)
+            new_path = f"/r{existing}"
+            # the new route gets a unique path each attempt
+            objs[-2]["spec"]["rules"][0]["matches"][0]["path"]["value"] = f"{new_path}-{attempt}"
+            objs[-2]["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Exact"
+            objs[-1]["spec"]["rules"] = [
+                {
+                    "matches": [{"path": {"type": "Exact", "value": "/never"}}],
+                    "backendRefs": [{"name": "svc", "port": 80}],
+                }
+            ]
+            started = time.perf_counter()
+            await apply(provider, objs)
+            while True:
+                async with session.get(
+                    f"http://{address}{new_path}-{attempt}", headers={"Host": "bench.example.com"}
+                ) as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.001)
+            samples.append((time.perf_counter() - started) * 1000)
+    return sorted(samples)
+
+
+def start_backend_and_proxy(workdir: Path, ns: BackendNamespace) -> str:
+    backend = ns.add_address()
+    (workdir / "backend.conf").write_text(BACKEND_CONF.format(dir=workdir, address=backend))
+    subprocess.run(
+        ["ip", "netns", "exec", ns.name, "nginx", "-c", str(workdir / "backend.conf")], check=True
+    )
+    (workdir / "proxy.conf").write_text(PROXY_CONF.format(dir=workdir, address=backend))
+    subprocess.run(["nginx", "-c", str(workdir / "proxy.conf")], check=True)
+    return backend
+
+
+async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
+    provider = LocalProvider(state_dir=workdir / "dataplane")
+    try:
+        address = await apply(provider, objects(0, [backend]))
+        await asyncio.sleep(0.5)
+        print(f"{'path':<34} {'conns':>5} {'req/s':>9} {'p50':>8} {'p99':>8} {'failed':>6}")
+        for connections in (64, 1000):
+            for label, url in (
+                ("backend directly", f"http://{backend}:8080/"),
+                ("agc-controller gateway", f"http://{address}/"),
+                ("hand-written NGINX proxy", "http://127.0.0.3:8088/"),
+            ):
+                r = await asyncio.to_thread(wrk, url, connections)
+                print(
+                    f"{label:<34} {connections:>5} {r['rps']:>9.0f} {r['p50']:>6.2f}ms"
+                    f" {r['p99']:>6.2f}ms {r['failed']:>6.0f}"
+                )
+        for existing in (100, 3000):
+            await apply(provider, objects(existing, [backend]))
+            samples = await propagation(provider, address, existing, backend)
+            print(
+                f"new route -> first 200 with {existing} routes: "
+                f"p50 {statistics.median(samples):.1f} ms, p99 {samples[-1]:.1f} ms"
+                " (20 samples; translate + apply + serve)"
+            )
+        reloads = provider.reloads
+        extra = [ns.add_address() for _ in range(3)]
+        for i in range(100):
+            await apply(provider, objects(100, [backend, *extra[: i % 4]]))
+        print(f"NGINX reloads during 100 endpoint changes: {provider.reloads - reloads}")
+        prefix = workdir / "dataplane" / "bench_gw"
+        for routes in (1000, 5000):
+            await apply(provider, objects(routes, [backend]))
+            # each worker compiles the new state on its next request; fresh connections
+            # spread over the workers (reuseport)
+            for _ in range(20):
+                async with (
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+                    s.get(f"http://{address}/r1", headers={"Host": "bench.example.com"}),
+                ):
+                    pass
+            await asyncio.sleep(1)
+            rss = nginx_rss_mib(prefix)
+            print(f"NGINX memory (master + 2 workers) with {routes} routes: {rss:.0f} MiB")
+    finally:
+        await provider.close()
+
+
+def stop_backend_and_proxy(workdir: Path, ns: BackendNamespace) -> None:
+    quit_ = ["-s", "quit"]
+    subprocess.run(["nginx", "-c", str(workdir / "proxy.conf"), *quit_], check=False)
+    backend = ["ip", "netns", "exec", ns.name, "nginx", "-c", str(workdir / "backend.conf")]
+    subprocess.run([*backend, *quit_], check=False)
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="agc-bench-dp-"))
+    ns = BackendNamespace.create(name="agc-bench", tag=NETNS_TAG)
+    try:
+        backend = start_backend_and_proxy(workdir, ns)
+        asyncio.run(run(workdir, ns, backend))
+        stop_backend_and_proxy(workdir, ns)
+    finally:
+        ns.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
