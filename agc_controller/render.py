@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import pkgutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -258,10 +258,12 @@ def outputs() -> Mapping[str, Output]:
 
 def load_provider_outputs() -> None:
     """Import `agc_controller.providers.<name>.outputs` for every provider that has one."""
-    for module in pkgutil.iter_modules(providers.__path__):
-        name = f"{providers.__name__}.{module.name}.outputs"
-        if module.ispkg and importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
+    # look for the file rather than asking importlib: find_spec would import the
+    # provider package itself (and with it, e.g., the Azure SDK) just to look
+    for directory in providers.__path__:
+        for module in pkgutil.iter_modules([directory]):
+            if module.ispkg and (Path(directory) / module.name / "outputs.py").exists():
+                importlib.import_module(f"{providers.__name__}.{module.name}.outputs")
 
 
 register_output(
