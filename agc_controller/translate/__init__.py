@@ -147,7 +147,13 @@ def translate_gateway(
         )
 
     grants = ReferenceGrants.from_grants(snapshot.reference_grants)
-    node = build_gateway(gateway, snapshot, grants, settings)
+    node = build_gateway(
+        gateway,
+        snapshot,
+        grants,
+        settings,
+        class_annotations=gateway_class["metadata"].get("annotations") or {},
+    )
     attachments: list[Attachment] = []
     route_statuses: list[RouteStatus] = []
     for kind, routes in _route_tables(snapshot):

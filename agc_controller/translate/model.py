@@ -235,6 +235,6 @@ class LoadBalancer:
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()
-    # the Gateway's own metadata.annotations, sorted: provider settings per Gateway
-    # (e.g. which Azure Application Gateway serves it)
+    # the GatewayClass's metadata.annotations overlaid by the Gateway's, sorted:
+    # provider settings per class or Gateway (e.g. which Application Gateway)
     annotations: tuple[tuple[str, str], ...] = ()

@@ -1,8 +1,9 @@
 """Azure provider settings, and which Application Gateway serves a Gateway.
 
 Process-wide defaults come from `AzureSettings` (CLI flags / environment, see
-`from_env`); a Gateway overrides them with annotations, so one controller can
-drive several Application Gateways (several Gateways may share one).
+`from_env`); annotations override them — on the GatewayClass for all its
+Gateways, on a Gateway for that one — so one controller can drive several
+Application Gateways (several Gateways may share one).
 """
 
 from __future__ import annotations

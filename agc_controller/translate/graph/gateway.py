@@ -71,7 +71,8 @@ class GatewayNode:
     backend_client_certificate: Certificate | None
     infrastructure_labels: tuple[tuple[str, str], ...]
     infrastructure_annotations: tuple[tuple[str, str], ...]
-    # metadata.annotations, sorted (read by providers, never by translation)
+    # the GatewayClass's metadata.annotations overlaid by the Gateway's, sorted
+    # (read by providers, e.g. which Application Gateway; never by translation)
     annotations: tuple[tuple[str, str], ...] = ()
 
 
@@ -109,7 +110,12 @@ class _ListenerDraft:
 
 
 def build_gateway(
-    gateway: Obj, snapshot: Snapshot, grants: ReferenceGrants, settings: TranslateSettings
+    gateway: Obj,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    settings: TranslateSettings,
+    *,
+    class_annotations: Mapping[str, str] | None = None,
 ) -> GatewayNode:
     meta = gateway["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 1))
@@ -164,7 +170,9 @@ def build_gateway(
         backend_client_certificate=client_cert,
         infrastructure_labels=tuple(sorted((infrastructure.get("labels") or {}).items())),
         infrastructure_annotations=tuple(sorted((infrastructure.get("annotations") or {}).items())),
-        annotations=tuple(sorted((meta.get("annotations") or {}).items())),
+        annotations=tuple(
+            sorted({**(class_annotations or {}), **(meta.get("annotations") or {})}.items())
+        ),
     )
 
 
