@@ -243,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.kubeconfig,
                 settings,
                 provider=args.provider,
-                local=LocalOptions(args.local_state_dir.resolve(), args.local_port_offset),
+                # the data planes outlive this process: a successor adopts them
+                local=LocalOptions(
+                    args.local_state_dir.resolve(), args.local_port_offset, stop_on_exit=False
+                ),
                 health=health,
                 leader_retry_period=args.leader_retry_period,
                 shutdown_grace=args.shutdown_grace,

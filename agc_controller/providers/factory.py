@@ -63,6 +63,9 @@ class LocalOptions:
     state_dir: Path
     # added to every listener port when binding (run without root: e.g. 8000)
     port_offset: int = 0
+    # stop the data planes when the controller exits; False keeps traffic flowing
+    # through a restart or failover (the next controller adopts them)
+    stop_on_exit: bool = True
 
 
 @asynccontextmanager
@@ -75,6 +78,7 @@ async def open_provider(
             state_dir=local.state_dir,
             port_offset=local.port_offset,
             on_reload=lambda: record_nginx_reload(success=True),
+            stop_on_close=local.stop_on_exit,
         )
         try:
             yield (

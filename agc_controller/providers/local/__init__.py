@@ -45,6 +45,9 @@ class LocalProvider:
     allocator: LoopbackAllocator = attrs.field(factory=LoopbackAllocator)
     # called on every NGINX reload (metrics)
     on_reload: Callable[[], None] = lambda: None
+    # close() stops every NGINX (a local session ending); False leaves them serving
+    # for the next controller on this state directory to adopt (failover, restart)
+    stop_on_close: bool = True
     name: str = "local"
     _instances: dict[ObjectKey, NginxInstance] = attrs.field(factory=dict)
 
@@ -82,8 +85,9 @@ class LocalProvider:
         self.allocator.release(gateway)
 
     async def close(self) -> None:
-        for key in list(self._instances):
-            await self.delete(key)
+        if self.stop_on_close:
+            for key in list(self._instances):
+                await self.delete(key)
 
     def _instance(self, key: ObjectKey) -> NginxInstance:
         instance = self._instances.get(key)

@@ -7,6 +7,11 @@ Invariants:
   certificates arrive through the control socket (`push`) with no reload.
 - If NGINX dies, the supervisor starts it again with the last good static
   config and pushes the last good state (shared dicts do not survive a crash).
+- NGINX outlives the controller (its own session, no death signal): a controller
+  that crashed or lost leadership leaves traffic flowing. The next controller on
+  the same state directory adopts a running master instead of replacing it, so
+  a control-plane failover never closes a client connection; it then pushes
+  its state, and reloads only if the static text differs.
 """
 
 from __future__ import annotations
@@ -77,7 +82,10 @@ class NginxInstance:
     static_text: str | None = None
     state: bytes | None = None
     reloads: int = 0
+    # the master we started (None when adopted or not started)
     _process: asyncio.subprocess.Process | None = None
+    # the master's pid, whether we started it or adopted it
+    _pid: int | None = None
     _supervisor: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -87,6 +95,24 @@ class NginxInstance:
         cert, key = self.layout.fallback_cert
         if not cert.exists():
             _write_fallback_certificate(cert, key)
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Take over a master a previous controller left running on this prefix."""
+        try:
+            pid = int((self.layout.prefix / "nginx.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"nginx" not in cmdline or str(self.layout.prefix).encode() not in cmdline:
+            return
+        self._pid = pid
+        with contextlib.suppress(OSError):
+            self.static_text = self.layout.conf.read_text()
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"nginx-{self.name}"
+        )
+        log.info("nginx_adopted", gateway=self.name, pid=pid)
 
     async def apply_static(self, text: str) -> bool:
         """Make `text` the running static config. True if NGINX was (re)started or reloaded."""
@@ -116,18 +142,38 @@ class NginxInstance:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGQUIT)  # graceful: finish in-flight requests
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if self._running():
+            assert self._pid is not None
+            os.kill(self._pid, signal.SIGQUIT)  # graceful: finish in-flight requests
+            if not await self._exited(within=10.0):
+                os.kill(self._pid, signal.SIGKILL)
+                await self._exited(within=5.0)
         shutil.rmtree(self.layout.prefix, ignore_errors=True)
 
     def _running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        if self._process is not None:
+            return self._process.returncode is None
+        if self._pid is None:
+            return False
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def _exited(self, *, within: float) -> bool:
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), within)
+            except TimeoutError:
+                return False
+            return True
+        deadline = asyncio.get_running_loop().time() + within
+        while self._running():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def _validate(self, conf: Path) -> None:
         process = await asyncio.create_subprocess_exec(
@@ -150,6 +196,8 @@ class NginxInstance:
             )
 
     async def _spawn(self) -> None:
+        # a master killed outright leaves its control socket behind; binding it fails
+        self.layout.control_socket.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
             NGINX,
             "-p",
@@ -165,6 +213,7 @@ class NginxInstance:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        self._pid = self._process.pid
         await self._wait_ready()
 
     async def _start(self) -> None:
@@ -175,8 +224,8 @@ class NginxInstance:
         log.info("nginx_started", gateway=self.name, pid=self._process.pid)
 
     async def _reload(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGHUP)
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGHUP)
         self.reloads += 1
         self.on_reload()
         log.info("nginx_reloaded", gateway=self.name, reloads=self.reloads)
@@ -200,11 +249,15 @@ class NginxInstance:
 
     async def _supervise(self) -> None:
         while True:
-            assert self._process is not None
-            await self._process.wait()
+            if self._process is not None:
+                await self._process.wait()
+            else:
+                # adopted: not our child, so poll
+                while self._running():
+                    await asyncio.sleep(1.0)
             if self._stopping:
                 return
-            log.error("nginx_exited", gateway=self.name, code=self._process.returncode)
+            log.error("nginx_exited", gateway=self.name, pid=self._pid)
             await asyncio.sleep(_RESTART_DELAY)
             try:
                 await self._start_again()
