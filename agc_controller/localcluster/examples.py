@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.kube import server_side_apply
 from agc_controller.kube.resources import BY_KIND, GATEWAY_GROUP
 from agc_controller.localcluster.netns import BackendNamespace
+from agc_controller.selfsigned import self_signed
 
 NETNS = "agc-examples"
 SUBNET_TAG = 250
@@ -37,27 +34,6 @@ def start_backends() -> BackendNamespace:
     for name in BACKENDS:
         ns.start_echo(name)
     return ns
-
-
-def _self_signed(hostname: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 def load_manifests(directory: Path) -> list[dict[str, Any]]:
@@ -77,7 +53,7 @@ async def apply_examples(api: client.ApiClient, manifests: list[dict[str, Any]])
     except ApiException as e:
         if e.status != 404:
             raise
-        cert, key = _self_signed("*.example.com")
+        cert, key = self_signed("*.example.com", sans=[x509.DNSName("*.example.com")])
         secret = client.V1Secret(
             metadata=client.V1ObjectMeta(name=TLS_SECRET),
             type="kubernetes.io/tls",

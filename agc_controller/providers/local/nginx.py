@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import os
 import shutil
 import signal
@@ -28,12 +27,9 @@ from pathlib import Path
 import aiohttp
 import attrs
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agc_controller.providers.local.static import InstanceLayout
+from agc_controller.selfsigned import self_signed
 
 log = structlog.get_logger(__name__)
 
@@ -47,29 +43,11 @@ class NginxError(Exception):
 
 
 def _write_fallback_certificate(cert_path: Path, key_path: Path) -> None:
-    """A throwaway certificate NGINX needs on TLS listeners before Lua picks the real one."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agc-controller-fallback")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
+    """A placeholder NGINX needs on TLS listeners before Lua picks the real certificate."""
+    cert_pem, key_pem = self_signed("agc-controller-fallback", days=3650)
+    cert_path.write_text(cert_pem)
+    key_path.touch(mode=0o600)
+    key_path.write_text(key_pem)
 
 
 @attrs.define

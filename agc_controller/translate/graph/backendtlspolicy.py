@@ -15,7 +15,7 @@ import attrs
 
 from agc_controller.status.model import Condition, ObjectKey
 from agc_controller.translate import conditions as c
-from agc_controller.translate import pem
+from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName
 from agc_controller.translate.snapshot import Obj, Snapshot
 from agc_controller.translate.validate import precise_hostname
@@ -118,34 +118,21 @@ def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
             f"spec.validation.wellKnownCACertificates {well_known!r} is not supported; use System",
         )
     elif refs:
-        bundles, problems = [], []
-        for i, ref in enumerate(refs):
-            field = f"spec.validation.caCertificateRefs[{i}]"
-            group, kind, name = ref.get("group", ""), ref.get("kind", ""), str(ref.get("name", ""))
-            if group != "" or kind not in ("ConfigMap", "Secret"):
-                problems.append(
-                    (
-                        c.R_INVALID_KIND,
-                        f"{field} must be a ConfigMap or Secret, not {group or 'core'}/{kind}",
-                    )
-                )
-                continue
-            store = snapshot.config_maps if kind == "ConfigMap" else snapshot.secrets
-            target = store.get(f"{namespace}/{name}")
-            if target is None:
-                problems.append(
-                    (c.R_INVALID_CA_CERTIFICATE_REF, f"{field}: {kind} {name} not found")
-                )
-                continue
-            try:
-                bundles.append(pem.ca_bundle({**target, "kind": kind}))
-            except pem.InvalidMaterial as e:
-                problems.append((c.R_INVALID_CA_CERTIFICATE_REF, f"{field}: {kind} {name}: {e}"))
-        if problems:
-            resolved_problem = (problems[0][0], c.join_problems([m for _, m in problems]))
-        if bundles:
-            ca_pem = "\n".join(b.strip() for b in bundles) + "\n"
-        elif accepted_problem is None:
+        # a policy's CA refs never cross namespaces (they have no namespace field)
+        resolved = resolve_ca_refs(
+            refs,
+            field="spec.validation.caCertificateRefs",
+            namespace=namespace,
+            snapshot=snapshot,
+            wrong_kind_reason=c.R_INVALID_KIND,
+        )
+        if resolved.problems:
+            resolved_problem = (
+                resolved.problems[0][0],
+                c.join_problems([m for _, m in resolved.problems]),
+            )
+        ca_pem = resolved.pem
+        if ca_pem is None and accepted_problem is None:
             accepted_problem = (
                 c.R_NO_VALID_CA_CERTIFICATE,
                 "spec.validation.caCertificateRefs has no usable CA certificate",

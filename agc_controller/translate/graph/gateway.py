@@ -19,6 +19,7 @@ from agc_controller.kube.resources import GATEWAY_GROUP
 from agc_controller.status.model import Condition, ObjectKey, RouteGroupKind
 from agc_controller.translate import conditions as c
 from agc_controller.translate import pem
+from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.model import Certificate, ClientValidation, RequestedAddress
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
@@ -340,55 +341,21 @@ def _resolve_client_validation(
     validation = (config or {}).get("validation")
     if not validation:
         return False
-    bundles, problems = [], []
-    for i, ref in enumerate(validation.get("caCertificateRefs") or []):
-        ref_field = f"{field}.validation.caCertificateRefs[{i}]"
-        group, kind = ref.get("group", ""), ref.get("kind", "")
-        ref_ns = ref.get("namespace") or namespace
-        name = str(ref.get("name", ""))
-        if group != "" or kind not in ("ConfigMap", "Secret"):
-            problems.append(
-                (
-                    c.R_INVALID_CA_CERTIFICATE_KIND,
-                    f"{ref_field} must refer to a ConfigMap or Secret, "
-                    f"not {group or 'core'}/{kind}",
-                )
-            )
-            continue
-        if not grants.allows(
-            from_group=GATEWAY_GROUP,
-            from_kind="Gateway",
-            from_namespace=namespace,
-            to=Ref(group, kind, ref_ns, name),
-        ):
-            problems.append(
-                (
-                    c.R_REF_NOT_PERMITTED,
-                    f"{ref_field} refers to {kind} {ref_ns}/{name} in another namespace, and no "
-                    "ReferenceGrant allows it",
-                )
-            )
-            continue
-        store = snapshot.config_maps if kind == "ConfigMap" else snapshot.secrets
-        obj = store.get(f"{ref_ns}/{name}")
-        if obj is None:
-            problems.append(
-                (c.R_INVALID_CA_CERTIFICATE_REF, f"{ref_field}: {kind} {ref_ns}/{name} not found")
-            )
-            continue
-        try:
-            bundles.append(pem.ca_bundle({**obj, "kind": kind}))
-        except pem.InvalidMaterial as e:
-            problems.append(
-                (c.R_INVALID_CA_CERTIFICATE_REF, f"{ref_field}: {kind} {ref_ns}/{name}: {e}")
-            )
-    d.resolved_problems.extend(problems)
+    resolved = resolve_ca_refs(
+        validation.get("caCertificateRefs") or [],
+        field=f"{field}.validation.caCertificateRefs",
+        namespace=namespace,
+        snapshot=snapshot,
+        wrong_kind_reason=c.R_INVALID_CA_CERTIFICATE_KIND,
+        permitted=lambda target: grants.allows(
+            from_group=GATEWAY_GROUP, from_kind="Gateway", from_namespace=namespace, to=target
+        ),
+    )
+    d.resolved_problems.extend(resolved.problems)
     insecure = bool(validation.get("mode") == "AllowInsecureFallback")
-    if bundles:
-        d.client_validation = ClientValidation(
-            ca_pem="\n".join(b.strip() for b in bundles) + "\n", insecure_fallback=insecure
-        )
-    elif problems:
+    if resolved.pem is not None:
+        d.client_validation = ClientValidation(ca_pem=resolved.pem, insecure_fallback=insecure)
+    elif resolved.problems:
         d.accepted_problem = (
             c.R_NO_VALID_CA_CERTIFICATE,
             f"{field}.validation has no usable CA certificate",
