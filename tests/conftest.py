@@ -67,8 +67,7 @@ def control_plane(
 async def _install_crds(plane: ControlPlane) -> None:
     api = await api_client_from_kubeconfig(plane.kubeconfig)
     async with api:
-        channel = os.environ.get("AGC_GATEWAY_API_CHANNEL", "standard")
-        await install_gateway_api_crds(api, plane.binaries.crds, channel=channel)
+        await install_gateway_api_crds(api, plane.binaries.crds, channel=gateway_api_channel())
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +90,28 @@ async def namespace(kube: client.ApiClient) -> AsyncIterator[str]:
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     await core.delete_namespace(name)
+
+
+def gateway_api_channel() -> str:
+    return os.environ.get("AGC_GATEWAY_API_CHANNEL", "standard")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One session has one control plane and so one CRD channel: run the tests
+    marked `experimental_channel` only with the experimental CRDs, the others only
+    without them. `make test` runs both passes. Deselected, not skipped: each test
+    runs in exactly one pass."""
+    experimental = gateway_api_channel() == "experimental"
+    keep, drop = [], []
+    for item in items:
+        (
+            keep
+            if (item.get_closest_marker("experimental_channel") is not None) == experimental
+            else drop
+        ).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,7 +16,7 @@ import ssl
 from aiohttp import WSMsgType, web
 
 
-def make_app(name: str) -> web.Application:
+def make_app(name: str, *, status: int = 200) -> web.Application:
     # paths received, for tests that check a copy arrived (mirrors); read at /__seen
     seen: list[str] = []
 
@@ -47,7 +47,7 @@ def make_app(name: str) -> web.Application:
                 "remote": request.remote,
                 "client_cert": dict(x[0] for x in peer["subject"]) if peer else None,
             },
-            status=int(request.query.get("status", "200")),
+            status=int(request.query.get("status", status)),
             headers={"X-Backend": name},
         )
 
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--status", type=int, default=200, help="answer every request with it")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM file)")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca", help="require client certificates signed by this CA")
@@ -73,7 +74,7 @@ def main() -> None:
             context.load_verify_locations(args.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
     web.run_app(
-        make_app(args.name),
+        make_app(args.name, status=args.status),
         host=args.address,
         port=args.port,
         ssl_context=context,

@@ -76,10 +76,10 @@ class BackendNamespace:
         _ip("netns", "exec", self.name, "ip", "addr", "add", f"{address}/24", "dev", self.interface)
         return address
 
-    def start_echo(self, name: str, *, port: int = 8080, tls: tuple[str, ...] = ()) -> str:
+    def start_echo(self, name: str, *, port: int = 8080, args: tuple[str, ...] = ()) -> str:
         """Start an echo backend on a new address; returns the address once it listens.
 
-        `tls`: extra echo arguments (--tls-cert, --tls-key, --client-ca) for HTTPS.
+        `args`: extra echo arguments (--tls-cert/--tls-key/--client-ca, --status).
         """
         address = self.add_address()
         echo = [
@@ -93,7 +93,7 @@ class BackendNamespace:
             name,
         ]
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, sys.executable, *echo, *tls],
+            ["ip", "netns", "exec", self.name, sys.executable, *echo, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -34,9 +34,9 @@ def tls_echo(backends: BackendNamespace, pki: dict[str, object]) -> dict[str, st
     assert isinstance(d, Path)
     tls = ("--tls-cert", str(d / "server.crt"), "--tls-key", str(d / "server.key"))
     return {
-        "tls": backends.start_echo("tls-backend", tls=tls),
+        "tls": backends.start_echo("tls-backend", args=tls),
         "mtls": backends.start_echo(
-            "mtls-backend", tls=(*tls, "--client-ca", str(d / "client-ca.pem"))
+            "mtls-backend", args=(*tls, "--client-ca", str(d / "client-ca.pem"))
         ),
     }
 

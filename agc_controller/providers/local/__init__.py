@@ -65,8 +65,9 @@ class LocalProvider:
         instance = self._instance(key)
         try:
             self._write_backend_tls(instance.layout, needs)
-            text = render(address, needs, instance.layout, self.static_settings)
+            text, static_id = render(address, needs, instance.layout, self.static_settings)
             await instance.apply_static(text)
+            doc["static"] = static_id
             await instance.push(json.dumps(doc, separators=(",", ":")).encode())
         except (UnsafeValue, NginxError) as e:
             log.warning("local_apply_refused", gateway=str(key), error=str(e))

@@ -20,7 +20,24 @@ from agc_controller.translate.model import (
     Frontend,
     HeaderModifier,
     LoadBalancer,
+    Retry,
     Rule,
+)
+
+# status codes NGINX can retry on (besides connection errors and timeouts); the
+# Gateway API requires 500, 502, 503 and 504 — other codes are not retried
+RETRIABLE_CODES = frozenset({500, 502, 503, 504})
+
+
+def retry_location(codes: tuple[int, ...]) -> str:
+    return "@agc_retry_" + ("_".join(map(str, codes)) or "errors")
+
+
+# every subset of RETRIABLE_CODES: the static config always has all 16 locations,
+# so a retry policy never needs a reload
+RETRY_CODE_SETS = tuple(
+    tuple(c for i, c in enumerate(sorted(RETRIABLE_CODES)) if mask >> i & 1)
+    for mask in range(2 ** len(RETRIABLE_CODES))
 )
 
 
@@ -103,6 +120,15 @@ class _Builder:
             ),
         }
 
+    @staticmethod
+    def retry(retry: Retry | None) -> dict[str, Any] | None:
+        """NGINX decides to retry before Lua runs, so each set of retriable codes
+        has its own location whose proxy_next_upstream lists exactly those."""
+        if retry is None:
+            return None
+        codes = tuple(sorted(set(retry.codes) & RETRIABLE_CODES))
+        return {"attempts": retry.attempts, "location": retry_location(codes)}
+
     def rule(self, r: Rule) -> dict[str, Any]:
         m = r.match
         redirect = None
@@ -131,6 +157,7 @@ class _Builder:
             "timeout_ms": r.request_timeout_ms,
             "backend_timeout_ms": r.backend_timeout_ms,
             "session": attrs.asdict(r.session_persistence) if r.session_persistence else None,
+            "retry": self.retry(r.retry),
             "grpc": r.grpc,
         }
 

@@ -10,13 +10,14 @@ character set rather than trying to escape it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from pathlib import Path
 
 import attrs
 
-from agc_controller.providers.local.dynamic import StaticNeeds
+from agc_controller.providers.local.dynamic import RETRY_CODE_SETS, StaticNeeds, retry_location
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
 
@@ -79,7 +80,34 @@ class StaticSettings:
     system_ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
 
 
+_STATIC_ID = "__agc_static_id__"
+
+
 def render(
+    address: str, needs: StaticNeeds, layout: InstanceLayout, settings: StaticSettings
+) -> tuple[str, str]:
+    """(the configuration, its id).
+
+    The id is a digest of the text and of the files it makes NGINX read (upstream
+    CA bundles and client certificates), so a changed file changes the text and
+    NGINX reloads to read it. The id also goes into the state pushed with it: a
+    worker still running an older configuration during a reload must not follow
+    state that names locations only the new one has (config.lua checks).
+    """
+    text = _render(address, needs, layout, settings)
+    digest = hashlib.sha256(text.encode())
+    for tls in needs.backend_tls:
+        for pem in (
+            tls.ca_pem,
+            tls.client_certificate and tls.client_certificate.cert_pem,
+            tls.client_certificate and tls.client_certificate.key_pem,
+        ):
+            digest.update((pem or "").encode())
+    static_id = digest.hexdigest()[:16]
+    return text.replace(_STATIC_ID, static_id), static_id
+
+
+def _render(
     address: str, needs: StaticNeeds, layout: InstanceLayout, settings: StaticSettings
 ) -> str:
     ip = ipaddress.ip_address(address)
@@ -106,8 +134,9 @@ def render(
         f'  lua_package_path "{lua}/?.lua;/usr/share/lua/5.1/?.lua;;";',
         '  lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";',
         f"  lua_shared_dict agc_config {int(settings.state_size_mb)}m;",
-        "  init_by_lua_block {"
-        '    require("agc.config"); require("agc.router"); require("agc.certs")'
+        "  init_by_lua_block {",
+        f'    require("agc.config").set_static_id("{_STATIC_ID}")',
+        '    require("agc.router"); require("agc.certs")',
         "  }",
         "  server_tokens off;",
         "  client_max_body_size 0;",
@@ -128,7 +157,10 @@ def render(
         "  proxy_send_timeout 3600s;",
         "  grpc_read_timeout 3600s;",
         "  grpc_send_timeout 3600s;",
-        "  proxy_next_upstream off;",
+        # a request gets one try unless its rule has a retry policy: then the router
+        # jumps to that policy's location and the balancer grants the extra tries
+        "  proxy_next_upstream error timeout;",
+        "  proxy_next_upstream_tries 0;",
         "  grpc_next_upstream off;",
         # One keep-alive pool per upstream TLS setting (and one for plain HTTP):
         # NGINX keys a pool by peer address only, so a connection verified for one
@@ -180,6 +212,11 @@ def render(
             '      set $agc_ctx "";',
             *[f'      set $agc_mirror{i} "";' for i in range(4)],
             '      access_by_lua_block { require("agc.router").route() }',
+            "      proxy_pass http://agc_backend;",
+            "    }",
+            # only rules with mirrors come here: each mirror directive costs a
+            # subrequest per request, so the main location has none
+            "    location @agc_mirrored {",
             *[f"      mirror /_agc_mirror/{i};" for i in range(4)],
             "      mirror_request_body on;",
             "      proxy_pass http://agc_backend;",
@@ -203,6 +240,15 @@ def render(
         ]
         for index, tls in enumerate(needs.backend_tls):
             out += _backend_tls_location(index, tls, layout, settings)
+        for codes in RETRY_CODE_SETS:
+            out += [
+                f"    location {retry_location(codes)} {{",
+                "      proxy_next_upstream error timeout"
+                + "".join(f" http_{int(code)}" for code in codes)
+                + ";",
+                "      proxy_pass http://agc_backend;",
+                "    }",
+            ]
         out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"

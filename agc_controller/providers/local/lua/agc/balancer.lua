@@ -21,9 +21,16 @@ function _M.run()
     return ngx.exit(503)
   end
   local endpoints = target.endpoints
+  local retry = ctx.retry
+  -- nil on the first try; a retry (the location chose which failures) moves on
+  local state_name = balancer.get_last_failure()
+  if state_name == nil and retry and (retry.attempts or 0) > 0 then
+    balancer.set_more_tries(retry.attempts)
+  end
   local chosen
   local session = ctx.session
-  if session and session.type == "Cookie" then
+  -- a retry must leave the endpoint that just failed, cookie or not
+  if session and session.type == "Cookie" and state_name == nil then
     local wanted = ngx.var["cookie_" .. session.name]
     if wanted then
       for _, ep in ipairs(endpoints) do

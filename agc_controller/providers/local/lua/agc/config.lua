@@ -11,6 +11,12 @@ local _M = {}
 
 local shared = ngx.shared.agc_config
 local compiled, compiled_version = nil, -1
+-- the id of the static configuration this worker runs (set in init_by_lua)
+local static_id = nil
+
+function _M.set_static_id(id)
+  static_id = id
+end
 
 -- Header modifiers keep names as written (responses show them); lookups of
 -- existing values use the lower-cased name.
@@ -49,6 +55,7 @@ local function compile_rule(rule)
     timeout_ms = rule.timeout_ms,
     backend_timeout_ms = rule.backend_timeout_ms,
     session = rule.session,
+    retry = rule.retry,
     grpc = rule.grpc,
   }
   if path_type == "PathPrefix" then
@@ -140,6 +147,11 @@ function _M.get()
   if version == nil then return nil end
   if version ~= compiled_version then
     local doc = cjson.decode(shared:get("doc"))
+    if compiled and doc.static ~= static_id then
+      -- state for another static configuration (a reload is under way): this
+      -- worker is draining, or not yet told; keep the last state it can serve
+      return compiled
+    end
     local state, err = compile(doc)
     if not state then
       ngx.log(ngx.ERR, "agc: stored config failed to compile: ", err)

@@ -24,6 +24,8 @@ function _M.get()
 end
 
 function _M.release()
+  -- subrequests (mirrors) share the parent's variables: only the parent releases
+  if ngx.is_subrequest then return end
   local id = tonumber(ngx.var.agc_ctx)
   if id then stash[id] = nil end
 end

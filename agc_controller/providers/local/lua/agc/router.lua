@@ -207,9 +207,11 @@ function _M.route()
     if rewritten then ngx_req.set_uri(rewritten, false) end
   end
 
+  local mirrored = false
   for i, mirror in ipairs(rule.mirrors) do
     if i <= 4 and math.random() * 100 < mirror.percent then
       ngx_var["agc_mirror" .. (i - 1)] = mirror.backend
+      mirrored = true
     end
   end
 
@@ -220,12 +222,21 @@ function _M.route()
   apply_request_headers(backend.req)
   ctx.backend_resp = backend.resp
   ctx.session = rule.session
+  ctx.retry = rule.retry
   ctx.backend = backend.id
   ctx.timeout_ms = rule.backend_timeout_ms or rule.timeout_ms
   if target.protocol == "h2c" or target.tls then
     ctxstash.save()
     if target.tls then return ngx.exec("@agc_tls_" .. target.tls) end
     return ngx.exec("@agc_grpc")
+  end
+  if rule.retry then
+    ctxstash.save()
+    return ngx.exec(rule.retry.location)
+  end
+  if mirrored then
+    ctxstash.save()
+    return ngx.exec("@agc_mirrored")
   end
 end
 

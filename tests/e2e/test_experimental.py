@@ -1,0 +1,116 @@
+"""Route features whose fields exist only in the experimental CRDs: retries and
+cookie session persistence (run with AGC_GATEWAY_API_CHANNEL=experimental)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import aiohttp
+import pytest
+
+from agc_controller.localcluster.netns import BackendNamespace
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_http_routing import HTTP, eventually_status
+
+pytestmark = pytest.mark.experimental_channel
+
+
+@pytest.fixture(scope="module")
+def pool(backends: BackendNamespace) -> dict[str, str]:
+    return {
+        "healthy": backends.start_echo("exp-healthy"),
+        "failing": backends.start_echo("exp-failing", args=("--status", "503")),
+        "a": backends.start_echo("exp-a"),
+        "b": backends.start_echo("exp-b"),
+        "c": backends.start_echo("exp-c"),
+    }
+
+
+async def statuses(address: str, path: str, count: int) -> collections.Counter[int]:
+    seen: collections.Counter[int] = collections.Counter()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            async with session.get(f"http://{address}{path}", headers={"Host": "x"}) as r:
+                seen[r.status] += 1
+    return seen
+
+
+async def test_retry_moves_to_another_endpoint(cluster: Cluster, pool: dict[str, str]) -> None:
+    await cluster.service("mixed", [pool["healthy"], pool["failing"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/retry"}}],
+                    "retry": {"codes": [503], "attempts": 2},
+                    "backendRefs": [{"name": "mixed", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/once"}}],
+                    "backendRefs": [{"name": "mixed", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/other-codes"}}],
+                    "retry": {"codes": [502], "attempts": 2},
+                    "backendRefs": [{"name": "mixed", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/retry", 200)
+    assert await statuses(address, "/retry", 100) == {200: 100}
+    without = await statuses(address, "/once", 100)
+    assert without[503] > 20, without  # round robin: about half land on the failing one
+    other = await statuses(address, "/other-codes", 100)
+    assert other[503] > 20, other  # 503 is not among the rule's codes: not retried
+
+
+async def test_cookie_session_persistence(cluster: Cluster, pool: dict[str, str]) -> None:
+    await cluster.service("sticky", [pool["a"], pool["b"], pool["c"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "sessionPersistence": {"type": "Cookie", "sessionName": "agc-session"},
+                    "backendRefs": [{"name": "sticky", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/", 200)
+    # unsafe: keep cookies from IP-address hosts (the Gateway's address)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(f"http://{address}/", headers={"Host": "x"}) as r:
+            first = (await r.json())["name"]
+            assert "agc-session" in r.cookies
+        names = collections.Counter()
+        for _ in range(30):
+            async with session.get(f"http://{address}/", headers={"Host": "x"}) as r:
+                names[(await r.json())["name"]] += 1
+        assert names == {first: 30}
+        # its endpoint leaves: the client moves, and sticks to the new one
+        remaining = [
+            a
+            for n, a in (("exp-a", pool["a"]), ("exp-b", pool["b"]), ("exp-c", pool["c"]))
+            if n != first
+        ]
+        await cluster.endpoints("sticky", remaining)
+        async with asyncio.timeout(20):  # until the data plane has the new endpoints
+            while True:
+                async with session.get(f"http://{address}/", headers={"Host": "x"}) as r:
+                    if (await r.json())["name"] != first:
+                        break
+                await asyncio.sleep(0.05)
+        moved: collections.Counter[str] = collections.Counter()
+        for _ in range(40):
+            async with session.get(f"http://{address}/", headers={"Host": "x"}) as r:
+                moved[(await r.json())["name"]] += 1
+        assert first not in moved
+        assert len(moved) == 1, moved  # a new cookie, and it sticks again
