@@ -17,7 +17,9 @@ from agc_controller.kube import resources as r
 from agc_controller.status.model import ObjectKey
 from agc_controller.translate.snapshot import Obj, Snapshot, key_of
 
-ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
+# TLSRoutes are watched so those naming our Gateways get status (no TLS listener
+# serves them yet: NotAllowedByListeners)
+ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE)
 
 # indexes each kind's store carries
 INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
@@ -26,15 +28,13 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.NAMESPACE: ix.namespace_of,
         ix.CERTIFICATE_REFS: ix.gateway_certificate_refs,
     },
-    r.HTTP_ROUTE.kind: {
-        ix.PARENT_GATEWAYS: ix.route_parent_gateways,
-        ix.BACKEND_SERVICES: ix.route_backend_services,
-        ix.NAMESPACE: ix.namespace_of,
-    },
-    r.GRPC_ROUTE.kind: {
-        ix.PARENT_GATEWAYS: ix.route_parent_gateways,
-        ix.BACKEND_SERVICES: ix.route_backend_services,
-        ix.NAMESPACE: ix.namespace_of,
+    **{
+        route.kind: {
+            ix.PARENT_GATEWAYS: ix.route_parent_gateways,
+            ix.BACKEND_SERVICES: ix.route_backend_services,
+            ix.NAMESPACE: ix.namespace_of,
+        }
+        for route in ROUTE_KINDS
     },
     r.BACKEND_TLS_POLICY.kind: {
         ix.TARGET_SERVICES: ix.policy_target_services,
@@ -109,6 +109,7 @@ class Cache:
             gateways={gateway_key: gateway} if gateway else {},
             http_routes={key_of(o): o for kind, o in routes if kind == r.HTTP_ROUTE.kind},
             grpc_routes={key_of(o): o for kind, o in routes if kind == r.GRPC_ROUTE.kind},
+            tls_routes={key_of(o): o for kind, o in routes if kind == r.TLS_ROUTE.kind},
             backend_tls_policies=policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from agc_controller.controller import indexes as ix
-from agc_controller.controller.cache import Cache
+from agc_controller.controller.cache import ROUTE_KINDS, Cache
 from agc_controller.informers import KubeObject
 from agc_controller.kube import resources as r
 from agc_controller.status.model import ObjectKey
@@ -44,7 +44,7 @@ class Mapper:
             return {class_key(name)} | self._gateways(gateways)
         if kind == r.GATEWAY.kind:
             return {gateway_key(f"{namespace}/{name}")}
-        if kind in (r.HTTP_ROUTE.kind, r.GRPC_ROUTE.kind):
+        if kind in {route.kind for route in ROUTE_KINDS}:
             return {gateway_key(g) for g in ix.route_parent_gateways(obj)}
         if kind == r.SERVICE.kind:
             return self._via_service(f"{namespace}/{name}")
@@ -92,7 +92,7 @@ class Mapper:
                 gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.NAMESPACE, namespace)
                 keys |= self._gateways(gateways)
             else:
-                for resource in (r.HTTP_ROUTE, r.GRPC_ROUTE):
+                for resource in ROUTE_KINDS:
                     routes = self.cache.store(resource.kind).by_index(ix.NAMESPACE, namespace)
                     keys |= {gateway_key(g) for g in self.cache.gateways_of_routes(routes)}
         return keys

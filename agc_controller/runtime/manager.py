@@ -63,6 +63,7 @@ WATCHED = (
     r.GATEWAY,
     r.HTTP_ROUTE,
     r.GRPC_ROUTE,
+    r.TLS_ROUTE,
     r.BACKEND_TLS_POLICY,
     r.REFERENCE_GRANT,
     r.SERVICE,

@@ -196,6 +196,7 @@ def translate_gateway(
 def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, Obj]]]:
     yield "HTTPRoute", snapshot.http_routes
     yield "GRPCRoute", snapshot.grpc_routes
+    yield "TLSRoute", snapshot.tls_routes
 
 
 def _policy_statuses(

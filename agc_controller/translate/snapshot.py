@@ -28,6 +28,7 @@ class Snapshot:
     gateways: Mapping[str, Obj] = attrs.field(factory=dict)
     http_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     grpc_routes: Mapping[str, Obj] = attrs.field(factory=dict)
+    tls_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
@@ -55,6 +56,7 @@ class Snapshot:
             gateways=by_kind.get("Gateway", {}),
             http_routes=by_kind.get("HTTPRoute", {}),
             grpc_routes=by_kind.get("GRPCRoute", {}),
+            tls_routes=by_kind.get("TLSRoute", {}),
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),

@@ -342,3 +342,28 @@ async def test_leader_election_one_leader_and_failover(
         if not first.task.done():
             await first.shutdown()
         await second.shutdown()
+
+
+async def test_tlsroute_on_our_gateway_gets_status(env: Env, running: Running) -> None:
+    await env.gateway("gw")
+    await env.create(
+        "tlsroutes",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "TLSRoute",
+            "metadata": {"name": "tls"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["secure.example.com"],
+                "rules": [{"backendRefs": [{"name": "backend", "port": 443}]}],
+            },
+        },
+    )
+
+    async def rejected() -> bool:
+        parents = our_parents(await env.get("tlsroutes", "tls"), env.controller_name)
+        accepted = condition(parents[0]["conditions"], "Accepted") if parents else {}
+        return accepted.get("reason") == "NotAllowedByListeners"
+
+    await eventually(rejected)
+    assert await _attached(env, "gw", 0)

@@ -36,7 +36,8 @@ from agc_controller.translate.model import (
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
 
-RouteKind = Literal["HTTPRoute", "GRPCRoute"]
+# TLSRoute: parsed for its parentRefs and backendRefs only; no listener serves it yet
+RouteKind = Literal["HTTPRoute", "GRPCRoute", "TLSRoute"]
 
 
 # GRPCRoute precedence of one match: (path rank as in build._PATH_RANK: 0 exact
