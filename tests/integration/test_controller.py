@@ -157,14 +157,16 @@ class Running:
         await asyncio.wait_for(self.task, 30)
 
 
-async def start(
+async def new_controller(
     env: Env,
     control_plane: ControlPlane,
     provider: Any = None,
     *,
     leader_election: bool = False,
     identity: str = "test",
-) -> Running:
+    shutdown_grace: float = 25.0,
+) -> tuple[client.ApiClient, Controller]:
+    """A controller for `env` (its own controllerName) with its own API client."""
     api = await api_client_from_kubeconfig(control_plane.kubeconfig)
     controller = Controller(
         api,
@@ -177,6 +179,21 @@ async def start(
         ),
         translate_settings=TranslateSettings(controller_name=env.controller_name),
         provider=provider or MemoryProvider(),
+        shutdown_grace=shutdown_grace,
+    )
+    return api, controller
+
+
+async def start(
+    env: Env,
+    control_plane: ControlPlane,
+    provider: Any = None,
+    *,
+    leader_election: bool = False,
+    identity: str = "test",
+) -> Running:
+    api, controller = await new_controller(
+        env, control_plane, provider, leader_election=leader_election, identity=identity
     )
     stop = asyncio.Event()
 

@@ -12,16 +12,13 @@ import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.localcluster import ControlPlane
 from agc_controller.providers.base import ApplyResult
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.health import HealthServer
 from agc_controller.runtime.manager import Controller
-from agc_controller.settings import Settings
-from agc_controller.translate import TranslateSettings
 from agc_controller.translate.model import LoadBalancer
-from tests.integration.test_controller import Env, eventually
+from tests.integration.test_controller import Env, eventually, new_controller
 from tests.integration.test_controller import env as env  # noqa: PLC0414 (the fixture)
 
 
@@ -51,18 +48,12 @@ async def serve(
     leader_election: bool = False,
     shutdown_grace: float = 25.0,
 ) -> Served:
-    api = await api_client_from_kubeconfig(control_plane.kubeconfig)
-    controller = Controller(
-        api,
-        settings=Settings(
-            controller_name=env.controller_name,
-            workers=2,
-            leader_election=leader_election,
-            lease_namespace=env.namespace,
-            identity=identity,
-        ),
-        translate_settings=TranslateSettings(controller_name=env.controller_name),
-        provider=provider,
+    api, controller = await new_controller(
+        env,
+        control_plane,
+        provider,
+        identity=identity,
+        leader_election=leader_election,
         shutdown_grace=shutdown_grace,
     )
     server = HealthServer(
