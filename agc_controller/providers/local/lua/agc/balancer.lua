@@ -8,10 +8,6 @@ local ctxstash = require("agc.ctxstash")
 local _M = {}
 local next_index = {}
 
-local function endpoint_id(ep)
-  return ngx.md5(ep[1] .. ":" .. ep[2]):sub(1, 16)
-end
-
 function _M.run()
   local state = config.get()
   local ctx = ctxstash.get()
@@ -32,18 +28,14 @@ function _M.run()
   -- a retry must leave the endpoint that just failed, cookie or not
   if session and session.type == "Cookie" and state_name == nil then
     local wanted = ngx.var["cookie_" .. session.name]
-    if wanted then
-      for _, ep in ipairs(endpoints) do
-        if endpoint_id(ep) == wanted then chosen = ep break end
-      end
-    end
+    if wanted then chosen = target.by_id[wanted] end
   end
   if not chosen then
     local i = (next_index[id] or math.random(#endpoints)) % #endpoints + 1
     next_index[id] = i
     chosen = endpoints[i]
     if session and session.type == "Cookie" then
-      local cookie = session.name .. "=" .. endpoint_id(chosen) .. "; Path=/; HttpOnly"
+      local cookie = session.name .. "=" .. chosen[3] .. "; Path=/; HttpOnly"
       if session.absolute_timeout_s then cookie = cookie .. "; Max-Age=" .. session.absolute_timeout_s end
       ctx.set_cookie = cookie
     end

@@ -11,6 +11,9 @@ local _M = {}
 
 local shared = ngx.shared.agc_config
 local compiled, compiled_version = nil, -1
+-- the version this worker last looked at, adopted or not: a version it declined
+-- (or that failed to compile) is not decoded again on every request
+local seen_version = -1
 -- the id of the static configuration this worker runs (set in init_by_lua)
 local static_id = nil
 
@@ -121,6 +124,15 @@ end
 
 local function compile(doc)
   local state = { frontends = {}, hosts = {}, backends = doc.backends or {}, certs = {}, cas = doc.cas or {} }
+  -- session-persistence cookies name endpoints by id: computed here, once per
+  -- state, not per request
+  for _, backend in pairs(state.backends) do
+    backend.by_id = {}
+    for _, ep in ipairs(backend.endpoints) do
+      ep[3] = ngx.md5(ep[1] .. ":" .. ep[2]):sub(1, 16)
+      backend.by_id[ep[3]] = ep
+    end
+  end
   for port, frontends in pairs(doc.frontends or {}) do
     state.frontends[tonumber(port)] = index_by_hostname(frontends)
     state.frontends[tonumber(port)].list = frontends
@@ -145,7 +157,8 @@ end
 function _M.get()
   local version = shared:get("version")
   if version == nil then return nil end
-  if version ~= compiled_version then
+  if version ~= compiled_version and version ~= seen_version then
+    seen_version = version
     local doc = cjson.decode(shared:get("doc"))
     if compiled and doc.static ~= static_id then
       -- state for another static configuration (a reload is under way): this
