@@ -90,6 +90,15 @@ class ParentReference:
             ref["port"] = self.port
         return ref
 
+    def names(self, gateway: ObjectKey) -> bool:
+        """Whether this reference is to the Gateway `gateway`."""
+        return (
+            self.group == GATEWAY_GROUP
+            and self.kind == "Gateway"
+            and self.namespace == gateway.namespace
+            and self.name == gateway.name
+        )
+
     @classmethod
     def from_api(cls, ref: dict[str, Any], *, default_namespace: str) -> ParentReference:
         return cls(

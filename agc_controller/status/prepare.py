@@ -32,14 +32,12 @@ from typing import Any
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
 from agc_controller.status.model import (
     Condition,
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
     ListenerStatus,
-    ObjectKey,
     ParentReference,
     PolicyStatus,
     RouteStatus,
@@ -208,7 +206,7 @@ class _EntryList:
             return None
         # a stored ref without namespace means the namespace of the route/policy itself
         parsed = ParentReference.from_api(dict(ref), default_namespace=desired.namespace)
-        return parsed if _is_gateway(parsed, desired.gateway) else None
+        return parsed if parsed.names(desired.gateway) else None
 
     def merge(
         self,
@@ -252,15 +250,6 @@ _ROUTE_PARENTS = _EntryList(list_key="parents", ref_key="parentRef", limit=MAX_R
 _POLICY_ANCESTORS = _EntryList(
     list_key="ancestors", ref_key="ancestorRef", limit=MAX_POLICY_ANCESTORS
 )
-
-
-def _is_gateway(ref: ParentReference, gateway: ObjectKey) -> bool:
-    return (
-        ref.group == GATEWAY_GROUP
-        and ref.kind == gateway.kind
-        and ref.namespace == gateway.namespace
-        and ref.name == gateway.name
-    )
 
 
 def _stored_entries(stored: Mapping[str, Any] | None, list_key: str) -> list[Any]:

@@ -26,7 +26,7 @@ from agc_controller.status.model import (
 )
 from agc_controller.translate import conditions as c
 from agc_controller.translate.build import build_load_balancer
-from agc_controller.translate.graph.attach import Attachment, attach_route, refers_to
+from agc_controller.translate.graph.attach import Attachment, attach_route
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
 from agc_controller.translate.graph.gateway import GatewayNode, build_gateway
 from agc_controller.translate.graph.gatewayclass import (
@@ -159,7 +159,7 @@ def translate_gateway(
     for kind, routes in _route_tables(snapshot):
         for route in routes.values():
             route_node = build_route(route, kind, snapshot, grants, settings.capabilities)
-            if not any(refers_to(ref, node) for ref in route_node.parent_refs):
+            if not any(ref.names(node.key) for ref in route_node.parent_refs):
                 continue
             parents, attached = attach_route(route_node, node, snapshot)
             attachments.extend(attached)
@@ -231,19 +231,13 @@ def _policy_statuses(
 def _ours_for(
     entries: list[Obj], gateway: ObjectKey, default_namespace: str, ref_field: str, controller: str
 ) -> bool:
-    for entry in entries:
-        if entry.get("controllerName") != controller:
-            continue
-        ref = ParentReference.from_api(
+    return any(
+        entry.get("controllerName") == controller
+        and ParentReference.from_api(
             entry.get(ref_field) or {}, default_namespace=default_namespace
-        )
-        if (
-            ref.kind == "Gateway"
-            and ref.namespace == gateway.namespace
-            and ref.name == gateway.name
-        ):
-            return True
-    return False
+        ).names(gateway)
+        for entry in entries
+    )
 
 
 def _clear_routes(

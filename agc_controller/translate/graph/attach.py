@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
 from agc_controller.status.model import Condition, ParentReference, RouteParentStatus
 from agc_controller.translate import conditions as c
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
@@ -31,15 +30,6 @@ class Attachment:
     hostnames: tuple[str, ...]
 
 
-def refers_to(ref: ParentReference, gateway: GatewayNode) -> bool:
-    return (
-        ref.group == GATEWAY_GROUP
-        and ref.kind == "Gateway"
-        and ref.namespace == gateway.key.namespace
-        and ref.name == gateway.key.name
-    )
-
-
 def attach_route(
     route: RouteNode, gateway: GatewayNode, snapshot: Snapshot
 ) -> tuple[list[RouteParentStatus], list[Attachment]]:
@@ -50,7 +40,7 @@ def attach_route(
     partially = _partially_invalid(route, generation)
     namespace_labels = _namespace_labels(snapshot, route.key.namespace)
     for ref in route.parent_refs:
-        if not refers_to(ref, gateway):
+        if not ref.names(gateway.key):
             continue
         candidates = [
             ls
