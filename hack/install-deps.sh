@@ -3,9 +3,11 @@
 # (a second run makes no network call), then checks Python and Go.
 set -euo pipefail
 
-# etcd for the local control plane; NGINX with Lua for the local data plane;
-# iproute2 for the test backends' network namespace; wrk for `make bench`
-packages=(etcd-server nginx libnginx-mod-http-lua lua-resty-core lua-cjson libnginx-mod-stream iproute2 wrk)
+# etcd for the local control plane; NGINX with Lua for the local data plane, and
+# its stream + njs modules (HTTP/1.1 and h2c gRPC on one plain port); iproute2
+# for the test backends' network namespaces; wrk for `make bench`
+packages=(etcd-server nginx libnginx-mod-http-lua lua-resty-core lua-cjson libnginx-mod-stream
+  libnginx-mod-stream-js iproute2 wrk)
 
 say() { printf '[deps] %s\n' "$*" >&2; }
 fail() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -76,15 +76,23 @@ class BackendNamespace:
         _ip("netns", "exec", self.name, "ip", "addr", "add", f"{address}/24", "dev", self.interface)
         return address
 
-    def start_echo(self, name: str, *, port: int = 8080, args: tuple[str, ...] = ()) -> str:
+    def start_echo(
+        self,
+        name: str,
+        *,
+        port: int = 8080,
+        args: tuple[str, ...] = (),
+        module: str = "agc_controller.localcluster.echo",
+    ) -> str:
         """Start an echo backend on a new address; returns the address once it listens.
 
         `args`: extra echo arguments (--tls-cert/--tls-key/--client-ca, --status).
+        `module`: another server taking the same --address/--port/--name (gRPC).
         """
         address = self.add_address()
         echo = [
             "-m",
-            "agc_controller.localcluster.echo",
+            module,
             "--address",
             address,
             "--port",

@@ -23,7 +23,7 @@ from agc_controller.translate.settings import CORE_FEATURES
 PROVIDERS = ("local", "azure", "memory")
 
 # what the local NGINX data plane implements, each exercised by tests/e2e
-LOCAL_FEATURES = (CORE_FEATURES - {"GRPCRoute"}) | frozenset(
+LOCAL_FEATURES = CORE_FEATURES | frozenset(
     {
         "BackendTLSPolicy",
         "GatewayBackendClientCertificate",

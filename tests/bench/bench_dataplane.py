@@ -286,6 +286,7 @@ def stop_backend_and_proxy(workdir: Path, ns: BackendNamespace) -> None:
 
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="agc-bench-dp-"))
+    workdir.chmod(0o711)  # NGINX workers (nobody) reach files under it
     ns = BackendNamespace.create(name="agc-bench", tag=NETNS_TAG)
     try:
         backend = start_backend_and_proxy(workdir, ns)

@@ -4,6 +4,8 @@ local provider running against the session's real kube-apiserver."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +34,19 @@ def backends() -> Iterator[BackendNamespace]:
         yield ns
     finally:
         ns.destroy()
+
+
+@pytest.fixture
+def dataplane_dir() -> Iterator[Path]:
+    """A state directory for the local data plane that NGINX workers (user nobody
+    when the tests run as root) can reach: pytest's own temporary directories are
+    private to their owner."""
+    path = Path(tempfile.mkdtemp(prefix="agc-dataplane-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @attrs.define
@@ -145,7 +160,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(
-    kube: client.ApiClient, namespace: str, control_plane: ControlPlane, tmp_path: Path
+    kube: client.ApiClient, namespace: str, control_plane: ControlPlane, dataplane_dir: Path
 ) -> AsyncIterator[Cluster]:
     suffix = uuid.uuid4().hex[:8]
     controller_name = f"agc-controller.io/e2e-{suffix}"
@@ -161,7 +176,7 @@ async def cluster(
             "spec": {"controllerName": controller_name},
         },
     )
-    provider = LocalProvider(state_dir=tmp_path / "dataplane")
+    provider = LocalProvider(state_dir=dataplane_dir)
     api = await api_client_from_kubeconfig(control_plane.kubeconfig)
     controller = Controller(
         api,

@@ -45,6 +45,8 @@ RETRY_CODE_SETS = tuple(
 class Listen:
     port: int  # the port NGINX binds (listener port + the configured offset)
     https: bool
+    # a plain-text port that must also take gRPC (HTTP/2 without TLS, "h2c")
+    h2c: bool = False
 
 
 @attrs.frozen
@@ -182,6 +184,9 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
         hosts.setdefault(h.listener, []).append(
             {"hostname": h.hostname, "rules": [b.rule(r) for r in h.rules]}
         )
+    # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
+    # with gRPC rules get a protocol sniffer in front (static.py), others do not
+    h2c_ports = {h.port + port_offset for h in model.hosts if any(r.grpc for r in h.rules)}
     listens = {(f.port + port_offset, f.protocol == "HTTPS") for f in model.frontends}
     doc = _without_nulls(
         {
@@ -193,7 +198,9 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
         }
     )
     needs = StaticNeeds(
-        listens=tuple(Listen(port=p, https=s) for p, s in sorted(listens)),
+        listens=tuple(
+            Listen(port=p, https=s, h2c=not s and p in h2c_ports) for p, s in sorted(listens)
+        ),
         backend_tls=tuple(b.tls),
     )
     return doc, needs

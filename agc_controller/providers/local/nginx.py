@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +97,7 @@ class NginxInstance:
         """Make `text` the running static config. True if NGINX was (re)started or reloaded."""
         if text == self.static_text and self._running():
             return False
+        self._check_reachable_by_workers()
         staged = self.layout.conf.with_suffix(".conf.new")
         staged.write_text(text)
         await self._validate(staged)
@@ -106,6 +108,20 @@ class NginxInstance:
             await self._start()
         self.static_text = text
         return True
+
+    def _check_reachable_by_workers(self) -> None:
+        """A master started as root runs its workers as `nobody`, and they open
+        files under the prefix (request body buffers, the sockets behind a
+        protocol sniffer): every directory on the way must let others through."""
+        if os.geteuid() != 0:
+            return
+        for directory in (self.layout.prefix, *self.layout.prefix.parents):
+            if not directory.stat().st_mode & stat.S_IXOTH:
+                raise NginxError(
+                    f"NGINX workers (user nobody) cannot reach {self.layout.prefix}: "
+                    f"{directory} is not searchable by others; `chmod o+x {directory}` "
+                    "or choose another --local-state-dir"
+                )
 
     async def push(self, state: bytes) -> None:
         """Hand the router a new state; NGINX validates it before swapping it in."""
@@ -174,8 +190,9 @@ class NginxInstance:
             )
 
     async def _spawn(self) -> None:
-        # a master killed outright leaves its control socket behind; binding it fails
-        self.layout.control_socket.unlink(missing_ok=True)
+        # a master killed outright leaves its unix sockets behind; binding them fails
+        for socket in self.layout.prefix.glob("*.sock"):
+            socket.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
             NGINX,
             "-p",

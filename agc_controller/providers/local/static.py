@@ -22,6 +22,10 @@ from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
 
 LUA_DIR = Path(__file__).parent / "lua"
+NJS_DIR = Path(__file__).parent / "njs"
+MODULES_DIR = Path("/usr/lib/nginx/modules")
+# sun_path is 108 bytes, NUL included
+_MAX_SOCKET_PATH = 107
 _SAFE = re.compile(r"^[A-Za-z0-9._/:\-]+$")
 
 
@@ -49,6 +53,10 @@ class InstanceLayout:
     @property
     def control_socket(self) -> Path:
         return self.prefix / "control.sock"
+
+    def http_socket(self, port: int, *, h2c: bool) -> Path:
+        """Where the HTTP server behind port `port`'s protocol sniffer listens."""
+        return self.prefix / f"{'h2c' if h2c else 'http'}-{port}.sock"
 
     @property
     def tls_dir(self) -> Path:
@@ -121,9 +129,15 @@ def _render(
         f"worker_processes {int(settings.workers)};",
         f"pid {prefix}/nginx.pid;",
         f"error_log {prefix}/error.log warn;",
-        "load_module /usr/lib/nginx/modules/ndk_http_module.so;",
-        "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;",
+        f"load_module {MODULES_DIR}/ndk_http_module.so;",
+        f"load_module {MODULES_DIR}/ngx_http_lua_module.so;",
+        *(
+            f"load_module {MODULES_DIR}/{module};"
+            for module in ("ngx_stream_module.so", "ngx_stream_js_module.so")
+            if any(listen.h2c for listen in needs.listens)
+        ),
         f"events {{ worker_connections {int(settings.worker_connections)}; }}",
+        *_sniffers(host, needs, layout),
         "http {",
         "  access_log off;",
         f"  client_body_temp_path {prefix}/tmp/body;",
@@ -152,6 +166,10 @@ def _render(
         "  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "  proxy_set_header X-Forwarded-Proto $scheme;",
         "  proxy_set_header X-Forwarded-Host $host;",
+        "  grpc_set_header Host $agc_upstream_host;",
+        "  grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "  grpc_set_header X-Forwarded-Proto $scheme;",
+        "  grpc_set_header X-Forwarded-Host $host;",
         "  proxy_connect_timeout 10s;",
         "  proxy_read_timeout 3600s;",
         "  proxy_send_timeout 3600s;",
@@ -190,11 +208,19 @@ def _render(
         port = int(listen.port)
         if not 0 < port < 65536:
             raise UnsafeValue(f"port {port} is out of range")
-        ssl = " ssl http2" if listen.https else ""
-        out += [
-            "  server {",
-            f"    listen {host}:{port}{ssl} reuseport;",
-        ]
+        out.append("  server {")
+        if listen.h2c:
+            # behind the sniffer (see _sniffers), which passes the client's address
+            # and the port it connected to in a PROXY protocol header
+            out += [
+                f"    listen unix:{_socket(layout, port, h2c=False)} proxy_protocol;",
+                f"    listen unix:{_socket(layout, port, h2c=True)} http2 proxy_protocol;",
+                "    set_real_ip_from unix:;",
+                "    real_ip_header proxy_protocol;",
+            ]
+        else:
+            ssl = " ssl http2" if listen.https else ""
+            out.append(f"    listen {host}:{port}{ssl} reuseport;")
         if listen.https:
             out += [
                 f"    ssl_certificate {fallback_cert};",
@@ -234,7 +260,6 @@ def _render(
                 )
             ],
             "    location @agc_grpc {",
-            "      grpc_set_header Host $agc_upstream_host;",
             "      grpc_pass grpc://agc_backend;",
             "    }",
         ]
@@ -252,6 +277,47 @@ def _render(
         out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _socket(layout: InstanceLayout, port: int, *, h2c: bool) -> str:
+    path = nginx_string(str(layout.http_socket(port, h2c=h2c)))
+    if len(path) > _MAX_SOCKET_PATH:
+        raise UnsafeValue(f"socket path {path!r} is too long; use a shorter state directory")
+    return path
+
+
+def _sniffers(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
+    """Plain-text ports that take both HTTP/1.x and h2c (gRPC without TLS).
+
+    NGINX 1.22 cannot serve both on one port, so a stream server owns the port,
+    reads the first bytes (njs: the HTTP/2 client preface or not) and hands the
+    connection to one of two HTTP listeners on unix sockets. The extra hop costs
+    throughput (docs/benchmarks.md), so only ports with gRPC rules have it.
+    """
+    ports = [int(listen.port) for listen in needs.listens if listen.h2c]
+    if not ports:
+        return []
+    njs = nginx_string(str(NJS_DIR / "sniff.js"))
+    out = [
+        "stream {",
+        f"  js_import agc from {njs};",
+        "  js_var $agc_h2c 0;",
+    ]
+    for port in ports:
+        out += [
+            f"  map $agc_h2c $agc_socket_{port} {{",
+            f"    1 unix:{_socket(layout, port, h2c=True)};",
+            f"    default unix:{_socket(layout, port, h2c=False)};",
+            "  }",
+            "  server {",
+            f"    listen {host}:{port} reuseport;",
+            "    js_preread agc.sniff;",
+            f"    proxy_pass $agc_socket_{port};",
+            "    proxy_protocol on;",
+            "  }",
+        ]
+    out.append("}")
+    return out
 
 
 def _backend_tls_location(

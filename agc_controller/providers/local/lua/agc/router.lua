@@ -66,9 +66,15 @@ local function apply_request_headers(m)
   for _, name in ipairs(m.remove) do ngx_req.clear_header(name) end
 end
 
+-- The port the client connected to. Behind a plain port's protocol sniffer the
+-- server listens on a unix socket, and the PROXY protocol header carries it.
+local function bound_port()
+  return tonumber(ngx_var.server_port) or tonumber(ngx_var.proxy_protocol_server_port)
+end
+
 -- The listener port the Gateway declared (ports may be mapped for non-root use).
 local function listener_port(state)
-  local bound = tonumber(ngx_var.server_port)
+  local bound = bound_port()
   local fe = state.frontends[bound]
   return fe and fe.list[1].port or bound
 end
@@ -155,8 +161,7 @@ function _M.route()
   local state = config.get()
   if not state then return ngx.exit(503) end
   local host = ngx_var.host
-  local port = tonumber(ngx_var.server_port)
-  local frontends = state.frontends[port]
+  local frontends = state.frontends[bound_port()]
   if not frontends then return ngx.exit(404) end
   local frontend = config.lookup(frontends, host)
   if ngx_var.https == "on" then
