@@ -1,0 +1,66 @@
+"""`agc-controller translate -o nginx`: what the local data plane would run.
+
+Per Gateway: the static NGINX configuration and the dynamic state the router
+would be sent, with certificates and keys replaced by digests (render.plain's
+invariant: no key material in printed output).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agc_controller.providers.local.dynamic import build_state
+from agc_controller.providers.local.static import (
+    InstanceLayout,
+    StaticSettings,
+    UnsafeValue,
+    render,
+)
+from agc_controller.render import Translations, pem_digest, register_output
+
+# where the files would live; only shown in the text
+_STATE_DIR = Path("/var/lib/agc-controller/local")
+
+
+def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **doc,
+        "certs": [{k: pem_digest(v) for k, v in c.items()} for c in doc.get("certs", [])],
+        "cas": [pem_digest(pem) for pem in doc.get("cas", [])],
+    }
+
+
+def render_nginx(translations: Translations) -> str:
+    out: list[str] = []
+    for key, translation in translations.gateways.items():
+        out.append(f"# ===== Gateway {key}")
+        model = translation.load_balancer
+        result = translations.result_for(translation)
+        if model is None or result is None or not result.addresses:
+            out.append("# not programmed (see -o status)\n")
+            continue
+        doc, needs = build_state(model)
+        layout = InstanceLayout(prefix=_STATE_DIR / key.replace("/", "_"))
+        try:
+            text, static_id = render(result.addresses[0].value, needs, layout, StaticSettings())
+        except UnsafeValue as e:
+            out.append(f"# refused by the local data plane: {e}\n")
+            continue
+        doc["static"] = static_id
+        out += [
+            f"# ----- {layout.conf}",
+            text,
+            f"# ----- dynamic state (sent to {layout.control_socket})",
+            json.dumps(_redacted(doc), indent=2, sort_keys=True),
+            "",
+        ]
+    return "\n".join(out)
+
+
+register_output(
+    "nginx",
+    render_nginx,
+    help="the local data plane's NGINX configuration and routing state per Gateway",
+)
