@@ -268,7 +268,11 @@ def _translate(args: argparse.Namespace) -> int:
         return 1
     for note in loaded.skipped:
         print(f"agc-controller translate: ignored {note}", file=sys.stderr)
-    settings = TranslateSettings(controller_name=args.controller_name)
+    output = render.outputs()[args.output]
+    if output.settings is not None:
+        settings = output.settings(args.controller_name)
+    else:
+        settings = TranslateSettings(controller_name=args.controller_name)
     translations = render.translate_all(Snapshot.from_objects(loaded.objects), settings)
     if not translations.gateway_classes:
         print(
@@ -276,7 +280,7 @@ def _translate(args: argparse.Namespace) -> int:
             f"{args.controller_name}, so no Gateway is ours (see --controller-name)",
             file=sys.stderr,
         )
-    sys.stdout.write(render.outputs()[args.output].render(translations))
+    sys.stdout.write(output.render(translations))
     return 0
 
 

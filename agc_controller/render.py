@@ -239,17 +239,26 @@ class Output:
     name: str
     help: str
     render: Renderer
+    # controller name -> the translation settings this output needs (a provider's
+    # capabilities); None: the defaults
+    settings: Callable[[str], TranslateSettings] | None = None
 
 
 # name -> output; filled at import with the built-ins, then by provider modules
 _OUTPUTS: dict[str, Output] = {}
 
 
-def register_output(name: str, render: Renderer, *, help: str) -> None:
+def register_output(
+    name: str,
+    render: Renderer,
+    *,
+    help: str,
+    settings: Callable[[str], TranslateSettings] | None = None,
+) -> None:
     """Make `-o name` available. A name is registered once; a clash is a bug."""
     if name in _OUTPUTS:
         raise ValueError(f"output {name!r} is already registered")
-    _OUTPUTS[name] = Output(name=name, help=help, render=render)
+    _OUTPUTS[name] = Output(name=name, help=help, render=render, settings=settings)
 
 
 def outputs() -> Mapping[str, Output]:

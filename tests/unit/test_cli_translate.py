@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,57 @@ def test_providers_add_outputs_through_the_registry(
     assert capsys.readouterr().out == "1 gateways\n"
     with pytest.raises(ValueError, match="already registered"):
         render.register_output("count", lambda t: "", help="again")
+
+
+def test_nginx_output_is_the_local_data_plane_config_and_state(
+    capsys: pytest.CaptureFixture[str], basic: Path, tmp_path: Path
+) -> None:
+    assert main(["translate", "-f", str(basic), "-o", "nginx"]) == 0
+    out = capsys.readouterr().out
+    assert "# ===== Gateway default/gw" in out
+    assert "listen 192.0.2.1:80 reuseport;" in out
+    state = json.loads(out[out.index("{", out.index("# ----- dynamic state")) :])
+    assert state["hosts"]["http"][0]["rules"][0]["route"] == "default/web"
+    assert "js_preread" not in out  # no gRPC, no protocol sniffer
+
+    grpc = tmp_path / "grpc.yaml"
+    grpc.write_text(BASIC.replace("kind: HTTPRoute", "kind: GRPCRoute"))
+    assert main(["translate", "-f", str(grpc), "-o", "nginx"]) == 0
+    out = capsys.readouterr().out
+    assert "js_preread agc.sniff;" in out
+    assert "listen unix:/var/lib/agc-controller/local/default_gw/h2c-80.sock http2" in out
+
+    assert main(["translate", "-f", str(TLS_CASE), "-o", "nginx"]) == 0
+    out = capsys.readouterr().out
+    assert "ssl_certificate_by_lua_block" in out
+    assert "BEGIN" not in out
+    assert "sha256:" in out
+
+
+def test_arm_output_is_translated_with_the_azure_capabilities(
+    capsys: pytest.CaptureFixture[str], basic: Path, tmp_path: Path
+) -> None:
+    code, doc, _ = run(capsys, "-f", str(basic), "-o", "arm")
+    assert code == 0
+    assert doc is not None
+    assert doc["gateways"] == {"default/gw": "programmed"}
+    body = doc["applicationGateway"]["properties"]
+    assert [p["properties"]["port"] for p in body["frontendPorts"]] == [80]
+    assert len(body["requestRoutingRules"]) == 1
+
+    # Application Gateway cannot match headers: under the azure capabilities
+    # the rule is refused (the route's status says so), so nothing routes
+    headers = tmp_path / "headers.yaml"
+    headers.write_text(
+        BASIC.replace(
+            "rules: [{backendRefs:",
+            "rules: [{matches: [{headers: [{name: x, value: y}]}], backendRefs:",
+        )
+    )
+    code, doc, _ = run(capsys, "-f", str(headers), "-o", "arm")
+    assert code == 0
+    assert doc is not None
+    assert "requestRoutingRules" not in doc["applicationGateway"]["properties"]
+    code, doc, _ = run(capsys, "-f", str(headers), "-o", "model")
+    assert doc is not None
+    assert doc["gateways"]["default/gw"]["hosts"][0]["rules"]  # the default settings keep it

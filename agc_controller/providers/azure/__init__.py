@@ -8,9 +8,10 @@ and the per-Gateway annotations. See docs/azure.md for the mapping.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agc_controller.kube.resources import GATEWAY_GROUP
-from agc_controller.providers.azure.arm import ArmError, ArmRejected, ArmTemporaryError, OnArmCall
-from agc_controller.providers.azure.provider import AzureProvider
 from agc_controller.providers.azure.settings import (
     APPLICATION_GATEWAY_ANNOTATION,
     FRONTEND_ANNOTATION,
@@ -24,6 +25,32 @@ from agc_controller.translate.settings import (
     DEFAULT_CONTROLLER_NAME,
     TranslateSettings,
 )
+
+if TYPE_CHECKING:
+    from agc_controller.providers.azure.arm import (
+        ArmError,
+        ArmRejected,
+        ArmTemporaryError,
+        OnArmCall,
+    )
+    from agc_controller.providers.azure.provider import AzureProvider
+
+# imported on first use: the Azure SDK they need takes seconds to import, and the
+# pure parts (translation settings, `translate -o arm`) do not need it
+_LAZY = {
+    "ArmError": "arm",
+    "ArmRejected": "arm",
+    "ArmTemporaryError": "arm",
+    "OnArmCall": "arm",
+    "AzureProvider": "provider",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # what Application Gateway v2 can express (docs/azure.md has the table)
 AZURE_CAPABILITIES = Capabilities(
