@@ -18,6 +18,7 @@ from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
 from agc_controller.translate import TranslateSettings
+from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.settings import CORE_FEATURES
 
 PROVIDERS = ("local", "azure", "memory")
@@ -57,6 +58,20 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
 )
 
 
+# NGINX checks an upstream certificate against the name it sends as SNI, and
+# only that: it cannot check other subjectAltNames
+LOCAL_CAPABILITIES = Capabilities(backend_tls_subject_alt_names=False)
+
+
+def local_translate_settings(controller_name: str) -> TranslateSettings:
+    """Translation settings for Gateways served by the local NGINX data plane."""
+    return TranslateSettings(
+        controller_name=controller_name,
+        supported_features=LOCAL_FEATURES,
+        capabilities=LOCAL_CAPABILITIES,
+    )
+
+
 @attrs.frozen
 class LocalOptions:
     # one subdirectory per Gateway's NGINX
@@ -81,12 +96,7 @@ async def open_provider(
             stop_on_close=local.stop_on_exit,
         )
         try:
-            yield (
-                provider,
-                TranslateSettings(
-                    controller_name=controller_name, supported_features=LOCAL_FEATURES
-                ),
-            )
+            yield provider, local_translate_settings(controller_name)
         finally:
             await provider.close()
     elif name == "azure":

@@ -175,7 +175,7 @@ def translate_gateway(
     kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
     route_statuses.extend(_clear_routes(snapshot, gateway_key, settings, keep=kept))
 
-    policies = build_policies(snapshot)
+    policies = build_policies(snapshot, settings.capabilities)
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
     kept_policies = {(s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))

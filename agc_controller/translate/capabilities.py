@@ -8,7 +8,9 @@ provider's `Capabilities` and drops the rule with a message naming the field
 a route left without rules is not accepted (see graph.routes).
 
 Invariant: `Capabilities()` (every flag on) accepts everything translation
-itself accepts, so the local provider's output never depends on this module.
+itself accepts. BackendTLSPolicy subjectAltNames are the one check that is not
+per rule: a provider without them gets the policy refused (graph.backendtlspolicy),
+which fails the requests to its backends rather than checking less than asked.
 The check reads the raw rule, not the parsed one, so messages keep the exact
 index of the offending filter or match.
 """
@@ -46,6 +48,9 @@ class Capabilities:
     # sessionPersistence types (Cookie, Header)
     session_persistence_types: frozenset[str] = frozenset({"Cookie", "Header"})
     session_persistence_timeouts: bool = True
+    # BackendTLSPolicy validation.subjectAltNames: check the backend certificate
+    # against these names instead of the SNI hostname
+    backend_tls_subject_alt_names: bool = True
 
     def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:
         """The first unsupported field of one raw route rule, as a message; None if none."""

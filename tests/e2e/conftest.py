@@ -19,10 +19,10 @@ from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.kube.resources import BY_KIND
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.netns import BackendNamespace
+from agc_controller.providers.factory import local_translate_settings
 from agc_controller.providers.local import LocalProvider
 from agc_controller.runtime.manager import Controller
 from agc_controller.settings import Settings
-from agc_controller.translate import TranslateSettings
 
 GW = "gateway.networking.k8s.io"
 
@@ -181,7 +181,7 @@ async def cluster(
     controller = Controller(
         api,
         settings=Settings(controller_name=controller_name, workers=2, leader_election=False),
-        translate_settings=TranslateSettings(controller_name=controller_name),
+        translate_settings=local_translate_settings(controller_name),
         provider=provider,
     )
     stop = asyncio.Event()

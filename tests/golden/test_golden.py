@@ -5,7 +5,8 @@ ConfigMaps, Namespaces). The output holds, for every GatewayClass and Gateway,
 the ALB model and every status translation decides, with the provider result
 fixed to "programmed at 192.0.2.1". Certificate material appears as a digest.
 Cases named `azure-<kind>-<scenario>` are translated with the azure provider's
-settings (its capabilities), every other case with the full local ones.
+settings (its capabilities), `local-<kind>-<scenario>` with the local NGINX data
+plane's, every other case with every capability on.
 Run `pytest tests/golden --update-golden` to rewrite expectations, then read
 the diff: it is the review.
 """
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.providers.factory import local_translate_settings
 from agc_controller.render import ASSUMED_RESULT, render_all, translate_all
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import CORE_FEATURES
@@ -30,6 +32,7 @@ SETTINGS = TranslateSettings(
     | {"HTTPRouteQueryParamMatching", "HTTPRouteMethodMatching", "BackendTLSPolicy"},
 )
 AZURE_SETTINGS = azure_translate_settings(SETTINGS.controller_name)
+LOCAL_SETTINGS = local_translate_settings(SETTINGS.controller_name)
 # fixed so that the files show translation, not a provider: "programmed at 192.0.2.1"
 RESULT = ASSUMED_RESULT
 
@@ -49,7 +52,9 @@ def test_there_are_cases() -> None:
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_golden(case: Path, request: pytest.FixtureRequest) -> None:
     objects = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
-    settings = AZURE_SETTINGS if case.name.startswith("azure-") else SETTINGS
+    settings = {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
+        case.name.split("-", 1)[0], SETTINGS
+    )
     got = render(Snapshot.from_objects(objects), settings)
     out = case.with_name(case.name.replace(".in.yaml", ".out.yaml"))
     text = yaml.safe_dump(got, sort_keys=False, width=100)

@@ -70,6 +70,7 @@ AZURE_CAPABILITIES = Capabilities(
     rewrite_prefix_replace=False,
     session_persistence_types=frozenset({"Cookie"}),
     session_persistence_timeouts=False,
+    backend_tls_subject_alt_names=False,
 )
 
 

@@ -15,6 +15,7 @@ import attrs
 
 from agc_controller.status.model import Condition, ObjectKey
 from agc_controller.translate import conditions as c
+from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -72,8 +73,11 @@ class Policies:
         return self.winners.get((service, None))
 
 
-def build_policies(snapshot: Snapshot) -> Policies:
-    nodes = [_build_policy(obj, snapshot) for obj in snapshot.backend_tls_policies.values()]
+def build_policies(snapshot: Snapshot, capabilities: Capabilities) -> Policies:
+    nodes = [
+        _build_policy(obj, snapshot, capabilities)
+        for obj in snapshot.backend_tls_policies.values()
+    ]
     nodes.sort(key=lambda p: (p.created, p.key.namespace, p.key.name))
     winners: dict[tuple[ObjectKey, str | None], PolicyNode] = {}
     losers: dict[ObjectKey, ObjectKey] = {}
@@ -93,7 +97,7 @@ def build_policies(snapshot: Snapshot) -> Policies:
     )
 
 
-def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
+def _build_policy(obj: Obj, snapshot: Snapshot, capabilities: Capabilities) -> PolicyNode:
     meta = obj["metadata"]
     namespace = meta["namespace"]
     spec = obj.get("spec") or {}
@@ -138,6 +142,13 @@ def _build_policy(obj: Obj, snapshot: Snapshot) -> PolicyNode:
                 "spec.validation.caCertificateRefs has no usable CA certificate",
             )
     sans, san_problem = _subject_alt_names(validation)
+    if sans and not capabilities.backend_tls_subject_alt_names:
+        # the data plane would check the hostname instead: a weaker check than asked
+        san_problem = (
+            c.R_INVALID,
+            "spec.validation.subjectAltNames is not supported by the "
+            f"{capabilities.provider} provider",
+        )
     accepted_problem = accepted_problem or san_problem
     if targets and not attached:
         accepted_problem = (c.R_TARGET_NOT_FOUND, c.join_problems(unknown_sections))
