@@ -3,14 +3,17 @@
 Like the Gateway API conformance echo server it reports the path, method,
 host and headers it saw plus its own name, so a test can tell which backend
 served a request and what the gateway changed on the way. `?delay=<seconds>`
-delays the answer; `?status=<code>` picks the status. WebSocket upgrades on
-/ws echo messages back. GET /__seen lists the paths received so far.
+delays the answer; `?status=<code>` picks the status. `?key=<k>&fail_times=<n>`
+answers the first n requests with key k with `fail_status` (default 500), later
+ones normally, and reports the count as "attempt" (retry tests). WebSocket
+upgrades on /ws echo messages back. GET /__seen lists the paths received so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ssl
 
 from aiohttp import WSMsgType, web
@@ -19,6 +22,8 @@ from aiohttp import WSMsgType, web
 def make_app(name: str, *, status: int = 200) -> web.Application:
     # paths received, for tests that check a copy arrived (mirrors); read at /__seen
     seen: list[str] = []
+    # requests per `key` query value
+    attempts: collections.Counter[str] = collections.Counter()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/__seen":
@@ -34,6 +39,13 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
         delay = float(request.query.get("delay", "0"))
         if delay:
             await asyncio.sleep(delay)
+        answer = int(request.query.get("status", status))
+        attempt = None
+        if (key := request.query.get("key")) is not None:
+            attempts[key] += 1
+            attempt = attempts[key]
+            if attempt <= int(request.query.get("fail_times", "0")):
+                answer = int(request.query.get("fail_status", "500"))
         body = await request.read()
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         return web.json_response(
@@ -46,8 +58,9 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
                 "body_length": len(body),
                 "remote": request.remote,
                 "client_cert": dict(x[0] for x in peer["subject"]) if peer else None,
+                "attempt": attempt,
             },
-            status=int(request.query.get("status", status)),
+            status=answer,
             headers={"X-Backend": name},
         )
 

@@ -15,6 +15,7 @@ import attrs
 
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
+from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
 from agc_controller.translate import TranslateSettings
@@ -53,14 +54,18 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteRequestPercentageMirror",
         "HTTPRouteRequestTimeout",
         "HTTPRouteResponseHeaderModification",
+        "HTTPRouteRetry",
         "HTTPRouteSchemeRedirect",
     }
 )
 
 
 # NGINX checks an upstream certificate against the name it sends as SNI, and
-# only that: it cannot check other subjectAltNames
-LOCAL_CAPABILITIES = Capabilities(backend_tls_subject_alt_names=False)
+# only that: it cannot check other subjectAltNames. Retries on status codes are
+# internal redirects, and NGINX allows a request ten (dynamic.RETRY_ATTEMPTS_MAX).
+LOCAL_CAPABILITIES = Capabilities(
+    backend_tls_subject_alt_names=False, retry_attempts_max=RETRY_ATTEMPTS_MAX
+)
 
 
 def local_translate_settings(controller_name: str) -> TranslateSettings:

@@ -40,6 +40,8 @@ class Capabilities:
     mirrors: bool = True
     cors: bool = True
     retries: bool = True
+    # the most retries a rule may ask for (retry.attempts); None: no limit
+    retry_attempts_max: int | None = None
     # header modifier `add` (append to an existing header); `set`/`remove` are assumed
     header_add: bool = True
     redirect_status_codes: frozenset[int] = _ALL_REDIRECT_CODES
@@ -73,8 +75,13 @@ class Capabilities:
         for j, ref in enumerate(refs):
             if not self.backend_filters and ref.get("filters"):
                 return f"{field}.backendRefs[{j}].filters"
-        if not self.retries and rule.get("retry"):
+        retry = rule.get("retry")
+        if not self.retries and retry:
             return f"{field}.retry"
+        if retry and self.retry_attempts_max is not None:
+            attempts = int(retry.get("attempts", 1))
+            if attempts > self.retry_attempts_max:
+                return f"{field}.retry.attempts above {self.retry_attempts_max} ({attempts})"
         persistence = rule.get("sessionPersistence")
         if persistence:
             if persistence.get("type", "Cookie") not in self.session_persistence_types:

@@ -114,3 +114,66 @@ async def test_cookie_session_persistence(cluster: Cluster, pool: dict[str, str]
                 moved[(await r.json())["name"]] += 1
         assert first not in moved
         assert len(moved) == 1, moved  # a new cookie, and it sticks again
+
+
+async def test_retry_attempts_backoff_and_the_last_answer(
+    cluster: Cluster, pool: dict[str, str]
+) -> None:
+    # one endpoint: every retry goes back to it, as with a single-replica backend
+    await cluster.service("counted", [pool["healthy"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/backoff"}}],
+                    "retry": {"codes": [500], "attempts": 3, "backoff": "200ms"},
+                    "backendRefs": [{"name": "counted", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/all"}}],
+                    "retry": {"codes": [500, 502, 503, 504], "attempts": 2},
+                    "backendRefs": [{"name": "counted", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/too-many"}}],
+                    "retry": {"codes": [500], "attempts": 9},
+                    "backendRefs": [{"name": "counted", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/all", 200)
+
+    async def fetch(path: str) -> tuple[int, dict[str, object], float]:
+        start = asyncio.get_running_loop().time()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{address}{path}", headers={"Host": "x"}) as r,
+        ):
+            body = await r.json() if r.content_type == "application/json" else {}
+            return r.status, body, asyncio.get_running_loop().time() - start
+
+    status, body, elapsed = await fetch("/backoff?key=a&fail_times=2")
+    assert (status, body["attempt"]) == (200, 3)
+    assert elapsed >= 0.4  # two waits of the 200 ms backoff
+    status, body, _ = await fetch("/backoff?key=b&fail_times=4")
+    # 1 try + 3 retries, all failing: the backend's own last answer comes through
+    assert (status, body["attempt"]) == (500, 4)
+    status, body, _ = await fetch("/backoff?key=c&fail_times=2&fail_status=503")
+    assert (status, body["attempt"]) == (503, 1)  # 503 is not among the codes
+    for code in (500, 502, 503, 504):
+        status, body, _ = await fetch(f"/all?key=ok-{code}&fail_times=1&fail_status={code}")
+        assert (status, body["attempt"]) == (200, 2)
+        status, body, _ = await fetch(f"/all?key=ko-{code}&fail_times=3&fail_status={code}")
+        assert (status, body["attempt"]) == (code, 3)
+
+    # more retries than the data plane can make: the rule is refused, not cut short
+    assert (await fetch("/too-many"))[0] == 404
+    route = await cluster.custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", cluster.namespace, "httproutes", "r"
+    )
+    messages = " ".join(c["message"] for c in route["status"]["parents"][0]["conditions"])
+    assert "spec.rules[2].retry.attempts above 8 (9) is not supported" in messages

@@ -29,6 +29,12 @@ from agc_controller.translate.model import (
 RETRIABLE_CODES = frozenset({500, 502, 503, 504})
 
 
+# A retry on a status code costs the request one internal redirect (error_page
+# back into its retry location), and two more go to entering that location and
+# to the last try; NGINX allows a request ten internal redirects in all.
+RETRY_ATTEMPTS_MAX = 8
+
+
 def retry_location(codes: tuple[int, ...]) -> str:
     return "@agc_retry_" + ("_".join(map(str, codes)) or "errors")
 
@@ -124,12 +130,16 @@ class _Builder:
 
     @staticmethod
     def retry(retry: Retry | None) -> dict[str, Any] | None:
-        """NGINX decides to retry before Lua runs, so each set of retriable codes
-        has its own location whose proxy_next_upstream lists exactly those."""
+        """Each set of retriable codes has its own location, whose error_page
+        sends exactly those answers back to the router for another try."""
         if retry is None:
             return None
         codes = tuple(sorted(set(retry.codes) & RETRIABLE_CODES))
-        return {"attempts": retry.attempts, "location": retry_location(codes)}
+        return {
+            "attempts": retry.attempts,
+            "location": retry_location(codes),
+            "backoff_ms": retry.backoff_ms,
+        }
 
     def rule(self, r: Rule) -> dict[str, Any]:
         m = r.match

@@ -265,15 +265,33 @@ def _render(
         ]
         for index, tls in enumerate(needs.backend_tls):
             out += _backend_tls_location(index, tls, layout, settings)
+        # Retry policies. Connection failures NGINX retries at once (the balancer
+        # grants the tries). An answer with one of the policy's codes comes back
+        # into the same location (error_page), where the router counts it, waits
+        # the backoff and lets the request try again; the last try goes to
+        # @agc_last_try, which does not intercept, so the client gets the
+        # backend's own answer if that fails too.
         for codes in RETRY_CODE_SETS:
+            location = retry_location(codes)
             out += [
-                f"    location {retry_location(codes)} {{",
-                "      proxy_next_upstream error timeout"
-                + "".join(f" http_{int(code)}" for code in codes)
-                + ";",
-                "      proxy_pass http://agc_backend;",
-                "    }",
+                f"    location {location} {{",
+                '      access_by_lua_block { require("agc.router").retry() }',
             ]
+            if codes:
+                out += [
+                    "      proxy_intercept_errors on;",
+                    "      recursive_error_pages on;",
+                    f"      error_page {' '.join(str(int(code)) for code in codes)} = {location};",
+                ]
+            out += ["      proxy_pass http://agc_backend;", "    }"]
+        out += [
+            "    location @agc_last_try {",
+            "      proxy_pass http://agc_backend;",
+            "    }",
+            "    location @agc_retries_spent {",
+            '      content_by_lua_block { require("agc.router").retries_spent() }',
+            "    }",
+        ]
         out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"

@@ -18,10 +18,16 @@ function _M.run()
   end
   local endpoints = target.endpoints
   local retry = ctx.retry
-  -- nil on the first try; a retry (the location chose which failures) moves on
+  -- nil on a location's first try; then NGINX is retrying a connection failure,
+  -- which counts against the attempts the retries on status codes share
   local state_name = balancer.get_last_failure()
-  if state_name == nil and retry and (retry.attempts or 0) > 0 then
-    balancer.set_more_tries(retry.attempts)
+  if retry then
+    if state_name == nil then
+      local remaining = retry.attempts - (ctx.retries or 0)
+      if remaining > 0 then balancer.set_more_tries(remaining) end
+    else
+      ctx.retries = (ctx.retries or 0) + 1
+    end
   end
   local chosen
   local session = ctx.session

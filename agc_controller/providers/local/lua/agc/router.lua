@@ -235,7 +235,7 @@ function _M.route()
     if target.tls then return ngx.exec("@agc_tls_" .. target.tls) end
     return ngx.exec("@agc_grpc")
   end
-  if rule.retry then
+  if rule.retry and rule.retry.attempts > 0 then
     ctxstash.save()
     return ngx.exec(rule.retry.location)
   end
@@ -243,6 +243,37 @@ function _M.route()
     ctxstash.save()
     return ngx.exec("@agc_mirrored")
   end
+end
+
+-- The retry location's access phase: on the first try nothing to do; on each
+-- later one (an answer with a retried code came back through error_page) count
+-- it against the attempts, which the balancer's retries after connection
+-- failures share, wait the backoff, and go on. The try that can be the last
+-- one goes to a location that passes the backend's answer through.
+function _M.retry()
+  local ctx = ctxstash.get()
+  if not ctx.retrying then
+    ctx.retrying = true
+    return
+  end
+  local retry = ctx.retry
+  local spent = (ctx.retries or 0) + 1
+  if spent > retry.attempts then
+    -- connection failures used up the attempts: the failed answer is gone
+    return ngx.exec("@agc_retries_spent")
+  end
+  ctx.retries = spent
+  if retry.backoff_ms and retry.backoff_ms > 0 then ngx.sleep(retry.backoff_ms / 1000) end
+  if spent == retry.attempts then
+    -- $agc_ctx still names the stashed context: the jump keeps it
+    return ngx.exec("@agc_last_try")
+  end
+end
+
+-- Every attempt failed and the last answer was intercepted: answer with its status.
+function _M.retries_spent()
+  local status = tonumber((ngx_var.upstream_status or ""):match("(%d+)%D*$"))
+  return ngx.exit(status or 502)
 end
 
 -- Mirror subrequests: $agc_mirrorN (set by the parent; subrequests share its
