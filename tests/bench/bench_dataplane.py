@@ -92,7 +92,9 @@ def wrk(url: str, connections: int, host: str = "bench.example.com") -> dict[str
     return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "failed": failed}
 
 
-def objects(routes: int, endpoints: list[str], *, extra: int = 0) -> list[dict[str, Any]]:
+def objects(
+    routes: int, endpoints: list[str], *, extra: int = 0, grpc: bool = False
+) -> list[dict[str, Any]]:
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
         {
@@ -148,6 +150,20 @@ def objects(routes: int, endpoints: list[str], *, extra: int = 0) -> list[dict[s
                             "backendRefs": [{"name": "svc", "port": 80}],
                         }
                     ],
+                },
+            }
+        )
+    if grpc:
+        # a gRPC route on the same port puts the protocol sniffer in front of it
+        objs.append(
+            {
+                "apiVersion": gw,
+                "kind": "GRPCRoute",
+                "metadata": {"name": "grpc", "namespace": "bench"},
+                "spec": {
+                    "parentRefs": [{"name": "gw"}],
+                    "hostnames": ["grpc.example.com"],
+                    "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
                 },
             }
         )
@@ -235,12 +251,17 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
         address = await apply(provider, objects(0, [backend]))
         await asyncio.sleep(0.5)
         print(f"{'path':<34} {'conns':>5} {'req/s':>9} {'p50':>8} {'p99':>8} {'failed':>6}")
+        rows = (
+            ("backend directly", f"http://{backend}:8080/", False),
+            ("agc-controller gateway", f"http://{address}/", False),
+            ("gateway, port shared with gRPC", f"http://{address}/", True),
+            ("hand-written NGINX proxy", "http://127.0.0.3:8088/", False),
+        )
         for connections in (64, 1000):
-            for label, url in (
-                ("backend directly", f"http://{backend}:8080/"),
-                ("agc-controller gateway", f"http://{address}/"),
-                ("hand-written NGINX proxy", "http://127.0.0.3:8088/"),
-            ):
+            for label, url, grpc in rows:
+                if label.startswith(("agc", "gateway")):
+                    await apply(provider, objects(0, [backend], grpc=grpc))
+                    await asyncio.sleep(0.5)
                 r = await asyncio.to_thread(wrk, url, connections)
                 print(
                     f"{label:<34} {connections:>5} {r['rps']:>9.0f} {r['p50']:>6.2f}ms"
