@@ -98,6 +98,7 @@ class NginxInstance:
         if text == self.static_text and self._running():
             return False
         self._check_reachable_by_workers()
+        self._make_socket_dir()
         staged = self.layout.conf.with_suffix(".conf.new")
         staged.write_text(text)
         await self._validate(staged)
@@ -123,6 +124,18 @@ class NginxInstance:
                     "or choose another --local-state-dir"
                 )
 
+    def _make_socket_dir(self) -> None:
+        """The sockets' directory (see static.socket_root), refusing one that
+        someone else made: it may be under a shared /tmp."""
+        root = self.layout.socket_dir.parent
+        root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        info = root.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise NginxError(
+                f"{root} is not a directory of this user's; set AGC_SOCKET_DIR to one that is"
+            )
+        self.layout.socket_dir.mkdir(mode=0o711, exist_ok=True)
+
     async def push(self, state: bytes) -> None:
         """Hand the router a new state; NGINX validates it before swapping it in."""
         status, body = await self._request("PUT", state)
@@ -143,6 +156,7 @@ class NginxInstance:
                 os.kill(self._pid, signal.SIGKILL)
                 await self._exited(within=5.0)
         shutil.rmtree(self.layout.prefix, ignore_errors=True)
+        shutil.rmtree(self.layout.socket_dir, ignore_errors=True)
 
     def _running(self) -> bool:
         if self._process is not None:
@@ -191,7 +205,7 @@ class NginxInstance:
 
     async def _spawn(self) -> None:
         # a master killed outright leaves its unix sockets behind; binding them fails
-        for socket in self.layout.prefix.glob("*.sock"):
+        for socket in self.layout.socket_dir.glob("*.sock"):
             socket.unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
             NGINX,

@@ -10,9 +10,12 @@ character set rather than trying to escape it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import attrs
@@ -25,7 +28,7 @@ LUA_DIR = Path(__file__).parent / "lua"
 NJS_DIR = Path(__file__).parent / "njs"
 MODULES_DIR = Path("/usr/lib/nginx/modules")
 # sun_path is 108 bytes, NUL included
-_MAX_SOCKET_PATH = 107
+MAX_SOCKET_PATH = 107
 _SAFE = re.compile(r"^[A-Za-z0-9._/:\-]+$")
 
 
@@ -40,6 +43,19 @@ def nginx_string(value: str) -> str:
     return value
 
 
+@functools.cache
+def socket_root() -> Path:
+    """Where data planes keep their unix sockets: a short path, since a socket's
+    must fit in 107 bytes and a prefix holds a namespace and a Gateway name."""
+    if configured := os.environ.get("AGC_SOCKET_DIR"):
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/run/agc-controller")
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime) / "agc-controller"
+    return Path(tempfile.gettempdir()) / f"agc-controller-{os.geteuid()}"
+
+
 @attrs.frozen
 class InstanceLayout:
     """Where one Gateway's data plane keeps its files."""
@@ -51,12 +67,18 @@ class InstanceLayout:
         return self.prefix / "nginx.conf"
 
     @property
+    def socket_dir(self) -> Path:
+        """The instance's sockets, named after its prefix (the same for every
+        controller on that state directory, so a new one finds a running NGINX)."""
+        return socket_root() / hashlib.sha256(str(self.prefix).encode()).hexdigest()[:16]
+
+    @property
     def control_socket(self) -> Path:
-        return self.prefix / "control.sock"
+        return self.socket_dir / "control.sock"
 
     def http_socket(self, port: int, *, h2c: bool) -> Path:
         """Where the HTTP server behind port `port`'s protocol sniffer listens."""
-        return self.prefix / f"{'h2c' if h2c else 'http'}-{port}.sock"
+        return self.socket_dir / f"{'h2c' if h2c else 'http'}-{port}.sock"
 
     @property
     def tls_dir(self) -> Path:
@@ -199,7 +221,7 @@ def _render(
             )
         ],
         "  server {",
-        f"    listen unix:{nginx_string(str(layout.control_socket))};",
+        f"    listen unix:{_path(layout.control_socket)};",
         "    client_body_buffer_size 64m;",
         '    location = /config { content_by_lua_block { require("agc.control").handle() } }',
         "  }",
@@ -298,9 +320,13 @@ def _render(
 
 
 def _socket(layout: InstanceLayout, port: int, *, h2c: bool) -> str:
-    path = nginx_string(str(layout.http_socket(port, h2c=h2c)))
-    if len(path) > _MAX_SOCKET_PATH:
-        raise UnsafeValue(f"socket path {path!r} is too long; use a shorter state directory")
+    return _path(layout.http_socket(port, h2c=h2c))
+
+
+def _path(socket: Path) -> str:
+    path = nginx_string(str(socket))
+    if len(path) > MAX_SOCKET_PATH:
+        raise UnsafeValue(f"socket path {path!r} is too long; set a shorter AGC_SOCKET_DIR")
     return path
 
 
