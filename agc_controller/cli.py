@@ -1,4 +1,4 @@
-"""Command line: `agc-controller {run,local,translate,version}`.
+"""Command line: `agc-controller {run,local,dataplane,translate,version}`.
 
 `run` is the controller against a cluster (in-cluster service account, or a
 kubeconfig), with the probe/metrics endpoint; SIGTERM or SIGINT stops it in
@@ -6,13 +6,16 @@ order within `--shutdown-grace`. `local` is the embedded default: a local
 control plane (etcd + kube-apiserver + kube-controller-manager) with the
 Gateway API CRDs, and the controller running against it. `translate` needs no
 cluster: YAML files in, the ALB model and statuses out (outputs come from the
-registry in render.py, which providers extend).
+registry in render.py, which providers extend). `dataplane` is the agent of a
+data-plane pod (`run --local-dataplane deployment` provisions those pods): it
+runs NGINX with the configuration the controller wrote into a Secret.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -24,6 +27,8 @@ import structlog
 from kubernetes_asyncio import client
 
 from agc_controller import __version__, logs, render
+from agc_controller.dataplane.agent import Agent, run_agent
+from agc_controller.dataplane.manifests import STATE_DIR
 from agc_controller.kube.client import api_client
 from agc_controller.localcluster import (
     ControlPlane,
@@ -36,7 +41,13 @@ from agc_controller.localcluster.crds import CHANNELS
 from agc_controller.providers.factory import PROVIDERS, LocalOptions, open_provider
 from agc_controller.runtime.health import HealthServer, parse_address
 from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
-from agc_controller.settings import Settings
+from agc_controller.settings import (
+    LOCAL_DATAPLANE_MODES,
+    SERVICE_TYPES,
+    DataPlaneSettings,
+    Settings,
+)
+from agc_controller.status.model import ObjectKey
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 
@@ -79,6 +90,59 @@ def _add_controller_options(parser: argparse.ArgumentParser) -> None:
         default=int(_env("AGC_WORKERS", "4")),
         help="concurrent reconciles (env AGC_WORKERS)",
     )
+
+
+def _add_dataplane_options(parser: argparse.ArgumentParser) -> None:
+    defaults = DataPlaneSettings()
+    parser.add_argument(
+        "--local-dataplane",
+        choices=LOCAL_DATAPLANE_MODES,
+        default=_env("AGC_LOCAL_DATAPLANE", "process"),
+        help="local provider: process = NGINX child processes on this host; deployment = a "
+        "data-plane Deployment and Service per Gateway, configured through a Secret "
+        "(env AGC_LOCAL_DATAPLANE)",
+    )
+    parser.add_argument(
+        "--dataplane-image",
+        default=_env("AGC_DATAPLANE_IMAGE", defaults.image),
+        help="deployment mode: the data-plane image (env AGC_DATAPLANE_IMAGE)",
+    )
+    parser.add_argument(
+        "--dataplane-image-pull-policy",
+        default=_env("AGC_DATAPLANE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+        help="deployment mode: its pull policy (env AGC_DATAPLANE_IMAGE_PULL_POLICY)",
+    )
+    parser.add_argument(
+        "--dataplane-replicas",
+        type=int,
+        default=int(_env("AGC_DATAPLANE_REPLICAS", str(defaults.replicas))),
+        help="deployment mode: data-plane pods per Gateway unless its annotation "
+        "dataplane.agc-controller.io/replicas says otherwise (env AGC_DATAPLANE_REPLICAS)",
+    )
+    parser.add_argument(
+        "--dataplane-service-type",
+        choices=SERVICE_TYPES,
+        default=_env("AGC_DATAPLANE_SERVICE_TYPE", defaults.service_type),
+        help="deployment mode: the type of each Gateway's Service unless its annotation "
+        "dataplane.agc-controller.io/service-type says otherwise (env AGC_DATAPLANE_SERVICE_TYPE)",
+    )
+    parser.add_argument(
+        "--dataplane-resources",
+        type=_json_object,
+        default=_json_object(_env("AGC_DATAPLANE_RESOURCES", "{}")),
+        help="deployment mode: the data-plane container's resources, as JSON "
+        '(e.g. {"requests": {"cpu": "100m"}}) (env AGC_DATAPLANE_RESOURCES)',
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,6 +208,46 @@ def _parser() -> argparse.ArgumentParser:
         default=float(_env("AGC_SHUTDOWN_GRACE", str(SHUTDOWN_GRACE))),
         help="seconds from SIGTERM to exit: in-flight work, status, lease release "
         "(env AGC_SHUTDOWN_GRACE); keep it below the pod's terminationGracePeriodSeconds",
+    )
+    _add_dataplane_options(run)
+
+    dataplane = commands.add_parser(
+        "dataplane",
+        help="run a data-plane pod's agent: NGINX with the configuration from a Secret",
+        description="Watch the Gateway's configuration Secret (written by the controller with "
+        "--local-dataplane deployment), run NGINX with it, and report each version applied "
+        "or refused in the Secret's annotations. In a pod, uses the service account unless "
+        "--kubeconfig is given.",
+    )
+    dataplane.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG"))
+    dataplane.add_argument(
+        "--secret", required=True, help="name of the configuration Secret to watch"
+    )
+    dataplane.add_argument(
+        "--namespace",
+        default=_env("POD_NAMESPACE", "default"),
+        help="namespace of the Secret (env POD_NAMESPACE)",
+    )
+    dataplane.add_argument(
+        "--pod-name",
+        default=_env("POD_NAME", os.environ.get("HOSTNAME", "")),
+        help="this pod's name, written into reports (env POD_NAME)",
+    )
+    dataplane.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(_env("AGC_DATAPLANE_STATE_DIR", STATE_DIR)),
+        help="where NGINX keeps its files (env AGC_DATAPLANE_STATE_DIR)",
+    )
+    dataplane.add_argument(
+        "--listen-address",
+        default=_env("AGC_DATAPLANE_LISTEN_ADDRESS", "0.0.0.0"),
+        help="the address NGINX binds the listener ports on (env AGC_DATAPLANE_LISTEN_ADDRESS)",
+    )
+    dataplane.add_argument(
+        "--health-address",
+        default=_env("AGC_HEALTH_ADDRESS", ":8081"),
+        help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
     )
 
     local = commands.add_parser(
@@ -225,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "translate":
         return _translate(args)
+    if args.command == "dataplane":
+        return _dataplane(args)
     if args.command == "run":
         settings = Settings(
             controller_name=args.controller_name,
@@ -245,7 +351,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 provider=args.provider,
                 # the data planes outlive this process: a successor adopts them
                 local=LocalOptions(
-                    args.local_state_dir.resolve(), args.local_port_offset, stop_on_exit=False
+                    args.local_state_dir.resolve(),
+                    args.local_port_offset,
+                    stop_on_exit=False,
+                    dataplane=args.local_dataplane,
+                    deployment=DataPlaneSettings(
+                        image=args.dataplane_image,
+                        image_pull_policy=args.dataplane_image_pull_policy,
+                        replicas=args.dataplane_replicas,
+                        service_type=args.dataplane_service_type,
+                        resources=args.dataplane_resources,
+                    ),
                 ),
                 health=health,
                 leader_retry_period=args.leader_retry_period,
@@ -258,6 +374,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ControlPlaneError as e:
         print(f"agc-controller: {e}", file=sys.stderr)
         return 1
+
+
+def _dataplane(args: argparse.Namespace) -> int:
+    try:
+        health = parse_address(args.health_address) if args.health_address else None
+    except ValueError as e:
+        print(f"agc-controller: --health-address: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(_run_dataplane(args, health))
+    return 0
+
+
+async def _run_dataplane(args: argparse.Namespace, health: tuple[str, int] | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    api = await api_client(args.kubeconfig)
+    async with api:
+        agent = Agent(
+            api,
+            namespace=args.namespace,
+            secret=args.secret,
+            pod=args.pod_name,
+            state_dir=args.state_dir.resolve(),
+            listen_address=args.listen_address,
+        )
+        await run_agent(agent, health=health, stop=stop)
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -301,12 +445,23 @@ async def _run_controller(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     api = await api_client(kubeconfig)
+    controller: Controller | None = None
+
+    def requeue(key: ObjectKey) -> None:
+        # the provider starts watching before the controller exists; the controller's
+        # first pass covers what it saw until then
+        if controller is not None:
+            controller.queue.add(key)
+
     async with (
         api,
-        open_provider(provider, controller_name=settings.controller_name, local=local) as (
-            data_plane,
-            translate_settings,
-        ),
+        open_provider(
+            provider,
+            controller_name=settings.controller_name,
+            local=local,
+            api=api,
+            requeue=requeue,
+        ) as (data_plane, translate_settings),
     ):
         controller = Controller(
             api,

@@ -7,17 +7,21 @@ from there), and translation reports anything else on the route.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
+from kubernetes_asyncio import client
 
+from agc_controller.dataplane.provider import DeploymentProvider
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
+from agc_controller.settings import LOCAL_DATAPLANE_MODES, DataPlaneSettings
+from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.settings import CORE_FEATURES
@@ -86,14 +90,45 @@ class LocalOptions:
     # stop the data planes when the controller exits; False keeps traffic flowing
     # through a restart or failover (the next controller adopts them)
     stop_on_exit: bool = True
+    # process: NGINX child processes of the controller (the options above);
+    # deployment: a data-plane Deployment per Gateway (agc_controller/dataplane)
+    dataplane: str = attrs.field(
+        default="process", validator=attrs.validators.in_(LOCAL_DATAPLANE_MODES)
+    )
+    deployment: DataPlaneSettings = attrs.field(factory=DataPlaneSettings)
+
+
+def _drop(_key: ObjectKey) -> None:
+    return
 
 
 @asynccontextmanager
 async def open_provider(
-    name: str, *, controller_name: str, local: LocalOptions
+    name: str,
+    *,
+    controller_name: str,
+    local: LocalOptions,
+    api: client.ApiClient | None = None,
+    requeue: Callable[[ObjectKey], None] = _drop,
 ) -> AsyncIterator[tuple[Provider, TranslateSettings]]:
-    """The provider `name` and its translation settings; closed on exit."""
-    if name == "local":
+    """The provider `name` and its translation settings; closed on exit.
+
+    The local provider's deployment mode needs `api` (it writes the data-plane
+    objects) and `requeue` (it re-queues a Gateway when its data plane reports).
+    """
+    local_settings = local_translate_settings(controller_name)
+    if name == "local" and local.dataplane == "deployment":
+        if api is None:
+            raise ValueError("the local provider's deployment mode needs an API client")
+        deployments = DeploymentProvider(
+            api, controller_name=controller_name, settings=local.deployment, requeue=requeue
+        )
+        deployments.start()
+        try:
+            yield deployments, local_settings
+        finally:
+            await deployments.close()
+    elif name == "local":
         provider = LocalProvider(
             state_dir=local.state_dir,
             port_offset=local.port_offset,
@@ -101,7 +136,7 @@ async def open_provider(
             stop_on_close=local.stop_on_exit,
         )
         try:
-            yield provider, local_translate_settings(controller_name)
+            yield provider, local_settings
         finally:
             await provider.close()
     elif name == "azure":

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+from agc_controller.dataplane.config import VERSION_ANNOTATION, decode
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.controlplane import free_port
 from tests.integration.test_controller import GW, Env, condition, eventually, our_parents
@@ -99,7 +100,15 @@ class Install:
 
 
 @pytest.fixture
-def install(helm: Path, control_plane: ControlPlane, namespace: str) -> Iterator[Install]:
+def provider() -> str:
+    """The chart's `provider` value for `install` (a test overrides it by parametrizing)."""
+    return "memory"
+
+
+@pytest.fixture
+def install(
+    helm: Path, control_plane: ControlPlane, namespace: str, provider: str
+) -> Iterator[Install]:
     suffix = uuid.uuid4().hex[:8]
     release = f"t{suffix}"
     install = Install(
@@ -108,7 +117,7 @@ def install(helm: Path, control_plane: ControlPlane, namespace: str) -> Iterator
             release=release,
             namespace=namespace,
             values={
-                "provider": "memory",
+                "provider": provider,
                 "gatewayClass.name": f"agc-{suffix}",
                 "controllerName": f"agc-controller.io/test-{suffix}",
             },
@@ -203,18 +212,21 @@ def test_chart_installs_the_crds_directory(
         kubectl(control_plane, "delete", "--ignore-not-found", "-f", "-", manifest=manifest)
 
 
-@pytest.fixture
-async def sa_kubeconfig(
-    kube: client.ApiClient, control_plane: ControlPlane, install: Install, tmp_path: Path
+async def service_account_kubeconfig(
+    kube: client.ApiClient,
+    control_plane: ControlPlane,
+    *,
+    namespace: str,
+    service_account: str,
+    path: Path,
 ) -> Path:
-    """What a pod of the chart would see: the ServiceAccount's token and the cluster CA."""
+    """What a pod running as `service_account` would see: its token and the cluster CA."""
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
     )
     token = await client.CoreV1Api(kube).create_namespaced_service_account_token(
-        install.fullname, install.namespace, request
+        service_account, namespace, request
     )
-    path = tmp_path / "sa.kubeconfig"
     text = yaml.safe_dump(
         {
             "apiVersion": "v1",
@@ -235,6 +247,27 @@ async def sa_kubeconfig(
     )
     await asyncio.to_thread(path.write_text, text)
     return path
+
+
+@pytest.fixture
+async def sa_kubeconfig(
+    kube: client.ApiClient, control_plane: ControlPlane, install: Install, tmp_path: Path
+) -> Path:
+    """What a pod of the chart would see: the ServiceAccount's token and the cluster CA."""
+    return await service_account_kubeconfig(
+        kube,
+        control_plane,
+        namespace=install.namespace,
+        service_account=install.fullname,
+        path=tmp_path / "sa.kubeconfig",
+    )
+
+
+def chart_env(manifest: str) -> dict[str, str]:
+    """The plain environment variables of the chart's controller container."""
+    deployment = next(doc for doc in documents(manifest) if doc["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
 
 
 @attrs.define
@@ -274,7 +307,10 @@ def start_controller(install: Install, sa_kubeconfig: Path, tmp_path: Path) -> I
         port = free_port()
         log_path = tmp_path / f"{name}.log"
         env = {key: value for key, value in os.environ.items() if key != "KUBERNETES_SERVICE_HOST"}
-        env |= {"HOSTNAME": name, "POD_NAMESPACE": install.namespace, "AGC_LOG_FORMAT": "json"}
+        # what the chart's Deployment sets (provider, data-plane settings...), then the
+        # pod's identity and a port of its own
+        env |= chart_env(install.manifest)
+        env |= {"HOSTNAME": name, "POD_NAMESPACE": install.namespace}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [
@@ -283,10 +319,7 @@ def start_controller(install: Install, sa_kubeconfig: Path, tmp_path: Path) -> I
                     "agc_controller.cli",
                     "run",
                     f"--kubeconfig={sa_kubeconfig}",
-                    f"--controller-name={install.controller_name}",
-                    "--provider=memory",
                     f"--health-address=127.0.0.1:{port}",
-                    "--leader-retry-period=0.5",
                 ],
                 env=env,
                 stdout=log,
@@ -484,3 +517,225 @@ async def _programmed(env: Env) -> bool:
 async def _attached_via(env: Env, gateway: str) -> bool:
     listeners = ((await env.get("gateways", gateway)).get("status") or {}).get("listeners") or []
     return bool(listeners) and listeners[0]["attachedRoutes"] == 1
+
+
+# the objects the controller provisions per Gateway with provider local
+DATAPLANE_KINDS = {
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "Secret": ("", "v1", "secrets"),
+    "Service": ("", "v1", "services"),
+    "Deployment": ("apps", "v1", "deployments"),
+}
+
+
+async def get_object(kube: client.ApiClient, kind: str, namespace: str, name: str) -> Any:
+    """The object as raw JSON, or None if it does not exist."""
+    group, version, plural = DATAPLANE_KINDS[kind]
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    try:
+        return await kube.call_api(
+            f"{base}/namespaces/{namespace}/{plural}/{name}",
+            "GET",
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+    except client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def _decoded_paths(secret: dict[str, Any]) -> set[str]:
+    config = decode(secret)
+    return {
+        rule["match"]["path"][1]
+        for hosts in config.state["hosts"].values()
+        for host in hosts
+        for rule in host["rules"]
+    }
+
+
+def check_data_plane(objects: dict[str, Any], gateway: dict[str, Any]) -> None:
+    """The provisioned objects of `gateway` are owned by it, carry the chart's
+    data-plane values, and give the agent exactly what it needs."""
+    name = f"agc-{gateway['metadata']['name']}"
+    namespace = gateway["metadata"]["namespace"]
+    for kind, obj in objects.items():
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": f"{GW}/v1",
+                "kind": "Gateway",
+                "name": gateway["metadata"]["name"],
+                "uid": gateway["metadata"]["uid"],
+                "controller": True,
+            }
+        ], kind
+    # the agent may read its one Secret (by name: list and watch need the field
+    # selector) and report on it; nothing else
+    assert objects["Role"]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [name],
+            "verbs": ["list", "watch", "patch"],
+        }
+    ]
+    assert objects["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    ]
+    assert objects["RoleBinding"]["roleRef"]["name"] == name
+    # the chart's data-plane values reach the Deployment and the Service
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["dataplane"]
+    deployment = objects["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["replicas"] == values["replicas"]
+    assert container["image"] == f"{values['image']['repository']}:0.1.0"
+    assert container["resources"] == values["resources"]
+    assert f"--secret={name}" in container["args"]
+    assert pod["serviceAccountName"] == name
+    service = objects["Service"]
+    assert service["spec"]["type"] == values["serviceType"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(80, 80)]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("provider", ["local"])
+async def test_deployment_mode_provisions_each_gateway_its_data_plane(
+    kube: client.ApiClient,
+    controller_manager: ControlPlane,
+    install: Install,
+    env: Env,
+    start_controller: Any,
+) -> None:
+    """provider local in the chart: per Gateway a Secret, ServiceAccount, Role,
+    RoleBinding, Service and Deployment, owned by the Gateway, written with the
+    chart's RBAC; route edits reach the Secret; deleting the Gateway collects them."""
+    controller = start_controller("provisioner")
+    await env.service()
+    await env.gateway("gw")
+    await env.route("web", "gw")
+    gateway = await env.get("gateways", "gw")
+    name = "agc-gw"
+
+    async def provisioned() -> bool:
+        return all([await get_object(kube, kind, env.namespace, name) for kind in DATAPLANE_KINDS])
+
+    await eventually(provisioned)
+    objects = {kind: await get_object(kube, kind, env.namespace, name) for kind in DATAPLANE_KINDS}
+    check_data_plane(objects, gateway)
+    deployment, service = objects["Deployment"], objects["Service"]
+    assert _decoded_paths(objects["Secret"]) == {"/"}
+
+    # no agent runs here: Programmed waits for one, at the Service's address
+    async def pending() -> bool:
+        status = (await env.get("gateways", "gw")).get("status") or {}
+        return condition(status.get("conditions"), "Programmed").get("reason") == "Pending"
+
+    await eventually(pending)
+    status = (await env.get("gateways", "gw"))["status"]
+    assert status["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
+
+    # a route edit changes the Secret, and only the Secret
+    version = objects["Secret"]["metadata"]["annotations"][VERSION_ANNOTATION]
+    await env.patch(
+        "httproutes",
+        "web",
+        {
+            "spec": {
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+                        "backendRefs": [{"name": "web", "port": 80}],
+                    }
+                ]
+            }
+        },
+    )
+
+    async def secret_changed() -> bool:
+        secret = await get_object(kube, "Secret", env.namespace, name)
+        return bool(secret["metadata"]["annotations"][VERSION_ANNOTATION] != version)
+
+    await eventually(secret_changed)
+    assert _decoded_paths(await get_object(kube, "Secret", env.namespace, name)) == {"/v2"}
+    deployment_now = await get_object(kube, "Deployment", env.namespace, name)
+    assert deployment_now["metadata"]["generation"] == deployment["metadata"]["generation"]
+
+    # a Gateway that moves to another class loses its data plane (the controller
+    # deletes it: the Gateway still exists, so the garbage collector would not)
+    await env.gateway("moving")
+
+    async def gone(gateway: str) -> bool:
+        return not any(
+            [
+                await get_object(kube, kind, env.namespace, f"agc-{gateway}")
+                for kind in DATAPLANE_KINDS
+            ]
+        )
+
+    await eventually(lambda: _exists(kube, "Deployment", env.namespace, "agc-moving"))
+    await env.patch("gateways", "moving", {"spec": {"gatewayClassName": "someone-else"}})
+    await eventually(lambda: gone("moving"))
+    assert await get_object(kube, "Deployment", env.namespace, name) is not None
+
+    assert controller.process.poll() is None
+    failures = [
+        entry
+        for entry in controller.logs()
+        if entry.get("level") in ("warning", "error")
+        and ("403" in json.dumps(entry) or entry.get("event") == "permission_denied")
+    ]
+    assert failures == []
+
+    # with no controller running, only the garbage collector can remove the data
+    # plane of a deleted Gateway: the owner references make it do so
+    controller.process.kill()
+    controller.process.wait()
+    await env.custom.delete_namespaced_custom_object(GW, "v1", env.namespace, "gateways", "gw")
+    await eventually(lambda: gone("gw"), within=60)
+
+
+@pytest.mark.parametrize("provider", ["local"])
+async def test_a_missing_provisioning_verb_is_logged_and_retried(
+    kube: client.ApiClient,
+    control_plane: ControlPlane,
+    install: Install,
+    env: Env,
+    start_controller: Any,
+) -> None:
+    """Server-side apply creates with `create` and updates with `patch`: without
+    `create` on deployments, the first apply is refused, said so, and retried."""
+    role = next(doc for doc in documents(install.manifest) if doc["kind"] == "ClusterRole")
+    rule = next(r for r in role["rules"] if r["apiGroups"] == ["apps"])
+    rule["verbs"].remove("create")
+    apply(control_plane, yaml.safe_dump(role))
+    controller = start_controller("no-create")
+    await env.service()
+    await env.gateway("gw")
+
+    def denied() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in controller.logs()
+            if e.get("event") == "permission_denied" and e.get("resource") == "deployments"
+        ]
+
+    await eventually(lambda: _is(len(denied()) >= 2))
+    assert denied()[0]["level"] == "error"
+    assert "'create' and 'patch' on 'deployments'" in denied()[0]["fix"]
+    assert await get_object(kube, "Deployment", env.namespace, "agc-gw") is None
+    # what came before the Deployment in the apply order is there
+    assert await get_object(kube, "Secret", env.namespace, "agc-gw") is not None
+
+    apply(control_plane, install.manifest)
+    await eventually(lambda: _exists(kube, "Deployment", env.namespace, "agc-gw"), within=60)
+    assert controller.process.poll() is None
+
+
+async def _exists(kube: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
+    return await get_object(kube, kind, namespace, name) is not None

@@ -7,6 +7,13 @@ the control socket (validated by the router before it swaps). Any refusal
 leaves the last good configuration serving and comes back as
 `ApplyResult(programmed=False)` naming why. One Gateway's data plane never
 touches another's: separate processes, addresses and files.
+
+The two halves are separable, because in a cluster they run in different
+processes (agc_controller/dataplane): the build half is `build_state` (model →
+state document + static needs, dynamic.py) with `check_static` (refuses what
+`render` would refuse, before anything is delivered); the program half is
+`program` (state + needs → a running NGINX), which this provider calls on its
+child NGINX and the data-plane agent on the NGINX of its pod.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import structlog
@@ -64,11 +72,9 @@ class LocalProvider:
         doc, needs = build_state(model, port_offset=self.port_offset)
         instance = self._instance(key)
         try:
-            self._write_backend_tls(instance.layout, needs)
-            text, static_id = render(address, needs, instance.layout, self.static_settings)
-            await instance.apply_static(text)
-            doc["static"] = static_id
-            await instance.push(json.dumps(doc, separators=(",", ":")).encode())
+            await program(
+                instance, address=address, state=doc, needs=needs, settings=self.static_settings
+            )
         except (UnsafeValue, NginxError) as e:
             log.warning("local_apply_refused", gateway=str(key), error=str(e))
             return ApplyResult(programmed=False, reason=c.R_INVALID, message=str(e))
@@ -103,13 +109,40 @@ class LocalProvider:
             self._instances[key] = instance
         return instance
 
-    @staticmethod
-    def _write_backend_tls(layout: InstanceLayout, needs: StaticNeeds) -> None:
-        for index, tls in enumerate(needs.backend_tls):
-            if tls.ca_pem is not None:
-                layout.backend_ca(index).write_text(tls.ca_pem)
-            if tls.client_certificate is not None:
-                cert, key = layout.backend_client(index)
-                cert.write_text(tls.client_certificate.cert_pem)
-                key.touch(mode=0o600)
-                key.write_text(tls.client_certificate.key_pem)
+
+# where `check_static` pretends the files are: render only needs a well-formed path
+_SCRATCH_LAYOUT = InstanceLayout(prefix=Path("/agc-check"))
+
+
+def check_static(needs: StaticNeeds, settings: StaticSettings) -> None:
+    """Raise UnsafeValue if `needs` cannot become static configuration on any host."""
+    render("0.0.0.0", needs, _SCRATCH_LAYOUT, settings)
+
+
+async def program(
+    instance: NginxInstance,
+    *,
+    address: str,
+    state: dict[str, Any],
+    needs: StaticNeeds,
+    settings: StaticSettings,
+) -> None:
+    """Make `instance` serve `state` on `address`: static config first (reloaded only if
+    its text changed), then the state. Raises UnsafeValue or NginxError, leaving the
+    last good configuration serving."""
+    _write_backend_tls(instance.layout, needs)
+    text, static_id = render(address, needs, instance.layout, settings)
+    await instance.apply_static(text)
+    document = {**state, "static": static_id}
+    await instance.push(json.dumps(document, separators=(",", ":")).encode())
+
+
+def _write_backend_tls(layout: InstanceLayout, needs: StaticNeeds) -> None:
+    for index, tls in enumerate(needs.backend_tls):
+        if tls.ca_pem is not None:
+            layout.backend_ca(index).write_text(tls.ca_pem)
+        if tls.client_certificate is not None:
+            cert, key = layout.backend_client(index)
+            cert.write_text(tls.client_certificate.cert_pem)
+            key.touch(mode=0o600)
+            key.write_text(tls.client_certificate.key_pem)

@@ -31,6 +31,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if not (has .Values.provider (list "local" "azure" "memory")) -}}
 {{- fail (printf "provider must be local, azure or memory, not %q" .Values.provider) -}}
 {{- end -}}
+{{- if not (has .Values.dataplane.serviceType (list "LoadBalancer" "NodePort" "ClusterIP")) -}}
+{{- fail (printf "dataplane.serviceType must be LoadBalancer, NodePort or ClusterIP, not %q" .Values.dataplane.serviceType) -}}
+{{- end -}}
 {{- if and .Values.azure.workloadIdentity.enabled (not .Values.azure.workloadIdentity.clientId) -}}
 {{- fail "azure.workloadIdentity.clientId is required when azure.workloadIdentity.enabled is true" -}}
 {{- end -}}

@@ -1,0 +1,302 @@
+"""The data-plane agent: runs in the data-plane pod as NGINX's parent and feeds it
+the configuration the controller put in the Gateway's Secret.
+
+It watches that one Secret (a `metadata.name` field selector: its Role allows
+nothing else), decodes each new version (config.py) and runs it with the same
+code and guarantees as the process mode (`program`: `nginx -t` on a staged
+copy, the last good configuration kept on any refusal, a reload only when the
+static text changed, routes and endpoints pushed without one). Then it reports
+the version as applied or refused in the Secret's annotation, retrying with
+backoff until the report is written (a newer report replaces an unsent one).
+
+Why a Secret and not a connection to the controller: the configuration lives
+in the apiserver, so the data plane keeps serving, and a restarted agent gets
+its configuration back, while no controller runs (restarts, failovers); and
+the agent needs no port, certificate or credential beyond its ServiceAccount.
+
+Invariants:
+- Each version is handled once: the agent's own report changes the Secret and
+  comes back as an event, which must not re-apply (or re-report) anything. A
+  refused version is tried again only by a restarted agent; a push that failed
+  on the control socket (NGINX restarting) is not a verdict and is retried.
+- A deleted Secret stops nothing: the last configuration keeps serving.
+- Readiness (/readyz) is "a configuration is serving": NGINX runs the first
+  version this agent applied. Until then the reasons say what is missing.
+- SIGTERM: stop watching, stop NGINX gracefully (in-flight requests finish), exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+from prometheus_client import CollectorRegistry, Counter
+
+from agc_controller.clock import Clock, SystemClock
+from agc_controller.dataplane.codec import DecodeError
+from agc_controller.dataplane.config import (
+    APPLIED_ANNOTATION,
+    VERSION_ANNOTATION,
+    Report,
+    decode,
+)
+from agc_controller.informers import (
+    ApiListWatcher,
+    Backoff,
+    Informer,
+    KubeObject,
+    drop_managed_fields,
+)
+from agc_controller.kube.resources import SECRET, Resource
+from agc_controller.providers.local import program
+from agc_controller.providers.local.nginx import NginxError, NginxInstance
+from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue
+from agc_controller.runtime.health import HealthServer
+from agc_controller.runtime.permissions import (
+    PermissionProblems,
+    PermissionReportingListWatcher,
+)
+
+log = structlog.get_logger(__name__)
+
+FIELD_MANAGER = "agc-dataplane"
+# seconds before pushing again a state NGINX's control socket failed to take
+RETRY_PUSH_AFTER = 1.0
+
+
+class NamedObjectListWatcher(ApiListWatcher):
+    """LIST/WATCH of one object by name: the only list a `resourceNames` rule allows."""
+
+    def __init__(self, api: client.ApiClient, resource: Resource, namespace: str, name: str):
+        super().__init__(api, resource, namespace)
+        self._field_selector = f"metadata.name={name}"
+
+    def _selector_params(self) -> list[tuple[str, str]]:
+        return [("fieldSelector", self._field_selector)]
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.applies = Counter(
+            "agc_dataplane_config_applies",
+            "Configuration versions handled, by outcome (applied or refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "agc_dataplane_nginx_reloads",
+            "NGINX reloads (static configuration changes).",
+            registry=self.registry,
+        )
+
+
+class Agent:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        secret: str,
+        pod: str,
+        state_dir: Path,
+        listen_address: str = "0.0.0.0",
+        static_settings: StaticSettings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._api = api
+        self._namespace = namespace
+        self._secret = secret
+        self._pod = pod
+        self._listen_address = listen_address
+        self._static_settings = static_settings or StaticSettings()
+        self.metrics = AgentMetrics()
+        self._nginx = NginxInstance(
+            layout=InstanceLayout(prefix=state_dir / "nginx"),
+            name=f"{namespace}/{secret}",
+            on_reload=self.metrics.reloads.inc,
+        )
+        self.permissions = PermissionProblems()
+        self._informer = Informer(
+            SECRET,
+            PermissionReportingListWatcher(
+                NamedObjectListWatcher(api, SECRET, namespace, secret), SECRET, self.permissions
+            ),
+            clock=clock or SystemClock(),
+            transform=drop_managed_fields,
+            name="configuration",
+        )
+        self._informer.add_handler(self)
+        self._log = log.bind(secret=f"{namespace}/{secret}", pod=pod)
+        # set by every Secret event; the apply loop reads the store when it wakes
+        self._changed = asyncio.Event()
+        # the last version handled (applied or refused), and the one NGINX serves
+        self._handled: str | None = None
+        self.serving_version: str | None = None
+        # why the last version was refused (for /readyz before anything serves)
+        self._refusal: str | None = None
+        # the newest report not written yet, and its signal
+        self._unsent: Report | None = None
+        self._report_ready = asyncio.Event()
+
+    # informer handler: no I/O, only wake the apply loop
+    def on_add(self, obj: KubeObject) -> None:
+        self._changed.set()
+
+    def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        self._changed.set()
+
+    def on_delete(self, obj: KubeObject) -> None:
+        self._log.warning("configuration_secret_deleted", serving=self.serving_version)
+
+    def not_ready_reasons(self) -> list[str]:
+        if self.serving_version is not None:
+            return []
+        reasons = [f"no configuration serving yet (Secret {self._namespace}/{self._secret})"]
+        if self.permissions.denied:
+            reasons.append(f"permission denied: {', '.join(sorted(self.permissions.denied))}")
+        if self._refusal is not None:
+            reasons.append(f"configuration refused: {self._refusal}")
+        return reasons
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then stop NGINX gracefully."""
+        self._nginx.prepare()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._informer.run(), name="informer-configuration"),
+                    tg.create_task(self._apply_loop(), name="apply"),
+                    tg.create_task(self._report_loop(), name="report"),
+                ]
+                await stop.wait()
+                self._log.info("agent_stopping")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._nginx.stop()
+        self._log.info("agent_stopped")
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            secret = self._informer.store.get(f"{self._namespace}/{self._secret}")
+            if secret is not None:
+                await self._handle(secret)
+
+    async def _handle(self, secret: KubeObject) -> None:
+        annotations = secret["metadata"].get("annotations") or {}
+        try:
+            config = decode(secret)
+        except DecodeError as e:
+            version = annotations.get(VERSION_ANNOTATION, "unknown")
+            if version != self._handled:
+                self._refused(version, f"The configuration cannot be read: {e}")
+            return
+        if config.version == self._handled:
+            return
+        try:
+            await program(
+                self._nginx,
+                address=self._listen_address,
+                state=config.state,
+                needs=config.needs,
+                settings=self._static_settings,
+            )
+        except (UnsafeValue, NginxError, OSError) as e:
+            self._refused(config.version, str(e))
+            return
+        except aiohttp.ClientError as e:
+            # the control socket failed mid-push (NGINX restarting): not a verdict
+            self._log.warning("configuration_push_failed", version=config.version, error=str(e))
+            asyncio.get_running_loop().call_later(RETRY_PUSH_AFTER, self._changed.set)
+            return
+        self._handled = self.serving_version = config.version
+        self._refusal = None
+        self.metrics.applies.labels(outcome="applied").inc()
+        self._log.info("configuration_applied", version=config.version, reloads=self._nginx.reloads)
+        self._send(Report(version=config.version, accepted=True, pod=self._pod))
+
+    def _refused(self, version: str, message: str) -> None:
+        self._handled = version
+        self._refusal = message
+        self.metrics.applies.labels(outcome="refused").inc()
+        self._log.warning(
+            "configuration_refused", version=version, error=message, serving=self.serving_version
+        )
+        self._send(Report(version=version, accepted=False, message=message, pod=self._pod))
+
+    def _send(self, report: Report) -> None:
+        self._unsent = report
+        self._report_ready.set()
+
+    async def _report_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._report_ready.wait()
+            self._report_ready.clear()
+            report = self._unsent
+            if report is None:
+                continue
+            try:
+                await self._patch_report(report)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+                delay = backoff.next_delay()
+                self._log.warning(
+                    "report_failed", version=report.version, error=_describe(e), retry_in=delay
+                )
+                await asyncio.sleep(delay)
+                self._report_ready.set()
+                continue
+            backoff.reset()
+            if self._unsent is report:
+                self._unsent = None
+
+    async def _patch_report(self, report: Report) -> None:
+        body: dict[str, Any] = {
+            "metadata": {"annotations": {APPLIED_ANNOTATION: report.annotation()}}
+        }
+        async with asyncio.timeout(30):
+            await self._api.call_api(
+                SECRET.object_path(self._secret, self._namespace),
+                "PATCH",
+                query_params=[("fieldManager", FIELD_MANAGER)],
+                header_params={
+                    "Content-Type": "application/merge-patch+json",
+                    "Accept": "application/json",
+                },
+                body=body,
+                response_types_map={200: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"{error.status} {error.reason}"
+    return str(error) or type(error).__name__
+
+
+async def run_agent(agent: Agent, *, health: tuple[str, int] | None, stop: asyncio.Event) -> None:
+    """Run `agent` with its probe/metrics endpoint until `stop` is set."""
+    server = None
+    if health is not None:
+        server = HealthServer(
+            not_ready_reasons=agent.not_ready_reasons,
+            registry=agent.metrics.registry,
+            host=health[0],
+            port=health[1],
+        )
+        await server.start()
+    try:
+        await agent.run(stop)
+    finally:
+        if server is not None:
+            await server.stop()

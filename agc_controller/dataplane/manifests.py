@@ -1,0 +1,322 @@
+"""The objects that run one Gateway's data plane in the cluster (pure).
+
+Per Gateway, in the Gateway's namespace, all with the same name (`object_name`)
+and owned by the Gateway (ownerReferences, so the garbage collector removes
+them with it; owner references cannot cross namespaces, which is why nothing
+goes to a namespace of its own):
+
+- Secret: the configuration (config.py), read by the agent;
+- ServiceAccount, Role, RoleBinding: the agent may list, watch and patch that
+  one Secret (`resourceNames`; list and watch are allowed for it only with a
+  `metadata.name` field selector, which is how the agent watches) and nothing else;
+- Deployment: the agent with NGINX, `replicas` pods;
+- Service: the Gateway's listener ports, port = targetPort (NGINX listens on
+  the listener ports themselves; the pod's `net.ipv4.ip_unprivileged_port_start`
+  sysctl lets the non-root NGINX bind ports below 1024).
+
+Invariant: the pod template does not depend on the routing configuration or on
+the listeners, so no configuration change ever restarts a data-plane pod;
+configuration reaches running pods only through the Secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from agc_controller.dataplane.config import VERSION_ANNOTATION
+from agc_controller.settings import SERVICE_TYPES, DataPlaneSettings
+from agc_controller.status.model import ObjectKey
+from agc_controller.translate.model import LoadBalancer
+
+# the agent's state directory in the pod (an emptyDir; the root filesystem is read-only)
+STATE_DIR = "/var/lib/agc-dataplane"
+CONTAINER = "dataplane"
+FIELD_MANAGER = "agc-controller"
+
+APP = "agc-dataplane"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# a digest of the controllerName: which controller manages the object
+LABEL_CONTROLLER = "dataplane.agc-controller.io/controller"
+# GEP-1762's label; set only when the Gateway's name fits a label value
+LABEL_GATEWAY = "gateway.networking.k8s.io/gateway-name"
+# the Gateway's namespace/name (labels cannot hold every Gateway name)
+GATEWAY_ANNOTATION = "dataplane.agc-controller.io/gateway"
+
+# Gateway (or GatewayClass) annotations overriding the controller's defaults
+REPLICAS_ANNOTATION = "dataplane.agc-controller.io/replicas"
+SERVICE_TYPE_ANNOTATION = "dataplane.agc-controller.io/service-type"
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+class InvalidOverride(ValueError):
+    """A data-plane annotation on the Gateway or its class has a value we cannot use."""
+
+
+def object_name(gateway: ObjectKey) -> str:
+    """The name of every data-plane object of `gateway`: a DNS-1035 label (a Service
+    name), `agc-<gateway>` when that is one, else a sanitised prefix and a digest."""
+    plain = f"agc-{gateway.name}"
+    if len(plain) <= 63 and _DNS_LABEL.match(plain):
+        return plain
+    stem = re.sub(r"[^a-z0-9-]+", "-", gateway.name.lower())[:50].strip("-")
+    digest = hashlib.sha256(gateway.name.encode()).hexdigest()[:8]
+    return f"agc-{stem}-{digest}" if stem else f"agc-{digest}"
+
+
+def controller_label(controller_name: str) -> str:
+    return hashlib.sha256(controller_name.encode()).hexdigest()[:16]
+
+
+def gateway_of(obj: Mapping[str, Any]) -> ObjectKey | None:
+    """The Gateway a data-plane object belongs to (from its annotation)."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(GATEWAY_ANNOTATION, "")
+    namespace, sep, name = value.partition("/")
+    return ObjectKey("Gateway", namespace, name) if sep and namespace and name else None
+
+
+@attrs.frozen(kw_only=True)
+class DataPlane:
+    """Everything the manifests of one Gateway's data plane are made from."""
+
+    gateway: ObjectKey
+    gateway_uid: str
+    controller_name: str
+    settings: DataPlaneSettings
+    replicas: int
+    service_type: str
+    # the distinct listener ports, sorted
+    ports: tuple[int, ...]
+    infrastructure_labels: tuple[tuple[str, str], ...] = ()
+    infrastructure_annotations: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def for_model(
+        cls,
+        model: LoadBalancer,
+        *,
+        gateway_uid: str,
+        controller_name: str,
+        settings: DataPlaneSettings,
+    ) -> DataPlane:
+        """Raises InvalidOverride for an unusable replicas or service-type annotation."""
+        annotations = dict(model.annotations)
+        return cls(
+            gateway=model.gateway,
+            gateway_uid=gateway_uid,
+            controller_name=controller_name,
+            settings=settings,
+            replicas=_replicas(annotations.get(REPLICAS_ANNOTATION), settings.replicas),
+            service_type=_service_type(
+                annotations.get(SERVICE_TYPE_ANNOTATION), settings.service_type
+            ),
+            ports=tuple(sorted({f.port for f in model.frontends})),
+            infrastructure_labels=model.infrastructure_labels,
+            infrastructure_annotations=model.infrastructure_annotations,
+        )
+
+    @property
+    def name(self) -> str:
+        return object_name(self.gateway)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {LABEL_NAME: APP, LABEL_INSTANCE: self.name}
+
+    def secret(self, data: dict[str, str], version: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": self._metadata(extra_annotations={VERSION_ANNOTATION: version}),
+            "type": "Opaque",
+            "data": data,
+        }
+
+    def service_account(self) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self._metadata()}
+
+    def role(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": self._metadata(),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [self.name],
+                    "verbs": ["list", "watch", "patch"],
+                }
+            ],
+        }
+
+    def role_binding(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": self._metadata(),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.name},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": self.name, "namespace": self.gateway.namespace}
+            ],
+        }
+
+    def service(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._metadata(),
+            "spec": {
+                "type": self.service_type,
+                "selector": self.selector,
+                "ports": [
+                    {"name": f"port-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
+                    for p in self.ports
+                ],
+            },
+        }
+
+    def deployment(self) -> dict[str, Any]:
+        settings = self.settings
+        container: dict[str, Any] = {
+            "name": CONTAINER,
+            "image": settings.image,
+            "imagePullPolicy": settings.image_pull_policy,
+            # the image's entrypoint is `agc-controller dataplane`
+            "args": [
+                f"--secret={self.name}",
+                f"--state-dir={STATE_DIR}",
+                f"--health-address=:{settings.health_port}",
+            ],
+            "env": [
+                {
+                    "name": "POD_NAMESPACE",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                },
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                # NGINX's unix sockets: on the emptyDir (the root filesystem is read-only)
+                {"name": "AGC_SOCKET_DIR", "value": f"{STATE_DIR}/run"},
+            ],
+            # listener ports are not listed: they would put the listeners into the pod
+            # template, and a listener change would restart every pod
+            "ports": [{"name": "health", "containerPort": settings.health_port, "protocol": "TCP"}],
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "health"},
+                "periodSeconds": 2,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": "health"},
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+            },
+            # keep serving while the endpoint removal reaches every proxy and load balancer
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
+        }
+        if settings.resources:
+            container["resources"] = settings.resources
+        template_metadata: dict[str, Any] = {
+            "labels": {**dict(self.infrastructure_labels), **self.selector}
+        }
+        if self.infrastructure_annotations:
+            template_metadata["annotations"] = dict(self.infrastructure_annotations)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._metadata(),
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": self.selector},
+                # a new pod is ready (serving the configuration) before an old one stops
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": {
+                    "metadata": template_metadata,
+                    "spec": {
+                        "serviceAccountName": self.name,
+                        "automountServiceAccountToken": True,
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            # a safe (namespaced) sysctl: listener ports below 1024
+                            # without any capability
+                            "sysctls": [
+                                {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+                            ],
+                        },
+                        "containers": [container],
+                        "volumes": [{"name": "state", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+
+    def _metadata(self, *, extra_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        labels = {
+            **dict(self.infrastructure_labels),
+            **self.selector,
+            LABEL_MANAGED_BY: "agc-controller",
+            LABEL_CONTROLLER: controller_label(self.controller_name),
+        }
+        if len(self.gateway.name) <= 63 and _LABEL_VALUE.match(self.gateway.name):
+            labels[LABEL_GATEWAY] = self.gateway.name
+        annotations = {
+            **dict(self.infrastructure_annotations),
+            GATEWAY_ANNOTATION: f"{self.gateway.namespace}/{self.gateway.name}",
+            **(extra_annotations or {}),
+        }
+        return {
+            "name": self.name,
+            "namespace": self.gateway.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "name": self.gateway.name,
+                    "uid": self.gateway_uid,
+                    "controller": True,
+                }
+            ],
+        }
+
+
+def _replicas(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidOverride(
+            f"metadata.annotations[{REPLICAS_ANNOTATION}]: {value[:32]!r} is not a whole "
+            "number of at least 1."
+        )
+    return int(value)
+
+
+def _service_type(value: str | None, default: str) -> str:
+    if value is None:
+        return default
+    if value not in SERVICE_TYPES:
+        raise InvalidOverride(
+            f"metadata.annotations[{SERVICE_TYPE_ANNOTATION}]: {value[:32]!r} is not one of "
+            f"{', '.join(SERVICE_TYPES)}."
+        )
+    return value

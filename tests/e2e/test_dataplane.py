@@ -1,0 +1,395 @@
+"""The data plane as its own workload: `agc-controller run --local-dataplane deployment`
+provisions it, `agc-controller dataplane` (the agent of a data-plane pod) serves it.
+
+There is no kubelet here, so the agent runs as a process, as its pod would run
+it: with the token of the ServiceAccount the controller created for it, so
+every request is checked against the Role the controller wrote. NGINX binds
+0.0.0.0 at the Gateway's listener port (a free high port, so that no other
+test's listeners collide) and proxies to a real backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+from kubernetes_asyncio import client
+
+from agc_controller.dataplane.config import APPLIED_ANNOTATION, Report
+from agc_controller.kube import api_client_from_kubeconfig
+from agc_controller.localcluster import ControlPlane
+from agc_controller.localcluster.controlplane import free_port
+from agc_controller.localcluster.netns import BackendNamespace
+from tests.e2e.conftest import GW
+from tests.e2e.load import Load
+from tests.e2e.test_http_routing import eventually_status, get
+from tests.integration.test_deploy import service_account_kubeconfig
+
+DATAPLANE = "agc-gw"  # the objects' name for Gateway "gw"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 30.0) -> None:
+    async with asyncio.timeout(within):
+        while not await check():
+            await asyncio.sleep(0.1)
+
+
+@attrs.define
+class Process:
+    """A child process logging JSON lines to a file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        return self.popen.wait(30)
+
+
+def spawn(argv: list[str], log_path: Path) -> Process:
+    env = {key: value for key, value in os.environ.items() if key != "KUBERNETES_SERVICE_HOST"}
+    env["AGC_LOG_FORMAT"] = "json"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "agc_controller.cli", *argv], env=env, stdout=log, stderr=log
+        )
+    return Process(popen, log_path)
+
+
+@attrs.define
+class DataPlaneEnv:
+    kube: client.ApiClient
+    namespace: str
+    port: int  # the Gateway's listener port
+    controller: Process
+    # the data-plane ServiceAccount's credentials, as its pod would have them
+    agent_kubeconfig: Path
+    tmp_path: Path
+    # the agent's state directory (see conftest's dataplane_dir)
+    state_dir: Path
+    agents: list[Process] = attrs.field(factory=list)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube)
+
+    def start_agent(self, name: str, *, secret: str = DATAPLANE) -> tuple[Process, int]:
+        """The agent of pod `name`; returns it and its health port."""
+        health = free_port()
+        agent = spawn(
+            [
+                "dataplane",
+                f"--kubeconfig={self.agent_kubeconfig}",
+                f"--namespace={self.namespace}",
+                f"--secret={secret}",
+                f"--pod-name={name}",
+                f"--state-dir={self.state_dir}",
+                f"--health-address=127.0.0.1:{health}",
+            ],
+            self.tmp_path / f"{name}.log",
+        )
+        self.agents.append(agent)
+        return agent, health
+
+    async def route(self, *extra_rules: dict[str, Any]) -> None:
+        await self.custom.patch_namespaced_custom_object(
+            GW,
+            "v1",
+            self.namespace,
+            "httproutes",
+            "r",
+            route(*extra_rules),
+            _content_type="application/merge-patch+json",
+        )
+
+    async def programmed(self) -> dict[str, Any]:
+        gateway = await self.custom.get_namespaced_custom_object(
+            GW, "v1", self.namespace, "gateways", "gw"
+        )
+        conditions = (gateway.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Programmed"), {})
+
+
+def route(*extra_rules: dict[str, Any]) -> dict[str, Any]:
+    """HTTPRoute "r": everything to the backend, then `extra_rules`."""
+    return {
+        "apiVersion": f"{GW}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": "svc", "port": 80}],
+                },
+                *extra_rules,
+            ],
+        },
+    }
+
+
+async def probe(port: int, path: str) -> tuple[int, str]:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}{path}") as response,
+        ):
+            return response.status, await response.text()
+    except aiohttp.ClientConnectionError:
+        return 0, ""
+
+
+@pytest.fixture
+async def dataplane_env(  # pytest passes fixtures by name
+    *,
+    kube: client.ApiClient,
+    namespace: str,
+    control_plane: ControlPlane,
+    backends: BackendNamespace,
+    tmp_path: Path,
+    dataplane_dir: Path,
+) -> AsyncIterator[DataPlaneEnv]:
+    """A Gateway with one route to a real backend, and the controller in deployment mode
+    having provisioned its data plane (no agent yet)."""
+    suffix = uuid.uuid4().hex[:8]
+    controller_name, class_name = f"agc-controller.io/dp-{suffix}", f"dp-{suffix}"
+    custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
+    await custom.create_cluster_custom_object(
+        GW,
+        "v1",
+        "gatewayclasses",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": class_name},
+            "spec": {"controllerName": controller_name},
+        },
+    )
+    backend = backends.start_echo(f"dp-{suffix}")
+    await core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "svc"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
+    )
+    await client.DiscoveryV1Api(kube).create_namespaced_endpoint_slice(
+        namespace,
+        {
+            "metadata": {"name": "svc-1", "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
+        },
+    )
+    port = free_port()
+    await custom.create_namespaced_custom_object(
+        GW,
+        "v1",
+        namespace,
+        "gateways",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {
+                "gatewayClassName": class_name,
+                "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
+            },
+        },
+    )
+    await custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", route())
+    controller = spawn(
+        [
+            "run",
+            f"--kubeconfig={control_plane.kubeconfig}",
+            "--provider=local",
+            "--local-dataplane=deployment",
+            f"--controller-name={controller_name}",
+            "--no-leader-elect",
+            "--health-address=",
+            "--dataplane-image=agc-dataplane:test",
+        ],
+        tmp_path / "controller.log",
+    )
+
+    async def provisioned() -> bool:
+        try:
+            await core.read_namespaced_service_account(DATAPLANE, namespace)
+            await core.read_namespaced_secret(DATAPLANE, namespace)
+        except client.ApiException:
+            return False
+        return True
+
+    env = None
+    try:
+        await eventually(provisioned)
+        env = DataPlaneEnv(
+            kube=kube,
+            namespace=namespace,
+            port=port,
+            controller=controller,
+            agent_kubeconfig=await service_account_kubeconfig(
+                kube,
+                control_plane,
+                namespace=namespace,
+                service_account=DATAPLANE,
+                path=tmp_path / "agent.kubeconfig",
+            ),
+            tmp_path=tmp_path,
+            state_dir=dataplane_dir,
+        )
+        yield env
+    finally:
+        for process in [controller, *(env.agents if env else [])]:
+            if process.popen.poll() is None:
+                process.popen.kill()
+                process.popen.wait()
+        # an agent killed outright leaves its NGINX running
+        pid_file = dataplane_dir / "nginx" / "nginx.pid"
+        if pid_file.exists():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+        await custom.delete_cluster_custom_object(GW, "v1", "gatewayclasses", class_name)
+
+
+def nginx_processes(state_dir: Path) -> tuple[int, set[int]]:
+    """(the NGINX master's pid, its workers' pids)."""
+    master = int((state_dir / "nginx" / "nginx.pid").read_text())
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return master, {int(pid) for pid in children}
+
+
+async def test_the_agent_serves_through_route_changes_and_restarts(
+    dataplane_env: DataPlaneEnv,
+) -> None:
+    env = dataplane_env
+    agent, health = env.start_agent("agent-0")
+    await eventually(lambda: _status_is(health, "/readyz", 200))
+    # Programmed only once the agent reported running the current version
+    await eventually(lambda: _programmed_reason(env, "Programmed"))
+    status, headers, _ = await get("127.0.0.1", "/", port=env.port)
+    assert status == 200
+    assert headers["X-Backend"].startswith("dp-")
+
+    # a route change is served without an NGINX reload: same master, same workers
+    before = nginx_processes(env.state_dir)
+    await env.route(
+        {
+            "matches": [{"path": {"type": "Exact", "value": "/moved"}}],
+            "filters": [
+                {"type": "RequestRedirect", "requestRedirect": {"hostname": "new.example.com"}}
+            ],
+        }
+    )
+    await eventually_status("127.0.0.1", "/moved", 302, port=env.port)
+    assert nginx_processes(env.state_dir) == before
+    metrics = (await probe(health, "/metrics"))[1]
+    assert "agc_dataplane_nginx_reloads_total 0.0" in metrics
+    assert 'agc_dataplane_config_applies_total{outcome="applied"} 2.0' in metrics
+    await eventually(lambda: _programmed_reason(env, "Programmed"))
+
+    # the controller dies under traffic: the data plane does not notice
+    async with Load(f"http://127.0.0.1:{env.port}/", seconds=4) as load:
+        await asyncio.sleep(1)
+        env.controller.popen.kill()
+        env.controller.popen.wait()
+    assert load.result is not None
+    assert load.result.failed == 0, load.result.output
+    assert load.result.requests > 100, load.result.output
+
+    # the agent stops cleanly (NGINX with it), and a new one serves the last
+    # configuration from the Secret, with no controller running
+    assert agent.stop() == 0
+    assert (await probe(env.port, "/"))[0] == 0
+    _, health = env.start_agent("agent-1")
+    await eventually(lambda: _status_is(health, "/readyz", 200))
+    await eventually_status("127.0.0.1", "/", 200, port=env.port)
+    await eventually_status("127.0.0.1", "/moved", 302, port=env.port)
+    secret = await client.CoreV1Api(env.kube).read_namespaced_secret(DATAPLANE, env.namespace)
+    report = Report.from_annotations(secret.metadata.annotations)
+    assert report is not None
+    assert (report.accepted, report.pod) == (True, "agent-1")
+
+
+async def test_the_agents_rbac_is_sufficient_and_minimal(dataplane_env: DataPlaneEnv) -> None:
+    env = dataplane_env
+    # sufficient: the agent watches, applies and reports with its ServiceAccount alone
+    agent, health = env.start_agent("agent-0")
+    await eventually(lambda: _status_is(health, "/readyz", 200))
+    await eventually(lambda: _programmed_reason(env, "Programmed"))
+    assert not [e for e in agent.logs() if e.get("level") in ("warning", "error")]
+
+    # minimal: anything beyond its own Secret is refused
+    core = client.CoreV1Api(env.kube)
+    await core.create_namespaced_secret(
+        env.namespace, {"metadata": {"name": "other"}, "stringData": {"k": "v"}}
+    )
+    async with await api_client_from_kubeconfig(env.agent_kubeconfig) as api:
+        agents_core = client.CoreV1Api(api)
+        # allowed: the one Secret, by field selector
+        listed = await agents_core.list_namespaced_secret(
+            env.namespace, field_selector=f"metadata.name={DATAPLANE}"
+        )
+        assert [s.metadata.name for s in listed.items] == [DATAPLANE]
+        await agents_core.patch_namespaced_secret(
+            DATAPLANE, env.namespace, {"metadata": {"annotations": {"probe": "x"}}}
+        )
+        refused: list[Callable[[], Awaitable[Any]]] = [
+            lambda: agents_core.list_namespaced_secret(env.namespace),
+            lambda: agents_core.read_namespaced_secret(DATAPLANE, env.namespace),
+            lambda: agents_core.read_namespaced_secret("other", env.namespace),
+            lambda: agents_core.patch_namespaced_secret(
+                "other", env.namespace, {"metadata": {"annotations": {"probe": "x"}}}
+            ),
+            lambda: agents_core.delete_namespaced_secret(DATAPLANE, env.namespace),
+            lambda: agents_core.list_namespaced_config_map(env.namespace),
+            lambda: agents_core.list_namespaced_pod(env.namespace),
+        ]
+        for call in refused:
+            with pytest.raises(client.ApiException) as raised:
+                await call()
+            assert raised.value.status == 403
+
+    # an agent pointed at a Secret it may not read says so and stays not ready
+    stranger, stranger_health = env.start_agent("stranger", secret="other")
+    await eventually(lambda: _status_is(stranger_health, "/readyz", 503))
+    await eventually(lambda: _logged(stranger, "permission_denied"))
+    _, body = await probe(stranger_health, "/readyz")
+    assert "permission denied: list secrets" in body
+    denied = next(e for e in stranger.logs() if e.get("event") == "permission_denied")
+    assert denied["level"] == "error"
+    assert stranger.popen.poll() is None
+    assert APPLIED_ANNOTATION not in (
+        (await core.read_namespaced_secret("other", env.namespace)).metadata.annotations or {}
+    )
+
+
+async def _status_is(port: int, path: str, want: int) -> bool:
+    return (await probe(port, path))[0] == want
+
+
+async def _programmed_reason(env: DataPlaneEnv, reason: str) -> bool:
+    return bool((await env.programmed()).get("reason") == reason)
+
+
+async def _logged(process: Process, event: str) -> bool:
+    return any(entry.get("event") == event for entry in process.logs())
