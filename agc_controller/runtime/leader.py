@@ -19,6 +19,19 @@ Invariants:
   empty holder with `leaseDurationSeconds: 1` (client-go's ReleaseOnCancel) so a
   standby takes over at its next retry.
 
+Timing (LEASE_DURATION, RENEW_DEADLINE): a standby may take over only once the
+lease it observed has not changed for `lease_duration` on its own clock, so a
+crashed leader's lease is taken `lease_duration` after the standby saw its last
+renewal, plus at most one jittered retry (2.2 x retry_period). With the
+controller's retry period of 0.5 s that is 10 + 0.5 (renewal interval) + 1.1
+= at most ~11.6 s, well inside a 15 s takeover budget, with room for
+a slow apiserver round trip. The renew deadline stays 3 s (= 6 renewal
+attempts) below the lease duration: a leader cut off from the apiserver stops
+acting 3 s before any standby may start, which absorbs clock-rate differences
+and the duration of the request that ran out. Kubernetes' own components use
+15/10/2 s for a larger fleet of candidates; a shorter lease costs nothing here
+but the two Lease writes a second a 0.5 s retry period already makes.
+
 Use:
 
     elector = LeaderElector(api, namespace=ns, name="agc-controller", identity=pod, clock=clock)
@@ -51,6 +64,9 @@ log = structlog.get_logger("agc_controller.runtime.leader")
 # client-go's JitterFactor: campaign retries wait retry_period * [1, 2.2) so that
 # standbys do not hit the apiserver in lockstep
 _JITTER = 1.2
+# seconds: see "Timing" above
+LEASE_DURATION = 10.0
+RENEW_DEADLINE = 7.0
 # what a failed request to the apiserver raises; anything else is a bug and escapes
 _API_ERRORS = (ApiException, aiohttp.ClientError)
 
@@ -87,8 +103,8 @@ class LeaderElector:
         name: str,
         identity: str,
         clock: Clock,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
+        lease_duration: float = LEASE_DURATION,
+        renew_deadline: float = RENEW_DEADLINE,
         retry_period: float = 2.0,
     ) -> None:
         if not identity:

@@ -20,12 +20,14 @@ from kubernetes_asyncio import client
 
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.netns import BackendNamespace
+from agc_controller.runtime.leader import LEASE_DURATION
 from tests.e2e.conftest import GW
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status
 
-LEASE_DURATION = 15.0  # the controller's default (client-go's)
 RETRY_PERIOD = 0.5
+# what the issue asks of a takeover after a crash
+TAKEOVER_BUDGET = 15.0
 
 
 async def _start(
@@ -73,7 +75,7 @@ async def test_leader_sigkill_under_traffic(  # noqa: PLR0915 - one story, told 
     namespace: str,
     control_plane: ControlPlane,
     backends: BackendNamespace,
-    tmp_path: Path,
+    dataplane_dir: Path,
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     controller, class_name, lease = f"agc-controller.io/ha-{suffix}", f"ha-{suffix}", f"ha-{suffix}"
@@ -150,7 +152,7 @@ async def test_leader_sigkill_under_traffic(  # noqa: PLR0915 - one story, told 
             await custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", body)
 
     await route()
-    state_dir = tmp_path / "dataplane"
+    state_dir = dataplane_dir
     processes = [
         await _start(control_plane, namespace, controller, lease, state_dir) for _ in range(2)
     ]
@@ -208,9 +210,11 @@ async def test_leader_sigkill_under_traffic(  # noqa: PLR0915 - one story, told 
         assert load.result is not None
         assert load.result.failed == 0, load.result.output
         assert load.result.requests > 1000, load.result.output
-        # client-go's bound: the lease expires LEASE_DURATION after the last renewal the
-        # standby saw, and it retries every RETRY_PERIOD (with up to 1.2 jitter)
-        assert takeover <= LEASE_DURATION + 2.2 * RETRY_PERIOD, takeover
+        # client-go's bound: the standby sees the last renewal at its next poll and takes
+        # over at its first poll LEASE_DURATION later; polls are RETRY_PERIOD apart with
+        # up to 1.2 jitter, so at most two jittered periods on top of the lease
+        assert takeover <= LEASE_DURATION + 2 * 2.2 * RETRY_PERIOD, takeover
+        assert takeover <= TAKEOVER_BUDGET, takeover
         assert flapped == []
         print(
             f"standby led {takeover:.1f} s after the leader was killed; "
