@@ -75,8 +75,7 @@ class Policies:
 
 def build_policies(snapshot: Snapshot, capabilities: Capabilities) -> Policies:
     nodes = [
-        _build_policy(obj, snapshot, capabilities)
-        for obj in snapshot.backend_tls_policies.values()
+        _build_policy(obj, snapshot, capabilities) for obj in snapshot.backend_tls_policies.values()
     ]
     nodes.sort(key=lambda p: (p.created, p.key.namespace, p.key.name))
     winners: dict[tuple[ObjectKey, str | None], PolicyNode] = {}
