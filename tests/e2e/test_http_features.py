@@ -106,7 +106,10 @@ async def test_cors(cluster: Cluster, echo: dict[str, str]) -> None:
                         {
                             "type": "CORS",
                             "cors": {
-                                "allowOrigins": ["https://app.example.com"],
+                                "allowOrigins": [
+                                    "https://app.example.com",
+                                    "https://*.shop.example.com",
+                                ],
                                 "allowMethods": ["GET", "PUT"],
                                 "allowHeaders": ["X-Token"],
                                 "exposeHeaders": ["X-Backend"],
@@ -132,11 +135,32 @@ async def test_cors(cluster: Cluster, echo: dict[str, str]) -> None:
     assert headers["Access-Control-Allow-Methods"] == "GET, PUT"
     assert headers["Access-Control-Allow-Credentials"] == "true"
     assert headers["Access-Control-Max-Age"] == "60"
+    assert headers["Access-Control-Expose-Headers"] == "X-Backend"
     status, headers, _ = await get(address, "/", headers={"Origin": "https://app.example.com"})
     assert (status, headers["Access-Control-Expose-Headers"]) == (200, "X-Backend")
     status, headers, _ = await get(address, "/", headers={"Origin": "https://evil.example.com"})
     assert status == 200
     assert "Access-Control-Allow-Origin" not in headers
+    # "*" in an origin's host stands for one or more labels, nothing else
+    for origin, allowed in (
+        ("https://a.shop.example.com", True),
+        ("https://a.b.shop.example.com", True),
+        ("https://shop.example.com", False),
+        ("http://a.shop.example.com", False),
+        ("https://a.shop.example.com:8443", False),
+    ):
+        _, headers, _ = await get(address, "/", headers={"Origin": origin})
+        assert (headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+    # a preflight from a foreign origin is answered here, with no CORS header,
+    # and never reaches the backend
+    status, headers, body = await get(
+        address,
+        "/",
+        method="OPTIONS",
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "PUT"},
+    )
+    assert (status, body) == (204, None)
+    assert not any(name.startswith("Access-Control-") for name in headers)
 
 
 async def test_websocket_and_forwarding_headers(cluster: Cluster, echo: dict[str, str]) -> None:

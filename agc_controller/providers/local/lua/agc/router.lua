@@ -120,10 +120,22 @@ local function redirect(state, rule, path, host)
   return ngx.exit(r.status_code)
 end
 
+-- An allowOrigins entry is "*", an exact origin, or an origin with one "*" in
+-- its host ("https://*.example.com"), which stands for one or more labels.
+local function origin_matches(pattern, origin)
+  if pattern == "*" or pattern == origin then return true end
+  local star = pattern:find("*", 1, true)
+  if not star then return false end
+  local prefix, suffix = pattern:sub(1, star - 1), pattern:sub(star + 1)
+  if #origin <= #prefix + #suffix then return false end
+  if origin:sub(1, #prefix) ~= prefix or origin:sub(-#suffix) ~= suffix then return false end
+  local middle = origin:sub(#prefix + 1, #origin - #suffix)
+  return not middle:find("[/:]")
+end
+
 local function cors_allowed_origin(cors, origin)
   for _, o in ipairs(cors.allow_origins or {}) do
-    if o == "*" or o == origin then return true end
-    if o:sub(1, 2) == "*." and origin:sub(-#o + 1) == o:sub(2) then return true end
+    if origin_matches(o, origin) then return true end
   end
   return false
 end
@@ -143,6 +155,9 @@ local function preflight(cors, origin)
     headers = ngx_var.http_access_control_request_headers or ""
   end
   if headers ~= "" then h["Access-Control-Allow-Headers"] = headers end
+  if cors.expose_headers and #cors.expose_headers > 0 then
+    h["Access-Control-Expose-Headers"] = table.concat(cors.expose_headers, ", ")
+  end
   h["Access-Control-Max-Age"] = tostring(cors.max_age or 5)
   return ngx.exit(204)
 end
@@ -171,11 +186,12 @@ function _M.route()
       -- TLS was set up for another listener than the one Host names
       return ngx.exit(421)
     end
-    if frontend and frontend.client_validation then
-      local verify = ngx_var.ssl_client_verify
-      if verify ~= "SUCCESS" and not (frontend.insecure_fallback and verify == "NONE") then
-        return ngx.exit(403)
-      end
+    -- frontend mTLS: a client without a valid certificate is refused the
+    -- connection (444: closed, no response), unless the listener allows an
+    -- insecure fallback, which lets any client through
+    if frontend and frontend.client_validation and not frontend.insecure_fallback
+      and ngx_var.ssl_client_verify ~= "SUCCESS" then
+      return ngx.exit(444)
     end
   end
   if not frontend then return ngx.exit(404) end
@@ -195,12 +211,14 @@ function _M.route()
   local ctx = ngx.ctx
   if rule.cors then
     local origin = ngx_var.http_origin
-    if origin and cors_allowed_origin(rule.cors, origin) then
-      if method == "OPTIONS" and ngx_var.http_access_control_request_method then
-        return preflight(rule.cors, origin)
-      end
-      ctx.cors, ctx.origin = rule.cors, origin
+    local allowed = origin and cors_allowed_origin(rule.cors, origin)
+    -- the gateway answers every preflight of a CORS rule itself: with the
+    -- policy for an allowed origin, with no CORS header for any other
+    if origin and method == "OPTIONS" and ngx_var.http_access_control_request_method then
+      if allowed then return preflight(rule.cors, origin) end
+      return ngx.exit(204)
     end
+    if allowed then ctx.cors, ctx.origin = rule.cors, origin end
   end
   apply_request_headers(rule.req)
   if rule.redirect then return redirect(state, rule, path, host) end
