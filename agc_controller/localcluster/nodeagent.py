@@ -7,8 +7,11 @@ EndpointSlices. There is no kubelet, scheduler or container runtime here, so
 this agent plays them for one node:
 
 - Node: registers `node_name` (Ready, InternalIP = the pod network's gateway,
-  capacity, podCIDR) and keeps it alive with a Lease in kube-node-lease and a
-  NodeReady heartbeat, so that the node lifecycle controller never evicts it.
+  capacity, podCIDR, the kubelet port) and keeps it alive with a Lease in
+  kube-node-lease and a NodeReady heartbeat, so that the node lifecycle
+  controller never evicts it. InternalIP is its only address: the apiserver
+  reaches a kubelet at the first address of --kubelet-preferred-address-types
+  (Hostname first by default), and the node name does not resolve.
 - Scheduling: binds every pod without a node that asks for the default
   scheduler, has no scheduling gates and whose nodeSelector our labels satisfy.
 - Pods: each gets a network namespace with its own IP (podnet.py). An "image"
@@ -16,7 +19,22 @@ this agent plays them for one node:
   processes in the pod's namespace, each in a private mount and UTS namespace
   where the pod's volumes (secret, configMap, emptyDir, downwardAPI, projected,
   hostPath), written under state_dir/pods/<uid>/volumes/, are bind-mounted.
-  Output goes to state_dir/pods/<uid>/<container>.log.
+- Logs: the agent reads each process's stdout and stderr through pipes, as
+  they fill (a process never blocks on its output), and writes them in the CRI
+  log format, one file per process: state_dir/pods/<uid>/logs/<container>/<n>.log,
+  lines `<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>`. A container keeps
+  the files of its current and its previous process (`previous=true`); they
+  are not rotated, and stay on disk after the pod is gone (for post-mortems).
+- Kubelet API (`_KubeletServer`): HTTPS on InternalIP, port in the Node's
+  daemonEndpoints, serving `GET /containerLogs/{ns}/{pod}/{container}` (so
+  `kubectl logs` / pods/log work: sinceTime, sinceSeconds, tailLines,
+  limitBytes, timestamps, previous, follow, stream) and `GET /healthz`. The
+  certificate is self-signed: the apiserver verifies a kubelet's certificate
+  only with --kubelet-certificate-authority, which ours does not set, and it
+  presents no client certificate (no --kubelet-client-certificate), so there is
+  no authentication. Instead the server listens on the bridge address only,
+  and answers only connections from that same address, i.e. from host
+  processes: pods, whose source is their pod IP, get 403.
 - Status: phase, IPs, conditions and container states come from the processes'
   real state; readiness from the readinessProbe or, without one, from the
   process serving (see `_PodRunner._wait_until_serving`).
@@ -37,7 +55,8 @@ that the bind mount has somewhere to go; they stay after the pod is gone.
 Not implemented: liveness and startup probes, lifecycle hooks, resource limits,
 service links, hostNetwork pods, volume content updates after a container
 started, gRPC probes (checked as a TCP connect to the probe's port), node
-affinity and taints (this is the only node). Probes always target the pod IP.
+affinity and taints (this is the only node), the kubelet API beyond logs and
+healthz (exec, attach, port-forward, stats). Probes always target the pod IP.
 """
 
 from __future__ import annotations
@@ -47,6 +66,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import ipaddress
 import json
 import os
 import platform
@@ -55,15 +75,22 @@ import re
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 import attrs
 import structlog
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -93,6 +120,11 @@ STATUS_COALESCE = 0.05  # changes within this many seconds share one status writ
 REQUEST_TIMEOUT = 30.0  # seconds per API request
 CONNECT_TIMEOUT = 1.0  # seconds for a readiness check's TCP connect
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LOG_LINE_MAX = 16 * 1024  # bytes of one log record; longer lines become partial (P) records
+LOG_DRAIN_GRACE = 1.0  # seconds an exited container's output may still arrive (its children)
+LOG_READ_CHUNK = 64 * 1024  # bytes read from a log file at a time
+LOG_FOLLOW_POLL = 1.0  # seconds between looks at a followed log when no write woke us
+KUBELET_SHUTDOWN_TIMEOUT = 1.0  # seconds log requests get to finish when the agent stops
 DEFAULT_SCHEDULERS = frozenset({"", "default-scheduler"})
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -300,6 +332,329 @@ class _Launch:
     image_id: str
 
 
+# -- container output -------------------------------------------------------------------
+
+
+def _log_timestamp(ns: int) -> bytes:
+    """`ns` since the epoch as RFC3339 with nine fraction digits, in UTC (fixed width, so
+    that timestamps compare as strings)."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos:09d}Z".encode()
+
+
+def _log_records(timestamp: bytes, stream: bytes, content: bytes, tag: bytes) -> bytes:
+    """`content` as CRI log records: partial (P) pieces of LOG_LINE_MAX, then `tag`."""
+    records = []
+    while len(content) > LOG_LINE_MAX:
+        records.append(b"%s %s P %s\n" % (timestamp, stream, content[:LOG_LINE_MAX]))
+        content = content[LOG_LINE_MAX:]
+    records.append(b"%s %s %s %s\n" % (timestamp, stream, tag, content))
+    return b"".join(records)
+
+
+class _ContainerOutput:
+    """One container process's stdout and stderr, written to `path` as CRI log records.
+
+    The pipes are read by the event loop as data arrives. A line becomes one
+    full (F) record stamped with the time it was read; a line longer than
+    LOG_LINE_MAX, or one still unfinished, goes out in partial (P) records of
+    that size. `finished` is set once nothing more will be written (both pipes
+    closed, or `close()`); every write and the finish set `changed()`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._partial: dict[bytes, bytearray] = {}
+        self._transports: dict[bytes, asyncio.BaseTransport] = {}
+        self._closed_pipes = asyncio.Event()  # both pipes reached their end
+        self._changed = asyncio.Event()  # replaced on every write: each waiter sees it set
+        self.finished = False
+
+    async def attach(self, stream: str, fd: int) -> None:
+        """Read the pipe `fd` (its read end; closed by us from now on) as `stream`."""
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        try:
+            await asyncio.get_running_loop().connect_read_pipe(
+                lambda: _OutputPipe(self, stream.encode()), pipe
+            )
+        except BaseException:
+            pipe.close()
+            raise
+
+    def changed(self) -> asyncio.Event:
+        """Set at the next write (or the finish)."""
+        return self._changed
+
+    def pipe_opened(self, stream: bytes, transport: asyncio.BaseTransport) -> None:
+        if self.finished:
+            transport.close()
+            return
+        self._partial[stream] = bytearray()
+        self._transports[stream] = transport
+
+    def receive(self, stream: bytes, data: bytes) -> None:
+        if self.finished:
+            return
+        timestamp = _log_timestamp(time.time_ns())
+        buffer = self._partial[stream]
+        buffer += data
+        records, start = [], 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            records.append(_log_records(timestamp, stream, bytes(buffer[start:end]), b"F"))
+            start = end + 1
+        del buffer[:start]
+        while len(buffer) >= LOG_LINE_MAX:
+            records.append(_log_records(timestamp, stream, bytes(buffer[:LOG_LINE_MAX]), b"P"))
+            del buffer[:LOG_LINE_MAX]
+        self._write(b"".join(records))
+
+    def pipe_closed(self, stream: bytes) -> None:
+        if self.finished or self._transports.pop(stream, None) is None:
+            return
+        self._flush(stream)
+        if not self._transports:
+            self._closed_pipes.set()
+
+    async def finish(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the pipes' end, then `close()`."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._closed_pipes.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading (what a pipe left unfinished becomes a last record); finished."""
+        if self.finished:
+            return
+        for stream, transport in list(self._transports.items()):
+            self._flush(stream)
+            transport.close()
+        self._transports.clear()
+        self.finished = True
+        os.close(self._fd)
+        self._notify()
+
+    def _flush(self, stream: bytes) -> None:
+        buffer = self._partial.get(stream)
+        if buffer:
+            self._write(_log_records(_log_timestamp(time.time_ns()), stream, bytes(buffer), b"F"))
+            buffer.clear()
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as error:  # a full disk loses output, not the container
+            log.warning("container_log_write_failed", path=str(self.path), error=str(error))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class _OutputPipe(asyncio.Protocol):
+    """Forwards one pipe of a container process to its `_ContainerOutput`."""
+
+    def __init__(self, output: _ContainerOutput, stream: bytes) -> None:
+        self._output = output
+        self._stream = stream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._output.pipe_opened(self._stream, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._output.receive(self._stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._output.pipe_closed(self._stream)
+
+
+class _LogUnavailable(Exception):
+    """A log request that cannot be served: `status` and `message` are the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_LOG_STREAMS = {
+    "All": frozenset({b"stdout", b"stderr"}),
+    "Stdout": frozenset({b"stdout"}),
+    "Stderr": frozenset({b"stderr"}),
+}
+
+
+def _query_bool(query: Mapping[str, str], name: str) -> bool:
+    value = query.get(name, "false")
+    if value not in _TRUE | _FALSE:
+        raise ValueError(f"{name}={value!r} is not a boolean")
+    return value in _TRUE
+
+
+def _query_int(query: Mapping[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def _parse_since_time(value: str) -> int:
+    """An RFC3339 time as nanoseconds since the epoch (UTC when it names no offset)."""
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"sinceTime={value!r} is not an RFC3339 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (moment - epoch) // datetime.timedelta(microseconds=1) * 1000
+
+
+@attrs.frozen
+class _LogOptions:
+    """kubelet's PodLogOptions, from the query of a containerLogs request."""
+
+    follow: bool = False
+    previous: bool = False
+    timestamps: bool = False
+    since: bytes = b""  # a `_log_timestamp`; records stamped earlier are left out
+    tail_lines: int | None = None  # None: all
+    limit_bytes: int | None = None  # None: no limit
+    streams: frozenset[bytes] = _LOG_STREAMS["All"]
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> _LogOptions:
+        """Raises ValueError (a 400) for what kubelet would not decode or accept."""
+        since = b""
+        if "sinceTime" in query:
+            since = _log_timestamp(_parse_since_time(query["sinceTime"]))
+        elif (seconds := _query_int(query, "sinceSeconds")) is not None:
+            if seconds < 1:
+                raise ValueError("sinceSeconds must be greater than 0")
+            since = _log_timestamp(time.time_ns() - seconds * 1_000_000_000)
+        tail = query.get("tailLines", query.get("tail"))
+        tail_lines = None if tail in (None, "all") else _query_int({"tailLines": tail}, "tailLines")
+        limit_bytes = _query_int(query, "limitBytes")
+        if limit_bytes is not None and limit_bytes < 1:
+            raise ValueError("limitBytes must be greater than 0")
+        stream = query.get("stream", "All")
+        if stream not in _LOG_STREAMS:
+            raise ValueError(f"invalid stream type {stream!r}")
+        return cls(
+            follow=_query_bool(query, "follow"),
+            previous=_query_bool(query, "previous"),
+            timestamps=_query_bool(query, "timestamps"),
+            since=since,
+            tail_lines=None if tail_lines is None or tail_lines < 0 else tail_lines,
+            limit_bytes=limit_bytes,
+            streams=_LOG_STREAMS[stream],
+        )
+
+
+def _seek_tail(file: BinaryIO, lines: int) -> None:
+    """Position `file` at the start of its last `lines` lines (at its end for 0)."""
+    end = file.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return
+    position, found = end, 0
+    while position > 0:
+        size = min(LOG_READ_CHUNK, position)
+        position -= size
+        file.seek(position)
+        block = file.read(size)
+        index = len(block)
+        if position + size == end and block.endswith(b"\n"):
+            index -= 1  # the newline ending the last line starts no line
+        while (index := block.rfind(b"\n", 0, index)) >= 0:
+            found += 1
+            if found == lines:
+                file.seek(position + index + 1)
+                return
+    file.seek(0)
+
+
+class _LogFormatter:
+    """Turns CRI log records into what kubelet's ReadLogs writes for `options`."""
+
+    def __init__(self, options: _LogOptions) -> None:
+        self._options = options
+        self._bytes_left = options.limit_bytes
+        # with tailLines and no follow, kubelet stops after that many records
+        self._records_left = None if options.follow else options.tail_lines
+        self._line_start = True  # the last record written ended a line
+        self.done = self._records_left == 0
+
+    def feed(self, records: bytes) -> bytes:
+        """Whole records (each ending with a newline) in, output bytes out."""
+        options = self._options
+        out = bytearray()
+        for record in records.split(b"\n")[:-1]:
+            if self.done:
+                break
+            fields = record.split(b" ", 3)
+            if len(fields) != 4 or fields[2] not in (b"F", b"P"):
+                continue  # not a record: kubelet skips what it cannot parse
+            timestamp, stream, tag, content = fields
+            text = content + b"\n" if tag == b"F" else content
+            if timestamp >= options.since and stream in options.streams:
+                if options.timestamps and self._line_start:
+                    text = timestamp + b" " + text
+                if self._bytes_left is not None:
+                    text = text[: self._bytes_left]
+                    self._bytes_left -= len(text)
+                    self.done = self._bytes_left <= 0
+                out += text
+            self._line_start = tag == b"F"
+            if self._records_left is not None:
+                self._records_left -= 1
+                self.done = self.done or self._records_left <= 0
+        return bytes(out)
+
+
+async def _read_log(
+    file: BinaryIO, output: _ContainerOutput, options: _LogOptions
+) -> AsyncIterator[bytes]:
+    """The output for `options` of the log `file` (opened on `output.path`), in chunks.
+
+    With `follow`, waits for more at the end until the output is finished.
+    """
+    if options.tail_lines is not None:
+        await asyncio.to_thread(_seek_tail, file, options.tail_lines)
+    formatter = _LogFormatter(options)
+    pending = b""
+    while not formatter.done:
+        # looked at before the read: what was written before the finish is read too
+        changed, finished = output.changed(), output.finished
+        chunk = await asyncio.to_thread(file.read, LOG_READ_CHUNK)
+        if chunk:
+            pending += chunk
+            cut = pending.rfind(b"\n") + 1
+            if cut:
+                text = formatter.feed(pending[:cut])
+                pending = pending[cut:]
+                if text:
+                    yield text
+            continue
+        if not options.follow or finished:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), LOG_FOLLOW_POLL)
+
+
 @attrs.define(eq=False)
 class _Container:
     """One container's runtime state; `status()` is its entry in the pod status."""
@@ -314,6 +669,17 @@ class _Container:
     container_id: str = ""
     # set once the first process of this container runs (sidecars gate the next init container)
     first_start: asyncio.Event = attrs.field(factory=asyncio.Event)
+    processes_started: int = 0  # numbers the log files
+    # the output of its latest two processes (current and previous) by container ID, oldest first
+    outputs: dict[str, _ContainerOutput] = attrs.field(factory=dict)
+
+    def keep_output(self, container_id: str, output: _ContainerOutput) -> None:
+        """Remember the output of a new process; forget (and delete) the one before previous."""
+        self.outputs[container_id] = output
+        while len(self.outputs) > 2:
+            oldest = self.outputs.pop(next(iter(self.outputs)))
+            oldest.close()
+            oldest.path.unlink(missing_ok=True)
 
     def status(self, image: str) -> dict[str, Any]:
         status: dict[str, Any] = {
@@ -456,6 +822,8 @@ class _Node:
     pods_dir: Path
     # every container process alive; the agent SIGKILLs what is left when it stops
     processes: set[asyncio.subprocess.Process] = attrs.field(factory=set)
+    # every container output still read; the agent closes what is left when it stops
+    outputs: set[_ContainerOutput] = attrs.field(factory=set)
 
 
 class _PodRunner:
@@ -542,6 +910,41 @@ class _PodRunner:
 
     def _deleting(self) -> bool:
         return bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    def container_output(self, name: str, *, previous: bool) -> _ContainerOutput:
+        """The output a kubelet serves as the log of container `name`: its running or
+        terminated process, else the one its lastState names (the one lastState names
+        for `previous`). Raises _LogUnavailable with kubelet's answer otherwise."""
+        container = next((c for c in self._containers if c.name == name), None)
+        if container is None:
+            raise _LogUnavailable(404, f'container "{name}" not found in pod "{self.name}"')
+        last_id = str((container.last_state.get("terminated") or {}).get("containerID") or "")
+        state = container.state
+        if previous:
+            if not last_id:
+                raise _LogUnavailable(
+                    400, f'previous terminated container "{name}" in pod "{self.name}" not found'
+                )
+            container_id = last_id
+        elif "running" in state:
+            container_id = container.container_id
+        elif "terminated" in state:
+            container_id = str(state["terminated"].get("containerID") or last_id)
+            if not container_id:
+                raise _LogUnavailable(400, f'container "{name}" in pod "{self.name}" is terminated')
+        elif last_id:
+            container_id = last_id
+        else:
+            reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
+            raise _LogUnavailable(
+                400, f'container "{name}" in pod "{self.name}" is waiting to start: {reason}'
+            )
+        output = container.outputs.get(container_id)
+        if output is None:
+            raise _LogUnavailable(
+                400, f'the log of container "{name}" ({container_id}) in pod "{self.name}" is gone'
+            )
+        return output
 
     async def _until_deleted(self) -> None:
         while True:
@@ -676,27 +1079,31 @@ class _PodRunner:
                 await self._wait_for_update(CONFIG_RETRY)
                 continue
             spec = self._spec_of(container)
-            process = await self._start_process(container, launch)
+            process, output = await self._start_process(container, launch)
             started_at, started = _now(), time.monotonic()
             container.image_id = launch.image_id
             container.container_id = f"agc-local://{process.pid}"
+            container.keep_output(container.container_id, output)
             self._set_state(container, {"running": {"startedAt": started_at}})
             container.first_start.set()
             self._log.info("container_started", container=container.name, pid=process.pid)
             readiness = asyncio.create_task(self._track_readiness(container, spec, process, launch))
             try:
                 returncode = await process.wait()
+                finished_at = _now()
             except asyncio.CancelledError:
                 await self._stop_process(process)
                 raise
             finally:
                 readiness.cancel()
                 self._node.processes.discard(process)
+                await output.finish(LOG_DRAIN_GRACE)  # what its children still write
+                self._node.outputs.discard(output)
             terminated: dict[str, Any] = {
                 "exitCode": returncode if returncode >= 0 else 128 - returncode,
                 "reason": "Completed" if returncode == 0 else "Error",
                 "startedAt": started_at,
-                "finishedAt": _now(),
+                "finishedAt": finished_at,
                 "containerID": container.container_id,
             }
             if returncode < 0:
@@ -831,7 +1238,7 @@ class _PodRunner:
 
     async def _start_process(
         self, container: _Container, launch: _Launch
-    ) -> asyncio.subprocess.Process:
+    ) -> tuple[asyncio.subprocess.Process, _ContainerOutput]:
         tools = self._node.tools
         if self._sandbox is None:
             raise PodNetworkError("the pod has no sandbox")
@@ -846,19 +1253,46 @@ class _PodRunner:
             *(tools.sh, "-c", script, "agc-container"),
             *launch.argv,
         ]
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with (self._dir / f"{container.name}.log").open("ab") as output:
+        path = self._dir / "logs" / container.name / f"{container.processes_started}.log"
+        container.processes_started += 1
+        output = _ContainerOutput(path)
+        self._node.outputs.add(output)
+        # the read ends go to `output`; the process holds the only write ends
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
+                stdout=stdout_write,
+                stderr=stderr_write,
                 env=launch.env,
                 cwd="/",
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(stdout_read)
+            os.close(stderr_read)
+            output.close()
+            self._node.outputs.discard(output)
+            raise
+        finally:
+            os.close(stdout_write)
+            os.close(stderr_write)
         self._node.processes.add(process)
-        return process
+        pipes = {"stdout": stdout_read, "stderr": stderr_read}
+        try:
+            for stream in list(pipes):
+                await output.attach(stream, pipes.pop(stream))
+        except BaseException:
+            for fd in pipes.values():
+                os.close(fd)
+            _signal_group(process, signal.SIGKILL)
+            self._node.processes.discard(process)
+            output.close()
+            self._node.outputs.discard(output)
+            raise
+        return process, output
 
     async def _stop_process(self, process: asyncio.subprocess.Process) -> None:
         _signal_group(process, signal.SIGTERM)
@@ -1418,10 +1852,13 @@ _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 class _NodeRegistration:
     """The Node object, its status heartbeat and its Lease."""
 
-    def __init__(self, api: _Api, *, node_name: str, address: str, pod_cidr: str) -> None:
+    def __init__(
+        self, api: _Api, *, node_name: str, address: str, pod_cidr: str, kubelet_port: int
+    ) -> None:
         self._api = api
         self._name = node_name
         self._address = address
+        self._kubelet_port = kubelet_port
         self._pod_cidr = pod_cidr
         self._uid = ""
         self._kubelet_version = "v0.0.0"
@@ -1521,13 +1958,11 @@ class _NodeRegistration:
         machine_id = _read_first_line("/etc/machine-id", self._name)
         return {
             "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": self._address},
-                {"type": "Hostname", "address": self._name},
-            ],
+            # no Hostname: the apiserver would try it first to reach the kubelet (module doc)
+            "addresses": [{"type": "InternalIP", "address": self._address}],
             "capacity": capacity,
             "allocatable": capacity,
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self._kubelet_port}},
             "nodeInfo": {
                 "machineID": machine_id,
                 "systemUUID": machine_id,
@@ -1583,6 +2018,156 @@ def _wants_this_node(pod: KubeObject, labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
+# -- kubelet API ----------------------------------------------------------------------------
+
+
+def _serving_certificate(node_name: str, address: str) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate (PEM) and its key (PEM) for the kubelet API."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@agc-node-agent")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(address))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+_FindOutput = Callable[[str, str, str, bool], _ContainerOutput]
+
+
+class _KubeletServer:
+    """The kubelet's HTTPS API, as much as the apiserver's pods/log needs (module doc).
+
+    `find_output(namespace, pod, container, previous)` names the output to serve
+    or raises _LogUnavailable. Listens on `address` only, answers only peers at
+    `address` (host processes; pods connect from their own IPs).
+    """
+
+    def __init__(
+        self, *, address: str, node_name: str, directory: Path, find_output: _FindOutput
+    ) -> None:
+        self._address = address
+        self._node_name = node_name
+        self._directory = directory
+        self._find_output = find_output
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Serve on a free port of `address`; returns the port."""
+        certificate, key = _serving_certificate(self._node_name, self._address)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._directory.chmod(0o700)
+        cert_path, key_path = self._directory / "serving.crt", self._directory / "serving.key"
+        cert_path.write_bytes(certificate)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(key)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path)
+
+        app = web.Application(middlewares=[self._host_only])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        # handler_cancellation: a follow request ends when its client goes away
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=KUBELET_SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        self._runner = runner
+        protocol_factory = runner.server
+        if protocol_factory is None:
+            raise RuntimeError("the kubelet API's aiohttp runner has no server after setup")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((self._address, 0))
+            port: int = sock.getsockname()[1]
+            self._server = await asyncio.get_running_loop().create_server(
+                protocol_factory, sock=sock, ssl=context
+            )
+        except BaseException:
+            sock.close()
+            raise
+        log.info("kubelet_api_serving", address=self._address, port=port)
+        return port
+
+    def close(self) -> None:
+        """Stop listening (synchronous: safe in a `finally` that may be cancelled again)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def stop(self) -> None:
+        """Stop listening; requests get KUBELET_SHUTDOWN_TIMEOUT to finish."""
+        self.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @web.middleware
+    async def _host_only(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Any],
+    ) -> web.StreamResponse:
+        if request.remote != self._address:
+            raise web.HTTPForbidden(text=f"only {self._address} may use this kubelet API\n")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _container_logs(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        try:
+            options = _LogOptions.from_query(request.query)
+        except ValueError as error:
+            return web.Response(status=400, text=f"{error}\n")
+        try:
+            output = self._find_output(
+                info["namespace"], info["pod"], info["container"], options.previous
+            )
+            file = await asyncio.to_thread(output.path.open, "rb")
+        except _LogUnavailable as error:
+            return web.Response(status=error.status, text=f"{error.message}\n")
+        except OSError as error:
+            return web.Response(status=400, text=f"failed to open log file: {error}\n")
+        with file:
+            response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await response.prepare(request)
+            try:
+                async for chunk in _read_log(file, output, options):
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client went away
+        return response
+
+
 class NodeAgent:
     """Kubelet and scheduler for one node whose pods are local processes (see module doc)."""
 
@@ -1632,15 +2217,22 @@ class NodeAgent:
             images=self._images,
             pods_dir=pods_dir,
         )
-        registration = _NodeRegistration(
-            self._api,
-            node_name=self._node_name,
+        kubelet = _KubeletServer(
             address=network.gateway,
-            pod_cidr=str(network.subnet),
+            node_name=self._node_name,
+            directory=self._state_dir / "kubelet",
+            find_output=self._container_output,
         )
-        self._labels = registration.labels
         try:
             await network.open()
+            registration = _NodeRegistration(
+                self._api,
+                node_name=self._node_name,
+                address=network.gateway,
+                pod_cidr=str(network.subnet),
+                kubelet_port=await kubelet.start(),
+            )
+            self._labels = registration.labels
             registered = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -1671,13 +2263,31 @@ class NodeAgent:
                 log.info("node_agent_running", node=self._node_name, subnet=str(network.subnet))
         finally:
             self._tasks = None
-            # what graceful stops missed (or a second cancellation interrupted)
-            for process in list(node.processes):
-                _signal_group(process, signal.SIGKILL)
-            node.processes.clear()
-            network.destroy()
-            self._runners.clear()
-            log.info("node_agent_stopped", node=self._node_name)
+            kubelet.close()
+            try:
+                await kubelet.stop()  # the pods are stopped: followed logs have ended
+            finally:
+                # what graceful stops missed (or a second cancellation interrupted)
+                for process in list(node.processes):
+                    _signal_group(process, signal.SIGKILL)
+                node.processes.clear()
+                for output in list(node.outputs):
+                    output.close()
+                node.outputs.clear()
+                network.destroy()
+                self._runners.clear()
+                log.info("node_agent_stopped", node=self._node_name)
+
+    def _container_output(
+        self, namespace: str, pod: str, container: str, previous: bool
+    ) -> _ContainerOutput:
+        """For the kubelet API: the output to serve as `container`'s log (see _PodRunner)."""
+        runners = [r for r in self._runners.values() if (r.namespace, r.name) == (namespace, pod)]
+        if not runners:
+            raise _LogUnavailable(404, f'pod "{pod}" does not exist')
+        # a pod being deleted and its successor of the same name: the successor
+        live = [r for r in runners if not r.pod["metadata"].get("deletionTimestamp")]
+        return (live or runners)[-1].container_output(container, previous=previous)
 
     async def _keep_node_alive(
         self, registration: _NodeRegistration, registered: asyncio.Event

@@ -2,22 +2,25 @@
 
 Pods are scheduled by the agent, run as local processes in network namespaces
 of their own, and their status drives the real controllers: the Deployment's
-ReplicaSet scales them, the EndpointSlice controller publishes their IPs. The
-"images" are the project's echo server and /bin/sh.
+ReplicaSet scales them, the EndpointSlice controller publishes their IPs. Their
+logs reach clients the way kubectl's do: the apiserver's pods/log asks the
+agent's kubelet API. The "images" are the project's echo server and /bin/sh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import attrs
@@ -335,17 +338,214 @@ async def test_secret_volume_env_and_exec_probe(
         return current if condition(current, "Ready") == "True" else None
 
     await until(ready)
-    log = agent.state_dir / "pods" / pod.metadata.uid / "main.log"
-    text = await until(lambda: _read_when(log, "read-only"))
+    text = await until(lambda: log_containing(core, namespace, pod.metadata.name, "read-only"))
     assert "secret=hi greeting=hello" in text
     # the bind mount lives in the container's private mount namespace only
     assert mount.is_dir()
     assert list(mount.iterdir()) == []
 
 
-async def _read_when(path: Path, needle: str) -> str:
-    text = await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
-    return text if needle in text else ""
+async def log_containing(
+    core: client.CoreV1Api, namespace: str, pod: str, needle: str, **options: Any
+) -> str:
+    """The pod's log (pods/log, through the agent's kubelet API) once it holds `needle`."""
+    try:
+        text: str | None = await core.read_namespaced_pod_log(pod, namespace, **options)
+    except ApiException:
+        return ""  # e.g. 400 while the container waits to start
+    # None: an empty answer, e.g. before the pod is bound
+    return text if text is not None and needle in text else ""
+
+
+async def pod_log_since(
+    kube: client.ApiClient, namespace: str, pod: str, since: datetime.datetime
+) -> str:
+    """pods/log with sinceTime, which CoreV1Api.read_namespaced_pod_log does not offer."""
+    response = await kube.call_api(
+        f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+        "GET",
+        query_params=[("sinceTime", since.strftime("%Y-%m-%dT%H:%M:%SZ"))],
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+    )
+    try:
+        text: str = await response.text()
+        assert response.status == 200, (response.status, text)
+        return text
+    finally:
+        response.release()
+
+
+_STAMPED = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)")
+
+
+async def test_pod_logs_through_the_apiserver(
+    kube: client.ApiClient, namespace: str, agent: RunningAgent, tmp_path: Path
+) -> None:
+    await default_service_account(kube, namespace)
+    core = client.CoreV1Api(kube)
+    go_on = tmp_path / "go-on"
+    script = (
+        f"echo early-1; echo early-2 >&2; while [ ! -e {go_on} ]; do sleep 0.05; done; "
+        "echo late-1; echo late-2; exec sleep 600"
+    )
+    pod = await core.create_namespaced_pod(
+        namespace, pod_manifest("talker", image=SH, args=["-c", script])
+    )
+
+    # stdout and stderr are separate pipes: their relative order is not kept
+    early = await until(lambda: log_containing(core, namespace, "talker", "early-2"))
+    assert sorted(early.splitlines()) == ["early-1", "early-2"]
+    with pytest.raises(ApiException) as no_previous:
+        await core.read_namespaced_pod_log("talker", namespace, previous=True)
+    assert no_previous.value.status == 400
+    assert "previous terminated container" in str(no_previous.value.body)
+
+    # the apiserver sends sinceTime in whole seconds: start the late lines in a later one
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(
+        seconds=1
+    )
+    await asyncio.sleep((since - datetime.datetime.now(datetime.UTC)).total_seconds() + 0.05)
+    go_on.touch()
+    full = await until(lambda: log_containing(core, namespace, "talker", "late-2"))
+    assert sorted(full.splitlines()) == ["early-1", "early-2", "late-1", "late-2"]
+    assert full.endswith("late-1\nlate-2\n")
+
+    assert await pod_log_since(kube, namespace, "talker", since) == "late-1\nlate-2\n"
+    tail = core.read_namespaced_pod_log
+    assert await tail("talker", namespace, tail_lines=1) == "late-2\n"
+    assert await tail("talker", namespace, tail_lines=2) == "late-1\nlate-2\n"
+    assert await tail("talker", namespace, limit_bytes=5) == "early"
+    assert await tail("talker", namespace, since_seconds=3600) == full
+
+    stamped = await core.read_namespaced_pod_log("talker", namespace, timestamps=True)
+    matches = [_STAMPED.fullmatch(line) for line in stamped.splitlines()]
+    assert all(matches), stamped
+    times = {
+        m.group(2): datetime.datetime.fromisoformat(m.group(1)) for m in matches if m is not None
+    }
+    assert sorted(times) == ["early-1", "early-2", "late-1", "late-2"]
+    assert max(times["early-1"], times["early-2"]) < since <= times["late-1"] <= times["late-2"]
+    assert datetime.datetime.now(datetime.UTC) - times["early-1"] < datetime.timedelta(minutes=1)
+
+    # on disk: one CRI log file per process
+    record = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) F (.*)")
+    path = agent.state_dir / "pods" / pod.metadata.uid / "logs" / "main" / "0.log"
+    records = [record.fullmatch(line) for line in path.read_text().splitlines()]
+    assert sorted((m.group(1), m.group(2)) for m in records if m is not None) == [
+        ("stderr", "early-2"),
+        ("stdout", "early-1"),
+        ("stdout", "late-1"),
+        ("stdout", "late-2"),
+    ]
+
+
+async def test_previous_log_of_a_restarted_container(
+    kube: client.ApiClient, namespace: str, agent: RunningAgent, tmp_path: Path
+) -> None:
+    await default_service_account(kube, namespace)
+    core = client.CoreV1Api(kube)
+    runs = tmp_path / "runs"  # containers see the host's filesystem
+    script = (
+        f"n=$(( $(cat {runs} 2>/dev/null || echo 0) + 1 )); echo $n > {runs}; "
+        'echo "run $n"; echo "oops $n" >&2; [ $n -ge 2 ] && exec sleep 600; exit 1'
+    )
+    await core.create_namespaced_pod(
+        namespace, pod_manifest("restarter", image=SH, args=["-c", script])
+    )
+
+    async def running_again() -> client.V1ContainerStatus | None:
+        pod = await core.read_namespaced_pod("restarter", namespace)
+        statuses = pod.status.container_statuses or []
+        if statuses and statuses[0].restart_count >= 1 and statuses[0].state.running:
+            return statuses[0]
+        return None
+
+    status = await until(running_again)
+    assert status.restart_count == 1
+    current = await until(lambda: log_containing(core, namespace, "restarter", "oops 2"))
+    assert sorted(current.splitlines()) == ["oops 2", "run 2"]
+    previous = await core.read_namespaced_pod_log("restarter", namespace, previous=True)
+    assert sorted(previous.splitlines()) == ["oops 1", "run 1"]
+
+
+async def test_kubelet_api_follows_logs_and_answers_the_host_only(
+    kube: client.ApiClient, namespace: str, agent: RunningAgent, tmp_path: Path
+) -> None:
+    await default_service_account(kube, namespace)
+    core = client.CoreV1Api(kube)
+    node = await core.read_node(agent.node_name)
+    # the apiserver reaches a kubelet at its first address of a preferred type:
+    # a Hostname (the default first choice) would be the unresolvable node name
+    assert [(a.type, a.address) for a in node.status.addresses] == [("InternalIP", GATEWAY)]
+    port = node.status.daemon_endpoints.kubelet_endpoint.port
+    assert port > 0
+    kubelet = f"https://{GATEWAY}:{port}"
+
+    go_on = tmp_path / "go-on"
+    script = f"echo first; while [ ! -e {go_on} ]; do sleep 0.05; done; echo second; sleep 0.3"
+    await core.create_namespaced_pod(
+        namespace,
+        pod_manifest("follower", image=SH, args=["-c", script], restart_policy="Never"),
+    )
+    await until(lambda: log_containing(core, namespace, "follower", "first"))
+
+    # _preload_content=False: the streaming aiohttp response, not the text
+    response = cast(
+        aiohttp.ClientResponse,
+        await core.read_namespaced_pod_log(
+            "follower", namespace, follow=True, _preload_content=False
+        ),
+    )
+    try:
+        async with asyncio.timeout(10):
+            assert await response.content.readline() == b"first\n"
+            go_on.touch()
+            assert await response.content.readline() == b"second\n"
+            # the container exits: the stream ends
+            assert await response.content.read() == b""
+    finally:
+        response.release()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.get(f"{kubelet}/healthz", ssl=False) as answer:
+            assert answer.status == 200
+        for path in (f"{namespace}/nobody/main", f"{namespace}/follower/nothing"):
+            async with session.get(f"{kubelet}/containerLogs/{path}", ssl=False) as answer:
+                assert answer.status == 404, path
+        async with session.get(
+            f"{kubelet}/containerLogs/{namespace}/follower/main?tailLines=x", ssl=False
+        ) as answer:
+            assert answer.status == 400
+
+    # a pod reaches the node's address too, from its own: it is turned away
+    await core.create_namespaced_pod(
+        namespace, pod_manifest("prober", image=SH, args=["-c", "exec sleep 600"])
+    )
+
+    async def prober_running() -> client.V1Pod | None:
+        pod = await core.read_namespaced_pod("prober", namespace)
+        return pod if pod.status.phase == "Running" else None
+
+    netns = netns_of(container_pid(await until(prober_running)))
+    fetch = (
+        "import ssl, sys, urllib.error, urllib.request\n"
+        "try:\n"
+        "    urllib.request.urlopen(sys.argv[1], context=ssl._create_unverified_context())\n"
+        "    print(200)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code)\n"
+    )
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["ip", "netns", "exec", netns, sys.executable, "-c", fetch, f"{kubelet}/healthz"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.stdout.strip() == "403"
 
 
 async def test_exited_containers_restart_or_complete(
