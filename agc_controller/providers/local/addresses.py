@@ -3,8 +3,9 @@
 A Gateway without `spec.addresses` gets a deterministic address from the pool
 (a hash of its name, probing on collision), so a restarted controller tends to
 hand out the same one. A requested IPAddress is honoured when it is a loopback
-address not held by another Gateway; an entry with an empty value asks for one
-from the pool.
+address not held by another Gateway; a Gateway gets one address, so several
+requested addresses, or any unusable one, leave it unprogrammed
+(AddressNotUsable). An entry with an empty value asks for one from the pool.
 """
 
 from __future__ import annotations
@@ -34,17 +35,20 @@ class LoopbackAllocator:
     _held: dict[ObjectKey, str] = attrs.field(factory=dict)
 
     def address_for(self, gateway: ObjectKey, requested: tuple[RequestedAddress, ...]) -> str:
-        wanted = [r.value for r in requested if r.value]
+        wanted = list(dict.fromkeys(r.value for r in requested if r.value))
         if wanted:
-            for value in wanted:
-                problem = self._usable(gateway, value)
-                if problem is None:
-                    self._held[gateway] = value
-                    return value
-            raise AddressProblem(
-                c.R_ADDRESS_NOT_USABLE,
-                f"None of the requested addresses ({', '.join(wanted)}) is usable: {problem}",
-            )
+            # every requested address must be served, or the Gateway is not programmed
+            problems = [p for value in wanted if (p := self._usable(gateway, value))]
+            if problems:
+                raise AddressProblem(c.R_ADDRESS_NOT_USABLE, "; ".join(problems))
+            if len(wanted) > 1:
+                raise AddressProblem(
+                    c.R_ADDRESS_NOT_USABLE,
+                    f"the local data plane serves one address per Gateway; {len(wanted)} "
+                    f"were requested ({', '.join(wanted)})",
+                )
+            self._held[gateway] = wanted[0]
+            return wanted[0]
         current = self._held.get(gateway)
         if current is not None and ipaddress.ip_address(current) in self.pool:
             return current
