@@ -175,6 +175,9 @@ def _render(
         '    require("agc.router"); require("agc.certs")',
         "  }",
         "  server_tokens off;",
+        # $agc_ctx is set in `location /` only; a request refused before it (a bad
+        # request line) still runs the log phase, which reads it
+        "  uninitialized_variable_warn off;",
         "  client_max_body_size 0;",
         "  proxy_buffering off;",
         "  proxy_request_buffering off;",
