@@ -215,6 +215,17 @@ def test_nginx_output_is_the_local_data_plane_config_and_state(
     assert "js_preread agc.sniff;" in out
     assert re.search(r"listen unix:/\S+/h2c-80\.sock http2 proxy_protocol;", out)
 
+    # an h2c backend: its clients speak h2c to the gateway too
+    h2c = tmp_path / "h2c.yaml"
+    h2c.write_text(
+        BASIC.replace(
+            "spec: {ports: [{port: 80}]}",
+            "spec: {ports: [{port: 80, appProtocol: kubernetes.io/h2c}]}",
+        )
+    )
+    assert main(["translate", "-f", str(h2c), "-o", "nginx"]) == 0
+    assert "js_preread agc.sniff;" in capsys.readouterr().out
+
     assert main(["translate", "-f", str(TLS_CASE), "-o", "nginx"]) == 0
     out = capsys.readouterr().out
     assert "ssl_certificate_by_lua_block" in out

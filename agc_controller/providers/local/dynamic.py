@@ -195,8 +195,13 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
             {"hostname": h.hostname, "rules": [b.rule(r) for r in h.rules]}
         )
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
-    # with gRPC rules get a protocol sniffer in front (static.py), others do not
-    h2c_ports = {h.port + port_offset for h in model.hosts if any(r.grpc for r in h.rules)}
+    # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
+    # sniffer in front (static.py), others do not
+    h2c_ports = {
+        h.port + port_offset
+        for h in model.hosts
+        if any(r.grpc or any(b.protocol == "h2c" for b in r.backends) for r in h.rules)
+    }
     listens = {(f.port + port_offset, f.protocol == "HTTPS") for f in model.frontends}
     doc = _without_nulls(
         {
