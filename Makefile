@@ -9,7 +9,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv testenv helm run test lint typecheck check bench
+.PHONY: help deps venv testenv helm run test lint typecheck check bench conformance
 
 help:
 	@echo "make run    start the embedded default (local control plane + controller)"
@@ -17,6 +17,7 @@ help:
 	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
 	@echo "make helm   build helm (for the chart in deploy/chart) into the cache"
 	@echo "make bench  translation, controller, data plane and azure benchmarks (numbers, no assertions)"
+	@echo "make conformance  the Gateway API conformance suite against the local data plane (root; make test runs it too)"
 
 deps:
 	@hack/install-deps.sh
@@ -62,6 +63,14 @@ test: deps venv check helm
 	    if [ $$rc -eq 5 ]; then echo "[test] ERROR: no test ran ($$channel channel)" >&2; exit 1; fi; \
 	    if [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	  done
+	@$(MAKE) --no-print-directory conformance
+
+# The official Gateway API conformance suite (conformance/README.md): passes when the
+# failing tests are exactly conformance/known-failures.txt. Writes the report to
+# conformance/reports/. CONFORMANCE_ARGS go to hack/conformance.py (e.g. --run-test NAME).
+CONFORMANCE_ARGS ?=
+conformance: deps venv
+	@$(PY) hack/conformance.py $(CONFORMANCE_ARGS)
 
 # Benchmarks print numbers; they assert nothing about speed.
 bench: deps venv
