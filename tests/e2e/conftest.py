@@ -36,6 +36,47 @@ def backends() -> Iterator[BackendNamespace]:
         ns.destroy()
 
 
+async def class_and_backend(
+    kube: client.ApiClient,
+    namespace: str,
+    backends: BackendNamespace,
+    *,
+    controller_name: str,
+    class_name: str,
+    backend_name: str,
+) -> None:
+    """For tests that run the controller as a process: a GatewayClass, and an echo
+    backend behind Service `svc` (port 80)."""
+    await client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GW,
+        "v1",
+        "gatewayclasses",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": class_name},
+            "spec": {"controllerName": controller_name},
+        },
+    )
+    backend = backends.start_echo(backend_name)
+    await client.CoreV1Api(kube).create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "svc"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
+    )
+    await client.DiscoveryV1Api(kube).create_namespaced_endpoint_slice(
+        namespace,
+        {
+            "metadata": {"name": "svc-1", "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
+        },
+    )
+
+
 @pytest.fixture
 def dataplane_dir() -> Iterator[Path]:
     """A state directory for the local data plane that NGINX workers (user nobody

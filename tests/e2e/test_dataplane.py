@@ -32,7 +32,7 @@ from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.controlplane import free_port
 from agc_controller.localcluster.netns import BackendNamespace
-from tests.e2e.conftest import GW
+from tests.e2e.conftest import GW, class_and_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status, get
 from tests.integration.test_deploy import service_account_kubeconfig
@@ -172,33 +172,13 @@ async def dataplane_env(  # pytest passes fixtures by name
     suffix = uuid.uuid4().hex[:8]
     controller_name, class_name = f"agc-controller.io/dp-{suffix}", f"dp-{suffix}"
     custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
-    await custom.create_cluster_custom_object(
-        GW,
-        "v1",
-        "gatewayclasses",
-        {
-            "apiVersion": f"{GW}/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": class_name},
-            "spec": {"controllerName": controller_name},
-        },
-    )
-    backend = backends.start_echo(f"dp-{suffix}")
-    await core.create_namespaced_service(
+    await class_and_backend(
+        kube,
         namespace,
-        {
-            "metadata": {"name": "svc"},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-        },
-    )
-    await client.DiscoveryV1Api(kube).create_namespaced_endpoint_slice(
-        namespace,
-        {
-            "metadata": {"name": "svc-1", "labels": {"kubernetes.io/service-name": "svc"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
-        },
+        backends,
+        controller_name=controller_name,
+        class_name=class_name,
+        backend_name=f"dp-{suffix}",
     )
     port = free_port()
     await custom.create_namespaced_custom_object(

@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.runtime.leader import LEASE_DURATION
-from tests.e2e.conftest import GW
+from tests.e2e.conftest import GW, class_and_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status
 
@@ -79,34 +79,14 @@ async def test_leader_sigkill_under_traffic(  # noqa: PLR0915 - one story, told 
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     controller, class_name, lease = f"agc-controller.io/ha-{suffix}", f"ha-{suffix}", f"ha-{suffix}"
-    custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
-    await custom.create_cluster_custom_object(
-        GW,
-        "v1",
-        "gatewayclasses",
-        {
-            "apiVersion": f"{GW}/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": class_name},
-            "spec": {"controllerName": controller},
-        },
-    )
-    backend = backends.start_echo(f"ha-{suffix}")
-    await core.create_namespaced_service(
+    custom = client.CustomObjectsApi(kube)
+    await class_and_backend(
+        kube,
         namespace,
-        {
-            "metadata": {"name": "svc"},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
-        },
-    )
-    await client.DiscoveryV1Api(kube).create_namespaced_endpoint_slice(
-        namespace,
-        {
-            "metadata": {"name": "svc-1", "labels": {"kubernetes.io/service-name": "svc"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
-        },
+        backends,
+        controller_name=controller,
+        class_name=class_name,
+        backend_name=f"ha-{suffix}",
     )
     await custom.create_namespaced_custom_object(
         GW,
