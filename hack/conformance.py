@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import datetime
 import fcntl
 import json
@@ -62,8 +61,13 @@ from kubernetes_asyncio.client.rest import ApiException
 from agc_controller import __version__
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
-from agc_controller.localcluster.controlplane import ControlPlaneError, free_port, tail
-from agc_controller.localcluster.podnet import _remove_leftovers
+from agc_controller.localcluster.controlplane import (
+    ControlPlaneError,
+    die_with_parent,
+    free_port,
+    tail,
+)
+from agc_controller.localcluster.podnet import remove_leftovers
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,8 +102,6 @@ Teardown = list[tuple[str, Callable[[], None]]]
 _START_TIMEOUT = 90.0
 _CONTROLLER_GRACE = 10.0  # --shutdown-grace given to the controller
 _AGENT_STOP_TIMEOUT = 90.0  # the agent stops every pod (3 s grace each, in parallel)
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 # `-test.v=test2json` marks the lines the testing package writes itself (=== RUN,
 # --- PASS, ...) with this byte, and prints each result as the test ends; plain -v
@@ -133,10 +135,6 @@ class Interrupted(BaseException):
 # -- processes ---------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @attrs.define
 class Child:
     """A process started by the runner, its output in `log`."""
@@ -155,7 +153,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 # the terminal's Ctrl-C reaches the runner only: it stops children in order
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
             )
         return cls(name=name, process=process, log=log)
 
@@ -391,7 +389,7 @@ def run_suite(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, Sui
             env=env,
             cwd=log.parent,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
         )
         try:
             assert process.stdout is not None
@@ -603,7 +601,7 @@ def _remove_leftovers_of_killed_runs(runs: Path) -> None:
             tag = json.loads(network.read_text()).get("tag")
             # the clean-up a node agent runs over what a crashed one left (private to
             # podnet: there is no public entry point for it yet)
-            if isinstance(tag, str) and tag.isalnum() and (removed := _remove_leftovers(tag)):
+            if isinstance(tag, str) and tag.isalnum() and (removed := remove_leftovers(tag)):
                 say(f"removed the pod network a killed run left: {', '.join(removed)}")
         with contextlib.suppress(OSError):
             dataplane = Path((run / "dataplane-dir").read_text())

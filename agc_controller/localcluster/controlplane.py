@@ -82,7 +82,8 @@ def free_port() -> int:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it when its parent dies (prctl PDEATHSIG)."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -268,7 +269,7 @@ class ControlPlane:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
             )
         self._children.append(_Child(name=name, process=process, log=log))
 

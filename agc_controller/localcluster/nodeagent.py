@@ -88,9 +88,6 @@ import attrs
 import structlog
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -101,6 +98,7 @@ from agc_controller.informers import object_key as _object_key
 from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.kube.resources import Resource
 from agc_controller.localcluster.podnet import PodNetwork, PodNetworkError, PodSandbox
+from agc_controller.selfsigned import self_signed
 
 log = structlog.get_logger(__name__)
 
@@ -2021,37 +2019,6 @@ def _wants_this_node(pod: KubeObject, labels: Mapping[str, str]) -> bool:
 # -- kubelet API ----------------------------------------------------------------------------
 
 
-def _serving_certificate(node_name: str, address: str) -> tuple[bytes, bytes]:
-    """A self-signed serving certificate (PEM) and its key (PEM) for the kubelet API."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@agc-node-agent")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(address))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 _FindOutput = Callable[[str, str, str, bool], _ContainerOutput]
 
 
@@ -2075,13 +2042,19 @@ class _KubeletServer:
 
     async def start(self) -> int:
         """Serve on a free port of `address`; returns the port."""
-        certificate, key = _serving_certificate(self._node_name, self._address)
+        certificate, key = self_signed(
+            f"{self._node_name}@agc-node-agent",
+            sans=[
+                x509.DNSName(self._node_name),
+                x509.IPAddress(ipaddress.ip_address(self._address)),
+            ],
+        )
         self._directory.mkdir(parents=True, exist_ok=True)
         self._directory.chmod(0o700)
         cert_path, key_path = self._directory / "serving.crt", self._directory / "serving.key"
-        cert_path.write_bytes(certificate)
+        cert_path.write_text(certificate)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as key_file:
+        with os.fdopen(fd, "w") as key_file:
             key_file.write(key)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_path, key_path)

@@ -98,7 +98,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_leftovers(tag: str) -> list[str]:
+def remove_leftovers(tag: str) -> list[str]:
     """Delete every namespace and link named with `tag`; returns what was removed."""
     removed = []
     for line in _ip_sync("netns", "list").splitlines():
@@ -231,7 +231,7 @@ class PodNetwork:
                 "give this agent its own --state-dir"
             )
         if isinstance(tag, str) and tag.isalnum():
-            removed = _remove_leftovers(tag)
+            removed = remove_leftovers(tag)
             if removed:
                 log.info("pod_network_leftovers_removed", previous_pid=pid, removed=removed)
         self._state_file.write_text(json.dumps({"pid": os.getpid(), "tag": self._tag}))
