@@ -36,17 +36,7 @@ def backends() -> Iterator[BackendNamespace]:
         ns.destroy()
 
 
-async def class_and_backend(
-    kube: client.ApiClient,
-    namespace: str,
-    backends: BackendNamespace,
-    *,
-    controller_name: str,
-    class_name: str,
-    backend_name: str,
-) -> None:
-    """For tests that run the controller as a process: a GatewayClass, and an echo
-    backend behind Service `svc` (port 80)."""
+async def create_gateway_class(kube: client.ApiClient, name: str, controller_name: str) -> None:
     await client.CustomObjectsApi(kube).create_cluster_custom_object(
         GW,
         "v1",
@@ -54,10 +44,25 @@ async def class_and_backend(
         {
             "apiVersion": f"{GW}/v1",
             "kind": "GatewayClass",
-            "metadata": {"name": class_name},
+            "metadata": {"name": name},
             "spec": {"controllerName": controller_name},
         },
     )
+
+
+async def gateway_with_backend(
+    kube: client.ApiClient,
+    namespace: str,
+    backends: BackendNamespace,
+    *,
+    controller_name: str,
+    class_name: str,
+    backend_name: str,
+    port: int = 80,
+) -> None:
+    """For tests that run the controller as a process: a GatewayClass, Gateway "gw"
+    with an HTTP listener on `port`, and an echo backend behind Service `svc` (port 80)."""
+    await create_gateway_class(kube, class_name, controller_name)
     backend = backends.start_echo(backend_name)
     await client.CoreV1Api(kube).create_namespaced_service(
         namespace,
@@ -73,6 +78,21 @@ async def class_and_backend(
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080}],
             "endpoints": [{"addresses": [backend], "conditions": {"ready": True}}],
+        },
+    )
+    await client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        GW,
+        "v1",
+        namespace,
+        "gateways",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw"},
+            "spec": {
+                "gatewayClassName": class_name,
+                "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
+            },
         },
     )
 
@@ -206,17 +226,7 @@ async def cluster(
     suffix = uuid.uuid4().hex[:8]
     controller_name = f"agc-controller.io/e2e-{suffix}"
     class_name = f"agc-e2e-{suffix}"
-    await client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GW,
-        "v1",
-        "gatewayclasses",
-        {
-            "apiVersion": f"{GW}/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": class_name},
-            "spec": {"controllerName": controller_name},
-        },
-    )
+    await create_gateway_class(kube, class_name, controller_name)
     provider = LocalProvider(state_dir=dataplane_dir)
     api = await api_client_from_kubeconfig(control_plane.kubeconfig)
     controller = Controller(

@@ -32,7 +32,7 @@ from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.controlplane import free_port
 from agc_controller.localcluster.netns import BackendNamespace
-from tests.e2e.conftest import GW, class_and_backend
+from tests.e2e.conftest import GW, gateway_with_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status, get
 from tests.integration.test_deploy import service_account_kubeconfig
@@ -172,29 +172,15 @@ async def dataplane_env(  # pytest passes fixtures by name
     suffix = uuid.uuid4().hex[:8]
     controller_name, class_name = f"agc-controller.io/dp-{suffix}", f"dp-{suffix}"
     custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
-    await class_and_backend(
+    port = free_port()
+    await gateway_with_backend(
         kube,
         namespace,
         backends,
         controller_name=controller_name,
         class_name=class_name,
         backend_name=f"dp-{suffix}",
-    )
-    port = free_port()
-    await custom.create_namespaced_custom_object(
-        GW,
-        "v1",
-        namespace,
-        "gateways",
-        {
-            "apiVersion": f"{GW}/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {
-                "gatewayClassName": class_name,
-                "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
-            },
-        },
+        port=port,
     )
     await custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", route())
     controller = spawn(

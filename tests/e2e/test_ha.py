@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 from agc_controller.localcluster import ControlPlane
 from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.runtime.leader import LEASE_DURATION
-from tests.e2e.conftest import GW, class_and_backend
+from tests.e2e.conftest import GW, gateway_with_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status
 
@@ -80,28 +80,13 @@ async def test_leader_sigkill_under_traffic(  # noqa: PLR0915 - one story, told 
     suffix = uuid.uuid4().hex[:8]
     controller, class_name, lease = f"agc-controller.io/ha-{suffix}", f"ha-{suffix}", f"ha-{suffix}"
     custom = client.CustomObjectsApi(kube)
-    await class_and_backend(
+    await gateway_with_backend(
         kube,
         namespace,
         backends,
         controller_name=controller,
         class_name=class_name,
         backend_name=f"ha-{suffix}",
-    )
-    await custom.create_namespaced_custom_object(
-        GW,
-        "v1",
-        namespace,
-        "gateways",
-        {
-            "apiVersion": f"{GW}/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "gw"},
-            "spec": {
-                "gatewayClassName": class_name,
-                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-            },
-        },
     )
 
     async def route(*extra_rules: dict[str, Any]) -> None:
