@@ -65,6 +65,7 @@ from agc_controller.localcluster.controlplane import (
     ControlPlaneError,
     die_with_parent,
     free_port,
+    spawn_logged,
     tail,
 )
 from agc_controller.localcluster.podnet import remove_leftovers
@@ -145,17 +146,7 @@ class Child:
 
     @classmethod
     def start(cls, name: str, argv: list[str], log: Path) -> Child:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # the terminal's Ctrl-C reaches the runner only: it stops children in order
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
-            )
-        return cls(name=name, process=process, log=log)
+        return cls(name=name, process=spawn_logged(argv, log), log=log)
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:

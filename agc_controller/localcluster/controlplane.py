@@ -82,6 +82,21 @@ def free_port() -> int:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def spawn_logged(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `argv` with its output appended to `log`, in a session of its own (a
+    terminal's Ctrl-C reaches the parent only, which stops children in order),
+    and ended when its parent dies."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
+        )
+
+
 def die_with_parent() -> None:
     """In a child before exec: SIGTERM it when its parent dies (prctl PDEATHSIG)."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -262,16 +277,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.workdir / "logs" / f"{name}.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl(2) call, lock-free
-            )
-        self._children.append(_Child(name=name, process=process, log=log))
+        self._children.append(_Child(name=name, process=spawn_logged(argv, log), log=log))
 
     def _wait(self, name: str, timeout: float, ready: Callable[[], bool]) -> None:
         child = next(c for c in reversed(self._children) if c.name == name)

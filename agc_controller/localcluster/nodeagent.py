@@ -776,21 +776,40 @@ def _find_executable(name: str) -> str | None:
 
 
 def _wrapper_script(
-    tools: _HostTools, *, hostname: str, mounts: Sequence[_Mount], working_dir: str
+    tools: _HostTools,
+    *,
+    hostname: str,
+    mounts: Sequence[_Mount],
+    working_dir: str,
+    volumes_root: Path,
 ) -> str:
-    """sh run inside the pod's namespaces: set the hostname, bind the volumes, exec."""
+    """sh run inside the pod's namespaces: set the hostname, bind the volumes, exec.
+
+    A volume mounted over a directory above `volumes_root` (a ConfigMap at /root,
+    with the agent's state under /root/.cache) would hide the sources of the
+    mounts after it: they are reached through a descriptor of `volumes_root`
+    opened before the first mount, and closed before the exec.
+    """
     q = shlex.quote
-    lines = ["set -e", f"echo {q(hostname)} > /proc/sys/kernel/hostname"]
+    lines = [
+        "set -e",
+        f"echo {q(hostname)} > /proc/sys/kernel/hostname",
+        f"exec 3< {q(str(volumes_root))}",
+    ]
     for mount in mounts:
         target = q(mount.target)
+        source = str(mount.source)
+        if mount.source.is_relative_to(volumes_root):
+            source = posixpath.join("/proc/self/fd/3", str(mount.source.relative_to(volumes_root)))
         if mount.is_file:
             lines.append(f"{q(tools.mkdir)} -p -- {q(posixpath.dirname(mount.target))}")
             lines.append(f"[ -e {target} ] || : > {target}")
         else:
             lines.append(f"{q(tools.mkdir)} -p -- {target}")
-        lines.append(f"{q(tools.mount)} --bind -- {q(str(mount.source))} {target}")
+        lines.append(f"{q(tools.mount)} --bind -- {q(source)} {target}")
         if mount.read_only:
             lines.append(f"{q(tools.mount)} -o remount,bind,ro -- {target}")
+    lines.append("exec 3<&-")
     lines.append(f"{q(tools.mkdir)} -p -- {q(working_dir)}")
     lines.append(f"cd -- {q(working_dir)}")
     lines.append('exec "$@"')
@@ -1241,7 +1260,11 @@ class _PodRunner:
         if self._sandbox is None:
             raise PodNetworkError("the pod has no sandbox")
         script = _wrapper_script(
-            tools, hostname=self._hostname(), mounts=launch.mounts, working_dir=launch.working_dir
+            tools,
+            hostname=self._hostname(),
+            mounts=launch.mounts,
+            working_dir=launch.working_dir,
+            volumes_root=self._dir,
         )
         argv = [
             # SIGKILL the container if the agent dies without cleaning up

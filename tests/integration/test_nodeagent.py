@@ -305,9 +305,12 @@ async def test_secret_volume_env_and_exec_probe(
         },
     )
     # a mount point that does not exist on the host: the agent creates it, empty
-    mount = tmp_path / "mnt" / "secret-volume"
+    mount = tmp_path.parent / f"{tmp_path.name}-mnt" / "secret-volume"
+    # a volume over a directory above the agent's state (where every volume's
+    # files are), mounted before the secret: the secret must still be found
     script = (
-        f'echo "secret=$(cat {mount}/renamed) greeting=$GREETING"; '
+        f'echo "secret=$(cat {mount}/renamed) greeting=$GREETING '
+        f'file=$(cat {tmp_path}/greeting)"; '
         f"touch {mount}/new 2>/dev/null || echo read-only; exec sleep 600"
     )
     manifest = pod_manifest(
@@ -315,10 +318,17 @@ async def test_secret_volume_env_and_exec_probe(
         image=f"{SH}:latest",
         args=["-c", script],
         volumes=[
-            {"name": "v", "secret": {"secretName": "s", "items": [{"key": "x", "path": "renamed"}]}}
+            {
+                "name": "v",
+                "secret": {"secretName": "s", "items": [{"key": "x", "path": "renamed"}]},
+            },
+            {"name": "above", "configMap": {"name": "c"}},
         ],
         container={
-            "volumeMounts": [{"name": "v", "mountPath": str(mount)}],
+            "volumeMounts": [
+                {"name": "v", "mountPath": str(mount)},
+                {"name": "above", "mountPath": str(tmp_path)},
+            ],
             "env": [
                 {
                     "name": "GREETING",
@@ -339,7 +349,7 @@ async def test_secret_volume_env_and_exec_probe(
 
     await until(ready)
     text = await until(lambda: log_containing(core, namespace, pod.metadata.name, "read-only"))
-    assert "secret=hi greeting=hello" in text
+    assert "secret=hi greeting=hello file=hello" in text
     # the bind mount lives in the container's private mount namespace only
     assert mount.is_dir()
     assert list(mount.iterdir()) == []
