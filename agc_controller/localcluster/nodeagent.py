@@ -328,6 +328,8 @@ class _Launch:
     mounts: tuple[_Mount, ...]
     working_dir: str
     image_id: str
+    # argv[0] with every symbolic link resolved: the file a mount may hide
+    executable: str
 
 
 # -- container output -------------------------------------------------------------------
@@ -769,6 +771,10 @@ async def _accepts(address: str, port: int) -> bool:
     return True
 
 
+def _real_path(path: str) -> str:
+    return os.path.realpath(path)
+
+
 def _find_executable(name: str) -> str | None:
     if "/" in name:
         return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
@@ -782,20 +788,27 @@ def _wrapper_script(
     mounts: Sequence[_Mount],
     working_dir: str,
     volumes_root: Path,
+    executable: str,
 ) -> str:
     """sh run inside the pod's namespaces: set the hostname, bind the volumes, exec.
 
-    A volume mounted over a directory above `volumes_root` (a ConfigMap at /root,
-    with the agent's state under /root/.cache) would hide the sources of the
-    mounts after it: they are reached through a descriptor of `volumes_root`
-    opened before the first mount, and closed before the exec.
+    A volume mounted over a directory of the host (a ConfigMap at /root, with the
+    agent's state and the image binaries under /root/.cache) hides what is below
+    it: the other mounts' sources are reached through a descriptor of
+    `volumes_root` opened before the first mount (closed before the exec), and an
+    `executable` a mount hides is run through a descriptor too.
     """
     q = shlex.quote
+    hidden = any(
+        executable == m.target or executable.startswith(m.target.rstrip("/") + "/") for m in mounts
+    )
     lines = [
         "set -e",
         f"echo {q(hostname)} > /proc/sys/kernel/hostname",
         f"exec 3< {q(str(volumes_root))}",
     ]
+    if hidden:
+        lines.append('exec 4< "$1"')
     for mount in mounts:
         target = q(mount.target)
         source = str(mount.source)
@@ -812,7 +825,7 @@ def _wrapper_script(
     lines.append("exec 3<&-")
     lines.append(f"{q(tools.mkdir)} -p -- {q(working_dir)}")
     lines.append(f"cd -- {q(working_dir)}")
-    lines.append('exec "$@"')
+    lines.append('shift; exec /proc/self/fd/4 "$@"' if hidden else 'exec "$@"')
     return "\n".join(lines)
 
 
@@ -1171,6 +1184,7 @@ class _PodRunner:
             mounts=self._mounts(spec, volumes, env),
             working_dir=str(spec.get("workingDir") or "/"),
             image_id=f"agc-local://{repository}",
+            executable=_real_path(executable),
         )
 
     async def _container_env(self, spec: Mapping[str, Any]) -> dict[str, str]:
@@ -1265,6 +1279,7 @@ class _PodRunner:
             mounts=launch.mounts,
             working_dir=launch.working_dir,
             volumes_root=self._dir,
+            executable=launch.executable,
         )
         argv = [
             # SIGKILL the container if the agent dies without cleaning up

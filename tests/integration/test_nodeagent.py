@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -307,7 +308,11 @@ async def test_secret_volume_env_and_exec_probe(
     # a mount point that does not exist on the host: the agent creates it, empty
     mount = tmp_path.parent / f"{tmp_path.name}-mnt" / "secret-volume"
     # a volume over a directory above the agent's state (where every volume's
-    # files are), mounted before the secret: the secret must still be found
+    # files are), mounted before the secret: the secret must still be found; and
+    # the program, a copy of sh in that directory, must still start
+    shell = tmp_path / "tools" / "sh"
+    shell.parent.mkdir()
+    shutil.copy2(IMAGES[SH][0], shell)  # follows the link: a copy of the program
     script = (
         f'echo "secret=$(cat {mount}/renamed) greeting=$GREETING '
         f'file=$(cat {tmp_path}/greeting)"; '
@@ -325,6 +330,7 @@ async def test_secret_volume_env_and_exec_probe(
             {"name": "above", "configMap": {"name": "c"}},
         ],
         container={
+            "command": [str(shell)],
             "volumeMounts": [
                 {"name": "v", "mountPath": str(mount)},
                 {"name": "above", "mountPath": str(tmp_path)},
