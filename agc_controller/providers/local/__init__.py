@@ -19,7 +19,8 @@ child NGINX and the data-plane agent on the NGINX of its pod.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from agc_controller.providers.local.static import (
     StaticSettings,
     UnsafeValue,
     render,
+    tls_files,
 )
 from agc_controller.status.model import GatewayAddress, ObjectKey
 from agc_controller.translate import conditions as c
@@ -130,19 +132,33 @@ async def program(
     """Make `instance` serve `state` on `address`: static config first (reloaded only if
     its text changed), then the state. Raises UnsafeValue or NginxError, leaving the
     last good configuration serving."""
-    _write_backend_tls(instance.layout, needs)
+    files = tls_files(needs, instance.layout)
+    _write_tls_files(files)
     text, static_id = render(address, needs, instance.layout, settings)
-    await instance.apply_static(text)
+    await instance.apply_static(text, static_id)
+    _prune_tls_files(instance.layout, keep=files.keys())
     document = {**state, "static": static_id}
     await instance.push(json.dumps(document, separators=(",", ":")).encode())
 
 
-def _write_backend_tls(layout: InstanceLayout, needs: StaticNeeds) -> None:
-    for index, tls in enumerate(needs.backend_tls):
-        if tls.ca_pem is not None:
-            layout.backend_ca(index).write_text(tls.ca_pem)
-        if tls.client_certificate is not None:
-            cert, key = layout.backend_client(index)
-            cert.write_text(tls.client_certificate.cert_pem)
-            key.touch(mode=0o600)
-            key.write_text(tls.client_certificate.key_pem)
+def _write_tls_files(files: Mapping[Path, tuple[str, int]]) -> None:
+    """Write the files a configuration needs that are not there yet. Names carry
+    the content's digest, so an existing file is already right; a new one is
+    written whole under a temporary name and renamed."""
+    for path, (pem, mode) in files.items():
+        if path.exists():
+            continue
+        staged = path.with_suffix(".new")
+        staged.unlink(missing_ok=True)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w") as out:
+            out.write(pem)
+        staged.replace(path)
+
+
+def _prune_tls_files(layout: InstanceLayout, *, keep: Iterable[Path]) -> None:
+    """Once NGINX runs a configuration, the files only older ones read can go."""
+    wanted = set(keep)
+    for path in layout.tls_dir.glob("*.pem"):
+        if path not in wanted:
+            path.unlink(missing_ok=True)

@@ -93,8 +93,9 @@ class NginxInstance:
         )
         log.info("nginx_adopted", gateway=self.name, pid=pid)
 
-    async def apply_static(self, text: str) -> bool:
-        """Make `text` the running static config. True if NGINX was (re)started or reloaded."""
+    async def apply_static(self, text: str, static_id: str) -> bool:
+        """Make `text` (whose id is `static_id`) the running static config. True if
+        NGINX was (re)started or reloaded; NginxError if it kept the previous one."""
         if text == self.static_text and self._running():
             return False
         self._check_reachable_by_workers()
@@ -107,8 +108,34 @@ class NginxInstance:
             await self._reload()
         else:
             await self._start()
+        await self._confirm(static_id)
         self.static_text = text
         return True
+
+    async def _confirm(self, static_id: str) -> None:
+        """Until a worker of the new configuration answers on the control socket.
+
+        A reload can still fail after `nginx -t` passed (the master keeps its old
+        workers and logs why): then the Gateway must not be reported programmed.
+        """
+        deadline = asyncio.get_running_loop().time() + _READY_WITHIN
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                status, body = await self._request("GET", None, path="/static")
+                if status == 200 and body.strip() == static_id:
+                    return
+            await asyncio.sleep(0.02)
+        raise NginxError(
+            "NGINX kept its previous configuration: "
+            + (self._last_error() or "no error logged; see its error.log")
+        )
+
+    def _last_error(self) -> str | None:
+        try:
+            lines = (self.layout.prefix / "error.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        return next((line for line in reversed(lines) if "[emerg]" in line), None)
 
     def _check_reachable_by_workers(self) -> None:
         """A master started as root runs its workers as `nobody`, and they open
@@ -280,12 +307,14 @@ class NginxInstance:
             await self.push(self.state)
         log.info("nginx_restarted", gateway=self.name, pid=self._process.pid)
 
-    async def _request(self, method: str, body: bytes | None) -> tuple[int, str]:
+    async def _request(
+        self, method: str, body: bytes | None, *, path: str = "/config"
+    ) -> tuple[int, str]:
         connector = aiohttp.UnixConnector(path=str(self.layout.control_socket))
         async with (
             aiohttp.ClientSession(connector=connector) as session,
             session.request(
-                method, "http://agc/config", data=body, timeout=aiohttp.ClientTimeout(total=30)
+                method, f"http://agc{path}", data=body, timeout=aiohttp.ClientTimeout(total=30)
             ) as response,
         ):
             return response.status, await response.text()

@@ -84,14 +84,10 @@ class InstanceLayout:
     def tls_dir(self) -> Path:
         return self.prefix / "tls"
 
-    def backend_ca(self, index: int) -> Path:
-        return self.tls_dir / f"backend-{index}-ca.pem"
-
-    def backend_client(self, index: int) -> tuple[Path, Path]:
-        return (
-            self.tls_dir / f"backend-{index}-client.crt",
-            self.tls_dir / f"backend-{index}-client.key",
-        )
+    def pem_file(self, pem: str, kind: str) -> Path:
+        """Where NGINX reads `pem` from: named after its content, so a file is
+        never rewritten while a running or loading configuration reads it."""
+        return self.tls_dir / f"{kind}-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
 
     @property
     def fallback_cert(self) -> tuple[Path, Path]:
@@ -118,23 +114,28 @@ def render(
 ) -> tuple[str, str]:
     """(the configuration, its id).
 
-    The id is a digest of the text and of the files it makes NGINX read (upstream
-    CA bundles and client certificates), so a changed file changes the text and
-    NGINX reloads to read it. The id also goes into the state pushed with it: a
-    worker still running an older configuration during a reload must not follow
-    state that names locations only the new one has (config.lua checks).
+    The id is a digest of the text, which names the files NGINX reads by their
+    content (`tls_files`), so new upstream CAs or client certificates change it
+    and NGINX reloads to read them. The id also goes into the state pushed with
+    it: a worker still running an older configuration during a reload must not
+    follow state that names locations only the new one has (config.lua checks).
     """
     text = _render(address, needs, layout, settings)
-    digest = hashlib.sha256(text.encode())
-    for tls in needs.backend_tls:
-        for pem in (
-            tls.ca_pem,
-            tls.client_certificate and tls.client_certificate.cert_pem,
-            tls.client_certificate and tls.client_certificate.key_pem,
-        ):
-            digest.update((pem or "").encode())
-    static_id = digest.hexdigest()[:16]
+    static_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     return text.replace(_STATIC_ID, static_id), static_id
+
+
+def tls_files(needs: StaticNeeds, layout: InstanceLayout) -> dict[Path, tuple[str, int]]:
+    """The files the static configuration makes NGINX read: path -> (PEM, mode)."""
+    files: dict[Path, tuple[str, int]] = {}
+    for tls in needs.backend_tls:
+        if tls.ca_pem is not None:
+            files[layout.pem_file(tls.ca_pem, "ca")] = (tls.ca_pem, 0o644)
+        if tls.client_certificate is not None:
+            cert, key = tls.client_certificate.cert_pem, tls.client_certificate.key_pem
+            files[layout.pem_file(cert, "client-cert")] = (cert, 0o644)
+            files[layout.pem_file(key, "client-key")] = (key, 0o600)
+    return files
 
 
 def _render(
@@ -227,6 +228,8 @@ def _render(
         f"    listen unix:{_path(layout.control_socket)};",
         "    client_body_buffer_size 64m;",
         '    location = /config { content_by_lua_block { require("agc.control").handle() } }',
+        # which static configuration the answering worker runs (reload confirmation)
+        '    location = /static { content_by_lua_block { require("agc.control").static() } }',
         "  }",
     ]
     for listen in needs.listens:
@@ -372,7 +375,9 @@ def _backend_tls_location(
 ) -> list[str]:
     if not is_valid_hostname(tls.sni, wildcard=False):
         raise UnsafeValue(f"backend TLS hostname {tls.sni[:64]!r} is not a valid hostname")
-    ca = str(layout.backend_ca(index)) if tls.ca_pem is not None else settings.system_ca_bundle
+    ca = settings.system_ca_bundle
+    if tls.ca_pem is not None:
+        ca = str(layout.pem_file(tls.ca_pem, "ca"))
     lines = [
         f"    location @agc_tls_{index} {{",
         f"      proxy_pass https://agc_backend_tls_{index};",
@@ -384,7 +389,8 @@ def _backend_tls_location(
         "      proxy_ssl_session_reuse on;",
     ]
     if tls.client_certificate is not None:
-        cert, key = layout.backend_client(index)
+        cert = layout.pem_file(tls.client_certificate.cert_pem, "client-cert")
+        key = layout.pem_file(tls.client_certificate.key_pem, "client-key")
         lines += [
             f"      proxy_ssl_certificate {nginx_string(str(cert))};",
             f"      proxy_ssl_certificate_key {nginx_string(str(key))};",

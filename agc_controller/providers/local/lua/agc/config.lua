@@ -21,6 +21,10 @@ function _M.set_static_id(id)
   static_id = id
 end
 
+function _M.static_id()
+  return static_id
+end
+
 -- Header modifiers keep names as written (responses show them); lookups of
 -- existing values use the lower-cased name.
 local function with_lookup_names(pairs_list)

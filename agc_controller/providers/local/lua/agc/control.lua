@@ -1,5 +1,6 @@
 -- The control endpoint (a unix socket only the controller can reach):
--- PUT /config with the whole state as JSON; GET /config returns the version.
+-- PUT /config with the whole state as JSON; GET /config returns the version;
+-- GET /static the id of the static configuration the answering worker runs.
 local config = require("agc.config")
 
 local _M = {}
@@ -33,6 +34,10 @@ function _M.handle()
     return
   end
   ngx.say(version)
+end
+
+function _M.static()
+  ngx.say(config.static_id())
 end
 
 return _M
