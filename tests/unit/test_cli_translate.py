@@ -260,3 +260,24 @@ def test_arm_output_is_translated_with_the_azure_capabilities(
     code, doc, _ = run(capsys, "-f", str(headers), "-o", "model")
     assert doc is not None
     assert doc["gateways"]["default/gw"]["hosts"][0]["rules"]  # the default settings keep it
+
+
+def test_a_service_shared_by_http_and_grpc_routes_keeps_both_protocols(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    both = tmp_path / "both.yaml"
+    grpc_route = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: web-grpc}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example.com]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+"""
+    both.write_text(BASIC + "---" + grpc_route)
+    assert main(["translate", "-f", str(both), "-o", "nginx"]) == 0
+    out = capsys.readouterr().out
+    state = json.loads(out[out.index("{", out.index("# ----- dynamic state")) :])
+    protocols = {name: backend["protocol"] for name, backend in state["backends"].items()}
+    assert protocols == {"default/web:80": "http", "default/web:80#h2c": "h2c"}

@@ -96,19 +96,22 @@ class _Builder:
         return self.cas.index(pem)
 
     def backend(self, b: Backend) -> dict[str, Any]:
+        # one Service port can be an HTTP backend of one route and an h2c one of
+        # another (a GRPCRoute's default): each protocol is its own backend
+        key = b.name if b.protocol == "http" else f"{b.name}#{b.protocol}"
         if b.valid:
             tls_index = None
             if b.tls is not None:
                 if b.tls not in self.tls:
                     self.tls.append(b.tls)
                 tls_index = self.tls.index(b.tls)
-            self.backends[b.name] = {
+            self.backends[key] = {
                 "endpoints": [[e.address, e.port] for e in b.endpoints],
                 "protocol": b.protocol,
                 "tls": tls_index,
             }
         return {
-            "id": b.name,
+            "id": key,
             "w": b.weight,
             "valid": b.valid,
             "req": _modifier(b.request_headers),
