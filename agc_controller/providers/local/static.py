@@ -107,6 +107,7 @@ class StaticSettings:
 
 
 _STATIC_ID = "__agc_static_id__"
+_BEHIND_SNIFFER = "proxy_protocol backlog=4096"
 
 
 def render(
@@ -241,8 +242,10 @@ def _render(
             # behind the sniffer (see _sniffers), which passes the client's address
             # and the port it connected to in a PROXY protocol header
             out += [
-                f"    listen unix:{_socket(layout, port, h2c=False)} proxy_protocol;",
-                f"    listen unix:{_socket(layout, port, h2c=True)} http2 proxy_protocol;",
+                # every client connection becomes one to these sockets: a burst of
+                # new ones must not overflow the default backlog (511)
+                f"    listen unix:{_socket(layout, port, h2c=False)} {_BEHIND_SNIFFER};",
+                f"    listen unix:{_socket(layout, port, h2c=True)} http2 {_BEHIND_SNIFFER};",
                 "    set_real_ip_from unix:;",
                 "    real_ip_header proxy_protocol;",
             ]
