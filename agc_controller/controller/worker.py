@@ -173,7 +173,9 @@ async def run_worker(
         attempt = queue.num_requeues(key)
         started = clock.monotonic()
         outcome: ReconcileOutcome = "success"
-        with structlog.contextvars.bound_contextvars(kind=key.kind, key=str(key), attempt=attempt):
+        with structlog.contextvars.bound_contextvars(
+            kind=key.kind, object=str(key), attempt=attempt
+        ):
             try:
                 await reconcile(key)
             except asyncio.CancelledError:

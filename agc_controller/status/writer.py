@@ -94,7 +94,7 @@ class StatusWriter:
         """
         resource, key = _target(desired)
         path = resource.object_path(key.name, key.namespace or None)
-        log = structlog.get_logger(__name__).bind(kind=key.kind, key=str(key))
+        log = structlog.get_logger(__name__).bind(kind=key.kind, object=str(key))
         if isinstance(desired, RouteStatus | PolicyStatus):
             log = log.bind(gateway=str(desired.gateway))
         # one timestamp per call: every condition that transitions now gets the same time

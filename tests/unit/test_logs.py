@@ -19,3 +19,13 @@ def test_credential_fields_are_blanked_and_others_kept() -> None:
     assert event["token"] == REDACTED
     assert event["secret"] == {"data": REDACTED, "type": "t"}
     assert event["event"] == "x"
+
+
+def test_the_work_item_field_is_not_mistaken_for_a_credential() -> None:
+    # the worker and status writer bind the object they work on as `object`: a
+    # field named `key` is a credential's name and would be blanked
+    event = redact_secrets(
+        None, "info", {"event": "x", "kind": "Gateway", "object": "Gateway/ns/gw", "key": "k"}
+    )
+    assert event["object"] == "Gateway/ns/gw"
+    assert event["key"] == REDACTED
