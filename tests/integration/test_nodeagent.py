@@ -31,10 +31,8 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.localcluster.nodeagent import NodeAgent
 
-pytestmark = [
-    pytest.mark.usefixtures("controller_manager"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-]
+# network namespaces need root, as the e2e tests do (README): without it these fail
+pytestmark = pytest.mark.usefixtures("controller_manager")
 
 ECHO = "agc-test/echo"
 SH = "agc-test/sh"
