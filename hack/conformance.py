@@ -810,9 +810,12 @@ def judge(results: SuiteResults, report_path: Path, run_dir: Path, *, focused: b
         ok = False
         print(f"  No report was written; see {run_dir / 'suite.log'}")
     elif not focused and results.suite_outcome is not None and not results.fatal:
-        REPORT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report_path, REPORT)
-        print(f"  Report: {REPORT.relative_to(REPO)}")
+        if _same_results(report_path, REPORT):
+            print(f"  Report: unchanged but for its date, {REPORT.relative_to(REPO)} kept")
+        else:
+            REPORT.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report_path, REPORT)
+            print(f"  Report: {REPORT.relative_to(REPO)}")
     if failed := results.named("FAIL"):
         by_test = output_by_test(run_dir / "suite.log")
         for name in failed:
@@ -822,6 +825,23 @@ def judge(results: SuiteResults, report_path: Path, run_dir: Path, *, focused: b
         print(f"  Each failure's output and cluster state: {run_dir / 'failures'}/<test>/")
     print(f"  {'PASS' if ok else 'FAIL'}", flush=True)
     return ok
+
+
+def _same_results(new: Path, committed: Path) -> bool:
+    """Whether two reports differ in nothing but the date they were made and the
+    order of their profiles (the suite lists them in map order): a run that
+    changes no result leaves the committed report (and the tree) alone."""
+    if not committed.exists():
+        return False
+
+    def undated(path: Path) -> Any:
+        report = yaml.safe_load(path.read_text())
+        if isinstance(report, dict):
+            report.pop("date", None)
+            report["profiles"] = sorted(report.get("profiles") or [], key=lambda p: p.get("name"))
+        return report
+
+    return bool(undated(new) == undated(committed))
 
 
 if __name__ == "__main__":
