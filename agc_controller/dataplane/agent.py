@@ -52,7 +52,7 @@ from agc_controller.informers import (
     KubeObject,
     drop_managed_fields,
 )
-from agc_controller.kube.resources import SECRET, Resource
+from agc_controller.kube.resources import SECRET
 from agc_controller.providers.local import program
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue
@@ -67,17 +67,6 @@ log = structlog.get_logger(__name__)
 FIELD_MANAGER = "agc-dataplane"
 # seconds before pushing again a state NGINX's control socket failed to take
 RETRY_PUSH_AFTER = 1.0
-
-
-class NamedObjectListWatcher(ApiListWatcher):
-    """LIST/WATCH of one object by name: the only list a `resourceNames` rule allows."""
-
-    def __init__(self, api: client.ApiClient, resource: Resource, namespace: str, name: str):
-        super().__init__(api, resource, namespace)
-        self._field_selector = f"metadata.name={name}"
-
-    def _selector_params(self) -> list[tuple[str, str]]:
-        return [("fieldSelector", self._field_selector)]
 
 
 class AgentMetrics:
@@ -125,7 +114,10 @@ class Agent:
         self._informer = Informer(
             SECRET,
             PermissionReportingListWatcher(
-                NamedObjectListWatcher(api, SECRET, namespace, secret), SECRET, self.permissions
+                # `metadata.name=`: the only list its resourceNames rule allows
+                ApiListWatcher(api, SECRET, namespace, field_selector=f"metadata.name={secret}"),
+                SECRET,
+                self.permissions,
             ),
             clock=clock or SystemClock(),
             transform=drop_managed_fields,

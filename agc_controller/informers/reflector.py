@@ -83,7 +83,8 @@ class ListWatcher(Protocol):
 
 
 class ApiListWatcher:
-    """LIST/WATCH of `resource` over an ApiClient, optionally one namespace or labels."""
+    """LIST/WATCH of `resource` over an ApiClient, optionally one namespace, labels
+    or fields (`metadata.name=x`: the only list a `resourceNames` RBAC rule allows)."""
 
     def __init__(
         self,
@@ -92,12 +93,14 @@ class ApiListWatcher:
         namespace: str | None = None,
         label_selector: str | None = None,
         *,
+        field_selector: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self._api = api
         self._resource = resource
         self._path = resource.collection_path(namespace)
         self._label_selector = label_selector
+        self._field_selector = field_selector
         self._page_size = page_size
 
     async def list_page(self, continue_token: str | None) -> ListPage:
@@ -147,7 +150,10 @@ class ApiListWatcher:
             response.close()
 
     def _selector_params(self) -> list[tuple[str, str]]:
-        return [("labelSelector", self._label_selector)] if self._label_selector else []
+        params = [("labelSelector", self._label_selector)] if self._label_selector else []
+        if self._field_selector:
+            params.append(("fieldSelector", self._field_selector))
+        return params
 
     async def _get(
         self, params: list[tuple[str, str]], client_timeout: aiohttp.ClientTimeout

@@ -1827,17 +1827,6 @@ def _condition(
     return condition
 
 
-class _PodListWatcher(ApiListWatcher):
-    """Pods matching a field selector; the project's ListWatcher knows label selectors only."""
-
-    def __init__(self, api: client.ApiClient, field_selector: str) -> None:
-        super().__init__(api, POD)
-        self._field_selector = field_selector
-
-    def _selector_params(self) -> list[tuple[str, str]]:
-        return [("fieldSelector", self._field_selector)]
-
-
 class _Handler:
     """Informer handler: forwards changes to the agent (no I/O, as handlers must)."""
 
@@ -2251,7 +2240,9 @@ class NodeAgent:
                 await registered.wait()
                 assigned = Informer(
                     POD,
-                    _PodListWatcher(self._raw_api, f"spec.nodeName={self._node_name}"),
+                    ApiListWatcher(
+                        self._raw_api, POD, field_selector=f"spec.nodeName={self._node_name}"
+                    ),
                     clock=SystemClock(),
                     transform=drop_managed_fields,
                     name="pods-on-node",
@@ -2259,9 +2250,10 @@ class NodeAgent:
                 assigned.add_handler(_Handler(self._on_assigned_pod, self._on_assigned_pod_gone))
                 unscheduled = Informer(
                     POD,
-                    _PodListWatcher(
+                    ApiListWatcher(
                         self._raw_api,
-                        "spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed",
+                        POD,
+                        field_selector="spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed",
                     ),
                     clock=SystemClock(),
                     transform=drop_managed_fields,

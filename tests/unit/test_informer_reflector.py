@@ -102,6 +102,17 @@ async def test_list_pages_carry_kind_and_tokens(apiserver: FakeApiserver, api: A
     ]
 
 
+async def test_a_field_selector_goes_with_every_list(apiserver: FakeApiserver, api: Any) -> None:
+    list_watcher = ApiListWatcher(
+        api, CONFIG_MAP, "ns", label_selector="app=web", field_selector="metadata.name=a"
+    )
+
+    await list_watcher.list_page(None)
+
+    assert apiserver.requests[0]["fieldSelector"] == "metadata.name=a"
+    assert apiserver.requests[0]["labelSelector"] == "app=web"
+
+
 async def test_watch_streams_events_with_bookmarks_requested(
     apiserver: FakeApiserver, api: Any
 ) -> None:
