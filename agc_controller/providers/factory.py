@@ -63,6 +63,7 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteRequestTimeout",
         "HTTPRouteResponseHeaderModification",
         "HTTPRouteRetry",
+        "HTTPRouteRetryConnectionError",
         "HTTPRouteSchemeRedirect",
     }
 )

@@ -177,3 +177,35 @@ async def test_retry_attempts_backoff_and_the_last_answer(
     )
     messages = " ".join(c["message"] for c in route["status"]["parents"][0]["conditions"])
     assert "spec.rules[2].retry.attempts above 8 (9) is not supported" in messages
+
+
+async def test_retry_after_a_connection_error(
+    cluster: Cluster, pool: dict[str, str], backends: BackendNamespace
+) -> None:
+    # an address in the backends' namespace with nothing listening: refused at once
+    dead = backends.add_address()
+    await cluster.service("half-dead", [pool["healthy"], dead])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    # no status code of the dead endpoint's to retry: its refusal is
+                    # retried because any retry policy covers connection errors
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/retry"}}],
+                    "retry": {"codes": [500], "attempts": 1},
+                    "backendRefs": [{"name": "half-dead", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/once"}}],
+                    "backendRefs": [{"name": "half-dead", "port": 80}],
+                },
+            ],
+        },
+    )
+    await eventually_status(address, "/retry", 200)
+    assert await statuses(address, "/retry", 100) == {200: 100}
+    without = await statuses(address, "/once", 100)
+    assert without[502] > 20, without  # round robin: about half are refused
