@@ -39,7 +39,7 @@ from agc_controller.localcluster import (
 from agc_controller.localcluster.controlplane import ControlPlaneError
 from agc_controller.localcluster.crds import CHANNELS
 from agc_controller.providers.factory import PROVIDERS, LocalOptions, open_provider
-from agc_controller.runtime.health import HealthServer, parse_address
+from agc_controller.runtime.health import parse_address, serving_health
 from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.settings import (
     LOCAL_DATAPLANE_MODES,
@@ -471,23 +471,17 @@ async def _run_controller(
             leader_retry_period=leader_retry_period,
             shutdown_grace=shutdown_grace,
         )
-        server = None
-        if health is not None:
-            server = HealthServer(
-                not_ready_reasons=controller.not_ready_reasons,
-                registry=controller.metrics.registry,
-                host=health[0],
-                port=health[1],
-            )
-            await server.start()
-        helper = asyncio.create_task(once_running(api)) if once_running else None
-        try:
-            await controller.run(stop)
-        finally:
-            if helper is not None:
-                helper.cancel()
-            if server is not None:
-                await server.stop()
+        async with serving_health(
+            health,
+            not_ready_reasons=controller.not_ready_reasons,
+            registry=controller.metrics.registry,
+        ):
+            helper = asyncio.create_task(once_running(api)) if once_running else None
+            try:
+                await controller.run(stop)
+            finally:
+                if helper is not None:
+                    helper.cancel()
 
 
 def _run_local(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ from agc_controller.kube.resources import SECRET
 from agc_controller.providers.local import program
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue
-from agc_controller.runtime.health import HealthServer
+from agc_controller.runtime.health import serving_health
 from agc_controller.runtime.permissions import (
     PermissionProblems,
     PermissionReportingListWatcher,
@@ -278,17 +278,7 @@ def _describe(error: BaseException) -> str:
 
 async def run_agent(agent: Agent, *, health: tuple[str, int] | None, stop: asyncio.Event) -> None:
     """Run `agent` with its probe/metrics endpoint until `stop` is set."""
-    server = None
-    if health is not None:
-        server = HealthServer(
-            not_ready_reasons=agent.not_ready_reasons,
-            registry=agent.metrics.registry,
-            host=health[0],
-            port=health[1],
-        )
-        await server.start()
-    try:
+    async with serving_health(
+        health, not_ready_reasons=agent.not_ready_reasons, registry=agent.metrics.registry
+    ):
         await agent.run(stop)
-    finally:
-        if server is not None:
-            await server.stop()

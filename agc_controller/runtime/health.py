@@ -15,7 +15,8 @@ the loop itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import structlog
 from aiohttp import web
@@ -30,6 +31,27 @@ def parse_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT or :PORT, got {address!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@asynccontextmanager
+async def serving_health(
+    address: tuple[str, int] | None,
+    *,
+    not_ready_reasons: Callable[[], list[str]],
+    registry: CollectorRegistry,
+) -> AsyncIterator[HealthServer | None]:
+    """The endpoint on `address` for the duration of the block; None: no endpoint."""
+    if address is None:
+        yield None
+        return
+    server = HealthServer(
+        not_ready_reasons=not_ready_reasons, registry=registry, host=address[0], port=address[1]
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 class HealthServer:

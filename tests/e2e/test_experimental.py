@@ -27,6 +27,17 @@ def pool(backends: BackendNamespace) -> dict[str, str]:
     }
 
 
+def rule(prefix: str, service: str, retry: dict[str, object] | None = None) -> dict[str, object]:
+    """A route rule: requests under `prefix` to port 80 of `service`, with `retry`."""
+    out: dict[str, object] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+        "backendRefs": [{"name": service, "port": 80}],
+    }
+    if retry is not None:
+        out["retry"] = retry
+    return out
+
+
 async def statuses(address: str, path: str, count: int) -> collections.Counter[int]:
     seen: collections.Counter[int] = collections.Counter()
     async with aiohttp.ClientSession() as session:
@@ -44,20 +55,9 @@ async def test_retry_moves_to_another_endpoint(cluster: Cluster, pool: dict[str,
         {
             "parentRefs": [{"name": "gw"}],
             "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/retry"}}],
-                    "retry": {"codes": [503], "attempts": 2},
-                    "backendRefs": [{"name": "mixed", "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/once"}}],
-                    "backendRefs": [{"name": "mixed", "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/other-codes"}}],
-                    "retry": {"codes": [502], "attempts": 2},
-                    "backendRefs": [{"name": "mixed", "port": 80}],
-                },
+                rule("/retry", "mixed", retry={"codes": [503], "attempts": 2}),
+                rule("/once", "mixed"),
+                rule("/other-codes", "mixed", retry={"codes": [502], "attempts": 2}),
             ],
         },
     )
@@ -127,21 +127,9 @@ async def test_retry_attempts_backoff_and_the_last_answer(
         {
             "parentRefs": [{"name": "gw"}],
             "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/backoff"}}],
-                    "retry": {"codes": [500], "attempts": 3, "backoff": "200ms"},
-                    "backendRefs": [{"name": "counted", "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/all"}}],
-                    "retry": {"codes": [500, 502, 503, 504], "attempts": 2},
-                    "backendRefs": [{"name": "counted", "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/too-many"}}],
-                    "retry": {"codes": [500], "attempts": 9},
-                    "backendRefs": [{"name": "counted", "port": 80}],
-                },
+                rule("/backoff", "counted", {"codes": [500], "attempts": 3, "backoff": "200ms"}),
+                rule("/all", "counted", retry={"codes": [500, 502, 503, 504], "attempts": 2}),
+                rule("/too-many", "counted", retry={"codes": [500], "attempts": 9}),
             ],
         },
     )
@@ -191,17 +179,10 @@ async def test_retry_after_a_connection_error(
         {
             "parentRefs": [{"name": "gw"}],
             "rules": [
-                {
-                    # no status code of the dead endpoint's to retry: its refusal is
-                    # retried because any retry policy covers connection errors
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/retry"}}],
-                    "retry": {"codes": [500], "attempts": 1},
-                    "backendRefs": [{"name": "half-dead", "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/once"}}],
-                    "backendRefs": [{"name": "half-dead", "port": 80}],
-                },
+                # no status code of the dead endpoint's to retry: its refusal is
+                # retried because any retry policy covers connection errors
+                rule("/retry", "half-dead", retry={"codes": [500], "attempts": 1}),
+                rule("/once", "half-dead"),
             ],
         },
     )
