@@ -39,13 +39,14 @@ testenv: deps
 helm: deps
 	@hack/helm.sh >/dev/null
 
+# The dev cluster (devcluster/) is not installed: the repository root is its path.
 run: deps venv
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
-	  exec $(VENV)/bin/agc-controller local
+	  PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" exec $(PY) -m devcluster
 
 lint: venv
-	@$(VENV)/bin/ruff check agc_controller tests
-	@$(VENV)/bin/ruff format --check agc_controller tests
+	@$(VENV)/bin/ruff check agc_controller devcluster tests hack
+	@$(VENV)/bin/ruff format --check agc_controller devcluster tests hack
 
 typecheck: venv
 	@$(VENV)/bin/mypy

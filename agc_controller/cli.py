@@ -1,10 +1,11 @@
-"""Command line: `agc-controller {run,local,dataplane,translate,version}`.
+"""Command line: `agc-controller {run,dataplane,translate,version}`.
 
 `run` is the controller against a cluster (in-cluster service account, or a
 kubeconfig), with the probe/metrics endpoint; SIGTERM or SIGINT stops it in
-order within `--shutdown-grace`. `local` is the embedded default: a local
-control plane (etcd + kube-apiserver + kube-controller-manager) with the
-Gateway API CRDs, and the controller running against it. `translate` needs no
+order within `--shutdown-grace`. The embedded default that `make run` starts (a
+local control plane with the controller against it) is the dev cluster's
+(`python -m devcluster`, outside this package), built on `add_controller_options`
+and `run_controller`. `translate` needs no
 cluster: YAML files in, the ALB model and statuses out (outputs come from the
 registry in render.py, which providers extend). `dataplane` is the agent of a
 data-plane pod (`run --local-dataplane deployment` provisions those pods): it
@@ -30,14 +31,6 @@ from agc_controller import __version__, logs, render
 from agc_controller.dataplane.agent import Agent, run_agent
 from agc_controller.dataplane.manifests import STATE_DIR
 from agc_controller.kube.client import api_client
-from agc_controller.localcluster import (
-    ControlPlane,
-    ControlPlaneBinaries,
-    examples,
-    install_gateway_api_crds,
-)
-from agc_controller.localcluster.controlplane import ControlPlaneError
-from agc_controller.localcluster.crds import CHANNELS
 from agc_controller.providers.factory import PROVIDERS, LocalOptions, open_provider
 from agc_controller.runtime.health import parse_address, serving_health
 from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
@@ -58,7 +51,28 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _add_controller_options(parser: argparse.ArgumentParser) -> None:
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=_env("AGC_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (env AGC_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=os.environ.get("AGC_LOG_FORMAT"),
+        help="log format; default: console on a terminal, json otherwise (env AGC_LOG_FORMAT)",
+    )
+
+
+def configure_logs(args: argparse.Namespace) -> None:
+    """Logging as `add_log_options` asked: an explicit format wins over the terminal test."""
+    json_logs = None if args.log_format is None else args.log_format == "json"
+    logs.configure(level=args.log_level, json=json_logs)
+
+
+def add_controller_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--controller-name",
         default=_env("AGC_CONTROLLER_NAME", DEFAULT_CONTROLLER_NAME),
@@ -150,18 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="agc-controller",
         description="A Gateway API controller for L7 load balancers (local NGINX or Azure).",
     )
-    parser.add_argument(
-        "--log-level",
-        default=_env("AGC_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (env AGC_LOG_LEVEL)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=["json", "console"],
-        default=os.environ.get("AGC_LOG_FORMAT"),
-        help="log format; default: console on a terminal, json otherwise (env AGC_LOG_FORMAT)",
-    )
+    add_log_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("version", help="print the version and exit")
@@ -173,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "account unless --kubeconfig is given.",
     )
     run.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG"))
-    _add_controller_options(run)
+    add_controller_options(run)
     run.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
@@ -250,38 +253,6 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
     )
 
-    local = commands.add_parser(
-        "local",
-        help="run the embedded default: a local control plane and the controller",
-        description="Start etcd, kube-apiserver and kube-controller-manager on loopback, "
-        "install the Gateway API CRDs, and run the controller until interrupted.",
-    )
-    local.add_argument(
-        "--testenv",
-        type=Path,
-        default=os.environ.get("AGC_TESTENV"),
-        help="directory with bin/ and crds/ built by `make testenv` (env AGC_TESTENV)",
-    )
-    local.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(_env("AGC_STATE_DIR", ".cache/local")),
-        help="where the local cluster keeps its PKI, etcd data and logs (env AGC_STATE_DIR)",
-    )
-    local.add_argument(
-        "--examples",
-        type=Path,
-        default=Path(_env("AGC_EXAMPLES", "examples")),
-        help="manifests to apply once the controller runs (env AGC_EXAMPLES)",
-    )
-    local.add_argument(
-        "--channel",
-        choices=CHANNELS,
-        default="standard",
-        help="Gateway API release channel to install (choose on a fresh state dir)",
-    )
-    _add_controller_options(local)
-
     render.load_provider_outputs()
     available = render.outputs()
     translate = commands.add_parser(
@@ -322,8 +293,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    json_logs = None if args.log_format is None else args.log_format == "json"
-    logs.configure(level=args.log_level, json=json_logs)
+    configure_logs(args)
     if args.command == "version":
         print(f"agc-controller {__version__}")
         return 0
@@ -331,49 +301,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _translate(args)
     if args.command == "dataplane":
         return _dataplane(args)
-    if args.command == "run":
-        settings = Settings(
-            controller_name=args.controller_name,
-            workers=args.workers,
-            leader_election=args.leader_elect,
-            lease_namespace=args.lease_namespace,
-            lease_name=args.lease_name,
-        )
-        try:
-            health = parse_address(args.health_address) if args.health_address else None
-        except ValueError as e:
-            print(f"agc-controller: --health-address: {e}", file=sys.stderr)
-            return 2
-        asyncio.run(
-            _run_controller(
-                args.kubeconfig,
-                settings,
-                provider=args.provider,
-                # the data planes outlive this process: a successor adopts them
-                local=LocalOptions(
-                    args.local_state_dir.resolve(),
-                    args.local_port_offset,
-                    stop_on_exit=False,
-                    dataplane=args.local_dataplane,
-                    deployment=DataPlaneSettings(
-                        image=args.dataplane_image,
-                        image_pull_policy=args.dataplane_image_pull_policy,
-                        replicas=args.dataplane_replicas,
-                        service_type=args.dataplane_service_type,
-                        resources=args.dataplane_resources,
-                    ),
-                ),
-                health=health,
-                leader_retry_period=args.leader_retry_period,
-                shutdown_grace=args.shutdown_grace,
-            )
-        )
-        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings(
+        controller_name=args.controller_name,
+        workers=args.workers,
+        leader_election=args.leader_elect,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+    )
     try:
-        return _run_local(args)
-    except ControlPlaneError as e:
-        print(f"agc-controller: {e}", file=sys.stderr)
-        return 1
+        health = parse_address(args.health_address) if args.health_address else None
+    except ValueError as e:
+        print(f"agc-controller: --health-address: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        run_controller(
+            args.kubeconfig,
+            settings,
+            provider=args.provider,
+            # the data planes outlive this process: a successor adopts them
+            local=LocalOptions(
+                args.local_state_dir.resolve(),
+                args.local_port_offset,
+                stop_on_exit=False,
+                dataplane=args.local_dataplane,
+                deployment=DataPlaneSettings(
+                    image=args.dataplane_image,
+                    image_pull_policy=args.dataplane_image_pull_policy,
+                    replicas=args.dataplane_replicas,
+                    service_type=args.dataplane_service_type,
+                    resources=args.dataplane_resources,
+                ),
+            ),
+            health=health,
+            leader_retry_period=args.leader_retry_period,
+            shutdown_grace=args.shutdown_grace,
+        )
+    )
+    return 0
 
 
 def _dataplane(args: argparse.Namespace) -> int:
@@ -428,7 +396,7 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_controller(
+async def run_controller(
     kubeconfig: Path | None,
     settings: Settings,
     *,
@@ -482,76 +450,6 @@ async def _run_controller(
             finally:
                 if helper is not None:
                     helper.cancel()
-
-
-def _run_local(args: argparse.Namespace) -> int:
-    """The main job: local control plane, controller with the local NGINX data plane,
-    example backends and the examples/ manifests, until Ctrl-C."""
-    if args.testenv is None:
-        print(
-            "agc-controller: --testenv (or AGC_TESTENV) is required: build the control plane "
-            "with `make testenv` and pass the directory it prints.",
-            file=sys.stderr,
-        )
-        return 2
-    if os.geteuid() != 0:
-        print(
-            "agc-controller local: run as root: the example backends live in a network "
-            "namespace of their own (`ip netns`), and listeners bind ports 80 and 443.",
-            file=sys.stderr,
-        )
-        return 2
-    manifests = examples.load_manifests(args.examples)
-    plane = ControlPlane(
-        binaries=ControlPlaneBinaries.from_testenv(args.testenv), workdir=args.state_dir.resolve()
-    )
-    log.info("control_plane_starting", state_dir=str(plane.workdir))
-    plane.start()
-    backends = None
-    try:
-        plane.start_controller_manager()
-        asyncio.run(_install_crds(plane, args.channel))
-        backends = examples.start_backends()
-        settings = Settings(
-            controller_name=args.controller_name, workers=args.workers, leader_election=False
-        )
-        local = LocalOptions(args.local_state_dir.resolve(), args.local_port_offset)
-
-        async def show_example(api: client.ApiClient) -> None:
-            await examples.apply_examples(api, manifests)
-            gateway = await examples.wait_programmed(api)
-            print(
-                f"\nagc-controller is running: control plane at {plane.server}, local NGINX "
-                "data plane.\n"
-                + examples.describe(
-                    gateway, port_offset=local.port_offset, kubeconfig=plane.kubeconfig
-                )
-                + "\n\nPress Ctrl-C to stop.\n",
-                flush=True,
-            )
-
-        asyncio.run(
-            _run_controller(
-                plane.kubeconfig,
-                settings,
-                provider=args.provider,
-                local=local,
-                once_running=show_example,
-            )
-        )
-    finally:
-        if backends is not None:
-            backends.destroy()
-        plane.stop()
-        log.info("control_plane_stopped")
-    return 0
-
-
-async def _install_crds(plane: ControlPlane, channel: str) -> None:
-    api = await api_client(plane.kubeconfig)
-    async with api:
-        crds = await install_gateway_api_crds(api, plane.binaries.crds, channel=channel)
-    log.info("gateway_api_crds_installed", channel=channel, count=len(crds))
 
 
 if __name__ == "__main__":

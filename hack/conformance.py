@@ -6,7 +6,7 @@
 What runs, all on loopback and local network namespaces:
   1. a control plane (etcd on tmpfs, kube-apiserver, kube-controller-manager)
      with the experimental-channel Gateway API CRDs (README.md says why);
-  2. the node agent (agc_controller.localcluster.nodeagent), which binds the
+  2. the node agent (devcluster.nodeagent), which binds the
      suite's pods and runs their containers as local processes, one network
      namespace and pod IP each: the echo-basic image runs the echo-basic binary
      and the coredns image the coredns binary that hack/conformance-build.sh built;
@@ -58,18 +58,22 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+# devcluster is not installed: it is found at the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from agc_controller import __version__
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
-from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
-from agc_controller.localcluster.controlplane import (
+from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
+from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster.controlplane import (
     ControlPlaneError,
     die_with_parent,
     free_port,
     spawn_logged,
     tail,
 )
-from agc_controller.localcluster.podnet import remove_leftovers
-from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
+from devcluster.podnet import remove_leftovers
+from devcluster.spawn import python_env
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY_API_VERSION = (REPO / "hack" / "gateway-api-version").read_text().strip()
@@ -146,7 +150,8 @@ class Child:
 
     @classmethod
     def start(cls, name: str, argv: list[str], log: Path) -> Child:
-        return cls(name=name, process=spawn_logged(argv, log), log=log)
+        # devcluster's modules among them find it through PYTHONPATH (devcluster.spawn)
+        return cls(name=name, process=spawn_logged(argv, log, env=python_env()), log=log)
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -605,7 +610,7 @@ def _remove_leftovers_of_killed_runs(runs: Path) -> None:
 
 # the programs a run starts (NGINX aside: see stop_nginx); Python ones by module
 _RUN_PROGRAMS = (b"etcd", b"kube-apiserver", b"kube-controller-manager", b"conformance.test")
-_RUN_MODULES = (b"agc_controller.localcluster.nodeagent", b"agc_controller.cli")
+_RUN_MODULES = (b"devcluster.nodeagent", b"agc_controller.cli")
 
 
 def _kill_processes_naming(markers: list[bytes]) -> None:
@@ -756,7 +761,7 @@ def start_control_plane(testenv: Path, run_dir: Path, channel: str, teardown: Te
 def start_node_agent(kubeconfig: Path, binaries: Path, run_dir: Path, teardown: Teardown) -> None:
     node = "agc-local"
     argv = [
-        sys.executable, "-m", "agc_controller.localcluster.nodeagent",
+        sys.executable, "-m", "devcluster.nodeagent",
         "--kubeconfig", str(kubeconfig),
         "--state-dir", str(run_dir / "node-agent"),
         "--node-name", node,

@@ -23,7 +23,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
 
 REPO = Path(__file__).resolve().parent.parent
 _started: list[ControlPlane] = []

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
-from agc_controller.localcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
 from tests.bench import fixtures as f
 
 N = int(os.environ.get("BENCH_ROUTES", "1000"))

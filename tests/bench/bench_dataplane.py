@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.providers.local import LocalProvider
 from agc_controller.translate import Snapshot, TranslateSettings, translate_gateway
+from devcluster.netns import BackendNamespace
 
 NETNS_TAG = 249
 DURATION = 8

@@ -29,9 +29,9 @@ from kubernetes_asyncio import client
 
 from agc_controller.dataplane.config import APPLIED_ANNOTATION, Report
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.localcluster import ControlPlane
-from agc_controller.localcluster.controlplane import free_port
-from agc_controller.localcluster.netns import BackendNamespace
+from devcluster import ControlPlane
+from devcluster.controlplane import free_port
+from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import GW, gateway_with_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status, get

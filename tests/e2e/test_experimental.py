@@ -9,7 +9,7 @@ import collections
 import aiohttp
 import pytest
 
-from agc_controller.localcluster.netns import BackendNamespace
+from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_http_routing import HTTP, eventually_status
 

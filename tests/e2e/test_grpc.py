@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agc_controller.localcluster.netns import BackendNamespace
+from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_http_routing import eventually_status, get

@@ -18,9 +18,9 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from agc_controller.localcluster import ControlPlane
-from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.runtime.leader import LEASE_DURATION
+from devcluster import ControlPlane
+from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import GW, gateway_with_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from agc_controller.localcluster.netns import BackendNamespace
+from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
 
 

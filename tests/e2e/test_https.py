@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from agc_controller.localcluster.netns import BackendNamespace
+from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 

@@ -12,7 +12,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.localcluster import ControlPlane
+from devcluster import ControlPlane
 
 GW = "gateway.networking.k8s.io"
 

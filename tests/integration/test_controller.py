@@ -16,7 +16,6 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.localcluster import ControlPlane
 from agc_controller.providers.base import ApplyResult
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.manager import Controller
@@ -24,6 +23,7 @@ from agc_controller.settings import Settings
 from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.model import LoadBalancer
+from devcluster import ControlPlane
 
 GW = "gateway.networking.k8s.io"
 

@@ -31,8 +31,8 @@ import yaml
 from kubernetes_asyncio import client
 
 from agc_controller.dataplane.config import VERSION_ANNOTATION, decode
-from agc_controller.localcluster import ControlPlane
-from agc_controller.localcluster.controlplane import free_port
+from devcluster import ControlPlane
+from devcluster.controlplane import free_port
 from tests.integration.test_controller import GW, Env, condition, eventually, our_parents
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from kubernetes_asyncio import client
 
 from agc_controller.clock import SystemClock
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.localcluster import ControlPlane
 from agc_controller.runtime import LeaderElector
+from devcluster import ControlPlane
 
 LEASE_NAME = "agc-controller"
 # short timings (client-go's defaults are 15 / 10 / 2 s)

@@ -29,7 +29,8 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.localcluster.nodeagent import NodeAgent
+from devcluster.nodeagent import NodeAgent
+from devcluster.spawn import python_module_argv
 
 # network namespaces need root, as the e2e tests do (README): without it these fail
 pytestmark = pytest.mark.usefixtures("controller_manager")
@@ -37,7 +38,8 @@ pytestmark = pytest.mark.usefixtures("controller_manager")
 ECHO = "agc-test/echo"
 SH = "agc-test/sh"
 IMAGES = {
-    ECHO: [sys.executable, "-m", "agc_controller.localcluster.echo"],
+    # a container's environment is its pod's: the argv itself finds devcluster
+    ECHO: python_module_argv("devcluster.echo"),
     SH: ["/bin/sh"],
 }
 # one /24 per test process, away from the agent's default 10.214.0.0/16

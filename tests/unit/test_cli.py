@@ -16,13 +16,15 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    assert "local" in out
+    assert "run" in out
     assert "version" in out
 
 
-def test_local_without_testenv_is_a_clear_error(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_the_dev_cluster_is_not_a_command_of_the_controller(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("AGC_TESTENV", raising=False)
-    assert main(["local"]) == 2
-    assert "make testenv" in capsys.readouterr().err
+    # `local` moved to `python -m devcluster` (tests/unit/test_devcluster_run.py)
+    with pytest.raises(SystemExit) as exited:
+        main(["local"])
+    assert exited.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

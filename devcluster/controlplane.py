@@ -21,13 +21,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
 import yaml
 
-from agc_controller.localcluster.pki import ClusterPki, ensure_cluster_pki
+from devcluster.pki import ClusterPki, ensure_cluster_pki
 
 _SERVICE_CIDR = "10.96.0.0/16"
 _SERVICE_CLUSTER_IP = "10.96.0.1"
@@ -82,13 +82,16 @@ def free_port() -> int:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def spawn_logged(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` with its output appended to `log`, in a session of its own (a
-    terminal's Ctrl-C reaches the parent only, which stops children in order),
-    and ended when its parent dies."""
+def spawn_logged(
+    argv: list[str], log: Path, *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` (environment `env`, default ours) with its output appended to
+    `log`, in a session of its own (a terminal's Ctrl-C reaches the parent only,
+    which stops children in order), and ended when its parent dies."""
     with log.open("ab") as out:
         return subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

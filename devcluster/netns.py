@@ -18,6 +18,8 @@ import time
 
 import attrs
 
+from devcluster.spawn import python_env
+
 # 10.213.0.0/16 is carved into one /24 per namespace
 SUBNET_PREFIX = "10.213"
 
@@ -82,7 +84,7 @@ class BackendNamespace:
         *,
         port: int = 8080,
         args: tuple[str, ...] = (),
-        module: str = "agc_controller.localcluster.echo",
+        module: str = "devcluster.echo",
     ) -> str:
         """Start an echo backend on a new address; returns the address once it listens.
 
@@ -104,6 +106,7 @@ class BackendNamespace:
             ["ip", "netns", "exec", self.name, sys.executable, *echo, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=python_env(),  # `ip netns exec` passes it on
         )
         self._processes.append(process)
         deadline = time.monotonic() + 15

@@ -97,8 +97,8 @@ from agc_controller.informers import ApiListWatcher, Informer, KubeObject, drop_
 from agc_controller.informers import object_key as _object_key
 from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.kube.resources import Resource
-from agc_controller.localcluster.podnet import PodNetwork, PodNetworkError, PodSandbox
 from agc_controller.selfsigned import self_signed
+from devcluster.podnet import PodNetwork, PodNetworkError, PodSandbox
 
 log = structlog.get_logger(__name__)
 
@@ -2425,7 +2425,7 @@ async def _run_cli(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m agc_controller.localcluster.nodeagent",
+        prog="python -m devcluster.nodeagent",
         description="Run pods bound to one node as local processes (kubelet + scheduler).",
     )
     parser.add_argument("--kubeconfig", type=Path, required=True)

@@ -19,8 +19,8 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.kube import server_side_apply
 from agc_controller.kube.resources import BY_KIND, GATEWAY_GROUP
-from agc_controller.localcluster.netns import BackendNamespace
 from agc_controller.selfsigned import self_signed
+from devcluster.netns import BackendNamespace
 
 NETNS = "agc-examples"
 SUBNET_TAG = 250
