@@ -1,0 +1,1 @@
+"""The Gateway API conformance runner (`make conformance`); main.py says what runs."""

@@ -1,0 +1,204 @@
+"""Run the official Gateway API conformance suite against agc-controller on this host.
+
+    .venv/bin/python hack/conformance.py            (as root; `make conformance` does it)
+    .venv/bin/python -m devcluster.conformance      (the same, from the repository root)
+
+What runs, all on loopback and local network namespaces:
+  1. a control plane (etcd on tmpfs, kube-apiserver, kube-controller-manager)
+     with the experimental-channel Gateway API CRDs (README.md says why);
+  2. the node agent (devcluster.nodeagent), which binds the
+     suite's pods and runs their containers as local processes, one network
+     namespace and pod IP each: the echo-basic image runs the echo-basic binary
+     and the coredns image the coredns binary that hack/conformance-build.sh built;
+  3. the controller (`agc-controller run`, local NGINX provider) and a
+     GatewayClass for it;
+  4. the suite's test binary, told the GatewayClass and the profiles; it infers
+     the supported features from the GatewayClass status.
+
+The outcome is judged against conformance/known-failures.txt: the run passes
+only when the failing tests are exactly the listed ones. Everything the run
+produced (suite output, controller, node agent and control plane logs, NGINX
+configs, a state dump per failed test) stays in the run directory it prints.
+
+Invariants:
+- Every process started here is stopped here, by pid, newest first, on any
+  exit including Ctrl-C and SIGTERM; a second signal during teardown is ignored
+  so teardown completes. Children also get SIGTERM if this process dies
+  (PR_SET_PDEATHSIG); NGINX, which outlives the controller by design, is
+  stopped through the pid files in the run's data plane directory.
+  (processes.py)
+- One run per host at a time (HOST_LOCK); a run starts by removing what a run
+  killed outright left (found through the runner.pid files of run directories; rundirs.py).
+- The committed report (conformance/reports/) is replaced only by a full run
+  that completed; a focused or failed-to-start run leaves it alone (report.py).
+
+The steps live in modules with one job each: cluster.py starts what the suite
+runs against, processes.py supervises processes, suiteoutput.py parses the
+suite's output, verdict.py judges it against the known failures, report.py
+writes the outcome, rundirs.py keeps run directories and the host lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from agc_controller import __version__
+from devcluster.conformance.base import (
+    GATEWAY_CLASS,
+    IMPLEMENTATION,
+    PROFILES,
+    UNUSABLE_ADDRESS,
+    USABLE_ADDRESS,
+    Interrupted,
+    RunError,
+    Teardown,
+    say,
+)
+from devcluster.conformance.cluster import start_control_plane, start_controller, start_node_agent
+from devcluster.conformance.processes import (
+    build,
+    raise_interrupted,
+    run_suite,
+    teardown_uninterrupted,
+)
+from devcluster.conformance.report import judge
+from devcluster.conformance.rundirs import (
+    default_run_dir,
+    lock_host,
+    prune_old_runs,
+    remove_leftovers_of_killed_runs,
+    runs_root,
+)
+from devcluster.controlplane import ControlPlaneError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hack/conformance.py",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where logs and state go (default: $AGC_CACHE_DIR/conformance/runs/<time>)",
+    )
+    parser.add_argument(
+        "--channel",
+        choices=("standard", "experimental"),
+        default="experimental",
+        help="Gateway API CRD channel (default: %(default)s; conformance/README.md says why)",
+    )
+    parser.add_argument(
+        "--run-test",
+        metavar="NAME",
+        help="run one test (e.g. HTTPRouteSimpleSameNamespace); no report, no known-failures "
+        "verdict",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the suite, keep everything running, with the suite's objects, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--test-timeout", default="60m", help="go test -test.timeout (default: %(default)s)"
+    )
+    parser.add_argument(
+        "suite_args", nargs="*", metavar="-- SUITE-FLAG", help="extra flags for the suite"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        say(
+            "ERROR: run as root: pods get network namespaces (`ip netns`) and the "
+            "Gateways listen on ports 80 and 443"
+        )
+        return 2
+    run_dir = (args.run_dir or default_run_dir()).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, raise_interrupted)
+    started = time.monotonic()
+    teardown: Teardown = []
+    rc = 1
+    try:
+        rc = _run(args, run_dir, teardown)
+    except RunError as e:
+        say(f"ERROR: {e}")
+    except ControlPlaneError as e:
+        say(f"ERROR: the control plane did not start: {e}")
+    except Interrupted as e:
+        say(f"interrupted ({e}); tearing down")
+        rc = 130
+    finally:
+        with teardown_uninterrupted():
+            for what, step in reversed(teardown):
+                try:
+                    step()
+                except Exception as e:  # keep tearing down the rest
+                    say(f"WARNING: stopping {what} failed: {e}")
+            (run_dir / "runner.pid").unlink(missing_ok=True)
+        say(f"took {time.monotonic() - started:.0f}s; logs and state in {run_dir}")
+    return rc
+
+
+def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
+    lock = lock_host()
+    teardown.append(("the host lock", lock.close))
+    runs = runs_root()
+    remove_leftovers_of_killed_runs(runs)
+    # marks the run as going: what it leaves if killed is found through this
+    (run_dir / "runner.pid").write_text(str(os.getpid()))
+    prune_old_runs(runs, run_dir)
+    say(f"run directory: {run_dir}")
+
+    testenv = build("testenv.sh")
+    binaries = build("conformance-build.sh") / "bin"
+    kubeconfig = start_control_plane(testenv, run_dir, args.channel, teardown)
+    start_node_agent(kubeconfig, binaries, run_dir, teardown)
+    dataplane = start_controller(kubeconfig, run_dir, teardown)
+
+    report_path = run_dir / "report.yaml"
+    argv = [
+        str(binaries / "conformance.test"),
+        "-test.v=test2json",
+        "-test.run", "^TestConformance$",
+        f"-test.timeout={args.test_timeout}",
+        f"-gateway-class={GATEWAY_CLASS}",
+        f"-conformance-profiles={','.join(PROFILES)}",
+        f"-report-output={report_path}",
+        f"-organization={IMPLEMENTATION['organization']}",
+        f"-project={IMPLEMENTATION['project']}",
+        f"-url={IMPLEMENTATION['url']}",
+        f"-version={__version__}",
+        f"-contact={IMPLEMENTATION['contact']}",
+        f"-agc-dump-dir={run_dir / 'failures'}",
+        f"-agc-dataplane-dir={dataplane}",
+        f"-usable-address={USABLE_ADDRESS}",
+        f"-unusable-address={UNUSABLE_ADDRESS}",
+    ]  # fmt: skip
+    if args.run_test:
+        argv.append(f"-run-test={args.run_test}")
+    if args.keep:
+        argv += ["-cleanup-base-resources=false", "-cleanup-test-resources=false"]
+    argv += args.suite_args
+    say(f"running the suite (profiles {', '.join(PROFILES)}; output: {run_dir / 'suite.log'})")
+    suite_started = time.monotonic()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    code, results = run_suite(argv, env, run_dir / "suite.log")
+    say(f"the suite exited with code {code} after {time.monotonic() - suite_started:.0f}s")
+
+    ok = judge(results, report_path, run_dir, focused=bool(args.run_test))
+    if args.keep:
+        say(f"--keep: everything stays up; KUBECONFIG={kubeconfig}. Ctrl-C to tear down.")
+        with contextlib.suppress(Interrupted):
+            signal.pause()
+    return 0 if ok else 1
