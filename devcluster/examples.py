@@ -3,15 +3,25 @@
 The backends are echo servers in a network namespace of our own (EndpointSlice
 addresses may not be loopback) at the fixed addresses examples/10-backends.yaml
 names. The HTTPS listener's certificate is made here, once, for *.example.com.
+
+Invariant: every curl line the banner prints is a `CurlCheck`, and
+`wait_serving` sends the same request and checks the answer the line's
+comment promises, so the banner never claims what was not tried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import json
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import attrs
 import yaml
 from cryptography import x509
 from kubernetes_asyncio import client
@@ -67,7 +77,51 @@ async def apply_examples(api: client.ApiClient, manifests: list[dict[str, Any]])
         await server_side_apply(api, doc, plural=BY_KIND[doc["kind"]].plural)
 
 
-async def wait_programmed(api: client.ApiClient, *, within: float = 60.0) -> dict[str, Any]:
+# the status the Gateway CRD gives a new Gateway (its schema's default)
+_PENDING_CONDITIONS = [
+    {
+        "type": condition_type,
+        "status": "Unknown",
+        "reason": "Pending",
+        "message": "Waiting for controller",
+        "lastTransitionTime": "1970-01-01T00:00:00Z",
+    }
+    for condition_type in ("Accepted", "Programmed")
+]
+
+
+async def forget_previous_status(api: client.ApiClient) -> None:
+    """Give the example Gateway, if an earlier run left it, a new Gateway's conditions.
+
+    Call it before the controller starts. Its status writer skips writes that
+    change nothing, so without this a Programmed=True left by an earlier run
+    would stand for this run's data plane before that serves anything.
+    """
+    path = BY_KIND["Gateway"].object_path(GATEWAY[1], GATEWAY[0]) + "/status"
+    try:
+        await api.call_api(
+            path,
+            "PATCH",
+            header_params={
+                "Content-Type": "application/merge-patch+json",
+                "Accept": "application/json",
+            },
+            body={"status": {"conditions": _PENDING_CONDITIONS}},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+    except ApiException as e:
+        if e.status != 404:  # a fresh state directory: nothing to forget
+            raise
+
+
+async def wait_programmed(
+    api: client.ApiClient, *, since: datetime.datetime, within: float = 60.0
+) -> dict[str, Any]:
+    """The example Gateway once an address and Programmed=True for its current
+    generation, with a transition at or after `since` (written by this run), are in
+    its status."""
     custom = client.CustomObjectsApi(api)
     async with asyncio.timeout(within):
         while True:
@@ -76,17 +130,139 @@ async def wait_programmed(api: client.ApiClient, *, within: float = 60.0) -> dic
             )
             status = gw.get("status") or {}
             if status.get("addresses") and any(
-                c["type"] == "Programmed" and c["status"] == "True"
+                _programmed_since(c, gw["metadata"]["generation"], since)
                 for c in status.get("conditions") or []
             ):
                 return gw
             await asyncio.sleep(0.2)
 
 
-def describe(gateway: dict[str, Any], *, port_offset: int, kubeconfig: Path) -> str:
+def _programmed_since(condition: dict[str, Any], generation: int, since: datetime.datetime) -> bool:
+    if (condition["type"], condition["status"]) != ("Programmed", "True"):
+        return False
+    if condition.get("observedGeneration") != generation:
+        return False
+    transition = datetime.datetime.fromisoformat(condition["lastTransitionTime"])
+    return transition >= since
+
+
+@attrs.frozen
+class CurlCheck:
+    """One curl line of the banner and the request that shows it works."""
+
+    command: str  # the line as printed, with its comment
+    url: str  # where the request goes (the Gateway's address)
+    host: str  # the Host header, and the TLS server name for https
+    headers: tuple[tuple[str, str], ...]  # more request headers
+    backends: frozenset[str]  # the echo backends that may answer (the comment's promise)
+
+    def promise(self) -> str:
+        backends = " or ".join(sorted(self.backends))
+        return f"{self.url} (Host {self.host}) should be answered by {backends}"
+
+
+HOST = "app.example.com"
+
+
+def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]:
+    """The banner's curl lines for the programmed `gateway`."""
+    address = gateway["status"]["addresses"][0]["value"]
+    http, https = 80 + port_offset, 443 + port_offset
+    h = f"-H 'Host: {HOST}'"
+    split = f'curl -s {h} http://{address}:{http}/ | grep -o \'"name": "[a-z]*"\''
+    base = f"http://{address}:{http}"
+
+    def check(
+        command: str, url: str, backends: Sequence[str], *headers: tuple[str, str]
+    ) -> CurlCheck:
+        return CurlCheck(command, url, HOST, headers, frozenset(backends))
+
+    return [
+        check(
+            f"curl -s {h} {base}/blue            # path routing -> blue", f"{base}/blue", ["blue"]
+        ),
+        check(
+            f"curl -s {h} {base}/green           # path routing -> green",
+            f"{base}/green",
+            ["green"],
+        ),
+        check(
+            f"curl -s {h} -H 'x-canary: true' {base}/  # header routing -> green",
+            f"{base}/",
+            ["green"],
+            ("x-canary", "true"),
+        ),
+        check(f"for i in $(seq 20); do {split}; done  # 80/20 split", f"{base}/", BACKENDS),
+        check(
+            f"curl -sk --resolve {HOST}:{https}:{address} https://{HOST}:{https}/blue  # HTTPS",
+            f"https://{address}:{https}/blue",
+            ["blue"],
+        ),
+    ]
+
+
+# measured: the local data plane serves within ~1 s of Programmed on 2 cores
+_SERVING_WITHIN = 30.0
+_SERVING_RETRY = 0.2
+
+
+async def wait_serving(
+    checks: Sequence[CurlCheck], *, within: float = _SERVING_WITHIN
+) -> list[str]:
+    """Send each check's request until it is answered as promised, for up to `within`
+    seconds in all; what still fails then, as messages (empty: all served)."""
+    deadline = time.monotonic() + within
+    failures = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+        for check in checks:
+            last = ""
+            while (last := await _try(session, check)) and time.monotonic() < deadline:
+                await asyncio.sleep(_SERVING_RETRY)
+            if last:
+                failures.append(f"{check.promise()}: {last}")
+    return failures
+
+
+async def _try(session: aiohttp.ClientSession, check: CurlCheck) -> str:
+    """Why the check's request was not answered as promised ("" when it was)."""
+    https = check.url.startswith("https:")
+    try:
+        async with session.get(
+            check.url,
+            headers={"Host": check.host, **dict(check.headers)},
+            ssl=False,  # the example's certificate is self-signed (curl -k)
+            server_hostname=check.host if https else None,
+        ) as response:
+            body = await response.read()
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        return str(e) or type(e).__name__
+    if response.status != 200:
+        return f"status {response.status}"
+    try:
+        name = json.loads(body).get("name")
+    except (ValueError, AttributeError):
+        return "the answer is not the echo backend's JSON"
+    return "" if name in check.backends else f"answered by {name!r}"
+
+
+def describe_failures(failures: Sequence[str]) -> str:
+    """What the banner adds when some of its curl lines were not served in time."""
+    if not failures:
+        return ""
+    lines = [
+        "",
+        "",
+        f"WARNING: {len(failures)} of the requests above were not answered as their comment "
+        f"says within {_SERVING_WITHIN:.0f}s:",
+        *(f"  {failure}" for failure in failures),
+        "The controller's logs say why: run with --log-level info (AGC_LOG_LEVEL=info make run).",
+    ]
+    return "\n".join(lines)
+
+
+def describe(gateway: dict[str, Any], checks: Sequence[CurlCheck], *, kubeconfig: Path) -> str:
     status = gateway["status"]
     address = status["addresses"][0]["value"]
-    http, https = 80 + port_offset, 443 + port_offset
     lines = [f"Gateway {GATEWAY[0]}/{GATEWAY[1]} at {address}:"]
     lines += [
         f"  {c['type']}={c['status']} ({c['reason']}): {c['message']}" for c in status["conditions"]
@@ -96,17 +272,9 @@ def describe(gateway: dict[str, Any], *, port_offset: int, kubeconfig: Path) -> 
         lines.append(
             f"  listener {listener['name']}: attachedRoutes={listener['attachedRoutes']}; {conds}"
         )
-    h = "-H 'Host: app.example.com'"
-    split = f'curl -s {h} http://{address}:{http}/ | grep -o \'"name": "[a-z]*"\''
+    lines += ["", "Try:"]
+    lines += [f"  {check.command}" for check in checks]
     lines += [
-        "",
-        "Try:",
-        f"  curl -s {h} http://{address}:{http}/blue            # path routing -> blue",
-        f"  curl -s {h} http://{address}:{http}/green           # path routing -> green",
-        f"  curl -s {h} -H 'x-canary: true' http://{address}:{http}/  # header routing -> green",
-        f"  for i in $(seq 20); do {split}; done  # 80/20 split",
-        f"  curl -sk --resolve app.example.com:{https}:{address} https://app.example.com:{https}/blue"
-        "  # HTTPS",
         "",
         f"  export KUBECONFIG={kubeconfig}",
         "  kubectl get gateways,httproutes -A; kubectl apply -f examples/30-routes.yaml",

@@ -4,14 +4,24 @@ A local control plane (etcd + kube-apiserver + kube-controller-manager) with
 the Gateway API CRDs, the example backends, the controller with the local NGINX
 data plane against it, and the examples/ manifests, until Ctrl-C.
 
-Invariant: everything started here is stopped here: backends and their network
-namespace, then the control plane, on any exit.
+Invariants:
+- The banner and its curl lines are printed only once THIS run serves them: the
+  example Gateway's conditions a previous run left in the state directory are
+  reset before the controller starts, the banner waits for a Programmed=True
+  written since, and then for every printed curl line to answer as it says
+  (examples.wait_serving). A bounded wait that runs out says so instead.
+- On a terminal the person sees progress lines and the banner; the controller's
+  own logs start at warnings there (`--log-level info` shows them all).
+  Elsewhere (CI, a pipe) the logs stay at info, as JSON.
+- Everything started here is stopped here: backends and their network
+  namespace, then the control plane, on any exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import sys
 from collections.abc import Sequence
@@ -36,6 +46,8 @@ from devcluster.crds import CHANNELS, install_gateway_api_crds
 log = structlog.get_logger("devcluster.run")
 
 PROG = "python -m devcluster"
+# what a person's terminal shows of the controller's logs unless told otherwise
+TERMINAL_LOG_LEVEL = "warning"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         "backends, and run the controller with the local NGINX data plane until interrupted.",
     )
     add_log_options(parser)
+    # None: neither --log-level nor AGC_LOG_LEVEL, and main() picks by the terminal
+    parser.set_defaults(log_level=os.environ.get("AGC_LOG_LEVEL"))
     parser.add_argument(
         "--testenv",
         type=Path,
@@ -76,12 +90,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.log_level = log_level(args.log_level, terminal=sys.stderr.isatty())
     configure_logs(args)
     try:
         return _run_local(args)
     except ControlPlaneError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
+
+
+def log_level(explicit: str | None, *, terminal: bool) -> str:
+    """The log level: the one asked for, else TERMINAL_LOG_LEVEL for a person's
+    terminal (the banner is for them; the controller's chatter stays out of its
+    way) and info for a machine reading the logs."""
+    if explicit is not None:
+        return explicit
+    return TERMINAL_LOG_LEVEL if terminal else "info"
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", file=sys.stderr, flush=True)
 
 
 def _run_local(args: argparse.Namespace) -> int:
@@ -105,27 +133,34 @@ def _run_local(args: argparse.Namespace) -> int:
     plane = ControlPlane(
         binaries=ControlPlaneBinaries.from_testenv(args.testenv), workdir=args.state_dir.resolve()
     )
+    say(f"starting the control plane (state in {plane.workdir})")
     log.info("control_plane_starting", state_dir=str(plane.workdir))
     plane.start()
     backends = None
     try:
         plane.start_controller_manager()
-        asyncio.run(_install_crds(plane, args.channel))
+        asyncio.run(_prepare_cluster(plane, args.channel))
+        say("starting the example backends (blue, green)")
         backends = examples.start_backends()
         settings = Settings(
             controller_name=args.controller_name, workers=args.workers, leader_election=False
         )
         local = LocalOptions(args.local_state_dir.resolve(), args.local_port_offset)
+        # Kubernetes times have whole seconds: a condition written from now on is no older
+        started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
         async def show_example(api: client.ApiClient) -> None:
+            say("starting the controller and applying examples/")
             await examples.apply_examples(api, manifests)
-            gateway = await examples.wait_programmed(api)
+            gateway = await examples.wait_programmed(api, since=started)
+            checks = examples.curl_checks(gateway, port_offset=local.port_offset)
+            say("the Gateway is programmed; trying the example requests")
+            failures = await examples.wait_serving(checks)
             print(
                 f"\nagc-controller is running: control plane at {plane.server}, local NGINX "
                 "data plane.\n"
-                + examples.describe(
-                    gateway, port_offset=local.port_offset, kubeconfig=plane.kubeconfig
-                )
+                + examples.describe(gateway, checks, kubeconfig=plane.kubeconfig)
+                + examples.describe_failures(failures)
                 + "\n\nPress Ctrl-C to stop.\n",
                 flush=True,
             )
@@ -147,8 +182,11 @@ def _run_local(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _install_crds(plane: ControlPlane, channel: str) -> None:
+async def _prepare_cluster(plane: ControlPlane, channel: str) -> None:
+    """The CRDs, and no status of an earlier run that the banner could trust."""
     api = await api_client(plane.kubeconfig)
     async with api:
         crds = await install_gateway_api_crds(api, plane.binaries.crds, channel=channel)
-    log.info("gateway_api_crds_installed", channel=channel, count=len(crds))
+        log.info("gateway_api_crds_installed", channel=channel, count=len(crds))
+        say(f"installed {len(crds)} Gateway API CRDs ({channel} channel)")
+        await examples.forget_previous_status(api)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from devcluster.run import main
+from devcluster.run import log_level, main
 from devcluster.spawn import REPO_ROOT, python_env
 
 
@@ -45,3 +45,11 @@ def test_the_module_runs_from_anywhere_with_the_spawn_environment() -> None:
     assert result.returncode == 2, result.stderr
     assert "make testenv" in result.stderr
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+
+
+def test_a_terminal_gets_the_banner_and_warnings_a_machine_every_log() -> None:
+    assert log_level(None, terminal=True) == "warning"
+    assert log_level(None, terminal=False) == "info"
+    # --log-level or AGC_LOG_LEVEL wins either way
+    assert log_level("debug", terminal=True) == "debug"
+    assert log_level("error", terminal=False) == "error"
