@@ -50,3 +50,18 @@ def test_the_controller_never_imports_the_dev_cluster() -> None:
 def test_the_import_walk_sees_the_dev_cluster_where_it_is_imported() -> None:
     # the walk above would pass on any tree if it missed imports: here it must find one
     assert "devcluster.controlplane" in _imported_modules(REPO / "devcluster" / "__init__.py")
+
+
+def test_the_images_copy_the_controller_and_not_the_dev_cluster() -> None:
+    # the build context is the repository root: an image gets what its COPY lines name
+    # (and then installs the wheel, which test_the_wheel_... checks)
+    for dockerfile in sorted((REPO / "deploy").glob("Dockerfile*")):
+        if dockerfile.suffix == ".dockerignore":
+            continue
+        sources = {
+            source
+            for line in dockerfile.read_text().splitlines()
+            if line.startswith(("COPY ", "ADD ")) and "--from=" not in line
+            for source in line.split()[1:-1]
+        }
+        assert sources == {"pyproject.toml", "README.md", "agc_controller"}, dockerfile.name
