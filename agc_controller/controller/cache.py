@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from agc_controller.controller import indexes as ix
+from agc_controller.core import resources as r
+from agc_controller.core.keys import ObjectKey
 from agc_controller.informers import Store
-from agc_controller.kube import resources as r
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate.snapshot import Obj, Snapshot, key_of
 
 # TLSRoutes are watched so those naming our Gateways get status (no TLS listener

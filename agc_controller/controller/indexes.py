@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.core.resources import GATEWAY_GROUP
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]

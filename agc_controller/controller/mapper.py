@@ -14,9 +14,9 @@ import attrs
 
 from agc_controller.controller import indexes as ix
 from agc_controller.controller.cache import ROUTE_KINDS, Cache
+from agc_controller.core import resources as r
+from agc_controller.core.keys import ObjectKey
 from agc_controller.informers import KubeObject
-from agc_controller.kube import resources as r
-from agc_controller.status.model import ObjectKey
 
 Enqueue = Callable[[ObjectKey], None]
 

@@ -23,23 +23,25 @@ from typing import Any
 import attrs
 import structlog
 
-from agc_controller.clock import Clock
 from agc_controller.controller.cache import Cache
-from agc_controller.kube import resources as r
-from agc_controller.providers.base import ApplyResult, Provider
-from agc_controller.queue import ShutDown, WorkQueue
-from agc_controller.runtime.events import EventRecorder, gateway_transition
-from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
-from agc_controller.status import StatusWriteError, StatusWriter
-from agc_controller.status.model import (
+from agc_controller.core import conditions as c
+from agc_controller.core import resources as r
+from agc_controller.core.clock import Clock
+from agc_controller.core.errors import PermanentError, TemporaryError
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
+    ApplyResult,
     ConditionStatus,
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
-    ObjectKey,
 )
+from agc_controller.providers.base import Provider
+from agc_controller.queue import ShutDown, WorkQueue
+from agc_controller.runtime.events import EventRecorder, gateway_transition
+from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
+from agc_controller.status import StatusWriter
 from agc_controller.translate import TranslateSettings, translate_gateway, translate_gateway_class
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -94,10 +96,17 @@ class Reconciler:
             await self._announce(key, cached, gateway_status)
 
     async def _apply(self, model: LoadBalancer) -> ApplyResult:
+        """The provider's outcome; a `PermanentError` is the Gateway's `Programmed=False`."""
         started = self.clock.monotonic()
         outcome: ApplyOutcome = "error"
         try:
-            result = await self.provider.apply(model)
+            try:
+                result = await self.provider.apply(model)
+            except PermanentError as e:
+                log.warning(
+                    "apply_refused", gateway=str(model.gateway), reason=e.reason, error=str(e)
+                )
+                result = ApplyResult(programmed=False, reason=e.reason, message=str(e))
             outcome = "programmed" if result.programmed else "rejected"
             return result
         finally:
@@ -182,11 +191,18 @@ async def run_worker(
                 queue.add(key)
                 queue.done(key)
                 raise
-            except StatusWriteError as e:
+            except TemporaryError as e:
+                # expected trouble: one line, no traceback
                 outcome = "requeued"
-                log.info("reconcile_requeued", reason=str(e))
+                log.info("reconcile_requeued", reason=str(e), delay=e.delay)
                 _requeue(queue, key, e.delay)
+            except PermanentError as e:
+                # retrying the same input cannot help; a change to it enqueues the key again
+                outcome = "error"
+                log.warning("reconcile_refused", reason=e.reason, error=str(e))
+                queue.forget(key)
             except Exception:
+                # a bug: keep the traceback, and retry in case it was a transient one
                 outcome = "error"
                 log.exception("reconcile_failed")
                 _requeue(queue, key, None)

@@ -37,7 +37,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from agc_controller.clock import Clock, SystemClock
+from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.resources import SECRET
 from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
     APPLIED_ANNOTATION,
@@ -52,7 +53,6 @@ from agc_controller.informers import (
     KubeObject,
     drop_managed_fields,
 )
-from agc_controller.kube.resources import SECRET
 from agc_controller.providers.local import program
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue

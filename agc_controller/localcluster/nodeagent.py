@@ -92,11 +92,11 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller import logs
-from agc_controller.clock import SystemClock
+from agc_controller.core.clock import SystemClock
+from agc_controller.core.resources import Resource
 from agc_controller.informers import ApiListWatcher, Informer, KubeObject, drop_managed_fields
 from agc_controller.informers import object_key as _object_key
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.kube.resources import Resource
 from agc_controller.localcluster.podnet import PodNetwork, PodNetworkError, PodSandbox
 from agc_controller.selfsigned import self_signed
 

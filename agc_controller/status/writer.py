@@ -27,8 +27,10 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agc_controller.clock import Clock
-from agc_controller.kube.resources import (
+from agc_controller.core.clock import Clock
+from agc_controller.core.errors import TemporaryError
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import (
     BACKEND_TLS_POLICY,
     GATEWAY,
     GATEWAY_CLASS,
@@ -37,30 +39,26 @@ from agc_controller.kube.resources import (
     TLS_ROUTE,
     Resource,
 )
-from agc_controller.status.model import (
+from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
-    ObjectKey,
     PolicyStatus,
     RouteStatus,
 )
-from agc_controller.status.prepare import dropped_entries, is_stale, prepare_status, rfc3339
+from agc_controller.core.timefmt import rfc3339
+from agc_controller.status.prepare import dropped_entries, is_stale, prepare_status
 
 MAX_ATTEMPTS = 5  # writes per call; conflicts beyond that go back to the queue
 
 _ENTRY_LIST_RESOURCES = {r.kind: r for r in (HTTP_ROUTE, GRPC_ROUTE, TLS_ROUTE, BACKEND_TLS_POLICY)}
 
 
-class StatusWriteError(Exception):
-    """Temporary: the status could not be written now. Re-queue the key (rate limited).
+class StatusWriteError(TemporaryError):
+    """The status could not be written now. Re-queue the key.
 
     `delay` is the server's Retry-After in seconds, when it sent one.
     """
-
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.delay = delay
 
 
 class StaleStatusError(StatusWriteError):

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 
-from agc_controller.status.model import (
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
+    ApplyResult,
     Condition,
     GatewayClassStatus,
     GatewayStatus,
     ListenerStatus,
-    ObjectKey,
     ParentReference,
     PolicyAncestorStatus,
     PolicyStatus,
     RouteStatus,
 )
-from agc_controller.translate import conditions as c
 from agc_controller.translate.build import build_load_balancer
 from agc_controller.translate.graph.attach import Attachment, attach_route
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
@@ -39,10 +39,6 @@ from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
-
-if TYPE_CHECKING:
-    # providers build on the model; translation only reads their result
-    from agc_controller.providers.base import ApplyResult
 
 __all__ = [
     "GatewayTranslation",

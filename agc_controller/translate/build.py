@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies

@@ -15,20 +15,20 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.testing import capture_logs
 
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
+    Condition,
+    GatewayStatus,
+    ParentReference,
+    RouteParentStatus,
+    RouteStatus,
+)
 from agc_controller.status import (
     MAX_ATTEMPTS,
     MAX_ROUTE_PARENTS,
     StaleStatusError,
     StatusWriteError,
     StatusWriter,
-)
-from agc_controller.status.model import (
-    Condition,
-    GatewayStatus,
-    ObjectKey,
-    ParentReference,
-    RouteParentStatus,
-    RouteStatus,
 )
 
 OURS = "example.com/agc"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 
 MAX_NAME = 80
 _OWNED = re.compile(r"^agc-([0-9a-f]{8})-")

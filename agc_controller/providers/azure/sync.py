@@ -22,6 +22,9 @@ from collections.abc import Mapping
 import attrs
 import structlog
 
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.azure.arm import (
     ArmClient,
     ArmConflict,
@@ -40,9 +43,6 @@ from agc_controller.providers.azure.frontends import (
 )
 from agc_controller.providers.azure.merge import EncodePfx, merge
 from agc_controller.providers.azure.settings import Target
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import GatewayAddress, ObjectKey
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)

@@ -15,8 +15,8 @@ import ipaddress
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.model import RequestedAddress
 
 DEFAULT_POOL = ipaddress.IPv4Network("127.77.0.0/16")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.model import BackendProtocol, Endpoint, HeaderModifier
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from agc_controller.status.model import Condition, ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import Condition
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName

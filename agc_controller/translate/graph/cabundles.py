@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
 from agc_controller.translate import pem
 from agc_controller.translate.refgrants import Ref
 from agc_controller.translate.snapshot import Obj, Snapshot

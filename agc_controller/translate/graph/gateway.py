@@ -15,9 +15,10 @@ from typing import Any
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
-from agc_controller.status.model import Condition, ObjectKey, RouteGroupKind
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.status import Condition, RouteGroupKind
 from agc_controller.translate import pem
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.hostnames import intersect

@@ -27,14 +27,15 @@ from collections.abc import Sequence
 import structlog
 from kubernetes_asyncio import client
 
-from agc_controller.clock import Clock, SystemClock
 from agc_controller.controller.cache import Cache
 from agc_controller.controller.mapper import Mapper, class_key, gateway_key
 from agc_controller.controller.worker import Reconciler, run_worker
+from agc_controller.core import resources as r
+from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import Resource
 from agc_controller.informers import ApiListWatcher, Informer, transform_for
-from agc_controller.kube import resources as r
 from agc_controller.kube.client import served_resources
-from agc_controller.kube.resources import Resource
 from agc_controller.providers.base import Provider
 from agc_controller.queue import WorkQueue
 from agc_controller.runtime.events import EventRecorder
@@ -43,7 +44,6 @@ from agc_controller.runtime.metrics import ControllerMetrics, ReconcileOutcome
 from agc_controller.runtime.permissions import PermissionProblems, PermissionReportingListWatcher
 from agc_controller.settings import Settings
 from agc_controller.status import StatusWriter
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 
 log = structlog.get_logger(__name__)
