@@ -32,7 +32,7 @@ from agc_controller.controller.mapper import Mapper, class_key, gateway_key
 from agc_controller.controller.worker import Reconciler, run_worker
 from agc_controller.core import resources as r
 from agc_controller.core.clock import Clock, SystemClock
-from agc_controller.core.keys import ObjectKey
+from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.core.resources import Resource
 from agc_controller.informers import ApiListWatcher, Informer, transform_for
 from agc_controller.kube.client import served_resources
@@ -272,8 +272,7 @@ class Controller:
             class_key(gc["metadata"]["name"]) for gc in cache.store(r.GATEWAY_CLASS.kind).list()
         }
         for gateway in cache.store(r.GATEWAY.kind).list():
-            meta = gateway["metadata"]
-            keys.add(gateway_key(f"{meta['namespace']}/{meta['name']}"))
+            keys.add(gateway_key(object_key(gateway)))
         for key in keys:
             self.queue.add(key)
         return keys

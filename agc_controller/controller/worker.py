@@ -28,7 +28,7 @@ from agc_controller.core import conditions as c
 from agc_controller.core import resources as r
 from agc_controller.core.clock import Clock
 from agc_controller.core.errors import PermanentError, TemporaryError
-from agc_controller.core.keys import ObjectKey
+from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.status import (
     ApplyResult,
     ConditionStatus,
@@ -75,7 +75,7 @@ class Reconciler:
                 await self.writer.write(status, self.cache.get(r.GATEWAY_CLASS.kind, key.name))
             return
         translation = translate_gateway(
-            self.cache.snapshot_for_gateway(key), f"{key.namespace}/{key.name}", self.settings
+            self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings
         )
         result: ApplyResult | None = None
         if translation.load_balancer is not None:
@@ -88,7 +88,7 @@ class Reconciler:
             statuses.append(gateway_status)
         statuses.extend(translation.route_statuses)
         statuses.extend(translation.policy_statuses)
-        cached = self.cache.get(r.GATEWAY.kind, f"{key.namespace}/{key.name}")
+        cached = self.cache.get(r.GATEWAY.kind, key.namespaced_name)
         await self._write_all(statuses)
         if gateway_status is None or cached is None:
             self._programmed.pop(key, None)
@@ -147,7 +147,7 @@ class Reconciler:
         if isinstance(status, GatewayClassStatus):
             return self.cache.get(r.GATEWAY_CLASS.kind, status.name)
         kind = r.GATEWAY.kind if isinstance(status, GatewayStatus) else status.kind
-        return self.cache.get(kind, f"{status.namespace}/{status.name}")
+        return self.cache.get(kind, namespaced_name(status.namespace, status.name))
 
 
 def _cached_programmed(gateway: dict[str, Any]) -> ConditionStatus | None:

@@ -38,6 +38,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
 from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.keys import namespaced_name
 from agc_controller.core.resources import SECRET
 from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
@@ -107,7 +108,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self._nginx = NginxInstance(
             layout=InstanceLayout(prefix=state_dir / "nginx"),
-            name=f"{namespace}/{secret}",
+            name=namespaced_name(namespace, secret),
             on_reload=self.metrics.reloads.inc,
         )
         self.permissions = PermissionProblems()
@@ -178,7 +179,7 @@ class Agent:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            secret = self._informer.store.get(f"{self._namespace}/{self._secret}")
+            secret = self._informer.store.get(namespaced_name(self._namespace, self._secret))
             if secret is not None:
                 await self._handle(secret)
 

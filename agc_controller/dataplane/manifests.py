@@ -281,7 +281,7 @@ class DataPlane:
             labels[LABEL_GATEWAY] = self.gateway.name
         annotations = {
             **dict(self.infrastructure_annotations),
-            GATEWAY_ANNOTATION: f"{self.gateway.namespace}/{self.gateway.name}",
+            GATEWAY_ANNOTATION: self.gateway.namespaced_name,
             **(extra_annotations or {}),
         }
         return {

@@ -38,7 +38,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.core import conditions as c
 from agc_controller.core.clock import Clock, SystemClock
-from agc_controller.core.keys import ObjectKey
+from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY, SECRET, SERVICE, Resource
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.dataplane.config import DataPlaneConfig, Report, encode
@@ -298,9 +298,9 @@ class DeploymentProvider:
         """Remove the data plane of a Gateway that is no longer ours (a deleted Gateway's
         objects go with it through their owner references anyway)."""
         name = object_name(gateway)
-        managed = self._secrets.store.get(f"{gateway.namespace}/{name}") is not None or any(
-            k == gateway for k, _ in self._applied
-        )
+        managed = self._secrets.store.get(
+            namespaced_name(gateway.namespace, name)
+        ) is not None or any(k == gateway for k, _ in self._applied)
         if not managed:
             return
         for resource in reversed(APPLY_ORDER):
@@ -347,14 +347,14 @@ class DeploymentProvider:
         self._applied[(key, kind)] = _Applied(uid=uid, digest=digest, at=now, stored=trim(stored))
 
     def _service(self, key: ObjectKey) -> KubeObject | None:
-        cached = self._services.store.get(f"{key.namespace}/{object_name(key)}")
+        cached = self._services.store.get(namespaced_name(key.namespace, object_name(key)))
         if cached is not None:
             return cached
         applied = self._applied.get((key, SERVICE.kind))
         return applied.stored if applied is not None else None
 
     def _report(self, key: ObjectKey) -> Report | None:
-        secret = self._secrets.store.get(f"{key.namespace}/{object_name(key)}")
+        secret = self._secrets.store.get(namespaced_name(key.namespace, object_name(key)))
         if secret is None:
             applied = self._applied.get((key, SECRET.kind))
             secret = applied.stored if applied is not None else None

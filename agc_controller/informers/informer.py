@@ -40,6 +40,7 @@ import aiohttp
 import structlog
 
 from agc_controller.core.clock import Clock
+from agc_controller.core.keys import object_key
 from agc_controller.core.resources import Resource
 from agc_controller.informers.backoff import Backoff
 from agc_controller.informers.reflector import (
@@ -48,7 +49,7 @@ from agc_controller.informers.reflector import (
     ResourceExpired,
     WatchEvent,
 )
-from agc_controller.informers.store import KubeObject, Store, object_key
+from agc_controller.informers.store import KubeObject, Store
 from agc_controller.informers.transforms import Transform
 
 # Server-side watch timeout range (seconds). Randomised so that the informers of

@@ -25,19 +25,13 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.keys import object_key
+
 KubeObject = dict[str, Any]
 """A raw API object, exactly as the API returns it (after the informer's transform)."""
 
 Indexer = Callable[[KubeObject], Iterable[str]]
 """Maps an object to the index values it is listed under (none, one or many)."""
-
-
-def object_key(obj: KubeObject) -> str:
-    """`namespace/name` for namespaced objects, `name` for cluster-scoped ones."""
-    metadata = obj["metadata"]
-    namespace = metadata.get("namespace")
-    name: str = metadata["name"]
-    return f"{namespace}/{name}" if namespace else name
 
 
 @attrs.frozen

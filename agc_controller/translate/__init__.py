@@ -124,8 +124,7 @@ def translate_gateway(
     snapshot: Snapshot, key: str, settings: TranslateSettings
 ) -> GatewayTranslation:
     """Translate the Gateway `namespace/name` (which may be gone) and everything attached."""
-    namespace, _, name = key.partition("/")
-    gateway_key = ObjectKey("Gateway", namespace, name)
+    gateway_key = ObjectKey.parse("Gateway", key)
     gateway = snapshot.gateways.get(key)
     gateway_class = (
         snapshot.gateway_classes.get((gateway.get("spec") or {}).get("gatewayClassName", ""))

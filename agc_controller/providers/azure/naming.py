@@ -31,7 +31,7 @@ def digest(text: str, length: int = 8) -> str:
 
 
 def gateway_tag(gateway: ObjectKey) -> str:
-    return digest(f"{gateway.namespace}/{gateway.name}")
+    return digest(gateway.namespaced_name)
 
 
 def gateway_prefix(gateway: ObjectKey) -> str:

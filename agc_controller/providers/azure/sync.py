@@ -266,9 +266,7 @@ class AddressBook:
 
 def _digest(builds: Mapping[ObjectKey, GatewayChildren | None]) -> str:
     plain = {
-        f"{g.namespace}/{g.name}": None
-        if b is None
-        else {k: list(v) for k, v in b.collections.items()}
+        g.namespaced_name: None if b is None else {k: list(v) for k, v in b.collections.items()}
         for g, b in sorted(builds.items(), key=lambda kv: (kv[0].namespace, kv[0].name))
     }
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()

@@ -100,7 +100,7 @@ class LocalProvider:
             prefix = self.state_dir / f"{key.namespace}_{key.name}"
             instance = NginxInstance(
                 layout=InstanceLayout(prefix=prefix),
-                name=f"{key.namespace}/{key.name}",
+                name=key.namespaced_name,
                 on_reload=self.on_reload,
             )
             instance.prepare()

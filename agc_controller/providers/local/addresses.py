@@ -71,7 +71,7 @@ class LoopbackAllocator:
 
     def _allocate(self, gateway: ObjectKey) -> str:
         size = self.pool.num_addresses - 2
-        digest = hashlib.sha256(f"{gateway.namespace}/{gateway.name}".encode()).digest()
+        digest = hashlib.sha256(gateway.namespaced_name.encode()).digest()
         start = int.from_bytes(digest[:4], "big") % size
         taken = set(self._held.values())
         for step in range(size):
