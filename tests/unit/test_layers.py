@@ -22,6 +22,7 @@ cycle for the reader.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -216,3 +217,21 @@ def test_the_checker_finds_a_cycle_and_accepts_a_chain() -> None:
 def test_an_unknown_unit_is_reported() -> None:
     problems = layer_violations([Import("agc_controller.newthing", "agc_controller.core")], LAYERS)
     assert problems == ["agc_controller.newthing: unit 'newthing' has no layer (add it to LAYERS)"]
+
+
+def test_the_vocabulary_depends_on_attrs_alone() -> None:
+    outside = set()
+    for path in sorted((ROOT / PACKAGE / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            outside |= {
+                name.split(".")[0]
+                for name in names
+                if name.split(".")[0] not in sys.stdlib_module_names
+            }
+    assert outside <= {"attrs", PACKAGE}
