@@ -1,8 +1,9 @@
 """Turn any cached change into the work keys it affects.
 
 Handlers run inside informers after the store is updated, do no I/O and only
-enqueue. Both the old and the new object are mapped, so a route that moves
-from Gateway A to B reconciles both. Keys are `ObjectKey("Gateway", ns, name)`
+enqueue; an update enqueues only when it changes what translation reads
+(changes.py). Both the old and the new object are mapped, so a route that
+moves from Gateway A to B reconciles both. Keys are `ObjectKey("Gateway", ns, name)`
 and `ObjectKey("GatewayClass", "", name)`.
 """
 
@@ -14,6 +15,7 @@ import attrs
 
 from agc_controller.controller import indexes as ix
 from agc_controller.controller.cache import ROUTE_KINDS, Cache
+from agc_controller.controller.changes import changes_translation
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
 from agc_controller.informers import KubeObject
@@ -107,6 +109,8 @@ class _Handler:
         self._enqueue(self.mapper.keys_for(self.kind, obj))
 
     def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        if not changes_translation(self.kind, old, new):
+            return  # a status write (ours, mostly), a resync or a relist: nothing to redo
         self._enqueue(self.mapper.keys_for(self.kind, old) | self.mapper.keys_for(self.kind, new))
 
     def on_delete(self, obj: KubeObject) -> None:
