@@ -130,14 +130,20 @@ class Reconciler:
             await self.events.gateway_event(cached, event)
 
     async def _write_all(self, statuses: list[DesiredStatus]) -> None:
-        """Write every status; if any failed, raise the first failure after trying all."""
+        """Write every status that changed; if any failed, raise the first failure after
+        trying all. Unchanged ones cost an equality test, not a task (delta status)."""
         gate = asyncio.Semaphore(STATUS_CONCURRENCY)
 
-        async def write(status: DesiredStatus) -> None:
+        async def write(status: DesiredStatus, cached: dict[str, object] | None) -> None:
             async with gate:
-                await self.writer.write(status, self._cached(status))
+                await self.writer.write(status, cached)
 
-        results = await asyncio.gather(*(write(s) for s in statuses), return_exceptions=True)
+        changed = [
+            (status, cached)
+            for status in statuses
+            if not self.writer.is_current(status, cached := self._cached(status))
+        ]
+        results = await asyncio.gather(*(write(*c) for c in changed), return_exceptions=True)
         for outcome in results:
             if isinstance(outcome, BaseException):
                 raise outcome
