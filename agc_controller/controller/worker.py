@@ -41,7 +41,12 @@ from agc_controller.queue import ShutDown, WorkQueue
 from agc_controller.runtime.events import EventRecorder, gateway_transition
 from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
 from agc_controller.status import StatusWriter
-from agc_controller.translate import TranslateSettings, translate_gateway, translate_gateway_class
+from agc_controller.translate import (
+    Memo,
+    TranslateSettings,
+    translate_gateway,
+    translate_gateway_class,
+)
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -65,6 +70,8 @@ class Reconciler:
     _programmed: dict[ObjectKey, tuple[str, ConditionStatus]] = attrs.field(
         factory=dict, init=False
     )
+    # Gateway -> what its last translation can reuse (translate/memo.py)
+    _memos: dict[ObjectKey, Memo] = attrs.field(factory=dict, init=False)
 
     async def reconcile(self, key: ObjectKey) -> None:
         if key.kind == "GatewayClass":
@@ -74,9 +81,12 @@ class Reconciler:
             if status is not None:
                 await self.writer.write(status, self.cache.get(r.GATEWAY_CLASS.kind, key.name))
             return
+        memo = self._memos.setdefault(key, Memo())
         translation = translate_gateway(
-            self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings
+            self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings, memo=memo
         )
+        if translation.node is None:
+            del self._memos[key]
         result: ApplyResult | None = None
         if translation.load_balancer is not None:
             result = await self._apply(translation.load_balancer)

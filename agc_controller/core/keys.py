@@ -25,7 +25,8 @@ def object_key(obj: dict[str, Any]) -> str:
     return namespaced_name(metadata.get("namespace"), str(metadata["name"]))
 
 
-@attrs.frozen
+# the hash is cached: keys are looked up in sets and dicts many times per translation
+@attrs.frozen(cache_hash=True)
 class ObjectKey:
     """A namespaced (or cluster-scoped, namespace "") object of one kind."""
 

@@ -35,6 +35,7 @@ from agc_controller.translate.graph.gatewayclass import (
     is_ours,
 )
 from agc_controller.translate.graph.routes import RouteKind, build_route
+from agc_controller.translate.memo import Memo, RouteEntry, recording
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -42,6 +43,7 @@ from agc_controller.translate.snapshot import Obj, Snapshot
 
 __all__ = [
     "GatewayTranslation",
+    "Memo",
     "Snapshot",
     "TranslateSettings",
     "translate_gateway",
@@ -121,9 +123,17 @@ def translate_gateway_class(
 
 
 def translate_gateway(
-    snapshot: Snapshot, key: str, settings: TranslateSettings
+    snapshot: Snapshot, key: str, settings: TranslateSettings, *, memo: Memo | None = None
 ) -> GatewayTranslation:
-    """Translate the Gateway `namespace/name` (which may be gone) and everything attached."""
+    """Translate the Gateway `namespace/name` (which may be gone) and everything attached.
+
+    `memo` carries sub-results from this Gateway's previous translation (memo.py):
+    the result is the same with or without it, only cheaper with it.
+    """
+    if memo is None:
+        memo = Memo()
+    if memo.settings != settings:
+        memo.reset(settings)
     gateway_key = ObjectKey.parse("Gateway", key)
     gateway = snapshot.gateways.get(key)
     gateway_class = (
@@ -141,51 +151,89 @@ def translate_gateway(
             policy_statuses=tuple(_clear_policies(snapshot, gateway_key, settings, keep=set())),
         )
 
-    grants = ReferenceGrants.from_grants(snapshot.reference_grants)
-    node = build_gateway(
-        gateway,
-        snapshot,
-        grants,
-        settings,
-        class_annotations=gateway_class["metadata"].get("annotations") or {},
+    grants = memo.stable("grants", ReferenceGrants.from_grants(snapshot.reference_grants))
+    node = memo.stable(
+        "gateway",
+        build_gateway(
+            gateway,
+            snapshot,
+            grants,
+            settings,
+            class_annotations=gateway_class["metadata"].get("annotations") or {},
+        ),
     )
     attachments: list[Attachment] = []
     route_statuses: list[RouteStatus] = []
+    entries: dict[tuple[str, str], RouteEntry] = {}
     for kind, routes in _route_tables(snapshot):
-        for route in routes.values():
-            route_node = build_route(route, kind, snapshot, grants, settings.capabilities)
-            if not any(ref.names(node.key) for ref in route_node.parent_refs):
-                continue
-            parents, attached = attach_route(route_node, node, snapshot)
-            attachments.extend(attached)
-            route_statuses.append(
-                RouteStatus(
-                    kind=kind,
-                    namespace=route_node.key.namespace,
-                    name=route_node.key.name,
-                    gateway=gateway_key,
-                    parents=tuple(parents),
+        for store_key, route in routes.items():
+            entry = memo.routes.get((kind, store_key))
+            if (
+                entry is None
+                or entry.route is not route
+                or entry.grants is not grants
+                or entry.gateway is not node
+                or not entry.reads.still_valid(snapshot)
+            ):
+                entry = _route_entry(
+                    route, kind, snapshot=snapshot, grants=grants, gateway=node, settings=settings
                 )
-            )
+            entries[(kind, store_key)] = entry
+            if entry.result is None:
+                continue
+            attached, status = entry.result
+            attachments.extend(attached)
+            route_statuses.append(status)
+    memo.routes = entries
     kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
     route_statuses.extend(_clear_routes(snapshot, gateway_key, settings, keep=kept))
 
-    policies = build_policies(snapshot, settings.capabilities)
+    policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
     kept_policies = {(s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
+    load_balancer = (
+        build_load_balancer(node, attachments, policies, memo=memo) if node.accepted else None
+    )
+    memo.sweep()
     counts: dict[str, set[ObjectKey]] = defaultdict(set)
     for attachment in attachments:
         counts[attachment.listener.name].add(attachment.route.key)
     return GatewayTranslation(
         gateway=gateway_key,
         node=node,
-        load_balancer=build_load_balancer(node, attachments, policies) if node.accepted else None,
+        load_balancer=load_balancer,
         attached_routes={name: len(routes) for name, routes in sorted(counts.items())},
         route_statuses=tuple(sorted(route_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
         policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.namespace, s.name))),
     )
+
+
+def _route_entry(
+    route: Obj,
+    kind: RouteKind,
+    *,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    gateway: GatewayNode,
+    settings: TranslateSettings,
+) -> RouteEntry:
+    """A route's node, attachments and status for `gateway` (None: it does not name it)."""
+    view, reads = recording(snapshot)
+    route_node = build_route(route, kind, view, grants, settings.capabilities)
+    result: tuple[tuple[Attachment, ...], RouteStatus] | None = None
+    if any(ref.names(gateway.key) for ref in route_node.parent_refs):
+        parents, attached = attach_route(route_node, gateway, view)
+        status = RouteStatus(
+            kind=kind,
+            namespace=route_node.key.namespace,
+            name=route_node.key.name,
+            gateway=gateway.key,
+            parents=tuple(parents),
+        )
+        result = (tuple(attached), status)
+    return RouteEntry(route=route, grants=grants, gateway=gateway, reads=reads(), result=result)
 
 
 def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, Obj]]]:

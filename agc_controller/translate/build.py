@@ -18,6 +18,7 @@ most characters in the matched service, then in the matched method.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -28,6 +29,7 @@ from agc_controller.translate.graph.backendtlspolicy import Policies
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
 from agc_controller.translate.graph.routes import GrpcRank, RouteNode, RuleNode
 from agc_controller.translate.hostnames import matches, specificity
+from agc_controller.translate.memo import Memo
 from agc_controller.translate.model import (
     Backend,
     BackendTLS,
@@ -39,6 +41,9 @@ from agc_controller.translate.model import (
 )
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
+
+# a route's rules, each with its precedence key within a host (without the hostname rank)
+KeyedRules = tuple[tuple[tuple[object, ...], Rule], ...]
 
 
 def hostname_rank(hostname: str) -> tuple[int, int]:
@@ -72,8 +77,15 @@ def precedence(rule: Rule, created: str, grpc_rank: GrpcRank | None = None) -> t
 
 
 def build_load_balancer(
-    gateway: GatewayNode, attachments: list[Attachment], policies: Policies
+    gateway: GatewayNode,
+    attachments: list[Attachment],
+    policies: Policies,
+    *,
+    memo: Memo | None = None,
 ) -> LoadBalancer:
+    """The model; with `memo`, a route's ordered rules and a host's table are reused
+    while what they are made of is the same (memo.py)."""
+    memo = memo or Memo()
     programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
     frontends = tuple(
         Frontend(
@@ -96,36 +108,42 @@ def build_load_balancer(
                 attachment.hostnames
             )
     # (listener, hostname) -> [(precedence key, rule)]
-    tables: dict[tuple[str, str], list[tuple[tuple[object, ...], Rule]]] = {}
+    tables: dict[tuple[str, str], Host] = {}
     for name, routes in served.items():
         listener = programmable[name]
         # each route's rules with their precedence keys, built once per listener
-        keyed: dict[ObjectKey, list[tuple[tuple[object, ...], Rule]]] = {}
+        keyed: dict[ObjectKey, KeyedRules] = {}
         by_hostname: dict[str, list[ObjectKey]] = defaultdict(list)
         for route, hostnames in routes.values():
-            keyed[route.key] = _keyed_rules(route, gateway, policies)
+            keyed[route.key] = memo.derived(
+                ("rules", route.key),
+                (route, gateway, policies),
+                functools.partial(_keyed_rules, route, gateway, policies),
+            )
             for hostname in hostnames:
                 by_hostname[hostname].append(route.key)
         for host in sorted(by_hostname):
             if _claimed_elsewhere(listener, host, programmable.values()):
                 continue
-            entries = tables.setdefault((name, host), [])
+            # (rank, a route's ordered rules) of every route covering the host; most
+            # specific covering name first, so a route's first one is its best rank
+            covering_rules: list[tuple[tuple[int, int], KeyedRules]] = []
             seen: set[ObjectKey] = set()
-            # most specific covering name first, so a route's first one is its best rank
             for covering in _covering_names(host):
                 rank = hostname_rank(covering)
                 for key in by_hostname.get(covering, ()):
                     if key not in seen:
                         seen.add(key)
-                        entries.extend(((rank, *order), rule) for order, rule in keyed[key])
+                        covering_rules.append((rank, keyed[key]))
+            inputs = (listener.port, *covering_rules)
+            tables[(name, host)] = memo.derived(
+                ("host", name, host),
+                inputs,
+                functools.partial(_host, listener, host, covering_rules),
+            )
     hosts = tuple(
-        Host(
-            port=programmable[listener].port,
-            hostname=hostname,
-            listener=listener,
-            rules=tuple(rule for _, rule in sorted(entries, key=lambda e: e[0])),
-        )
-        for (listener, hostname), entries in sorted(
+        host
+        for (listener, hostname), host in sorted(
             tables.items(),
             key=lambda item: (programmable[item[0][0]].port, specificity(item[0][1]), item[0]),
         )
@@ -143,6 +161,18 @@ def build_load_balancer(
     )
 
 
+def _host(
+    listener: Listener, hostname: str, covering_rules: list[tuple[tuple[int, int], KeyedRules]]
+) -> Host:
+    entries = [((rank, *order), rule) for rank, keyed in covering_rules for order, rule in keyed]
+    return Host(
+        port=listener.port,
+        hostname=hostname,
+        listener=listener.name,
+        rules=tuple(rule for _, rule in sorted(entries, key=lambda e: e[0])),
+    )
+
+
 def _covering_names(host: str) -> list[str]:
     """The route hostnames whose requests include every request for `host`, most
     specific first: the name itself, its wildcard ancestors, then `*`.
@@ -157,16 +187,14 @@ def _covering_names(host: str) -> list[str]:
     return ([] if host.startswith("*.") else [host]) + wildcards + ["*"]
 
 
-def _keyed_rules(
-    route: RouteNode, gateway: GatewayNode, policies: Policies
-) -> list[tuple[tuple[object, ...], Rule]]:
+def _keyed_rules(route: RouteNode, gateway: GatewayNode, policies: Policies) -> KeyedRules:
     grpc = route.kind == "GRPCRoute"
     keyed = []
     for rule_node in route.rules:
         for rule in _rules(route.key, rule_node, gateway, policies, grpc=grpc):
             grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
             keyed.append((precedence(rule, route.created, grpc_rank), rule))
-    return keyed
+    return tuple(keyed)
 
 
 def _claimed_elsewhere(listener: Listener, host: str, listeners: Iterable[Listener]) -> bool:

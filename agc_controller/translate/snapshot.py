@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.core.keys import object_key
+from agc_controller.core.keys import namespaced_name, object_key
 
 Obj = dict[str, Any]
 
@@ -44,7 +44,7 @@ class Snapshot:
             if kind == "EndpointSlice":
                 meta = obj["metadata"]
                 service = meta.get("labels", {}).get("kubernetes.io/service-name", "")
-                slices.setdefault(f"{meta.get('namespace', '')}/{service}", []).append(obj)
+                slices.setdefault(namespaced_name(meta.get("namespace"), service), []).append(obj)
                 continue
             by_kind.setdefault(kind, {})[object_key(obj)] = obj
         return cls(
