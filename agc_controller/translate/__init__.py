@@ -162,7 +162,7 @@ def translate_gateway(
             class_annotations=gateway_class["metadata"].get("annotations") or {},
         ),
     )
-    attachments: list[Attachment] = []
+    attachments: dict[ObjectKey, tuple[Attachment, ...]] = {}
     route_statuses: list[RouteStatus] = []
     entries: dict[tuple[str, str], RouteEntry] = {}
     for kind, routes in _route_tables(snapshot):
@@ -182,7 +182,7 @@ def translate_gateway(
             if entry.result is None:
                 continue
             attached, status = entry.result
-            attachments.extend(attached)
+            attachments[entry.key] = attached
             route_statuses.append(status)
     memo.routes = entries
     kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
@@ -194,12 +194,14 @@ def translate_gateway(
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
     load_balancer = (
-        build_load_balancer(node, attachments, policies, memo=memo) if node.accepted else None
+        build_load_balancer(node, attachments, policies, tables=memo.hosts)
+        if node.accepted
+        else None
     )
-    memo.sweep()
     counts: dict[str, set[ObjectKey]] = defaultdict(set)
-    for attachment in attachments:
-        counts[attachment.listener.name].add(attachment.route.key)
+    for route_key, attached in attachments.items():
+        for attachment in attached:
+            counts[attachment.listener.name].add(route_key)
     return GatewayTranslation(
         gateway=gateway_key,
         node=node,
@@ -233,7 +235,14 @@ def _route_entry(
             parents=tuple(parents),
         )
         result = (tuple(attached), status)
-    return RouteEntry(route=route, grants=grants, gateway=gateway, reads=reads(), result=result)
+    return RouteEntry(
+        route=route,
+        key=route_node.key,
+        grants=grants,
+        gateway=gateway,
+        reads=reads(),
+        result=result,
+    )
 
 
 def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, Obj]]]:
@@ -243,11 +252,12 @@ def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, 
 
 
 def _policy_statuses(
-    policies: Policies, attachments: list[Attachment], gateway: ObjectKey
+    policies: Policies, attachments: Mapping[ObjectKey, tuple[Attachment, ...]], gateway: ObjectKey
 ) -> list[PolicyStatus]:
     services = {
         backend.service
-        for a in attachments
+        for attached in attachments.values()
+        for a in attached
         for rule in a.route.rules
         for backend in (*rule.backends, *(m.backend for m in rule.mirrors))
         if backend.service is not None

@@ -18,10 +18,8 @@ the whole test; it costs one pointer comparison per input.
 - The Gateway node, the ReferenceGrants and the BackendTLSPolicies are built
   each time (one each per translation) and replaced by the previous object when
   they compare equal, so that the identity of everything built on them holds.
-- A route's rules in precedence order (build.py) depend on its node, the
-  Gateway node and the policies; a host's rule table on the ordered rules of
-  the routes that cover it (`derived`, compared by tuple equality, which
-  matches the same objects at once and falls back to comparing values).
+- The host tables (build.HostTables) are updated by difference: a route whose
+  attachments are another object than last time dirties the hosts it covers.
 
 Equal inputs give equal outputs: a translation with a memo equals one from
 scratch (tests/unit/test_translate_incremental.py checks it after every step of
@@ -31,11 +29,13 @@ forgets everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
+from agc_controller.core.keys import ObjectKey
+from agc_controller.translate.build import HostTables
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
 
@@ -141,6 +141,7 @@ class RouteEntry:
     """A route's sub-results and what they were computed from."""
 
     route: Obj  # the route object (identity)
+    key: ObjectKey
     # the ReferenceGrants and Gateway node objects it was built against (identity)
     grants: object
     gateway: object
@@ -157,19 +158,16 @@ class Memo:
     settings: TranslateSettings | None = None
     # route kind and store key -> its entry
     routes: dict[tuple[str, str], RouteEntry] = attrs.field(factory=dict)
+    # the host tables of the last model (build.py)
+    hosts: HostTables = attrs.field(factory=HostTables)
     # the previous value of a translation-wide object, by name (kept when equal)
     _shared: dict[str, object] = attrs.field(factory=dict)
-    # key -> (the inputs it was built from, the value)
-    _derived: dict[Hashable, tuple[tuple[object, ...], object]] = attrs.field(factory=dict)
-    # keys asked for since the last sweep
-    _used: set[Hashable] = attrs.field(factory=set)
 
     def reset(self, settings: TranslateSettings) -> None:
         self.settings = settings
         self.routes.clear()
+        self.hosts = HostTables()
         self._shared.clear()
-        self._derived.clear()
-        self._used.clear()
 
     def stable(self, name: str, value: T) -> T:
         """`value`, or the previous one of that name when it compares equal (keeping
@@ -179,20 +177,3 @@ class Memo:
             return previous
         self._shared[name] = value
         return value
-
-    def derived(self, key: Hashable, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
-        """`build()`, or the value built for `key` last time if `inputs` equal the inputs
-        it was built from (tuple equality: the same objects match at once)."""
-        self._used.add(key)
-        found = self._derived.get(key)
-        if found is not None and found[0] == inputs:
-            return found[1]  # type: ignore[return-value]
-        value = build()
-        self._derived[key] = (inputs, value)
-        return value
-
-    def sweep(self) -> None:
-        """Forget derived values not asked for since the last sweep (end of a translation)."""
-        for key in [k for k in self._derived if k not in self._used]:
-            del self._derived[key]
-        self._used.clear()

@@ -127,3 +127,79 @@ def test_a_route_read_is_recorded_and_checked() -> None:
     # something appearing where nothing was read counts too
     other = {"kind": "Service", "metadata": {"name": "missing", "namespace": "ns"}}
     assert not recorded.still_valid(Snapshot.from_objects([snapshot.services["ns/svc"], other]))
+
+
+HOSTNAMES = (
+    "a.example.com",
+    "b.example.com",
+    "x.a.example.com",
+    "*.example.com",
+    "*.a.example.com",
+    "*.com",
+    "foo.org",
+)
+
+
+def _synthetic_route(rng: random.Random, index: int) -> Obj:
+    hostnames = rng.sample(HOSTNAMES, rng.randrange(0, 3))
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": f"r{index}",
+            "namespace": "default",
+            "generation": 1,
+            "creationTimestamp": f"2026-01-01T00:00:{index % 60:02d}Z",
+        },
+        "spec": {
+            "parentRefs": [{"name": "gw", "sectionName": rng.choice(["any", "wild", "other"])}],
+            "hostnames": hostnames,
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{rng.randrange(4)}"}}],
+                    "backendRefs": [{"name": "svc", "port": 80}],
+                }
+            ],
+        },
+    }
+
+
+def test_host_tables_follow_hostname_edits() -> None:
+    """Exact, wildcard and catch-all hostnames moving between routes and listeners
+    that share a port (listener isolation), checked after every edit."""
+    rng = random.Random(7)
+    base: list[Obj] = [
+        {
+            "kind": "GatewayClass",
+            "metadata": {"name": "agc"},
+            "spec": {"controllerName": SETTINGS.controller_name},
+        },
+        {
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "default", "generation": 1},
+            "spec": {
+                "gatewayClassName": "agc",
+                "listeners": [
+                    {"name": "any", "port": 80, "protocol": "HTTP"},
+                    {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": "*.example.com"},
+                    {"name": "other", "port": 8080, "protocol": "HTTP"},
+                ],
+            },
+        },
+        {
+            "kind": "Service",
+            "metadata": {"name": "svc", "namespace": "default"},
+            "spec": {"ports": [{"port": 80}]},
+        },
+    ]
+    routes = {i: _synthetic_route(rng, i) for i in range(12)}
+    memo = Memo()
+    for step in range(300):
+        snapshot = Snapshot.from_objects(base + list(routes.values()))
+        incremental = translate_gateway(snapshot, "default/gw", SETTINGS, memo=memo)
+        assert incremental == translate_gateway(snapshot, "default/gw", SETTINGS), step
+        index = rng.randrange(16)
+        if index in routes and rng.random() < 0.2:
+            del routes[index]
+        else:
+            routes[index] = _synthetic_route(rng, index)
