@@ -35,7 +35,7 @@ from agc_controller.translate.graph.gatewayclass import (
     is_ours,
 )
 from agc_controller.translate.graph.routes import RouteKind, build_route
-from agc_controller.translate.memo import Memo, RouteEntry, recording
+from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -147,7 +147,7 @@ def translate_gateway(
             node=None,
             load_balancer=None,
             attached_routes={},
-            route_statuses=tuple(_clear_routes(snapshot, gateway_key, settings, keep=set())),
+            route_statuses=tuple(_clear_routes(_all_routes(snapshot), gateway_key, settings)),
             policy_statuses=tuple(_clear_policies(snapshot, gateway_key, settings, keep=set())),
         )
 
@@ -164,29 +164,32 @@ def translate_gateway(
     )
     attachments: dict[ObjectKey, tuple[Attachment, ...]] = {}
     route_statuses: list[RouteStatus] = []
+    unattached: list[tuple[RouteKind, Obj]] = []
     entries: dict[tuple[str, str], RouteEntry] = {}
+    changed = changed_inputs(memo.previous, snapshot) if memo.previous is not None else None
     for kind, routes in _route_tables(snapshot):
         for store_key, route in routes.items():
             entry = memo.routes.get((kind, store_key))
             if (
                 entry is None
+                or changed is None
                 or entry.route is not route
                 or entry.grants is not grants
                 or entry.gateway is not node
-                or not entry.reads.still_valid(snapshot)
+                or (changed and not changed.isdisjoint(entry.reads))
             ):
                 entry = _route_entry(
                     route, kind, snapshot=snapshot, grants=grants, gateway=node, settings=settings
                 )
             entries[(kind, store_key)] = entry
             if entry.result is None:
+                unattached.append((kind, route))
                 continue
             attached, status = entry.result
             attachments[entry.key] = attached
             route_statuses.append(status)
-    memo.routes = entries
-    kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
-    route_statuses.extend(_clear_routes(snapshot, gateway_key, settings, keep=kept))
+    memo.routes, memo.previous = entries, snapshot
+    route_statuses.extend(_clear_routes(unattached, gateway_key, settings))
 
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
@@ -254,6 +257,8 @@ def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, 
 def _policy_statuses(
     policies: Policies, attachments: Mapping[ObjectKey, tuple[Attachment, ...]], gateway: ObjectKey
 ) -> list[PolicyStatus]:
+    if not policies.by_service:
+        return []
     services = {
         backend.service
         for attached in attachments.values()
@@ -293,25 +298,22 @@ def _ours_for(
     )
 
 
-def _clear_routes(
-    snapshot: Snapshot,
-    gateway: ObjectKey,
-    settings: TranslateSettings,
-    *,
-    keep: set[tuple[str, str, str]],
-) -> list[RouteStatus]:
-    """Empty RouteStatus (remove ours) for routes still carrying our entry for `gateway`."""
-    cleared = []
+def _all_routes(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Obj]]:
     for kind, routes in _route_tables(snapshot):
         for route in routes.values():
-            meta = route["metadata"]
-            if (kind, meta["namespace"], meta["name"]) in keep:
-                continue
-            parents = (route.get("status") or {}).get("parents") or []
-            if _ours_for(
-                parents, gateway, meta["namespace"], "parentRef", settings.controller_name
-            ):
-                cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
+            yield kind, route
+
+
+def _clear_routes(
+    routes: Iterable[tuple[RouteKind, Obj]], gateway: ObjectKey, settings: TranslateSettings
+) -> list[RouteStatus]:
+    """Empty RouteStatus (remove ours) for `routes` still carrying our entry for `gateway`."""
+    cleared = []
+    for kind, route in routes:
+        meta = route["metadata"]
+        parents = (route.get("status") or {}).get("parents") or []
+        if _ours_for(parents, gateway, meta["namespace"], "parentRef", settings.controller_name):
+            cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
     return cleared
 
 

@@ -3,28 +3,32 @@ did not change.
 
 Translation stays level-triggered and pure: every call still computes the whole
 desired state of its Gateway from the snapshot it is given. A `Memo` only saves
-work: it remembers each sub-result together with exactly what it read, and
-hands it back when all of that is unchanged.
+work: it remembers each sub-result with what it read, and hands it back while
+none of that changed.
 
-What "unchanged" means: snapshot entries are the informer cache's objects,
-which are replaced, never mutated, on every update (informers/store.py), so an
-entry that is still the *same object* still has the same content. Identity is
-the whole test; it costs one pointer comparison per input.
+What "changed" means: snapshot entries are the informer cache's objects, which
+are replaced, never mutated, on every update (informers/store.py), so an entry
+that is still the *same object* still has the same content. `changed_inputs`
+compares the snapshot with the previous translation's, entry by entry, by
+identity (the route tables aside: each route's entry checks its own route).
 
-- A route's node, its attachment to the Gateway and its status depend on the
-  route object, the entries its build read from the snapshot (recorded by
-  `_Recording` as it reads: Services, EndpointSlices, Namespaces), the
-  ReferenceGrants and the Gateway node.
+- A route's node, its attachment to the Gateway and its status (`RouteEntry`)
+  depend on the route object, the snapshot entries its build read (recorded by
+  `recording` as it reads, absent ones included), the ReferenceGrants and the
+  Gateway node. It is reused while the route is the same object, the grants and
+  Gateway node are the same objects, and none of the entries it read changed.
 - The Gateway node, the ReferenceGrants and the BackendTLSPolicies are built
   each time (one each per translation) and replaced by the previous object when
-  they compare equal, so that the identity of everything built on them holds.
+  they compare equal (`stable`), so that the identity of everything built on
+  them holds.
 - The host tables (build.HostTables) are updated by difference: a route whose
   attachments are another object than last time dirties the hosts it covers.
 
-Equal inputs give equal outputs: a translation with a memo equals one from
-scratch (tests/unit/test_translate_incremental.py checks it after every step of
-random edits). A memo belongs to one Gateway and one set of settings; `reset`
-forgets everything.
+Induction keeps it sound: every entry in the memo was valid for the previous
+snapshot, and is reused only if nothing it read differs between that snapshot
+and this one. Equal inputs give equal outputs: a translation with a memo equals
+one from scratch (tests/unit/test_translate_incremental.py checks it after every
+step of random edits). A memo belongs to one Gateway and one set of settings.
 """
 
 from __future__ import annotations
@@ -43,58 +47,55 @@ T = TypeVar("T")
 V = TypeVar("V")
 
 # a key standing for "the whole field" in what was read (no store key contains it)
-_WHOLE = "//whole"
+WHOLE = "//whole"
+# the fields every route entry checks by itself (its own route object)
+_ROUTE_TABLES = frozenset({"http_routes", "grpc_routes", "tls_routes"})
+
+# (snapshot field, store key or WHOLE)
+Input = tuple[str, str]
 
 
 class _Recording(Mapping[str, V]):
-    """A read-only view of one snapshot field that notes every key read and what it held.
+    """A read-only view of one snapshot field that notes every key read.
 
-    Iterating it reads the whole field: recorded as the tuple of its (key, value)
-    pairs under `_WHOLE`.
+    Iterating it (or asking its size) reads the whole field.
     """
 
     def __init__(self, inner: Mapping[str, V]) -> None:
         self._inner = inner
-        # key -> the value read (None: absent); what validity is checked against
-        self.seen: dict[str, object] = {}
+        self.seen: set[str] = set()
 
     def __getitem__(self, key: str) -> V:
-        value = self._inner.get(key)
-        self.seen[key] = value
-        if value is None:
-            raise KeyError(key)
-        return value
+        self.seen.add(key)
+        return self._inner[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._inner.get(key)
-        self.seen[key] = value
-        return default if value is None else value
+        self.seen.add(key)
+        return self._inner.get(key, default)
 
     def __iter__(self) -> Iterator[str]:
-        self.seen[_WHOLE] = _whole(self._inner)
+        self.seen.add(WHOLE)
         return iter(self._inner)
 
     def __len__(self) -> int:
-        self.seen[_WHOLE] = _whole(self._inner)
+        self.seen.add(WHOLE)
         return len(self._inner)
 
 
-def _whole(field: Mapping[str, object]) -> tuple[tuple[str, object], ...]:
-    return tuple(sorted(field.items()))
+def recording(snapshot: Snapshot) -> tuple[Snapshot, Callable[[], frozenset[Input]]]:
+    """A view of `snapshot` that records what is read through it, and a function
+    returning the inputs read so far."""
+    views = {f.name: _Recording(getattr(snapshot, f.name)) for f in attrs.fields(Snapshot)}
 
+    def reads() -> frozenset[Input]:
+        return frozenset((field, key) for field, view in views.items() for key in view.seen)
 
-def _same_whole(a: tuple[tuple[str, object], ...], b: object) -> bool:
-    """Same keys (by value: snapshot keys are rebuilt) holding the same objects."""
-    return (
-        isinstance(b, tuple)
-        and len(a) == len(b)
-        and all(ka == kb and _same(va, vb) for (ka, va), (kb, vb) in zip(a, b, strict=True))
-    )
+    return attrs.evolve(snapshot, **views), reads
 
 
 def _same(a: object, b: object) -> bool:
     """Identity, looking one level into tuples (an EndpointSlice group is rebuilt per
-    snapshot, its slices are the cached objects)."""
+    snapshot; its slices are the cached objects)."""
     if a is b:
         return True
     if isinstance(a, tuple) and isinstance(b, tuple):
@@ -102,38 +103,23 @@ def _same(a: object, b: object) -> bool:
     return False
 
 
-@attrs.frozen
-class Reads:
-    """What one sub-result read: (snapshot field, key, the value it found)."""
-
-    entries: tuple[tuple[str, str, object], ...]
-
-    def still_valid(self, snapshot: Snapshot) -> bool:
-        for field, key, value in self.entries:
-            mapping = getattr(snapshot, field)
-            if key == _WHOLE:
-                if not _same_whole(_whole(mapping), value):
-                    return False
-            elif not _same(mapping.get(key), value):
-                return False
-        return True
-
-
-def recording(snapshot: Snapshot) -> tuple[Snapshot, Callable[[], Reads]]:
-    """A view of `snapshot` that records what is read through it, and a function
-    returning what was read so far."""
-    views = {f.name: _Recording(getattr(snapshot, f.name)) for f in attrs.fields(Snapshot)}
-
-    def reads() -> Reads:
-        return Reads(
-            tuple(
-                (field, key, value)
-                for field, view in views.items()
-                for key, value in sorted(view.seen.items())
-            )
-        )
-
-    return attrs.evolve(snapshot, **views), reads
+def changed_inputs(previous: Snapshot, current: Snapshot) -> frozenset[Input]:
+    """Every entry that differs between the two snapshots (added, removed or another
+    object), and the WHOLE of each field with such an entry; route tables excepted."""
+    changed: set[Input] = set()
+    for field in attrs.fields(Snapshot):
+        if field.name in _ROUTE_TABLES:
+            continue
+        before: Mapping[str, object] = getattr(previous, field.name)
+        after: Mapping[str, object] = getattr(current, field.name)
+        if before is after:
+            continue
+        keys = {k for k, v in after.items() if not _same(before.get(k), v)}
+        keys.update(k for k in before if k not in after)
+        if keys:
+            changed.update((field.name, k) for k in keys)
+            changed.add((field.name, WHOLE))
+    return frozenset(changed)
 
 
 @attrs.frozen
@@ -145,7 +131,8 @@ class RouteEntry:
     # the ReferenceGrants and Gateway node objects it was built against (identity)
     grants: object
     gateway: object
-    reads: Reads
+    # the snapshot entries its build read
+    reads: frozenset[Input]
     # what translation made of it; opaque here (translate/__init__.py owns the shape)
     result: Any
 
@@ -156,7 +143,9 @@ class Memo:
 
     # the settings everything here was computed with; other settings: start over
     settings: TranslateSettings | None = None
-    # route kind and store key -> its entry
+    # the snapshot of the last translation; None: nothing is known
+    previous: Snapshot | None = None
+    # route kind and store key -> its entry, valid for `previous`
     routes: dict[tuple[str, str], RouteEntry] = attrs.field(factory=dict)
     # the host tables of the last model (build.py)
     hosts: HostTables = attrs.field(factory=HostTables)
@@ -165,6 +154,7 @@ class Memo:
 
     def reset(self, settings: TranslateSettings) -> None:
         self.settings = settings
+        self.previous = None
         self.routes.clear()
         self.hosts = HostTables()
         self._shared.clear()

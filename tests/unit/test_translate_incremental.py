@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from agc_controller.translate import Memo, Snapshot, TranslateSettings, translate_gateway
-from agc_controller.translate.memo import recording
+from agc_controller.translate.memo import WHOLE, changed_inputs, recording
 from agc_controller.translate.settings import CORE_FEATURES
 
 CASES = Path(__file__).parents[1] / "golden" / "cases"
@@ -114,19 +114,23 @@ def test_incremental_equals_from_scratch(case: Path) -> None:
             objects.append(deleted.pop(rng.randrange(len(deleted))))
 
 
-def test_a_route_read_is_recorded_and_checked() -> None:
-    service = {"metadata": {"name": "svc", "namespace": "ns"}, "spec": {}}
-    snapshot = Snapshot.from_objects([{"kind": "Service", **service}])
+def test_reads_are_recorded_and_changes_found_by_identity() -> None:
+    service = {"kind": "Service", "metadata": {"name": "svc", "namespace": "ns"}, "spec": {}}
+    snapshot = Snapshot.from_objects([service])
     view, reads = recording(snapshot)
-    assert view.services.get("ns/svc") is not None
+    assert view.services.get("ns/svc") is service
     assert view.services.get("ns/missing") is None
-    recorded = reads()
-    assert recorded.still_valid(snapshot)
+    assert reads() == {("services", "ns/svc"), ("services", "ns/missing")}
+    assert changed_inputs(snapshot, Snapshot.from_objects([service])) == frozenset()
     # the same content under a new identity counts as a change: the cache replaced it
-    assert not recorded.still_valid(Snapshot.from_objects([{"kind": "Service", **service}]))
+    copied = Snapshot.from_objects([copy.deepcopy(service)])
+    assert changed_inputs(snapshot, copied) == {("services", "ns/svc"), ("services", WHOLE)}
     # something appearing where nothing was read counts too
     other = {"kind": "Service", "metadata": {"name": "missing", "namespace": "ns"}}
-    assert not recorded.still_valid(Snapshot.from_objects([snapshot.services["ns/svc"], other]))
+    assert changed_inputs(snapshot, Snapshot.from_objects([service, other])) == {
+        ("services", "ns/missing"),
+        ("services", WHOLE),
+    }
 
 
 HOSTNAMES = (
