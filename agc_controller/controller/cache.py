@@ -93,7 +93,10 @@ class Cache:
         gateway_key = key.namespaced_name
         gateway = self.get(r.GATEWAY.kind, gateway_key)
         routes = self.routes_of_gateway(gateway_key)
-        services = {s for _, route in routes for s in ix.route_backend_services(route)}
+        services: set[str] = set()
+        for kind, route in routes:
+            # the index already holds what the route's backendRefs name
+            services.update(self.store(kind).index_values(ix.BACKEND_SERVICES, object_key(route)))
         policies = {
             object_key(p): p
             for s in services

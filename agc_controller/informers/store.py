@@ -89,6 +89,11 @@ class Store:
         keys = self._indexes[index_name].get(value, ())
         return [self._objects[key] for key in sorted(keys)]
 
+    def index_values(self, index_name: str, key: str) -> frozenset[str]:
+        """The values `key` is listed under in index `index_name` (what its indexer
+        returned when it was stored), without running the indexer again."""
+        return self._values_of_key[index_name].get(key, frozenset())
+
     def __len__(self) -> int:
         return len(self._objects)
 
