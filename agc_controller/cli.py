@@ -28,19 +28,15 @@ import structlog
 from kubernetes_asyncio import client
 
 from agc_controller import __version__, logs, render
+from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.agent import Agent, run_agent
 from agc_controller.dataplane.manifests import STATE_DIR
+from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
+from agc_controller.factory import PROVIDERS, LocalOptions, open_provider
 from agc_controller.kube.client import api_client
-from agc_controller.providers.factory import PROVIDERS, LocalOptions, open_provider
+from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.runtime.health import parse_address, serving_health
-from agc_controller.runtime.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
-from agc_controller.settings import (
-    LOCAL_DATAPLANE_MODES,
-    SERVICE_TYPES,
-    DataPlaneSettings,
-    Settings,
-)
-from agc_controller.status.model import ObjectKey
+from agc_controller.settings import LOCAL_DATAPLANE_MODES, Settings
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 
@@ -253,7 +249,6 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
     )
 
-    render.load_provider_outputs()
     available = render.outputs()
     translate = commands.add_parser(
         "translate",

@@ -27,8 +27,8 @@ from cryptography import x509
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from agc_controller.core.resources import BY_KIND, GATEWAY_GROUP
 from agc_controller.kube import server_side_apply
-from agc_controller.kube.resources import BY_KIND, GATEWAY_GROUP
 from agc_controller.selfsigned import self_signed
 from devcluster.netns import BackendNamespace
 

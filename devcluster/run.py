@@ -36,8 +36,8 @@ from agc_controller.cli import (
     configure_logs,
     run_controller,
 )
+from agc_controller.factory import LocalOptions
 from agc_controller.kube.client import api_client
-from agc_controller.providers.factory import LocalOptions
 from agc_controller.settings import Settings
 from devcluster import examples
 from devcluster.controlplane import ControlPlane, ControlPlaneBinaries, ControlPlaneError

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from agc_controller.controller import indexes as ix
+from agc_controller.core import resources as r
+from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.informers import Store
-from agc_controller.kube import resources as r
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate.snapshot import Obj, Snapshot, key_of
+from agc_controller.translate.snapshot import Obj, Snapshot
 
 # TLSRoutes are watched so those naming our Gateways get status (no TLS listener
 # serves them yet: NotAllowedByListeners)
@@ -90,26 +90,29 @@ class Cache:
         ]
 
     def snapshot_for_gateway(self, key: ObjectKey) -> Snapshot:
-        gateway_key = f"{key.namespace}/{key.name}"
+        gateway_key = key.namespaced_name
         gateway = self.get(r.GATEWAY.kind, gateway_key)
         routes = self.routes_of_gateway(gateway_key)
-        services = {s for _, route in routes for s in ix.route_backend_services(route)}
+        services: set[str] = set()
+        for kind, route in routes:
+            # the index already holds what the route's backendRefs name
+            services.update(self.store(kind).index_values(ix.BACKEND_SERVICES, object_key(route)))
         policies = {
-            key_of(p): p
+            object_key(p): p
             for s in services
             for p in self.store(r.BACKEND_TLS_POLICY.kind).by_index(ix.TARGET_SERVICES, s)
         }
         for p in self.store(r.BACKEND_TLS_POLICY.kind).by_index(ix.PARENT_GATEWAYS, gateway_key):
-            policies[key_of(p)] = p
+            policies[object_key(p)] = p
         material = set(ix.gateway_certificate_refs(gateway)) if gateway else set()
         for policy in policies.values():
             material.update(ix.policy_ca_refs(policy))
         return Snapshot(
             gateway_classes=self._all(r.GATEWAY_CLASS.kind),
             gateways={gateway_key: gateway} if gateway else {},
-            http_routes={key_of(o): o for kind, o in routes if kind == r.HTTP_ROUTE.kind},
-            grpc_routes={key_of(o): o for kind, o in routes if kind == r.GRPC_ROUTE.kind},
-            tls_routes={key_of(o): o for kind, o in routes if kind == r.TLS_ROUTE.kind},
+            http_routes={object_key(o): o for kind, o in routes if kind == r.HTTP_ROUTE.kind},
+            grpc_routes={object_key(o): o for kind, o in routes if kind == r.GRPC_ROUTE.kind},
+            tls_routes={object_key(o): o for kind, o in routes if kind == r.TLS_ROUTE.kind},
             backend_tls_policies=policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
@@ -127,7 +130,7 @@ class Cache:
         return Snapshot(gateway_classes={name: gateway_class} if gateway_class else {})
 
     def _all(self, kind: str) -> dict[str, Obj]:
-        return {key_of(o): o for o in self.store(kind).list()}
+        return {object_key(o): o for o in self.store(kind).list()}
 
     def _material(self, refs: set[str], ref_kind: str, store_kind: str) -> dict[str, Obj]:
         found = {}

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.core.keys import namespaced_name
+from agc_controller.core.resources import GATEWAY_GROUP
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]
@@ -35,7 +36,7 @@ def namespace_of(obj: Obj) -> Iterable[str]:
 def _gateway_ref(ref: Obj, default_namespace: str) -> str | None:
     if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
         return None
-    return f"{ref.get('namespace') or default_namespace}/{ref.get('name')}"
+    return namespaced_name(ref.get("namespace") or default_namespace, str(ref.get("name")))
 
 
 def route_parent_gateways(obj: Obj) -> Iterable[str]:
@@ -62,7 +63,7 @@ def policy_ancestor_gateways(obj: Obj) -> Iterable[str]:
 def _service_refs(refs: Iterable[Obj], namespace: str) -> Iterable[str]:
     for ref in refs:
         if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service":
-            yield f"{ref.get('namespace') or namespace}/{ref.get('name')}"
+            yield namespaced_name(ref.get("namespace") or namespace, str(ref.get("name")))
 
 
 def route_backend_services(obj: Obj) -> Iterable[str]:
@@ -122,7 +123,7 @@ def policy_target_services(obj: Obj) -> Iterable[str]:
     targets = (obj.get("spec") or {}).get("targetRefs") or []
     return sorted(
         {
-            f"{namespace}/{t.get('name')}"
+            namespaced_name(namespace, str(t.get("name")))
             for t in targets
             if t.get("group", "") == "" and t.get("kind") == "Service"
         }

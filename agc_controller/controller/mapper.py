@@ -1,8 +1,9 @@
 """Turn any cached change into the work keys it affects.
 
 Handlers run inside informers after the store is updated, do no I/O and only
-enqueue. Both the old and the new object are mapped, so a route that moves
-from Gateway A to B reconciles both. Keys are `ObjectKey("Gateway", ns, name)`
+enqueue; an update enqueues only when it changes what translation reads
+(changes.py). Both the old and the new object are mapped, so a route that
+moves from Gateway A to B reconciles both. Keys are `ObjectKey("Gateway", ns, name)`
 and `ObjectKey("GatewayClass", "", name)`.
 """
 
@@ -14,16 +15,17 @@ import attrs
 
 from agc_controller.controller import indexes as ix
 from agc_controller.controller.cache import ROUTE_KINDS, Cache
+from agc_controller.controller.changes import changes_translation
+from agc_controller.core import resources as r
+from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
 from agc_controller.informers import KubeObject
-from agc_controller.kube import resources as r
-from agc_controller.status.model import ObjectKey
 
 Enqueue = Callable[[ObjectKey], None]
 
 
-def gateway_key(namespaced_name: str) -> ObjectKey:
-    namespace, _, name = namespaced_name.partition("/")
-    return ObjectKey("Gateway", namespace, name)
+def gateway_key(key: str) -> ObjectKey:
+    """The work key of the Gateway with store key `key`."""
+    return ObjectKey.parse(r.GATEWAY.kind, key)
 
 
 def class_key(name: str) -> ObjectKey:
@@ -43,11 +45,11 @@ class Mapper:
             gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.GATEWAY_CLASS, name)
             return {class_key(name)} | self._gateways(gateways)
         if kind == r.GATEWAY.kind:
-            return {gateway_key(f"{namespace}/{name}")}
+            return {ObjectKey(r.GATEWAY.kind, namespace, name)}
         if kind in {route.kind for route in ROUTE_KINDS}:
             return {gateway_key(g) for g in ix.route_parent_gateways(obj)}
         if kind == r.SERVICE.kind:
-            return self._via_service(f"{namespace}/{name}")
+            return self._via_service(namespaced_name(namespace, name))
         if kind == r.ENDPOINT_SLICE.kind:
             return {k for s in ix.endpoint_slice_service(obj) for k in self._via_service(s)}
         if kind == r.BACKEND_TLS_POLICY.kind:
@@ -66,9 +68,7 @@ class Mapper:
         return _Handler(mapper=self, kind=kind)
 
     def _gateways(self, gateways: Iterable[KubeObject]) -> set[ObjectKey]:
-        return {
-            gateway_key(f"{g['metadata']['namespace']}/{g['metadata']['name']}") for g in gateways
-        }
+        return {gateway_key(object_key(g)) for g in gateways}
 
     def _via_service(self, service: str) -> set[ObjectKey]:
         routes = self.cache.routes_using_service(service)
@@ -109,6 +109,8 @@ class _Handler:
         self._enqueue(self.mapper.keys_for(self.kind, obj))
 
     def on_update(self, old: KubeObject, new: KubeObject) -> None:
+        if not changes_translation(self.kind, old, new):
+            return  # a status write (ours, mostly), a resync or a relist: nothing to redo
         self._enqueue(self.mapper.keys_for(self.kind, old) | self.mapper.keys_for(self.kind, new))
 
     def on_delete(self, obj: KubeObject) -> None:

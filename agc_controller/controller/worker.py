@@ -23,23 +23,30 @@ from typing import Any
 import attrs
 import structlog
 
-from agc_controller.clock import Clock
 from agc_controller.controller.cache import Cache
-from agc_controller.kube import resources as r
-from agc_controller.providers.base import ApplyResult, Provider
-from agc_controller.queue import ShutDown, WorkQueue
-from agc_controller.runtime.events import EventRecorder, gateway_transition
-from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
-from agc_controller.status import StatusWriteError, StatusWriter
-from agc_controller.status.model import (
+from agc_controller.core import conditions as c
+from agc_controller.core import resources as r
+from agc_controller.core.clock import Clock
+from agc_controller.core.errors import PermanentError, TemporaryError
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.status import (
+    ApplyResult,
     ConditionStatus,
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
-    ObjectKey,
 )
-from agc_controller.translate import TranslateSettings, translate_gateway, translate_gateway_class
-from agc_controller.translate import conditions as c
+from agc_controller.providers.base import Provider
+from agc_controller.queue import ShutDown, WorkQueue
+from agc_controller.runtime.events import EventRecorder, gateway_transition
+from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
+from agc_controller.status import StatusWriter
+from agc_controller.translate import (
+    Memo,
+    TranslateSettings,
+    translate_gateway,
+    translate_gateway_class,
+)
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -63,6 +70,8 @@ class Reconciler:
     _programmed: dict[ObjectKey, tuple[str, ConditionStatus]] = attrs.field(
         factory=dict, init=False
     )
+    # Gateway -> what its last translation can reuse (translate/memo.py)
+    _memos: dict[ObjectKey, Memo] = attrs.field(factory=dict, init=False)
 
     async def reconcile(self, key: ObjectKey) -> None:
         if key.kind == "GatewayClass":
@@ -72,9 +81,12 @@ class Reconciler:
             if status is not None:
                 await self.writer.write(status, self.cache.get(r.GATEWAY_CLASS.kind, key.name))
             return
+        memo = self._memos.setdefault(key, Memo())
         translation = translate_gateway(
-            self.cache.snapshot_for_gateway(key), f"{key.namespace}/{key.name}", self.settings
+            self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings, memo=memo
         )
+        if translation.node is None:
+            del self._memos[key]
         result: ApplyResult | None = None
         if translation.load_balancer is not None:
             result = await self._apply(translation.load_balancer)
@@ -86,7 +98,7 @@ class Reconciler:
             statuses.append(gateway_status)
         statuses.extend(translation.route_statuses)
         statuses.extend(translation.policy_statuses)
-        cached = self.cache.get(r.GATEWAY.kind, f"{key.namespace}/{key.name}")
+        cached = self.cache.get(r.GATEWAY.kind, key.namespaced_name)
         await self._write_all(statuses)
         if gateway_status is None or cached is None:
             self._programmed.pop(key, None)
@@ -94,10 +106,17 @@ class Reconciler:
             await self._announce(key, cached, gateway_status)
 
     async def _apply(self, model: LoadBalancer) -> ApplyResult:
+        """The provider's outcome; a `PermanentError` is the Gateway's `Programmed=False`."""
         started = self.clock.monotonic()
         outcome: ApplyOutcome = "error"
         try:
-            result = await self.provider.apply(model)
+            try:
+                result = await self.provider.apply(model)
+            except PermanentError as e:
+                log.warning(
+                    "apply_refused", gateway=str(model.gateway), reason=e.reason, error=str(e)
+                )
+                result = ApplyResult(programmed=False, reason=e.reason, message=str(e))
             outcome = "programmed" if result.programmed else "rejected"
             return result
         finally:
@@ -121,14 +140,20 @@ class Reconciler:
             await self.events.gateway_event(cached, event)
 
     async def _write_all(self, statuses: list[DesiredStatus]) -> None:
-        """Write every status; if any failed, raise the first failure after trying all."""
+        """Write every status that changed; if any failed, raise the first failure after
+        trying all. Unchanged ones cost an equality test, not a task (delta status)."""
         gate = asyncio.Semaphore(STATUS_CONCURRENCY)
 
-        async def write(status: DesiredStatus) -> None:
+        async def write(status: DesiredStatus, cached: dict[str, object] | None) -> None:
             async with gate:
-                await self.writer.write(status, self._cached(status))
+                await self.writer.write(status, cached)
 
-        results = await asyncio.gather(*(write(s) for s in statuses), return_exceptions=True)
+        changed = [
+            (status, cached)
+            for status in statuses
+            if not self.writer.is_current(status, cached := self._cached(status))
+        ]
+        results = await asyncio.gather(*(write(*c) for c in changed), return_exceptions=True)
         for outcome in results:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -138,7 +163,7 @@ class Reconciler:
         if isinstance(status, GatewayClassStatus):
             return self.cache.get(r.GATEWAY_CLASS.kind, status.name)
         kind = r.GATEWAY.kind if isinstance(status, GatewayStatus) else status.kind
-        return self.cache.get(kind, f"{status.namespace}/{status.name}")
+        return self.cache.get(kind, namespaced_name(status.namespace, status.name))
 
 
 def _cached_programmed(gateway: dict[str, Any]) -> ConditionStatus | None:
@@ -182,11 +207,18 @@ async def run_worker(
                 queue.add(key)
                 queue.done(key)
                 raise
-            except StatusWriteError as e:
+            except TemporaryError as e:
+                # expected trouble: one line, no traceback
                 outcome = "requeued"
-                log.info("reconcile_requeued", reason=str(e))
+                log.info("reconcile_requeued", reason=str(e), delay=e.delay)
                 _requeue(queue, key, e.delay)
+            except PermanentError as e:
+                # retrying the same input cannot help; a change to it enqueues the key again
+                outcome = "error"
+                log.warning("reconcile_refused", reason=e.reason, error=str(e))
+                queue.forget(key)
             except Exception:
+                # a bug: keep the traceback, and retry in case it was a transient one
                 outcome = "error"
                 log.exception("reconcile_failed")
                 _requeue(queue, key, None)

@@ -37,7 +37,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Counter
 
-from agc_controller.clock import Clock, SystemClock
+from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.keys import namespaced_name
+from agc_controller.core.resources import SECRET
 from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
     APPLIED_ANNOTATION,
@@ -52,7 +54,6 @@ from agc_controller.informers import (
     KubeObject,
     drop_managed_fields,
 )
-from agc_controller.kube.resources import SECRET
 from agc_controller.providers.local import program
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue
@@ -107,7 +108,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self._nginx = NginxInstance(
             layout=InstanceLayout(prefix=state_dir / "nginx"),
-            name=f"{namespace}/{secret}",
+            name=namespaced_name(namespace, secret),
             on_reload=self.metrics.reloads.inc,
         )
         self.permissions = PermissionProblems()
@@ -178,7 +179,7 @@ class Agent:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            secret = self._informer.store.get(f"{self._namespace}/{self._secret}")
+            secret = self._informer.store.get(namespaced_name(self._namespace, self._secret))
             if secret is not None:
                 await self._handle(secret)
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.errors import PermanentError
 from agc_controller.dataplane.codec import DecodeError, structure, unstructure
 from agc_controller.providers.local.dynamic import StaticNeeds
 
@@ -50,7 +51,7 @@ VERSION_ANNOTATION = "dataplane.agc-controller.io/version"
 APPLIED_ANNOTATION = "dataplane.agc-controller.io/applied"
 
 
-class ConfigTooLarge(ValueError):
+class ConfigTooLarge(PermanentError, ValueError):
     """The configuration does not fit in a Secret even compressed."""
 
 

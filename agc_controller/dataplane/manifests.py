@@ -28,9 +28,10 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.errors import PermanentError
+from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.config import VERSION_ANNOTATION
-from agc_controller.settings import SERVICE_TYPES, DataPlaneSettings
-from agc_controller.status.model import ObjectKey
+from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
 from agc_controller.translate.model import LoadBalancer
 
 # the agent's state directory in the pod (an emptyDir; the root filesystem is read-only)
@@ -57,7 +58,7 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
-class InvalidOverride(ValueError):
+class InvalidOverride(PermanentError, ValueError):
     """A data-plane annotation on the Gateway or its class has a value we cannot use."""
 
 
@@ -280,7 +281,7 @@ class DataPlane:
             labels[LABEL_GATEWAY] = self.gateway.name
         annotations = {
             **dict(self.infrastructure_annotations),
-            GATEWAY_ANNOTATION: f"{self.gateway.namespace}/{self.gateway.name}",
+            GATEWAY_ANNOTATION: self.gateway.namespaced_name,
             **(extra_annotations or {}),
         }
         return {

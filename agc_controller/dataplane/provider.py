@@ -36,17 +36,21 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.clock import Clock, SystemClock
-from agc_controller.dataplane.config import ConfigTooLarge, DataPlaneConfig, Report, encode
+from agc_controller.core import conditions as c
+from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import GATEWAY, SECRET, SERVICE, Resource
+from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.dataplane.config import DataPlaneConfig, Report, encode
 from agc_controller.dataplane.manifests import (
     FIELD_MANAGER,
     LABEL_CONTROLLER,
     DataPlane,
-    InvalidOverride,
     controller_label,
     gateway_of,
     object_name,
 )
+from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.informers import (
     ApiListWatcher,
     Informer,
@@ -55,18 +59,13 @@ from agc_controller.informers import (
     trim_secret,
 )
 from agc_controller.kube import server_side_apply
-from agc_controller.kube.resources import GATEWAY, SECRET, SERVICE, Resource
-from agc_controller.providers.base import ApplyResult
 from agc_controller.providers.local import check_static
 from agc_controller.providers.local.dynamic import build_state
-from agc_controller.providers.local.static import StaticSettings, UnsafeValue
+from agc_controller.providers.local.static import StaticSettings
 from agc_controller.runtime.permissions import (
     PermissionProblems,
     PermissionReportingListWatcher,
 )
-from agc_controller.settings import DataPlaneSettings
-from agc_controller.status.model import GatewayAddress, ObjectKey
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -226,26 +225,22 @@ class DeploymentProvider:
                 "cluster; requesting specific ones is not supported.",
             )
         state, needs = build_state(model)
-        try:
-            check_static(needs, self._static_settings)
-            config = DataPlaneConfig(state=state, needs=needs)
-            data = encode(config)
-        except (UnsafeValue, ConfigTooLarge) as e:
-            return ApplyResult(programmed=False, reason=c.R_INVALID, message=str(e))
+        # UnsafeValue, ConfigTooLarge and InvalidOverride are permanent: the worker
+        # reports them as Programmed=False
+        check_static(needs, self._static_settings)
+        config = DataPlaneConfig(state=state, needs=needs)
+        data = encode(config)
         uid = await self._gateway_uid(key)
         if uid is None:
             return ApplyResult(
                 programmed=False, reason=c.R_PENDING, message="The Gateway is being deleted."
             )
-        try:
-            plane = DataPlane.for_model(
-                model,
-                gateway_uid=uid,
-                controller_name=self._controller_name,
-                settings=self._settings,
-            )
-        except InvalidOverride as e:
-            return ApplyResult(programmed=False, reason=c.R_INVALID, message=str(e))
+        plane = DataPlane.for_model(
+            model,
+            gateway_uid=uid,
+            controller_name=self._controller_name,
+            settings=self._settings,
+        )
         manifests = [
             plane.service_account(),
             plane.role(),
@@ -303,9 +298,9 @@ class DeploymentProvider:
         """Remove the data plane of a Gateway that is no longer ours (a deleted Gateway's
         objects go with it through their owner references anyway)."""
         name = object_name(gateway)
-        managed = self._secrets.store.get(f"{gateway.namespace}/{name}") is not None or any(
-            k == gateway for k, _ in self._applied
-        )
+        managed = self._secrets.store.get(
+            namespaced_name(gateway.namespace, name)
+        ) is not None or any(k == gateway for k, _ in self._applied)
         if not managed:
             return
         for resource in reversed(APPLY_ORDER):
@@ -352,14 +347,14 @@ class DeploymentProvider:
         self._applied[(key, kind)] = _Applied(uid=uid, digest=digest, at=now, stored=trim(stored))
 
     def _service(self, key: ObjectKey) -> KubeObject | None:
-        cached = self._services.store.get(f"{key.namespace}/{object_name(key)}")
+        cached = self._services.store.get(namespaced_name(key.namespace, object_name(key)))
         if cached is not None:
             return cached
         applied = self._applied.get((key, SERVICE.kind))
         return applied.stored if applied is not None else None
 
     def _report(self, key: ObjectKey) -> Report | None:
-        secret = self._secrets.store.get(f"{key.namespace}/{object_name(key)}")
+        secret = self._secrets.store.get(namespaced_name(key.namespace, object_name(key)))
         if secret is None:
             applied = self._applied.get((key, SECRET.kind))
             secret = applied.stored if applied is not None else None

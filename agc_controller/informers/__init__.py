@@ -4,6 +4,7 @@ Handlers only map objects to work-queue keys; readers use `Informer.store`,
 whose objects are read-only by contract.
 """
 
+from agc_controller.core.keys import object_key
 from agc_controller.informers.backoff import Backoff
 from agc_controller.informers.informer import EventHandler, Informer
 from agc_controller.informers.reflector import (
@@ -19,7 +20,6 @@ from agc_controller.informers.store import (
     KubeObject,
     ReplaceDeltas,
     Store,
-    object_key,
 )
 from agc_controller.informers.transforms import (
     Transform,

@@ -39,7 +39,9 @@ from typing import Protocol
 import aiohttp
 import structlog
 
-from agc_controller.clock import Clock
+from agc_controller.core.clock import Clock
+from agc_controller.core.keys import object_key
+from agc_controller.core.resources import Resource
 from agc_controller.informers.backoff import Backoff
 from agc_controller.informers.reflector import (
     ApiStatusError,
@@ -47,9 +49,8 @@ from agc_controller.informers.reflector import (
     ResourceExpired,
     WatchEvent,
 )
-from agc_controller.informers.store import KubeObject, Store, object_key
+from agc_controller.informers.store import KubeObject, Store
 from agc_controller.informers.transforms import Transform
-from agc_controller.kube.resources import Resource
 
 # Server-side watch timeout range (seconds). Randomised so that the informers of
 # many controllers do not all re-watch at the same moment.

@@ -26,8 +26,8 @@ from typing import Any, Protocol, cast
 import aiohttp
 import attrs
 
+from agc_controller.core.resources import Resource
 from agc_controller.informers.store import KubeObject
-from agc_controller.kube.resources import Resource
 
 PAGE_SIZE = 500  # objects per LIST page: bounds the apiserver's and our memory spikes
 LIST_TIMEOUT = 60.0  # seconds for one LIST page, connection included

@@ -25,19 +25,13 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.keys import object_key
+
 KubeObject = dict[str, Any]
 """A raw API object, exactly as the API returns it (after the informer's transform)."""
 
 Indexer = Callable[[KubeObject], Iterable[str]]
 """Maps an object to the index values it is listed under (none, one or many)."""
-
-
-def object_key(obj: KubeObject) -> str:
-    """`namespace/name` for namespaced objects, `name` for cluster-scoped ones."""
-    metadata = obj["metadata"]
-    namespace = metadata.get("namespace")
-    name: str = metadata["name"]
-    return f"{namespace}/{name}" if namespace else name
 
 
 @attrs.frozen
@@ -94,6 +88,11 @@ class Store:
         """
         keys = self._indexes[index_name].get(value, ())
         return [self._objects[key] for key in sorted(keys)]
+
+    def index_values(self, index_name: str, key: str) -> frozenset[str]:
+        """The values `key` is listed under in index `index_name` (what its indexer
+        returned when it was stored), without running the indexer again."""
+        return self._values_of_key[index_name].get(key, frozenset())
 
     def __len__(self) -> int:
         return len(self._objects)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from agc_controller.core.resources import CONFIG_MAP, SECRET, Resource
 from agc_controller.informers.store import KubeObject
-from agc_controller.kube.resources import CONFIG_MAP, SECRET, Resource
 
 Transform = Callable[[KubeObject], KubeObject]
 

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.kube.resources import Resource
+from agc_controller.core.resources import Resource
 
 FIELD_MANAGER = "agc-controller"
 

@@ -11,9 +11,9 @@ import ipaddress
 
 import attrs
 
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import GatewayAddress, ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.translate.model import LoadBalancer
 
 # RFC 5737 documentation range: never routed anywhere

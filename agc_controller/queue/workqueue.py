@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from agc_controller.clock import Clock
+from agc_controller.core.clock import Clock
 from agc_controller.queue.delay import DelayHeap
 from agc_controller.queue.metrics import NoopQueueMetrics, QueueMetrics
 from agc_controller.queue.ratelimit import RateLimiter, default_controller_rate_limiter

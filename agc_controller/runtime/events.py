@@ -22,10 +22,10 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.clock import Clock
-from agc_controller.kube.resources import EVENT, GATEWAY
-from agc_controller.runtime.leader import micro_time
-from agc_controller.status.model import Condition, ConditionStatus
+from agc_controller.core.clock import Clock
+from agc_controller.core.resources import EVENT, GATEWAY
+from agc_controller.core.status import Condition, ConditionStatus
+from agc_controller.core.timefmt import micro_time
 
 log = structlog.get_logger(__name__)
 

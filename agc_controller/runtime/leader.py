@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -56,8 +55,9 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.clock import Clock
-from agc_controller.kube.resources import LEASE
+from agc_controller.core.clock import Clock
+from agc_controller.core.resources import LEASE
+from agc_controller.core.timefmt import micro_time
 
 log = structlog.get_logger("agc_controller.runtime.leader")
 
@@ -71,11 +71,6 @@ RENEW_DEADLINE = 7.0
 _API_ERRORS = (ApiException, aiohttp.ClientError)
 
 Lease = dict[str, Any]
-
-
-def micro_time(epoch_seconds: float) -> str:
-    """Kubernetes MicroTime (`2006-01-02T15:04:05.000000Z`)."""
-    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _spec(lease: Lease | None) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from collections.abc import AsyncGenerator
 import attrs
 import structlog
 
+from agc_controller.core.resources import Resource
 from agc_controller.informers.reflector import ApiStatusError, ListPage, ListWatcher, WatchEvent
-from agc_controller.kube.resources import Resource
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,5 @@
-"""Status: the desired-status model (from translation), the pure merge into the
-stored status (`prepare_status`) and the writer that puts it to the API."""
+"""Status: the pure merge of a desired status (core.status, from translation) into the
+stored one (`prepare_status`), and the writer that puts it to the API."""
 
 from agc_controller.status.prepare import (
     MAX_POLICY_ANCESTORS,
@@ -8,7 +8,6 @@ from agc_controller.status.prepare import (
     is_stale,
     merge_conditions,
     prepare_status,
-    rfc3339,
 )
 from agc_controller.status.writer import (
     MAX_ATTEMPTS,
@@ -28,5 +27,4 @@ __all__ = [
     "is_stale",
     "merge_conditions",
     "prepare_status",
-    "rfc3339",
 ]

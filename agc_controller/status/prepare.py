@@ -21,18 +21,17 @@ what `desired` says (no write is needed). Invariants of the result:
   work items never reorder the list back and forth). The list never exceeds
   its CRD maxItems: the excess of the desired entries is left out, see
   `dropped_entries`.
-- Nothing here reads the clock: `now` is passed in, formatted by `rfc3339`.
+- Nothing here reads the clock: `now` is passed in, formatted by `core.timefmt.rfc3339`.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from agc_controller.status.model import (
+from agc_controller.core.status import (
     Condition,
     DesiredStatus,
     GatewayClassStatus,
@@ -48,12 +47,6 @@ MAX_POLICY_ANCESTORS = 16  # BackendTLSPolicy status.ancestors maxItems
 
 # The time the CRDs default their "Pending" conditions to: a placeholder, not a transition.
 _EPOCH = "1970-01-01T00:00:00Z"
-
-
-def rfc3339(seconds: float) -> str:
-    """`seconds` since the epoch as metav1.Time writes it: UTC, whole seconds, `Z`."""
-    moment = datetime.datetime.fromtimestamp(int(seconds), tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(

@@ -10,6 +10,13 @@ Invariants:
   A PUT and not a merge patch: a merge patch keeps status keys it does not
   mention, so a Gateway's dropped `addresses` would survive it.
 - NotFound is done: the object is gone and there is nothing to report on.
+- Only what changed is even prepared: the writer remembers, per object (and
+  Gateway, for route and policy entries), the desired status it last confirmed
+  and the resourceVersions at which the stored status matched it (the one it
+  read, and the one its own write produced). While the desired status is equal
+  and the cached object is still at one of those versions, `is_current` says
+  so without preparing anything; the caller skips the write. Any other version
+  (someone else wrote, or our write is not cached yet) goes the long way.
 - A desired status computed from an older generation than the stored object
   is never written (`StaleStatusError`): it would report on a spec that is gone.
 - Everything else that goes wrong leaves as `StatusWriteError`, a temporary
@@ -23,12 +30,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import attrs
 import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agc_controller.clock import Clock
-from agc_controller.kube.resources import (
+from agc_controller.core.clock import Clock
+from agc_controller.core.errors import TemporaryError
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import (
     BACKEND_TLS_POLICY,
     GATEWAY,
     GATEWAY_CLASS,
@@ -37,30 +47,26 @@ from agc_controller.kube.resources import (
     TLS_ROUTE,
     Resource,
 )
-from agc_controller.status.model import (
+from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
-    ObjectKey,
     PolicyStatus,
     RouteStatus,
 )
-from agc_controller.status.prepare import dropped_entries, is_stale, prepare_status, rfc3339
+from agc_controller.core.timefmt import rfc3339
+from agc_controller.status.prepare import dropped_entries, is_stale, prepare_status
 
 MAX_ATTEMPTS = 5  # writes per call; conflicts beyond that go back to the queue
 
 _ENTRY_LIST_RESOURCES = {r.kind: r for r in (HTTP_ROUTE, GRPC_ROUTE, TLS_ROUTE, BACKEND_TLS_POLICY)}
 
 
-class StatusWriteError(Exception):
-    """Temporary: the status could not be written now. Re-queue the key (rate limited).
+class StatusWriteError(TemporaryError):
+    """The status could not be written now. Re-queue the key.
 
     `delay` is the server's Retry-After in seconds, when it sent one.
     """
-
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
-        super().__init__(message)
-        self.delay = delay
 
 
 class StaleStatusError(StatusWriteError):
@@ -75,6 +81,22 @@ class _Conflict(Exception):
     """409: the object changed since the resourceVersion the write carried."""
 
 
+# statuses remembered as confirmed; beyond it the oldest are forgotten (they are
+# then prepared again once, nothing more)
+MAX_CONFIRMED = 100_000
+
+# what a confirmation is about: kind, namespace, name, and the Gateway whose
+# entries a route or policy status holds (None for Gateway and GatewayClass)
+_ConfirmedKey = tuple[str, str, str, ObjectKey | None]
+
+
+@attrs.frozen
+class _Confirmed:
+    desired: DesiredStatus
+    # resourceVersions at which the stored status was known to match `desired`
+    versions: frozenset[str]
+
+
 class StatusWriter:
     """Writes `DesiredStatus` values; one instance serves every kind and object."""
 
@@ -82,6 +104,26 @@ class StatusWriter:
         self._api = api  # the only I/O seam: every request goes through api.call_api
         self._controller_name = controller_name  # marks our entries in route/policy status
         self._clock = clock  # stamps lastTransitionTime
+        # what the stored status last matched; insertion order = age, for the bound
+        self._confirmed: dict[_ConfirmedKey, _Confirmed] = {}
+
+    def is_current(self, desired: DesiredStatus, current: Mapping[str, Any] | None) -> bool:
+        """Whether the cached `current` already carries `desired`, as last confirmed (no I/O)."""
+        if current is None:
+            return False
+        confirmed = self._confirmed.get(_confirmed_key(desired))
+        return (
+            confirmed is not None
+            and _version(current) in confirmed.versions
+            and confirmed.desired == desired
+        )
+
+    def _confirm(self, desired: DesiredStatus, *objects: Mapping[str, Any]) -> None:
+        key = _confirmed_key(desired)
+        self._confirmed.pop(key, None)
+        self._confirmed[key] = _Confirmed(desired, frozenset(_version(o) for o in objects))
+        if len(self._confirmed) > MAX_CONFIRMED:
+            del self._confirmed[next(iter(self._confirmed))]
 
     async def write(self, desired: DesiredStatus, current: Mapping[str, Any] | None = None) -> bool:
         """Bring the object's status to `desired`; True if a write happened.
@@ -92,6 +134,8 @@ class StatusWriter:
         is older than the stored object, `StatusWriteError` on any other
         failure, both meaning: re-queue.
         """
+        if self.is_current(desired, current):
+            return False
         resource, key = _target(desired)
         path = resource.object_path(key.name, key.namespace or None)
         log = structlog.get_logger(__name__).bind(kind=key.kind, object=str(key))
@@ -104,6 +148,7 @@ class StatusWriter:
             if obj is None:
                 obj = await self._request("GET", path)
                 if obj is None:
+                    self._confirmed.pop(_confirmed_key(desired), None)
                     return False
             generation = obj.get("metadata", {}).get("generation")
             if is_stale(obj, desired):
@@ -116,6 +161,7 @@ class StatusWriter:
                 log.warning("status_entries_dropped", dropped=[ref.to_api() for ref in dropped])
             status = prepare_status(obj, desired, controller_name=self._controller_name, now=now)
             if status is None:
+                self._confirm(desired, obj)
                 return False
             try:
                 stored = await self._request(
@@ -128,7 +174,9 @@ class StatusWriter:
                 obj = None
                 continue
             if stored is None:
+                self._confirmed.pop(_confirmed_key(desired), None)
                 return False
+            self._confirm(desired, obj, stored)
             log.info("status_written", generation=generation, attempt=attempt)
             return True
         raise StatusWriteError(f"{key}: status still conflicting after {MAX_ATTEMPTS} writes")
@@ -160,6 +208,18 @@ class StatusWriter:
             raise StatusWriteError(f"{method} {path}: {exc!r}") from exc
         stored: dict[str, Any] = result
         return stored
+
+
+def _confirmed_key(desired: DesiredStatus) -> _ConfirmedKey:
+    if isinstance(desired, GatewayClassStatus):
+        return (GATEWAY_CLASS.kind, "", desired.name, None)
+    if isinstance(desired, GatewayStatus):
+        return (GATEWAY.kind, desired.namespace, desired.name, None)
+    return (desired.kind, desired.namespace, desired.name, desired.gateway)
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
 
 def _target(desired: DesiredStatus) -> tuple[Resource, ObjectKey]:

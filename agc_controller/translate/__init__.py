@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 
-from agc_controller.status.model import (
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
+    ApplyResult,
     Condition,
     GatewayClassStatus,
     GatewayStatus,
     ListenerStatus,
-    ObjectKey,
     ParentReference,
     PolicyAncestorStatus,
     PolicyStatus,
     RouteStatus,
 )
-from agc_controller.translate import conditions as c
 from agc_controller.translate.build import build_load_balancer
 from agc_controller.translate.graph.attach import Attachment, attach_route
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
@@ -35,17 +35,15 @@ from agc_controller.translate.graph.gatewayclass import (
     is_ours,
 )
 from agc_controller.translate.graph.routes import RouteKind, build_route
+from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
 
-if TYPE_CHECKING:
-    # providers build on the model; translation only reads their result
-    from agc_controller.providers.base import ApplyResult
-
 __all__ = [
     "GatewayTranslation",
+    "Memo",
     "Snapshot",
     "TranslateSettings",
     "translate_gateway",
@@ -125,11 +123,18 @@ def translate_gateway_class(
 
 
 def translate_gateway(
-    snapshot: Snapshot, key: str, settings: TranslateSettings
+    snapshot: Snapshot, key: str, settings: TranslateSettings, *, memo: Memo | None = None
 ) -> GatewayTranslation:
-    """Translate the Gateway `namespace/name` (which may be gone) and everything attached."""
-    namespace, _, name = key.partition("/")
-    gateway_key = ObjectKey("Gateway", namespace, name)
+    """Translate the Gateway `namespace/name` (which may be gone) and everything attached.
+
+    `memo` carries sub-results from this Gateway's previous translation (memo.py):
+    the result is the same with or without it, only cheaper with it.
+    """
+    if memo is None:
+        memo = Memo()
+    if memo.settings != settings:
+        memo.reset(settings)
+    gateway_key = ObjectKey.parse("Gateway", key)
     gateway = snapshot.gateways.get(key)
     gateway_class = (
         snapshot.gateway_classes.get((gateway.get("spec") or {}).get("gatewayClassName", ""))
@@ -142,54 +147,104 @@ def translate_gateway(
             node=None,
             load_balancer=None,
             attached_routes={},
-            route_statuses=tuple(_clear_routes(snapshot, gateway_key, settings, keep=set())),
+            route_statuses=tuple(_clear_routes(_all_routes(snapshot), gateway_key, settings)),
             policy_statuses=tuple(_clear_policies(snapshot, gateway_key, settings, keep=set())),
         )
 
-    grants = ReferenceGrants.from_grants(snapshot.reference_grants)
-    node = build_gateway(
-        gateway,
-        snapshot,
-        grants,
-        settings,
-        class_annotations=gateway_class["metadata"].get("annotations") or {},
+    grants = memo.stable("grants", ReferenceGrants.from_grants(snapshot.reference_grants))
+    node = memo.stable(
+        "gateway",
+        build_gateway(
+            gateway,
+            snapshot,
+            grants,
+            settings,
+            class_annotations=gateway_class["metadata"].get("annotations") or {},
+        ),
     )
-    attachments: list[Attachment] = []
+    attachments: dict[ObjectKey, tuple[Attachment, ...]] = {}
     route_statuses: list[RouteStatus] = []
+    unattached: list[tuple[RouteKind, Obj]] = []
+    entries: dict[tuple[str, str], RouteEntry] = {}
+    changed = changed_inputs(memo.previous, snapshot) if memo.previous is not None else None
     for kind, routes in _route_tables(snapshot):
-        for route in routes.values():
-            route_node = build_route(route, kind, snapshot, grants, settings.capabilities)
-            if not any(ref.names(node.key) for ref in route_node.parent_refs):
-                continue
-            parents, attached = attach_route(route_node, node, snapshot)
-            attachments.extend(attached)
-            route_statuses.append(
-                RouteStatus(
-                    kind=kind,
-                    namespace=route_node.key.namespace,
-                    name=route_node.key.name,
-                    gateway=gateway_key,
-                    parents=tuple(parents),
+        for store_key, route in routes.items():
+            entry = memo.routes.get((kind, store_key))
+            if (
+                entry is None
+                or changed is None
+                or entry.route is not route
+                or entry.grants is not grants
+                or entry.gateway is not node
+                or (changed and not changed.isdisjoint(entry.reads))
+            ):
+                entry = _route_entry(
+                    route, kind, snapshot=snapshot, grants=grants, gateway=node, settings=settings
                 )
-            )
-    kept = {(s.kind, s.namespace, s.name) for s in route_statuses}
-    route_statuses.extend(_clear_routes(snapshot, gateway_key, settings, keep=kept))
+            entries[(kind, store_key)] = entry
+            if entry.result is None:
+                unattached.append((kind, route))
+                continue
+            attached, status = entry.result
+            attachments[entry.key] = attached
+            route_statuses.append(status)
+    memo.routes, memo.previous = entries, snapshot
+    route_statuses.extend(_clear_routes(unattached, gateway_key, settings))
 
-    policies = build_policies(snapshot, settings.capabilities)
+    policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
     kept_policies = {(s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
+    load_balancer = (
+        build_load_balancer(node, attachments, policies, tables=memo.hosts)
+        if node.accepted
+        else None
+    )
     counts: dict[str, set[ObjectKey]] = defaultdict(set)
-    for attachment in attachments:
-        counts[attachment.listener.name].add(attachment.route.key)
+    for route_key, attached in attachments.items():
+        for attachment in attached:
+            counts[attachment.listener.name].add(route_key)
     return GatewayTranslation(
         gateway=gateway_key,
         node=node,
-        load_balancer=build_load_balancer(node, attachments, policies) if node.accepted else None,
+        load_balancer=load_balancer,
         attached_routes={name: len(routes) for name, routes in sorted(counts.items())},
         route_statuses=tuple(sorted(route_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
         policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.namespace, s.name))),
+    )
+
+
+def _route_entry(
+    route: Obj,
+    kind: RouteKind,
+    *,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    gateway: GatewayNode,
+    settings: TranslateSettings,
+) -> RouteEntry:
+    """A route's node, attachments and status for `gateway` (None: it does not name it)."""
+    view, reads = recording(snapshot)
+    route_node = build_route(route, kind, view, grants, settings.capabilities)
+    result: tuple[tuple[Attachment, ...], RouteStatus] | None = None
+    if any(ref.names(gateway.key) for ref in route_node.parent_refs):
+        parents, attached = attach_route(route_node, gateway, view)
+        status = RouteStatus(
+            kind=kind,
+            namespace=route_node.key.namespace,
+            name=route_node.key.name,
+            gateway=gateway.key,
+            parents=tuple(parents),
+        )
+        result = (tuple(attached), status)
+    return RouteEntry(
+        route=route,
+        key=route_node.key,
+        grants=grants,
+        gateway=gateway,
+        reads=reads(),
+        result=result,
     )
 
 
@@ -200,11 +255,14 @@ def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, 
 
 
 def _policy_statuses(
-    policies: Policies, attachments: list[Attachment], gateway: ObjectKey
+    policies: Policies, attachments: Mapping[ObjectKey, tuple[Attachment, ...]], gateway: ObjectKey
 ) -> list[PolicyStatus]:
+    if not policies.by_service:
+        return []
     services = {
         backend.service
-        for a in attachments
+        for attached in attachments.values()
+        for a in attached
         for rule in a.route.rules
         for backend in (*rule.backends, *(m.backend for m in rule.mirrors))
         if backend.service is not None
@@ -240,25 +298,22 @@ def _ours_for(
     )
 
 
-def _clear_routes(
-    snapshot: Snapshot,
-    gateway: ObjectKey,
-    settings: TranslateSettings,
-    *,
-    keep: set[tuple[str, str, str]],
-) -> list[RouteStatus]:
-    """Empty RouteStatus (remove ours) for routes still carrying our entry for `gateway`."""
-    cleared = []
+def _all_routes(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Obj]]:
     for kind, routes in _route_tables(snapshot):
         for route in routes.values():
-            meta = route["metadata"]
-            if (kind, meta["namespace"], meta["name"]) in keep:
-                continue
-            parents = (route.get("status") or {}).get("parents") or []
-            if _ours_for(
-                parents, gateway, meta["namespace"], "parentRef", settings.controller_name
-            ):
-                cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
+            yield kind, route
+
+
+def _clear_routes(
+    routes: Iterable[tuple[RouteKind, Obj]], gateway: ObjectKey, settings: TranslateSettings
+) -> list[RouteStatus]:
+    """Empty RouteStatus (remove ours) for `routes` still carrying our entry for `gateway`."""
+    cleared = []
+    for kind, route in routes:
+        meta = route["metadata"]
+        parents = (route.get("status") or {}).get("parents") or []
+        if _ours_for(parents, gateway, meta["namespace"], "parentRef", settings.controller_name):
+            cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
     return cleared
 
 

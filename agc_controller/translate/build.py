@@ -19,9 +19,9 @@ most characters in the matched service, then in the matched method.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
@@ -39,6 +39,12 @@ from agc_controller.translate.model import (
 )
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
+
+# the order routes of different kinds are listed in (it breaks ties of equal precedence)
+_KIND_ORDER = {"HTTPRoute": 0, "GRPCRoute": 1, "TLSRoute": 2}
+
+# a route's rules, each with its precedence key within a host (without the hostname rank)
+KeyedRules = tuple[tuple[tuple[object, ...], Rule], ...]
 
 
 def hostname_rank(hostname: str) -> tuple[int, int]:
@@ -72,8 +78,15 @@ def precedence(rule: Rule, created: str, grpc_rank: GrpcRank | None = None) -> t
 
 
 def build_load_balancer(
-    gateway: GatewayNode, attachments: list[Attachment], policies: Policies
+    gateway: GatewayNode,
+    attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
+    policies: Policies,
+    *,
+    tables: HostTables | None = None,
 ) -> LoadBalancer:
+    """The model of `gateway` with the routes attached as `attachments` (route ->
+    its attachments). `tables` carries the host tables of the previous build of
+    this Gateway; only what changed since is built again."""
     programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
     frontends = tuple(
         Frontend(
@@ -86,60 +99,174 @@ def build_load_balancer(
         )
         for ls in sorted(programmable.values(), key=lambda ls: (ls.port, ls.index))
     )
-    # listener -> route -> the hostnames it serves there (a route attached twice to one
-    # listener, through two parentRefs, is served once)
-    served: dict[str, dict[ObjectKey, tuple[RouteNode, set[str]]]] = defaultdict(dict)
-    for attachment in attachments:
-        if attachment.listener.name in programmable:
-            route = attachment.route
-            served[attachment.listener.name].setdefault(route.key, (route, set()))[1].update(
-                attachment.hostnames
-            )
-    # (listener, hostname) -> [(precedence key, rule)]
-    tables: dict[tuple[str, str], list[tuple[tuple[object, ...], Rule]]] = {}
-    for name, routes in served.items():
-        listener = programmable[name]
-        # each route's rules with their precedence keys, built once per listener
-        keyed: dict[ObjectKey, list[tuple[tuple[object, ...], Rule]]] = {}
-        by_hostname: dict[str, list[ObjectKey]] = defaultdict(list)
-        for route, hostnames in routes.values():
-            keyed[route.key] = _keyed_rules(route, gateway, policies)
-            for hostname in hostnames:
-                by_hostname[hostname].append(route.key)
-        for host in sorted(by_hostname):
-            if _claimed_elsewhere(listener, host, programmable.values()):
-                continue
-            entries = tables.setdefault((name, host), [])
-            seen: set[ObjectKey] = set()
-            # most specific covering name first, so a route's first one is its best rank
-            for covering in _covering_names(host):
-                rank = hostname_rank(covering)
-                for key in by_hostname.get(covering, ()):
-                    if key not in seen:
-                        seen.add(key)
-                        entries.extend(((rank, *order), rule) for order, rule in keyed[key])
-    hosts = tuple(
-        Host(
-            port=programmable[listener].port,
-            hostname=hostname,
-            listener=listener,
-            rules=tuple(rule for _, rule in sorted(entries, key=lambda e: e[0])),
-        )
-        for (listener, hostname), entries in sorted(
-            tables.items(),
-            key=lambda item: (programmable[item[0][0]].port, specificity(item[0][1]), item[0]),
-        )
-    )
+    tables = tables or HostTables()
     return LoadBalancer(
         gateway=gateway.key,
         gateway_class=gateway.class_name,
         generation=gateway.generation,
         addresses=gateway.addresses,
         frontends=frontends,
-        hosts=hosts,
+        hosts=tables.update(gateway, policies, attachments),
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
         annotations=gateway.annotations,
+    )
+
+
+# listener name -> the hostnames a route serves there (a route attached twice to one
+# listener, through two parentRefs, is served once)
+_Serving = dict[str, frozenset[str]]
+
+
+def _serving(attachments: tuple[Attachment, ...], programmable: Mapping[str, Listener]) -> _Serving:
+    found: dict[str, set[str]] = defaultdict(set)
+    for attachment in attachments:
+        if attachment.listener.name in programmable:
+            found[attachment.listener.name].update(attachment.hostnames)
+    return {name: frozenset(hostnames) for name, hostnames in found.items()}
+
+
+class HostTables:
+    """The host tables of one Gateway, kept between builds and updated by difference.
+
+    A host's table is the rules of every route covering it, in precedence order.
+    A route's change (new, gone, or another attachment object: translation keeps
+    the object while the route is unchanged) dirties the hosts its hostnames
+    cover: one host for an exact name, every host below a wildcard, every host of
+    the listener for a route without hostnames. Only dirty hosts are built again;
+    the host order is sorted again only when hosts come or go. Another Gateway
+    node or other policies (compared by identity) start from scratch. The result
+    equals a build from scratch (tests/unit/test_translate_incremental.py).
+
+    Invariants, between builds: `_routes` holds exactly the routes of the last
+    build with their attachments; `_hostnames[l][h]` the routes serving hostname
+    `h` on listener `l`; `_tables` one Host per (listener, hostname) served and
+    not claimed by a more specific listener; `_order` the keys of `_tables` in
+    model order.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # what the tables were built against (identity)
+        self._gateway: GatewayNode | None = None
+        self._policies: Policies | None = None
+        # route -> (its attachments as last seen, where it serves, its keyed rules)
+        self._routes: dict[ObjectKey, tuple[tuple[Attachment, ...], _Serving, KeyedRules]] = {}
+        # listener -> hostname -> the routes serving it there
+        self._hostnames: dict[str, dict[str, set[ObjectKey]]] = defaultdict(dict)
+        # (listener, hostname) -> its table
+        self._tables: dict[tuple[str, str], Host] = {}
+        # the keys of `_tables` in model order (port, hostname specificity, listener, name)
+        self._order: list[tuple[str, str]] = []
+
+    def update(
+        self,
+        gateway: GatewayNode,
+        policies: Policies,
+        attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
+    ) -> tuple[Host, ...]:
+        if gateway is not self._gateway or policies is not self._policies:
+            self._reset()
+            self._gateway, self._policies = gateway, policies
+        programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
+        dirty: dict[str, set[str]] = defaultdict(set)  # listener -> covering names changed
+        for key in [k for k in self._routes if k not in attachments]:
+            self._forget(key, dirty)
+        for key, attached in attachments.items():
+            known = self._routes.get(key)
+            if known is not None and known[0] is attached:
+                continue
+            if known is not None:
+                self._forget(key, dirty)
+            serving = _serving(attached, programmable)
+            route = attached[0].route if attached else None
+            keyed = _keyed_rules(route, gateway, policies) if route is not None else ()
+            self._routes[key] = (attached, serving, keyed)
+            for listener, hostnames in serving.items():
+                for hostname in hostnames:
+                    self._hostnames[listener].setdefault(hostname, set()).add(key)
+                dirty[listener].update(hostnames)
+        if dirty:
+            self._rebuild(dirty, programmable)
+        return tuple(self._tables[k] for k in self._order)
+
+    def _forget(self, key: ObjectKey, dirty: dict[str, set[str]]) -> None:
+        _, serving, _ = self._routes.pop(key)
+        for listener, hostnames in serving.items():
+            by_hostname = self._hostnames[listener]
+            for hostname in hostnames:
+                routes = by_hostname[hostname]
+                routes.discard(key)
+                if not routes:
+                    del by_hostname[hostname]
+            dirty[listener].update(hostnames)
+
+    def _rebuild(self, dirty: Mapping[str, set[str]], programmable: Mapping[str, Listener]) -> None:
+        keys_changed = False
+        for name, changed in dirty.items():
+            listener = programmable[name]
+            by_hostname = self._hostnames[name]
+            for host in _covered(changed, by_hostname.keys() | _hosts_of(self._tables, name)):
+                key = (name, host)
+                if host not in by_hostname or _claimed_elsewhere(
+                    listener, host, programmable.values()
+                ):
+                    keys_changed |= self._tables.pop(key, None) is not None
+                    continue
+                keys_changed |= key not in self._tables
+                self._tables[key] = _host(listener, host, self._covering_rules(name, host))
+        if keys_changed:
+            self._order = sorted(
+                self._tables,
+                key=lambda k: (programmable[k[0]].port, specificity(k[1]), k),
+            )
+
+    def _covering_rules(self, listener: str, host: str) -> list[tuple[tuple[int, int], KeyedRules]]:
+        """(rank, a route's ordered rules) of every route covering `host`; most specific
+        covering name first, so a route's first one is its best rank."""
+        by_hostname = self._hostnames[listener]
+        found: list[tuple[tuple[int, int], KeyedRules]] = []
+        seen: set[ObjectKey] = set()
+        for covering in _covering_names(host):
+            rank = hostname_rank(covering)
+            for key in sorted(by_hostname.get(covering, ()), key=_route_order):
+                if key not in seen:
+                    seen.add(key)
+                    found.append((rank, self._routes[key][2]))
+        return found
+
+
+def _route_order(key: ObjectKey) -> tuple[int, str, str]:
+    return (_KIND_ORDER.get(key.kind, len(_KIND_ORDER)), key.namespace, key.name)
+
+
+def _hosts_of(tables: Mapping[tuple[str, str], Host], listener: str) -> set[str]:
+    return {hostname for name, hostname in tables if name == listener}
+
+
+def _covered(changed: set[str], hosts: set[str]) -> set[str]:
+    """The hosts whose tables include routes serving one of the `changed` names."""
+    if "*" in changed:
+        return hosts
+    wildcards = [name[1:] for name in changed if name.startswith("*.")]
+    return {
+        host
+        for host in hosts
+        if host in changed or any(host.endswith(suffix) for suffix in wildcards)
+    }
+
+
+def _host(
+    listener: Listener, hostname: str, covering_rules: list[tuple[tuple[int, int], KeyedRules]]
+) -> Host:
+    entries = [((rank, *order), rule) for rank, keyed in covering_rules for order, rule in keyed]
+    return Host(
+        port=listener.port,
+        hostname=hostname,
+        listener=listener.name,
+        rules=tuple(rule for _, rule in sorted(entries, key=lambda e: e[0])),
     )
 
 
@@ -157,16 +284,14 @@ def _covering_names(host: str) -> list[str]:
     return ([] if host.startswith("*.") else [host]) + wildcards + ["*"]
 
 
-def _keyed_rules(
-    route: RouteNode, gateway: GatewayNode, policies: Policies
-) -> list[tuple[tuple[object, ...], Rule]]:
+def _keyed_rules(route: RouteNode, gateway: GatewayNode, policies: Policies) -> KeyedRules:
     grpc = route.kind == "GRPCRoute"
     keyed = []
     for rule_node in route.rules:
         for rule in _rules(route.key, rule_node, gateway, policies, grpc=grpc):
             grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
             keyed.append((precedence(rule, route.created, grpc_rank), rule))
-    return keyed
+    return tuple(keyed)
 
 
 def _claimed_elsewhere(listener: Listener, host: str, listeners: Iterable[Listener]) -> bool:

@@ -19,7 +19,7 @@ from typing import Literal
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 
 PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 MatchType = Literal["Exact", "RegularExpression"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.capabilities import FULL, Capabilities
 
 DEFAULT_CONTROLLER_NAME = "agc-controller.io/gateway-controller"

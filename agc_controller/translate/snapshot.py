@@ -13,13 +13,9 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.keys import namespaced_name, object_key
+
 Obj = dict[str, Any]
-
-
-def key_of(obj: Obj) -> str:
-    meta = obj["metadata"]
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
 
 
 @attrs.frozen
@@ -48,9 +44,9 @@ class Snapshot:
             if kind == "EndpointSlice":
                 meta = obj["metadata"]
                 service = meta.get("labels", {}).get("kubernetes.io/service-name", "")
-                slices.setdefault(f"{meta.get('namespace', '')}/{service}", []).append(obj)
+                slices.setdefault(namespaced_name(meta.get("namespace"), service), []).append(obj)
                 continue
-            by_kind.setdefault(kind, {})[key_of(obj)] = obj
+            by_kind.setdefault(kind, {})[object_key(obj)] = obj
         return cls(
             gateway_classes=by_kind.get("GatewayClass", {}),
             gateways=by_kind.get("Gateway", {}),

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 from kubernetes_asyncio import client
 
-from agc_controller.clock import SystemClock
+from agc_controller.core.clock import SystemClock
 from agc_controller.informers import (
     ApiListWatcher,
     Informer,

@@ -16,7 +16,7 @@ import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from agc_controller.kube.resources import Resource
+from agc_controller.core.resources import Resource
 from devcluster.nodeagent.podspec import ConfigError
 
 POD = Resource("", "v1", "pods", "Pod", namespaced=True)

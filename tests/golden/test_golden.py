@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agc_controller.factory import local_translate_settings
 from agc_controller.providers.azure import azure_translate_settings
-from agc_controller.providers.factory import local_translate_settings
 from agc_controller.render import ASSUMED_RESULT, render_all, translate_all
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import CORE_FEATURES

@@ -17,11 +17,11 @@ import attrs
 import pytest
 from kubernetes_asyncio import client
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.kube import api_client_from_kubeconfig
+from agc_controller.manager import Controller
 from agc_controller.providers.azure import AzureProvider, azure_translate_settings, naming
-from agc_controller.runtime.manager import Controller
 from agc_controller.settings import Settings
-from agc_controller.status.model import ObjectKey
 from devcluster import ControlPlane
 from tests.azure.conftest import (
     APPLICATION_GATEWAY,

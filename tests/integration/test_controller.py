@@ -15,12 +15,12 @@ import attrs
 import pytest
 from kubernetes_asyncio import client
 
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult
 from agc_controller.kube import api_client_from_kubeconfig
-from agc_controller.providers.base import ApplyResult
+from agc_controller.manager import Controller
 from agc_controller.providers.memory import MemoryProvider
-from agc_controller.runtime.manager import Controller
 from agc_controller.settings import Settings
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.model import LoadBalancer
 from devcluster import ControlPlane

@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
     APPLIED_ANNOTATION,
@@ -24,7 +25,6 @@ from agc_controller.dataplane.config import (
 )
 from agc_controller.dataplane.manifests import object_name
 from agc_controller.providers.local.dynamic import Listen, StaticNeeds
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate.model import BackendTLS, Certificate, SubjectAltName
 
 NEEDS = StaticNeeds(

@@ -12,10 +12,10 @@ import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agc_controller.providers.base import ApplyResult
+from agc_controller.core.status import ApplyResult
+from agc_controller.manager import Controller
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.health import HealthServer
-from agc_controller.runtime.manager import Controller
 from agc_controller.translate.model import LoadBalancer
 from devcluster import ControlPlane
 from tests.integration.test_controller import Env, eventually, new_controller

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from agc_controller.clock import SystemClock
+from agc_controller.core.clock import SystemClock
+from agc_controller.core.resources import CONFIG_MAP, Resource
 from agc_controller.informers import (
     ApiListWatcher,
     ApiStatusError,
@@ -19,7 +20,6 @@ from agc_controller.informers import (
     object_key,
     trim_config_map,
 )
-from agc_controller.kube.resources import CONFIG_MAP, Resource
 
 Obj = dict[str, Any]
 TIMEOUT = 30  # seconds any single expected event may take; a bound, not a wait

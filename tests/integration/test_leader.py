@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from agc_controller.clock import SystemClock
+from agc_controller.core.clock import SystemClock
 from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.runtime import LeaderElector
 from devcluster import ControlPlane

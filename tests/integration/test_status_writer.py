@@ -13,14 +13,13 @@ import pytest
 from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
-from agc_controller.status import StaleStatusError, StatusWriter, rfc3339
-from agc_controller.status.model import (
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
     Condition,
     GatewayAddress,
     GatewayClassStatus,
     GatewayStatus,
     ListenerStatus,
-    ObjectKey,
     ParentReference,
     PolicyAncestorStatus,
     PolicyStatus,
@@ -28,6 +27,8 @@ from agc_controller.status.model import (
     RouteParentStatus,
     RouteStatus,
 )
+from agc_controller.core.timefmt import rfc3339
+from agc_controller.status import StaleStatusError, StatusWriter
 
 GW = "gateway.networking.k8s.io"
 OURS = "example.com/agc-controller"

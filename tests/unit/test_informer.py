@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 import pytest
 
+from agc_controller.core.resources import CONFIG_MAP
 from agc_controller.informers import (
     ApiStatusError,
     Informer,
@@ -28,7 +29,6 @@ from agc_controller.informers import (
     drop_managed_fields,
     object_key,
 )
-from agc_controller.kube.resources import CONFIG_MAP
 
 Obj = dict[str, Any]
 

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
+from agc_controller.core.resources import CONFIG_MAP, NAMESPACE
 from agc_controller.informers import ApiListWatcher, ApiStatusError, ResourceExpired
-from agc_controller.kube.resources import CONFIG_MAP, NAMESPACE
 
 PATH = "/api/v1/namespaces/ns/configmaps"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from agc_controller.core.resources import CONFIG_MAP, HTTP_ROUTE, SECRET
 from agc_controller.informers import (
     drop_managed_fields,
     transform_for,
     trim_config_map,
     trim_secret,
 )
-from agc_controller.kube.resources import CONFIG_MAP, HTTP_ROUTE, SECRET
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

@@ -8,8 +8,9 @@ from typing import Any, cast
 import pytest
 from kubernetes_asyncio import client
 
-from agc_controller.clock import SystemClock
-from agc_controller.runtime.leader import LeaderElector, micro_time
+from agc_controller.core.clock import SystemClock
+from agc_controller.core.timefmt import micro_time
+from agc_controller.runtime.leader import LeaderElector
 
 UNUSED_API = cast(client.ApiClient, object())
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate.model import RequestedAddress
 
 A = ObjectKey("Gateway", "ns", "a")

@@ -5,28 +5,28 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from agc_controller.status import (
-    MAX_POLICY_ANCESTORS,
-    MAX_ROUTE_PARENTS,
-    dropped_entries,
-    is_stale,
-    prepare_status,
-    rfc3339,
-)
-from agc_controller.status.model import (
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
     Condition,
     ConditionStatus,
     GatewayAddress,
     GatewayClassStatus,
     GatewayStatus,
     ListenerStatus,
-    ObjectKey,
     ParentReference,
     PolicyAncestorStatus,
     PolicyStatus,
     RouteGroupKind,
     RouteParentStatus,
     RouteStatus,
+)
+from agc_controller.core.timefmt import rfc3339
+from agc_controller.status import (
+    MAX_POLICY_ANCESTORS,
+    MAX_ROUTE_PARENTS,
+    dropped_entries,
+    is_stale,
+    prepare_status,
 )
 
 OURS = "example.com/agc"

@@ -11,24 +11,25 @@ import json
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 from structlog.testing import capture_logs
 
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import (
+    Condition,
+    GatewayStatus,
+    ParentReference,
+    RouteParentStatus,
+    RouteStatus,
+)
 from agc_controller.status import (
     MAX_ATTEMPTS,
     MAX_ROUTE_PARENTS,
     StaleStatusError,
     StatusWriteError,
     StatusWriter,
-)
-from agc_controller.status.model import (
-    Condition,
-    GatewayStatus,
-    ObjectKey,
-    ParentReference,
-    RouteParentStatus,
-    RouteStatus,
 )
 
 OURS = "example.com/agc"
@@ -197,3 +198,36 @@ async def test_entries_beyond_the_limit_are_logged() -> None:
     [event] = logs
     assert event["event"] == "status_entries_dropped"
     assert event["dropped"] == [ParentReference(name="gw", namespace="ns").to_api()]
+
+
+async def test_an_unchanged_status_is_not_prepared_again() -> None:
+    stored = {**gateway_obj(rv="43"), "status": {}}
+    api = ScriptedApi(stored)
+    w = writer(api)
+    assert await w.write(DESIRED, gateway_obj(rv="42")) is True
+    # the cache holds either version (ours not seen yet, or seen): nothing to do
+    for cached in (gateway_obj(rv="42"), gateway_obj(rv="43")):
+        assert w.is_current(DESIRED, cached)
+        assert await w.write(DESIRED, cached) is False
+    assert len(api.calls) == 1
+
+
+async def test_a_status_changed_by_someone_else_is_prepared_again() -> None:
+    api = ScriptedApi({**gateway_obj(rv="43"), "status": {}}, {})
+    w = writer(api)
+    assert await w.write(DESIRED, gateway_obj(rv="42")) is True
+    assert not w.is_current(DESIRED, gateway_obj(rv="44"))
+    # the object at 44 has no status (somebody cleared it): ours is written again
+    assert await w.write(DESIRED, gateway_obj(rv="44")) is True
+    assert [c[0] for c in api.calls] == ["PUT", "PUT"]
+
+
+async def test_a_changed_desired_status_is_written() -> None:
+    api = ScriptedApi({**gateway_obj(rv="43"), "status": {}}, {})
+    w = writer(api)
+    await w.write(DESIRED, gateway_obj(rv="42"))
+    changed = attrs.evolve(
+        DESIRED, conditions=(Condition("Accepted", "False", "Invalid", "Not fine.", 1),)
+    )
+    assert not w.is_current(changed, gateway_obj(rv="43"))
+    assert await w.write(changed, gateway_obj(rv="43")) is True

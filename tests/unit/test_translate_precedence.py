@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.build import hostname_rank, precedence
 from agc_controller.translate.model import Match, PathMatch, Rule, ValueMatch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
 from agc_controller.translate import validate
 from agc_controller.translate.graph.selectors import selector_matches
 

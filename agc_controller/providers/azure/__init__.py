@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.providers.azure.settings import (
     APPLICATION_GATEWAY_ANNOTATION,
     FRONTEND_ANNOTATION,

@@ -34,6 +34,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.polling import AsyncLROPoller
 from azure.mgmt.network.aio import NetworkManagementClient
 
+from agc_controller.core.errors import TemporaryError
 from agc_controller.providers.azure.children import Json
 from agc_controller.providers.azure.settings import AzureSettings, Target
 
@@ -66,8 +67,12 @@ class ArmOperationFailed(ArmError):
     """The long-running operation of an accepted PUT ended Failed (or Canceled)."""
 
 
-class ArmTemporaryError(ArmError):
-    """Transient failures outlasted the retries; try the whole reconcile again later."""
+class ArmTemporaryError(ArmError, TemporaryError):
+    """Transient failures outlasted the retries; try the whole reconcile again later.
+
+    `delay` is ARM's last Retry-After when the failure was "busy" (429, another
+    operation in progress), so the work queue waits as long as ARM asked.
+    """
 
 
 class _Busy(ArmError):
@@ -242,7 +247,9 @@ class ArmClient:
             ):
                 with attempt:
                     return await mapped()
-        except (_Busy, _Transient) as e:
+        except _Busy as e:
+            raise ArmTemporaryError(str(e), delay=e.retry_after) from e
+        except _Transient as e:
             raise ArmTemporaryError(str(e)) from e
         raise AssertionError("tenacity neither returned nor raised")
 

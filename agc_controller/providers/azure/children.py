@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.model import Certificate
 
 Json = dict[str, Any]

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.providers.azure import limits, naming
 from agc_controller.providers.azure.children import (
     COLLECTIONS,
@@ -34,7 +35,6 @@ from agc_controller.providers.azure.children import (
     Json,
     properties,
 )
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate.model import Certificate
 
 # our priorities start here, leaving 1..999 to rules the owner adds by hand

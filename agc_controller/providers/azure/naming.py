@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from agc_controller.status.model import ObjectKey
+from agc_controller.core.keys import ObjectKey
 
 MAX_NAME = 80
 _OWNED = re.compile(r"^agc-([0-9a-f]{8})-")
@@ -31,7 +31,7 @@ def digest(text: str, length: int = 8) -> str:
 
 
 def gateway_tag(gateway: ObjectKey) -> str:
-    return digest(f"{gateway.namespace}/{gateway.name}")
+    return digest(gateway.namespaced_name)
 
 
 def gateway_prefix(gateway: ObjectKey) -> str:

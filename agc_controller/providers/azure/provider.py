@@ -18,14 +18,14 @@ import structlog
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential
 
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult
 from agc_controller.providers.azure.arm import ArmClient, ArmRejected, OnArmCall, Sleep
 from agc_controller.providers.azure.merge import EncodePfx
 from agc_controller.providers.azure.pfx import encode_pfx
 from agc_controller.providers.azure.settings import AzureSettings, Target, placement
 from agc_controller.providers.azure.sync import AddressBook, ApplicationGatewaySync, Desired
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)

@@ -22,6 +22,9 @@ from collections.abc import Mapping
 import attrs
 import structlog
 
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.azure.arm import (
     ArmClient,
     ArmConflict,
@@ -40,9 +43,6 @@ from agc_controller.providers.azure.frontends import (
 )
 from agc_controller.providers.azure.merge import EncodePfx, merge
 from agc_controller.providers.azure.settings import Target
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import GatewayAddress, ObjectKey
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -266,9 +266,7 @@ class AddressBook:
 
 def _digest(builds: Mapping[ObjectKey, GatewayChildren | None]) -> str:
     plain = {
-        f"{g.namespace}/{g.name}": None
-        if b is None
-        else {k: list(v) for k, v in b.collections.items()}
+        g.namespaced_name: None if b is None else {k: list(v) for k, v in b.collections.items()}
         for g, b in sorted(builds.items(), key=lambda kv: (kv[0].namespace, kv[0].name))
     }
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()

@@ -27,19 +27,18 @@ from typing import Any
 import attrs
 import structlog
 
-from agc_controller.providers.base import ApplyResult
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StaticNeeds, build_state
-from agc_controller.providers.local.nginx import NginxError, NginxInstance
+from agc_controller.providers.local.nginx import NginxInstance
 from agc_controller.providers.local.static import (
     InstanceLayout,
     StaticSettings,
-    UnsafeValue,
     render,
     tls_files,
 )
-from agc_controller.status.model import GatewayAddress, ObjectKey
-from agc_controller.translate import conditions as c
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -73,13 +72,10 @@ class LocalProvider:
             return ApplyResult(programmed=False, reason=e.reason, message=str(e))
         doc, needs = build_state(model, port_offset=self.port_offset)
         instance = self._instance(key)
-        try:
-            await program(
-                instance, address=address, state=doc, needs=needs, settings=self.static_settings
-            )
-        except (UnsafeValue, NginxError) as e:
-            log.warning("local_apply_refused", gateway=str(key), error=str(e))
-            return ApplyResult(programmed=False, reason=c.R_INVALID, message=str(e))
+        # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
+        await program(
+            instance, address=address, state=doc, needs=needs, settings=self.static_settings
+        )
         return ApplyResult(
             programmed=True,
             reason=c.R_PROGRAMMED,
@@ -104,7 +100,7 @@ class LocalProvider:
             prefix = self.state_dir / f"{key.namespace}_{key.name}"
             instance = NginxInstance(
                 layout=InstanceLayout(prefix=prefix),
-                name=f"{key.namespace}/{key.name}",
+                name=key.namespaced_name,
                 on_reload=self.on_reload,
             )
             instance.prepare()

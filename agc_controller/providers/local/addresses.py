@@ -15,8 +15,8 @@ import ipaddress
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.model import RequestedAddress
 
 DEFAULT_POOL = ipaddress.IPv4Network("127.77.0.0/16")
@@ -71,7 +71,7 @@ class LoopbackAllocator:
 
     def _allocate(self, gateway: ObjectKey) -> str:
         size = self.pool.num_addresses - 2
-        digest = hashlib.sha256(f"{gateway.namespace}/{gateway.name}".encode()).digest()
+        digest = hashlib.sha256(gateway.namespaced_name.encode()).digest()
         start = int.from_bytes(digest[:4], "big") % size
         taken = set(self._held.values())
         for step in range(size):

@@ -151,7 +151,7 @@ class _Builder:
             redirect = attrs.asdict(r.redirect)
         rewrite = attrs.asdict(r.rewrite) if r.rewrite is not None else None
         return {
-            "route": f"{r.route.namespace}/{r.route.name}",
+            "route": r.route.namespaced_name,
             "match": {
                 "path": [m.path.type, m.path.value],
                 "method": m.method,

@@ -29,6 +29,7 @@ import aiohttp
 import attrs
 import structlog
 
+from agc_controller.core.errors import PermanentError
 from agc_controller.providers.local.static import InstanceLayout
 from agc_controller.selfsigned import self_signed
 
@@ -39,8 +40,12 @@ _READY_WITHIN = 10.0
 _RESTART_DELAY = 1.0
 
 
-class NginxError(Exception):
-    """NGINX refused a configuration or a state update; the message says why."""
+class NginxError(PermanentError):
+    """NGINX refused a configuration or a state update; the message says why.
+
+    Permanent for that input: NGINX keeps serving the last good state, and the
+    Gateway reports the refusal until its input changes.
+    """
 
 
 def _write_fallback_certificate(cert_path: Path, key_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import attrs
 
+from agc_controller.core.errors import PermanentError
 from agc_controller.providers.local.dynamic import RETRY_CODE_SETS, StaticNeeds, retry_location
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
@@ -32,7 +33,7 @@ MAX_SOCKET_PATH = 107
 _SAFE = re.compile(r"^[A-Za-z0-9._/:\-]+$")
 
 
-class UnsafeValue(ValueError):
+class UnsafeValue(PermanentError, ValueError):
     """A value that must not be written into NGINX configuration."""
 
 

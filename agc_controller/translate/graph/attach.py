@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from agc_controller.status.model import Condition, ParentReference, RouteParentStatus
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.status import Condition, ParentReference, RouteParentStatus
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
 from agc_controller.translate.graph.routes import RouteNode
 from agc_controller.translate.graph.selectors import selector_matches

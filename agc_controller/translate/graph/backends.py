@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import attrs
 
-from agc_controller.status.model import ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.translate.model import BackendProtocol, Endpoint, HeaderModifier
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -76,7 +76,7 @@ def resolve_backend(
             f"{field} refers to Service {namespace}/{name} in another namespace, and no "
             "ReferenceGrant allows it",
         )
-    service = snapshot.services.get(f"{namespace}/{name}")
+    service = snapshot.services.get(namespaced_name(namespace, name))
     if service is None:
         return invalid(c.R_BACKEND_NOT_FOUND, f"{field}: Service {namespace}/{name} not found")
     spec = service.get("spec") or {}
@@ -119,7 +119,7 @@ def ready_endpoints(
     """
     port_name = service_port.get("name") or ""
     found: set[Endpoint] = set()
-    for endpoint_slice in snapshot.endpoint_slices.get(f"{namespace}/{service}", ()):
+    for endpoint_slice in snapshot.endpoint_slices.get(namespaced_name(namespace, service), ()):
         if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
             continue
         target = next(

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from agc_controller.status.model import Condition, ObjectKey
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.status import Condition
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName
@@ -171,7 +172,9 @@ def _attached_targets(
     """The targets a policy attaches to, and why the others do not."""
     attached, problems = [], []
     for i, (service, section) in enumerate(targets):
-        spec = (snapshot.services.get(f"{service.namespace}/{service.name}") or {}).get("spec")
+        spec = (snapshot.services.get(namespaced_name(service.namespace, service.name)) or {}).get(
+            "spec"
+        )
         ports = {p.get("name") for p in (spec or {}).get("ports") or []}
         if section is not None and section not in ports:
             problems.append(

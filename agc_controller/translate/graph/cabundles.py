@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import namespaced_name
 from agc_controller.translate import pem
 from agc_controller.translate.refgrants import Ref
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -62,7 +63,7 @@ def resolve_ca_refs(
             )
             continue
         store = snapshot.config_maps if kind == "ConfigMap" else snapshot.secrets
-        obj = store.get(f"{target.namespace}/{target.name}")
+        obj = store.get(namespaced_name(target.namespace, target.name))
         if obj is None:
             problems.append((c.R_INVALID_CA_CERTIFICATE_REF, f"{ref_field}: {where} not found"))
             continue

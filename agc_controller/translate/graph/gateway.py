@@ -15,9 +15,10 @@ from typing import Any
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
-from agc_controller.status.model import Condition, ObjectKey, RouteGroupKind
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.status import Condition, RouteGroupKind
 from agc_controller.translate import pem
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.hostnames import intersect
@@ -302,7 +303,7 @@ def _resolve_certificates(
                 )
             )
             continue
-        secret = snapshot.secrets.get(f"{ref_ns}/{target.name}")
+        secret = snapshot.secrets.get(namespaced_name(ref_ns, target.name))
         if secret is None:
             d.resolved_problems.append(
                 (c.R_INVALID_CERTIFICATE_REF, f"{field}: Secret {ref_ns}/{target.name} not found")
@@ -475,7 +476,7 @@ def _backend_client_certificate(
             f"{field} refers to Secret {ref_ns}/{name} in another namespace, and no "
             "ReferenceGrant allows it",
         )
-    secret = snapshot.secrets.get(f"{ref_ns}/{name}")
+    secret = snapshot.secrets.get(namespaced_name(ref_ns, name))
     if secret is None:
         return None, (
             c.R_INVALID_CLIENT_CERTIFICATE_REF,

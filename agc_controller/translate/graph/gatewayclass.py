@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agc_controller.status.model import GatewayClassStatus
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.status import GatewayClassStatus
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj
 

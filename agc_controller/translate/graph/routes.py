@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import attrs
 
-from agc_controller.status.model import ObjectKey, ParentReference
-from agc_controller.translate import conditions as c
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ParentReference
 from agc_controller.translate import validate
 from agc_controller.translate.capabilities import FULL, Capabilities
 from agc_controller.translate.graph.backends import BackendProblem, ResolvedBackend, resolve_backend

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.providers.azure import azure_translate_settings
 from agc_controller.providers.azure.builder import build_children
 from agc_controller.providers.azure.children import GatewayChildren
 from agc_controller.providers.azure.frontends import frontend_ips, port_names
 from agc_controller.providers.azure.merge import merge
 from agc_controller.providers.azure.settings import AzureSettings, Placement, placement
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate import Snapshot, translate_gateway
 from agc_controller.translate.model import Certificate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agc_controller.status.model import Condition, ConditionStatus
+from agc_controller.core.status import Condition, ConditionStatus
 
 MAX_MESSAGE = 1024
 

@@ -18,7 +18,7 @@ from agc_controller.providers.local.static import (
     UnsafeValue,
     render,
 )
-from agc_controller.render import Translations, pem_digest, register_output
+from agc_controller.render.documents import Translations, pem_digest
 
 # where the files would live; only shown in the text
 _STATE_DIR = Path("/var/lib/agc-controller/local")
@@ -57,10 +57,3 @@ def render_nginx(translations: Translations) -> str:
             "",
         ]
     return "\n".join(out)
-
-
-register_output(
-    "nginx",
-    render_nginx,
-    help="the local data plane's NGINX configuration and routing state per Gateway",
-)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.core.keys import ObjectKey
 from agc_controller.providers.azure.builder import build_children
 from agc_controller.providers.azure.children import GatewayChildren
 from agc_controller.providers.azure.frontends import frontend_ips, port_names
 from agc_controller.providers.azure.merge import merge
 from agc_controller.providers.azure.settings import AzureSettings, Placement, placement
-from agc_controller.render import Translations, pem_digest, register_output, to_yaml
-from agc_controller.status.model import ObjectKey
+from agc_controller.render.documents import Translations, pem_digest, to_yaml
 from agc_controller.translate.model import Certificate
 
 _PLACEHOLDERS = AzureSettings(
@@ -93,11 +92,3 @@ def render_arm(translations: Translations) -> str:
     for gateway, problem in result.refused.items():
         outcome[f"{gateway.namespace}/{gateway.name}"] = problem
     return to_yaml({"gateways": outcome, "applicationGateway": result.body})
-
-
-register_output(
-    "arm",
-    render_arm,
-    help="the Application Gateway v2 body the azure provider would PUT (ARM JSON as YAML)",
-    settings=azure_translate_settings,
-)

@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Sequence
 
 import structlog
 from kubernetes_asyncio import client
 
-from agc_controller.clock import Clock, SystemClock
 from agc_controller.controller.cache import Cache
 from agc_controller.controller.mapper import Mapper, class_key, gateway_key
 from agc_controller.controller.worker import Reconciler, run_worker
+from agc_controller.core import resources as r
+from agc_controller.core.clock import Clock, SystemClock
+from agc_controller.core.keys import ObjectKey, object_key
+from agc_controller.core.resources import Resource
 from agc_controller.informers import ApiListWatcher, Informer, transform_for
-from agc_controller.kube import resources as r
 from agc_controller.kube.client import served_resources
-from agc_controller.kube.resources import Resource
 from agc_controller.providers.base import Provider
 from agc_controller.queue import WorkQueue
 from agc_controller.runtime.events import EventRecorder
@@ -43,7 +45,6 @@ from agc_controller.runtime.metrics import ControllerMetrics, ReconcileOutcome
 from agc_controller.runtime.permissions import PermissionProblems, PermissionReportingListWatcher
 from agc_controller.settings import Settings
 from agc_controller.status import StatusWriter
-from agc_controller.status.model import ObjectKey
 from agc_controller.translate import TranslateSettings
 
 log = structlog.get_logger(__name__)
@@ -266,14 +267,18 @@ class Controller:
             self._first_pass.discard(key)
             if not self._first_pass:
                 log.info("first_pass_done")
+                # The caches and every Gateway's memo are now the bulk of the heap and
+                # live as long as the process. Moving them out of the cyclic collector's
+                # reach keeps its full collections (hundreds of ms at 5,000 routes,
+                # holding the event loop) proportional to what changes afterwards.
+                gc.freeze()
 
     def _enqueue_everything(self, cache: Cache) -> set[ObjectKey]:
         keys = {
             class_key(gc["metadata"]["name"]) for gc in cache.store(r.GATEWAY_CLASS.kind).list()
         }
         for gateway in cache.store(r.GATEWAY.kind).list():
-            meta = gateway["metadata"]
-            keys.add(gateway_key(f"{meta['namespace']}/{meta['name']}"))
+            keys.add(gateway_key(object_key(gateway)))
         for key in keys:
             self.queue.add(key)
         return keys

@@ -13,11 +13,13 @@ that Gateway (`RouteStatus.gateway`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
 
-from agc_controller.kube.resources import GATEWAY_GROUP
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import GATEWAY_GROUP
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -39,22 +41,6 @@ class Condition:
             "observedGeneration": self.observed_generation,
             "lastTransitionTime": last_transition_time,
         }
-
-
-@attrs.frozen
-class ObjectKey:
-    """A namespaced (or cluster-scoped, namespace "") object of one kind."""
-
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.kind}/{self.namespace}/{self.name}"
-            if self.namespace
-            else f"{self.kind}/{self.name}"
-        )
 
 
 @attrs.frozen
@@ -188,3 +174,21 @@ class PolicyStatus:
 
 
 DesiredStatus = GatewayClassStatus | GatewayStatus | RouteStatus | PolicyStatus
+
+
+@attrs.frozen
+class ApplyResult:
+    """What a data plane reported after programming one Gateway.
+
+    It decides the Gateway's and its listeners' `Programmed` conditions and
+    the Gateway's `status.addresses`.
+    """
+
+    programmed: bool
+    # a Programmed reason: Programmed, Invalid, Pending, AddressNotAssigned, AddressNotUsable
+    reason: str
+    message: str
+    # the addresses the Gateway is reachable at (status.addresses)
+    addresses: tuple[GatewayAddress, ...] = ()
+    # listener name -> why the provider could not program it
+    listener_problems: Mapping[str, str] = attrs.field(factory=dict)

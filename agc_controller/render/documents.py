@@ -12,28 +12,19 @@ exactly what the golden files pin down.
   with no cluster and no data plane there is no real outcome to report.
 - `load_objects` reads YAML files (or stdin) into API objects, refusing
   anything that is not one with an `InputError` naming the file and document.
-- Outputs (`-o NAME`) come from a registry. Built in: `model`, `status`,
-  `all`. A provider adds its own (the NGINX configuration, the ARM JSON) by
-  calling `register_output` in a module `agc_controller.providers.<name>.outputs`;
-  `load_provider_outputs` imports every such module, so the CLI needs no edit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import pkgutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import yaml
 
-from agc_controller import providers
-from agc_controller.providers.base import ApplyResult
-from agc_controller.status.model import GatewayAddress
+from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.translate import (
     GatewayTranslation,
     Snapshot,
@@ -229,58 +220,3 @@ def render_status(translations: Translations) -> dict[str, Any]:
 
 def to_yaml(document: Any) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=100)
-
-
-Renderer = Callable[[Translations], str]
-
-
-@attrs.frozen
-class Output:
-    name: str
-    help: str
-    render: Renderer
-    # controller name -> the translation settings this output needs (a provider's
-    # capabilities); None: the defaults
-    settings: Callable[[str], TranslateSettings] | None = None
-
-
-# name -> output; filled at import with the built-ins, then by provider modules
-_OUTPUTS: dict[str, Output] = {}
-
-
-def register_output(
-    name: str,
-    render: Renderer,
-    *,
-    help: str,
-    settings: Callable[[str], TranslateSettings] | None = None,
-) -> None:
-    """Make `-o name` available. A name is registered once; a clash is a bug."""
-    if name in _OUTPUTS:
-        raise ValueError(f"output {name!r} is already registered")
-    _OUTPUTS[name] = Output(name=name, help=help, render=render, settings=settings)
-
-
-def outputs() -> Mapping[str, Output]:
-    return dict(sorted(_OUTPUTS.items()))
-
-
-def load_provider_outputs() -> None:
-    """Import `agc_controller.providers.<name>.outputs` for every provider that has one."""
-    # look for the file rather than asking importlib: find_spec would import the
-    # provider package itself (and with it, e.g., the Azure SDK) just to look
-    for directory in providers.__path__:
-        for module in pkgutil.iter_modules([directory]):
-            if module.ispkg and (Path(directory) / module.name / "outputs.py").exists():
-                importlib.import_module(f"{providers.__name__}.{module.name}.outputs")
-
-
-register_output(
-    "all", lambda t: to_yaml(render_all(t)), help="the ALB model and every status (default)"
-)
-register_output("model", lambda t: to_yaml(render_model(t)), help="the ALB model per Gateway")
-register_output(
-    "status",
-    lambda t: to_yaml(render_status(t)),
-    help="the status of every GatewayClass, Gateway, route and policy",
-)

@@ -14,14 +14,15 @@ from pathlib import Path
 import attrs
 from kubernetes_asyncio import client
 
+from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.provider import DeploymentProvider
+from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
-from agc_controller.settings import LOCAL_DATAPLANE_MODES, DataPlaneSettings
-from agc_controller.status.model import ObjectKey
+from agc_controller.settings import LOCAL_DATAPLANE_MODES
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.settings import CORE_FEATURES

@@ -1,0 +1,36 @@
+"""Settings of the data-plane Deployments the controller provisions (deployment mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+# Service types a data-plane Service may have (CLI --dataplane-service-type)
+SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class DataPlaneSettings:
+    """The data-plane Deployment the controller provisions per Gateway (deployment mode).
+
+    `replicas` and `service_type` are defaults: a Gateway (or its GatewayClass)
+    overrides them with the annotations in manifests.py.
+    """
+
+    # the data-plane image: NGINX with the Lua and stream modules, and this package
+    image: str = "ghcr.io/agc-controller/agc-dataplane:latest"
+    image_pull_policy: str = "IfNotPresent"
+    replicas: int = attrs.field(default=1, validator=_positive)
+    service_type: str = attrs.field(
+        default="LoadBalancer", validator=attrs.validators.in_(SERVICE_TYPES)
+    )
+    # the data-plane container's resources (a Kubernetes ResourceRequirements)
+    resources: dict[str, Any] = attrs.field(factory=dict)
+    # the agent's /healthz, /readyz and /metrics port in the pod
+    health_port: int = 8081

@@ -1,0 +1,106 @@
+"""Offline translation for people (`agc-controller translate`, the golden tests).
+
+`documents` reads manifests and turns translations into plain documents;
+`-o NAME` outputs come from the registry here. Built in: `all`, `model`,
+`status`; each provider's view lives beside them in this package (`nginx`:
+the local data plane's configuration and state, `arm`: the Application
+Gateway body) and is registered below, so the CLI needs no edit for a new one.
+The providers never import this package: rendering sits above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.render import arm, nginx
+from agc_controller.render.documents import (
+    ASSUMED_RESULT,
+    InputError,
+    LoadedObjects,
+    Translations,
+    load_objects,
+    pem_digest,
+    plain,
+    render_all,
+    render_model,
+    render_status,
+    to_yaml,
+    translate_all,
+)
+from agc_controller.translate import TranslateSettings
+
+__all__ = [
+    "ASSUMED_RESULT",
+    "InputError",
+    "LoadedObjects",
+    "Output",
+    "Translations",
+    "load_objects",
+    "outputs",
+    "pem_digest",
+    "plain",
+    "register_output",
+    "render_all",
+    "render_model",
+    "render_status",
+    "to_yaml",
+    "translate_all",
+]
+
+Renderer = Callable[[Translations], str]
+
+
+@attrs.frozen
+class Output:
+    name: str
+    help: str
+    render: Renderer
+    # controller name -> the translation settings this output needs (a provider's
+    # capabilities); None: the defaults
+    settings: Callable[[str], TranslateSettings] | None = None
+
+
+# name -> output: the built-ins and the providers' views, registered below
+_OUTPUTS: dict[str, Output] = {}
+
+
+def register_output(
+    name: str,
+    render: Renderer,
+    *,
+    help: str,
+    settings: Callable[[str], TranslateSettings] | None = None,
+) -> None:
+    """Make `-o name` available. A name is registered once; a clash is a bug."""
+    if name in _OUTPUTS:
+        raise ValueError(f"output {name!r} is already registered")
+    _OUTPUTS[name] = Output(name=name, help=help, render=render, settings=settings)
+
+
+def outputs() -> Mapping[str, Output]:
+    return dict(sorted(_OUTPUTS.items()))
+
+
+register_output(
+    "all", lambda t: to_yaml(render_all(t)), help="the ALB model and every status (default)"
+)
+register_output("model", lambda t: to_yaml(render_model(t)), help="the ALB model per Gateway")
+register_output(
+    "status",
+    lambda t: to_yaml(render_status(t)),
+    help="the status of every GatewayClass, Gateway, route and policy",
+)
+register_output(
+    "nginx",
+    nginx.render_nginx,
+    help="the local data plane's NGINX configuration and routing state per Gateway",
+)
+register_output(
+    "arm",
+    arm.render_arm,
+    help="the Application Gateway v2 body the azure provider would PUT (ARM JSON as YAML)",
+    settings=azure_translate_settings,
+)

@@ -1,0 +1,169 @@
+"""Memory between translations of one Gateway: reuse every sub-result whose inputs
+did not change.
+
+Translation stays level-triggered and pure: every call still computes the whole
+desired state of its Gateway from the snapshot it is given. A `Memo` only saves
+work: it remembers each sub-result with what it read, and hands it back while
+none of that changed.
+
+What "changed" means: snapshot entries are the informer cache's objects, which
+are replaced, never mutated, on every update (informers/store.py), so an entry
+that is still the *same object* still has the same content. `changed_inputs`
+compares the snapshot with the previous translation's, entry by entry, by
+identity (the route tables aside: each route's entry checks its own route).
+
+- A route's node, its attachment to the Gateway and its status (`RouteEntry`)
+  depend on the route object, the snapshot entries its build read (recorded by
+  `recording` as it reads, absent ones included), the ReferenceGrants and the
+  Gateway node. It is reused while the route is the same object, the grants and
+  Gateway node are the same objects, and none of the entries it read changed.
+- The Gateway node, the ReferenceGrants and the BackendTLSPolicies are built
+  each time (one each per translation) and replaced by the previous object when
+  they compare equal (`stable`), so that the identity of everything built on
+  them holds.
+- The host tables (build.HostTables) are updated by difference: a route whose
+  attachments are another object than last time dirties the hosts it covers.
+
+Induction keeps it sound: every entry in the memo was valid for the previous
+snapshot, and is reused only if nothing it read differs between that snapshot
+and this one. Equal inputs give equal outputs: a translation with a memo equals
+one from scratch (tests/unit/test_translate_incremental.py checks it after every
+step of random edits). A memo belongs to one Gateway and one set of settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from agc_controller.core.keys import ObjectKey
+from agc_controller.translate.build import HostTables
+from agc_controller.translate.settings import TranslateSettings
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+# a key standing for "the whole field" in what was read (no store key contains it)
+WHOLE = "//whole"
+# the fields every route entry checks by itself (its own route object)
+_ROUTE_TABLES = frozenset({"http_routes", "grpc_routes", "tls_routes"})
+
+# (snapshot field, store key or WHOLE)
+Input = tuple[str, str]
+
+
+class _Recording(Mapping[str, V]):
+    """A read-only view of one snapshot field that notes every key read.
+
+    Iterating it (or asking its size) reads the whole field.
+    """
+
+    def __init__(self, inner: Mapping[str, V]) -> None:
+        self._inner = inner
+        self.seen: set[str] = set()
+
+    def __getitem__(self, key: str) -> V:
+        self.seen.add(key)
+        return self._inner[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self._inner.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        self.seen.add(WHOLE)
+        return iter(self._inner)
+
+    def __len__(self) -> int:
+        self.seen.add(WHOLE)
+        return len(self._inner)
+
+
+def recording(snapshot: Snapshot) -> tuple[Snapshot, Callable[[], frozenset[Input]]]:
+    """A view of `snapshot` that records what is read through it, and a function
+    returning the inputs read so far."""
+    views = {f.name: _Recording(getattr(snapshot, f.name)) for f in attrs.fields(Snapshot)}
+
+    def reads() -> frozenset[Input]:
+        return frozenset((field, key) for field, view in views.items() for key in view.seen)
+
+    return attrs.evolve(snapshot, **views), reads
+
+
+def _same(a: object, b: object) -> bool:
+    """Identity, looking one level into tuples (an EndpointSlice group is rebuilt per
+    snapshot; its slices are the cached objects)."""
+    if a is b:
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return False
+
+
+def changed_inputs(previous: Snapshot, current: Snapshot) -> frozenset[Input]:
+    """Every entry that differs between the two snapshots (added, removed or another
+    object), and the WHOLE of each field with such an entry; route tables excepted."""
+    changed: set[Input] = set()
+    for field in attrs.fields(Snapshot):
+        if field.name in _ROUTE_TABLES:
+            continue
+        before: Mapping[str, object] = getattr(previous, field.name)
+        after: Mapping[str, object] = getattr(current, field.name)
+        if before is after:
+            continue
+        keys = {k for k, v in after.items() if not _same(before.get(k), v)}
+        keys.update(k for k in before if k not in after)
+        if keys:
+            changed.update((field.name, k) for k in keys)
+            changed.add((field.name, WHOLE))
+    return frozenset(changed)
+
+
+@attrs.frozen
+class RouteEntry:
+    """A route's sub-results and what they were computed from."""
+
+    route: Obj  # the route object (identity)
+    key: ObjectKey
+    # the ReferenceGrants and Gateway node objects it was built against (identity)
+    grants: object
+    gateway: object
+    # the snapshot entries its build read
+    reads: frozenset[Input]
+    # what translation made of it; opaque here (translate/__init__.py owns the shape)
+    result: Any
+
+
+@attrs.define
+class Memo:
+    """Sub-results of the last translation of one Gateway; see the module docstring."""
+
+    # the settings everything here was computed with; other settings: start over
+    settings: TranslateSettings | None = None
+    # the snapshot of the last translation; None: nothing is known
+    previous: Snapshot | None = None
+    # route kind and store key -> its entry, valid for `previous`
+    routes: dict[tuple[str, str], RouteEntry] = attrs.field(factory=dict)
+    # the host tables of the last model (build.py)
+    hosts: HostTables = attrs.field(factory=HostTables)
+    # the previous value of a translation-wide object, by name (kept when equal)
+    _shared: dict[str, object] = attrs.field(factory=dict)
+
+    def reset(self, settings: TranslateSettings) -> None:
+        self.settings = settings
+        self.previous = None
+        self.routes.clear()
+        self.hosts = HostTables()
+        self._shared.clear()
+
+    def stable(self, name: str, value: T) -> T:
+        """`value`, or the previous one of that name when it compares equal (keeping
+        the identity of everything built on it)."""
+        previous = self._shared.get(name)
+        if previous is not None and type(previous) is type(value) and previous == value:
+            return previous
+        self._shared[name] = value
+        return value
