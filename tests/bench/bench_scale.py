@@ -1,0 +1,536 @@
+"""Scale, measured the way a user's change travels: kubectl-style API calls to a real
+kube-apiserver, the controller as its own process (`agc-controller run`, local
+provider), its NGINX serving a backend in a network namespace. Numbers only.
+
+One Gateway carries 10 catch-all HTTPRoutes (no hostnames; a prefix and a regex
+rule each, as health pages and static assets do) and a growing number of host
+routes (one hostname each). At 100 / 1,000 / 3,000 / 5,000 host routes:
+
+- new route -> first 200: the time from the API server's answer to the create
+  until a request with the new route's Host header gets 200 through the gateway
+  (polled every millisecond; 20 routes, one at a time);
+- one route edit -> its status at the new generation (10 edits), seen through a
+  watch;
+- gateway latency (wrk, 64 connections, keep-alive, never retries) without
+  changes, then while 100 routes are created, edited and deleted and the
+  backend's endpoints flip; failed = socket errors + non-2xx;
+- controller RSS; NGINX master + workers unique set size (private pages).
+
+And once: 1,000 HTTPRoutes applied at once (32 in flight) onto 1,000 existing:
+the time from the last create's answer until every one is Accepted at its
+generation and the listener's attachedRoutes is exact.
+
+Run with `make bench` (or `python -m tests.bench.bench_scale`, root); sizes can
+be narrowed with BENCH_SCALE_SIZES=100,1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster.netns import BackendNamespace
+from kubernetes_asyncio import client, watch
+
+from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
+from tests.bench.bench_dataplane import BACKEND_CONF
+
+SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
+NS = "scale"
+GW = "gateway.networking.k8s.io"
+CONTROLLER = "agc-controller.io/scale-bench"
+CATCH_ALLS = 10
+PROBES = 20
+EDITS = 10
+WRK_SECONDS = 10
+NETNS_TAG = 248
+REPO = Path(__file__).resolve().parents[2]
+
+
+def route(name: str, *, hostname: str | None, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"parentRefs": [{"name": "gw"}], "rules": rules}
+    if hostname is not None:
+        spec["hostnames"] = [hostname]
+    return {
+        "apiVersion": f"{GW}/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+def backend_rule(path_type: str = "PathPrefix", path: str = "/") -> dict[str, Any]:
+    return {
+        "matches": [{"path": {"type": path_type, "value": path}}],
+        "backendRefs": [{"name": "svc", "port": 80}],
+    }
+
+
+def host_route(i: int) -> dict[str, Any]:
+    return route(f"host-{i:05d}", hostname=f"host-{i}.example.com", rules=[backend_rule()])
+
+
+def catch_all(i: int) -> dict[str, Any]:
+    return route(
+        f"catch-all-{i}",
+        hostname=None,
+        rules=[
+            backend_rule("PathPrefix", f"/static-{i}/"),
+            backend_rule("RegularExpression", f"/health-{i}/[0-9]+"),
+        ],
+    )
+
+
+def endpoint_slice(addresses: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "svc-a",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": "svc"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [a]} for a in addresses],
+    }
+
+
+class Routes:
+    """Every HTTPRoute's Accepted generation and the listener's attachedRoutes, from watches."""
+
+    def __init__(self) -> None:
+        # route name -> (generation, the generation our Accepted=True condition observed)
+        self.routes: dict[str, tuple[int, int | None]] = {}
+        self.attached = -1
+        self.changed = asyncio.Condition()
+
+    async def follow(self, api: client.ApiClient) -> None:
+        custom = client.CustomObjectsApi(api)
+        await asyncio.gather(
+            self._watch(custom, "httproutes", self._route),
+            self._watch(custom, "gateways", self._gateway),
+        )
+
+    async def _watch(self, custom: client.CustomObjectsApi, plural: str, on: Any) -> None:
+        while True:
+            async with watch.Watch().stream(
+                custom.list_namespaced_custom_object,
+                GW,
+                "v1",
+                NS,
+                plural,
+                timeout_seconds=300,
+            ) as stream:
+                async for event in stream:
+                    on(event["type"], event["object"])
+                    async with self.changed:
+                        self.changed.notify_all()
+
+    def _route(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.routes.pop(name, None)
+            return
+        accepted = None
+        for parent in (obj.get("status") or {}).get("parents") or []:
+            if parent.get("controllerName") == CONTROLLER:
+                for c in parent.get("conditions") or []:
+                    if c["type"] == "Accepted" and c["status"] == "True":
+                        accepted = c.get("observedGeneration")
+        self.routes[name] = (obj["metadata"]["generation"], accepted)
+
+    def _gateway(self, _kind: str, obj: dict[str, Any]) -> None:
+        listeners = (obj.get("status") or {}).get("listeners") or []
+        self.attached = listeners[0]["attachedRoutes"] if listeners else -1
+
+    def accepted(self, name: str, generation: int) -> bool:
+        return self.routes.get(name, (0, None))[1] == generation
+
+    def converged(self, expected: int) -> bool:
+        return (
+            len(self.routes) == expected
+            and self.attached == expected
+            and all(gen == accepted for gen, accepted in self.routes.values())
+        )
+
+    async def wait_for(self, done: Callable[[], bool]) -> float:
+        """Wait until `done()` (5 minutes at most); the time it was first seen true."""
+        async with asyncio.timeout(300), self.changed:
+            while not done():
+                await self.changed.wait()
+        return time.perf_counter()
+
+
+async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, Any]]]) -> float:
+    """Apply every object, 32 in flight; the time the last answer came."""
+    gate = asyncio.Semaphore(32)
+    last = 0.0
+
+    async def one(plural: str, obj: dict[str, Any]) -> None:
+        nonlocal last
+        async with gate:
+            await server_side_apply(api, obj, plural=plural)
+            last = time.perf_counter()
+
+    await asyncio.gather(*(one(p, o) for p, o in objects))
+    return last
+
+
+async def delete_routes(custom: client.CustomObjectsApi, names: list[str]) -> None:
+    gate = asyncio.Semaphore(32)
+
+    async def one(name: str) -> None:
+        async with gate:
+            await custom.delete_namespaced_custom_object(GW, "v1", NS, "httproutes", name)
+
+    await asyncio.gather(*(one(n) for n in names))
+
+
+def wrk(url: str, host: str) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency", "-H", f"Host: {host}", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    top = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not (p99 and top and rps):
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "p99": ms(*p99.groups()),
+        "max": ms(*top.groups()),
+        "failed": (sum(map(int, errors.groups())) if errors else 0)
+        + (int(non2xx.group(1)) if non2xx else 0),
+    }
+
+
+def private_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def nginx_pids(state_dir: Path) -> list[int]:
+    master = int((state_dir / f"{NS}_gw" / "nginx.pid").read_text())
+    children = subprocess.run(
+        ["pgrep", "-P", str(master)], check=False, capture_output=True, text=True
+    ).stdout.split()
+    return [master, *map(int, children)]
+
+
+class Bench:
+    def __init__(self, api: client.ApiClient, address: str, tracker: Routes) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.address = address
+        self.tracker = tracker
+        self.hosts = 0
+
+    async def grow(self, size: int) -> float:
+        """Host routes up to `size`; seconds from the last create's answer to convergence."""
+        last = await create_all(
+            self.api, [("httproutes", host_route(i)) for i in range(self.hosts, size)]
+        )
+        self.hosts = size
+        seen = await self.tracker.wait_for(lambda: self.tracker.converged(size + CATCH_ALLS))
+        return seen - last
+
+    async def propagation(self, size: int) -> list[float]:
+        samples = []
+        names = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(PROBES):
+                name, hostname = f"probe-{size}-{i}", f"probe-{size}-{i}.example.com"
+                names.append(name)
+                await server_side_apply(
+                    self.api,
+                    route(name, hostname=hostname, rules=[backend_rule()]),
+                    plural="httproutes",
+                )
+                accepted = time.perf_counter()
+                while True:
+                    async with session.get(
+                        f"http://{self.address}/", headers={"Host": hostname}
+                    ) as response:
+                        await response.read()
+                        if response.status == 200:
+                            break
+                    await asyncio.sleep(0.001)
+                samples.append((time.perf_counter() - accepted) * 1000)
+        await delete_routes(self.custom, names)
+        await self.tracker.wait_for(lambda: self.tracker.converged(size + CATCH_ALLS))
+        return sorted(samples)
+
+    async def edits(self) -> list[float]:
+        samples = []
+        for i in range(EDITS):
+            name = f"host-{i:05d}"
+            edited = await self.custom.patch_namespaced_custom_object(
+                GW,
+                "v1",
+                NS,
+                "httproutes",
+                name,
+                {"spec": {"rules": [backend_rule("PathPrefix", f"/v{time.monotonic_ns()}")]}},
+                _content_type="application/merge-patch+json",
+            )
+            answered = time.perf_counter()
+            generation = edited["metadata"]["generation"]
+            seen = await self.tracker.wait_for(
+                functools.partial(self.tracker.accepted, name, generation)
+            )
+            samples.append((seen - answered) * 1000)
+        return sorted(samples)
+
+    @contextlib.asynccontextmanager
+    async def churn(self, endpoints: list[str]) -> AsyncIterator[None]:
+        """100 routes created, edited and deleted, endpoints flipping, until the block ends."""
+        stop = asyncio.Event()
+
+        async def routes() -> None:
+            round_ = 0
+            while not stop.is_set():
+                batch = [
+                    (
+                        "httproutes",
+                        route(
+                            f"churn-{j}",
+                            hostname=f"churn-{j}.example.com",
+                            rules=[backend_rule("PathPrefix", f"/r{round_}")],
+                        ),
+                    )
+                    for j in range(100)
+                ]
+                await create_all(self.api, batch)
+                await delete_routes(self.custom, [f"churn-{j}" for j in range(100)])
+                round_ += 1
+
+        async def flips() -> None:
+            on = False
+            while not stop.is_set():
+                on = not on
+                await server_side_apply(
+                    self.api,
+                    endpoint_slice(endpoints if on else endpoints[:1]),
+                    plural="endpointslices",
+                )
+                await asyncio.sleep(0.5)
+
+        tasks = [asyncio.create_task(routes()), asyncio.create_task(flips())]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await server_side_apply(
+                self.api, endpoint_slice(endpoints[:1]), plural="endpointslices"
+            )
+
+
+async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
+    api = await api_client_from_kubeconfig(plane.kubeconfig)
+    async with api:
+        await install_gateway_api_crds(api, plane.binaries.crds)
+        await client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+        state_dir = workdir / "dataplane"
+        controller = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agc_controller.cli",
+            "--log-level",
+            "warning",
+            "run",
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--no-leader-elect",
+            "--controller-name",
+            CONTROLLER,
+            "--provider",
+            "local",
+            "--local-state-dir",
+            str(state_dir),
+            cwd=REPO,
+        )
+        tracker = Routes()
+        following = asyncio.create_task(tracker.follow(api))
+        try:
+            await create_all(
+                api,
+                [
+                    (
+                        "gatewayclasses",
+                        {
+                            "apiVersion": f"{GW}/v1",
+                            "kind": "GatewayClass",
+                            "metadata": {"name": "scale"},
+                            "spec": {"controllerName": CONTROLLER},
+                        },
+                    ),
+                    (
+                        "gateways",
+                        {
+                            "apiVersion": f"{GW}/v1",
+                            "kind": "Gateway",
+                            "metadata": {"name": "gw", "namespace": NS},
+                            "spec": {
+                                "gatewayClassName": "scale",
+                                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                            },
+                        },
+                    ),
+                    (
+                        "services",
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "metadata": {"name": "svc", "namespace": NS},
+                            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+                        },
+                    ),
+                    ("endpointslices", endpoint_slice(endpoints[:1])),
+                    *[("httproutes", catch_all(i)) for i in range(CATCH_ALLS)],
+                ],
+            )
+            await tracker.wait_for(lambda: tracker.converged(CATCH_ALLS))
+            gateway = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GW, "v1", NS, "gateways", "gw"
+            )
+            address = gateway["status"]["addresses"][0]["value"]
+            bench = Bench(api, address, tracker)
+            rows = []
+            bulk: float | None = None
+            for size in SIZES:
+                await bench.grow(size)
+                if size == 1000 and bulk is None:
+                    # 1,000 at once onto 1,000: measured, then taken away again
+                    bulk = await bench.grow(2000)
+                    await delete_routes(bench.custom, [f"host-{i:05d}" for i in range(1000, 2000)])
+                    bench.hosts = 1000
+                    await tracker.wait_for(lambda: tracker.converged(1000 + CATCH_ALLS))
+                probes = await bench.propagation(size)
+                edits = await bench.edits()
+                host = "host-1.example.com"
+                quiet = await asyncio.to_thread(wrk, f"http://{address}/", host)
+                async with bench.churn(endpoints):
+                    busy = await asyncio.to_thread(wrk, f"http://{address}/", host)
+                rows.append(
+                    (
+                        size,
+                        probes,
+                        edits,
+                        quiet,
+                        busy,
+                        rss_mib(controller.pid),
+                        private_mib(nginx_pids(state_dir)),
+                    )
+                )
+                print(f"[bench] {size} host routes measured", file=sys.stderr)
+            print_table(rows, bulk)
+        finally:
+            following.cancel()
+            controller.terminate()
+            await asyncio.wait_for(controller.wait(), 30)
+
+
+def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:
+    print(
+        f"\nOne Gateway, {CATCH_ALLS} catch-all routes (prefix + regex rules) + N host routes; "
+        "through kube-apiserver; wrk 64 conns, never retries"
+    )
+    print(
+        f"{'N':>5} | {'new route -> 200 p50/p99/max':>29} | {'edit -> status p50/max':>22} | "
+        f"{'quiet p99/max':>14} | {'churn p99/max':>15} | {'failed':>6} | "
+        f"{'ctrl RSS':>8} | {'NGINX USS':>9}"
+    )
+    for size, probes, edits, quiet, busy, rss, uss in rows:
+        p99 = probes[max(0, round(len(probes) * 0.99) - 1)]
+        print(
+            f"{size:>5} | {statistics.median(probes):>9.1f} / {p99:>6.1f} / {probes[-1]:>6.1f} ms"
+            f" | {statistics.median(edits):>8.1f} / {edits[-1]:>6.1f} ms"
+            f" | {quiet['p99']:>5.1f} / {quiet['max']:>5.0f} ms"
+            f" | {busy['p99']:>5.1f} / {busy['max']:>6.0f} ms"
+            f" | {quiet['failed'] + busy['failed']:>6.0f}"
+            f" | {rss:>4.0f} MiB | {uss:>5.0f} MiB"
+        )
+    if bulk is not None:
+        print(
+            f"1,000 HTTPRoutes applied at once onto 1,000: all Accepted with exact "
+            f"attachedRoutes {bulk * 1000:.0f} ms after the last create was answered"
+        )
+
+
+def main() -> None:
+    testenv = Path(
+        subprocess.run(
+            [str(REPO / "hack" / "testenv.sh")], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    shm = Path("/dev/shm")
+    etcd_dir = Path(tempfile.mkdtemp(prefix="agc-scale-etcd-", dir=shm if shm.exists() else None))
+    workdir = Path(tempfile.mkdtemp(prefix="agc-scale-"))
+    workdir.chmod(0o711)  # NGINX workers (nobody) reach files under it
+    ns = BackendNamespace.create(name="agc-scale", tag=NETNS_TAG)
+    plane = ControlPlane(
+        binaries=ControlPlaneBinaries.from_testenv(testenv), workdir=workdir, etcd_data_dir=etcd_dir
+    )
+    backends = []
+    try:
+        endpoints = [ns.add_address(), ns.add_address()]
+        for i, address in enumerate(endpoints):
+            conf = workdir / f"backend-{i}.conf"
+            conf.write_text(BACKEND_CONF.format(dir=workdir / f"b{i}", address=address))
+            (workdir / f"b{i}").mkdir()
+            subprocess.run(["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf)], check=True)
+            backends.append(conf)
+        plane.start()
+        asyncio.run(run(plane, workdir, endpoints))
+    finally:
+        plane.stop()
+        for conf in backends:
+            subprocess.run(
+                ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf), "-s", "quit"],
+                check=False,
+            )
+        ns.destroy()
+        shutil.rmtree(etcd_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
