@@ -1,7 +1,9 @@
 """One reconcile of one key, and the worker loop around it.
 
 A reconcile is level-triggered: it rebuilds the whole desired state of its
-Gateway from the cache, applies it, and writes every status that changed. It
+Gateway from the cache (reusing what did not change, translate/memo.py),
+applies it, and writes every status that changed: the routes' and policies'
+while the provider works, the Gateway's with the provider's result. It
 never replays deltas, so running it twice is harmless. Failures go back to the
 queue rate-limited (never dropped); a key that keeps failing (a poisoned
 object) backs off alone while the other workers go on.
@@ -87,19 +89,37 @@ class Reconciler:
         )
         if translation.node is None:
             del self._memos[key]
-        result: ApplyResult | None = None
-        if translation.load_balancer is not None:
-            result = await self._apply(translation.load_balancer)
-        else:
-            await self.provider.delete(key)
-        statuses: list[DesiredStatus] = []
+        # Route and policy status is translation's alone (Accepted, ResolvedRefs): it goes
+        # out while the data plane is programmed, so a user's `kubectl get` does not wait
+        # for NGINX or ARM. Only the Gateway's status needs the provider's result.
+        attached = asyncio.create_task(
+            self._write_all([*translation.route_statuses, *translation.policy_statuses])
+        )
+        try:
+            result: ApplyResult | None = None
+            if translation.load_balancer is not None:
+                result = await self._apply(translation.load_balancer)
+            else:
+                await self.provider.delete(key)
+        except asyncio.CancelledError:
+            attached.cancel()
+            await asyncio.gather(attached, return_exceptions=True)
+            raise
+        except Exception:
+            # the provider's failure is what the queue hears about; the route and
+            # policy statuses still finish (they do not depend on it)
+            await asyncio.gather(attached, return_exceptions=True)
+            raise
         gateway_status = translation.gateway_status(result)
-        if gateway_status is not None:
-            statuses.append(gateway_status)
-        statuses.extend(translation.route_statuses)
-        statuses.extend(translation.policy_statuses)
         cached = self.cache.get(r.GATEWAY.kind, key.namespaced_name)
-        await self._write_all(statuses)
+        written = await asyncio.gather(
+            attached,
+            self._write_all([gateway_status] if gateway_status else []),
+            return_exceptions=True,
+        )
+        for outcome in written:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if gateway_status is None or cached is None:
             self._programmed.pop(key, None)
         else:

@@ -443,7 +443,7 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
                     await tracker.wait_for(lambda: tracker.converged(1000 + CATCH_ALLS))
                 probes = await bench.propagation(size)
                 edits = await bench.edits()
-                host = "host-1.example.com"
+                host = f"host-{EDITS}.example.com"  # a route the edits leave alone
                 quiet = await asyncio.to_thread(wrk, f"http://{address}/", host)
                 async with bench.churn(endpoints):
                     busy = await asyncio.to_thread(wrk, f"http://{address}/", host)
