@@ -13,6 +13,7 @@ from typing import Any
 
 from agc_controller.providers.local.dynamic import build_state
 from agc_controller.providers.local.static import (
+    HostPaths,
     InstanceLayout,
     StaticSettings,
     UnsafeValue,
@@ -32,7 +33,9 @@ def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render_nginx(translations: Translations) -> str:
+def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) -> str:
+    """The text of `-o nginx`, as rendered on a host with `host`'s paths and
+    its sockets under `sockets` (the golden tests fix both)."""
     out: list[str] = []
     for key, translation in translations.gateways.items():
         out.append(f"# ===== Gateway {key}")
@@ -42,7 +45,9 @@ def render_nginx(translations: Translations) -> str:
             out.append("# not programmed (see -o status)\n")
             continue
         doc, needs = build_state(model)
-        layout = InstanceLayout(prefix=_STATE_DIR / key.replace("/", "_"))
+        layout = InstanceLayout(
+            prefix=_STATE_DIR / key.replace("/", "_"), socket_root=sockets, host=host
+        )
         try:
             text, static_id = render(result.addresses[0].value, needs, layout, StaticSettings())
         except UnsafeValue as e:
