@@ -41,12 +41,12 @@ function _M.run()
     next_index[id] = i
     chosen = endpoints[i]
     if session and session.type == "Cookie" then
-      local cookie = session.name .. "=" .. chosen[3] .. "; Path=/; HttpOnly"
+      local cookie = session.name .. "=" .. chosen.id .. "; Path=/; HttpOnly"
       if session.absolute_timeout_s then cookie = cookie .. "; Max-Age=" .. session.absolute_timeout_s end
       ctx.set_cookie = cookie
     end
   end
-  local ok, err = balancer.set_current_peer(chosen[1], chosen[2])
+  local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)
   if not ok then
     ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)
     return ngx.exit(502)

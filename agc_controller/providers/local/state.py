@@ -1,0 +1,259 @@
+"""The router state: the one document the controller sends the Lua router.
+
+This module is the contract between the two. Each class is one element of the
+document; its field names are the JSON keys, and lua/agc/config.lua's header
+lists the same names (config.lua compiles the document, router.lua, certs.lua
+and balancer.lua read it). Change a field here and there together; the golden
+files (tests/golden/cases/*.nginx) and the Lua tests show what moved.
+
+Invariants of the JSON form (`to_json`):
+- one spelling: keys are the field names, nothing else renames them;
+- no JSON null (it decodes to a truthy sentinel in Lua), no `false`, no empty
+  list or object: an absent key reads as nil in Lua, and config.lua defaults
+  lists to `{}`. This keeps the document small, which matters at thousands of
+  rules;
+- references between elements are 0-based indexes into a top-level list
+  (`certs`, `cas`) or ids into the `backends` map, so shared material is sent
+  once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from agc_controller.translate.model import BackendProtocol, MatchType, PathType
+
+
+@attrs.frozen
+class HeaderValue:
+    # a header name as the user wrote it (responses show it; lookups lower-case it)
+    name: str
+    value: str
+
+
+@attrs.frozen
+class HeaderModifier:
+    """RequestHeaderModifier / ResponseHeaderModifier, applied in this order."""
+
+    # replace the header (or add it)
+    set: tuple[HeaderValue, ...] = ()
+    # append to the header's existing values (comma-joined in requests)
+    add: tuple[HeaderValue, ...] = ()
+    # header names to drop
+    remove: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class PathMatch:
+    type: PathType
+    # Exact: the path; PathPrefix: the prefix (segment-aware); RegularExpression:
+    # a PCRE the whole path must match
+    value: str
+
+
+@attrs.frozen
+class ValueMatch:
+    """One header or query-parameter match; all of a rule's must match."""
+
+    type: MatchType
+    # header names compare case-insensitively, query parameter names exactly
+    name: str
+    # Exact: the value; RegularExpression: a PCRE searched in the value
+    value: str
+
+
+@attrs.frozen
+class Match:
+    path: PathMatch
+    # None: any method
+    method: str | None = None
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+
+
+@attrs.frozen
+class BackendRef:
+    """One weighted backend of a rule."""
+
+    # key into RouterState.backends (absent there when the ref is invalid)
+    id: str
+    # relative share of the rule's traffic; 0 takes none
+    weight: int
+    # False: this share of traffic gets HTTP 500 (an unresolved backendRef)
+    valid: bool
+    # header modifiers of this backendRef, applied after the rule's
+    req: HeaderModifier | None = None
+    resp: HeaderModifier | None = None
+
+
+@attrs.frozen
+class Redirect:
+    """RequestRedirect: None fields keep the request's value."""
+
+    status_code: int
+    scheme: str | None = None
+    hostname: str | None = None
+    # None: the scheme's default port when the scheme changes, else the listener's
+    port: int | None = None
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    path_value: str | None = None
+
+
+@attrs.frozen
+class Rewrite:
+    """URLRewrite: None fields keep the request's value."""
+
+    # the Host header sent upstream
+    hostname: str | None = None
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    path_value: str | None = None
+
+
+@attrs.frozen
+class Mirror:
+    # key into RouterState.backends (only valid backends are mirrored to)
+    backend: str
+    # share of requests mirrored, in percent (0..100, fractional allowed)
+    percent: float
+
+
+@attrs.frozen
+class Cors:
+    # "*", an origin, or an origin with one "*" label wildcard
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    # seconds; the router answers Access-Control-Max-Age with it
+    max_age: int = 5
+
+
+@attrs.frozen
+class Retry:
+    # tries after the first one, shared by connection failures and retried codes
+    attempts: int
+    # the named location (static.py renders one per set of retried codes) whose
+    # error_page sends exactly this policy's codes back to the router
+    location: str
+    backoff_ms: int | None = None
+
+
+@attrs.frozen
+class Session:
+    """Session persistence: the balancer keeps a client on one endpoint."""
+
+    type: Literal["Cookie", "Header"]
+    # the cookie (or header) naming the endpoint
+    name: str
+    # the cookie's Max-Age; None: a session cookie
+    absolute_timeout_s: int | None = None
+
+
+@attrs.frozen
+class Rule:
+    """One (route rule, match) pair; a host's rules are in precedence order and
+    the router takes the first that matches."""
+
+    # "namespace/name" of the route, for people reading the state
+    route: str
+    match: Match
+    backends: tuple[BackendRef, ...] = ()
+    # the rule's header modifiers
+    req: HeaderModifier | None = None
+    resp: HeaderModifier | None = None
+    # a redirect answers the request itself; backends are not used
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
+    # milliseconds; the backend timeout wins over the request timeout where both
+    # are set (the balancer applies one to connect, send and read)
+    timeout_ms: int | None = None
+    backend_timeout_ms: int | None = None
+    session: Session | None = None
+    retry: Retry | None = None
+
+
+@attrs.frozen
+class Host:
+    """The rules of one hostname of a listener."""
+
+    # None: any hostname; "*.example.com": one or more labels before the suffix
+    hostname: str | None
+    rules: tuple[Rule, ...] = ()
+
+
+@attrs.frozen
+class Frontend:
+    """One listener on a bound port."""
+
+    # the listener name: the key of its hosts in RouterState.hosts
+    name: str
+    # the port the Gateway declared (redirects keep it; NGINX may bind another)
+    port: int
+    # None: any hostname
+    hostname: str | None = None
+    # indexes into RouterState.certs; the first is served
+    certs: tuple[int, ...] = ()
+    # frontend mTLS: index into RouterState.cas of the CA client certificates
+    # must chain to; None: no client certificate is asked for
+    client_ca: int | None = None
+    # with client_ca: let clients without a valid certificate through
+    insecure_fallback: bool = False
+
+
+@attrs.frozen
+class Endpoint:
+    addr: str
+    port: int
+
+
+@attrs.frozen
+class Target:
+    """A backend: the endpoints a request goes to and how to reach them."""
+
+    endpoints: tuple[Endpoint, ...]
+    protocol: BackendProtocol
+    # index of the upstream TLS setting (static.py's @agc_tls_<n> location);
+    # None: plain text
+    tls: int | None = None
+
+
+@attrs.frozen
+class CertificateKey:
+    cert: str = attrs.field(repr=False)
+    key: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class RouterState:
+    # bound port (a string: JSON keys are) -> its listeners, most specific
+    # hostname first (certs.lua falls back to the first with a certificate)
+    frontends: Mapping[str, tuple[Frontend, ...]]
+    # listener name -> its hosts
+    hosts: Mapping[str, tuple[Host, ...]]
+    # backend id -> the backend; one Service port has one id per protocol
+    backends: Mapping[str, Target]
+    certs: tuple[CertificateKey, ...] = ()
+    # PEM bundles of client CAs (frontend mTLS)
+    cas: tuple[str, ...] = ()
+
+
+def to_json(value: Any) -> Any:
+    """`value` as JSON data under the invariants of this module's docstring."""
+    if attrs.has(type(value)):
+        value = {f.name: getattr(value, f.name) for f in attrs.fields(type(value))}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items() if not _absent(v)}
+    if isinstance(value, tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def _absent(value: Any) -> bool:
+    # `is False`, not `== False`: 0 is a value (an index, a weight)
+    return value is None or value is False or value in ((), {})
