@@ -72,8 +72,9 @@ local function compile_modifier(m)
   return { set = with_lookup_names(m.set), add = with_lookup_names(m.add), remove = m.remove or {} }
 end
 
+-- ngx.re.find returns from, to, err: only the third value says a regex is bad
 local function check_regex(what, regex)
-  local _, err = ngx.re.find("", regex, "jo")
+  local _, _, err = ngx.re.find("", regex, "jo")
   if err then return nil, "invalid " .. what .. " regex: " .. err end
   return true
 end
