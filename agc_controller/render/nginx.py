@@ -26,11 +26,13 @@ _STATE_DIR = Path("/var/lib/agc-controller/local")
 
 
 def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **doc,
-        "certs": [{k: pem_digest(v) for k, v in c.items()} for c in doc.get("certs", [])],
-        "cas": [pem_digest(pem) for pem in doc.get("cas", [])],
-    }
+    """`doc` with PEM replaced by digests; otherwise the document as sent."""
+    out = dict(doc)
+    if "certs" in doc:
+        out["certs"] = [{k: pem_digest(v) for k, v in c.items()} for c in doc["certs"]]
+    if "cas" in doc:
+        out["cas"] = [pem_digest(pem) for pem in doc["cas"]]
+    return out
 
 
 def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) -> str:

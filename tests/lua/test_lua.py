@@ -5,11 +5,15 @@ directory, no root needed) serves the tests: `/run?file=NAME` runs one test
 file inside a request (runner.lua), so the router's modules use the real ngx
 API; `/compile` compiles a router state as the data plane would. Each test file
 is one pytest test, failing with the Lua failures it reports.
+
+The contract between the two sides: every router state in the golden files
+(built by the Python side, tests/golden/cases/*.nginx) must compile in the Lua.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -24,6 +28,8 @@ from agc_controller.providers.local.nginx import NGINX
 
 HERE = Path(__file__).parent
 TEST_FILES = sorted(HERE.glob("test_*.lua"))
+GOLDEN_STATES = sorted((HERE.parent / "golden" / "cases").glob("*.nginx"))
+_STATE_MARK = "# ----- dynamic state"
 
 
 def _conf(tmp: Path, sock: Path) -> str:
@@ -114,3 +120,24 @@ def test_lua(path: Path, lua_nginx: LuaNginx) -> None:
     assert int(summary[1]) > 0, f"{path.name} has no tests"
     assert not failures, "\n".join(failures)
     assert summary[2] == "0", out
+
+
+def _states(golden: Path) -> list[str]:
+    """The router state documents in a golden `.nginx` file, one per Gateway."""
+    text = golden.read_text()
+    decoder = json.JSONDecoder()
+    states = []
+    at = text.find(_STATE_MARK)
+    while at != -1:
+        document, _ = decoder.raw_decode(text, text.index("{", at))
+        states.append(json.dumps(document))
+        at = text.find(_STATE_MARK, at + 1)
+    return states
+
+
+@pytest.mark.parametrize("golden", GOLDEN_STATES, ids=lambda p: p.stem)
+def test_golden_router_states_compile_in_lua(golden: Path, lua_nginx: LuaNginx) -> None:
+    states = _states(golden)
+    assert states, f"{golden.name} holds no router state"
+    for state in states:
+        assert lua_nginx.request("POST", "/compile", state.encode()).strip() == "ok"
