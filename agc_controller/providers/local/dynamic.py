@@ -146,7 +146,8 @@ class _Builder:
         # one Service port can be an HTTP backend of one route and an h2c one of
         # another (a GRPCRoute's default): each protocol is its own backend
         key = b.name if b.protocol == "http" else f"{b.name}#{b.protocol}"
-        if b.valid:
+        # every rule sending to one Service port sees the same endpoints and TLS
+        if b.valid and key not in self.backends:
             tls_index = None
             if b.tls is not None:
                 if b.tls not in self.tls:

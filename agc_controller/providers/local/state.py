@@ -245,13 +245,36 @@ class RouterState:
 
 def to_json(value: Any) -> Any:
     """`value` as JSON data under the invariants of this module's docstring."""
-    if attrs.has(type(value)):
-        value = {f.name: getattr(value, f.name) for f in attrs.fields(type(value))}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items() if not _absent(v)}
-    if isinstance(value, tuple):
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is tuple:
         return [to_json(v) for v in value]
-    return value
+    keys = _keys(kind)
+    if keys is None:
+        return {str(k): to_json(v) for k, v in value.items() if not _absent(v)}
+    # the hot path (thousands of rules): a loop, not a generator of pairs
+    out = {}
+    for key in keys:
+        v = getattr(value, key)
+        if not _absent(v):
+            out[key] = to_json(v)
+    return out
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+# state class -> its JSON keys (its field names), filled on first use
+_KEYS: dict[type, tuple[str, ...]] = {}
+
+
+def _keys(kind: type) -> tuple[str, ...] | None:
+    """The JSON keys of a state class; None for a mapping."""
+    keys = _KEYS.get(kind)
+    if keys is None and attrs.has(kind):
+        keys = _KEYS[kind] = tuple(f.name for f in attrs.fields(kind))
+    return keys
 
 
 def _absent(value: Any) -> bool:
