@@ -4,7 +4,9 @@ One throwaway NGINX (no master process, a unix socket in a temporary
 directory, no root needed) serves the tests: `/run?file=NAME` runs one test
 file inside a request (runner.lua), so the router's modules use the real ngx
 API; `/compile` compiles a router state as the data plane would. Each test file
-is one pytest test, failing with the Lua failures it reports.
+is one pytest test, failing with the Lua failures it reports. The NGINX
+finds its modules and the Lua C modules (cjson) where environment.host_paths
+says this host keeps them, the paths the data plane's configuration names.
 
 The contract between the two sides: every router state in the golden files
 (built by the Python side, tests/golden/cases/*.nginx) must compile in the Lua.

@@ -31,6 +31,7 @@ from agc_controller.translate.model import BackendProtocol, MatchType, PathType
 class HeaderValue:
     # a header name as the user wrote it (responses show it; lookups lower-case it)
     name: str
+    # the value to set or append, as the user wrote it
     value: str
 
 
@@ -48,6 +49,7 @@ class HeaderModifier:
 
 @attrs.frozen
 class PathMatch:
+    # Exact, PathPrefix or RegularExpression
     type: PathType
     # Exact: the path; PathPrefix: the prefix (segment-aware); RegularExpression:
     # a PCRE the whole path must match
@@ -58,6 +60,7 @@ class PathMatch:
 class ValueMatch:
     """One header or query-parameter match; all of a rule's must match."""
 
+    # Exact or RegularExpression
     type: MatchType
     # header names compare case-insensitively, query parameter names exactly
     name: str
@@ -67,9 +70,11 @@ class ValueMatch:
 
 @attrs.frozen
 class Match:
+    # every rule has one (the Gateway API default is PathPrefix "/")
     path: PathMatch
     # None: any method
     method: str | None = None
+    # all must match
     headers: tuple[ValueMatch, ...] = ()
     query: tuple[ValueMatch, ...] = ()
 
@@ -93,11 +98,16 @@ class BackendRef:
 class Redirect:
     """RequestRedirect: None fields keep the request's value."""
 
+    # 301, 302, 303, 307 or 308
     status_code: int
+    # "http" or "https"
     scheme: str | None = None
+    # the Location's host
     hostname: str | None = None
     # None: the scheme's default port when the scheme changes, else the listener's
     port: int | None = None
+    # ReplaceFullPath: path_value is the path; ReplacePrefixMatch: it replaces
+    # the part of the path the rule's PathPrefix matched
     path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
     path_value: str | None = None
 
@@ -108,6 +118,7 @@ class Rewrite:
 
     # the Host header sent upstream
     hostname: str | None = None
+    # the path the backend sees, as in Redirect
     path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
     path_value: str | None = None
 
@@ -124,9 +135,13 @@ class Mirror:
 class Cors:
     # "*", an origin, or an origin with one "*" label wildcard
     allow_origins: tuple[str, ...] = ()
+    # answered to preflights ("*" with credentials: the method asked for)
     allow_methods: tuple[str, ...] = ()
+    # answered to preflights ("*" with credentials: the headers asked for)
     allow_headers: tuple[str, ...] = ()
+    # Access-Control-Expose-Headers on preflights and responses
     expose_headers: tuple[str, ...] = ()
+    # answer with the origin itself, never "*", and allow credentials
     allow_credentials: bool = False
     # seconds; the router answers Access-Control-Max-Age with it
     max_age: int = 5
@@ -139,6 +154,7 @@ class Retry:
     # the named location (static.py renders one per set of retried codes) whose
     # error_page sends exactly this policy's codes back to the router
     location: str
+    # the wait before each retry after a retried code
     backoff_ms: int | None = None
 
 
@@ -146,6 +162,7 @@ class Retry:
 class Session:
     """Session persistence: the balancer keeps a client on one endpoint."""
 
+    # the balancer acts on Cookie only
     type: Literal["Cookie", "Header"]
     # the cookie (or header) naming the endpoint
     name: str
@@ -161,6 +178,7 @@ class Rule:
     # "namespace/name" of the route, for people reading the state
     route: str
     match: Match
+    # none, or weights all 0: requests get HTTP 500
     backends: tuple[BackendRef, ...] = ()
     # the rule's header modifiers
     req: HeaderModifier | None = None
@@ -168,13 +186,17 @@ class Rule:
     # a redirect answers the request itself; backends are not used
     redirect: Redirect | None = None
     rewrite: Rewrite | None = None
+    # at most four are used (static.py renders four mirror locations)
     mirrors: tuple[Mirror, ...] = ()
+    # the router answers this rule's preflights itself
     cors: Cors | None = None
     # milliseconds; the backend timeout wins over the request timeout where both
     # are set (the balancer applies one to connect, send and read)
     timeout_ms: int | None = None
     backend_timeout_ms: int | None = None
+    # keep a client on one endpoint of the chosen backend
     session: Session | None = None
+    # None: one try
     retry: Retry | None = None
 
 
@@ -208,7 +230,9 @@ class Frontend:
 
 @attrs.frozen
 class Endpoint:
+    # an IP address
     addr: str
+    # the endpoint's port (the EndpointSlice's)
     port: int
 
 
@@ -216,7 +240,9 @@ class Endpoint:
 class Target:
     """A backend: the endpoints a request goes to and how to reach them."""
 
+    # none: requests to the backend get 503
     endpoints: tuple[Endpoint, ...]
+    # http, h2c (gRPC: the @agc_grpc location) or ws
     protocol: BackendProtocol
     # index of the upstream TLS setting (static.py's @agc_tls_<n> location);
     # None: plain text
@@ -225,6 +251,7 @@ class Target:
 
 @attrs.frozen
 class CertificateKey:
+    # the PEM chain and its PEM private key (ssl_certificate_by_lua parses them)
     cert: str = attrs.field(repr=False)
     key: str = attrs.field(repr=False)
 
@@ -238,6 +265,7 @@ class RouterState:
     hosts: Mapping[str, tuple[Host, ...]]
     # backend id -> the backend; one Service port has one id per protocol
     backends: Mapping[str, Target]
+    # listener certificates, referenced by Frontend.certs
     certs: tuple[CertificateKey, ...] = ()
     # PEM bundles of client CAs (frontend mTLS)
     cas: tuple[str, ...] = ()
