@@ -35,13 +35,15 @@ local function listener_port(state)
   return fe and fe.list[1].port or bound
 end
 
--- The listener serving this request, or nil and the status to answer with.
-local function select_frontend(state, host)
-  local frontends = state.frontends[bound_port()]
+-- The listener serving a request that came to `port` for `host`, or nil and
+-- the status to answer with. `vars` holds the request's TLS variables (ngx.var:
+-- https, ssl_server_name, ssl_client_verify), read only when needed.
+function _M.select_frontend(state, port, host, vars)
+  local frontends = state.frontends[port]
   if not frontends then return nil, 404 end
   local frontend = config.lookup(frontends, host)
-  if ngx_var.https == "on" then
-    local sni = ngx_var.ssl_server_name
+  if vars.https == "on" then
+    local sni = vars.ssl_server_name
     local by_sni = sni and config.lookup(frontends, sni:lower()) or nil
     if by_sni and frontend and by_sni ~= frontend then
       -- TLS was set up for another listener than the one Host names
@@ -51,7 +53,7 @@ local function select_frontend(state, host)
     -- connection (444: closed, no response), unless the listener allows an
     -- insecure fallback, which lets any client through
     if frontend and frontend.client_ca and not frontend.insecure_fallback
-      and ngx_var.ssl_client_verify ~= "SUCCESS" then
+      and vars.ssl_client_verify ~= "SUCCESS" then
       return nil, 444
     end
   end
@@ -170,7 +172,7 @@ function _M.route()
   local state = config.get()
   if not state then return ngx.exit(503) end
   local host = ngx_var.host
-  local frontend, status = select_frontend(state, host)
+  local frontend, status = _M.select_frontend(state, bound_port(), host, ngx_var)
   if not frontend then return ngx.exit(status) end
   local hosts = state.hosts[frontend.name]
   local vhost = hosts and config.lookup(hosts, host)
