@@ -55,8 +55,9 @@ from agc_controller.informers import (
     drop_managed_fields,
 )
 from agc_controller.providers.local import program
+from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
-from agc_controller.providers.local.static import InstanceLayout, StaticSettings, UnsafeValue
+from agc_controller.providers.local.static import StaticSettings, UnsafeValue
 from agc_controller.runtime.health import serving_health
 from agc_controller.runtime.permissions import (
     PermissionProblems,
@@ -107,7 +108,7 @@ class Agent:
         self._static_settings = static_settings or StaticSettings()
         self.metrics = AgentMetrics()
         self._nginx = NginxInstance(
-            layout=InstanceLayout(prefix=state_dir / "nginx"),
+            layout=instance_layout(state_dir / "nginx"),
             name=namespaced_name(namespace, secret),
             on_reload=self.metrics.reloads.inc,
         )

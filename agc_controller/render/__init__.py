@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.providers.local.environment import host_paths, socket_root
 from agc_controller.render import arm, nginx
 from agc_controller.render.documents import (
     ASSUMED_RESULT,
@@ -95,7 +96,7 @@ register_output(
 )
 register_output(
     "nginx",
-    nginx.render_nginx,
+    lambda translations: nginx.render_nginx(translations, host=host_paths(), sockets=socket_root()),
     help="the local data plane's NGINX configuration and routing state per Gateway",
 )
 register_output(

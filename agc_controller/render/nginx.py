@@ -13,6 +13,7 @@ from typing import Any
 
 from agc_controller.providers.local.dynamic import build_state
 from agc_controller.providers.local.static import (
+    HostPaths,
     InstanceLayout,
     StaticSettings,
     UnsafeValue,
@@ -25,14 +26,18 @@ _STATE_DIR = Path("/var/lib/agc-controller/local")
 
 
 def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **doc,
-        "certs": [{k: pem_digest(v) for k, v in c.items()} for c in doc.get("certs", [])],
-        "cas": [pem_digest(pem) for pem in doc.get("cas", [])],
-    }
+    """`doc` with PEM replaced by digests; otherwise the document as sent."""
+    out = dict(doc)
+    if "certs" in doc:
+        out["certs"] = [{k: pem_digest(v) for k, v in c.items()} for c in doc["certs"]]
+    if "cas" in doc:
+        out["cas"] = [pem_digest(pem) for pem in doc["cas"]]
+    return out
 
 
-def render_nginx(translations: Translations) -> str:
+def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) -> str:
+    """The text of `-o nginx`, as rendered on a host with `host`'s paths and
+    its sockets under `sockets` (the golden tests fix both)."""
     out: list[str] = []
     for key, translation in translations.gateways.items():
         out.append(f"# ===== Gateway {key}")
@@ -42,7 +47,9 @@ def render_nginx(translations: Translations) -> str:
             out.append("# not programmed (see -o status)\n")
             continue
         doc, needs = build_state(model)
-        layout = InstanceLayout(prefix=_STATE_DIR / key.replace("/", "_"))
+        layout = InstanceLayout(
+            prefix=_STATE_DIR / key.replace("/", "_"), socket_root=sockets, host=host
+        )
         try:
             text, static_id = render(result.addresses[0].value, needs, layout, StaticSettings())
         except UnsafeValue as e:

@@ -7,5 +7,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="rewrite tests/golden/cases/*.out.yaml from the current translation",
+        help="rewrite tests/golden/cases/*.out.yaml and *.nginx from the current translation",
     )

@@ -7,6 +7,13 @@ fixed to "programmed at 192.0.2.1". Certificate material appears as a digest.
 Cases named `azure-<kind>-<scenario>` are translated with the azure provider's
 settings (its capabilities), `local-<kind>-<scenario>` with the local NGINX data
 plane's, every other case with every capability on.
+
+Second tier, the local data plane: for the cases in NGINX_CASES (together they
+cover every feature the router implements), `<case>.nginx` holds what
+`agc-controller translate -o nginx` prints — per Gateway the static NGINX
+configuration and the router state document (providers/local/state.py) — on
+a fixed host (NGINX_HOST), so a change to either shows as a diff here.
+
 Run `pytest tests/golden --update-golden` to rewrite expectations, then read
 the diff: it is the review.
 """
@@ -21,7 +28,9 @@ import yaml
 
 from agc_controller.factory import local_translate_settings
 from agc_controller.providers.azure import azure_translate_settings
-from agc_controller.render import ASSUMED_RESULT, render_all, translate_all
+from agc_controller.providers.local.static import HostPaths
+from agc_controller.render import ASSUMED_RESULT, Translations, render_all, translate_all
+from agc_controller.render.nginx import render_nginx
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import CORE_FEATURES
 
@@ -37,6 +46,39 @@ LOCAL_SETTINGS = local_translate_settings(SETTINGS.controller_name)
 RESULT = ASSUMED_RESULT
 
 
+# the host the `.nginx` files are rendered for
+NGINX_HOST = HostPaths(
+    modules_dir=Path("/usr/lib/nginx/modules"),
+    lua_dir=Path("/opt/agc/lua"),
+    njs_dir=Path("/opt/agc/njs"),
+    multiarch="x86_64-linux-gnu",
+)
+NGINX_SOCKETS = Path("/run/agc-controller")
+# cases whose NGINX configuration and router state are pinned down, by feature
+NGINX_CASES = (
+    "httproute-basic",
+    "httproute-precedence-matches",  # path, method, header and query matches; precedence
+    "httproute-hostname-precedence",  # exact and wildcard hosts
+    "httproute-listener-isolation",
+    "httproute-weights",  # weights, invalid backends (500)
+    "httproute-filter-header-modifiers",
+    "httproute-filter-backend-header-modifier",
+    "httproute-filter-redirect",
+    "httproute-filter-rewrite",
+    "httproute-filter-mirror",
+    "httproute-filter-cors",
+    "httproute-timeouts",
+    "httproute-hostile-header-values",  # user strings travel as data, never as config
+    "local-httproute-retry-and-session-persistence",
+    "gateway-listener-certificate-valid",  # TLS, SNI
+    "gateway-frontend-validation-insecure-fallback",  # frontend mTLS
+    "backendtlspolicy-configmap-ca",  # upstream TLS locations
+    "gateway-backend-client-certificate",  # backend mTLS
+    "grpcroute-method-matching",  # gRPC: the h2c protocol sniffer
+    "grpcroute-filters",
+)
+
+
 def render(snapshot: Snapshot, settings: TranslateSettings = SETTINGS) -> dict[str, Any]:
     return render_all(translate_all(snapshot, settings, result=RESULT))
 
@@ -45,20 +87,38 @@ def _cases() -> list[Path]:
     return sorted(CASES.glob("*.in.yaml"))
 
 
+def _translations(case: Path) -> Translations:
+    """`case` translated under the settings its name asks for."""
+    objects = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
+    settings = {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
+        case.name.split("-", 1)[0], SETTINGS
+    )
+    return translate_all(Snapshot.from_objects(objects), settings, result=RESULT)
+
+
+def _expect(out: Path, text: str, request: pytest.FixtureRequest) -> str:
+    """The expected text in `out`, after rewriting it if asked to."""
+    if request.config.getoption("--update-golden"):
+        out.write_text(text)
+    assert out.exists(), f"{out.name} is missing: run pytest tests/golden --update-golden"
+    return out.read_text()
+
+
 def test_there_are_cases() -> None:
     assert len(_cases()) >= 1
 
 
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_golden(case: Path, request: pytest.FixtureRequest) -> None:
-    objects = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
-    settings = {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
-        case.name.split("-", 1)[0], SETTINGS
-    )
-    got = render(Snapshot.from_objects(objects), settings)
+    got = render_all(_translations(case))
     out = case.with_name(case.name.replace(".in.yaml", ".out.yaml"))
-    text = yaml.safe_dump(got, sort_keys=False, width=100)
-    if request.config.getoption("--update-golden"):
-        out.write_text(text)
-    assert out.exists(), f"{out.name} is missing: run pytest tests/golden --update-golden"
-    assert yaml.safe_load(out.read_text()) == got
+    expected = _expect(out, yaml.safe_dump(got, sort_keys=False, width=100), request)
+    assert yaml.safe_load(expected) == got
+
+
+@pytest.mark.parametrize("name", NGINX_CASES)
+def test_golden_nginx(name: str, request: pytest.FixtureRequest) -> None:
+    text = render_nginx(
+        _translations(CASES / f"{name}.in.yaml"), host=NGINX_HOST, sockets=NGINX_SOCKETS
+    )
+    assert _expect(CASES / f"{name}.nginx", text, request) == text

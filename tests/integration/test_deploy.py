@@ -552,7 +552,7 @@ async def get_object(kube: client.ApiClient, kind: str, namespace: str, name: st
 def _decoded_paths(secret: dict[str, Any]) -> set[str]:
     config = decode(secret)
     return {
-        rule["match"]["path"][1]
+        rule["match"]["path"]["value"]
         for hosts in config.state["hosts"].values()
         for host in hosts
         for rule in host["rules"]

@@ -32,8 +32,10 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StaticNeeds, build_state
+from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxInstance
 from agc_controller.providers.local.static import (
+    HostPaths,
     InstanceLayout,
     StaticSettings,
     render,
@@ -99,7 +101,7 @@ class LocalProvider:
         if instance is None:
             prefix = self.state_dir / f"{key.namespace}_{key.name}"
             instance = NginxInstance(
-                layout=InstanceLayout(prefix=prefix),
+                layout=instance_layout(prefix),
                 name=key.namespaced_name,
                 on_reload=self.on_reload,
             )
@@ -108,8 +110,18 @@ class LocalProvider:
         return instance
 
 
-# where `check_static` pretends the files are: render only needs a well-formed path
-_SCRATCH_LAYOUT = InstanceLayout(prefix=Path("/agc-check"))
+# where `check_static` pretends the files are: render only needs well-formed paths
+# (and sockets under a root as short as a real host's)
+_SCRATCH_LAYOUT = InstanceLayout(
+    prefix=Path("/agc-check"),
+    socket_root=Path("/run/agc-controller"),
+    host=HostPaths(
+        modules_dir=Path("/agc-check/modules"),
+        lua_dir=Path("/agc-check/lua"),
+        njs_dir=Path("/agc-check/njs"),
+        multiarch="x86_64-linux-gnu",
+    ),
+)
 
 
 def check_static(needs: StaticNeeds, settings: StaticSettings) -> None:

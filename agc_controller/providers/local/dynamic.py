@@ -1,4 +1,4 @@
-"""ALB model → the dynamic state the Lua router reads (pure).
+"""ALB model → the dynamic state the Lua router reads (pure; its schema: state.py).
 
 Everything a user wrote (hostnames, paths, header names and values, regexes,
 redirect parts) travels here as JSON data, never as NGINX configuration text:
@@ -13,16 +13,10 @@ from typing import Any
 
 import attrs
 
+from agc_controller.providers.local import state
+from agc_controller.translate import model as alb
 from agc_controller.translate.hostnames import specificity
-from agc_controller.translate.model import (
-    Backend,
-    BackendTLS,
-    Frontend,
-    HeaderModifier,
-    LoadBalancer,
-    Retry,
-    Rule,
-)
+from agc_controller.translate.model import Backend, BackendTLS, LoadBalancer
 
 # status codes NGINX can retry on (besides connection errors and timeouts); the
 # Gateway API requires 500, 502, 503 and 504 — other codes are not retried
@@ -64,138 +58,165 @@ class StaticNeeds:
     backend_tls: tuple[BackendTLS, ...]
 
 
-def _modifier(m: HeaderModifier | None) -> dict[str, Any] | None:
+def _modifier(m: alb.HeaderModifier | None) -> state.HeaderModifier | None:
     if m is None:
         return None
-    return {
-        "set": [list(p) for p in m.set],
-        "add": [list(p) for p in m.add],
-        "remove": list(m.remove),
-    }
+    return state.HeaderModifier(
+        set=tuple(state.HeaderValue(name=n, value=v) for n, v in m.set),
+        add=tuple(state.HeaderValue(name=n, value=v) for n, v in m.add),
+        remove=m.remove,
+    )
+
+
+def _matches(matches: tuple[alb.ValueMatch, ...]) -> tuple[state.ValueMatch, ...]:
+    return tuple(state.ValueMatch(type=m.type, name=m.name, value=m.value) for m in matches)
+
+
+def _retry(retry: alb.Retry | None) -> state.Retry | None:
+    """Each set of retriable codes has its own location, whose error_page
+    sends exactly those answers back to the router for another try."""
+    if retry is None:
+        return None
+    codes = tuple(sorted(set(retry.codes) & RETRIABLE_CODES))
+    return state.Retry(
+        attempts=retry.attempts, location=retry_location(codes), backoff_ms=retry.backoff_ms
+    )
+
+
+def _redirect(r: alb.Redirect | None) -> state.Redirect | None:
+    if r is None:
+        return None
+    return state.Redirect(
+        status_code=r.status_code,
+        scheme=r.scheme,
+        hostname=r.hostname,
+        port=r.port,
+        path_type=r.path_type,
+        path_value=r.path_value,
+    )
+
+
+def _rewrite(r: alb.UrlRewrite | None) -> state.Rewrite | None:
+    if r is None:
+        return None
+    return state.Rewrite(hostname=r.hostname, path_type=r.path_type, path_value=r.path_value)
+
+
+def _cors(c: alb.Cors | None) -> state.Cors | None:
+    if c is None:
+        return None
+    return state.Cors(
+        allow_origins=c.allow_origins,
+        allow_methods=c.allow_methods,
+        allow_headers=c.allow_headers,
+        expose_headers=c.expose_headers,
+        allow_credentials=c.allow_credentials,
+        max_age=c.max_age,
+    )
+
+
+def _session(p: alb.SessionPersistence | None) -> state.Session | None:
+    if p is None:
+        return None
+    return state.Session(type=p.type, name=p.name, absolute_timeout_s=p.absolute_timeout_s)
 
 
 @attrs.define
 class _Builder:
-    port_offset: int
-    certs: list[dict[str, str]] = attrs.field(factory=list)
-    cert_index: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Collects what rules share (backends, upstream TLS settings, certificates,
+    CAs) into the state's top-level tables, each entry once."""
+
+    certs: list[state.CertificateKey] = attrs.field(factory=list)
     cas: list[str] = attrs.field(factory=list)
-    backends: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    backends: dict[str, state.Target] = attrs.field(factory=dict)
     tls: list[BackendTLS] = attrs.field(factory=list)
 
-    def cert(self, cert_pem: str, key_pem: str) -> int:
-        key = (cert_pem, key_pem)
-        if key not in self.cert_index:
-            self.cert_index[key] = len(self.certs)
-            self.certs.append({"cert": cert_pem, "key": key_pem})
-        return self.cert_index[key]
+    def cert(self, c: alb.Certificate) -> int:
+        pair = state.CertificateKey(cert=c.cert_pem, key=c.key_pem)
+        if pair not in self.certs:
+            self.certs.append(pair)
+        return self.certs.index(pair)
 
     def ca(self, pem: str) -> int:
         if pem not in self.cas:
             self.cas.append(pem)
         return self.cas.index(pem)
 
-    def backend(self, b: Backend) -> dict[str, Any]:
+    def backend(self, b: Backend) -> state.BackendRef:
         # one Service port can be an HTTP backend of one route and an h2c one of
         # another (a GRPCRoute's default): each protocol is its own backend
         key = b.name if b.protocol == "http" else f"{b.name}#{b.protocol}"
-        if b.valid:
+        # every rule sending to one Service port sees the same endpoints and TLS
+        if b.valid and key not in self.backends:
             tls_index = None
             if b.tls is not None:
                 if b.tls not in self.tls:
                     self.tls.append(b.tls)
                 tls_index = self.tls.index(b.tls)
-            self.backends[key] = {
-                "endpoints": [[e.address, e.port] for e in b.endpoints],
-                "protocol": b.protocol,
-                "tls": tls_index,
-            }
-        return {
-            "id": key,
-            "w": b.weight,
-            "valid": b.valid,
-            "req": _modifier(b.request_headers),
-            "resp": _modifier(b.response_headers),
-        }
+            self.backends[key] = state.Target(
+                endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in b.endpoints),
+                protocol=b.protocol,
+                tls=tls_index,
+            )
+        return state.BackendRef(
+            id=key,
+            weight=b.weight,
+            valid=b.valid,
+            req=_modifier(b.request_headers),
+            resp=_modifier(b.response_headers),
+        )
 
-    def frontend(self, f: Frontend) -> dict[str, Any]:
-        return {
-            "name": f.name,
-            "hostname": f.hostname,
-            "port": f.port,
-            "certs": [self.cert(c.cert_pem, c.key_pem) for c in f.certificates],
-            "client_ca": self.ca(f.client_validation.ca_pem) if f.client_validation else None,
-            "client_validation": f.client_validation is not None,
-            "insecure_fallback": bool(
-                f.client_validation and f.client_validation.insecure_fallback
-            ),
-        }
+    def frontend(self, f: alb.Frontend) -> state.Frontend:
+        validation = f.client_validation
+        return state.Frontend(
+            name=f.name,
+            port=f.port,
+            hostname=f.hostname,
+            certs=tuple(self.cert(c) for c in f.certificates),
+            client_ca=self.ca(validation.ca_pem) if validation else None,
+            insecure_fallback=bool(validation and validation.insecure_fallback),
+        )
 
-    @staticmethod
-    def retry(retry: Retry | None) -> dict[str, Any] | None:
-        """Each set of retriable codes has its own location, whose error_page
-        sends exactly those answers back to the router for another try."""
-        if retry is None:
-            return None
-        codes = tuple(sorted(set(retry.codes) & RETRIABLE_CODES))
-        return {
-            "attempts": retry.attempts,
-            "location": retry_location(codes),
-            "backoff_ms": retry.backoff_ms,
-        }
-
-    def rule(self, r: Rule) -> dict[str, Any]:
+    def rule(self, r: alb.Rule) -> state.Rule:
         m = r.match
-        redirect = None
-        if r.redirect is not None:
-            redirect = attrs.asdict(r.redirect)
-        rewrite = attrs.asdict(r.rewrite) if r.rewrite is not None else None
-        return {
-            "route": r.route.namespaced_name,
-            "match": {
-                "path": [m.path.type, m.path.value],
-                "method": m.method,
-                "headers": [[h.type, h.name, h.value] for h in m.headers],
-                "query": [[q.type, q.name, q.value] for q in m.query_params],
-            },
-            "backends": [self.backend(b) for b in r.backends],
-            "req": _modifier(r.request_headers),
-            "resp": _modifier(r.response_headers),
-            "redirect": redirect,
-            "rewrite": rewrite,
-            "mirrors": [
-                {"backend": self.backend(mi.backend)["id"], "percent": mi.percent}
+        return state.Rule(
+            route=r.route.namespaced_name,
+            match=state.Match(
+                path=state.PathMatch(type=m.path.type, value=m.path.value),
+                method=m.method,
+                headers=_matches(m.headers),
+                query=_matches(m.query_params),
+            ),
+            backends=tuple(self.backend(b) for b in r.backends),
+            req=_modifier(r.request_headers),
+            resp=_modifier(r.response_headers),
+            redirect=_redirect(r.redirect),
+            rewrite=_rewrite(r.rewrite),
+            mirrors=tuple(
+                state.Mirror(backend=self.backend(mi.backend).id, percent=mi.percent)
                 for mi in r.mirrors
                 if mi.backend.valid
-            ],
-            "cors": attrs.asdict(r.cors) if r.cors is not None else None,
-            "timeout_ms": r.request_timeout_ms,
-            "backend_timeout_ms": r.backend_timeout_ms,
-            "session": attrs.asdict(r.session_persistence) if r.session_persistence else None,
-            "retry": self.retry(r.retry),
-            "grpc": r.grpc,
-        }
+            ),
+            cors=_cors(r.cors),
+            timeout_ms=r.request_timeout_ms,
+            backend_timeout_ms=r.backend_timeout_ms,
+            session=_session(r.session_persistence),
+            retry=_retry(r.retry),
+        )
 
 
-def _without_nulls(value: Any) -> Any:
-    """Drop None values: JSON null decodes to a truthy sentinel in Lua."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
-def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str, Any], StaticNeeds]:
-    """The JSON document for the router, and what the static config needs."""
-    b = _Builder(port_offset=port_offset)
-    frontends: dict[str, list[dict[str, Any]]] = {}
+def router_state(
+    model: LoadBalancer, *, port_offset: int = 0
+) -> tuple[state.RouterState, StaticNeeds]:
+    """The router's state, and what the static config needs."""
+    b = _Builder()
+    frontends: dict[str, list[state.Frontend]] = {}
     for f in sorted(model.frontends, key=lambda f: (f.port, specificity(f.hostname), f.name)):
         frontends.setdefault(str(f.port + port_offset), []).append(b.frontend(f))
-    hosts: dict[str, list[dict[str, Any]]] = {}
+    hosts: dict[str, list[state.Host]] = {}
     for h in model.hosts:
         hosts.setdefault(h.listener, []).append(
-            {"hostname": h.hostname, "rules": [b.rule(r) for r in h.rules]}
+            state.Host(hostname=h.hostname, rules=tuple(b.rule(r) for r in h.rules))
         )
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
@@ -206,14 +227,12 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
         if any(r.grpc or any(b.protocol == "h2c" for b in r.backends) for r in h.rules)
     }
     listens = {(f.port + port_offset, f.protocol == "HTTPS") for f in model.frontends}
-    doc = _without_nulls(
-        {
-            "frontends": frontends,
-            "hosts": hosts,
-            "backends": b.backends,
-            "certs": b.certs,
-            "cas": b.cas,
-        }
+    router = state.RouterState(
+        frontends={port: tuple(fs) for port, fs in frontends.items()},
+        hosts={listener: tuple(hs) for listener, hs in hosts.items()},
+        backends=b.backends,
+        certs=tuple(b.certs),
+        cas=tuple(b.cas),
     )
     needs = StaticNeeds(
         listens=tuple(
@@ -221,4 +240,11 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
         ),
         backend_tls=tuple(b.tls),
     )
-    return doc, needs
+    return router, needs
+
+
+def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str, Any], StaticNeeds]:
+    """The router's state as the JSON document it is sent as, and the static needs."""
+    router, needs = router_state(model, port_offset=port_offset)
+    document: dict[str, Any] = state.to_json(router)
+    return document, needs

@@ -157,7 +157,7 @@ class NginxInstance:
                 )
 
     def _make_socket_dir(self) -> None:
-        """The sockets' directory (see static.socket_root), refusing one that
+        """The sockets' directory (see environment.socket_root), refusing one that
         someone else made: it may be under a shared /tmp."""
         root = self.layout.socket_dir.parent
         root.mkdir(mode=0o711, parents=True, exist_ok=True)

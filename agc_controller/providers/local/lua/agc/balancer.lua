@@ -1,12 +1,51 @@
 -- balancer_by_lua: pick the endpoint of the backend the router chose.
--- Session persistence: a cookie names the endpoint; while that endpoint is
--- still in the backend it is kept, otherwise a new one is picked and named.
+-- Endpoints take turns (round robin per backend, from a random start in each
+-- worker). Session persistence: a cookie names the endpoint; while that
+-- endpoint is still in the backend it is kept, otherwise a new one is picked
+-- and named. A retry must leave the endpoint that just failed, cookie or not.
 local balancer = require("ngx.balancer")
 local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 
 local _M = {}
-local next_index = {}
+-- backend id -> the index of the endpoint it gave last (per worker)
+local last_index = {}
+
+-- The endpoint after the one `id` gave last; `random(n)` picks the first.
+function _M.next_endpoint(id, endpoints, random)
+  local i = (last_index[id] or random(#endpoints)) % #endpoints + 1
+  last_index[id] = i
+  return endpoints[i]
+end
+
+-- The endpoint the session cookie's value `wanted` names, if the backend
+-- still has it.
+function _M.session_endpoint(session, target, wanted)
+  if session and session.type == "Cookie" and wanted then return target.by_id[wanted] end
+  return nil
+end
+
+-- The Set-Cookie value naming `endpoint` for `session`.
+function _M.session_cookie(session, endpoint)
+  local cookie = session.name .. "=" .. endpoint.id .. "; Path=/; HttpOnly"
+  if session.absolute_timeout_s then cookie = cookie .. "; Max-Age=" .. session.absolute_timeout_s end
+  return cookie
+end
+
+-- Retries share one count (ctx.retries) between status codes (router.retry)
+-- and connection failures (here). On a location's first try (`failed` false)
+-- the tries left are granted to NGINX; each later try counts one. Returns the
+-- tries to grant, or nil.
+function _M.count_try(retry, ctx, failed)
+  if not retry then return nil end
+  if failed then
+    ctx.retries = (ctx.retries or 0) + 1
+    return nil
+  end
+  local remaining = retry.attempts - (ctx.retries or 0)
+  if remaining > 0 then return remaining end
+  return nil
+end
 
 function _M.run()
   local state = config.get()
@@ -16,37 +55,18 @@ function _M.run()
   if not target or #target.endpoints == 0 then
     return ngx.exit(503)
   end
-  local endpoints = target.endpoints
-  local retry = ctx.retry
-  -- nil on a location's first try; then NGINX is retrying a connection failure,
-  -- which counts against the attempts the retries on status codes share
-  local state_name = balancer.get_last_failure()
-  if retry then
-    if state_name == nil then
-      local remaining = retry.attempts - (ctx.retries or 0)
-      if remaining > 0 then balancer.set_more_tries(remaining) end
-    else
-      ctx.retries = (ctx.retries or 0) + 1
-    end
-  end
-  local chosen
+  -- nil on a location's first try; then NGINX is retrying a connection failure
+  local failed = balancer.get_last_failure() ~= nil
+  local more = _M.count_try(ctx.retry, ctx, failed)
+  if more then balancer.set_more_tries(more) end
   local session = ctx.session
-  -- a retry must leave the endpoint that just failed, cookie or not
-  if session and session.type == "Cookie" and state_name == nil then
-    local wanted = ngx.var["cookie_" .. session.name]
-    if wanted then chosen = target.by_id[wanted] end
-  end
+  local chosen = not failed and session and
+    _M.session_endpoint(session, target, ngx.var["cookie_" .. session.name])
   if not chosen then
-    local i = (next_index[id] or math.random(#endpoints)) % #endpoints + 1
-    next_index[id] = i
-    chosen = endpoints[i]
-    if session and session.type == "Cookie" then
-      local cookie = session.name .. "=" .. chosen[3] .. "; Path=/; HttpOnly"
-      if session.absolute_timeout_s then cookie = cookie .. "; Max-Age=" .. session.absolute_timeout_s end
-      ctx.set_cookie = cookie
-    end
+    chosen = _M.next_endpoint(id, target.endpoints, math.random)
+    if session and session.type == "Cookie" then ctx.set_cookie = _M.session_cookie(session, chosen) end
   end
-  local ok, err = balancer.set_current_peer(chosen[1], chosen[2])
+  local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)
   if not ok then
     ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)
     return ngx.exit(502)

@@ -5,6 +5,38 @@
 -- that succeeds, so a bad update never replaces the last good one. Each worker
 -- keeps the compiled form of the version it last saw and recompiles only when
 -- the shared version number moves: per request the cost is one shdict get.
+--
+-- The document (its schema is providers/local/state.py, one class per element,
+-- with the same names). Absent keys read as nil: the controller sends no null,
+-- no false and no empty list, so every list below is read as `x or {}`.
+-- Indexes into `certs` and `cas` are 0-based.
+--
+--   static     id of the static configuration the state was made for
+--   frontends  { [bound port] = { Frontend }, most specific hostname first }
+--     Frontend   name, port (as declared), hostname?, certs = { index },
+--                client_ca? (index: frontend mTLS), insecure_fallback?
+--   hosts      { [listener name] = { Host } }
+--     Host       hostname? (nil: any; "*.x" wildcard), rules = { Rule } in precedence order
+--     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
+--                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
+--                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?
+--     Match      path = { type, value }, method?, headers = { ValueMatch },
+--                query = { ValueMatch }
+--     ValueMatch type ("Exact" | "RegularExpression"), name, value
+--     BackendRef id (key of `backends`), weight, valid?, req?, resp?
+--     HeaderModifier  set = { {name, value} }, add = { {name, value} }, remove = { name }
+--     Redirect   status_code, scheme?, hostname?, port?, path_type?, path_value?
+--     Rewrite    hostname?, path_type?, path_value?
+--     Mirror     backend (key of `backends`), percent
+--     Cors       allow_origins, allow_methods, allow_headers, expose_headers,
+--                allow_credentials?, max_age
+--     Session    type ("Cookie" | "Header"), name, absolute_timeout_s?
+--     Retry      attempts, location (a named location of the static config), backoff_ms?
+--   backends   { [id] = Target }
+--     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
+--                tls? (index of the static config's @agc_tls_<n> location)
+--   certs      { {cert, key} } PEM
+--   cas        { PEM } client CAs
 local cjson = require("cjson.safe")
 
 local _M = {}
@@ -27,10 +59,10 @@ end
 
 -- Header modifiers keep names as written (responses show them); lookups of
 -- existing values use the lower-cased name.
-local function with_lookup_names(pairs_list)
+local function with_lookup_names(list)
   local out = {}
-  for i, p in ipairs(pairs_list or {}) do
-    out[i] = { p[1], p[2], p[1]:lower() }
+  for i, p in ipairs(list or {}) do
+    out[i] = { name = p.name, value = p.value, lookup = p.name:lower() }
   end
   return out
 end
@@ -40,21 +72,37 @@ local function compile_modifier(m)
   return { set = with_lookup_names(m.set), add = with_lookup_names(m.add), remove = m.remove or {} }
 end
 
+-- ngx.re.find returns from, to, err: only the third value says a regex is bad
+local function check_regex(what, regex)
+  local _, _, err = ngx.re.find("", regex, "jo")
+  if err then return nil, "invalid " .. what .. " regex: " .. err end
+  return true
+end
+
+local function compile_value_matches(list, what, lower_names)
+  local out = {}
+  for i, v in ipairs(list or {}) do
+    out[i] = { type = v.type, name = lower_names and v.name:lower() or v.name, value = v.value }
+    if v.type == "RegularExpression" then
+      local ok, err = check_regex(what, v.value)
+      if not ok then return nil, err end
+    end
+  end
+  return out
+end
+
 local function compile_rule(rule)
   local m = rule.match
-  local path_type, path_value = m.path[1], m.path[2]
+  local path_type, path_value = m.path.type, m.path.value
   local c = {
     route = rule.route,
     path_type = path_type,
     path = path_value,
     method = m.method,
-    headers = {},
-    query = {},
     backends = rule.backends or {},
     total = 0,
     req = compile_modifier(rule.req),
     resp = compile_modifier(rule.resp),
-    -- the controller never sends JSON null: absent fields are nil here
     redirect = rule.redirect,
     rewrite = rule.rewrite,
     mirrors = rule.mirrors or {},
@@ -63,7 +111,6 @@ local function compile_rule(rule)
     backend_timeout_ms = rule.backend_timeout_ms,
     session = rule.session,
     retry = rule.retry,
-    grpc = rule.grpc,
   }
   if path_type == "PathPrefix" then
     -- segment-aware: "/v2" and "/v2/" both match "/v2", "/v2/" and "/v2/x"
@@ -73,27 +120,18 @@ local function compile_rule(rule)
   elseif path_type == "RegularExpression" then
     -- full match, compiled once per worker (the "o" flag caches it)
     c.regex = "^(?:" .. path_value .. ")$"
-    local ok, err = ngx.re.find("", c.regex, "jo")
-    if err then return nil, "invalid regex " .. path_value .. ": " .. err end
+    local ok, err = check_regex("path", c.regex)
+    if not ok then return nil, err end
   end
-  for i, h in ipairs(m.headers or {}) do
-    c.headers[i] = { h[1], h[2]:lower(), h[3] }
-    if h[1] == "RegularExpression" then
-      local _, err = ngx.re.find("", h[3], "jo")
-      if err then return nil, "invalid header regex: " .. err end
-    end
-  end
-  for i, q in ipairs(m.query or {}) do
-    c.query[i] = { q[1], q[2], q[3] }
-    if q[1] == "RegularExpression" then
-      local _, err = ngx.re.find("", q[3], "jo")
-      if err then return nil, "invalid query regex: " .. err end
-    end
-  end
+  local err
+  c.headers, err = compile_value_matches(m.headers, "header", true)
+  if not c.headers then return nil, err end
+  c.query, err = compile_value_matches(m.query, "query", false)
+  if not c.query then return nil, err end
   for _, b in ipairs(c.backends) do
     b.req = compile_modifier(b.req)
     b.resp = compile_modifier(b.resp)
-    c.total = c.total + b.w
+    c.total = c.total + b.weight
   end
   return c
 end
@@ -131,10 +169,11 @@ local function compile(doc)
   -- session-persistence cookies name endpoints by id: computed here, once per
   -- state, not per request
   for _, backend in pairs(state.backends) do
+    backend.endpoints = backend.endpoints or {}
     backend.by_id = {}
     for _, ep in ipairs(backend.endpoints) do
-      ep[3] = ngx.md5(ep[1] .. ":" .. ep[2]):sub(1, 16)
-      backend.by_id[ep[3]] = ep
+      ep.id = ngx.md5(ep.addr .. ":" .. ep.port):sub(1, 16)
+      backend.by_id[ep.id] = ep
     end
   end
   for port, frontends in pairs(doc.frontends or {}) do
@@ -144,7 +183,7 @@ local function compile(doc)
   for listener, hosts in pairs(doc.hosts or {}) do
     for _, host in ipairs(hosts) do
       local rules = {}
-      for i, rule in ipairs(host.rules) do
+      for i, rule in ipairs(host.rules or {}) do
         local c, err = compile_rule(rule)
         if not c then return nil, err end
         rules[i] = c
@@ -156,6 +195,9 @@ local function compile(doc)
   state.certs = doc.certs or {}
   return state
 end
+
+-- the compiled form of a document (tests compile documents without storing them)
+_M.compile = compile
 
 -- Worker side: the compiled state of the current version.
 function _M.get()
