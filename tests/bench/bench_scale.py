@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
-from devcluster.netns import BackendNamespace
 from kubernetes_asyncio import client, watch
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
+from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster.netns import BackendNamespace
 from tests.bench.bench_dataplane import BACKEND_CONF
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
