@@ -551,8 +551,9 @@ async def get_object(kube: client.ApiClient, kind: str, namespace: str, name: st
 
 def _decoded_paths(secret: dict[str, Any]) -> set[str]:
     config = decode(secret)
+    rules = config.state["rules"]
     return {
-        rule["match"]["path"]["value"]
+        rules[rule]["match"]["path"]["value"]
         for hosts in config.state["hosts"].values()
         for host in hosts
         for rule in host["rules"]

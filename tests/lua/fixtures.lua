@@ -13,14 +13,33 @@ function _M.rule(m, fields)
   return rule
 end
 
+-- `doc` in the wire format: rules written inline in its hosts move to its
+-- `rules` table, the hosts keeping their ids (r1, r2, ... in order of appearance).
+function _M.doc(doc)
+  doc.rules = doc.rules or {}
+  local n = 0
+  for _, hosts in pairs(doc.hosts or {}) do
+    for _, host in ipairs(hosts) do
+      for i, rule in ipairs(host.rules or {}) do
+        if type(rule) == "table" then
+          n = n + 1
+          doc.rules["r" .. n] = rule
+          host.rules[i] = "r" .. n
+        end
+      end
+    end
+  end
+  return doc
+end
+
 -- The compiled state of a document with one listener "http" on port 80 whose
--- hosts are `hosts`, and `backends`.
+-- hosts are `hosts` (rules inline), and `backends`.
 function _M.state(hosts, backends)
-  local doc = {
+  local doc = _M.doc({
     frontends = { ["80"] = { { name = "http", port = 80 } } },
     hosts = { http = hosts },
     backends = backends or { b = { endpoints = { { addr = "10.0.0.1", port = 8080 } }, protocol = "http" } },
-  }
+  })
   return assert(config.compile(doc))
 end
 

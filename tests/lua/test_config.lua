@@ -44,11 +44,11 @@ function T.the_catch_all_takes_the_rest()
 end
 
 function T.absent_lists_compile_to_empty_ones()
-  local state = assert(config.compile({
+  local state = assert(config.compile(f.doc({
     frontends = { ["8080"] = { { name = "http", port = 80 } } },
     hosts = { http = { { hostname = "a.example", rules = { { route = "ns/r", match = { path = { type = "PathPrefix", value = "/" } } } } }, { hostname = "b.example" } } },
     backends = { b = { protocol = "http" } },
-  }))
+  })))
   local rule = config.lookup(state.hosts.http, "a.example").rules[1]
   t.eq({ #rule.backends, #rule.headers, #rule.query, #rule.mirrors, rule.total }, { 0, 0, 0, 0, 0 })
   t.eq(config.lookup(state.hosts.http, "b.example").rules, {})
@@ -78,7 +78,7 @@ end
 
 function T.invalid_regexes_are_refused()
   local function refused(m)
-    local state, err = config.compile({ hosts = { http = { { rules = { f.rule(m) } } } } })
+    local state, err = config.compile(f.doc({ hosts = { http = { { rules = { f.rule(m) } } } } }))
     t.eq(state, nil)
     return err
   end
@@ -92,7 +92,7 @@ function T.invalid_regexes_are_refused()
 end
 
 function T.store_keeps_the_last_good_state()
-  local good = '{"hosts":{"http":[{"rules":[{"route":"ns/r","match":{"path":{"type":"Exact","value":"/"}}}]}]}}'
+  local good = '{"hosts":{"http":[{"rules":["r"]}]},"rules":{"r":{"route":"ns/r","match":{"path":{"type":"Exact","value":"/"}}}}}'
   local version = assert(config.store(good))
   local bad = good:gsub('"Exact","value":"/"', '"RegularExpression","value":"["')
   local none, err = config.store(bad)

@@ -205,7 +205,8 @@ def test_nginx_output_is_the_local_data_plane_config_and_state(
     assert "# ===== Gateway default/gw" in out
     assert "listen 192.0.2.1:80 reuseport;" in out
     state = json.loads(out[out.index("{", out.index("# ----- dynamic state")) :])
-    assert state["hosts"]["http"][0]["rules"][0]["route"] == "default/web"
+    first = state["hosts"]["http"][0]["rules"][0]
+    assert state["rules"][first]["route"] == "default/web"
     assert "js_preread" not in out  # no gRPC, no protocol sniffer
 
     grpc = tmp_path / "grpc.yaml"

@@ -205,6 +205,11 @@ class _Builder:
         )
 
 
+def rule_id(rule: alb.Rule) -> str:
+    """The key of a rule in the router state: its route, rule and match index."""
+    return f"{rule.route}#{rule.rule_index}.{rule.match_index}"
+
+
 def router_state(
     model: LoadBalancer, *, port_offset: int = 0
 ) -> tuple[state.RouterState, StaticNeeds]:
@@ -214,10 +219,15 @@ def router_state(
     for f in sorted(model.frontends, key=lambda f: (f.port, specificity(f.hostname), f.name)):
         frontends.setdefault(str(f.port + port_offset), []).append(b.frontend(f))
     hosts: dict[str, list[state.Host]] = {}
+    rules: dict[str, state.Rule] = {}
     for h in model.hosts:
-        hosts.setdefault(h.listener, []).append(
-            state.Host(hostname=h.hostname, rules=tuple(b.rule(r) for r in h.rules))
-        )
+        ids = []
+        for r in h.rules:
+            key = rule_id(r)
+            if key not in rules:
+                rules[key] = b.rule(r)
+            ids.append(key)
+        hosts.setdefault(h.listener, []).append(state.Host(hostname=h.hostname, rules=tuple(ids)))
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
     # sniffer in front (static.py), others do not
@@ -230,6 +240,7 @@ def router_state(
     router = state.RouterState(
         frontends={port: tuple(fs) for port, fs in frontends.items()},
         hosts={listener: tuple(hs) for listener, hs in hosts.items()},
+        rules=rules,
         backends=b.backends,
         certs=tuple(b.certs),
         cas=tuple(b.cas),

@@ -206,7 +206,9 @@ class Host:
 
     # None: any hostname; "*.example.com": one or more labels before the suffix
     hostname: str | None
-    rules: tuple[Rule, ...] = ()
+    # keys into RouterState.rules, in precedence order: a rule that serves many
+    # hosts (a route without hostnames serves them all) is sent and compiled once
+    rules: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -263,6 +265,8 @@ class RouterState:
     frontends: Mapping[str, tuple[Frontend, ...]]
     # listener name -> its hosts
     hosts: Mapping[str, tuple[Host, ...]]
+    # rule id ("<route kind>/<namespace>/<name>#<rule>.<match>") -> the rule
+    rules: Mapping[str, Rule]
     # backend id -> the backend; one Service port has one id per protocol
     backends: Mapping[str, Target]
     # listener certificates, referenced by Frontend.certs

@@ -16,7 +16,8 @@
 --     Frontend   name, port (as declared), hostname?, certs = { index },
 --                client_ca? (index: frontend mTLS), insecure_fallback?
 --   hosts      { [listener name] = { Host } }
---     Host       hostname? (nil: any; "*.x" wildcard), rules = { Rule } in precedence order
+--     Host       hostname? (nil: any; "*.x" wildcard), rules = { rule id } in precedence order
+--   rules      { [rule id] = Rule }: each compiled once, however many hosts list it
 --     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
 --                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
 --                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?
@@ -180,15 +181,20 @@ local function compile(doc)
     state.frontends[tonumber(port)] = index_by_hostname(frontends)
     state.frontends[tonumber(port)].list = frontends
   end
+  local rules = {}
+  for id, rule in pairs(doc.rules or {}) do
+    local c, err = compile_rule(rule)
+    if not c then return nil, err end
+    rules[id] = c
+  end
   for listener, hosts in pairs(doc.hosts or {}) do
     for _, host in ipairs(hosts) do
-      local rules = {}
-      for i, rule in ipairs(host.rules or {}) do
-        local c, err = compile_rule(rule)
-        if not c then return nil, err end
-        rules[i] = c
+      local resolved = {}
+      for i, id in ipairs(host.rules or {}) do
+        resolved[i] = rules[id]
+        if not resolved[i] then return nil, "host " .. tostring(host.hostname) .. ": unknown rule " .. id end
       end
-      host.rules = rules
+      host.rules = resolved
     end
     state.hosts[listener] = index_by_hostname(hosts)
   end
