@@ -34,6 +34,7 @@ from agc_controller.providers.local.addresses import AddressProblem, LoopbackAll
 from agc_controller.providers.local.dynamic import StaticNeeds, build_state
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxInstance
+from agc_controller.providers.local.state import parts as router_parts
 from agc_controller.providers.local.static import (
     HostPaths,
     InstanceLayout,
@@ -145,8 +146,11 @@ async def program(
     text, static_id = render(address, needs, instance.layout, settings)
     await instance.apply_static(text, static_id)
     _prune_tls_files(instance.layout, keep=files.keys())
-    document = {**state, "static": static_id}
-    await instance.push(json.dumps(document, separators=(",", ":")).encode())
+    encoded = {
+        name: json.dumps(value, separators=(",", ":")).encode()
+        for name, value in router_parts(state).items()
+    }
+    await instance.push(encoded, static_id)
 
 
 def _write_tls_files(files: Mapping[Path, tuple[str, int]]) -> None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -62,9 +63,14 @@ class NginxInstance:
     name: str
     # called after every reload (metrics)
     on_reload: Callable[[], None] = attrs.field(default=lambda: None)
-    # the static config and state that NGINX runs with now (last good)
+    # the static config that NGINX runs with now (last good)
     static_text: str | None = None
-    state: bytes | None = None
+    # the router state NGINX holds, part name -> its JSON (last good); None: unknown
+    # (not started, adopted, restarted, or an update's outcome is unknown), so the
+    # next push replaces every part
+    parts: dict[str, bytes] | None = None
+    # the static id the parts were pushed for
+    parts_static: str | None = None
     reloads: int = 0
     # the master we started (None when adopted or not started)
     _process: asyncio.subprocess.Process | None = None
@@ -168,12 +174,39 @@ class NginxInstance:
             )
         self.layout.socket_dir.mkdir(mode=0o711, exist_ok=True)
 
-    async def push(self, state: bytes) -> None:
-        """Hand the router a new state; NGINX validates it before swapping it in."""
-        status, body = await self._request("PUT", state)
+    async def push(self, parts: Mapping[str, bytes], static_id: str) -> None:
+        """Bring the router's state to `parts` (name -> JSON), sending only the parts
+        that differ from what it holds; NGINX validates them before storing any."""
+        known = self.parts if static_id == self.parts_static else None
+        if known is None:
+            changed, deleted = dict(parts), []
+        else:
+            changed = {name: text for name, text in parts.items() if known.get(name) != text}
+            deleted = [name for name in known if name not in parts]
+            if not changed and not deleted:
+                return
+        update = b"".join(
+            (
+                b'{"static":',
+                json.dumps(static_id).encode(),
+                b',"replace":true' if known is None else b"",
+                b',"delete":',
+                json.dumps(deleted).encode(),
+                b',"set":{',
+                b",".join(
+                    json.dumps(name).encode() + b":" + text for name, text in changed.items()
+                ),
+                b"}}",
+            )
+        )
+        # unknown until NGINX answers: a lost answer must not leave a stale baseline
+        self.parts = None
+        status, body = await self._request("PATCH", update)
         if status != 200:
+            # refused after validation: NGINX stored nothing and holds what it held
+            self.parts = known
             raise NginxError(f"the data plane refused the update: {body.strip()}")
-        self.state = state
+        self.parts, self.parts_static = dict(parts), static_id
 
     async def stop(self) -> None:
         self._stopping = True
@@ -308,8 +341,9 @@ class NginxInstance:
     async def _start_again(self) -> None:
         await self._spawn()
         assert self._process is not None
-        if self.state is not None:
-            await self.push(self.state)
+        if self.parts is not None and self.parts_static is not None:
+            wanted, self.parts = self.parts, None  # a new master holds nothing yet
+            await self.push(wanted, self.parts_static)
         log.info("nginx_restarted", gateway=self.name, pid=self._process.pid)
 
     async def _request(

@@ -275,6 +275,22 @@ class RouterState:
     cas: tuple[str, ...] = ()
 
 
+def parts(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document of a RouterState as the parts the router stores one by one
+    (lua/agc/config.lua, "Parts"): an update sends only the parts that changed."""
+    out: dict[str, Any] = {
+        "meta": {k: document[k] for k in ("frontends", "certs", "cas") if k in document}
+    }
+    for key, target in document.get("backends", {}).items():
+        out[f"b:{key}"] = target
+    for key, rule in document.get("rules", {}).items():
+        out[f"r:{key}"] = rule
+    for listener, hosts in document.get("hosts", {}).items():
+        for host in hosts:
+            out[f"h:{listener}:{host.get('hostname', '')}"] = host
+    return out
+
+
 def to_json(value: Any) -> Any:
     """`value` as JSON data under the invariants of this module's docstring."""
     kind = type(value)

@@ -1,7 +1,7 @@
 -- ssl_certificate_by_lua: serve the certificate of the most specific listener
 -- on this port matching the SNI name, and ask for a client certificate when
 -- that listener validates clients (frontend mTLS). Parsed certificates are
--- cached per config version.
+-- cached until the listeners or certificates change (meta_version).
 local ssl = require("ngx.ssl")
 local config = require("agc.config")
 
@@ -9,7 +9,7 @@ local _M = {}
 local parsed, parsed_version = {}, -1
 
 local function material(state, index)
-  if parsed_version ~= state.version then parsed, parsed_version = {}, state.version end
+  if parsed_version ~= state.meta_version then parsed, parsed_version = {}, state.meta_version end
   local hit = parsed[index]
   if hit then return hit end
   local entry = state.certs[index + 1]

@@ -1,10 +1,14 @@
 -- The routing state of one Gateway, shared by all workers.
 --
--- The controller PUTs the whole state as JSON to the control socket; `store`
--- validates and compiles it first and swaps it into the shared dict only if
--- that succeeds, so a bad update never replaces the last good one. Each worker
--- keeps the compiled form of the version it last saw and recompiles only when
--- the shared version number moves: per request the cost is one shdict get.
+-- The state is stored in parts (see "Parts" below), so a change costs what it
+-- changes: the controller PATCHes only the parts that changed (`apply_delta`),
+-- which are validated and compiled first and stored only if all of them pass,
+-- so a bad update never replaces the last good state. Every update bumps the
+-- shared version and logs the names of the parts it touched; a worker keeps its
+-- compiled state and, when the version moves, decodes and compiles just the
+-- parts logged since its own version (all of them only when it is new or too
+-- far behind). Per request the cost is one shdict get; no worker ever decodes
+-- the whole state to take in one route.
 --
 -- The document (its schema is providers/local/state.py, one class per element,
 -- with the same names). Absent keys read as nil: the controller sends no null,
@@ -38,6 +42,21 @@
 --                tls? (index of the static config's @agc_tls_<n> location)
 --   certs      { {cert, key} } PEM
 --   cas        { PEM } client CAs
+--
+-- Parts (providers/local/state.py `parts`), each stored as JSON under "p:<name>":
+--   meta                       { frontends, certs, cas }
+--   b:<backend id>             Target
+--   r:<rule id>                Rule
+--   h:<listener>:<hostname>    Host plus its listener (hostname "" for none)
+-- Shared keys besides: "version" (bumped per update), "log:<version>" (the names
+-- of the parts that update set or deleted, kept for LOG_KEEP versions), "static"
+-- (the static configuration id the last update was made for).
+--
+-- Consistency: an update writes backends, then rules, then hosts and meta,
+-- then deletes in the reverse order, and only then bumps the version. A worker
+-- catching up may read a part newer than the version it catches up to, never
+-- one older; a host naming a rule the worker has not compiled yet loads it
+-- from the shared dict then.
 local cjson = require("cjson.safe")
 
 local _M = {}
@@ -165,79 +184,287 @@ function _M.lookup(idx, host)
   return idx.any
 end
 
-local function compile(doc)
-  local state = { frontends = {}, hosts = {}, backends = doc.backends or {}, certs = {}, cas = doc.cas or {} }
+-- Kinds of parts, in the order an update stores them (what refers comes after
+-- what it refers to).
+local KIND_ORDER = { b = 1, r = 2, h = 3, meta = 4 }
+-- versions whose part names stay logged; a worker further behind rebuilds
+local LOG_KEEP = 512
+
+local function kind_of(name)
+  return name == "meta" and "meta" or name:sub(1, 1)
+end
+
+local function by_kind(a, b)
+  local ka, kb = KIND_ORDER[kind_of(a)] or 9, KIND_ORDER[kind_of(b)] or 9
+  if ka ~= kb then return ka < kb end
+  return a < b
+end
+
+local function new_state()
+  return { frontends = {}, hosts = {}, backends = {}, rules = {}, certs = {}, cas = {},
+           meta_version = 0 }
+end
+
+local function compile_backend(backend)
   -- session-persistence cookies name endpoints by id: computed here, once per
-  -- state, not per request
-  for _, backend in pairs(state.backends) do
-    backend.endpoints = backend.endpoints or {}
-    backend.by_id = {}
-    for _, ep in ipairs(backend.endpoints) do
-      ep.id = ngx.md5(ep.addr .. ":" .. ep.port):sub(1, 16)
-      backend.by_id[ep.id] = ep
-    end
+  -- backend, not per request
+  backend.endpoints = backend.endpoints or {}
+  backend.by_id = {}
+  for _, ep in ipairs(backend.endpoints) do
+    ep.id = ngx.md5(ep.addr .. ":" .. ep.port):sub(1, 16)
+    backend.by_id[ep.id] = ep
   end
-  for port, frontends in pairs(doc.frontends or {}) do
-    state.frontends[tonumber(port)] = index_by_hostname(frontends)
-    state.frontends[tonumber(port)].list = frontends
-  end
-  local rules = {}
-  for id, rule in pairs(doc.rules or {}) do
-    local c, err = compile_rule(rule)
-    if not c then return nil, err end
-    rules[id] = c
-  end
-  for listener, hosts in pairs(doc.hosts or {}) do
-    for _, host in ipairs(hosts) do
-      local resolved = {}
-      for i, id in ipairs(host.rules or {}) do
-        resolved[i] = rules[id]
-        if not resolved[i] then return nil, "host " .. tostring(host.hostname) .. ": unknown rule " .. id end
+  return backend
+end
+
+local function host_key(listener, hostname)
+  return "h:" .. listener .. ":" .. (hostname or "")
+end
+
+-- Put `entry` (or nothing) under `hostname` in a listener's hostname index.
+local function index_set(idx, hostname, entry)
+  if hostname == nil or hostname == "" or hostname == "*" then
+    idx.any = entry
+  elseif hostname:sub(1, 2) == "*." then
+    local suffix = hostname:sub(2)
+    for i, w in ipairs(idx.wildcards) do
+      if w.suffix == suffix then
+        table.remove(idx.wildcards, i)
+        break
       end
-      host.rules = resolved
     end
-    state.hosts[listener] = index_by_hostname(hosts)
+    if entry then
+      table.insert(idx.wildcards, { suffix = suffix, item = entry })
+      table.sort(idx.wildcards, function(a, b) return #a.suffix > #b.suffix end)
+    end
+  else
+    idx.exact[hostname] = entry
   end
-  state.certs = doc.certs or {}
+end
+
+-- Install part `name` with decoded value `value` (nil: remove it) into `state`.
+-- `load(name)` reads another part (a rule a host names that `state` lacks).
+local function install(state, name, value, load)
+  local kind = kind_of(name)
+  if kind == "b" then
+    state.backends[name:sub(3)] = value and compile_backend(value) or nil
+  elseif kind == "r" then
+    local id = name:sub(3)
+    if value == nil then
+      state.rules[id] = nil
+      return true
+    end
+    local c, err = compile_rule(value)
+    if not c then return nil, err end
+    local existing = state.rules[id]
+    if existing then
+      -- in place: the hosts listing this rule hold this very table
+      for k in pairs(existing) do existing[k] = nil end
+      for k, v in pairs(c) do existing[k] = v end
+    else
+      state.rules[id] = c
+    end
+  elseif kind == "h" then
+    local listener, hostname = name:match("^h:([^:]*):(.*)$")
+    local idx = state.hosts[listener]
+    if not idx then
+      idx = { exact = {}, wildcards = {}, any = nil }
+      state.hosts[listener] = idx
+    end
+    if value == nil then
+      index_set(idx, hostname, nil)
+      return true
+    end
+    local resolved = {}
+    for _, id in ipairs(value.rules or {}) do
+      local rule = state.rules[id]
+      if not rule and load then
+        local ok = install(state, "r:" .. id, load("r:" .. id))
+        rule = ok and state.rules[id]
+      end
+      if not rule then return nil, "host " .. (value.hostname or "*") .. ": unknown rule " .. id end
+      resolved[#resolved + 1] = rule
+    end
+    index_set(idx, hostname, { hostname = value.hostname, rules = resolved })
+  elseif kind == "meta" then
+    value = value or {}
+    state.frontends = {}
+    for port, frontends in pairs(value.frontends or {}) do
+      state.frontends[tonumber(port)] = index_by_hostname(frontends)
+      state.frontends[tonumber(port)].list = frontends
+    end
+    state.certs = value.certs or {}
+    state.cas = value.cas or {}
+    state.meta_version = state.meta_version + 1
+  else
+    return nil, "unknown part " .. name
+  end
+  return true
+end
+
+-- A document (the whole state at once) as parts: name -> value.
+local function parts_of(doc)
+  local parts = { meta = { frontends = doc.frontends, certs = doc.certs, cas = doc.cas } }
+  for id, backend in pairs(doc.backends or {}) do parts["b:" .. id] = backend end
+  for id, rule in pairs(doc.rules or {}) do parts["r:" .. id] = rule end
+  for listener, hosts in pairs(doc.hosts or {}) do
+    for _, host in ipairs(hosts) do parts[host_key(listener, host.hostname)] = host end
+  end
+  return parts
+end
+
+local function sorted_names(parts)
+  local names = {}
+  for name in pairs(parts) do names[#names + 1] = name end
+  table.sort(names, by_kind)
+  return names
+end
+
+-- The compiled form of a whole document (tests compile documents without storing them).
+function _M.compile(doc)
+  local parts = parts_of(doc)
+  local state = new_state()
+  for _, name in ipairs(sorted_names(parts)) do
+    local ok, err = install(state, name, parts[name], function(n) return parts[n] end)
+    if not ok then return nil, err end
+  end
   return state
 end
 
--- the compiled form of a document (tests compile documents without storing them)
-_M.compile = compile
+local function load_stored(name)
+  local text = shared:get("p:" .. name)
+  return text and cjson.decode(text) or nil
+end
+
+-- Apply the parts `names` (nil: every stored part) from the shared dict to `state`.
+local function catch_up(state, names)
+  if not names then
+    names = {}
+    for _, key in ipairs(shared:get_keys(0)) do
+      if key:sub(1, 2) == "p:" then names[#names + 1] = key:sub(3) end
+    end
+  end
+  table.sort(names, by_kind)
+  for _, name in ipairs(names) do
+    local ok, err = install(state, name, load_stored(name), load_stored)
+    if not ok then ngx.log(ngx.ERR, "agc: stored part ", name, " failed to compile: ", err) end
+  end
+end
+
+-- The part names updates (after_version, version] touched; nil if one is no longer logged.
+local function logged_since(after_version, version)
+  if version - after_version > LOG_KEEP then return nil end
+  local names, seen = {}, {}
+  for v = after_version + 1, version do
+    local logged = shared:get("log:" .. v)
+    if not logged then return nil end
+    for _, name in ipairs(cjson.decode(logged)) do
+      if not seen[name] then
+        seen[name] = true
+        names[#names + 1] = name
+      end
+    end
+  end
+  return names
+end
 
 -- Worker side: the compiled state of the current version.
 function _M.get()
   local version = shared:get("version")
   if version == nil then return nil end
-  if version ~= compiled_version and version ~= seen_version then
-    seen_version = version
-    local doc = cjson.decode(shared:get("doc"))
-    if compiled and doc.static ~= static_id then
-      -- state for another static configuration (a reload is under way): this
-      -- worker is draining, or not yet told; keep the last state it can serve
-      return compiled
-    end
-    local state, err = compile(doc)
-    if not state then
-      ngx.log(ngx.ERR, "agc: stored config failed to compile: ", err)
-      return compiled
-    end
-    state.version = version
-    compiled, compiled_version = state, version
+  if version == compiled_version or version == seen_version then return compiled end
+  seen_version = version
+  if compiled and shared:get("static") ~= static_id then
+    -- state for another static configuration (a reload is under way): this
+    -- worker is draining, or not yet told; keep the last state it can serve
+    return compiled
   end
+  local names = compiled and logged_since(compiled_version, version)
+  if names then
+    catch_up(compiled, names)
+  else
+    compiled = new_state()
+    catch_up(compiled, nil)
+  end
+  compiled.version = version
+  compiled_version = version
   return compiled
 end
 
--- Control side: validate, then swap. Returns the new version or nil, err.
+-- Whether rule `id` exists once an update setting `set` and deleting `deleted` is stored.
+local function rule_after(id, set, deleted)
+  local name = "r:" .. id
+  if set[name] then return true end
+  return not deleted[name] and shared:get("p:" .. name) ~= nil
+end
+
+-- Control side: check every part an update sets compiles, and every rule a host
+-- names exists afterwards; nil, err otherwise (then nothing is stored).
+local function validate(set, deleted)
+  local scratch = new_state()
+  for _, name in ipairs(sorted_names(set)) do
+    local value = set[name]
+    if kind_of(name) == "h" then
+      for _, id in ipairs(value.rules or {}) do
+        if not rule_after(id, set, deleted) then
+          return nil, "host " .. (value.hostname or "*") .. ": unknown rule " .. id
+        end
+      end
+    else
+      local ok, err = install(scratch, name, value, nil)
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
+-- Control side: apply an update {static, replace?, set = {name = part}, delete = {name}}.
+-- Returns the new version, or nil and why nothing was stored.
+function _M.apply_delta(update)
+  local set, deleted = update.set or {}, {}
+  for _, name in ipairs(update.delete or {}) do deleted[name] = true end
+  if update.replace then
+    for _, key in ipairs(shared:get_keys(0)) do
+      local name = key:sub(1, 2) == "p:" and key:sub(3)
+      if name and not set[name] then deleted[name] = true end
+    end
+  end
+  -- encoded before validating: compiling fills in the tables it is given
+  local texts = {}
+  for name, value in pairs(set) do texts[name] = cjson.encode(value) end
+  local ok, err = validate(set, deleted)
+  if not ok then return nil, err end
+  local touched = sorted_names(set)
+  for _, name in ipairs(touched) do
+    local stored, serr = shared:safe_set("p:" .. name, texts[name])
+    if not stored then return nil, "shared dict: " .. (serr or "?") end
+  end
+  local gone = sorted_names(deleted)
+  for i = #gone, 1, -1 do
+    shared:delete("p:" .. gone[i])
+    touched[#touched + 1] = gone[i]
+  end
+  local version = (shared:get("version") or 0) + 1
+  local logged, lerr = shared:safe_set("log:" .. version, cjson.encode(touched))
+  if not logged then return nil, "shared dict: " .. (lerr or "?") end
+  shared:delete("log:" .. (version - LOG_KEEP))
+  shared:set("static", update.static)
+  shared:set("version", version)
+  return version
+end
+
+-- Control side: the whole state as one document (it replaces every part).
 function _M.store(body)
   local doc, err = cjson.decode(body)
   if not doc then return nil, "invalid JSON: " .. (err or "?") end
-  local state, cerr = compile(doc)
-  if not state then return nil, cerr end
-  local ok, serr = shared:set("doc", body)
-  if not ok then return nil, "shared dict: " .. (serr or "?") end
-  local version = shared:incr("version", 1, 0)
-  return version
+  return _M.apply_delta({ static = doc.static, replace = true, set = parts_of(doc) })
+end
+
+-- Control side: an update as JSON (see apply_delta).
+function _M.store_delta(body)
+  local update, err = cjson.decode(body)
+  if not update then return nil, "invalid JSON: " .. (err or "?") end
+  return _M.apply_delta(update)
 end
 
 return _M

@@ -1,5 +1,6 @@
 -- The control endpoint (a unix socket only the controller can reach):
--- PUT /config with the whole state as JSON; GET /config returns the version;
+-- PATCH /config with an update of some parts of the state (config.apply_delta),
+-- PUT /config with the whole state as one document; GET /config returns the version;
 -- GET /static the id of the static configuration the answering worker runs.
 local config = require("agc.config")
 
@@ -11,7 +12,7 @@ function _M.handle()
     ngx.say(ngx.shared.agc_config:get("version") or 0)
     return
   end
-  if method ~= "PUT" then return ngx.exit(405) end
+  if method ~= "PUT" and method ~= "PATCH" then return ngx.exit(405) end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
   if not body then
@@ -27,7 +28,8 @@ function _M.handle()
     ngx.say("empty body")
     return
   end
-  local version, err = config.store(body)
+  local store = method == "PATCH" and config.store_delta or config.store
+  local version, err = store(body)
   if not version then
     ngx.status = 400
     ngx.say(err)
