@@ -55,6 +55,7 @@ from agc_controller.informers import (
     drop_managed_fields,
 )
 from agc_controller.providers.local import program
+from agc_controller.providers.local.dynamic import encoded_parts
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import StaticSettings, UnsafeValue
@@ -199,7 +200,7 @@ class Agent:
             await program(
                 self._nginx,
                 address=self._listen_address,
-                state=config.state,
+                parts=encoded_parts(config.state),
                 needs=config.needs,
                 settings=self._static_settings,
             )

@@ -1,5 +1,6 @@
 """Incremental translation equals translation from scratch, after every step of
-random edits over every golden input.
+random edits over every golden input; so do the local data plane's state parts
+built by difference (StateParts) and from scratch.
 
 The edits replace objects the way the informer cache does (a new dict, never a
 mutation): a value changed somewhere in an object (a string, a number, a list
@@ -19,8 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from agc_controller.providers.local.dynamic import StateParts, build_state, encoded_parts
 from agc_controller.translate import Memo, Snapshot, TranslateSettings, translate_gateway
 from agc_controller.translate.memo import WHOLE, changed_inputs, recording
+from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.settings import CORE_FEATURES
 
 CASES = Path(__file__).parents[1] / "golden" / "cases"
@@ -79,6 +82,14 @@ def _edit(obj: Obj, rng: random.Random) -> Obj:
     return new
 
 
+def _check_parts(parts: StateParts, model: LoadBalancer | None, where: str) -> None:
+    """The parts built by difference equal those of a from-scratch build of `model`."""
+    if model is None:
+        return
+    document, needs = build_state(model)
+    assert parts.build(model) == (encoded_parts(document), needs), where
+
+
 def _gateways(objects: list[Obj]) -> list[str]:
     return sorted(
         f"{o['metadata'].get('namespace', 'default')}/{o['metadata']['name']}"
@@ -96,12 +107,14 @@ def test_incremental_equals_from_scratch(case: Path) -> None:
     deleted: list[Obj] = []
     keys = _gateways(objects)
     memos = {key: Memo() for key in keys}
+    parts = {key: StateParts() for key in keys}
     for step in range(STEPS + 1):
         snapshot = Snapshot.from_objects(objects)
         for key in keys:
             incremental = translate_gateway(snapshot, key, SETTINGS, memo=memos[key])
             scratch = translate_gateway(snapshot, key, SETTINGS)
             assert incremental == scratch, f"{case.name}: {key} differs after step {step}"
+            _check_parts(parts[key], incremental.load_balancer, f"{case.name}: {key} {step}")
         action = rng.random()
         index = rng.randrange(len(objects))
         if action < 0.6:
@@ -197,13 +210,48 @@ def test_host_tables_follow_hostname_edits() -> None:
         },
     ]
     routes = {i: _synthetic_route(rng, i) for i in range(12)}
-    memo = Memo()
+    memo, parts = Memo(), StateParts()
     for step in range(300):
         snapshot = Snapshot.from_objects(base + list(routes.values()))
         incremental = translate_gateway(snapshot, "default/gw", SETTINGS, memo=memo)
         assert incremental == translate_gateway(snapshot, "default/gw", SETTINGS), step
+        _check_parts(parts, incremental.load_balancer, str(step))
         index = rng.randrange(16)
         if index in routes and rng.random() < 0.2:
             del routes[index]
         else:
             routes[index] = _synthetic_route(rng, index)
+
+
+def test_backends_follow_the_order_of_upstream_tls_settings() -> None:
+    """An upstream TLS setting that sorts first coming or going moves every other
+    one's index (`@agc_tls_<n>`): the backends using them must be sent again."""
+    case = CASES / "backendtlspolicy-mirror-and-unused.in.yaml"
+    objects: list[Obj] = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
+    memo, parts = Memo(), StateParts()
+
+    def check() -> None:
+        model = translate_gateway(
+            Snapshot.from_objects(objects), "default/gw", SETTINGS, memo=memo
+        ).load_balancer
+        _check_parts(parts, model, "tls")
+
+    check()
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "aaa", "namespace": "default"},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}]},
+    }
+    policy = copy.deepcopy(next(o for o in objects if o["metadata"]["name"] == "secure-tls"))
+    policy["metadata"]["name"] = "aaa-tls"
+    policy["spec"]["targetRefs"] = [{"group": "", "kind": "Service", "name": "aaa"}]
+    policy["spec"]["validation"]["hostname"] = "aaa.example.com"
+    route = copy.deepcopy(next(o for o in objects if o.get("kind") == "HTTPRoute"))
+    route["metadata"]["name"] = "aaa"
+    route["spec"]["rules"] = [{"backendRefs": [{"name": "aaa", "port": 443}]}]
+    route["spec"]["hostnames"] = ["aaa.example.com"]
+    objects += [service, policy, route]
+    check()
+    objects.remove(route)  # the policies stay as they were: only the set of settings moves
+    check()

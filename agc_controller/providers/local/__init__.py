@@ -1,9 +1,10 @@
 """The local provider: each Gateway gets its own NGINX (Debian packages) on a loopback address.
 
-apply(model): allocate the address → build the dynamic state and the static
-needs → render the static config → (re)start or reload NGINX only if the
-static text changed (validated with `nginx -t` first) → push the state over
-the control socket (validated by the router before it swaps). Any refusal
+apply(model): allocate the address → build the dynamic state (as parts, by
+difference from the last apply: dynamic.StateParts) and the static needs →
+render the static config → (re)start or reload NGINX only if the static text
+changed (validated with `nginx -t` first) → push the parts that changed over
+the control socket (validated by the router before it stores any). Any refusal
 leaves the last good configuration serving and comes back as
 `ApplyResult(programmed=False)` naming why. One Gateway's data plane never
 touches another's: separate processes, addresses and files.
@@ -12,17 +13,15 @@ The two halves are separable, because in a cluster they run in different
 processes (agc_controller/dataplane): the build half is `build_state` (model →
 state document + static needs, dynamic.py) with `check_static` (refuses what
 `render` would refuse, before anything is delivered); the program half is
-`program` (state + needs → a running NGINX), which this provider calls on its
-child NGINX and the data-plane agent on the NGINX of its pod.
+`program` (state parts + needs → a running NGINX), which this provider calls on
+its child NGINX and the data-plane agent on the NGINX of its pod.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import structlog
@@ -31,10 +30,9 @@ from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
-from agc_controller.providers.local.dynamic import StaticNeeds, build_state
+from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxInstance
-from agc_controller.providers.local.state import parts as router_parts
 from agc_controller.providers.local.static import (
     HostPaths,
     InstanceLayout,
@@ -62,6 +60,8 @@ class LocalProvider:
     stop_on_close: bool = True
     name: str = "local"
     _instances: dict[ObjectKey, NginxInstance] = attrs.field(factory=dict)
+    # each Gateway's router state, kept between applies and updated by difference
+    _states: dict[ObjectKey, StateParts] = attrs.field(factory=dict)
 
     @property
     def reloads(self) -> int:
@@ -73,11 +73,14 @@ class LocalProvider:
             address = self.allocator.address_for(key, model.addresses)
         except AddressProblem as e:
             return ApplyResult(programmed=False, reason=e.reason, message=str(e))
-        doc, needs = build_state(model, port_offset=self.port_offset)
+        parts = self._states.get(key)
+        if parts is None:
+            parts = self._states[key] = StateParts(port_offset=self.port_offset)
+        encoded, needs = parts.build(model)
         instance = self._instance(key)
         # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
         await program(
-            instance, address=address, state=doc, needs=needs, settings=self.static_settings
+            instance, address=address, parts=encoded, needs=needs, settings=self.static_settings
         )
         return ApplyResult(
             programmed=True,
@@ -87,6 +90,7 @@ class LocalProvider:
         )
 
     async def delete(self, gateway: ObjectKey) -> None:
+        self._states.pop(gateway, None)
         instance = self._instances.pop(gateway, None)
         if instance is not None:
             await instance.stop()
@@ -134,23 +138,20 @@ async def program(
     instance: NginxInstance,
     *,
     address: str,
-    state: dict[str, Any],
+    parts: Mapping[str, bytes],
     needs: StaticNeeds,
     settings: StaticSettings,
 ) -> None:
-    """Make `instance` serve `state` on `address`: static config first (reloaded only if
-    its text changed), then the state. Raises UnsafeValue or NginxError, leaving the
-    last good configuration serving."""
+    """Make `instance` serve the router state `parts` (name -> JSON) on `address`:
+    static config first (reloaded only if its text changed), then the parts that
+    changed. Raises UnsafeValue or NginxError, leaving the last good configuration
+    serving."""
     files = tls_files(needs, instance.layout)
     _write_tls_files(files)
     text, static_id = render(address, needs, instance.layout, settings)
     await instance.apply_static(text, static_id)
     _prune_tls_files(instance.layout, keep=files.keys())
-    encoded = {
-        name: json.dumps(value, separators=(",", ":")).encode()
-        for name, value in router_parts(state).items()
-    }
-    await instance.push(encoded, static_id)
+    await instance.push(parts, static_id)
 
 
 def _write_tls_files(files: Mapping[Path, tuple[str, int]]) -> None:

@@ -9,6 +9,8 @@ settings) are collected separately into `StaticNeeds`.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -121,88 +123,10 @@ def _session(p: alb.SessionPersistence | None) -> state.Session | None:
     return state.Session(type=p.type, name=p.name, absolute_timeout_s=p.absolute_timeout_s)
 
 
-@attrs.define
-class _Builder:
-    """Collects what rules share (backends, upstream TLS settings, certificates,
-    CAs) into the state's top-level tables, each entry once."""
-
-    certs: list[state.CertificateKey] = attrs.field(factory=list)
-    cas: list[str] = attrs.field(factory=list)
-    backends: dict[str, state.Target] = attrs.field(factory=dict)
-    tls: list[BackendTLS] = attrs.field(factory=list)
-
-    def cert(self, c: alb.Certificate) -> int:
-        pair = state.CertificateKey(cert=c.cert_pem, key=c.key_pem)
-        if pair not in self.certs:
-            self.certs.append(pair)
-        return self.certs.index(pair)
-
-    def ca(self, pem: str) -> int:
-        if pem not in self.cas:
-            self.cas.append(pem)
-        return self.cas.index(pem)
-
-    def backend(self, b: Backend) -> state.BackendRef:
-        # one Service port can be an HTTP backend of one route and an h2c one of
-        # another (a GRPCRoute's default): each protocol is its own backend
-        key = b.name if b.protocol == "http" else f"{b.name}#{b.protocol}"
-        # every rule sending to one Service port sees the same endpoints and TLS
-        if b.valid and key not in self.backends:
-            tls_index = None
-            if b.tls is not None:
-                if b.tls not in self.tls:
-                    self.tls.append(b.tls)
-                tls_index = self.tls.index(b.tls)
-            self.backends[key] = state.Target(
-                endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in b.endpoints),
-                protocol=b.protocol,
-                tls=tls_index,
-            )
-        return state.BackendRef(
-            id=key,
-            weight=b.weight,
-            valid=b.valid,
-            req=_modifier(b.request_headers),
-            resp=_modifier(b.response_headers),
-        )
-
-    def frontend(self, f: alb.Frontend) -> state.Frontend:
-        validation = f.client_validation
-        return state.Frontend(
-            name=f.name,
-            port=f.port,
-            hostname=f.hostname,
-            certs=tuple(self.cert(c) for c in f.certificates),
-            client_ca=self.ca(validation.ca_pem) if validation else None,
-            insecure_fallback=bool(validation and validation.insecure_fallback),
-        )
-
-    def rule(self, r: alb.Rule) -> state.Rule:
-        m = r.match
-        return state.Rule(
-            route=r.route.namespaced_name,
-            match=state.Match(
-                path=state.PathMatch(type=m.path.type, value=m.path.value),
-                method=m.method,
-                headers=_matches(m.headers),
-                query=_matches(m.query_params),
-            ),
-            backends=tuple(self.backend(b) for b in r.backends),
-            req=_modifier(r.request_headers),
-            resp=_modifier(r.response_headers),
-            redirect=_redirect(r.redirect),
-            rewrite=_rewrite(r.rewrite),
-            mirrors=tuple(
-                state.Mirror(backend=self.backend(mi.backend).id, percent=mi.percent)
-                for mi in r.mirrors
-                if mi.backend.valid
-            ),
-            cors=_cors(r.cors),
-            timeout_ms=r.request_timeout_ms,
-            backend_timeout_ms=r.backend_timeout_ms,
-            session=_session(r.session_persistence),
-            retry=_retry(r.retry),
-        )
+def backend_id(b: Backend) -> str:
+    """A backend's key in the state. One Service port can be an HTTP backend of one
+    route and an h2c one of another (a GRPCRoute's default): each protocol is its own."""
+    return b.name if b.protocol == "http" else f"{b.name}#{b.protocol}"
 
 
 def rule_id(rule: alb.Rule) -> str:
@@ -210,48 +134,149 @@ def rule_id(rule: alb.Rule) -> str:
     return f"{rule.route}#{rule.rule_index}.{rule.match_index}"
 
 
-def router_state(
-    model: LoadBalancer, *, port_offset: int = 0
-) -> tuple[state.RouterState, StaticNeeds]:
-    """The router's state, and what the static config needs."""
-    b = _Builder()
+def _backend_ref(b: Backend) -> state.BackendRef:
+    return state.BackendRef(
+        id=backend_id(b),
+        weight=b.weight,
+        valid=b.valid,
+        req=_modifier(b.request_headers),
+        resp=_modifier(b.response_headers),
+    )
+
+
+def _rule(r: alb.Rule) -> state.Rule:
+    m = r.match
+    return state.Rule(
+        route=r.route.namespaced_name,
+        match=state.Match(
+            path=state.PathMatch(type=m.path.type, value=m.path.value),
+            method=m.method,
+            headers=_matches(m.headers),
+            query=_matches(m.query_params),
+        ),
+        backends=tuple(_backend_ref(b) for b in r.backends),
+        req=_modifier(r.request_headers),
+        resp=_modifier(r.response_headers),
+        redirect=_redirect(r.redirect),
+        rewrite=_rewrite(r.rewrite),
+        mirrors=tuple(
+            state.Mirror(backend=backend_id(mi.backend), percent=mi.percent)
+            for mi in r.mirrors
+            if mi.backend.valid
+        ),
+        cors=_cors(r.cors),
+        timeout_ms=r.request_timeout_ms,
+        backend_timeout_ms=r.backend_timeout_ms,
+        session=_session(r.session_persistence),
+        retry=_retry(r.retry),
+    )
+
+
+def _targets(r: alb.Rule) -> list[Backend]:
+    """The backends a rule sends requests to (valid ones: the others get 500)."""
+    return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors)) if b.valid]
+
+
+def _target(b: Backend, tls: dict[BackendTLS, int]) -> state.Target:
+    # every rule sending to one Service port sees the same endpoints and TLS
+    return state.Target(
+        endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in b.endpoints),
+        protocol=b.protocol,
+        tls=tls[b.tls] if b.tls is not None else None,
+    )
+
+
+def _tls_order(t: BackendTLS) -> tuple[str, ...]:
+    """Upstream TLS settings in a fixed order: `@agc_tls_<n>` depends on the set alone."""
+    client = t.client_certificate
+    return (
+        t.sni,
+        t.ca_pem or "",
+        "\n".join(f"{n.type}:{n.value}" for n in t.subject_alt_names),
+        client.cert_pem if client else "",
+    )
+
+
+def _speaks_h2c(host: alb.Host) -> bool:
+    return any(r.grpc or any(b.protocol == "h2c" for b in r.backends) for r in host.rules)
+
+
+def _listeners(model: LoadBalancer, port_offset: int) -> state.RouterState:
+    """The state's listener part: frontends by bound port, most specific hostname
+    first, and the certificates and client CAs they refer to by index, each once."""
+    certs: list[state.CertificateKey] = []
+    cas: list[str] = []
+
+    def index(items: list[Any], item: Any) -> int:
+        if item not in items:
+            items.append(item)
+        return items.index(item)
+
     frontends: dict[str, list[state.Frontend]] = {}
     for f in sorted(model.frontends, key=lambda f: (f.port, specificity(f.hostname), f.name)):
-        frontends.setdefault(str(f.port + port_offset), []).append(b.frontend(f))
-    hosts: dict[str, list[state.Host]] = {}
-    rules: dict[str, state.Rule] = {}
-    for h in model.hosts:
-        ids = []
-        for r in h.rules:
-            key = rule_id(r)
-            if key not in rules:
-                rules[key] = b.rule(r)
-            ids.append(key)
-        hosts.setdefault(h.listener, []).append(state.Host(hostname=h.hostname, rules=tuple(ids)))
+        validation = f.client_validation
+        frontends.setdefault(str(f.port + port_offset), []).append(
+            state.Frontend(
+                name=f.name,
+                port=f.port,
+                hostname=f.hostname,
+                certs=tuple(
+                    index(certs, state.CertificateKey(cert=c.cert_pem, key=c.key_pem))
+                    for c in f.certificates
+                ),
+                client_ca=index(cas, validation.ca_pem) if validation else None,
+                insecure_fallback=bool(validation and validation.insecure_fallback),
+            )
+        )
+    return state.RouterState(
+        frontends={port: tuple(fs) for port, fs in frontends.items()},
+        hosts={},
+        rules={},
+        backends={},
+        certs=tuple(certs),
+        cas=tuple(cas),
+    )
+
+
+def _needs(
+    model: LoadBalancer, port_offset: int, h2c_ports: set[int], tls: tuple[BackendTLS, ...]
+) -> StaticNeeds:
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
     # sniffer in front (static.py), others do not
-    h2c_ports = {
-        h.port + port_offset
-        for h in model.hosts
-        if any(r.grpc or any(b.protocol == "h2c" for b in r.backends) for r in h.rules)
-    }
     listens = {(f.port + port_offset, f.protocol == "HTTPS") for f in model.frontends}
-    router = state.RouterState(
-        frontends={port: tuple(fs) for port, fs in frontends.items()},
-        hosts={listener: tuple(hs) for listener, hs in hosts.items()},
-        rules=rules,
-        backends=b.backends,
-        certs=tuple(b.certs),
-        cas=tuple(b.cas),
-    )
-    needs = StaticNeeds(
+    return StaticNeeds(
         listens=tuple(
             Listen(port=p, https=s, h2c=not s and p in h2c_ports) for p, s in sorted(listens)
         ),
-        backend_tls=tuple(b.tls),
+        backend_tls=tls,
     )
-    return router, needs
+
+
+def router_state(
+    model: LoadBalancer, *, port_offset: int = 0
+) -> tuple[state.RouterState, StaticNeeds]:
+    """The router's state, and what the static config needs (from scratch; StateParts
+    keeps the same between builds and updates it by difference)."""
+    hosts: dict[str, list[state.Host]] = {}
+    rules: dict[str, alb.Rule] = {}
+    for h in model.hosts:
+        ids = []
+        for r in h.rules:
+            ids.append(key := rule_id(r))
+            rules.setdefault(key, r)
+        hosts.setdefault(h.listener, []).append(state.Host(hostname=h.hostname, rules=tuple(ids)))
+    targets = {backend_id(b): b for r in rules.values() for b in _targets(r)}
+    tls = tuple(sorted({b.tls for b in targets.values() if b.tls}, key=_tls_order))
+    tls_index = {t: i for i, t in enumerate(tls)}
+    router = attrs.evolve(
+        _listeners(model, port_offset),
+        hosts={listener: tuple(hs) for listener, hs in hosts.items()},
+        rules={key: _rule(r) for key, r in rules.items()},
+        backends={key: _target(b, tls_index) for key, b in targets.items()},
+    )
+    h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
+    return router, _needs(model, port_offset, h2c_ports, tls)
 
 
 def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str, Any], StaticNeeds]:
@@ -259,3 +284,148 @@ def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str,
     router, needs = router_state(model, port_offset=port_offset)
     document: dict[str, Any] = state.to_json(router)
     return document, needs
+
+
+def encode(value: Any) -> bytes:
+    """A part as the router stores it: compact JSON."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def encoded_parts(document: Mapping[str, Any]) -> dict[str, bytes]:
+    """A whole JSON document (build_state) as encoded parts (state.parts)."""
+    return {name: encode(value) for name, value in state.parts(document).items()}
+
+
+@attrs.define
+class _RuleEntry:
+    rule: alb.Rule
+    # hosts listing the rule
+    users: int
+    text: bytes
+    # the backends it sends to, by id (their Target comes from these)
+    targets: tuple[tuple[str, Backend], ...]
+
+
+@attrs.define
+class _BackendEntry:
+    # rules sending to it
+    users: int
+    backend: Backend
+    # None: to encode (new, changed, or the upstream TLS settings moved)
+    text: bytes | None = None
+
+
+def _target_inputs(b: Backend) -> tuple[object, ...]:
+    return (b.endpoints, b.protocol, b.tls)
+
+
+class StateParts:
+    """The router state of one Gateway as encoded parts, kept between builds and
+    updated by difference: `build(model)` equals `encoded_parts(build_state(model))`
+    (tests/unit/test_translate_incremental.py), at a cost that follows what changed.
+
+    Translation keeps a Host object while its table is unchanged (translate/memo.py),
+    so a host that is the same object as last time is skipped outright. A changed
+    host re-counts the rules it lists; a rule is encoded when it first appears or
+    its object changed, and dropped when no host lists it; a backend likewise by
+    the rules sending to it. The listener part is encoded again only when the
+    frontends differ, every backend only when the set of upstream TLS settings
+    (whose order names `@agc_tls_<n>`) does.
+
+    Invariants between builds: `_hosts` holds every host of the last model with its
+    text; `_rules` exactly the rules those hosts list, `users` counting the hosts;
+    `_backends` exactly the targets of those rules, `users` counting the rules.
+    """
+
+    def __init__(self, *, port_offset: int = 0) -> None:
+        self._port_offset = port_offset
+        # part name -> (the host, its text, its bound port if it speaks h2c)
+        self._hosts: dict[str, tuple[alb.Host, bytes, int | None]] = {}
+        self._rules: dict[str, _RuleEntry] = {}
+        self._backends: dict[str, _BackendEntry] = {}
+        self._tls: tuple[BackendTLS, ...] = ()
+        # the frontends the listener part was made from, and its text
+        self._listeners: tuple[tuple[alb.Frontend, ...], bytes] | None = None
+
+    def build(self, model: LoadBalancer) -> tuple[dict[str, bytes], StaticNeeds]:
+        seen: set[str] = set()
+        for host in model.hosts:
+            name = f"h:{host.listener}:{host.hostname}"
+            seen.add(name)
+            known = self._hosts.get(name)
+            if known is not None and known[0] is host:
+                continue
+            for r in host.rules:
+                self._use_rule(r)
+            if known is not None:
+                for r in known[0].rules:
+                    self._release_rule(rule_id(r))
+            text = encode(
+                state.to_json(
+                    state.Host(hostname=host.hostname, rules=tuple(rule_id(r) for r in host.rules))
+                )
+            )
+            port = host.port + self._port_offset if _speaks_h2c(host) else None
+            self._hosts[name] = (host, text, port)
+        for name in [n for n in self._hosts if n not in seen]:
+            for r in self._hosts.pop(name)[0].rules:
+                self._release_rule(rule_id(r))
+        tls = tuple(
+            sorted(
+                {e.backend.tls for e in self._backends.values() if e.backend.tls}, key=_tls_order
+            )
+        )
+        if tls != self._tls:
+            self._tls = tls
+            for entry in self._backends.values():
+                entry.text = None
+        tls_index = {t: i for i, t in enumerate(tls)}
+        for entry in self._backends.values():
+            if entry.text is None:
+                entry.text = encode(state.to_json(_target(entry.backend, tls_index)))
+        if self._listeners is None or self._listeners[0] != model.frontends:
+            listeners = state.to_json(_listeners(model, self._port_offset))
+            self._listeners = (model.frontends, encode(listeners))
+        parts = {"meta": self._listeners[1]}
+        parts.update((f"b:{key}", e.text) for key, e in self._backends.items() if e.text)
+        parts.update((f"r:{key}", e.text) for key, e in self._rules.items())
+        parts.update((name, known[1]) for name, known in self._hosts.items())
+        h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
+        return parts, _needs(model, self._port_offset, h2c_ports, tls)
+
+    def _use_rule(self, r: alb.Rule) -> None:
+        key = rule_id(r)
+        entry = self._rules.get(key)
+        if entry is None:
+            entry = self._rules[key] = _RuleEntry(rule=r, users=0, text=b"", targets=())
+        if entry.rule is not r or not entry.text:
+            for backend_key, _ in entry.targets:
+                self._release_backend(backend_key)
+            entry.rule, entry.text = r, encode(state.to_json(_rule(r)))
+            entry.targets = tuple((backend_id(b), b) for b in _targets(r))
+            for backend_key, b in entry.targets:
+                self._use_backend(backend_key, b)
+        entry.users += 1
+
+    def _release_rule(self, key: str) -> None:
+        entry = self._rules[key]
+        entry.users -= 1
+        if entry.users == 0:
+            for backend_key, _ in entry.targets:
+                self._release_backend(backend_key)
+            del self._rules[key]
+
+    def _use_backend(self, key: str, b: Backend) -> None:
+        entry = self._backends.get(key)
+        if entry is None:
+            self._backends[key] = _BackendEntry(users=1, backend=b)
+            return
+        if entry.backend is not b and _target_inputs(entry.backend) != _target_inputs(b):
+            entry.backend, entry.text = b, None
+        entry.users += 1
+
+    def _release_backend(self, key: str) -> None:
+        entry = self._backends[key]
+        entry.users -= 1
+        if entry.users == 0:
+            del self._backends[key]
