@@ -72,13 +72,6 @@ class Cache:
     def get(self, kind: str, key: str) -> Obj | None:
         return self.store(kind).get(key)
 
-    def routes_of_gateway(self, gateway: str) -> list[tuple[str, Obj]]:
-        return [
-            (resource.kind, route)
-            for resource in ROUTE_KINDS
-            for route in self.store(resource.kind).by_index(ix.PARENT_GATEWAYS, gateway)
-        ]
-
     def gateways_of_routes(self, routes: Iterable[Obj]) -> set[str]:
         return {g for route in routes for g in ix.route_parent_gateways(route)}
 
@@ -92,11 +85,18 @@ class Cache:
     def snapshot_for_gateway(self, key: ObjectKey) -> Snapshot:
         gateway_key = key.namespaced_name
         gateway = self.get(r.GATEWAY.kind, gateway_key)
-        routes = self.routes_of_gateway(gateway_key)
+        # route kind -> store key -> route; the indexes already hold which routes name
+        # the Gateway and which Services their backendRefs name
+        routes: dict[str, dict[str, Obj]] = {}
         services: set[str] = set()
-        for kind, route in routes:
-            # the index already holds what the route's backendRefs name
-            services.update(self.store(kind).index_values(ix.BACKEND_SERVICES, object_key(route)))
+        for resource in ROUTE_KINDS:
+            store = self.store(resource.kind)
+            found = routes[resource.kind] = {}
+            for route_key in store.index_keys(ix.PARENT_GATEWAYS, gateway_key):
+                route = store.get(route_key)
+                if route is not None:
+                    found[route_key] = route
+                    services.update(store.index_values(ix.BACKEND_SERVICES, route_key))
         policies = {
             object_key(p): p
             for s in services
@@ -110,9 +110,9 @@ class Cache:
         return Snapshot(
             gateway_classes=self._all(r.GATEWAY_CLASS.kind),
             gateways={gateway_key: gateway} if gateway else {},
-            http_routes={object_key(o): o for kind, o in routes if kind == r.HTTP_ROUTE.kind},
-            grpc_routes={object_key(o): o for kind, o in routes if kind == r.GRPC_ROUTE.kind},
-            tls_routes={object_key(o): o for kind, o in routes if kind == r.TLS_ROUTE.kind},
+            http_routes=routes[r.HTTP_ROUTE.kind],
+            grpc_routes=routes[r.GRPC_ROUTE.kind],
+            tls_routes=routes[r.TLS_ROUTE.kind],
             backend_tls_policies=policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

@@ -74,6 +74,11 @@ class Reconciler:
     )
     # Gateway -> what its last translation can reuse (translate/memo.py)
     _memos: dict[ObjectKey, Memo] = attrs.field(factory=dict, init=False)
+    # Gateway -> the route and policy statuses known written, by identity: translation
+    # hands back the very same object while a status is unchanged, so most of a
+    # reconcile's statuses cost one lookup here (the writer checks the rest against
+    # the cached resourceVersion)
+    _written: dict[ObjectKey, dict[int, DesiredStatus]] = attrs.field(factory=dict, init=False)
 
     async def reconcile(self, key: ObjectKey) -> None:
         if key.kind == "GatewayClass":
@@ -89,11 +94,14 @@ class Reconciler:
         )
         if translation.node is None:
             del self._memos[key]
+            self._written.pop(key, None)
         # Route and policy status is translation's alone (Accepted, ResolvedRefs): it goes
         # out while the data plane is programmed, so a user's `kubectl get` does not wait
         # for NGINX or ARM. Only the Gateway's status needs the provider's result.
         attached = asyncio.create_task(
-            self._write_all([*translation.route_statuses, *translation.policy_statuses])
+            self._write_all(
+                [*translation.route_statuses, *translation.policy_statuses], remember=key
+            )
         )
         try:
             result: ApplyResult | None = None
@@ -159,10 +167,15 @@ class Reconciler:
         if event is not None and self.events is not None:
             await self.events.gateway_event(cached, event)
 
-    async def _write_all(self, statuses: list[DesiredStatus]) -> None:
+    async def _write_all(
+        self, statuses: list[DesiredStatus], *, remember: ObjectKey | None = None
+    ) -> None:
         """Write every status that changed; if any failed, raise the first failure after
-        trying all. Unchanged ones cost an equality test, not a task (delta status)."""
+        trying all. Unchanged ones cost a lookup, not a task (delta status). With
+        `remember`, the statuses written (or found current) are remembered for that
+        Gateway's next reconcile."""
         gate = asyncio.Semaphore(STATUS_CONCURRENCY)
+        known = self._written.get(remember, {}) if remember else {}
 
         async def write(status: DesiredStatus, cached: dict[str, object] | None) -> None:
             async with gate:
@@ -171,10 +184,17 @@ class Reconciler:
         changed = [
             (status, cached)
             for status in statuses
-            if not self.writer.is_current(status, cached := self._cached(status))
+            if known.get(id(status)) is not status
+            and not self.writer.is_current(status, cached := self._cached(status))
         ]
         results = await asyncio.gather(*(write(*c) for c in changed), return_exceptions=True)
-        for outcome in results:
+        failed = [(c[0], r) for c, r in zip(changed, results, strict=True) if r is not None]
+        if remember is not None:
+            unwritten = {id(status) for status, _ in failed}
+            self._written[remember] = {
+                id(status): status for status in statuses if id(status) not in unwritten
+            }
+        for _, outcome in failed:
             if isinstance(outcome, BaseException):
                 raise outcome
 

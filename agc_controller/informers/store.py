@@ -89,6 +89,11 @@ class Store:
         keys = self._indexes[index_name].get(value, ())
         return [self._objects[key] for key in sorted(keys)]
 
+    def index_keys(self, index_name: str, value: str) -> builtins.list[str]:
+        """The keys listed under `value` in index `index_name`, in no particular order
+        (`by_index` without the sorting, for readers that key their result anyway)."""
+        return list(self._indexes[index_name].get(value, ()))
+
     def index_values(self, index_name: str, key: str) -> frozenset[str]:
         """The values `key` is listed under in index `index_name` (what its indexer
         returned when it was stored), without running the indexer again."""

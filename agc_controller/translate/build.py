@@ -18,6 +18,7 @@ most characters in the matched service, then in the matched method.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -113,6 +114,9 @@ def build_load_balancer(
     )
 
 
+# where a host sorts in the model: port, hostname specificity, (listener, hostname)
+_HostOrder = tuple[int, tuple[int, int], tuple[str, str]]
+
 # listener name -> the hostnames a route serves there (a route attached twice to one
 # listener, through two parentRefs, is served once)
 _Serving = dict[str, frozenset[str]]
@@ -159,7 +163,7 @@ class HostTables:
         # (listener, hostname) -> its table
         self._tables: dict[tuple[str, str], Host] = {}
         # the keys of `_tables` in model order (port, hostname specificity, listener, name)
-        self._order: list[tuple[str, str]] = []
+        self._order: list[tuple[_HostOrder, tuple[str, str]]] = []
 
     def update(
         self,
@@ -190,7 +194,7 @@ class HostTables:
                 dirty[listener].update(hostnames)
         if dirty:
             self._rebuild(dirty, programmable)
-        return tuple(self._tables[k] for k in self._order)
+        return tuple(self._tables[key] for _, key in self._order)
 
     def _forget(self, key: ObjectKey, dirty: dict[str, set[str]]) -> None:
         _, serving, _ = self._routes.pop(key)
@@ -204,24 +208,25 @@ class HostTables:
             dirty[listener].update(hostnames)
 
     def _rebuild(self, dirty: Mapping[str, set[str]], programmable: Mapping[str, Listener]) -> None:
-        keys_changed = False
         for name, changed in dirty.items():
             listener = programmable[name]
             by_hostname = self._hostnames[name]
-            for host in _covered(changed, by_hostname.keys() | _hosts_of(self._tables, name)):
+            if any(hostname == "*" or hostname.startswith("*.") for hostname in changed):
+                hosts = _covered(changed, by_hostname.keys() | _hosts_of(self._tables, name))
+            else:
+                hosts = changed  # an exact name covers no host but its own
+            for host in hosts:
                 key = (name, host)
+                position = ((listener.port, specificity(host), key), key)
                 if host not in by_hostname or _claimed_elsewhere(
                     listener, host, programmable.values()
                 ):
-                    keys_changed |= self._tables.pop(key, None) is not None
+                    if self._tables.pop(key, None) is not None:
+                        del self._order[bisect.bisect_left(self._order, position)]
                     continue
-                keys_changed |= key not in self._tables
+                if key not in self._tables:
+                    bisect.insort(self._order, position)
                 self._tables[key] = _host(listener, host, self._covering_rules(name, host))
-        if keys_changed:
-            self._order = sorted(
-                self._tables,
-                key=lambda k: (programmable[k[0]].port, specificity(k[1]), k),
-            )
 
     def _covering_rules(self, listener: str, host: str) -> list[tuple[tuple[int, int], KeyedRules]]:
         """(rank, a route's ordered rules) of every route covering `host`; most specific

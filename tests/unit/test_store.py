@@ -91,6 +91,7 @@ def test_index_follows_updates_and_deletes() -> None:
     assert [object_key(o) for o in store.by_index("parent", "ns/gw-2")] == ["ns/a", "ns/b"]
 
     assert store.index_values("parent", "ns/a") == {"ns/gw-1", "ns/gw-2"}
+    assert sorted(store.index_keys("parent", "ns/gw-2")) == ["ns/a", "ns/b"]
     store.upsert(_route("a", "gw-3", rv="2"))  # a leaves gw-1 and gw-2
     assert store.index_values("parent", "ns/a") == {"ns/gw-3"}
     assert store.index_values("parent", "ns/nothing") == frozenset()
