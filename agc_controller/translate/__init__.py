@@ -27,6 +27,7 @@ from agc_controller.core.status import (
 )
 from agc_controller.translate.build import build_load_balancer
 from agc_controller.translate.graph.attach import Attachment, attach_route
+from agc_controller.translate.graph.backends import EndpointSource, endpoint_sources
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
 from agc_controller.translate.graph.gateway import GatewayNode, build_gateway
 from agc_controller.translate.graph.gatewayclass import (
@@ -165,6 +166,8 @@ def translate_gateway(
     attachments: dict[ObjectKey, tuple[Attachment, ...]] = {}
     route_statuses: list[RouteStatus] = []
     unattached: list[tuple[RouteKind, Obj]] = []
+    # backend name -> where its endpoints come from, for every backend an attached rule uses
+    wanted: dict[str, EndpointSource] = {}
     entries: dict[tuple[str, str], RouteEntry] = {}
     changed = changed_inputs(memo.previous, snapshot) if memo.previous is not None else None
     for kind, routes in _route_tables(snapshot):
@@ -185,9 +188,11 @@ def translate_gateway(
             if entry.result is None:
                 unattached.append((kind, route))
                 continue
-            attached, status = entry.result
+            attached, status, sources = entry.result
             attachments[entry.key] = attached
             route_statuses.append(status)
+            for source in sources:
+                wanted[source.name] = source
     memo.routes, memo.previous = entries, snapshot
     route_statuses.extend(_clear_routes(unattached, gateway_key, settings))
 
@@ -197,7 +202,13 @@ def translate_gateway(
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
     load_balancer = (
-        build_load_balancer(node, attachments, policies, tables=memo.hosts)
+        build_load_balancer(
+            node,
+            attachments,
+            policies,
+            tables=memo.hosts,
+            endpoints=memo.endpoints(snapshot, wanted),
+        )
         if node.accepted
         else None
     )
@@ -227,7 +238,7 @@ def _route_entry(
     """A route's node, attachments and status for `gateway` (None: it does not name it)."""
     view, reads = recording(snapshot)
     route_node = build_route(route, kind, view, grants, settings.capabilities)
-    result: tuple[tuple[Attachment, ...], RouteStatus] | None = None
+    result: tuple[tuple[Attachment, ...], RouteStatus, tuple[EndpointSource, ...]] | None = None
     if any(ref.names(gateway.key) for ref in route_node.parent_refs):
         parents, attached = attach_route(route_node, gateway, view)
         status = RouteStatus(
@@ -237,7 +248,12 @@ def _route_entry(
             gateway=gateway.key,
             parents=tuple(parents),
         )
-        result = (tuple(attached), status)
+        used = (
+            b
+            for rule in route_node.rules
+            for b in (*rule.backends, *(m.backend for m in rule.mirrors))
+        )
+        result = (tuple(attached), status, endpoint_sources(used) if attached else ())
     return RouteEntry(
         route=route,
         key=route_node.key,

@@ -32,6 +32,7 @@ from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
     Backend,
     BackendTLS,
+    Endpoint,
     Frontend,
     Host,
     LoadBalancer,
@@ -84,6 +85,7 @@ def build_load_balancer(
     policies: Policies,
     *,
     tables: HostTables | None = None,
+    endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
 ) -> LoadBalancer:
     """The model of `gateway` with the routes attached as `attachments` (route ->
     its attachments). `tables` carries the host tables of the previous build of
@@ -108,6 +110,7 @@ def build_load_balancer(
         addresses=gateway.addresses,
         frontends=frontends,
         hosts=tables.update(gateway, policies, attachments),
+        endpoints=endpoints or {},
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
         annotations=gateway.annotations,
@@ -362,7 +365,6 @@ def _backend(backend: ResolvedBackend, gateway: GatewayNode, policies: Policies)
         weight=backend.weight,
         valid=valid,
         protocol=backend.protocol,
-        endpoints=backend.endpoints if valid else (),
         tls=tls,
         request_headers=backend.request_headers,
         response_headers=backend.response_headers,

@@ -23,6 +23,10 @@ identity (the route tables aside: each route's entry checks its own route).
   them holds.
 - The host tables (build.HostTables) are updated by difference: a route whose
   attachments are another object than last time dirties the hosts it covers.
+- Endpoints are not part of a route's result: each backend's come from its
+  Service's EndpointSlices once per translation, reused while those are the
+  same objects (`endpoints`). An endpoint change touches one entry of the
+  model's endpoint table, never the routes sending to the Service.
 
 Induction keeps it sound: every entry in the memo was valid for the previous
 snapshot, and is reused only if nothing it read differs between that snapshot
@@ -40,6 +44,8 @@ import attrs
 
 from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.build import HostTables
+from agc_controller.translate.graph.backends import EndpointSource, ready_endpoints
+from agc_controller.translate.model import Endpoint
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
 
@@ -149,6 +155,10 @@ class Memo:
     routes: dict[tuple[str, str], RouteEntry] = attrs.field(factory=dict)
     # the host tables of the last model (build.py)
     hosts: HostTables = attrs.field(factory=HostTables)
+    # backend name -> (its source, the EndpointSlices read, its ready endpoints)
+    _endpoints: dict[str, tuple[EndpointSource, tuple[Obj, ...], tuple[Endpoint, ...]]] = (
+        attrs.field(factory=dict)
+    )
     # the previous value of a translation-wide object, by name (kept when equal)
     _shared: dict[str, object] = attrs.field(factory=dict)
 
@@ -157,6 +167,7 @@ class Memo:
         self.previous = None
         self.routes.clear()
         self.hosts = HostTables()
+        self._endpoints.clear()
         self._shared.clear()
 
     def stable(self, name: str, value: T) -> T:
@@ -167,3 +178,21 @@ class Memo:
             return previous
         self._shared[name] = value
         return value
+
+    def endpoints(
+        self, snapshot: Snapshot, wanted: Mapping[str, EndpointSource]
+    ) -> dict[str, tuple[Endpoint, ...]]:
+        """The ready endpoints of every backend in `wanted`, by name (sorted); a
+        backend whose EndpointSlices are the same objects as last time keeps its
+        endpoints without reading them again."""
+        found: dict[str, tuple[EndpointSource, tuple[Obj, ...], tuple[Endpoint, ...]]] = {}
+        for name in sorted(wanted):
+            source = wanted[name]
+            slices = snapshot.endpoint_slices.get(source.service.namespaced_name, ())
+            known = self._endpoints.get(name)
+            if known is not None and known[0] == source and _same(known[1], slices):
+                found[name] = known
+            else:
+                found[name] = (source, slices, ready_endpoints(slices, source.port_name))
+        self._endpoints = found
+        return {name: entry[2] for name, entry in found.items()}

@@ -15,6 +15,7 @@ that matches that hostname on that port.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import attrs
@@ -95,11 +96,10 @@ class HeaderModifier:
 class Backend:
     """One weighted backendRef. `valid=False` means its share of traffic gets HTTP 500."""
 
-    name: str  # "namespace/service:port", unique within a rule
+    name: str  # "namespace/service:port", unique within a rule; its key in LoadBalancer.endpoints
     weight: int
     valid: bool
     protocol: BackendProtocol = "http"
-    endpoints: tuple[Endpoint, ...] = ()
     tls: BackendTLS | None = None
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
@@ -232,6 +232,10 @@ class LoadBalancer:
     addresses: tuple[RequestedAddress, ...]
     frontends: tuple[Frontend, ...]
     hosts: tuple[Host, ...]
+    # backend name -> its ready endpoints, for every valid backend a rule uses. Kept
+    # apart from the rules so that an endpoint change (the most frequent change of
+    # all) touches one entry here, not every rule sending to the Service.
+    endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()

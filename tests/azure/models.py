@@ -25,12 +25,7 @@ def model(
     annotations: tuple[tuple[str, str], ...] = (),
 ) -> LoadBalancer:
     route = ObjectKey("HTTPRoute", "default", f"{name}-web")
-    backend = Backend(
-        name="default/web:80",
-        weight=1,
-        valid=True,
-        endpoints=tuple(Endpoint(a, 9000) for a in addresses),
-    )
+    backend = Backend(name="default/web:80", weight=1, valid=True)
     return LoadBalancer(
         gateway=ObjectKey("Gateway", "default", name),
         gateway_class="agc",
@@ -55,5 +50,6 @@ def model(
                 ),
             ),
         ),
+        endpoints={backend.name: tuple(Endpoint(a, 9000) for a in addresses)},
         annotations=annotations,
     )

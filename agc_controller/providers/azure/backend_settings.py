@@ -39,7 +39,7 @@ def request_timeout_s(rule: Rule) -> int:
 def add_settings(c: Collector, rule: Rule, backend: Backend) -> Json:
     tls = backend.tls
     props: Json = {
-        "port": backend.endpoints[0].port if backend.endpoints else 80,
+        "port": endpoints[0].port if (endpoints := c.endpoints.get(backend.name)) else 80,
         "protocol": "Https" if tls else "Http",
         "cookieBasedAffinity": "Disabled",
         "requestTimeout": request_timeout_s(rule),

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.translate.model import Certificate
+from agc_controller.translate.model import Certificate, Endpoint
 
 Json = dict[str, Any]
 
@@ -67,6 +67,8 @@ class Collector:
     gateway: ObjectKey
     # the Application Gateway's resource ID (children refer to each other by ID)
     gateway_id: str
+    # backend name -> its endpoints (the model's table)
+    endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     _children: dict[str, dict[str, Json]] = attrs.field(factory=dict)
     rule_order: dict[str, RuleOrder] = attrs.field(factory=dict)
     certificates: dict[str, Certificate] = attrs.field(factory=dict)

@@ -18,7 +18,8 @@ EMPTY = "empty"
 
 
 def add_pool(c: Collector, backend: Backend) -> Json:
-    addresses = sorted({e.address for e in backend.endpoints}, key=ipaddress.ip_address)
+    endpoints = c.endpoints.get(backend.name, ())
+    addresses = sorted({e.address for e in endpoints}, key=ipaddress.ip_address)
     return c.add(
         "backendAddressPools",
         naming.child_name(c.gateway, "pool", backend.name),

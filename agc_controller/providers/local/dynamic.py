@@ -177,10 +177,12 @@ def _targets(r: alb.Rule) -> list[Backend]:
     return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors)) if b.valid]
 
 
-def _target(b: Backend, tls: dict[BackendTLS, int]) -> state.Target:
+def _target(
+    b: Backend, tls: dict[BackendTLS, int], endpoints: tuple[alb.Endpoint, ...]
+) -> state.Target:
     # every rule sending to one Service port sees the same endpoints and TLS
     return state.Target(
-        endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in b.endpoints),
+        endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
         tls=tls[b.tls] if b.tls is not None else None,
     )
@@ -273,7 +275,10 @@ def router_state(
         _listeners(model, port_offset),
         hosts={listener: tuple(hs) for listener, hs in hosts.items()},
         rules={key: _rule(r) for key, r in rules.items()},
-        backends={key: _target(b, tls_index) for key, b in targets.items()},
+        backends={
+            key: _target(b, tls_index, model.endpoints.get(b.name, ()))
+            for key, b in targets.items()
+        },
     )
     h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
     return router, _needs(model, port_offset, h2c_ports, tls)
@@ -311,12 +316,14 @@ class _BackendEntry:
     # rules sending to it
     users: int
     backend: Backend
+    # the endpoints the text was made with (the model's own tuple: identity tells)
+    endpoints: tuple[alb.Endpoint, ...] = ()
     # None: to encode (new, changed, or the upstream TLS settings moved)
     text: bytes | None = None
 
 
 def _target_inputs(b: Backend) -> tuple[object, ...]:
-    return (b.endpoints, b.protocol, b.tls)
+    return (b.name, b.protocol, b.tls)
 
 
 class StateParts:
@@ -381,8 +388,10 @@ class StateParts:
                 entry.text = None
         tls_index = {t: i for i, t in enumerate(tls)}
         for entry in self._backends.values():
-            if entry.text is None:
-                entry.text = encode(state.to_json(_target(entry.backend, tls_index)))
+            endpoints = model.endpoints.get(entry.backend.name, ())
+            if entry.text is None or entry.endpoints is not endpoints:
+                target = _target(entry.backend, tls_index, endpoints)
+                entry.text, entry.endpoints = encode(state.to_json(target)), endpoints
         if self._listeners is None or self._listeners[0] != model.frontends:
             listeners = state.to_json(_listeners(model, self._port_offset))
             self._listeners = (model.frontends, encode(listeners))

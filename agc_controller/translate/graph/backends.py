@@ -7,6 +7,8 @@ HTTP 500 for that share of traffic (Gateway API), so it becomes a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from agc_controller.core import conditions as c
@@ -28,9 +30,18 @@ class ResolvedBackend:
     # the Service port's name: BackendTLSPolicy targets it by sectionName
     port_name: str | None = None
     protocol: BackendProtocol = "http"
-    endpoints: tuple[Endpoint, ...] = ()
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
+
+
+@attrs.frozen
+class EndpointSource:
+    """Where a backend's endpoints come from: one port of one Service."""
+
+    name: str  # the backend's name (LoadBalancer.endpoints key)
+    service: ObjectKey
+    # the Service port's name, as the EndpointSlices' ports carry it (None: unnamed)
+    port_name: str | None
 
 
 @attrs.frozen
@@ -101,7 +112,6 @@ def resolve_backend(
             port=int(port),
             port_name=service_port.get("name") or None,
             protocol=protocol,
-            endpoints=ready_endpoints(snapshot, namespace, name, service_port),
             request_headers=request_headers,
             response_headers=response_headers,
         ),
@@ -110,16 +120,17 @@ def resolve_backend(
 
 
 def ready_endpoints(
-    snapshot: Snapshot, namespace: str, service: str, service_port: Obj
+    endpoint_slices: tuple[Obj, ...], port_name: str | None
 ) -> tuple[Endpoint, ...]:
-    """Ready endpoints of one Service port, sorted and de-duplicated.
+    """Ready endpoints of one Service port (named `port_name`, None when unnamed)
+    in the Service's EndpointSlices, sorted and de-duplicated.
 
     EndpointSlice ports carry the Service port's name ("" when unnamed);
     `ready` unset counts as ready (the API's own rule).
     """
-    port_name = service_port.get("name") or ""
+    port_name = port_name or ""
     found: set[Endpoint] = set()
-    for endpoint_slice in snapshot.endpoint_slices.get(namespaced_name(namespace, service), ()):
+    for endpoint_slice in endpoint_slices:
         if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
             continue
         target = next(
@@ -138,3 +149,12 @@ def ready_endpoints(
             for address in endpoint.get("addresses") or []:
                 found.add(Endpoint(address=str(address), port=int(target)))
     return tuple(sorted(found, key=lambda e: (e.address, e.port)))
+
+
+def endpoint_sources(backends: Iterable[ResolvedBackend]) -> tuple[EndpointSource, ...]:
+    """Where each valid backend among `backends` takes its endpoints from."""
+    return tuple(
+        EndpointSource(name=b.name, service=b.service, port_name=b.port_name)
+        for b in backends
+        if b.valid and b.service is not None
+    )

@@ -221,7 +221,7 @@ class _RuleParser:
             )
             if ref_filters.extension_ref_problem:
                 # its requests must fail, never skip the filter (its problem is already listed)
-                backend = attrs.evolve(backend, valid=False, endpoints=())
+                backend = attrs.evolve(backend, valid=False)
             backends.append(backend)
             if problem:
                 problems.append(problem)
