@@ -32,6 +32,7 @@ import functools
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -252,6 +253,17 @@ def nginx_pids(state_dir: Path) -> list[int]:
     return [master, *map(int, children)]
 
 
+async def stop_nginx(state_dir: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        master = nginx_pids(state_dir)[0]
+        os.kill(master, signal.SIGQUIT)
+        for _ in range(100):
+            if not Path(f"/proc/{master}").exists():
+                return
+            await asyncio.sleep(0.1)
+        os.kill(master, signal.SIGKILL)
+
+
 class Bench:
     def __init__(self, api: client.ApiClient, address: str, tracker: Routes) -> None:
         self.api = api
@@ -291,6 +303,11 @@ class Bench:
                             break
                     await asyncio.sleep(0.001)
                 samples.append((time.perf_counter() - accepted) * 1000)
+        print(
+            f"[bench] {size}: new route -> 200, in order (ms):",
+            *(f"{v:.0f}" for v in samples),
+            file=sys.stderr,
+        )
         await delete_routes(self.custom, names)
         await self.tracker.wait_for(lambda: self.tracker.converged(size + CATCH_ALLS))
         return sorted(samples)
@@ -372,7 +389,7 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
             "-m",
             "agc_controller.cli",
             "--log-level",
-            "warning",
+            os.environ.get("BENCH_CONTROLLER_LOG_LEVEL", "warning"),
             "run",
             "--kubeconfig",
             str(plane.kubeconfig),
@@ -464,6 +481,10 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
             following.cancel()
             controller.terminate()
             await asyncio.wait_for(controller.wait(), 30)
+            # `agc-controller run` leaves its NGINX serving for the next controller to
+            # adopt; a bench must not leave it behind (a later run's NGINX would share
+            # the address with it through reuseport)
+            await stop_nginx(state_dir)
 
 
 def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:

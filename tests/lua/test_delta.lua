@@ -120,4 +120,18 @@ function T.a_replace_removes_what_it_does_not_name()
   t.eq(paths(config.get(), "a.example"), { "/any" })
 end
 
+function T.many_updates_between_two_requests()
+  t.truthy(config.apply_delta(base()))
+  config.get()
+  for i = 1, 40 do
+    t.truthy(config.apply_delta({
+      static = config.static_id(),
+      set = { ["r:h" .. i] = rule("/h" .. i), ["h:http:h" .. i .. ".example"] = host("http", "h" .. i .. ".example", { "h" .. i, "any" }) },
+    }))
+  end
+  local state = config.get()
+  t.eq(paths(state, "h40.example"), { "/h40", "/any" })
+  t.eq(paths(state, "h1.example"), { "/h1", "/any" })
+end
+
 return T
