@@ -128,19 +128,25 @@ class Routes:
         )
 
     async def _watch(self, custom: client.CustomObjectsApi, plural: str, on: Any) -> None:
+        """Follow `plural` for good: a watch that fails (the CRD not served yet, a
+        closed stream) starts again, and replays every object as it starts."""
         while True:
-            async with watch.Watch().stream(
-                custom.list_namespaced_custom_object,
-                GW,
-                "v1",
-                NS,
-                plural,
-                timeout_seconds=300,
-            ) as stream:
-                async for event in stream:
-                    on(event["type"], event["object"])
-                    async with self.changed:
-                        self.changed.notify_all()
+            try:
+                async with watch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    GW,
+                    "v1",
+                    NS,
+                    plural,
+                    timeout_seconds=300,
+                ) as stream:
+                    async for event in stream:
+                        on(event["type"], event["object"])
+                        async with self.changed:
+                            self.changed.notify_all()
+            except (client.ApiException, aiohttp.ClientError, TimeoutError) as error:
+                print(f"[bench] watching {plural} again after: {error!r:.200}", file=sys.stderr)
+                await asyncio.sleep(0.5)
 
     def _route(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
