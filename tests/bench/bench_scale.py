@@ -119,6 +119,17 @@ class Routes:
         self.routes: dict[str, tuple[int, int | None]] = {}
         self.attached = -1
         self.changed = asyncio.Condition()
+        # why waiting is pointless now (the controller is gone)
+        self.stopped: str | None = None
+
+    def stop(self, why: str) -> None:
+        self.stopped = why
+
+        async def wake() -> None:
+            async with self.changed:
+                self.changed.notify_all()
+
+        self._wake = asyncio.get_running_loop().create_task(wake())
 
     async def follow(self, api: client.ApiClient) -> None:
         custom = client.CustomObjectsApi(api)
@@ -176,9 +187,12 @@ class Routes:
         )
 
     async def wait_for(self, done: Callable[[], bool]) -> float:
-        """Wait until `done()` (5 minutes at most); the time it was first seen true."""
+        """Wait until `done()` (5 minutes at most, while the watches run); the time
+        it was first seen true."""
         async with asyncio.timeout(300), self.changed:
             while not done():
+                if self.stopped:
+                    raise RuntimeError(self.stopped)
                 await self.changed.wait()
         return time.perf_counter()
 
@@ -407,10 +421,15 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
             "local",
             "--local-state-dir",
             str(state_dir),
+            "--health-address",
+            "",
             cwd=REPO,
         )
         tracker = Routes()
         following = asyncio.create_task(tracker.follow(api))
+        # a controller that exits early (it cannot start) ends the bench, not a wait
+        exited = asyncio.create_task(controller.wait())
+        exited.add_done_callback(lambda _: tracker.stop("the controller exited"))
         try:
             await create_all(
                 api,
