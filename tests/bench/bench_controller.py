@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
-from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster import ControlPlane, install_gateway_api_crds
 from tests.bench import fixtures as f
+from tests.bench.plane import REPO, control_plane, rss_mib
 
 N = int(os.environ.get("BENCH_ROUTES", "1000"))
 NS = "bench"
-REPO = Path(__file__).resolve().parents[2]
 
 
 async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, Any]]]) -> None:
@@ -39,13 +35,6 @@ async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, A
             await server_side_apply(api, obj, plural=plural)
 
     await asyncio.gather(*(one(p, o) for p, o in objects))
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def converged(custom: client.CustomObjectsApi) -> bool:
@@ -146,26 +135,8 @@ async def run(plane: ControlPlane) -> None:
 
 
 def main() -> None:
-    testenv = Path(
-        subprocess.run(
-            [str(REPO / "hack" / "testenv.sh")], check=True, capture_output=True, text=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    shm = Path("/dev/shm")
-    etcd_dir = Path(tempfile.mkdtemp(prefix="agc-bench-etcd-", dir=shm if shm.exists() else None))
-    workdir = Path(tempfile.mkdtemp(prefix="agc-bench-"))
-    plane = ControlPlane(
-        binaries=ControlPlaneBinaries.from_testenv(testenv), workdir=workdir, etcd_data_dir=etcd_dir
-    )
-    plane.start()
-    try:
+    with control_plane("agc-bench") as (plane, _):
         asyncio.run(run(plane))
-    finally:
-        plane.stop()
-        shutil.rmtree(etcd_dir, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

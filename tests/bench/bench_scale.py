@@ -31,12 +31,10 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -46,9 +44,10 @@ import aiohttp
 from kubernetes_asyncio import client, watch
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
-from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster import ControlPlane, install_gateway_api_crds
 from devcluster.netns import BackendNamespace
 from tests.bench.bench_dataplane import BACKEND_CONF
+from tests.bench.plane import REPO, control_plane, rss_mib
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
 NS = "scale"
@@ -59,7 +58,6 @@ PROBES = 20
 EDITS = 10
 WRK_SECONDS = 10
 NETNS_TAG = 248
-REPO = Path(__file__).resolve().parents[2]
 
 
 def route(name: str, *, hostname: str | None, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,13 +254,6 @@ def private_mib(pids: list[int]) -> float:
             if line.startswith(("Private_Clean:", "Private_Dirty:")):
                 total += int(line.split()[1])
     return total / 1024
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def nginx_pids(state_dir: Path) -> list[int]:
@@ -541,42 +532,29 @@ def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:
 
 
 def main() -> None:
-    testenv = Path(
-        subprocess.run(
-            [str(REPO / "hack" / "testenv.sh")], check=True, capture_output=True, text=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    shm = Path("/dev/shm")
-    etcd_dir = Path(tempfile.mkdtemp(prefix="agc-scale-etcd-", dir=shm if shm.exists() else None))
-    workdir = Path(tempfile.mkdtemp(prefix="agc-scale-"))
-    workdir.chmod(0o711)  # NGINX workers (nobody) reach files under it
     ns = BackendNamespace.create(name="agc-scale", tag=NETNS_TAG)
-    plane = ControlPlane(
-        binaries=ControlPlaneBinaries.from_testenv(testenv), workdir=workdir, etcd_data_dir=etcd_dir
-    )
-    backends = []
+    backends: list[Path] = []
     try:
-        endpoints = [ns.add_address(), ns.add_address()]
-        for i, address in enumerate(endpoints):
-            conf = workdir / f"backend-{i}.conf"
-            conf.write_text(BACKEND_CONF.format(dir=workdir / f"b{i}", address=address))
-            (workdir / f"b{i}").mkdir()
-            subprocess.run(["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf)], check=True)
-            backends.append(conf)
-        plane.start()
-        asyncio.run(run(plane, workdir, endpoints))
+        with control_plane("agc-scale") as (plane, workdir):
+            endpoints = [ns.add_address(), ns.add_address()]
+            for i, address in enumerate(endpoints):
+                conf = workdir / f"backend-{i}.conf"
+                conf.write_text(BACKEND_CONF.format(dir=workdir / f"b{i}", address=address))
+                (workdir / f"b{i}").mkdir()
+                subprocess.run(
+                    ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf)], check=True
+                )
+                backends.append(conf)
+            try:
+                asyncio.run(run(plane, workdir, endpoints))
+            finally:
+                for conf in backends:
+                    subprocess.run(
+                        ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf), "-s", "quit"],
+                        check=False,
+                    )
     finally:
-        plane.stop()
-        for conf in backends:
-            subprocess.run(
-                ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf), "-s", "quit"],
-                check=False,
-            )
         ns.destroy()
-        shutil.rmtree(etcd_dir, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
