@@ -100,7 +100,8 @@ class Reconciler:
         # for NGINX or ARM. Only the Gateway's status needs the provider's result.
         attached = asyncio.create_task(
             self._write_all(
-                [*translation.route_statuses, *translation.policy_statuses], remember=key
+                [*translation.route_statuses, *translation.policy_statuses],
+                remember=key if translation.node is not None else None,
             )
         )
         try:
