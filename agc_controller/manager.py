@@ -25,6 +25,7 @@ import contextlib
 import gc
 from collections.abc import Sequence
 
+import attrs
 import structlog
 from kubernetes_asyncio import client
 
@@ -75,6 +76,33 @@ WATCHED = (
 )
 
 
+@attrs.define
+class LongLivedHeap:
+    """Keeps the long-lived heap out of the cyclic collector's full passes.
+
+    The caches and every Gateway's memo are the bulk of the heap and live as long
+    as the process; a full collection that scans them holds the event loop for
+    hundreds of ms at 5,000 routes. They are set aside (gc.freeze) once the first
+    pass is done, and again each time the cache has grown by a quarter since, so
+    a cluster that grows after start-up is covered too. Each time after one
+    deliberate collection, so that no garbage cycle is frozen with them.
+    """
+
+    # cached objects when the heap was last set aside; None: never
+    set_aside_at: int | None = None
+
+    def set_aside(self, cached: int) -> None:
+        gc.collect()
+        gc.freeze()
+        self.set_aside_at = cached
+
+    def set_aside_if_grown(self, cached: int) -> bool:
+        if self.set_aside_at is None or cached <= self.set_aside_at * 1.25 + 100:
+            return False
+        self.set_aside(cached)
+        return True
+
+
 class Controller:
     def __init__(
         self,
@@ -105,6 +133,9 @@ class Controller:
         self.permissions = PermissionProblems()
         # keys of this leadership term's first pass not reconciled yet; None: not leading
         self._first_pass: set[ObjectKey] | None = None
+        # the informers' stores, once built
+        self._cache: Cache | None = None
+        self._heap = LongLivedHeap()
         self._elector = (
             LeaderElector(
                 api,
@@ -137,7 +168,7 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in order."""
         watched = await self._build_informers()
-        cache = Cache.with_stores({res.kind: inf.store for res, inf in watched})
+        cache = self._cache = Cache.with_stores({res.kind: inf.store for res, inf in watched})
         mapper = Mapper(cache=cache, enqueue=self.queue.add)
         for resource, informer in watched:
             informer.add_handler(mapper.handler(resource.kind))
@@ -267,11 +298,14 @@ class Controller:
             self._first_pass.discard(key)
             if not self._first_pass:
                 log.info("first_pass_done")
-                # The caches and every Gateway's memo are now the bulk of the heap and
-                # live as long as the process. Moving them out of the cyclic collector's
-                # reach keeps its full collections (hundreds of ms at 5,000 routes,
-                # holding the event loop) proportional to what changes afterwards.
-                gc.freeze()
+                self._heap.set_aside(self._cached_objects())
+        elif self._first_pass is not None and self._heap.set_aside_if_grown(
+            cached := self._cached_objects()
+        ):
+            log.info("heap_set_aside", cached_objects=cached)
+
+    def _cached_objects(self) -> int:
+        return sum(len(store) for store in self._cache.stores.values()) if self._cache else 0
 
     def _enqueue_everything(self, cache: Cache) -> set[ObjectKey]:
         keys = {

@@ -1,0 +1,20 @@
+"""The long-lived heap is set aside from the cyclic GC once, then again only when
+the cache has grown by a quarter."""
+
+from __future__ import annotations
+
+import gc
+
+from agc_controller.manager import LongLivedHeap
+
+
+def test_set_aside_again_only_after_a_quarter_more() -> None:
+    heap = LongLivedHeap()
+    assert not heap.set_aside_if_grown(10_000), "never before the first pass set it aside"
+    frozen = gc.get_freeze_count()
+    heap.set_aside(1_000)
+    assert gc.get_freeze_count() >= frozen
+    assert not heap.set_aside_if_grown(1_300)  # 1,000 * 1.25 + 100 = 1,350
+    assert heap.set_aside_if_grown(1_400)
+    assert heap.set_aside_at == 1_400
+    assert not heap.set_aside_if_grown(1_400)
