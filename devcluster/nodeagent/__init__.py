@@ -52,11 +52,12 @@ Invariants:
 What a container sees that a real one would not: the host's filesystem.
 Mount points (and workingDir) missing on the host are created there, empty, so
 that the bind mount has somewhere to go; they stay after the pod is gone.
-Not implemented: liveness and startup probes, lifecycle hooks, resource limits,
-service links, hostNetwork pods, volume content updates after a container
-started, gRPC probes (checked as a TCP connect to the probe's port), node
-affinity and taints (this is the only node), the kubelet API beyond logs and
-healthz (exec, attach, port-forward, stats). Probes always target the pod IP.
+Outside its scope (the dev cluster needs none of it): liveness and startup
+probes, lifecycle hooks, resource limits, service links, hostNetwork pods,
+volume content updates after a container started, gRPC probes (checked as a
+TCP connect to the probe's port), node affinity and taints (this is the only
+node), the kubelet API beyond logs and healthz (exec, attach, port-forward,
+stats). Probes always target the pod IP.
 
 Modules, one job each: agent (NodeAgent: informers, a runner per pod, clean-up),
 registration (Node, heartbeat, Lease), scheduler (binding), pod (PodRunner: a

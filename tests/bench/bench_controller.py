@@ -18,23 +18,13 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
+from agc_controller.kube import api_client_from_kubeconfig
 from devcluster import ControlPlane, install_gateway_api_crds
 from tests.bench import fixtures as f
-from tests.bench.plane import REPO, control_plane, rss_mib
+from tests.bench.plane import REPO, control_plane, create_all, rss_mib
 
 N = int(os.environ.get("BENCH_ROUTES", "1000"))
 NS = "bench"
-
-
-async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, Any]]]) -> None:
-    gate = asyncio.Semaphore(32)
-
-    async def one(plural: str, obj: dict[str, Any]) -> None:
-        async with gate:
-            await server_side_apply(api, obj, plural=plural)
-
-    await asyncio.gather(*(one(p, o) for p, o in objects))
 
 
 async def converged(custom: client.CustomObjectsApi) -> bool:

@@ -47,7 +47,7 @@ from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from devcluster import ControlPlane, install_gateway_api_crds
 from devcluster.netns import BackendNamespace
 from tests.bench.bench_dataplane import BACKEND_CONF
-from tests.bench.plane import REPO, control_plane, rss_mib
+from tests.bench.plane import REPO, control_plane, create_all, rss_mib
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
 NS = "scale"
@@ -193,21 +193,6 @@ class Routes:
                     raise RuntimeError(self.stopped)
                 await self.changed.wait()
         return time.perf_counter()
-
-
-async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, Any]]]) -> float:
-    """Apply every object, 32 in flight; the time the last answer came."""
-    gate = asyncio.Semaphore(32)
-    last = 0.0
-
-    async def one(plural: str, obj: dict[str, Any]) -> None:
-        nonlocal last
-        async with gate:
-            await server_side_apply(api, obj, plural=plural)
-            last = time.perf_counter()
-
-    await asyncio.gather(*(one(p, o) for p, o in objects))
-    return last
 
 
 async def delete_routes(custom: client.CustomObjectsApi, names: list[str]) -> None:

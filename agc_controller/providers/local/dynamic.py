@@ -322,10 +322,6 @@ class _BackendEntry:
     text: bytes | None = None
 
 
-def _target_inputs(b: Backend) -> tuple[object, ...]:
-    return (b.name, b.protocol, b.tls)
-
-
 class StateParts:
     """The router state of one Gateway as encoded parts, kept between builds and
     updated by difference: `build(model)` equals `encoded_parts(build_state(model))`
@@ -429,7 +425,9 @@ class StateParts:
         if entry is None:
             self._backends[key] = _BackendEntry(users=1, backend=b)
             return
-        if entry.backend is not b and _target_inputs(entry.backend) != _target_inputs(b):
+        # the id already names the Service port and protocol, and endpoints are the
+        # model's table's: of a Backend, only its TLS setting shapes the Target
+        if entry.backend is not b and entry.backend.tls != b.tls:
             entry.backend, entry.text = b, None
         entry.users += 1
 
