@@ -193,6 +193,7 @@ class Controller:
             informer_tasks = [
                 tg.create_task(inf.run(), name=f"informer-{res.plural}") for res, inf in watched
             ]
+            lag = tg.create_task(self.metrics.watch_loop_lag(self._clock), name="loop-lag")
             election = leading = None
             if await self._synced_before(stop, watched):
                 election = (
@@ -210,7 +211,7 @@ class Controller:
                     await election
                 await self._release_lease()
             self.metrics.set_leader(False)
-            for task in informer_tasks:
+            for task in (*informer_tasks, lag):
                 task.cancel()
         log.info("controller_stopped")
 

@@ -7,7 +7,7 @@ than with the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -72,15 +72,16 @@ class Cache:
     def get(self, kind: str, key: str) -> Obj | None:
         return self.store(kind).get(key)
 
-    def gateways_of_routes(self, routes: Iterable[Obj]) -> set[str]:
-        return {g for route in routes for g in ix.route_parent_gateways(route)}
-
-    def routes_using_service(self, service: str) -> list[Obj]:
-        return [
-            route
-            for resource in ROUTE_KINDS
-            for route in self.store(resource.kind).by_index(ix.BACKEND_SERVICES, service)
-        ]
+    def gateways_of_routes(self, index_name: str, value: str) -> set[str]:
+        """The parent Gateways ("ns/name") of every route listed under `value` in the
+        routes' index `index_name`, from what the indexes hold (one Service can be
+        the backend of thousands of routes: their parentRefs are not parsed again)."""
+        gateways: set[str] = set()
+        for resource in ROUTE_KINDS:
+            store = self.store(resource.kind)
+            for key in store.index_keys(index_name, value):
+                gateways.update(store.index_values(ix.PARENT_GATEWAYS, key))
+        return gateways
 
     def snapshot_for_gateway(self, key: ObjectKey) -> Snapshot:
         gateway_key = key.namespaced_name

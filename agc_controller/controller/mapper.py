@@ -71,8 +71,9 @@ class Mapper:
         return {gateway_key(object_key(g)) for g in gateways}
 
     def _via_service(self, service: str) -> set[ObjectKey]:
-        routes = self.cache.routes_using_service(service)
-        return {gateway_key(g) for g in self.cache.gateways_of_routes(routes)}
+        return {
+            gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)
+        }
 
     def _via_material(self, ref: str) -> set[ObjectKey]:
         gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)
@@ -92,9 +93,8 @@ class Mapper:
                 gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.NAMESPACE, namespace)
                 keys |= self._gateways(gateways)
             else:
-                for resource in ROUTE_KINDS:
-                    routes = self.cache.store(resource.kind).by_index(ix.NAMESPACE, namespace)
-                    keys |= {gateway_key(g) for g in self.cache.gateways_of_routes(routes)}
+                parents = self.cache.gateways_of_routes(ix.NAMESPACE, namespace)
+                keys |= {gateway_key(g) for g in parents}
         return keys
 
 

@@ -11,6 +11,12 @@ Two scopes:
   e.g. from the SDK's `raw_response_hook`). Every `ControllerMetrics`
   registry exposes them too.
 
+The event loop's lag (`watch_loop_lag`): how late a timer due every LAG_INTERVAL
+seconds runs. The controller does all its work on one event loop, so a step
+that holds it (a translation, a decode, a collection) delays every other one —
+informer events, status writes, probes; this series shows how long such steps
+are, which no per-reconcile duration can.
+
 Invariants: recording never raises and never awaits (the work queue calls the
 `QueueMetrics` methods on its hot path); label values come from small fixed
 sets (never object names), so the number of series stays bounded.
@@ -22,12 +28,18 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agc_controller.core.clock import Clock
+
 # reconcile outcomes: done; re-queued on a temporary error (status write,
 # Retry-After); failed with an unexpected error (re-queued rate-limited)
 ReconcileOutcome = Literal["success", "requeued", "error"]
 # provider apply outcomes: programmed; rejected (ApplyResult.programmed False);
 # raised (a temporary failure the queue retries)
 ApplyOutcome = Literal["programmed", "rejected", "error"]
+
+# seconds between two looks at the event loop's lag
+LAG_INTERVAL = 0.01
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # reconciles range from sub-millisecond no-ops to ARM long-running operations (minutes)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -113,6 +125,13 @@ class ControllerMetrics:
         )
         # a zero series from the start: "no errors" is a value, not a missing series
         self._apply_errors.labels(provider=provider)
+        self._loop_lag = Histogram(
+            "agc_event_loop_lag_seconds",
+            f"How late a timer due every {LAG_INTERVAL * 1000:g} ms ran: the part of a step "
+            "holding the event loop that it waited for.",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
         self._leader = Gauge(
             "agc_leader",
             "1 while this replica holds the leader lease (or runs without election), else 0.",
@@ -148,3 +167,10 @@ class ControllerMetrics:
 
     def set_leader(self, leading: bool) -> None:
         self._leader.set(1 if leading else 0)
+
+    async def watch_loop_lag(self, clock: Clock) -> None:
+        """Observe the event loop's lag every LAG_INTERVAL seconds, for good."""
+        while True:
+            due = clock.monotonic() + LAG_INTERVAL
+            await clock.sleep(LAG_INTERVAL)
+            self._loop_lag.observe(max(0.0, clock.monotonic() - due))

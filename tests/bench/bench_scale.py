@@ -8,17 +8,28 @@ routes (one hostname each). At 100 / 1,000 / 3,000 / 5,000 host routes:
 
 - new route -> first 200: the time from the API server's answer to the create
   until a request with the new route's Host header gets 200 through the gateway
-  (polled every millisecond; 20 routes, one at a time);
+  (polled every millisecond; 100 routes, one at a time);
 - one route edit -> its status at the new generation (10 edits), seen through a
   watch;
 - gateway latency (wrk, 64 connections, keep-alive, never retries) without
   changes, then while 100 routes are created, edited and deleted and the
   backend's endpoints flip; failed = socket errors + non-2xx;
-- controller RSS; NGINX master + workers unique set size (private pages).
+- controller RSS; NGINX master + workers unique set size (private pages);
+- the controller's event-loop lag over all of the above (its
+  agc_event_loop_lag_seconds histogram): how many looks found the loop held
+  for over 10 ms, and the bucket of the longest.
 
 And once: 1,000 HTTPRoutes applied at once (32 in flight) onto 1,000 existing:
 the time from the last create's answer until every one is Accepted at its
 generation and the listener's attachedRoutes is exact.
+
+Where the machine has two cores or more, the data plane (the gateway's NGINX and
+the backend) runs on CPU 1, and while wrk runs (on CPU 1 too) the control plane
+(etcd, kube-apiserver, the controller and this script's API clients) is kept on
+CPU 0, as a cluster keeps its control plane off its gateway's cores: the churn
+columns then show what churn costs the gateway, not what an API server on the
+same core takes from it. Everything else runs with the control plane on every
+core. BENCH_SCALE_PIN=0 shares every core between them throughout.
 
 Run with `make bench` (or `python -m tests.bench.bench_scale`, root); sizes can
 be narrowed with BENCH_SCALE_SIZES=100,1000.
@@ -32,11 +43,12 @@ import functools
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +66,69 @@ NS = "scale"
 GW = "gateway.networking.k8s.io"
 CONTROLLER = "agc-controller.io/scale-bench"
 CATCH_ALLS = 10
-PROBES = 20
+PROBES = 100
 EDITS = 10
 WRK_SECONDS = 10
 NETNS_TAG = 248
+# (control plane, data plane) CPU sets, or None: not pinned
+PINNED = (
+    ({0}, {1})
+    if os.environ.get("BENCH_SCALE_PIN", "1") != "0" and (os.cpu_count() or 1) >= 2
+    else None
+)
+
+
+def pin(pids: list[int], cpus: set[int] | None) -> None:
+    if cpus is not None:
+        for pid in pids:
+            os.sched_setaffinity(pid, cpus)
+
+
+def data_plane_cpus() -> set[int] | None:
+    return PINNED[1] if PINNED else None
+
+
+def own_threads(data_plane: list[int]) -> list[int]:
+    """Every thread of this process and its descendants but the `data_plane`
+    processes and theirs: the control plane (the backends run detached)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                # the parent pid follows the parenthesised command name
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    pids, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in data_plane:
+            continue
+        pids.append(pid)
+        todo.extend(children.get(pid, ()))
+    threads = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            threads.extend(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    return threads
+
+
+def pin_threads(threads: list[int], cpus: set[int]) -> None:
+    for tid in threads:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.sched_setaffinity(tid, cpus)
+
+
+@contextlib.contextmanager
+def control_plane_aside(data_plane: list[int]) -> Iterator[None]:
+    """The control plane on its own CPU for the block (wrk runs), then on all again."""
+    if PINNED is None:
+        yield
+        return
+    pin_threads(own_threads(data_plane), PINNED[0])
+    try:
+        yield
+    finally:
+        pin_threads(own_threads(data_plane), PINNED[0] | PINNED[1])
 
 
 def route(name: str, *, hostname: str | None, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,11 +277,13 @@ async def delete_routes(custom: client.CustomObjectsApi, names: list[str]) -> No
 
 
 def wrk(url: str, host: str) -> dict[str, float]:
+    cpus = data_plane_cpus()
     out = subprocess.run(
         ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency", "-H", f"Host: {host}", url],
         check=True,
         capture_output=True,
         text=True,
+        preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
     ).stdout
 
     def ms(value: str, unit: str) -> float:
@@ -242,7 +315,13 @@ def private_mib(pids: list[int]) -> float:
 
 
 def nginx_pids(state_dir: Path) -> list[int]:
-    master = int((state_dir / f"{NS}_gw" / "nginx.pid").read_text())
+    """The gateway's NGINX master and workers (workers forked later inherit the
+    master's CPU set)."""
+    return master_and_workers(state_dir / f"{NS}_gw" / "nginx.pid")
+
+
+def master_and_workers(pid_file: Path) -> list[int]:
+    master = int(pid_file.read_text())
     children = subprocess.run(
         ["pgrep", "-P", str(master)], check=False, capture_output=True, text=True
     ).stdout.split()
@@ -375,12 +454,46 @@ class Bench:
             )
 
 
+class LoopLag:
+    """The controller's event-loop lag histogram, read from its /metrics."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def buckets(self) -> dict[float, float]:
+        """Cumulative counts by upper bound (inf included)."""
+        async with aiohttp.ClientSession() as session, session.get(self.url) as response:
+            text = await response.text()
+        return {
+            float(m.group(1)): float(m.group(2))
+            for m in re.finditer(
+                r'^agc_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M
+            )
+        }
+
+    @staticmethod
+    def summary(before: dict[float, float], after: dict[float, float]) -> tuple[int, int, float]:
+        """(looks, looks over 10 ms, upper bound of the longest) between two reads."""
+        delta = {le: after[le] - before.get(le, 0) for le in after}
+        looks = int(delta[float("inf")])
+        worst = min((le for le in delta if delta[le] == looks), default=float("inf"))
+        return looks, looks - int(delta[0.01]), worst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
     api = await api_client_from_kubeconfig(plane.kubeconfig)
     async with api:
         await install_gateway_api_crds(api, plane.binaries.crds)
         await client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
         state_dir = workdir / "dataplane"
+        metrics_port = free_port()
         controller = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -398,9 +511,10 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
             "--local-state-dir",
             str(state_dir),
             "--health-address",
-            "",
+            f"127.0.0.1:{metrics_port}",
             cwd=REPO,
         )
+        lag = LoopLag(f"http://127.0.0.1:{metrics_port}/metrics")
         tracker = Routes()
         following = asyncio.create_task(tracker.follow(api))
         # a controller that exits early (it cannot start) ends the bench, not a wait
@@ -449,6 +563,7 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
                 GW, "v1", NS, "gateways", "gw"
             )
             address = gateway["status"]["addresses"][0]["value"]
+            pin(nginx_pids(state_dir), data_plane_cpus())
             bench = Bench(api, address, tracker)
             rows = []
             bulk: float | None = None
@@ -460,12 +575,14 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
                     await delete_routes(bench.custom, [f"host-{i:05d}" for i in range(1000, 2000)])
                     bench.hosts = 1000
                     await tracker.wait_for(lambda: tracker.converged(1000 + CATCH_ALLS))
+                lag_before = await lag.buckets()
                 probes = await bench.propagation(size)
                 edits = await bench.edits()
                 host = f"host-{EDITS}.example.com"  # a route the edits leave alone
-                quiet = await asyncio.to_thread(wrk, f"http://{address}/", host)
-                async with bench.churn(endpoints):
-                    busy = await asyncio.to_thread(wrk, f"http://{address}/", host)
+                with control_plane_aside(nginx_pids(state_dir)):
+                    quiet = await asyncio.to_thread(wrk, f"http://{address}/", host)
+                    async with bench.churn(endpoints):
+                        busy = await asyncio.to_thread(wrk, f"http://{address}/", host)
                 rows.append(
                     (
                         size,
@@ -475,6 +592,7 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
                         busy,
                         rss_mib(controller.pid),
                         private_mib(nginx_pids(state_dir)),
+                        LoopLag.summary(lag_before, await lag.buckets()),
                     )
                 )
                 print(f"[bench] {size} host routes measured", file=sys.stderr)
@@ -492,14 +610,20 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
 def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:
     print(
         f"\nOne Gateway, {CATCH_ALLS} catch-all routes (prefix + regex rules) + N host routes; "
-        "through kube-apiserver; wrk 64 conns, never retries"
+        "through kube-apiserver; wrk 64 conns, never retries; "
+        + (
+            f"data plane and wrk on CPU {min(PINNED[1])}, control plane on CPU "
+            f"{min(PINNED[0])} while wrk runs"
+            if PINNED
+            else "every process on every core"
+        )
     )
     print(
         f"{'N':>5} | {'new route -> 200 p50/p99/max':>29} | {'edit -> status p50/max':>22} | "
         f"{'quiet p99/max':>14} | {'churn p99/max':>15} | {'failed':>6} | "
-        f"{'ctrl RSS':>8} | {'NGINX USS':>9}"
+        f"{'ctrl RSS':>8} | {'NGINX USS':>9} | loop lag >10 ms (longest)"
     )
-    for size, probes, edits, quiet, busy, rss, uss in rows:
+    for size, probes, edits, quiet, busy, rss, uss, (looks, late, worst) in rows:
         p99 = probes[max(0, round(len(probes) * 0.99) - 1)]
         print(
             f"{size:>5} | {statistics.median(probes):>9.1f} / {p99:>6.1f} / {probes[-1]:>6.1f} ms"
@@ -508,6 +632,7 @@ def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:
             f" | {busy['p99']:>5.1f} / {busy['max']:>6.0f} ms"
             f" | {quiet['failed'] + busy['failed']:>6.0f}"
             f" | {rss:>4.0f} MiB | {uss:>5.0f} MiB"
+            f" | {late} of {looks} (≤ {worst * 1000:g} ms)"
         )
     if bulk is not None:
         print(
@@ -530,6 +655,7 @@ def main() -> None:
                     ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf)], check=True
                 )
                 backends.append(conf)
+                pin(master_and_workers(workdir / f"b{i}" / "backend.pid"), data_plane_cpus())
             try:
                 asyncio.run(run(plane, workdir, endpoints))
             finally:

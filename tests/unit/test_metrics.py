@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from prometheus_client import CollectorRegistry
 
+from agc_controller.core.clock import SystemClock
 from agc_controller.queue import WorkQueue
 from agc_controller.runtime.metrics import (
     ControllerMetrics,
@@ -82,3 +84,24 @@ def test_provider_series_are_process_wide_and_in_every_registry() -> None:
     for reg in (first, second):
         assert value(reg, "agc_nginx_reloads_total", outcome="failure") == before + 1
         assert value(reg, "agc_arm_requests_total", method="PUT", code="429") >= 1
+
+
+async def test_loop_lag_shows_a_step_that_holds_the_event_loop() -> None:
+    metrics = ControllerMetrics(provider="memory")
+    reg = metrics.registry
+
+    def late() -> float:
+        """Samples over 25 ms."""
+        return value(reg, "agc_event_loop_lag_seconds_count") - value(
+            reg, "agc_event_loop_lag_seconds_bucket", le="0.025"
+        )
+
+    watching = asyncio.create_task(metrics.watch_loop_lag(SystemClock()))
+    await asyncio.sleep(0.05)
+    assert value(reg, "agc_event_loop_lag_seconds_count") >= 1
+    before = late()
+    time.sleep(0.06)  # a step that holds the loop for 60 ms
+    await asyncio.sleep(0.03)
+    watching.cancel()
+    # its timer was due at most 10 ms into the step: it ran at least 50 ms late
+    assert late() >= before + 1
