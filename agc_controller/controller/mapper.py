@@ -71,9 +71,7 @@ class Mapper:
         return {gateway_key(object_key(g)) for g in gateways}
 
     def _via_service(self, service: str) -> set[ObjectKey]:
-        return {
-            gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)
-        }
+        return {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
 
     def _via_material(self, ref: str) -> set[ObjectKey]:
         gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)

@@ -3,11 +3,19 @@
 kubernetes-asyncio's generated PATCH helpers pick a merge-patch content type;
 server-side apply needs `application/apply-patch+yaml`, so `server_side_apply`
 calls the REST path directly.
+
+kubernetes-asyncio's session trusts the environment, which aiohttp honours by
+reading the proxy variables and ~/.netrc again, in a thread, for every request:
+a controller writing thousands of statuses pays for it on each. Our clients
+look the proxy up once instead, when they are made (as client-go does), and
+read no netrc (a Kubernetes API takes no netrc credentials).
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,19 @@ async def api_client_from_kubeconfig(path: Path | None = None) -> client.ApiClie
     await config.load_kube_config(
         config_file=str(path) if path else None, client_configuration=configuration
     )
-    return client.ApiClient(configuration=configuration)
+    return _api_client(configuration)
+
+
+def _api_client(configuration: client.Configuration) -> client.ApiClient:
+    if configuration.proxy is None:
+        url = urllib.parse.urlsplit(str(configuration.host))
+        proxies = urllib.request.getproxies()
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+            configuration.proxy = proxy
+    api = client.ApiClient(configuration=configuration)
+    api.rest_client.pool_manager._trust_env = False
+    return api
 
 
 async def api_client(kubeconfig: Path | None) -> client.ApiClient:
@@ -33,7 +53,7 @@ async def api_client(kubeconfig: Path | None) -> client.ApiClient:
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return client.ApiClient(configuration=configuration)
+        return _api_client(configuration)
     return await api_client_from_kubeconfig(kubeconfig)
 
 
