@@ -44,10 +44,11 @@ from agc_controller.runtime.events import EventRecorder, gateway_transition
 from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
 from agc_controller.status import StatusWriter
 from agc_controller.translate import (
+    GatewayTranslation,
     Memo,
     TranslateSettings,
-    translate_gateway,
     translate_gateway_class,
+    translation_steps,
 )
 from agc_controller.translate.model import LoadBalancer
 
@@ -89,9 +90,17 @@ class Reconciler:
                 await self.writer.write(status, self.cache.get(r.GATEWAY_CLASS.kind, key.name))
             return
         memo = self._memos.setdefault(key, Memo())
-        translation = translate_gateway(
+        steps = translation_steps(
             self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings, memo=memo
         )
+        while True:
+            # other work runs between the steps (a bulk of new routes takes many)
+            await asyncio.sleep(0)
+            try:
+                next(steps)
+            except StopIteration as done:
+                translation: GatewayTranslation = done.value
+                break
         if translation.node is None:
             del self._memos[key]
             self._written.pop(key, None)

@@ -8,7 +8,7 @@ unit of work); `translate_gateway_class` decides a GatewayClass's status.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 
 import attrs
 
@@ -49,6 +49,7 @@ __all__ = [
     "TranslateSettings",
     "translate_gateway",
     "translate_gateway_class",
+    "translation_steps",
 ]
 
 
@@ -114,6 +115,10 @@ def _with_programmed(
     return (conditions[0], programmed, *conditions[1:])
 
 
+# route entries translation_steps rebuilds between two pauses (~0.1 ms each)
+REBUILDS_PER_STEP = 32
+
+
 def translate_gateway_class(
     snapshot: Snapshot, name: str, settings: TranslateSettings
 ) -> GatewayClassStatus | None:
@@ -131,8 +136,24 @@ def translate_gateway(
     `memo` carries sub-results from this Gateway's previous translation (memo.py):
     the result is the same with or without it, only cheaper with it.
     """
-    if memo is None:
-        memo = Memo()
+    steps = translation_steps(snapshot, key, settings, memo=memo or Memo())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            translation: GatewayTranslation = done.value
+            return translation
+
+
+def translation_steps(
+    snapshot: Snapshot, key: str, settings: TranslateSettings, *, memo: Memo
+) -> Generator[None, None, GatewayTranslation]:
+    """`translate_gateway` in steps: it pauses (yields None) after every
+    REBUILDS_PER_STEP route entries it rebuilds and once all are there, and returns
+    the translation. A caller on an event loop lets other work run at each
+    pause, so a bulk of new routes or a first pass never holds the loop for long.
+    After the last pause it runs to the end: steps abandoned at a pause leave
+    `memo` consistent (its route entries are only replaced after it)."""
     if memo.settings != settings:
         memo.reset(settings)
     gateway_key = ObjectKey.parse("Gateway", key)
@@ -170,6 +191,7 @@ def translate_gateway(
     wanted: dict[str, EndpointSource] = {}
     entries: dict[tuple[str, str], RouteEntry] = {}
     changed = changed_inputs(memo.previous, snapshot) if memo.previous is not None else None
+    rebuilt = 0
     for kind, routes in _route_tables(snapshot):
         for store_key, route in routes.items():
             entry = memo.routes.get((kind, store_key))
@@ -184,6 +206,9 @@ def translate_gateway(
                 entry = _route_entry(
                     route, kind, snapshot=snapshot, grants=grants, gateway=node, settings=settings
                 )
+                rebuilt += 1
+                if rebuilt % REBUILDS_PER_STEP == 0:
+                    yield
             entries[(kind, store_key)] = entry
             if entry.result is None:
                 unattached.append((kind, route))
@@ -193,6 +218,7 @@ def translate_gateway(
             route_statuses.append(status)
             for source in sources:
                 wanted[source.name] = source
+    yield
     memo.routes, memo.previous = entries, snapshot
     route_statuses.extend(_clear_routes(unattached, gateway_key, settings))
 

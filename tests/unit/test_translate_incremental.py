@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ import pytest
 import yaml
 
 from agc_controller.providers.local.dynamic import StateParts, build_state, encoded_parts
-from agc_controller.translate import Memo, Snapshot, TranslateSettings, translate_gateway
+from agc_controller.translate import (
+    REBUILDS_PER_STEP,
+    GatewayTranslation,
+    Memo,
+    Snapshot,
+    TranslateSettings,
+    translate_gateway,
+    translation_steps,
+)
 from agc_controller.translate.memo import WHOLE, changed_inputs, recording
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.settings import CORE_FEATURES
@@ -181,11 +190,9 @@ def _synthetic_route(rng: random.Random, index: int) -> Obj:
     }
 
 
-def test_host_tables_follow_hostname_edits() -> None:
-    """Exact, wildcard and catch-all hostnames moving between routes and listeners
-    that share a port (listener isolation), checked after every edit."""
-    rng = random.Random(7)
-    base: list[Obj] = [
+def _gateway_objects() -> list[Obj]:
+    """A class, a Gateway with listeners sharing a port, and a Service."""
+    return [
         {
             "kind": "GatewayClass",
             "metadata": {"name": "agc"},
@@ -209,6 +216,13 @@ def test_host_tables_follow_hostname_edits() -> None:
             "spec": {"ports": [{"port": 80}]},
         },
     ]
+
+
+def test_host_tables_follow_hostname_edits() -> None:
+    """Exact, wildcard and catch-all hostnames moving between routes and listeners
+    that share a port (listener isolation), checked after every edit."""
+    rng = random.Random(7)
+    base = _gateway_objects()
     routes = {i: _synthetic_route(rng, i) for i in range(12)}
     memo, parts = Memo(), StateParts()
     for step in range(300):
@@ -255,3 +269,33 @@ def test_backends_follow_the_order_of_upstream_tls_settings() -> None:
     check()
     objects.remove(route)  # the policies stay as they were: only the set of settings moves
     check()
+
+
+def test_translation_pauses_while_rebuilding_and_may_be_abandoned() -> None:
+    """A bulk of new routes is translated in steps (one pause per REBUILDS_PER_STEP
+    rebuilt entries, one more once all are there); steps abandoned at a pause leave
+    the memo as good as before, and an unchanged Gateway rebuilds nothing."""
+    rng = random.Random(3)
+    routes = [_synthetic_route(rng, i) for i in range(100)]
+    snapshot = Snapshot.from_objects(_gateway_objects() + routes)
+    expected = translate_gateway(snapshot, "default/gw", SETTINGS)
+    memo = Memo()
+    abandoned = translation_steps(snapshot, "default/gw", SETTINGS, memo=memo)
+    next(abandoned)
+    abandoned.close()
+    pauses, translation = _run(translation_steps(snapshot, "default/gw", SETTINGS, memo=memo))
+    assert pauses == 100 // REBUILDS_PER_STEP + 1
+    assert translation == expected
+    assert _run(translation_steps(snapshot, "default/gw", SETTINGS, memo=memo)) == (1, expected)
+
+
+def _run(steps: Generator[None, None, GatewayTranslation]) -> tuple[int, GatewayTranslation]:
+    """The pauses `steps` made, and its translation."""
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            translation: GatewayTranslation = done.value
+            return pauses, translation
+        pauses += 1
