@@ -334,6 +334,9 @@ async def test_converges_after_apiserver_restart(
     await eventually(lambda: _attached(env, "gw", 1))
     # on this thread: the new apiserver must not die with a worker thread
     control_plane.restart_apiserver()
+    # the test's own client drops its kept-alive connections to the old apiserver
+    # once its loop runs (a POST on one would fail, and is not retried)
+    await asyncio.sleep(0.05)
     # changes made right after the restart must not be lost by the broken watches
     await env.route("two", "gw", path="/two")
     await eventually(lambda: _attached(env, "gw", 2), within=60)
