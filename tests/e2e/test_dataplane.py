@@ -27,7 +27,15 @@ import attrs
 import pytest
 from kubernetes_asyncio import client
 
-from agc_controller.dataplane.config import APPLIED_ANNOTATION, Report
+from agc_controller.dataplane.config import (
+    APPLIED_ANNOTATION,
+    Manifest,
+    Report,
+    Shard,
+    decode_manifest,
+    decode_shard,
+    shard_name,
+)
 from agc_controller.kube import api_client_from_kubeconfig
 from devcluster import ControlPlane
 from devcluster.controlplane import free_port
@@ -35,7 +43,7 @@ from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import GW, gateway_with_backend
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import eventually_status, get
-from tests.integration.test_deploy import service_account_kubeconfig
+from tests.integration.test_deploy import get_object, service_account_kubeconfig
 
 DATAPLANE = "agc-gw"  # the objects' name for Gateway "gw"
 
@@ -125,6 +133,21 @@ class DataPlaneEnv:
         )
         conditions = (gateway.get("status") or {}).get("conditions") or []
         return next((c for c in conditions if c["type"] == "Programmed"), {})
+
+    async def main_secret(self) -> dict[str, Any]:
+        secret: dict[str, Any] = await get_object(self.kube, "Secret", self.namespace, DATAPLANE)
+        return secret
+
+    async def delivered(self) -> tuple[Manifest, dict[int, Shard]]:
+        """The manifest and its shards as they are now (read as the admin)."""
+        manifest = decode_manifest(await self.main_secret())
+        shards = {}
+        for shard in manifest.shards:
+            name = shard_name(DATAPLANE, shard)
+            shards[shard] = decode_shard(
+                await get_object(self.kube, "Secret", self.namespace, name), shard
+            )
+        return manifest, shards
 
 
 def route(*extra_rules: dict[str, Any]) -> dict[str, Any]:
@@ -304,14 +327,16 @@ async def test_the_agents_rbac_is_sufficient_and_minimal(dataplane_env: DataPlan
     await eventually(lambda: _programmed_reason(env, "Programmed"))
     assert not [e for e in agent.logs() if e.get("level") in ("warning", "error")]
 
-    # minimal: anything beyond its own Secret is refused
+    # minimal: anything beyond its own Secrets is refused
     core = client.CoreV1Api(env.kube)
     await core.create_namespaced_secret(
         env.namespace, {"metadata": {"name": "other"}, "stringData": {"k": "v"}}
     )
+    manifest, _ = await env.delivered()
+    shard = shard_name(DATAPLANE, next(iter(manifest.shards)))
     async with await api_client_from_kubeconfig(env.agent_kubeconfig) as api:
         agents_core = client.CoreV1Api(api)
-        # allowed: the one Secret, by field selector
+        # allowed: the manifest's Secret, by field selector, and reading a shard
         listed = await agents_core.list_namespaced_secret(
             env.namespace, field_selector=f"metadata.name={DATAPLANE}"
         )
@@ -319,10 +344,17 @@ async def test_the_agents_rbac_is_sufficient_and_minimal(dataplane_env: DataPlan
         await agents_core.patch_namespaced_secret(
             DATAPLANE, env.namespace, {"metadata": {"annotations": {"probe": "x"}}}
         )
+        assert (await agents_core.read_namespaced_secret(shard, env.namespace)).data
         refused: list[Callable[[], Awaitable[Any]]] = [
             lambda: agents_core.list_namespaced_secret(env.namespace),
             lambda: agents_core.read_namespaced_secret(DATAPLANE, env.namespace),
             lambda: agents_core.read_namespaced_secret("other", env.namespace),
+            lambda: agents_core.list_namespaced_secret(
+                env.namespace, field_selector=f"metadata.name={shard}"
+            ),
+            lambda: agents_core.patch_namespaced_secret(
+                shard, env.namespace, {"metadata": {"annotations": {"probe": "x"}}}
+            ),
             lambda: agents_core.patch_namespaced_secret(
                 "other", env.namespace, {"metadata": {"annotations": {"probe": "x"}}}
             ),
