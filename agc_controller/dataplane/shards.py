@@ -29,6 +29,8 @@ from agc_controller.translate.model import LoadBalancer
 
 
 class ShardedState:
+    """One Gateway's shards: `build` after each translation, `data` for a write."""
+
     def __init__(self) -> None:
         # the router state as parts, built by difference
         self._state = StateParts()
