@@ -77,5 +77,6 @@ conformance: deps venv
 bench: deps venv
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
 	  $(PY) -m tests.bench.bench_translate && $(PY) -m tests.bench.bench_controller && \
-	  $(PY) -m tests.bench.bench_dataplane && $(PY) -m tests.bench.bench_azure && \
+	  $(PY) -m tests.bench.bench_dataplane && $(PY) -m tests.bench.bench_delivery && \
+	  $(PY) -m tests.bench.bench_azure && \
 	  $(PY) -m tests.bench.bench_scale

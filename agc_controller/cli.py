@@ -212,15 +212,17 @@ def _parser() -> argparse.ArgumentParser:
 
     dataplane = commands.add_parser(
         "dataplane",
-        help="run a data-plane pod's agent: NGINX with the configuration from a Secret",
-        description="Watch the Gateway's configuration Secret (written by the controller with "
-        "--local-dataplane deployment), run NGINX with it, and report each version applied "
-        "or refused in the Secret's annotations. In a pod, uses the service account unless "
-        "--kubeconfig is given.",
+        help="run a data-plane pod's agent: NGINX with the configuration from Secrets",
+        description="Watch the Gateway's configuration Secret (a manifest written by the "
+        "controller with --local-dataplane deployment), read the shard Secrets it lists, run "
+        "NGINX with them, and report each version applied or refused in the Secret's "
+        "annotations. In a pod, uses the service account unless --kubeconfig is given.",
     )
     dataplane.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG"))
     dataplane.add_argument(
-        "--secret", required=True, help="name of the configuration Secret to watch"
+        "--secret",
+        required=True,
+        help="name of the configuration Secret to watch (its shards are <name>-s00 to -s15)",
     )
     dataplane.add_argument(
         "--namespace",

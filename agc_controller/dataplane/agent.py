@@ -1,15 +1,18 @@
 """The data-plane agent: runs in the data-plane pod as NGINX's parent and feeds it
-the configuration the controller put in the Gateway's Secret.
+the configuration the controller put in the Gateway's Secrets.
 
-It watches that one Secret (a `metadata.name` field selector: its Role allows
-nothing else), decodes each new version (config.py) and runs it with the same
-code and guarantees as the process mode (`program`: `nginx -t` on a staged
-copy, the last good configuration kept on any refusal, a reload only when the
-static text changed, routes and endpoints pushed without one). Then it reports
-the version as applied or refused in the Secret's annotation, retrying with
-backoff until the report is written (a newer report replaces an unsent one).
+It watches the Gateway's main Secret, the manifest (a `metadata.name` field
+selector: its Role allows no other list or watch). For each new version
+(config.py) it GETs the shard Secrets whose digest differs from the one it
+holds, keeps every shard's parts by digest, and runs the parts of the shards
+the manifest lists with the same code and guarantees as the process mode
+(`program`: `nginx -t` on a staged copy, the last good configuration kept on
+any refusal, a reload only when the static text changed, only the parts that
+changed pushed to NGINX, without a reload). Then it reports the version as
+applied or refused in the main Secret's annotation, retrying with backoff
+until the report is written (a newer report replaces an unsent one).
 
-Why a Secret and not a connection to the controller: the configuration lives
+Why Secrets and not a connection to the controller: the configuration lives
 in the apiserver, so the data plane keeps serving, and a restarted agent gets
 its configuration back, while no controller runs (restarts, failovers); and
 the agent needs no port, certificate or credential beyond its ServiceAccount.
@@ -17,8 +20,15 @@ the agent needs no port, certificate or credential beyond its ServiceAccount.
 Invariants:
 - Each version is handled once: the agent's own report changes the Secret and
   comes back as an event, which must not re-apply (or re-report) anything. A
-  refused version is tried again only by a restarted agent; a push that failed
-  on the control socket (NGINX restarting) is not a verdict and is retried.
+  refused version is tried again only by a restarted agent. What is not a
+  verdict is retried with backoff, and sooner by the next manifest: a push
+  that failed on the control socket (NGINX restarting), and a configuration
+  not all there yet (a listed shard missing, its GET failing, or holding
+  another digest than listed: the controller is writing a newer one). A
+  configuration is only ever run whole: every part from a shard whose digest
+  its manifest lists, never a mix of two versions.
+- A shard that cannot be decoded is a refusal of the version, like a manifest
+  that cannot.
 - A deleted Secret stops nothing: the last configuration keeps serving.
 - Readiness (/readyz) is "a configuration is serving": NGINX runs the first
   version this agent applied. Until then the reasons say what is missing.
@@ -44,18 +54,22 @@ from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
     APPLIED_ANNOTATION,
     VERSION_ANNOTATION,
+    Manifest,
     Report,
-    decode,
+    Shard,
+    decode_manifest,
+    decode_shard,
+    shard_name,
 )
 from agc_controller.informers import (
     ApiListWatcher,
+    ApiStatusError,
     Backoff,
     Informer,
     KubeObject,
     drop_managed_fields,
 )
 from agc_controller.providers.local import program
-from agc_controller.providers.local.dynamic import encoded_parts
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxError, NginxInstance
 from agc_controller.providers.local.static import StaticSettings, UnsafeValue
@@ -68,8 +82,15 @@ from agc_controller.runtime.permissions import (
 log = structlog.get_logger(__name__)
 
 FIELD_MANAGER = "agc-dataplane"
-# seconds before pushing again a state NGINX's control socket failed to take
-RETRY_PUSH_AFTER = 1.0
+# seconds before the first retry of a version not handled for no fault of its
+# own (NGINX's control socket failed, a shard not there yet); then with backoff
+RETRY_AFTER = 1.0
+# seconds the retries of such a version back off to
+RETRY_AFTER_MAX = 30.0
+
+
+class _Incomplete(Exception):
+    """A shard the manifest lists is not there as listed (yet): not a verdict."""
 
 
 class AgentMetrics:
@@ -84,6 +105,12 @@ class AgentMetrics:
         self.reloads = Counter(
             "agc_dataplane_nginx_reloads",
             "NGINX reloads (static configuration changes).",
+            registry=self.registry,
+        )
+        self.shard_fetches = Counter(
+            "agc_dataplane_shard_fetches",
+            "Shard Secrets read (a shard is read when a manifest lists a digest of it the "
+            "agent does not hold).",
             registry=self.registry,
         )
 
@@ -132,6 +159,12 @@ class Agent:
         self._changed = asyncio.Event()
         # the last version handled (applied or refused), and the one NGINX serves
         self._handled: str | None = None
+        # shard -> what it held when last read, each checked against a manifest's digest
+        self._shards: dict[int, Shard] = {}
+        # the delays of retrying a version not handled yet (reset when one is handled)
+        self._backoff = Backoff(initial=RETRY_AFTER, maximum=RETRY_AFTER_MAX)
+        # the pending wake-up of the apply loop for such a retry; at most one
+        self._retry: asyncio.TimerHandle | None = None
         self.serving_version: str | None = None
         # why the last version was refused (for /readyz before anything serves)
         self._refusal: str | None = None
@@ -188,39 +221,112 @@ class Agent:
     async def _handle(self, secret: KubeObject) -> None:
         annotations = secret["metadata"].get("annotations") or {}
         try:
-            config = decode(secret)
+            manifest = decode_manifest(secret)
         except DecodeError as e:
             version = annotations.get(VERSION_ANNOTATION, "unknown")
             if version != self._handled:
                 self._refused(version, f"The configuration cannot be read: {e}")
             return
-        if config.version == self._handled:
+        version = manifest.version
+        if version == self._handled:
+            return
+        try:
+            parts = await self._parts(manifest)
+        except DecodeError as e:
+            self._refused(version, f"The configuration cannot be read: {e}")
+            return
+        except _Incomplete as e:
+            # the controller is writing a newer configuration (or must rewrite a shard)
+            self._log.info(
+                "configuration_incomplete", version=version, error=str(e), retry_in=self._later()
+            )
             return
         try:
             await program(
                 self._nginx,
                 address=self._listen_address,
-                parts=encoded_parts(config.state),
-                needs=config.needs,
+                parts=parts,
+                needs=manifest.needs,
                 settings=self._static_settings,
             )
         except (UnsafeValue, NginxError, OSError) as e:
-            self._refused(config.version, str(e))
+            self._refused(version, str(e))
             return
         except aiohttp.ClientError as e:
             # the control socket failed mid-push (NGINX restarting): not a verdict
-            self._log.warning("configuration_push_failed", version=config.version, error=str(e))
-            asyncio.get_running_loop().call_later(RETRY_PUSH_AFTER, self._changed.set)
+            self._log.warning(
+                "configuration_push_failed", version=version, error=str(e), retry_in=self._later()
+            )
             return
-        self._handled = self.serving_version = config.version
+        self._handled = self.serving_version = version
         self._refusal = None
+        self._backoff.reset()
         self.metrics.applies.labels(outcome="applied").inc()
-        self._log.info("configuration_applied", version=config.version, reloads=self._nginx.reloads)
-        self._send(Report(version=config.version, accepted=True, pod=self._pod))
+        self._log.info("configuration_applied", version=version, reloads=self._nginx.reloads)
+        self._send(Report(version=version, accepted=True, pod=self._pod))
+
+    async def _parts(self, manifest: Manifest) -> dict[str, bytes]:
+        """Every part of the configuration `manifest` lists: from the shards held
+        with the listed digest, after reading the others. _Incomplete if a shard
+        is not there as listed, DecodeError if one cannot be read."""
+        for shard, digest in manifest.shards.items():
+            held = self._shards.get(shard)
+            if held is not None and held.digest == digest:
+                continue
+            read = decode_shard(await self._get_shard(shard), shard)
+            if read.digest != digest:
+                raise _Incomplete(
+                    f"shard {shard:02d} holds {read.digest[:16]}, not {digest[:16]} as listed"
+                )
+            self._shards[shard] = read
+        for shard in self._shards.keys() - manifest.shards.keys():
+            del self._shards[shard]
+        parts: dict[str, bytes] = {}
+        for shard in manifest.shards:
+            parts.update(self._shards[shard].parts)
+        return parts
+
+    async def _get_shard(self, shard: int) -> KubeObject:
+        name = shard_name(self._secret, shard)
+        try:
+            async with asyncio.timeout(30):
+                secret: KubeObject = await self._api.call_api(
+                    SECRET.object_path(name, self._namespace),
+                    "GET",
+                    header_params={"Accept": "application/json"},
+                    response_types_map={200: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                )
+        except ApiException as e:
+            if e.status == 403:
+                self.permissions.refused(
+                    "get", SECRET, ApiStatusError(e.status, str(e.reason), str(e.body))
+                )
+            raise _Incomplete(f"shard {name}: {_describe(e)}") from e
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise _Incomplete(f"shard {name}: {_describe(e)}") from e
+        self.permissions.allowed("get", SECRET)
+        self.metrics.shard_fetches.inc()
+        return secret
+
+    def _later(self) -> float:
+        """Wake the apply loop again after the next backoff delay, unless a wake-up
+        is pending already; the seconds until the wake-up."""
+        loop = asyncio.get_running_loop()
+        if self._retry is None:
+
+            def wake() -> None:
+                self._retry = None
+                self._changed.set()
+
+            self._retry = loop.call_later(self._backoff.next_delay(), wake)
+        return self._retry.when() - loop.time()
 
     def _refused(self, version: str, message: str) -> None:
         self._handled = version
         self._refusal = message
+        self._backoff.reset()
         self.metrics.applies.labels(outcome="refused").inc()
         self._log.warning(
             "configuration_refused", version=version, error=message, serving=self.serving_version

@@ -5,10 +5,14 @@ and owned by the Gateway (ownerReferences, so the garbage collector removes
 them with it; owner references cannot cross namespaces, which is why nothing
 goes to a namespace of its own):
 
-- Secret: the configuration (config.py), read by the agent;
-- ServiceAccount, Role, RoleBinding: the agent may list, watch and patch that
-  one Secret (`resourceNames`; list and watch are allowed for it only with a
-  `metadata.name` field selector, which is how the agent watches) and nothing else;
+- Secret: the configuration's manifest (config.py), watched by the agent, and
+  its shard Secrets `<name>-s<kk>` (the only objects named otherwise), which
+  the agent reads as the manifest lists them;
+- ServiceAccount, Role, RoleBinding: the agent may list, watch and patch the
+  manifest's Secret (`resourceNames`; list and watch are allowed for it only
+  with a `metadata.name` field selector, which is how the agent watches), get
+  the shard Secrets (every name a shard can have: the set is fixed), and
+  nothing else;
 - Deployment: the agent with NGINX, `replicas` pods;
 - Service: the Gateway's listener ports, port = targetPort (NGINX listens on
   the listener ports themselves; the pod's `net.ipv4.ip_unprivileged_port_start`
@@ -16,7 +20,7 @@ goes to a namespace of its own):
 
 Invariant: the pod template does not depend on the routing configuration or on
 the listeners, so no configuration change ever restarts a data-plane pod;
-configuration reaches running pods only through the Secret.
+configuration reaches running pods only through the Secrets.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ import attrs
 
 from agc_controller.core.errors import PermanentError
 from agc_controller.core.keys import ObjectKey
-from agc_controller.dataplane.config import VERSION_ANNOTATION
+from agc_controller.dataplane.config import (
+    DIGEST_ANNOTATION,
+    SHARDS,
+    VERSION_ANNOTATION,
+    shard_name,
+)
 from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
 from agc_controller.translate.model import LoadBalancer
 
@@ -133,10 +142,20 @@ class DataPlane:
         return {LABEL_NAME: APP, LABEL_INSTANCE: self.name}
 
     def secret(self, data: dict[str, str], version: str) -> dict[str, Any]:
+        """The manifest's Secret (config.py)."""
+        return self._secret(self.name, data, {VERSION_ANNOTATION: version})
+
+    def shard_secret(self, shard: int, data: dict[str, str], digest: str) -> dict[str, Any]:
+        """The Secret of shard `shard`, holding the document whose digest is `digest`."""
+        return self._secret(shard_name(self.name, shard), data, {DIGEST_ANNOTATION: digest})
+
+    def _secret(
+        self, name: str, data: dict[str, str], annotations: Mapping[str, str]
+    ) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": self._metadata(extra_annotations={VERSION_ANNOTATION: version}),
+            "metadata": self._metadata(name=name, extra_annotations=annotations),
             "type": "Opaque",
             "data": data,
         }
@@ -155,7 +174,13 @@ class DataPlane:
                     "resources": ["secrets"],
                     "resourceNames": [self.name],
                     "verbs": ["list", "watch", "patch"],
-                }
+                },
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [shard_name(self.name, shard) for shard in range(SHARDS)],
+                    "verbs": ["get"],
+                },
             ],
         }
 
@@ -270,7 +295,10 @@ class DataPlane:
             },
         }
 
-    def _metadata(self, *, extra_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _metadata(
+        self, *, name: str = "", extra_annotations: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Every object's metadata: named `name`, by default the data plane's name."""
         labels = {
             **dict(self.infrastructure_labels),
             **self.selector,
@@ -285,7 +313,7 @@ class DataPlane:
             **(extra_annotations or {}),
         }
         return {
-            "name": self.name,
+            "name": name or self.name,
             "namespace": self.gateway.namespace,
             "labels": labels,
             "annotations": annotations,

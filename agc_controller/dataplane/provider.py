@@ -1,10 +1,13 @@
 """The local provider's deployment mode, controller side: a data-plane Deployment per Gateway.
 
-apply(model): build the state and static needs (as the process mode does) and
-refuse early what no NGINX would take (`check_static`) → encode it into the
-Gateway's configuration Secret → server-side apply the Secret and the
-ServiceAccount, Role, RoleBinding, Service and Deployment (manifests.py) →
-addresses from the Service → `Programmed` from the agents' report.
+apply(model): build the state's parts by difference and spread them over
+shards (shards.py: a ShardedState per Gateway, kept between applies) with the
+static needs, and refuse early what no NGINX would take (`check_static`) →
+server-side apply the ServiceAccount, Role, RoleBinding, the shard Secrets
+that changed, the manifest Secret, the Service and Deployment (manifests.py),
+then delete the shards the manifest no longer lists (config.py says why in
+this order) → addresses from the Service → `Programmed` from the agents' report.
+A shard too large for a Secret is refused before anything is written.
 
 Programmed means "the data plane runs this configuration": True only when an
 agent reported the Secret's current version as applied, False/Invalid when one
@@ -17,9 +20,16 @@ arrives later re-queues the Gateway: this provider watches its own Secrets and
 Services (label-selected by controller) and calls `requeue` when a report, a
 Service address or an object's existence changes.
 
-Writes are skipped when the manifest is what this replica last applied for the
-same Gateway uid, less than RESYNC seconds ago; a deleted Secret or Service
-forgets that Gateway's record, so the next reconcile recreates it.
+Writes are skipped when the object is what this replica last applied for the
+same Gateway uid, less than RESYNC seconds ago. A shard is known by its Secret
+without the data, whose digest annotation stands for the data: an unchanged
+shard is skipped without being encoded, and a re-created Gateway (another
+uid) gets every shard again. A deleted manifest Secret or Service forgets the
+Gateway's records other than its shards', so the next reconcile recreates it
+(and whatever else went with it: no informer watches the other kinds).
+Shards are no part of the status, so their events re-queue the Gateway only
+when one this replica wrote is deleted (by someone else: the provider forgets
+the record of a shard it deletes itself), to write it again.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
@@ -41,7 +51,13 @@ from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY, SECRET, SERVICE, Resource
 from agc_controller.core.status import ApplyResult, GatewayAddress
-from agc_controller.dataplane.config import DataPlaneConfig, Report, encode
+from agc_controller.dataplane.config import (
+    SHARDS,
+    Manifest,
+    Report,
+    encode_manifest,
+    shard_name,
+)
 from agc_controller.dataplane.manifests import (
     FIELD_MANAGER,
     LABEL_CONTROLLER,
@@ -51,6 +67,7 @@ from agc_controller.dataplane.manifests import (
     object_name,
 )
 from agc_controller.dataplane.settings import DataPlaneSettings
+from agc_controller.dataplane.shards import ShardedState
 from agc_controller.informers import (
     ApiListWatcher,
     Informer,
@@ -60,7 +77,6 @@ from agc_controller.informers import (
 )
 from agc_controller.kube import server_side_apply
 from agc_controller.providers.local import check_static
-from agc_controller.providers.local.dynamic import build_state
 from agc_controller.providers.local.static import StaticSettings
 from agc_controller.runtime.permissions import (
     PermissionProblems,
@@ -81,7 +97,8 @@ ROLE_BINDING = Resource(
     "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", namespaced=True
 )
 DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment", namespaced=True)
-# apply order: the agent's identity and rights, its configuration, then the pods
+# apply order: the agent's identity and rights, its configuration (the shards
+# first), then the pods
 APPLY_ORDER = (SERVICE_ACCOUNT, ROLE, ROLE_BINDING, SECRET, SERVICE, DEPLOYMENT)
 _BY_KIND = {r.kind: r for r in APPLY_ORDER}
 
@@ -120,27 +137,33 @@ def _report_signature(obj: KubeObject) -> Any:
 class _Changes:
     """Informer handler: report an object whose status-deciding part changed, or that went."""
 
+    # the informer's kind
+    kind: str
     # what decides the Gateway's status in an object (a report, an address)
     signature: Callable[[KubeObject], Any]
-    # called with the object and whether it is gone
-    changed: Callable[[KubeObject, bool], None]
+    # called with the kind, the object and whether it is gone
+    changed: Callable[[str, KubeObject, bool], None]
 
     def on_add(self, obj: KubeObject) -> None:
-        self.changed(obj, False)
+        self.changed(self.kind, obj, False)
 
     def on_update(self, old: KubeObject, new: KubeObject) -> None:
         if self.signature(old) != self.signature(new):
-            self.changed(new, False)
+            self.changed(self.kind, new, False)
 
     def on_delete(self, obj: KubeObject) -> None:
-        self.changed(obj, True)
+        self.changed(self.kind, obj, True)
+
+
+# an applied object: its Gateway, kind and name
+_Record = tuple[ObjectKey, str, str]
 
 
 @attrs.frozen
 class _Applied:
     # the Gateway's uid when applied: a re-created Gateway gets everything again
     uid: str
-    # of the manifest as sent
+    # of the manifest as sent (of a shard: without its data)
     digest: str
     # monotonic time of the write
     at: float
@@ -174,8 +197,10 @@ class DeploymentProvider:
         self._secrets = self._informer(SECRET, selector, trim_secret, _report_signature)
         self._services = self._informer(SERVICE, selector, drop_managed_fields, _service_signature)
         self._tasks: list[asyncio.Task[None]] = []
-        # (Gateway, kind) -> what this replica last applied
-        self._applied: dict[tuple[ObjectKey, str], _Applied] = {}
+        # each Gateway's state as shards, kept between applies; dropped with its data plane
+        self._states: dict[ObjectKey, ShardedState] = {}
+        # (Gateway, kind, name) -> what this replica last applied
+        self._applied: dict[_Record, _Applied] = {}
         # Gateway -> set when its Secret's report may have changed (one reconcile waits per key)
         self._waiters: dict[ObjectKey, asyncio.Event] = {}
 
@@ -197,7 +222,9 @@ class DeploymentProvider:
             transform=transform,
             name=f"dataplane-{resource.plural}",
         )
-        informer.add_handler(_Changes(signature=signature, changed=self._changed))
+        informer.add_handler(
+            _Changes(kind=resource.kind, signature=signature, changed=self._changed)
+        )
         return informer
 
     def start(self) -> None:
@@ -224,12 +251,13 @@ class DeploymentProvider:
                 message="spec.addresses: the data-plane Service gets its addresses from the "
                 "cluster; requesting specific ones is not supported.",
             )
-        state, needs = build_state(model)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = ShardedState()
+        config = state.build(model)
         # UnsafeValue, ConfigTooLarge and InvalidOverride are permanent: the worker
         # reports them as Programmed=False
-        check_static(needs, self._static_settings)
-        config = DataPlaneConfig(state=state, needs=needs)
-        data = encode(config)
+        check_static(config.needs, self._static_settings)
         uid = await self._gateway_uid(key)
         if uid is None:
             return ApplyResult(
@@ -241,17 +269,23 @@ class DeploymentProvider:
             controller_name=self._controller_name,
             settings=self._settings,
         )
-        manifests = [
-            plane.service_account(),
-            plane.role(),
-            plane.role_binding(),
-            plane.secret(data, config.version),
-            *([plane.service()] if plane.ports else []),
-            plane.deployment(),
-        ]
+        # everything that can be too large is encoded before anything is written
+        shards = self._shards_to_write(key, uid, plane, state, config)
+        secret = plane.secret(encode_manifest(config), config.version)
         try:
-            for manifest in manifests:
+            for manifest in (plane.service_account(), plane.role(), plane.role_binding()):
                 await self._apply(key, uid, manifest)
+            for shard, digest in shards:
+                await self._apply(key, uid, shard, digest=digest)
+            sent = [shard for shard, _ in shards]
+            if await self._apply(key, uid, secret):
+                sent.append(secret)
+            if plane.ports:
+                await self._apply(key, uid, plane.service())
+            await self._apply(key, uid, plane.deployment())
+            stale = self._shards_present(key, keep=config.shards.keys())
+            for name in stale:
+                await self._delete(key, SECRET, name)
             if not plane.ports and self._service(key) is not None:
                 # a Service needs a port: none while the Gateway has no listener to expose
                 await self._delete(key, SERVICE)
@@ -263,6 +297,19 @@ class DeploymentProvider:
                     message=f"The data-plane objects were refused: {_api_message(e)}",
                 )
             raise
+        if sent or stale:
+            log.info(
+                "dataplane_configuration_written",
+                gateway=str(key),
+                version=config.version,
+                shards_written=[shard["metadata"]["name"] for shard, _ in shards],
+                shards_deleted=stale,
+                # base64, as sent
+                data_bytes=sum(len(v) for obj in sent for v in obj["data"].values()),
+            )
+        return await self._result(key, plane, config.version)
+
+    async def _result(self, key: ObjectKey, plane: DataPlane, version: str) -> ApplyResult:
         addresses = service_addresses(self._service(key))
         if not addresses:
             return ApplyResult(
@@ -270,20 +317,20 @@ class DeploymentProvider:
                 reason=c.R_ADDRESS_NOT_ASSIGNED,
                 message=f"The data-plane Service {plane.name} has no address yet.",
             )
-        report = await self._report_for(key, config.version)
-        if report is None or report.version != config.version:
+        report = await self._report_for(key, version)
+        if report is None or report.version != version:
             return ApplyResult(
                 programmed=False,
                 reason=c.R_PENDING,
                 message=f"Waiting for the data plane (Deployment {plane.name}) to apply "
-                f"configuration {config.version}.",
+                f"configuration {version}.",
                 addresses=addresses,
             )
         if not report.accepted:
             return ApplyResult(
                 programmed=False,
                 reason=c.R_INVALID,
-                message=f"The data plane refused configuration {config.version} and keeps "
+                message=f"The data plane refused configuration {version} and keeps "
                 f"serving the previous one: {report.message}",
                 addresses=addresses,
             )
@@ -294,38 +341,84 @@ class DeploymentProvider:
             addresses=addresses,
         )
 
+    def _shards_to_write(
+        self,
+        key: ObjectKey,
+        uid: str,
+        plane: DataPlane,
+        state: ShardedState,
+        config: Manifest,
+    ) -> list[tuple[dict[str, Any], str]]:
+        """The shard Secrets of `config` not known written, each with its digest,
+        encoded (ConfigTooLarge if one does not fit). An unchanged shard is known by
+        its Secret without the data (whose digest annotation stands for the data),
+        so it is skipped without being encoded."""
+        writes = []
+        for shard, content in config.shards.items():
+            secret = plane.shard_secret(shard, {}, content)
+            digest = _digest(secret)
+            if not self._fresh((key, SECRET.kind, secret["metadata"]["name"]), uid, digest):
+                writes.append(({**secret, "data": state.data(shard)}, digest))
+        return writes
+
+    def _shards_present(self, key: ObjectKey, *, keep: Collection[int]) -> list[str]:
+        """The names of `key`'s shard Secrets that exist, as far as this replica knows
+        (its record or its informer), other than the shards `keep`."""
+        present = []
+        for shard in range(SHARDS):
+            name = shard_name(object_name(key), shard)
+            if shard not in keep and (
+                (key, SECRET.kind, name) in self._applied
+                or self._secrets.store.get(namespaced_name(key.namespace, name)) is not None
+            ):
+                present.append(name)
+        return present
+
     async def delete(self, gateway: ObjectKey) -> None:
         """Remove the data plane of a Gateway that is no longer ours (a deleted Gateway's
         objects go with it through their owner references anyway)."""
+        self._states.pop(gateway, None)
         name = object_name(gateway)
         managed = self._secrets.store.get(
             namespaced_name(gateway.namespace, name)
-        ) is not None or any(k == gateway for k, _ in self._applied)
+        ) is not None or any(record[0] == gateway for record in self._applied)
         if not managed:
             return
         for resource in reversed(APPLY_ORDER):
             await self._delete(gateway, resource)
+            if resource == SECRET:
+                # the manifest first: no agent reads a shard it lists that is gone
+                for shard in self._shards_present(gateway, keep=()):
+                    await self._delete(gateway, SECRET, shard)
         log.info("dataplane_deleted", gateway=str(gateway), name=name)
 
-    async def _delete(self, gateway: ObjectKey, resource: Resource) -> None:
-        self._applied.pop((gateway, resource.kind), None)
+    async def _delete(self, gateway: ObjectKey, resource: Resource, name: str = "") -> None:
+        """Delete `gateway`'s `resource` object, or the one named `name`."""
+        name = name or object_name(gateway)
+        self._applied.pop((gateway, resource.kind, name), None)
         with contextlib.suppress(_NotFound):
-            await self._call(
-                "DELETE", resource.object_path(object_name(gateway), gateway.namespace)
-            )
+            await self._call("DELETE", resource.object_path(name, gateway.namespace))
 
-    async def _apply(self, key: ObjectKey, uid: str, manifest: dict[str, Any]) -> None:
-        kind = manifest["kind"]
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        now = self._clock.monotonic()
-        last = self._applied.get((key, kind))
-        if (
+    def _fresh(self, record: _Record, uid: str, digest: str) -> bool:
+        """Whether `record` was applied with `digest` for `uid` less than RESYNC ago."""
+        last = self._applied.get(record)
+        return (
             last is not None
             and last.uid == uid
             and last.digest == digest
-            and now - last.at < RESYNC
-        ):
-            return
+            and self._clock.monotonic() - last.at < RESYNC
+        )
+
+    async def _apply(
+        self, key: ObjectKey, uid: str, manifest: dict[str, Any], *, digest: str = ""
+    ) -> bool:
+        """Server-side apply `manifest` unless it is fresh; True if it was written.
+        `digest` identifies it (by default, the digest of the whole manifest)."""
+        kind = manifest["kind"]
+        record = (key, kind, manifest["metadata"]["name"])
+        digest = digest or _digest(manifest)
+        if self._fresh(record, uid, digest):
+            return False
         resource = _BY_KIND[kind]
         try:
             stored = await server_side_apply(
@@ -344,20 +437,25 @@ class DeploymentProvider:
                 )
             raise
         trim = trim_secret if resource == SECRET else drop_managed_fields
-        self._applied[(key, kind)] = _Applied(uid=uid, digest=digest, at=now, stored=trim(stored))
+        self._applied[record] = _Applied(
+            uid=uid, digest=digest, at=self._clock.monotonic(), stored=trim(stored)
+        )
+        return True
 
-    def _service(self, key: ObjectKey) -> KubeObject | None:
-        cached = self._services.store.get(namespaced_name(key.namespace, object_name(key)))
+    def _stored(self, key: ObjectKey, resource: Resource) -> KubeObject | None:
+        """`key`'s `resource` object: the informer's copy, else as this replica wrote it."""
+        informer = self._secrets if resource == SECRET else self._services
+        cached = informer.store.get(namespaced_name(key.namespace, object_name(key)))
         if cached is not None:
             return cached
-        applied = self._applied.get((key, SERVICE.kind))
+        applied = self._applied.get((key, resource.kind, object_name(key)))
         return applied.stored if applied is not None else None
 
+    def _service(self, key: ObjectKey) -> KubeObject | None:
+        return self._stored(key, SERVICE)
+
     def _report(self, key: ObjectKey) -> Report | None:
-        secret = self._secrets.store.get(namespaced_name(key.namespace, object_name(key)))
-        if secret is None:
-            applied = self._applied.get((key, SECRET.kind))
-            secret = applied.stored if applied is not None else None
+        secret = self._stored(key, SECRET)
         return _report_signature(secret) if secret is not None else None
 
     async def _report_for(self, key: ObjectKey, version: str) -> Report | None:
@@ -378,14 +476,23 @@ class DeploymentProvider:
             self._waiters.pop(key, None)
         return report
 
-    def _changed(self, obj: KubeObject, gone: bool) -> None:
+    def _changed(self, kind: str, obj: KubeObject, gone: bool) -> None:
         key = gateway_of(obj)
         if key is None:
             return
+        name = obj["metadata"]["name"]
+        if name != object_name(key):
+            # a shard: what it holds decides nothing in the status; a deleted one is
+            # written again at the next reconcile, unless this replica deleted it
+            # itself (then it left no record)
+            if gone and self._applied.pop((key, kind, name), None) is not None:
+                self._requeue(key)
+            return
         if gone:
-            # recreate it at the next reconcile instead of trusting the record
-            for kind in _BY_KIND:
-                self._applied.pop((key, kind), None)
+            # recreate it (and the objects no informer watches) at the next reconcile
+            # instead of trusting the records
+            for other in _BY_KIND:
+                self._applied.pop((key, other, name), None)
         event = self._waiters.get(key)
         if event is not None:
             event.set()
@@ -421,6 +528,10 @@ class DeploymentProvider:
 
 class _NotFound(Exception):
     pass
+
+
+def _digest(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def _api_message(error: ApiException) -> str:

@@ -30,7 +30,14 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from agc_controller.dataplane.config import VERSION_ANNOTATION, decode
+from agc_controller.dataplane.config import (
+    DIGEST_ANNOTATION,
+    SHARDS,
+    VERSION_ANNOTATION,
+    decode_manifest,
+    decode_shard,
+    shard_name,
+)
 from devcluster import ControlPlane
 from devcluster.controlplane import free_port
 from tests.integration.test_controller import GW, Env, condition, eventually, our_parents
@@ -549,23 +556,48 @@ async def get_object(kube: client.ApiClient, kind: str, namespace: str, name: st
         raise
 
 
-def _decoded_paths(secret: dict[str, Any]) -> set[str]:
-    config = decode(secret)
-    rules = config.state["rules"]
-    return {
-        rules[rule]["match"]["path"]["value"]
-        for hosts in config.state["hosts"].values()
-        for host in hosts
-        for rule in host["rules"]
-    }
+async def delivered_shards(
+    kube: client.ApiClient, namespace: str, name: str
+) -> dict[str, dict[str, Any]]:
+    """The shard Secrets the manifest in Secret `name` lists, by name, each checked
+    to hold the digest listed."""
+    manifest = decode_manifest(await get_object(kube, "Secret", namespace, name))
+    shards = {}
+    for shard, listed in manifest.shards.items():
+        secret = await get_object(kube, "Secret", namespace, shard_name(name, shard))
+        assert decode_shard(secret, shard).digest == listed
+        assert secret["metadata"]["annotations"][DIGEST_ANNOTATION] == listed
+        shards[shard_name(name, shard)] = secret
+    return shards
 
 
-def check_data_plane(objects: dict[str, Any], gateway: dict[str, Any]) -> None:
+async def delivered_paths(kube: client.ApiClient, namespace: str, name: str) -> set[str]:
+    """The path matches of the rules the Secrets deliver, read as an agent reads them."""
+    paths = set()
+    for secret in (await delivered_shards(kube, namespace, name)).values():
+        shard = int(secret["metadata"]["name"].rpartition("-s")[2])
+        for part, text in decode_shard(secret, shard).parts.items():
+            if part.startswith("r:"):
+                paths.add(json.loads(text)["match"]["path"]["value"])
+    return paths
+
+
+async def secrets_of(kube: client.ApiClient, namespace: str, name: str) -> set[str]:
+    """The names of the Secrets of the data plane whose objects are named `name`."""
+    secrets = await client.CoreV1Api(kube).list_namespaced_secret(
+        namespace, label_selector=f"app.kubernetes.io/instance={name}"
+    )
+    return {s.metadata.name for s in secrets.items}
+
+
+def check_data_plane(
+    objects: dict[str, Any], shards: dict[str, dict[str, Any]], gateway: dict[str, Any]
+) -> None:
     """The provisioned objects of `gateway` are owned by it, carry the chart's
     data-plane values, and give the agent exactly what it needs."""
     name = f"agc-{gateway['metadata']['name']}"
     namespace = gateway["metadata"]["namespace"]
-    for kind, obj in objects.items():
+    for kind, obj in [*objects.items(), *shards.items()]:
         assert obj["metadata"]["ownerReferences"] == [
             {
                 "apiVersion": f"{GW}/v1",
@@ -575,15 +607,25 @@ def check_data_plane(objects: dict[str, Any], gateway: dict[str, Any]) -> None:
                 "controller": True,
             }
         ], kind
-    # the agent may read its one Secret (by name: list and watch need the field
-    # selector) and report on it; nothing else
+    # shards are labelled as the other objects (the controller's informer selects them)
+    assert shards
+    for shard in shards.values():
+        assert shard["metadata"]["labels"] == objects["Secret"]["metadata"]["labels"]
+    # the agent may read the manifest's Secret (by name: list and watch need the
+    # field selector) and report on it, and get the shards; nothing else
     assert objects["Role"]["rules"] == [
         {
             "apiGroups": [""],
             "resources": ["secrets"],
             "resourceNames": [name],
             "verbs": ["list", "watch", "patch"],
-        }
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [f"{name}-s{shard:02d}" for shard in range(SHARDS)],
+            "verbs": ["get"],
+        },
     ]
     assert objects["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": name, "namespace": namespace}
@@ -628,9 +670,9 @@ async def test_deployment_mode_provisions_each_gateway_its_data_plane(
 
     await eventually(provisioned)
     objects = {kind: await get_object(kube, kind, env.namespace, name) for kind in DATAPLANE_KINDS}
-    check_data_plane(objects, gateway)
+    check_data_plane(objects, await delivered_shards(kube, env.namespace, name), gateway)
     deployment, service = objects["Deployment"], objects["Service"]
-    assert _decoded_paths(objects["Secret"]) == {"/"}
+    assert await delivered_paths(kube, env.namespace, name) == {"/"}
 
     # no agent runs here: Programmed waits for one, at the Service's address
     async def pending() -> bool:
@@ -641,7 +683,7 @@ async def test_deployment_mode_provisions_each_gateway_its_data_plane(
     status = (await env.get("gateways", "gw"))["status"]
     assert status["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
 
-    # a route edit changes the Secret, and only the Secret
+    # a route edit changes the Secrets, and only the Secrets
     version = objects["Secret"]["metadata"]["annotations"][VERSION_ANNOTATION]
     await env.patch(
         "httproutes",
@@ -663,7 +705,7 @@ async def test_deployment_mode_provisions_each_gateway_its_data_plane(
         return bool(secret["metadata"]["annotations"][VERSION_ANNOTATION] != version)
 
     await eventually(secret_changed)
-    assert _decoded_paths(await get_object(kube, "Secret", env.namespace, name)) == {"/v2"}
+    assert await delivered_paths(kube, env.namespace, name) == {"/v2"}
     deployment_now = await get_object(kube, "Deployment", env.namespace, name)
     assert deployment_now["metadata"]["generation"] == deployment["metadata"]["generation"]
 
@@ -677,7 +719,7 @@ async def test_deployment_mode_provisions_each_gateway_its_data_plane(
                 await get_object(kube, kind, env.namespace, f"agc-{gateway}")
                 for kind in DATAPLANE_KINDS
             ]
-        )
+        ) and not await secrets_of(kube, env.namespace, f"agc-{gateway}")
 
     await eventually(lambda: _exists(kube, "Deployment", env.namespace, "agc-moving"))
     await env.patch("gateways", "moving", {"spec": {"gatewayClassName": "someone-else"}})

@@ -1,6 +1,7 @@
 """Incremental translation equals translation from scratch, after every step of
 random edits over every golden input; so do the local data plane's state parts
-built by difference (StateParts) and from scratch.
+built by difference (StateParts) and from scratch, and so do the parts of the
+in-cluster data plane's shards (ShardedState), read back as an agent reads them.
 
 The edits replace objects the way the informer cache does (a new dict, never a
 mutation): a value changed somewhere in an object (a string, a number, a list
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agc_controller.dataplane.config import decode_shard
+from agc_controller.dataplane.shards import ShardedState
 from agc_controller.providers.local.dynamic import StateParts, build_state, encoded_parts
 from agc_controller.translate import (
     REBUILDS_PER_STEP,
@@ -99,6 +102,23 @@ def _check_parts(parts: StateParts, model: LoadBalancer | None, where: str) -> N
     assert parts.build(model) == (encoded_parts(document), needs), where
 
 
+def _check_shards(sharded: ShardedState, model: LoadBalancer | None, where: str) -> None:
+    """The shards built by difference, decoded as an agent decodes them, hold the
+    parts of a from-scratch build of `model`, each once (in the shard its name
+    goes to), under the digests the manifest lists; no empty shard is listed."""
+    if model is None:
+        return
+    document, needs = build_state(model)
+    manifest = sharded.build(model)
+    assert manifest.needs == needs, where
+    parts: dict[str, bytes] = {}
+    for shard, listed in manifest.shards.items():
+        read = decode_shard({"data": sharded.data(shard)}, shard)
+        assert (read.digest, bool(read.parts)) == (listed, True), where
+        parts |= read.parts
+    assert parts == encoded_parts(document), where
+
+
 def _gateways(objects: list[Obj]) -> list[str]:
     return sorted(
         f"{o['metadata'].get('namespace', 'default')}/{o['metadata']['name']}"
@@ -117,6 +137,7 @@ def test_incremental_equals_from_scratch(case: Path) -> None:
     keys = _gateways(objects)
     memos = {key: Memo() for key in keys}
     parts = {key: StateParts() for key in keys}
+    shards = {key: ShardedState() for key in keys}
     for step in range(STEPS + 1):
         snapshot = Snapshot.from_objects(objects)
         for key in keys:
@@ -124,6 +145,7 @@ def test_incremental_equals_from_scratch(case: Path) -> None:
             scratch = translate_gateway(snapshot, key, SETTINGS)
             assert incremental == scratch, f"{case.name}: {key} differs after step {step}"
             _check_parts(parts[key], incremental.load_balancer, f"{case.name}: {key} {step}")
+            _check_shards(shards[key], incremental.load_balancer, f"{case.name}: {key} {step}")
         action = rng.random()
         index = rng.randrange(len(objects))
         if action < 0.6:
@@ -224,12 +246,13 @@ def test_host_tables_follow_hostname_edits() -> None:
     rng = random.Random(7)
     base = _gateway_objects()
     routes = {i: _synthetic_route(rng, i) for i in range(12)}
-    memo, parts = Memo(), StateParts()
+    memo, parts, shards = Memo(), StateParts(), ShardedState()
     for step in range(300):
         snapshot = Snapshot.from_objects(base + list(routes.values()))
         incremental = translate_gateway(snapshot, "default/gw", SETTINGS, memo=memo)
         assert incremental == translate_gateway(snapshot, "default/gw", SETTINGS), step
         _check_parts(parts, incremental.load_balancer, str(step))
+        _check_shards(shards, incremental.load_balancer, str(step))
         index = rng.randrange(16)
         if index in routes and rng.random() < 0.2:
             del routes[index]
