@@ -23,16 +23,9 @@ out="$cache/conformance/$gwapi_version"
 say() { printf '[conformance] %s\n' "$*" >&2; }
 fail() { printf '[conformance] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# one pinned toolchain for every Go build in the project: hack/testenv.sh owns it
-go_toolchain=$(sed -n 's/^go_toolchain=//p' "$repo/hack/testenv.sh")
-[ -n "$go_toolchain" ] || fail "could not read go_toolchain from hack/testenv.sh; it pins the Go 1.26 toolchain this script reuses."
-
-command -v go >/dev/null || fail "Go is not installed. Install Go 1.26 (https://go.dev/dl) or run hack/install-deps.sh."
-case "$(go env GOVERSION)" in
-  go1.26.*) ;;
-  *) say "local Go is $(go env GOVERSION); building with $go_toolchain (fetched through the Go module proxy)"
-     export GOTOOLCHAIN=$go_toolchain ;;
-esac
+# shellcheck source=hack/go.sh
+source "$repo/hack/go.sh"
+use_go "$cache"
 
 # `require M V` or a line `M V` inside a require block
 suite_version=$(awk '{ for (i = 1; i < NF; i++) if ($i == "sigs.k8s.io/gateway-api/conformance") { print $(i + 1); exit } }' "$src/go.mod")

@@ -11,19 +11,15 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGC_CACHE_DIR:-$repo/.cache}
 helm_version=v3.21.4
-go_toolchain=go1.26.8
 out="$cache/helm/$helm_version"
 
 say() { printf '[helm] %s\n' "$*" >&2; }
 fail() { printf '[helm] ERROR: %s\n' "$*" >&2; exit 1; }
 
 if [ ! -x "$out/bin/helm" ]; then
-  command -v go >/dev/null || fail "Go is not installed. Install Go 1.26 (https://go.dev/dl) or run hack/install-deps.sh."
-  case "$(go env GOVERSION)" in
-    go1.26.*) ;;
-    *) say "local Go is $(go env GOVERSION); building with $go_toolchain (fetched through the Go module proxy)"
-       export GOTOOLCHAIN=$go_toolchain ;;
-  esac
+  # shellcheck source=hack/go.sh
+  source "$repo/hack/go.sh"
+  use_go "$cache"
   say "building helm $helm_version from the Go module helm.sh/helm/v3 (cold: a few minutes on 2 cores)"
   started=$(date +%s)
   mkdir -p "$out/bin"

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages agc-controller needs, only those missing
-# (a second run makes no network call), then checks Python and Go.
+# Installs what agc-controller needs on a Debian 12 / Ubuntu 24.04 machine, only
+# what is missing (a second run makes no network call): the Debian packages, then
+# Go 1.26 from the Go module proxy when no Go that can fetch it is installed.
 set -euo pipefail
 
-# etcd for the local control plane; NGINX with Lua for the local data plane, and
-# its stream + njs modules (HTTP/1.1 and h2c gRPC on one plain port); iproute2
-# for the test backends' network namespaces; wrk for `make bench`
-packages=(etcd-server nginx libnginx-mod-http-lua lua-resty-core lua-cjson libnginx-mod-stream
-  libnginx-mod-stream-js iproute2 wrk)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${AGC_CACHE_DIR:-$repo/.cache}
+
+# Python 3.11+ with venv (Debian ships python3 without it); CA certificates for
+# the Go module proxy and PyPI; etcd for the local control plane; NGINX with Lua
+# for the local data plane, and its stream + njs modules (HTTP/1.1 and h2c gRPC on
+# one plain port); iproute2 for the test backends' network namespaces; wrk for
+# `make bench`
+packages=(python3 python3-venv ca-certificates etcd-server nginx libnginx-mod-http-lua
+  lua-resty-core lua-cjson libnginx-mod-stream libnginx-mod-stream-js iproute2 wrk)
 
 say() { printf '[deps] %s\n' "$*" >&2; }
 fail() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -26,8 +32,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq || fail "apt-get update failed; check that Debian's package mirror is reachable."
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || fail "apt-get install ${missing[*]} failed; run it by hand to see why."
+  # The nginx package starts Debian's own NGINX on port 80, the port the local data
+  # plane's example Gateway listens on. Only one installed here, just now, is stopped.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    if [ -d /run/systemd/system ] && systemctl is-active --quiet nginx.service; then
+      $sudo systemctl disable --now --quiet nginx.service
+      say "stopped and disabled nginx.service (Debian's NGINX, installed just now, takes port 80)"
+    elif [ -x /etc/init.d/nginx ] && [ -f /run/nginx.pid ]; then
+      $sudo /etc/init.d/nginx stop >/dev/null
+      $sudo update-rc.d nginx disable >/dev/null 2>&1 || say "could not keep it from starting at boot: run update-rc.d nginx disable"
+      say "stopped and disabled Debian's NGINX service (installed just now, it takes port 80)"
+    fi
+  fi
 fi
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || fail "Python 3.11 or newer is required (found $(python3 --version 2>&1))."
-command -v go >/dev/null || fail "Go 1.26 is required to build the test control plane (https://go.dev/dl)."
+
+# shellcheck source=hack/go.sh
+source "$repo/hack/go.sh"
+use_go "$cache"

@@ -16,18 +16,14 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGC_CACHE_DIR:-$repo/.cache}
 k8s_version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$repo/hack/testenv/go.mod")
 gwapi_version=$(cat "$repo/hack/gateway-api-version")
-go_toolchain=go1.26.8
 out="$cache/testenv/k8s-$k8s_version-gwapi-$gwapi_version"
 
 say() { printf '[testenv] %s\n' "$*" >&2; }
 fail() { printf '[testenv] ERROR: %s\n' "$*" >&2; exit 1; }
 
-command -v go >/dev/null || fail "Go is not installed. Install Go 1.26 (https://go.dev/dl) or run hack/install-deps.sh."
-case "$(go env GOVERSION)" in
-  go1.26.*) ;;
-  *) say "local Go is $(go env GOVERSION); building with $go_toolchain (fetched through the Go module proxy)"
-     export GOTOOLCHAIN=$go_toolchain ;;
-esac
+# shellcheck source=hack/go.sh
+source "$repo/hack/go.sh"
+use_go "$cache"
 
 build_binary() {  # name, step label
   local name=$1 label=$2 started pkg=k8s.io/kubernetes/cmd/$1
