@@ -48,6 +48,8 @@ class ControlPlaneBinaries:
     kube_controller_manager: Path
     # a directory holding standard/ and experimental/ CRD manifests
     crds: Path
+    # the kubectl of the same Kubernetes version, for people and tests
+    kubectl: Path
 
     @classmethod
     def from_testenv(cls, testenv_dir: Path) -> ControlPlaneBinaries:
@@ -63,8 +65,14 @@ class ControlPlaneBinaries:
             kube_apiserver=testenv_dir / "bin" / "kube-apiserver",
             kube_controller_manager=testenv_dir / "bin" / "kube-controller-manager",
             crds=testenv_dir / "crds",
+            kubectl=testenv_dir / "bin" / "kubectl",
         )
-        for path in (binaries.kube_apiserver, binaries.kube_controller_manager, binaries.crds):
+        for path in (
+            binaries.kube_apiserver,
+            binaries.kube_controller_manager,
+            binaries.crds,
+            binaries.kubectl,
+        ):
             if not path.exists():
                 raise ControlPlaneError(f"{path} is missing. Build it with `make testenv`.")
         return binaries

@@ -260,7 +260,9 @@ def describe_failures(failures: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def describe(gateway: dict[str, Any], checks: Sequence[CurlCheck], *, kubeconfig: Path) -> str:
+def describe(
+    gateway: dict[str, Any], checks: Sequence[CurlCheck], *, kubeconfig: Path, kubectl: Path
+) -> str:
     status = gateway["status"]
     address = status["addresses"][0]["value"]
     lines = [f"Gateway {GATEWAY[0]}/{GATEWAY[1]} at {address}:"]
@@ -276,7 +278,8 @@ def describe(gateway: dict[str, Any], checks: Sequence[CurlCheck], *, kubeconfig
     lines += [f"  {check.command}" for check in checks]
     lines += [
         "",
-        f"  export KUBECONFIG={kubeconfig}",
+        # kubectl of the control plane's own version, built with it
+        f"  export KUBECONFIG={kubeconfig} PATH={kubectl.parent}:$PATH",
         "  kubectl get gateways,httproutes -A; kubectl apply -f examples/30-routes.yaml",
     ]
     return "\n".join(lines)

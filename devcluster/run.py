@@ -159,7 +159,9 @@ def _run_local(args: argparse.Namespace) -> int:
             print(
                 f"\nagc-controller is running: control plane at {plane.server}, local NGINX "
                 "data plane.\n"
-                + examples.describe(gateway, checks, kubeconfig=plane.kubeconfig)
+                + examples.describe(
+                    gateway, checks, kubeconfig=plane.kubeconfig, kubectl=plane.binaries.kubectl
+                )
                 + examples.describe_failures(failures)
                 + "\n\nPress Ctrl-C to stop.\n",
                 flush=True,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the test control plane:
-#   - kube-apiserver and kube-controller-manager from the Kubernetes Go modules
+#   - kube-apiserver, kube-controller-manager and kubectl from the Kubernetes Go modules
 #     pinned in hack/testenv/go.mod, built with Go 1.26 (Go 1.27's JSON default
 #     breaks the apiserver's /openapi/v2 and so `kubectl apply`);
 #   - the Gateway API CRDs (standard and experimental) from the
@@ -43,7 +43,7 @@ build_binary() {  # name, step label
 
 fetch_crds() {
   [ -f "$out/crds/standard/.done" ] && [ -f "$out/crds/experimental/.done" ] && return 0
-  say "[3/3] fetching Gateway API $gwapi_version CRDs from the sigs.k8s.io/gateway-api Go module"
+  say "[4/4] fetching Gateway API $gwapi_version CRDs from the sigs.k8s.io/gateway-api Go module"
   local dir
   dir=$(cd "$repo/hack/testenv" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$gwapi_version" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') \
@@ -57,7 +57,8 @@ fetch_crds() {
 }
 
 mkdir -p "$out/bin"
-build_binary kube-apiserver "[1/3]"
-build_binary kube-controller-manager "[2/3]"
+build_binary kube-apiserver "[1/4]"
+build_binary kube-controller-manager "[2/4]"
+build_binary kubectl "[3/4]"
 fetch_crds
 echo "$out"

@@ -72,7 +72,7 @@ def kubectl(
     control_plane: ControlPlane, *args: str, manifest: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", f"--kubeconfig={control_plane.kubeconfig}", *args],
+        [str(control_plane.binaries.kubectl), f"--kubeconfig={control_plane.kubeconfig}", *args],
         input=manifest,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -42,8 +42,12 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
         "curl -sk --resolve app.example.com:443:127.77.25.4 "
         "https://app.example.com:443/blue  # HTTPS",
     ]
-    banner = examples.describe(GATEWAY, checks, kubeconfig=Path("/k"))
+    banner = examples.describe(
+        GATEWAY, checks, kubeconfig=Path("/k"), kubectl=Path("/t/bin/kubectl")
+    )
     assert all(f"  {check.command}" in banner.splitlines() for check in checks)
+    # the kubectl built with the control plane comes first on PATH
+    assert "  export KUBECONFIG=/k PATH=/t/bin:$PATH" in banner.splitlines()
 
 
 def test_each_check_sends_what_its_curl_line_sends() -> None:
