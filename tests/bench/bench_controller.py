@@ -67,6 +67,8 @@ async def run(plane: ControlPlane) -> None:
                 "--no-leader-elect",
                 "--controller-name",
                 f.CONTROLLER,
+                "--provider",
+                "memory",
             ],
             cwd=REPO,
         )
