@@ -12,7 +12,8 @@
 #   hack/fresh-debian.sh [WORKDIR]     (root; default WORKDIR /var/tmp/agc-fresh-debian)
 #
 # Needs Debian's package mirror ($DEBIAN_MIRROR, default http://deb.debian.org/debian),
-# the Go module proxy and PyPI. The root filesystem shares this host's network (the
+# the Go module proxy and PyPI. The host's DNS settings, local CA certificates and
+# /etc/pip.conf are copied in. The root filesystem shares this host's network (the
 # tests use loopback and their own network namespaces); it is removed at the end
 # unless KEEP=1. Prints the time each step took.
 set -euo pipefail
@@ -70,6 +71,13 @@ bootstrap() {
   debootstrap --include=git,make,ca-certificates bookworm "$root" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || fail "debootstrap failed (log: $work/debootstrap.log)."
   cp /etc/resolv.conf "$root/etc/resolv.conf"
+  # This host's own TLS trust goes in too (a machine whose egress goes through a
+  # TLS-intercepting proxy trusts that proxy's CA; on a plain network there is none)
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
+  fi
+  if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
   bind /proc proc
   bind /sys sysfs
   bind /dev bind
