@@ -37,7 +37,7 @@ from agc_controller.kube.client import api_client
 from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.runtime.health import parse_address, serving_health
 from agc_controller.settings import LOCAL_DATAPLANE_MODES, Settings
-from agc_controller.translate import Snapshot, TranslateSettings
+from agc_controller.translate import Snapshot
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 
 log = structlog.get_logger("agc_controller.cli")
@@ -257,8 +257,10 @@ def _parser() -> argparse.ArgumentParser:
         help="translate Gateway API YAML offline and print the result",
         description="Read Gateway API objects (plus Services, EndpointSlices, Secrets, "
         "ConfigMaps, Namespaces) from files and print what the controller would program and "
-        "the status each object would get, assuming every accepted Gateway is programmed at "
-        "192.0.2.1. No cluster is needed. Certificates and keys appear as digests.",
+        "the status each object would get with the chosen provider: its capabilities decide "
+        "what routes are accepted, and what it would refuse offline shows as Programmed=False; "
+        "the rest is assumed programmed at 192.0.2.1. No cluster is needed. Certificates and "
+        "keys appear as digests.",
         epilog="outputs: " + "; ".join(f"{o.name}: {o.help}" for o in available.values()),
     )
     translate.add_argument(
@@ -273,6 +275,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     translate.add_argument(
         "-o", "--output", choices=list(available), default="all", help="what to print"
+    )
+    translate.add_argument(
+        "--provider",
+        choices=sorted(render.providers()),
+        help="whose capabilities and refusals the translation shows (default: local; "
+        "-o arm is azure's view, -o nginx local's)",
     )
     translate.add_argument(
         "-n",
@@ -378,11 +386,20 @@ def _translate(args: argparse.Namespace) -> int:
     for note in loaded.skipped:
         print(f"agc-controller translate: ignored {note}", file=sys.stderr)
     output = render.outputs()[args.output]
-    if output.settings is not None:
-        settings = output.settings(args.controller_name)
-    else:
-        settings = TranslateSettings(controller_name=args.controller_name)
-    translations = render.translate_all(Snapshot.from_objects(loaded.objects), settings)
+    provider_name = args.provider or output.provider or "local"
+    if output.provider not in (None, provider_name):
+        print(
+            f"agc-controller translate: -o {output.name} shows the {output.provider} "
+            f"provider's view; use it with --provider {output.provider} (or without --provider)",
+            file=sys.stderr,
+        )
+        return 2
+    provider = render.providers()[provider_name]
+    translations = render.translate_all(
+        Snapshot.from_objects(loaded.objects),
+        provider.settings(args.controller_name),
+        dry_run=provider.dry_run,
+    )
     if not translations.gateway_classes:
         print(
             "agc-controller translate: no GatewayClass in the input has controllerName "

@@ -19,72 +19,13 @@ from agc_controller.dataplane.provider import DeploymentProvider
 from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
-from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
+from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
 from agc_controller.settings import LOCAL_DATAPLANE_MODES
 from agc_controller.translate import TranslateSettings
-from agc_controller.translate.capabilities import Capabilities
-from agc_controller.translate.settings import CORE_FEATURES
 
 PROVIDERS = ("local", "azure", "memory")
-
-# what the local NGINX data plane implements, each exercised by tests/e2e
-LOCAL_FEATURES = CORE_FEATURES | frozenset(
-    {
-        "BackendTLSPolicy",
-        "GatewayAddressEmpty",
-        "GatewayBackendClientCertificate",
-        "GatewayFrontendClientCertificateValidation",
-        "GatewayFrontendClientCertificateValidationInsecureFallback",
-        "GatewayHTTPListenerIsolation",
-        "GatewayHTTPSListenerDetectMisdirectedRequests",
-        "GatewayPort8080",
-        "GatewayStaticAddresses",
-        "HTTPRoute303RedirectStatusCode",
-        "HTTPRoute307RedirectStatusCode",
-        "HTTPRoute308RedirectStatusCode",
-        "HTTPRouteBackendProtocolH2C",
-        "HTTPRouteBackendProtocolWebSocket",
-        "HTTPRouteBackendRequestHeaderModification",
-        "HTTPRouteBackendTimeout",
-        "HTTPRouteCORS",
-        "HTTPRouteDestinationPortMatching",
-        "HTTPRouteHostRewrite",
-        "HTTPRouteMethodMatching",
-        "HTTPRouteNamedRouteRule",
-        "HTTPRouteParentRefPort",
-        "HTTPRoutePathRedirect",
-        "HTTPRoutePathRewrite",
-        "HTTPRoutePortRedirect",
-        "HTTPRouteQueryParamMatching",
-        "HTTPRouteRequestMirror",
-        "HTTPRouteRequestMultipleMirrors",
-        "HTTPRouteRequestPercentageMirror",
-        "HTTPRouteRequestTimeout",
-        "HTTPRouteResponseHeaderModification",
-        "HTTPRouteRetry",
-        "HTTPRouteRetryConnectionError",
-        "HTTPRouteSchemeRedirect",
-    }
-)
-
-
-# NGINX checks an upstream certificate against the name it sends as SNI, and
-# only that: it cannot check other subjectAltNames. Retries on status codes are
-# internal redirects, and NGINX allows a request ten (dynamic.RETRY_ATTEMPTS_MAX).
-LOCAL_CAPABILITIES = Capabilities(
-    backend_tls_subject_alt_names=False, retry_attempts_max=RETRY_ATTEMPTS_MAX
-)
-
-
-def local_translate_settings(controller_name: str) -> TranslateSettings:
-    """Translation settings for Gateways served by the local NGINX data plane."""
-    return TranslateSettings(
-        controller_name=controller_name,
-        supported_features=LOCAL_FEATURES,
-        capabilities=LOCAL_CAPABILITIES,
-    )
 
 
 @attrs.frozen

@@ -5,6 +5,9 @@
 `status`; each provider's view lives beside them in this package (`nginx`:
 the local data plane's configuration and state, `arm`: the Application
 Gateway body) and is registered below, so the CLI needs no edit for a new one.
+`--provider NAME` picks whose translation settings (capabilities, features)
+and dry run (what it would refuse, offline) every output uses; an output that
+shows one provider's view belongs to that provider.
 The providers never import this package: rendering sits above them.
 """
 
@@ -15,10 +18,12 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.providers.local.environment import host_paths, socket_root
 from agc_controller.render import arm, nginx
 from agc_controller.render.documents import (
     ASSUMED_RESULT,
+    DryRun,
     InputError,
     LoadedObjects,
     Translations,
@@ -37,12 +42,14 @@ __all__ = [
     "ASSUMED_RESULT",
     "InputError",
     "LoadedObjects",
+    "OfflineProvider",
     "Output",
     "Translations",
     "load_objects",
     "outputs",
     "pem_digest",
     "plain",
+    "providers",
     "register_output",
     "render_all",
     "render_model",
@@ -55,30 +62,41 @@ Renderer = Callable[[Translations], str]
 
 
 @attrs.frozen
+class OfflineProvider:
+    # controller name -> the provider's translation settings
+    settings: Callable[[str], TranslateSettings]
+    # what it would report for each Gateway, offline
+    dry_run: DryRun
+
+
+_PROVIDERS = {
+    "local": OfflineProvider(settings=local_translate_settings, dry_run=nginx.local_results),
+    "azure": OfflineProvider(settings=azure_translate_settings, dry_run=arm.azure_results),
+}
+
+
+def providers() -> Mapping[str, OfflineProvider]:
+    return dict(_PROVIDERS)
+
+
+@attrs.frozen
 class Output:
     name: str
     help: str
     render: Renderer
-    # controller name -> the translation settings this output needs (a provider's
-    # capabilities); None: the defaults
-    settings: Callable[[str], TranslateSettings] | None = None
+    # the provider whose view this output shows; None: any provider's
+    provider: str | None = None
 
 
 # name -> output: the built-ins and the providers' views, registered below
 _OUTPUTS: dict[str, Output] = {}
 
 
-def register_output(
-    name: str,
-    render: Renderer,
-    *,
-    help: str,
-    settings: Callable[[str], TranslateSettings] | None = None,
-) -> None:
+def register_output(name: str, render: Renderer, *, help: str, provider: str | None = None) -> None:
     """Make `-o name` available. A name is registered once; a clash is a bug."""
     if name in _OUTPUTS:
         raise ValueError(f"output {name!r} is already registered")
-    _OUTPUTS[name] = Output(name=name, help=help, render=render, settings=settings)
+    _OUTPUTS[name] = Output(name=name, help=help, render=render, provider=provider)
 
 
 def outputs() -> Mapping[str, Output]:
@@ -98,10 +116,11 @@ register_output(
     "nginx",
     lambda translations: nginx.render_nginx(translations, host=host_paths(), sockets=socket_root()),
     help="the local data plane's NGINX configuration and routing state per Gateway",
+    provider="local",
 )
 register_output(
     "arm",
     arm.render_arm,
     help="the Application Gateway v2 body the azure provider would PUT (ARM JSON as YAML)",
-    settings=azure_translate_settings,
+    provider="azure",
 )

@@ -1,7 +1,8 @@
 """`agc-controller translate -o arm`: the Application Gateway body the azure provider would PUT.
 
 Offline there is no Application Gateway to read, so the Gateways are merged
-into an empty one with a single public frontend IP configuration, in the
+into an empty one with a public and a private frontend IP configuration (so
+that every frontend mode can be placed), in the
 subscription, resource group and name from the AGC_AZURE_* settings or the
 Gateways' annotations (placeholders where neither says). Certificates appear
 as digests, never as PFX bytes or keys.
@@ -9,15 +10,21 @@ as digests, never as PFX bytes or keys.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
+from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult
 from agc_controller.providers.azure.builder import build_children
 from agc_controller.providers.azure.children import GatewayChildren
 from agc_controller.providers.azure.frontends import frontend_ips, port_names
 from agc_controller.providers.azure.merge import merge
 from agc_controller.providers.azure.settings import AzureSettings, Placement, placement
-from agc_controller.render.documents import Translations, pem_digest, to_yaml
+from agc_controller.render.documents import ASSUMED_RESULT, Translations, pem_digest, to_yaml
+from agc_controller.translate import GatewayTranslation
 from agc_controller.translate.model import Certificate
 
 _PLACEHOLDERS = AzureSettings(
@@ -42,10 +49,9 @@ def _empty_gateway(settings: AzureSettings) -> dict[str, Any]:
         f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}"
         f"/providers/Microsoft.Network/applicationGateways/{settings.application_gateway}"
     )
-    public_ip = (
-        f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}"
-        "/providers/Microsoft.Network/publicIPAddresses/public-ip"
-    )
+    group = f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}"
+    public_ip = f"{group}/providers/Microsoft.Network/publicIPAddresses/public-ip"
+    network = f"{group}/providers/Microsoft.Network/virtualNetworks/network"
     return {
         "id": gateway_id,
         "name": settings.application_gateway,
@@ -55,7 +61,16 @@ def _empty_gateway(settings: AzureSettings) -> dict[str, Any]:
                     "name": "public",
                     "id": f"{gateway_id}/frontendIPConfigurations/public",
                     "properties": {"publicIPAddress": {"id": public_ip}},
-                }
+                },
+                {
+                    "name": "private",
+                    "id": f"{gateway_id}/frontendIPConfigurations/private",
+                    "properties": {
+                        "privateIPAddress": "10.0.0.4",
+                        "privateIPAllocationMethod": "Static",
+                        "subnet": {"id": f"{network}/subnets/application-gateway"},
+                    },
+                },
             ]
         },
     }
@@ -65,12 +80,26 @@ def _digest_pfx(certificate: Certificate) -> tuple[str, str]:
     return pem_digest(certificate.cert_pem + certificate.key_pem), ""
 
 
-def render_arm(translations: Translations) -> str:
+@attrs.frozen
+class _Offline:
+    """The azure provider's work on an empty Application Gateway, offline."""
+
+    # "namespace/name" -> "programmed", or why not, for every Gateway
+    outcome: dict[str, str]
+    # "namespace/name" -> the result the provider would report, for every Gateway
+    # with a model
+    results: dict[str, ApplyResult]
+    # the Application Gateway body it would PUT
+    body: dict[str, Any]
+
+
+def _offline(gateways: Mapping[str, GatewayTranslation]) -> _Offline:
     settings = _settings()
     current = _empty_gateway(settings)
     builds: dict[ObjectKey, GatewayChildren | None] = {}
-    outcome: dict[str, Any] = {}
-    for key, translation in translations.gateways.items():
+    outcome: dict[str, str] = {}
+    results: dict[str, ApplyResult] = {}
+    for key, translation in gateways.items():
         model = translation.load_balancer
         if model is None:
             outcome[key] = "not programmed (see -o status)"
@@ -78,6 +107,7 @@ def render_arm(translations: Translations) -> str:
         where = placement(model, settings)
         if not isinstance(where, Placement):
             outcome[key] = where
+            results[key] = ApplyResult(programmed=False, reason=c.R_INVALID, message=where)
             continue
         children = build_children(
             model,
@@ -88,7 +118,30 @@ def render_arm(translations: Translations) -> str:
         )
         builds[model.gateway] = children
         outcome[key] = children.problem or "programmed"
-    result = merge(current, builds, encode_pfx=_digest_pfx)
-    for gateway, problem in result.refused.items():
-        outcome[f"{gateway.namespace}/{gateway.name}"] = problem
-    return to_yaml({"gateways": outcome, "applicationGateway": result.body})
+    merged = merge(current, builds, encode_pfx=_digest_pfx)
+    for gateway, built in builds.items():
+        if built is None:
+            continue
+        key = gateway.namespaced_name
+        problem = built.problem or merged.refused.get(gateway)
+        if problem is None:
+            results[key] = attrs.evolve(ASSUMED_RESULT, listener_problems=built.listener_problems)
+            continue
+        outcome[key] = problem
+        results[key] = ApplyResult(
+            programmed=False,
+            reason=c.R_INVALID,
+            message=f"Not programmed on Application Gateway {settings.application_gateway}: "
+            f"{problem}",
+        )
+    return _Offline(outcome=outcome, results=results, body=merged.body)
+
+
+def azure_results(gateways: Mapping[str, GatewayTranslation]) -> dict[str, ApplyResult]:
+    """What the azure provider would report for each Gateway (translate's dry run)."""
+    return _offline(gateways).results
+
+
+def render_arm(translations: Translations) -> str:
+    offline = _offline(translations.gateways)
+    return to_yaml({"gateways": offline.outcome, "applicationGateway": offline.body})

@@ -7,9 +7,10 @@ exactly what the golden files pin down.
   Invariant: no certificate or key material survives it; every PEM field
   becomes `sha256:<16 hex>` of its text, enough to tell two certificates apart.
   Empty values are left out, so documents stay short.
-- `translate_all` translates every GatewayClass and Gateway of a Snapshot,
-  assuming the provider programs each accepted Gateway (`ASSUMED_RESULT`):
-  with no cluster and no data plane there is no real outcome to report.
+- `translate_all` translates every GatewayClass and Gateway of a Snapshot. With
+  no cluster and no data plane there is no real outcome to report: each Gateway
+  with a model gets `ASSUMED_RESULT` (programmed), unless a provider's dry run
+  says what that provider would report instead (its refusals, offline).
 - `load_objects` reads YAML files (or stdin) into API objects, refusing
   anything that is not one with an `InputError` naming the file and document.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -153,6 +154,11 @@ def plain(value: Any) -> Any:
     return value
 
 
+# the provider's outcome for each Gateway it would program ("namespace/name" ->
+# result), decided offline from the translations: what `translate --provider` runs
+DryRun = Callable[[Mapping[str, GatewayTranslation]], Mapping[str, ApplyResult]]
+
+
 @attrs.frozen
 class Translations:
     """Everything `translate_all` decided, in sorted order."""
@@ -161,16 +167,23 @@ class Translations:
     gateway_classes: Mapping[str, Any]
     # "namespace/name" -> the Gateway's translation
     gateways: Mapping[str, GatewayTranslation]
-    # the provider outcome each accepted Gateway's status is computed with
-    result: ApplyResult
+    # "namespace/name" -> the provider outcome its status is computed with, for
+    # every Gateway with a model (and no other)
+    results: Mapping[str, ApplyResult]
 
     def result_for(self, translation: GatewayTranslation) -> ApplyResult | None:
-        return self.result if translation.load_balancer is not None else None
+        return self.results.get(translation.gateway.namespaced_name)
 
 
 def translate_all(
-    snapshot: Snapshot, settings: TranslateSettings, *, result: ApplyResult = ASSUMED_RESULT
+    snapshot: Snapshot,
+    settings: TranslateSettings,
+    *,
+    result: ApplyResult = ASSUMED_RESULT,
+    dry_run: DryRun | None = None,
 ) -> Translations:
+    """Every GatewayClass and Gateway translated; each Gateway with a model gets
+    `result`, or what `dry_run` says the provider would do with it."""
     classes = {}
     for name in sorted(snapshot.gateway_classes):
         status = translate_gateway_class(snapshot, name, settings)
@@ -179,7 +192,10 @@ def translate_all(
     gateways = {
         key: translate_gateway(snapshot, key, settings) for key in sorted(snapshot.gateways)
     }
-    return Translations(gateway_classes=classes, gateways=gateways, result=result)
+    results = {key: result for key, t in gateways.items() if t.load_balancer is not None}
+    if dry_run is not None:
+        results.update(dry_run(gateways))
+    return Translations(gateway_classes=classes, gateways=gateways, results=results)
 
 
 def render_all(translations: Translations) -> dict[str, Any]:

@@ -8,9 +8,13 @@ invariant: no key material in printed output).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agc_controller.core.errors import PermanentError
+from agc_controller.core.status import ApplyResult
+from agc_controller.providers.local import check_static
 from agc_controller.providers.local.dynamic import build_state
 from agc_controller.providers.local.static import (
     HostPaths,
@@ -20,6 +24,7 @@ from agc_controller.providers.local.static import (
     render,
 )
 from agc_controller.render.documents import Translations, pem_digest
+from agc_controller.translate import GatewayTranslation
 
 # where the files would live; only shown in the text
 _STATE_DIR = Path("/var/lib/agc-controller/local")
@@ -33,6 +38,22 @@ def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
     if "cas" in doc:
         out["cas"] = [pem_digest(pem) for pem in doc["cas"]]
     return out
+
+
+def local_results(gateways: Mapping[str, GatewayTranslation]) -> dict[str, ApplyResult]:
+    """What the local provider would refuse (translate's dry run): a static
+    configuration no NGINX would take, as its apply reports it. The rest needs a
+    host (addresses, ports), which offline there is none of."""
+    results = {}
+    for key, translation in gateways.items():
+        if translation.load_balancer is None:
+            continue
+        _, needs = build_state(translation.load_balancer)
+        try:
+            check_static(needs, StaticSettings())
+        except PermanentError as e:
+            results[key] = ApplyResult(programmed=False, reason=e.reason, message=str(e))
+    return results
 
 
 def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) -> str:

@@ -16,10 +16,10 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.core.resources import BY_KIND
-from agc_controller.factory import local_translate_settings
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.manager import Controller
 from agc_controller.providers.local import LocalProvider
+from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.settings import Settings
 from devcluster import ControlPlane
 from devcluster.netns import BackendNamespace

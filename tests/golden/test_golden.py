@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agc_controller.factory import local_translate_settings
 from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.providers.local.static import HostPaths
 from agc_controller.render import ASSUMED_RESULT, Translations, render_all, translate_all
 from agc_controller.render.nginx import render_nginx

@@ -14,7 +14,7 @@ import yaml
 
 from agc_controller import render
 from agc_controller.cli import main
-from tests.golden.test_golden import RESULT, SETTINGS
+from tests.golden.test_golden import RESULT
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "cases"
 TLS_CASE = GOLDEN / "gateway-listener-certificate-cross-namespace-grant.in.yaml"
@@ -97,16 +97,74 @@ def test_model_and_status_outputs_are_the_parts(
     assert programmed(status["gateways"]["default/gw"]) == "True"
 
 
+@pytest.mark.parametrize(
+    ("case", "provider"),
+    [
+        ("local-httproute-retry-and-session-persistence", "local"),
+        ("local-backendtlspolicy-san", "local"),
+        ("azure-httproute-unsupported-matches", "azure"),
+    ],
+)
 def test_output_matches_the_golden_serializer(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], case: str, provider: str
 ) -> None:
-    # one implementation: the CLI and the golden files cannot drift apart
-    monkeypatch.setattr("agc_controller.cli.TranslateSettings", lambda **_: SETTINGS)
-    code, doc, _ = run(capsys, "-f", str(TLS_CASE))
+    # one implementation: the CLI and the golden files (translated with the
+    # provider's settings their names ask for) cannot drift apart
+    code, doc, _ = run(capsys, "-f", str(GOLDEN / f"{case}.in.yaml"), "--provider", provider)
     assert code == 0
-    expected = TLS_CASE.with_name(TLS_CASE.name.replace(".in.", ".out."))
     assert RESULT == render.ASSUMED_RESULT
-    assert doc == yaml.safe_load(expected.read_text())
+    assert doc == yaml.safe_load((GOLDEN / f"{case}.out.yaml").read_text())
+
+
+def test_the_provider_decides_what_is_accepted_and_programmed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A header match is a local feature and an azure refusal (on the route); a
+    listener with AllowInsecureFallback is programmed locally, and refused by the
+    azure provider on that listener."""
+    case = str(GOLDEN / "azure-httproute-unsupported-matches.in.yaml")
+    _, local, _ = run(capsys, "-f", case, "-o", "status")
+    _, azure, _ = run(capsys, "-f", case, "-o", "status", "--provider", "azure")
+    assert local is not None
+    assert azure is not None
+    assert local != azure
+    code, _, err = run(capsys, "-f", case, "-o", "arm", "--provider", "local")
+    assert code == 2
+    assert "--provider azure" in err
+    fallback = tmp_path / "fallback.yaml"
+    fallback.write_text(
+        (GOLDEN / "gateway-frontend-validation-insecure-fallback.in.yaml").read_text()
+        + """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: https}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+"""
+    )
+    _, local, _ = run(capsys, "-f", str(fallback), "-o", "status")
+    _, azure, _ = run(capsys, "-f", str(fallback), "-o", "status", "--provider", "azure")
+    assert local is not None
+    assert azure is not None
+
+    def listener_programmed(doc: dict[str, Any]) -> set[str]:
+        (gateway,) = doc["gateways"].values()
+        return {
+            cond["status"]
+            for listener in gateway["status"]["listeners"]
+            for cond in listener["conditions"]
+            if cond["type"] == "Programmed"
+        }
+
+    assert listener_programmed(local) == {"True"}
+    assert "False" in listener_programmed(azure)
 
 
 def test_certificates_and_keys_appear_only_as_digests(

@@ -18,8 +18,8 @@ import attrs
 import pytest
 
 from agc_controller.core.resources import GATEWAY_GROUP
-from agc_controller.factory import local_translate_settings
 from agc_controller.providers.azure import azure_translate_settings
+from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.capabilities import Capabilities
 

@@ -1,0 +1,67 @@
+"""What the local NGINX data plane can program: the features its GatewayClass
+claims and the capabilities translation checks routes against (the azure
+provider's are in providers/azure)."""
+
+from __future__ import annotations
+
+from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
+from agc_controller.translate import TranslateSettings
+from agc_controller.translate.capabilities import Capabilities
+from agc_controller.translate.settings import CORE_FEATURES
+
+# what the local NGINX data plane implements, each exercised by tests/e2e
+LOCAL_FEATURES = CORE_FEATURES | frozenset(
+    {
+        "BackendTLSPolicy",
+        "GatewayAddressEmpty",
+        "GatewayBackendClientCertificate",
+        "GatewayFrontendClientCertificateValidation",
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
+        "GatewayHTTPListenerIsolation",
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
+        "GatewayPort8080",
+        "GatewayStaticAddresses",
+        "HTTPRoute303RedirectStatusCode",
+        "HTTPRoute307RedirectStatusCode",
+        "HTTPRoute308RedirectStatusCode",
+        "HTTPRouteBackendProtocolH2C",
+        "HTTPRouteBackendProtocolWebSocket",
+        "HTTPRouteBackendRequestHeaderModification",
+        "HTTPRouteBackendTimeout",
+        "HTTPRouteCORS",
+        "HTTPRouteDestinationPortMatching",
+        "HTTPRouteHostRewrite",
+        "HTTPRouteMethodMatching",
+        "HTTPRouteNamedRouteRule",
+        "HTTPRouteParentRefPort",
+        "HTTPRoutePathRedirect",
+        "HTTPRoutePathRewrite",
+        "HTTPRoutePortRedirect",
+        "HTTPRouteQueryParamMatching",
+        "HTTPRouteRequestMirror",
+        "HTTPRouteRequestMultipleMirrors",
+        "HTTPRouteRequestPercentageMirror",
+        "HTTPRouteRequestTimeout",
+        "HTTPRouteResponseHeaderModification",
+        "HTTPRouteRetry",
+        "HTTPRouteRetryConnectionError",
+        "HTTPRouteSchemeRedirect",
+    }
+)
+
+
+# NGINX checks an upstream certificate against the name it sends as SNI, and
+# only that: it cannot check other subjectAltNames. Retries on status codes are
+# internal redirects, and NGINX allows a request ten (dynamic.RETRY_ATTEMPTS_MAX).
+LOCAL_CAPABILITIES = Capabilities(
+    backend_tls_subject_alt_names=False, retry_attempts_max=RETRY_ATTEMPTS_MAX
+)
+
+
+def local_translate_settings(controller_name: str) -> TranslateSettings:
+    """Translation settings for Gateways served by the local NGINX data plane."""
+    return TranslateSettings(
+        controller_name=controller_name,
+        supported_features=LOCAL_FEATURES,
+        capabilities=LOCAL_CAPABILITIES,
+    )
