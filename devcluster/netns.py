@@ -24,8 +24,18 @@ from devcluster.spawn import python_env
 SUBNET_PREFIX = "10.213"
 
 
+class NetnsError(RuntimeError):
+    """A network namespace could not be set up; the message says what `ip` said."""
+
+
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise NetnsError(
+            f"`ip {' '.join(args)}` failed: {done.stderr.strip() or f'exit {done.returncode}'}. "
+            "The example backends run in a network namespace: run as root, on a host (or "
+            "container) that allows `ip netns`."
+        )
 
 
 @attrs.define

@@ -42,6 +42,7 @@ from agc_controller.settings import Settings
 from devcluster import examples
 from devcluster.controlplane import ControlPlane, ControlPlaneBinaries, ControlPlaneError
 from devcluster.crds import CHANNELS, install_gateway_api_crds
+from devcluster.netns import NetnsError
 
 log = structlog.get_logger("devcluster.run")
 
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logs(args)
     try:
         return _run_local(args)
-    except ControlPlaneError as e:
+    except (ControlPlaneError, NetnsError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
 

@@ -70,6 +70,10 @@ inside() {  # a command line run in the clone, in the root filesystem, with a cl
 bootstrap() {
   debootstrap --include=git,make,ca-certificates bookworm "$root" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || fail "debootstrap failed (log: $work/debootstrap.log)."
+  # the root filesystem as a mount of its own: `ip netns exec` re-marks / inside
+  # a chroot, which fails when / is not a mount point
+  mount --bind "$root" "$root"
+  mounted+=("$root")
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   # This host's own TLS trust goes in too (a machine whose egress goes through a
   # TLS-intercepting proxy trusts that proxy's CA; on a plain network there is none)
