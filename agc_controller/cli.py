@@ -123,6 +123,14 @@ def _add_dataplane_options(parser: argparse.ArgumentParser) -> None:
         help="deployment mode: its pull policy (env AGC_DATAPLANE_IMAGE_PULL_POLICY)",
     )
     parser.add_argument(
+        "--dataplane-image-pull-secrets",
+        type=_names,
+        default=_names(_env("AGC_DATAPLANE_IMAGE_PULL_SECRETS", "")),
+        metavar="NAME[,NAME...]",
+        help="deployment mode: Secrets the data-plane pods pull the image with, each in every "
+        "Gateway's namespace (env AGC_DATAPLANE_IMAGE_PULL_SECRETS)",
+    )
+    parser.add_argument(
         "--dataplane-replicas",
         type=int,
         default=int(_env("AGC_DATAPLANE_REPLICAS", str(defaults.replicas))),
@@ -143,6 +151,11 @@ def _add_dataplane_options(parser: argparse.ArgumentParser) -> None:
         help="deployment mode: the data-plane container's resources, as JSON "
         '(e.g. {"requests": {"cpu": "100m"}}) (env AGC_DATAPLANE_RESOURCES)',
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names ("" is none)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -336,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
                 deployment=DataPlaneSettings(
                     image=args.dataplane_image,
                     image_pull_policy=args.dataplane_image_pull_policy,
+                    image_pull_secrets=args.dataplane_image_pull_secrets,
                     replicas=args.dataplane_replicas,
                     service_type=args.dataplane_service_type,
                     resources=args.dataplane_resources,

@@ -290,6 +290,11 @@ class DataPlane:
                         },
                         "containers": [container],
                         "volumes": [{"name": "state", "emptyDir": {}}],
+                        **(
+                            {"imagePullSecrets": [{"name": n} for n in settings.image_pull_secrets]}
+                            if settings.image_pull_secrets
+                            else {}
+                        ),
                     },
                 },
             },

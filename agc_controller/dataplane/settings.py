@@ -26,6 +26,9 @@ class DataPlaneSettings:
     # the data-plane image: NGINX with the Lua and stream modules, and this package
     image: str = "ghcr.io/agc-controller/agc-dataplane:latest"
     image_pull_policy: str = "IfNotPresent"
+    # Secrets the data-plane pods pull the image with: by name, each in every
+    # Gateway's namespace (a pod can only name Secrets of its own namespace)
+    image_pull_secrets: tuple[str, ...] = ()
     replicas: int = attrs.field(default=1, validator=_positive)
     service_type: str = attrs.field(
         default="LoadBalancer", validator=attrs.validators.in_(SERVICE_TYPES)

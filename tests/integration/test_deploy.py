@@ -38,6 +38,7 @@ from agc_controller.dataplane.config import (
     decode_shard,
     shard_name,
 )
+from agc_controller.providers.azure.settings import AzureSettings
 from devcluster import ControlPlane
 from devcluster.controlplane import free_port
 from tests.integration.test_controller import GW, Env, condition, eventually, our_parents
@@ -127,6 +128,7 @@ def install(
                 "provider": provider,
                 "gatewayClass.name": f"agc-{suffix}",
                 "controllerName": f"agc-controller.io/test-{suffix}",
+                "dataplane.imagePullSecrets": "{registry-a,registry-b}",
             },
         ),
         namespace=namespace,
@@ -275,6 +277,31 @@ def chart_env(manifest: str) -> dict[str, str]:
     deployment = next(doc for doc in documents(manifest) if doc["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
+
+
+def test_the_charts_azure_values_reach_the_controller(helm: Path, namespace: str) -> None:
+    manifest = helm_template(
+        helm,
+        release="az",
+        namespace=namespace,
+        values={
+            "provider": "azure",
+            "azure.subscriptionId": "sub",
+            "azure.resourceGroup": "group",
+            "azure.applicationGatewayName": "appgw",
+            "azure.frontend": "both",
+        },
+    )
+    env = chart_env(manifest)
+    assert {k: v for k, v in env.items() if k.startswith("AGC_AZURE_")} == {
+        "AGC_AZURE_SUBSCRIPTION_ID": "sub",
+        "AGC_AZURE_RESOURCE_GROUP": "group",
+        "AGC_AZURE_APPLICATION_GATEWAY": "appgw",
+        "AGC_AZURE_FRONTEND": "both",
+    }
+    # and the settings the azure provider reads from them
+    settings = AzureSettings.from_env(env)
+    assert (settings.application_gateway, settings.frontend) == ("appgw", "both")
 
 
 @attrs.define
@@ -641,6 +668,7 @@ def check_data_plane(
     assert container["resources"] == values["resources"]
     assert f"--secret={name}" in container["args"]
     assert pod["serviceAccountName"] == name
+    assert pod["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
     service = objects["Service"]
     assert service["spec"]["type"] == values["serviceType"]
     assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(80, 80)]
