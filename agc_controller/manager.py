@@ -25,9 +25,11 @@ import contextlib
 import gc
 from collections.abc import Sequence
 
+import aiohttp
 import attrs
 import structlog
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.controller.cache import Cache
 from agc_controller.controller.mapper import Mapper, class_key, gateway_key
@@ -37,7 +39,7 @@ from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.core.resources import Resource
 from agc_controller.informers import ApiListWatcher, Informer, transform_for
-from agc_controller.kube.client import served_resources
+from agc_controller.kube.client import has_field, served_resources, served_spec_fields
 from agc_controller.providers.base import Provider
 from agc_controller.queue import WorkQueue
 from agc_controller.runtime.events import EventRecorder
@@ -47,6 +49,7 @@ from agc_controller.runtime.permissions import PermissionProblems, PermissionRep
 from agc_controller.settings import Settings
 from agc_controller.status import StatusWriter
 from agc_controller.translate import TranslateSettings
+from agc_controller.translate.settings import FIELD_FEATURES
 
 log = structlog.get_logger(__name__)
 
@@ -173,9 +176,10 @@ class Controller:
         for resource, informer in watched:
             informer.add_handler(mapper.handler(resource.kind))
         controller_name = self._translate_settings.controller_name
+        settings = await self._features_served(self._translate_settings)
         reconciler = Reconciler(
             cache=cache,
-            settings=self._translate_settings,
+            settings=settings,
             provider=self._provider,
             writer=StatusWriter(self._api, controller_name=controller_name, clock=self._clock),
             clock=self._clock,
@@ -304,6 +308,31 @@ class Controller:
             cached := self._cached_objects()
         ):
             log.info("heap_set_aside", cached_objects=cached)
+
+    async def _features_served(self, settings: TranslateSettings) -> TranslateSettings:
+        """`settings` without the features whose fields the installed CRDs lack (the
+        standard channel has no HTTPRoute retry): a GatewayClass claims only what a
+        user can use. If the schema cannot be read, the claim is left as it is."""
+        missing: set[str] = set()
+        for (kind, path), features in FIELD_FEATURES.items():
+            if not features & settings.supported_features:
+                continue
+            try:
+                spec = await served_spec_fields(self._api, f"{r.GATEWAY_GROUP}/v1", kind)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("schema_unreadable", kind=kind, error=str(e))
+                continue
+            if spec is not None and not has_field(spec, path):
+                log.info(
+                    "feature_not_served",
+                    kind=kind,
+                    field=".".join(("spec", *path)),
+                    features=sorted(features & settings.supported_features),
+                )
+                missing |= features
+        if not missing:
+            return settings
+        return attrs.evolve(settings, supported_features=settings.supported_features - missing)
 
     def _cached_objects(self) -> int:
         return sum(len(store) for store in self._cache.stores.values()) if self._cache else 0

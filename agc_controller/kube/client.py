@@ -108,3 +108,41 @@ async def served_resources(api: client.ApiClient, group_version: str) -> set[str
             return set()
         raise
     return {str(res["name"]) for res in result.get("resources") or [] if "/" not in res["name"]}
+
+
+async def served_spec_fields(
+    api: client.ApiClient, group_version: str, kind: str
+) -> dict[str, Any] | None:
+    """The OpenAPI schema of `kind`'s spec as the server serves it (a CRD's schema
+    is its installed channel's), from /openapi/v3; None when the server has none."""
+    try:
+        document = await api.call_api(
+            f"/openapi/v3/apis/{group_version}",
+            "GET",
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    group, _, version = group_version.partition("/")
+    for schema in ((document.get("components") or {}).get("schemas") or {}).values():
+        kinds = schema.get("x-kubernetes-group-version-kind") or []
+        if {"group": group, "version": version, "kind": kind} in kinds:
+            spec: dict[str, Any] | None = (schema.get("properties") or {}).get("spec")
+            return spec
+    return None
+
+
+def has_field(schema: dict[str, Any] | None, path: tuple[str, ...]) -> bool:
+    """Whether an OpenAPI object schema has the field at `path` (through arrays)."""
+    for name in path:
+        while schema is not None and schema.get("type") == "array":
+            schema = schema.get("items")
+        schema = ((schema or {}).get("properties") or {}).get(name)
+        if schema is None:
+            return False
+    return True

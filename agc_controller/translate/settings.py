@@ -13,6 +13,15 @@ DEFAULT_CONTROLLER_NAME = "agc-controller.io/gateway-controller"
 # local data plane implement; a provider may narrow them (see providers).
 CORE_FEATURES = frozenset({"Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute"})
 
+# Features whose field only the experimental channel's CRDs serve: (kind, the
+# field's path under spec) -> features. With the standard CRDs the API server
+# drops the field, so a GatewayClass must not claim them.
+FIELD_FEATURES: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {
+    ("HTTPRoute", ("rules", "retry")): frozenset(
+        {"HTTPRouteRetry", "HTTPRouteRetryConnectionError"}
+    ),
+}
+
 
 @attrs.frozen
 class TranslateSettings:

@@ -23,6 +23,7 @@ from agc_controller.providers.memory import MemoryProvider
 from agc_controller.settings import Settings
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.settings import CORE_FEATURES
 from devcluster import ControlPlane
 
 GW = "gateway.networking.k8s.io"
@@ -165,6 +166,7 @@ async def new_controller(
     leader_election: bool = False,
     identity: str = "test",
     shutdown_grace: float = 25.0,
+    translate_settings: TranslateSettings | None = None,
 ) -> tuple[client.ApiClient, Controller]:
     """A controller for `env` (its own controllerName) with its own API client."""
     api = await api_client_from_kubeconfig(control_plane.kubeconfig)
@@ -177,7 +179,8 @@ async def new_controller(
             lease_namespace=env.namespace,
             identity=identity,
         ),
-        translate_settings=TranslateSettings(controller_name=env.controller_name),
+        translate_settings=translate_settings
+        or TranslateSettings(controller_name=env.controller_name),
         provider=provider or MemoryProvider(),
         shutdown_grace=shutdown_grace,
     )
@@ -191,9 +194,15 @@ async def start(
     *,
     leader_election: bool = False,
     identity: str = "test",
+    translate_settings: TranslateSettings | None = None,
 ) -> Running:
     api, controller = await new_controller(
-        env, control_plane, provider, leader_election=leader_election, identity=identity
+        env,
+        control_plane,
+        provider,
+        leader_election=leader_election,
+        identity=identity,
+        translate_settings=translate_settings,
     )
     stop = asyncio.Event()
 
@@ -235,6 +244,48 @@ async def test_statuses_appear(env: Env, running: Running) -> None:
     cls = await env.custom.get_cluster_custom_object(GW, "v1", "gatewayclasses", env.class_name)
     assert condition(cls["status"]["conditions"], "Accepted")["status"] == "True"
     assert {"name": "HTTPRoute"} in cls["status"]["supportedFeatures"]
+
+
+async def _claimed_features(env: Env, control_plane: ControlPlane) -> set[str]:
+    """The features a class claims for a controller that can program retries."""
+    claims = CORE_FEATURES | {"HTTPRouteRetry", "HTTPRouteRetryConnectionError"}
+    running = await start(
+        env,
+        control_plane,
+        translate_settings=TranslateSettings(
+            controller_name=env.controller_name, supported_features=claims
+        ),
+    )
+    try:
+
+        async def accepted() -> bool:
+            cls = await env.custom.get_cluster_custom_object(
+                GW, "v1", "gatewayclasses", env.class_name
+            )
+            status = cls.get("status") or {}
+            return bool(status.get("supportedFeatures")) and (
+                condition(status.get("conditions"), "Accepted").get("status") == "True"
+            )
+
+        await eventually(accepted)
+        cls = await env.custom.get_cluster_custom_object(GW, "v1", "gatewayclasses", env.class_name)
+        return {f["name"] for f in cls["status"]["supportedFeatures"]}
+    finally:
+        await running.shutdown()
+
+
+async def test_the_standard_crds_have_no_retry_so_the_class_does_not_claim_it(
+    env: Env, control_plane: ControlPlane
+) -> None:
+    assert await _claimed_features(env, control_plane) == CORE_FEATURES
+
+
+@pytest.mark.experimental_channel
+async def test_the_experimental_crds_have_retry_and_the_class_claims_it(
+    env: Env, control_plane: ControlPlane
+) -> None:
+    features = await _claimed_features(env, control_plane)
+    assert features == CORE_FEATURES | {"HTTPRouteRetry", "HTTPRouteRetryConnectionError"}
 
 
 async def test_edit_moves_observed_generation_and_delete_detaches(
