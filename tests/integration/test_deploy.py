@@ -290,6 +290,7 @@ def test_the_charts_azure_values_reach_the_controller(helm: Path, namespace: str
             "azure.resourceGroup": "group",
             "azure.applicationGatewayName": "appgw",
             "azure.frontend": "both",
+            "azure.caBundle": "-----BEGIN CERTIFICATE-----",
         },
     )
     env = chart_env(manifest)
@@ -298,7 +299,17 @@ def test_the_charts_azure_values_reach_the_controller(helm: Path, namespace: str
         "AGC_AZURE_RESOURCE_GROUP": "group",
         "AGC_AZURE_APPLICATION_GATEWAY": "appgw",
         "AGC_AZURE_FRONTEND": "both",
+        "AGC_AZURE_CA_BUNDLE": "/etc/agc-controller/azure/ca.pem",
     }
+    # the CA bundle is a ConfigMap mounted where that variable says
+    docs = documents(manifest)
+    (ca,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert ca["data"] == {"ca.pem": "-----BEGIN CERTIFICATE-----"}
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "azure-ca", "configMap": {"name": ca["metadata"]["name"]}}]
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "azure-ca", "mountPath": "/etc/agc-controller/azure", "readOnly": True}
+    ]
     # and the settings the azure provider reads from them
     settings = AzureSettings.from_env(env)
     assert (settings.application_gateway, settings.frontend) == ("appgw", "both")
