@@ -31,6 +31,12 @@ MAX_SOCKET_PATH = 107
 _SAFE = re.compile(r"^[A-Za-z0-9._/:\-]+$")
 
 
+# the router's Lua modules (providers/local/lua/agc/*.lua), each preloaded by init_by_lua
+LUA_MODULES = tuple(
+    sorted(f"agc.{path.stem}" for path in (Path(__file__).parent / "lua" / "agc").glob("*.lua"))
+)
+
+
 class UnsafeValue(PermanentError, ValueError):
     """A value that must not be written into NGINX configuration."""
 
@@ -182,9 +188,12 @@ def _render(
         f'  lua_package_path "{lua}/?.lua;/usr/share/lua/5.1/?.lua;;";',
         f'  lua_package_cpath "{lua_c}/?.so;;";',
         f"  lua_shared_dict agc_config {int(settings.state_size_mb)}m;",
+        # every module loaded in the master, before the workers fork: the workers
+        # (user nobody) never read the files, which may sit where only root can
+        # (a checkout under /root), and share the loaded code
         "  init_by_lua_block {",
         f'    require("agc.config").set_static_id("{_STATIC_ID}")',
-        '    require("agc.router"); require("agc.certs")',
+        *(f'    require("{module}")' for module in LUA_MODULES if module != "agc.config"),
         "  }",
         "  server_tokens off;",
         # $agc_ctx is set in `location /` only; a request refused before it (a bad
