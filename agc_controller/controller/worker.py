@@ -6,7 +6,9 @@ applies it, and writes every status that changed: the routes' and policies'
 while the provider works, the Gateway's with the provider's result. It
 never replays deltas, so running it twice is harmless. Failures go back to the
 queue rate-limited (never dropped); a key that keeps failing (a poisoned
-object) backs off alone while the other workers go on.
+object) backs off alone while the other workers go on. So does a Gateway the
+provider refused for a reason time may lift (`ApplyResult.temporary`), once its
+status says why.
 
 Observability rides along without changing that: every provider apply and
 every reconcile is measured (`ControllerMetrics`), and a Gateway Event is
@@ -142,6 +144,9 @@ class Reconciler:
             self._programmed.pop(key, None)
         else:
             await self._announce(key, cached, gateway_status)
+        if result is not None and result.temporary:
+            # reported, and tried again: the same input may succeed later
+            raise TemporaryError(result.message)
 
     async def _apply(self, model: LoadBalancer) -> ApplyResult:
         """The provider's outcome; a `PermanentError` is the Gateway's `Programmed=False`."""

@@ -14,6 +14,11 @@ turns them into what happens next:
   becomes the Gateway's `Programmed=False` condition with `reason` and the
   message; the key is not retried until something it depends on changes.
 
+A provider's refusal that time may lift (a port another process holds) must
+do both: say why and try again. It is not raised but returned, as
+`ApplyResult(programmed=False, temporary=True)`; the reconcile writes that
+status, then raises `TemporaryError` for the queue.
+
 Anything else that escapes a reconcile is a bug: logged with its traceback and
 retried with backoff, so a transient bug does not lose work.
 """

@@ -181,13 +181,16 @@ class ApplyResult:
     """What a data plane reported after programming one Gateway.
 
     It decides the Gateway's and its listeners' `Programmed` conditions and
-    the Gateway's `status.addresses`.
+    the Gateway's `status.addresses`, and whether the Gateway is tried again.
     """
 
     programmed: bool
     # a Programmed reason: Programmed, Invalid, Pending, AddressNotAssigned, AddressNotUsable
     reason: str
     message: str
+    # True only with programmed=False, when time may lift the refusal (a port another
+    # process holds): the status says so, and the work queue retries with its backoff
+    temporary: bool = False
     # the addresses the Gateway is reachable at (status.addresses)
     addresses: tuple[GatewayAddress, ...] = ()
     # listener name -> why the provider could not program it

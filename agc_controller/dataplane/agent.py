@@ -71,7 +71,7 @@ from agc_controller.informers import (
 )
 from agc_controller.providers.local import program
 from agc_controller.providers.local.environment import instance_layout
-from agc_controller.providers.local.nginx import NginxError, NginxInstance
+from agc_controller.providers.local.nginx import NginxError, NginxInstance, PortInUse
 from agc_controller.providers.local.static import StaticSettings, UnsafeValue
 from agc_controller.runtime.health import serving_health
 from agc_controller.runtime.permissions import (
@@ -249,7 +249,9 @@ class Agent:
                 needs=manifest.needs,
                 settings=self._static_settings,
             )
-        except (UnsafeValue, NginxError, OSError) as e:
+        except (UnsafeValue, NginxError, PortInUse, OSError) as e:
+            # a port in use is refused too: the pod's network is its own, so no
+            # other process is expected there to free it
             self._refused(version, str(e))
             return
         except aiohttp.ClientError as e:

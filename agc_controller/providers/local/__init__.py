@@ -9,6 +9,12 @@ leaves the last good configuration serving and comes back as
 `ApplyResult(programmed=False)` naming why. One Gateway's data plane never
 touches another's: separate processes, addresses and files.
 
+A listening address:port that another process holds (Debian's own
+nginx.service takes 0.0.0.0:80 when the package is installed) is the one
+refusal time may lift: it is `AddressNotUsable`, names the process when /proc
+tells (ports.py) and what to do, and is `temporary`, so the Gateway is tried
+again with backoff and becomes programmed by itself once the port is free.
+
 The two halves are separable, because in a cluster they run in different
 processes (agc_controller/dataplane): the build half is `build_state` (model →
 state document + static needs, dynamic.py) with `check_static` (refuses what
@@ -19,6 +25,7 @@ its child NGINX and the data-plane agent on the NGINX of its pod.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -32,7 +39,8 @@ from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
 from agc_controller.providers.local.environment import instance_layout
-from agc_controller.providers.local.nginx import NginxInstance
+from agc_controller.providers.local.nginx import NginxInstance, PortInUse
+from agc_controller.providers.local.ports import PortHolder, port_holder
 from agc_controller.providers.local.static import (
     HostPaths,
     InstanceLayout,
@@ -78,10 +86,19 @@ class LocalProvider:
             parts = self._states[key] = StateParts(port_offset=self.port_offset)
         encoded, needs = parts.build(model)
         instance = self._instance(key)
-        # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
-        await program(
-            instance, address=address, parts=encoded, needs=needs, settings=self.static_settings
-        )
+        try:
+            # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
+            await program(
+                instance, address=address, parts=encoded, needs=needs, settings=self.static_settings
+            )
+        except PortInUse as e:
+            holder = await asyncio.to_thread(port_holder, e.address, e.port)
+            return ApplyResult(
+                programmed=False,
+                reason=c.R_ADDRESS_NOT_USABLE,
+                message=_port_in_use_message(e, model, port_offset=self.port_offset, holder=holder),
+                temporary=True,
+            )
         return ApplyResult(
             programmed=True,
             reason=c.R_PROGRAMMED,
@@ -113,6 +130,20 @@ class LocalProvider:
             instance.prepare()
             self._instances[key] = instance
         return instance
+
+
+def _port_in_use_message(
+    e: PortInUse, model: LoadBalancer, *, port_offset: int, holder: PortHolder | None
+) -> str:
+    """Which listeners cannot listen, who holds their address:port, and what to do."""
+    names = [f.name for f in model.frontends if f.port + port_offset == e.port]
+    listeners = ("listeners " if len(names) > 1 else "listener ") + ", ".join(names)
+    return (
+        f"{e.address}:{e.port} ({listeners}) is in use by "
+        f"{holder.describe() if holder else 'another process'}. Stop that process, move the "
+        "listener to a free port, or shift every listener port with --local-port-offset "
+        "(env AGC_LOCAL_PORT_OFFSET); retrying with backoff"
+    )
 
 
 # where `check_static` pretends the files are: render only needs well-formed paths

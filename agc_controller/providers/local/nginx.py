@@ -7,6 +7,10 @@ Invariants:
   certificates arrive through the control socket (`push`) with no reload.
 - If NGINX dies, the supervisor starts it again with the last good static
   config and pushes the last good state (shared dicts do not survive a crash).
+- A listening address:port that another socket holds is `PortInUse`, not an
+  `NginxError`: `nginx -t` does not see it, and the same configuration starts
+  once the port is free. What a start or reload reports comes from what NGINX
+  logged during that attempt only, never from an older line of its error log.
 - NGINX outlives the controller (its own session, no death signal): a controller
   that crashed or lost leadership leaves traffic flowing. The next controller on
   the same state directory adopts a running master instead of replacing it, so
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -30,7 +36,7 @@ import aiohttp
 import attrs
 import structlog
 
-from agc_controller.core.errors import PermanentError
+from agc_controller.core.errors import PermanentError, TemporaryError
 from agc_controller.providers.local.static import InstanceLayout
 from agc_controller.selfsigned import self_signed
 
@@ -39,6 +45,12 @@ log = structlog.get_logger(__name__)
 NGINX = os.environ.get("AGC_NGINX", "/usr/sbin/nginx")
 _READY_WITHIN = 10.0
 _RESTART_DELAY = 1.0
+# what NGINX logs for each try to bind a listening socket that another one holds...
+_BIND_IN_USE = re.compile(
+    rf"bind\(\) to (?P<address>\S+):(?P<port>\d+) failed \({errno.EADDRINUSE}: "
+)
+# ...and once it gives up (it tries five times, half a second apart)
+_GAVE_UP_BINDING = "still could not bind()"
 
 
 class NginxError(PermanentError):
@@ -47,6 +59,31 @@ class NginxError(PermanentError):
     Permanent for that input: NGINX keeps serving the last good state, and the
     Gateway reports the refusal until its input changes.
     """
+
+
+class PortInUse(TemporaryError):
+    """NGINX could not listen on `address:port`: another socket holds it.
+
+    Temporary: the configuration is fine, and the same one starts once the port
+    is free. NGINX keeps serving its previous configuration meanwhile, if any.
+    """
+
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__(f"{address}:{port} is in use by another socket")
+        self.address = address
+        self.port = port
+
+
+def port_in_use(logged: str) -> PortInUse | None:
+    """PortInUse if `logged` (what NGINX wrote to stderr or its error log during one
+    start or reload) shows that it gave up binding an address:port held elsewhere;
+    the first such address:port if several were."""
+    if _GAVE_UP_BINDING not in logged:
+        return None
+    match = _BIND_IN_USE.search(logged)
+    if match is None:
+        return None
+    return PortInUse(match["address"], int(match["port"]))
 
 
 def _write_fallback_certificate(cert_path: Path, key_path: Path) -> None:
@@ -106,7 +143,8 @@ class NginxInstance:
 
     async def apply_static(self, text: str, static_id: str) -> bool:
         """Make `text` (whose id is `static_id`) the running static config. True if
-        NGINX was (re)started or reloaded; NginxError if it kept the previous one."""
+        NGINX was (re)started or reloaded; NginxError or PortInUse if it kept the
+        previous one (or could not start)."""
         if text == self.static_text and self._running():
             return False
         self._check_reachable_by_workers()
@@ -115,19 +153,22 @@ class NginxInstance:
         staged.write_text(text)
         await self._validate(staged)
         staged.replace(self.layout.conf)
+        logged_from = self._error_log_size()
         if self._running():
             await self._reload()
         else:
             await self._start()
-        await self._confirm(static_id)
+        await self._confirm(static_id, logged_from)
         self.static_text = text
         return True
 
-    async def _confirm(self, static_id: str) -> None:
+    async def _confirm(self, static_id: str, logged_from: int) -> None:
         """Until a worker of the new configuration answers on the control socket.
 
         A reload can still fail after `nginx -t` passed (the master keeps its old
-        workers and logs why): then the Gateway must not be reported programmed.
+        workers and logs why, in the error log from offset `logged_from` on): then
+        the Gateway must not be reported programmed. A port in use is told apart,
+        and as soon as NGINX gives up on it.
         """
         deadline = asyncio.get_running_loop().time() + _READY_WITHIN
         while asyncio.get_running_loop().time() < deadline:
@@ -135,18 +176,32 @@ class NginxInstance:
                 status, body = await self._request("GET", None, path="/static")
                 if status == 200 and body.strip() == static_id:
                     return
+            conflict = port_in_use(self._error_log(since=logged_from))
+            if conflict is not None:
+                raise conflict
             await asyncio.sleep(0.02)
+        emerg = [
+            line for line in self._error_log(since=logged_from).splitlines() if "[emerg]" in line
+        ]
         raise NginxError(
             "NGINX kept its previous configuration: "
-            + (self._last_error() or "no error logged; see its error.log")
+            + (emerg[-1] if emerg else "no error logged; see its error.log")
         )
 
-    def _last_error(self) -> str | None:
+    def _error_log_size(self) -> int:
         try:
-            lines = (self.layout.prefix / "error.log").read_text(errors="replace").splitlines()
+            return (self.layout.prefix / "error.log").stat().st_size
         except OSError:
-            return None
-        return next((line for line in reversed(lines) if "[emerg]" in line), None)
+            return 0
+
+    def _error_log(self, *, since: int) -> str:
+        """What NGINX logged from offset `since` on."""
+        try:
+            with (self.layout.prefix / "error.log").open("rb") as log_file:
+                log_file.seek(since)
+                return log_file.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _check_reachable_by_workers(self) -> None:
         """A master started as root runs its workers as `nobody`, and they open
@@ -311,9 +366,11 @@ class NginxInstance:
                 stderr = b""
                 if self._process.stderr is not None:
                     stderr = await self._process.stderr.read()
-                raise NginxError(
-                    f"nginx exited on start: {stderr.decode(errors='replace').strip()}"
-                )
+                logged = stderr.decode(errors="replace").strip()
+                conflict = port_in_use(logged)
+                if conflict is not None:
+                    raise conflict
+                raise NginxError(f"nginx exited on start: {logged}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 status, _ = await self._request("GET", None)
                 if status == 200:
@@ -335,7 +392,7 @@ class NginxInstance:
             await asyncio.sleep(_RESTART_DELAY)
             try:
                 await self._start_again()
-            except (NginxError, OSError) as e:
+            except (NginxError, PortInUse, OSError) as e:
                 log.error("nginx_restart_failed", gateway=self.name, error=str(e))
 
     async def _start_again(self) -> None:
