@@ -16,7 +16,7 @@ import base64
 import datetime
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,24 +117,44 @@ async def forget_previous_status(api: client.ApiClient) -> None:
 
 
 async def wait_programmed(
-    api: client.ApiClient, *, since: datetime.datetime, within: float = 60.0
+    api: client.ApiClient,
+    *,
+    since: datetime.datetime,
+    report: Callable[[str], None],
+    patience: float = 60.0,
 ) -> dict[str, Any]:
     """The example Gateway once an address and Programmed=True for its current
     generation, with a transition at or after `since` (written by this run), are in
-    its status."""
+    its status. Meanwhile each new reason it is not programmed (a port in use, a
+    refused configuration; not the passing Pending) goes to `report`, once, and so
+    does a wait longer than `patience` seconds; it waits on (the controller retries)."""
     custom = client.CustomObjectsApi(api)
-    async with asyncio.timeout(within):
-        while True:
-            gw: dict[str, Any] = await custom.get_namespaced_custom_object(
-                GATEWAY_GROUP, "v1", GATEWAY[0], "gateways", GATEWAY[1]
+    reported: set[str] = set()
+    loop = asyncio.get_running_loop()
+    impatient_at = loop.time() + patience
+    while True:
+        gw: dict[str, Any] = await custom.get_namespaced_custom_object(
+            GATEWAY_GROUP, "v1", GATEWAY[0], "gateways", GATEWAY[1]
+        )
+        status = gw.get("status") or {}
+        conditions = status.get("conditions") or []
+        if status.get("addresses") and any(
+            _programmed_since(c, gw["metadata"]["generation"], since) for c in conditions
+        ):
+            return gw
+        for c in conditions:
+            if (c["type"], c["status"]) == ("Programmed", "False") and c["reason"] != "Pending":
+                why = f"{c['reason']}: {c['message']}"
+                if why not in reported:
+                    reported.add(why)
+                    report(f"the example Gateway is not programmed ({why})")
+        if loop.time() > impatient_at:
+            impatient_at = float("inf")
+            report(
+                f"the example Gateway is still not programmed after {patience:.0f}s; "
+                "`AGC_LOG_LEVEL=info make run` shows the controller's logs"
             )
-            status = gw.get("status") or {}
-            if status.get("addresses") and any(
-                _programmed_since(c, gw["metadata"]["generation"], since)
-                for c in status.get("conditions") or []
-            ):
-                return gw
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)
 
 
 def _programmed_since(condition: dict[str, Any], generation: int, since: datetime.datetime) -> bool:

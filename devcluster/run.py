@@ -153,7 +153,7 @@ def _run_local(args: argparse.Namespace) -> int:
         async def show_example(api: client.ApiClient) -> None:
             say("starting the controller and applying examples/")
             await examples.apply_examples(api, manifests)
-            gateway = await examples.wait_programmed(api, since=started)
+            gateway = await examples.wait_programmed(api, since=started, report=say)
             checks = examples.curl_checks(gateway, port_offset=local.port_offset)
             say("the Gateway is programmed; trying the example requests")
             failures = await examples.wait_serving(checks)

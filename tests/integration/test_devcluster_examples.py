@@ -3,6 +3,7 @@ second run over an earlier run's state first forgets the status it left."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,14 +47,23 @@ async def gateway(kube: client.ApiClient) -> AsyncIterator[client.CustomObjectsA
 
 async def _programmed(custom: client.CustomObjectsApi, when: datetime.datetime) -> None:
     """Write the status a controller writes once the Gateway is programmed."""
+    await _status(custom, when, programmed=True)
+
+
+async def _status(
+    custom: client.CustomObjectsApi, when: datetime.datetime, *, programmed: bool
+) -> None:
+    """Write a Programmed status as a controller would: True, or False for a port in use."""
     gw: dict[str, Any] = await custom.get_namespaced_custom_object(
         GW, "v1", NAMESPACE, "gateways", NAME
     )
     condition = {
         "type": "Programmed",
-        "status": "True",
-        "reason": "Programmed",
-        "message": "Programmed on the local data plane.",
+        "status": "True" if programmed else "False",
+        "reason": "Programmed" if programmed else "AddressNotUsable",
+        "message": "Programmed on the local data plane."
+        if programmed
+        else "127.77.0.1:80 (listener http) is in use by process 1 (nginx)",
         "observedGeneration": gw["metadata"]["generation"],
         "lastTransitionTime": _rfc3339(when),
     }
@@ -69,8 +79,14 @@ async def test_an_earlier_runs_programmed_status_is_forgotten_and_not_trusted(
 ) -> None:
     started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     await _programmed(gateway, started - datetime.timedelta(hours=1))  # the earlier run's
+    said: list[str] = []
     with pytest.raises(TimeoutError):
-        await examples.wait_programmed(kube, since=started, within=1.0)
+        async with asyncio.timeout(1.5):
+            await examples.wait_programmed(kube, since=started, report=said.append, patience=0.5)
+    assert said == [
+        "the example Gateway is still not programmed after 0s; "
+        "`AGC_LOG_LEVEL=info make run` shows the controller's logs"
+    ]
 
     await examples.forget_previous_status(kube)
     gw = await gateway.get_namespaced_custom_object(GW, "v1", NAMESPACE, "gateways", NAME)
@@ -80,8 +96,26 @@ async def test_an_earlier_runs_programmed_status_is_forgotten_and_not_trusted(
     ]
 
     await _programmed(gateway, started)  # this run's
-    found = await examples.wait_programmed(kube, since=started, within=5.0)
+    async with asyncio.timeout(5.0):
+        found = await examples.wait_programmed(kube, since=started, report=said.append)
     assert found["metadata"]["name"] == NAME
+
+
+async def test_each_reason_the_gateway_is_not_programmed_is_said_once(
+    kube: client.ApiClient, gateway: client.CustomObjectsApi
+) -> None:
+    started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    await _status(gateway, started, programmed=False)
+    said: list[str] = []
+    waiting = asyncio.create_task(examples.wait_programmed(kube, since=started, report=said.append))
+    await asyncio.sleep(1.0)  # several looks at the same status
+    await _programmed(gateway, started)
+    async with asyncio.timeout(5.0):
+        await waiting
+    assert said == [
+        "the example Gateway is not programmed (AddressNotUsable: 127.77.0.1:80 (listener "
+        "http) is in use by process 1 (nginx))"
+    ]
 
 
 async def test_with_no_earlier_run_there_is_nothing_to_forget(kube: client.ApiClient) -> None:
