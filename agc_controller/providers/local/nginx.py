@@ -180,13 +180,20 @@ class NginxInstance:
             if conflict is not None:
                 raise conflict
             await asyncio.sleep(0.02)
-        emerg = [
-            line for line in self._error_log(since=logged_from).splitlines() if "[emerg]" in line
-        ]
         raise NginxError(
             "NGINX kept its previous configuration: "
-            + (emerg[-1] if emerg else "no error logged; see its error.log")
+            + (self._logged_problem(since=logged_from) or "no error logged; see its error.log")
         )
+
+    def _logged_problem(self, *, since: int) -> str | None:
+        """The last problem NGINX logged from offset `since` on (a failed reload is
+        an [emerg]; a Lua module its workers cannot load, an [error]), shortened."""
+        lines = [
+            line
+            for line in self._error_log(since=since).splitlines()
+            if any(level in line for level in ("[emerg]", "[alert]", "[crit]", "[error]"))
+        ]
+        return lines[-1][:300] if lines else None
 
     def _error_log_size(self) -> int:
         try:
@@ -327,6 +334,7 @@ class NginxInstance:
         # a master killed outright leaves its unix sockets behind; binding them fails
         for socket in self.layout.socket_dir.glob("*.sock"):
             socket.unlink(missing_ok=True)
+        logged_from = self._error_log_size()
         self._process = await asyncio.create_subprocess_exec(
             NGINX,
             "-p",
@@ -343,7 +351,7 @@ class NginxInstance:
             start_new_session=True,
         )
         self._pid = self._process.pid
-        await self._wait_ready()
+        await self._wait_ready(logged_from)
 
     async def _start(self) -> None:
         await self._spawn()
@@ -359,7 +367,7 @@ class NginxInstance:
         self.on_reload()
         log.info("nginx_reloaded", gateway=self.name, reloads=self.reloads)
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, logged_from: int) -> None:
         deadline = asyncio.get_running_loop().time() + _READY_WITHIN
         while asyncio.get_running_loop().time() < deadline:
             if self._process is not None and self._process.returncode is not None:
@@ -376,7 +384,10 @@ class NginxInstance:
                 if status == 200:
                     return
             await asyncio.sleep(0.02)
-        raise NginxError(f"nginx did not open its control socket within {_READY_WITHIN:.0f}s")
+        raise NginxError(
+            f"nginx did not open its control socket within {_READY_WITHIN:.0f}s: "
+            + (self._logged_problem(since=logged_from) or "no error logged; see its error.log")
+        )
 
     async def _supervise(self) -> None:
         while True:
