@@ -15,12 +15,14 @@
 # the Go module proxy and PyPI. The host's DNS settings, local CA certificates and
 # /etc/pip.conf are copied in. The root filesystem shares this host's network (the
 # tests use loopback and their own network namespaces); it is removed at the end
-# unless KEEP=1. Prints the time each step took.
+# unless KEEP=1; the logs stay in WORKDIR.logs. Prints the time each step took.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/var/tmp/agc-fresh-debian}
 root="$work/rootfs"
+# the logs outlive the root filesystem
+logs="$work.logs"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 say() { printf '[fresh-debian] %s\n' "$*" >&2; }
@@ -28,6 +30,7 @@ fail() { printf '[fresh-debian] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "run as root (debootstrap, chroot and the tests' network namespaces need it)."
 [ -e "$root" ] && fail "$root exists; remove it (rm -rf $work) or pass another WORKDIR."
+rm -rf "$logs" && mkdir -p "$logs"
 if ! command -v debootstrap >/dev/null; then
   say "installing debootstrap"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null \
@@ -69,7 +72,7 @@ inside() {  # a command line run in the clone, in the root filesystem, with a cl
 
 bootstrap() {
   debootstrap --include=git,make,ca-certificates bookworm "$root" "$mirror" \
-    >"$work/debootstrap.log" 2>&1 || fail "debootstrap failed (log: $work/debootstrap.log)."
+    >"$logs/debootstrap.log" 2>&1 || fail "debootstrap failed (log: $logs/debootstrap.log)."
   # the root filesystem as a mount of its own: `ip netns exec` re-marks / inside
   # a chroot, which fails when / is not a mount point
   mount --bind "$root" "$root"
@@ -91,18 +94,18 @@ bootstrap() {
 
 make_run() {
   # its own process group, so that Ctrl-C (SIGINT to the group) can be sent as a user would
-  setsid bash -c "$(declare -f inside); root=$root; inside 'make run'" >"$work/make-run.log" 2>&1 &
+  setsid bash -c "$(declare -f inside); root=$root; inside 'make run'" >"$logs/make-run.log" 2>&1 &
   local group=$! waited=0
   # the banner ("Try:") comes once every curl line was tried
-  until grep -q '^Try:' "$work/make-run.log"; do
-    kill -0 "$group" 2>/dev/null || { tail -30 "$work/make-run.log" >&2; fail "make run exited before its banner."; }
-    (( waited++ < 2400 )) || { tail -30 "$work/make-run.log" >&2; fail "no banner after 40 minutes."; }
+  until grep -q '^Try:' "$logs/make-run.log"; do
+    kill -0 "$group" 2>/dev/null || { tail -30 "$logs/make-run.log" >&2; fail "make run exited before its banner."; }
+    (( waited++ < 2400 )) || { tail -30 "$logs/make-run.log" >&2; fail "no banner after 40 minutes."; }
     sleep 1
   done
   sleep 2
-  grep -q '^WARNING: .* not answered' "$work/make-run.log" \
-    && { tail -30 "$work/make-run.log" >&2; fail "make run's examples did not answer as their curl lines say."; }
-  sed -n '/^Gateway /,/export KUBECONFIG/p' "$work/make-run.log" >&2
+  grep -q '^WARNING: .* not answered' "$logs/make-run.log" \
+    && { tail -30 "$logs/make-run.log" >&2; fail "make run's examples did not answer as their curl lines say."; }
+  sed -n '/^Gateway /,/export KUBECONFIG/p' "$logs/make-run.log" >&2
   kill -INT -- "-$group"
   wait "$group" || true  # make reports the interrupt in its status, as in a terminal
   local left=() proc
@@ -113,9 +116,9 @@ make_run() {
 }
 
 make_test() {
-  inside "make test" >"$work/make-test.log" 2>&1 \
-    || { tail -40 "$work/make-test.log" >&2; fail "make test failed (log: $work/make-test.log)."; }
-  grep -E '^\[(test|conformance)\]|passed|PASS$' "$work/make-test.log" | tail -8 >&2
+  inside "make test" >"$logs/make-test.log" 2>&1 \
+    || { tail -40 "$logs/make-test.log" >&2; fail "make test failed (log: $logs/make-test.log)."; }
+  grep -E '^\[(test|conformance)\]|passed|PASS$' "$logs/make-test.log" | tail -8 >&2
 }
 
 step "debootstrap Debian 12 (base system, git, make) from $mirror" bootstrap

@@ -8,11 +8,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGC_CACHE_DIR:-$repo/.cache}
 
 # Python 3.11+ with venv (Debian ships python3 without it); CA certificates for
-# the Go module proxy and PyPI; etcd for the local control plane; NGINX with Lua
+# the Go module proxy and PyPI; curl for the example requests `make run` suggests
+# (and the tests that send them); etcd for the local control plane; NGINX with Lua
 # for the local data plane, and its stream + njs modules (HTTP/1.1 and h2c gRPC on
 # one plain port); iproute2 for the test backends' network namespaces; wrk for
 # `make bench`
-packages=(python3 python3-venv ca-certificates etcd-server nginx libnginx-mod-http-lua
+packages=(python3 python3-venv ca-certificates curl etcd-server nginx libnginx-mod-http-lua
   lua-resty-core lua-cjson libnginx-mod-stream libnginx-mod-stream-js iproute2 wrk)
 
 say() { printf '[deps] %s\n' "$*" >&2; }
