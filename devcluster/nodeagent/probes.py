@@ -177,10 +177,12 @@ class Prober:
     ) -> bool:
         if not command:
             return False
-        # the container's namespaces: its mounts, its network, its hostname
+        # the container's namespaces: its mounts, its network, its hostname; and its
+        # root directory (entering a mount namespace alone resets the root to the
+        # namespace's own: a node agent in a chroot would probe the host's files)
         probe = await asyncio.create_subprocess_exec(
             *(self._nsenter, "--target", str(process.pid)),
-            *("--mount", "--net", "--uts", "--"),
+            *("--mount", "--net", "--uts", "--root", "--"),
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
