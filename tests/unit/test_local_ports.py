@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agc_controller.providers.local.nginx import port_in_use
+from agc_controller.providers.local.nginx import bind_hint, port_in_use
 from agc_controller.providers.local.ports import port_holder
 
 # what NGINX 1.22 wrote to stderr when a start found 127.77.1.2:80 taken (two
@@ -57,6 +57,13 @@ def test_an_ipv6_address_keeps_its_brackets() -> None:
 )
 def test_other_failures_are_not_a_port_in_use(logged: str) -> None:
     assert port_in_use(logged) is None
+
+
+def test_a_port_below_1024_without_root_says_what_to_do() -> None:
+    denied = "nginx: [emerg] bind() to 127.77.1.2:80 failed (13: Permission denied)"
+    assert "--local-port-offset" in bind_hint(denied)
+    assert bind_hint(START_STDERR) == ""
+    assert bind_hint('nginx: [emerg] open() "/x" failed (13: Permission denied)') == ""
 
 
 def test_the_holder_of_a_loopback_port_is_this_process() -> None:

@@ -51,6 +51,7 @@ _BIND_IN_USE = re.compile(
 )
 # ...and once it gives up (it tries five times, half a second apart)
 _GAVE_UP_BINDING = "still could not bind()"
+_BIND_DENIED = re.compile(rf"bind\(\) to \S+:\d+ failed \({errno.EACCES}: ")
 
 
 class NginxError(PermanentError):
@@ -84,6 +85,17 @@ def port_in_use(logged: str) -> PortInUse | None:
     if match is None:
         return None
     return PortInUse(match["address"], int(match["port"]))
+
+
+def bind_hint(logged: str) -> str:
+    """What to do when `logged` shows NGINX may not bind a port (below 1024, not
+    root); "" otherwise."""
+    if _BIND_DENIED.search(logged) is None:
+        return ""
+    return (
+        " Ports below 1024 need root: run as root, or shift every listener port with "
+        "--local-port-offset (env AGC_LOCAL_PORT_OFFSET), e.g. 8000."
+    )
 
 
 def _write_fallback_certificate(cert_path: Path, key_path: Path) -> None:
@@ -180,9 +192,11 @@ class NginxInstance:
             if conflict is not None:
                 raise conflict
             await asyncio.sleep(0.02)
+        problem = self._logged_problem(since=logged_from)
         raise NginxError(
             "NGINX kept its previous configuration: "
-            + (self._logged_problem(since=logged_from) or "no error logged; see its error.log")
+            + (problem or "no error logged; see its error.log")
+            + bind_hint(problem or "")
         )
 
     def _logged_problem(self, *, since: int) -> str | None:
@@ -378,7 +392,7 @@ class NginxInstance:
                 conflict = port_in_use(logged)
                 if conflict is not None:
                     raise conflict
-                raise NginxError(f"nginx exited on start: {logged}")
+                raise NginxError(f"nginx exited on start: {logged}{bind_hint(logged)}")
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 status, _ = await self._request("GET", None)
                 if status == 200:
