@@ -69,6 +69,7 @@ from agc_controller.informers import (
     KubeObject,
     drop_managed_fields,
 )
+from agc_controller.kube.client import get_json
 from agc_controller.providers.local import program
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxError, NginxInstance, PortInUse
@@ -292,13 +293,8 @@ class Agent:
         name = shard_name(self._secret, shard)
         try:
             async with asyncio.timeout(30):
-                secret: KubeObject = await self._api.call_api(
-                    SECRET.object_path(name, self._namespace),
-                    "GET",
-                    header_params={"Accept": "application/json"},
-                    response_types_map={200: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
+                secret: KubeObject = await get_json(
+                    self._api, SECRET.object_path(name, self._namespace)
                 )
         except ApiException as e:
             if e.status == 403:

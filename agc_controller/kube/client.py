@@ -88,6 +88,19 @@ async def server_side_apply(
     return stored
 
 
+async def get_json(api: client.ApiClient, path: str) -> dict[str, Any]:
+    """GET `path` from the API server as JSON; ApiException on an error status."""
+    result: dict[str, Any] = await api.call_api(
+        path,
+        "GET",
+        header_params={"Accept": "application/json"},
+        response_types_map={200: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+    )
+    return result
+
+
 async def served_resources(api: client.ApiClient, group_version: str) -> set[str]:
     """Plural names the server serves under `group_version` ("v1" or "group/v1").
 
@@ -95,14 +108,7 @@ async def served_resources(api: client.ApiClient, group_version: str) -> set[str
     """
     path = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
     try:
-        result = await api.call_api(
-            path,
-            "GET",
-            header_params={"Accept": "application/json"},
-            response_types_map={200: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
+        result = await get_json(api, path)
     except ApiException as e:
         if e.status == 404:
             return set()
@@ -116,14 +122,7 @@ async def served_spec_fields(
     """The OpenAPI schema of `kind`'s spec as the server serves it (a CRD's schema
     is its installed channel's), from /openapi/v3; None when the server has none."""
     try:
-        document = await api.call_api(
-            f"/openapi/v3/apis/{group_version}",
-            "GET",
-            header_params={"Accept": "application/json"},
-            response_types_map={200: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
+        document = await get_json(api, f"/openapi/v3/apis/{group_version}")
     except ApiException as e:
         if e.status == 404:
             return None

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ import aiohttp
 from agc_controller.providers.local import LocalProvider
 from agc_controller.translate import Snapshot, TranslateSettings, translate_gateway
 from devcluster.netns import BackendNamespace
+from tests.bench.plane import wrk as plane_wrk
 
 NETNS_TAG = 249
 DURATION = 5
@@ -61,34 +61,8 @@ http {{
 """
 
 
-def wrk(url: str, connections: int, host: str = "bench.example.com") -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{connections}",
-            f"-d{DURATION}s",
-            "--latency",
-            "-H",
-            f"Host: {host}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def latency(p: str) -> float:
-        value, unit = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    failed = (sum(map(int, errors.groups())) if errors else 0) + (
-        int(non2xx.group(1)) if non2xx else 0
-    )
-    return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "failed": failed}
+def wrk(url: str, connections: int) -> dict[str, float]:
+    return plane_wrk(url, connections=connections, seconds=DURATION, host="bench.example.com")
 
 
 def objects(

@@ -45,7 +45,6 @@ import functools
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,9 +58,11 @@ from kubernetes_asyncio import client, watch
 
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from devcluster import ControlPlane, install_gateway_api_crds
+from devcluster.controlplane import free_port
 from devcluster.netns import BackendNamespace
 from tests.bench.bench_dataplane import BACKEND_CONF
 from tests.bench.plane import REPO, control_plane, create_all, rss_mib
+from tests.bench.plane import wrk as plane_wrk
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
 NS = "scale"
@@ -100,13 +101,13 @@ def own_threads(data_plane: list[int]) -> list[int]:
                 # the parent pid follows the parenthesised command name
                 ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
                 children.setdefault(ppid, []).append(int(entry.name))
-    pids, todo = [], [os.getpid()]
-    while todo:
-        pid = todo.pop()
+    pids, pending = [], [os.getpid()]
+    while pending:
+        pid = pending.pop()
         if pid in data_plane:
             continue
         pids.append(pid)
-        todo.extend(children.get(pid, ()))
+        pending.extend(children.get(pid, ()))
     threads = []
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -279,32 +280,7 @@ async def delete_routes(custom: client.CustomObjectsApi, names: list[str]) -> No
 
 
 def wrk(url: str, host: str) -> dict[str, float]:
-    cpus = data_plane_cpus()
-    out = subprocess.run(
-        ["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "--latency", "-H", f"Host: {host}", url],
-        check=True,
-        capture_output=True,
-        text=True,
-        preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
-    ).stdout
-
-    def ms(value: str, unit: str) -> float:
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    top = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if not (p99 and top and rps):
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    return {
-        "rps": float(rps.group(1)),
-        "p99": ms(*p99.groups()),
-        "max": ms(*top.groups()),
-        "failed": (sum(map(int, errors.groups())) if errors else 0)
-        + (int(non2xx.group(1)) if non2xx else 0),
-    }
+    return plane_wrk(url, connections=64, seconds=WRK_SECONDS, host=host, cpus=data_plane_cpus())
 
 
 def private_mib(pids: list[int]) -> float:
@@ -480,13 +456,6 @@ class LoopLag:
         looks = int(delta[float("inf")])
         worst = min((le for le in delta if delta[le] == looks), default=float("inf"))
         return looks, looks - int(delta[0.01]), worst
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:

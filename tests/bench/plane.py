@@ -1,10 +1,13 @@
-"""What the benchmarks that run through the API server share: a control plane on
-tmpfs built from the cached test environment, applying objects, a process's RSS."""
+"""What the benchmarks share: a control plane on tmpfs built from the cached test
+environment, applying objects, a process's RSS, and wrk runs read into numbers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -67,3 +70,38 @@ async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, A
 
     await asyncio.gather(*(one(p, o) for p, o in objects))
     return last
+
+
+def wrk(
+    url: str, *, connections: int, seconds: int, host: str, cpus: set[int] | None = None
+) -> dict[str, float]:
+    """One wrk run (2 threads, keep-alive, never retries; on `cpus` if given): req/s,
+    p50, p99 and max latency in ms, and failed = socket errors + non-2xx answers."""
+    args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}"]
+    out = subprocess.run(
+        ["wrk", *args, url],
+        check=True,
+        capture_output=True,
+        text=True,
+        preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
+    ).stdout
+
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    top = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not (p50 and p99 and top and rps):
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "p50": ms(*p50.groups()),
+        "p99": ms(*p99.groups()),
+        "max": ms(*top.groups()),
+        "failed": (sum(map(int, errors.groups())) if errors else 0)
+        + (int(non2xx.group(1)) if non2xx else 0),
+    }

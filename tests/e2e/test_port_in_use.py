@@ -99,6 +99,17 @@ def programmed_condition(conditions: list[dict[str, Any]]) -> dict[str, Any]:
     return next(c for c in conditions if c["type"] == "Programmed")
 
 
+def held_by_this_process(status: dict[str, Any], where: str) -> dict[str, Any]:
+    """The Gateway's Programmed condition, asserted to say that `where` ("address:port
+    (listener name)") is in use by this test process."""
+    programmed = programmed_condition(status["conditions"])
+    assert programmed["reason"] == "AddressNotUsable"
+    assert programmed["message"].startswith(f"{where} is in use by process {os.getpid()} ("), (
+        programmed["message"]
+    )
+    return programmed
+
+
 async def test_a_port_in_use_at_start_is_reported_and_retried_until_free(
     cluster: Cluster,
     backends: BackendNamespace,
@@ -110,11 +121,7 @@ async def test_a_port_in_use_at_start_is_reported_and_retried_until_free(
     generation = await apply_gateway(cluster, address, HTTP)
 
     status = await not_programmed(cluster, generation)
-    programmed = programmed_condition(status["conditions"])
-    assert programmed["reason"] == "AddressNotUsable"
-    assert programmed["message"].startswith(
-        f"{address}:80 (listener http) is in use by process {os.getpid()} ("
-    ), programmed["message"]
+    programmed = held_by_this_process(status, f"{address}:80 (listener http)")
     assert "--local-port-offset" in programmed["message"]
     listener = programmed_condition(status["listeners"][0]["conditions"])
     assert (listener["status"], listener["reason"]) == ("False", "AddressNotUsable")
@@ -143,11 +150,7 @@ async def test_a_port_in_use_on_reload_leaves_the_served_listeners_serving(
     generation = await apply_gateway(cluster, address, extra)
 
     status = await not_programmed(cluster, generation)
-    programmed = programmed_condition(status["conditions"])
-    assert programmed["reason"] == "AddressNotUsable"
-    assert programmed["message"].startswith(
-        f"{address}:8081 (listener extra) is in use by process {os.getpid()} ("
-    ), programmed["message"]
+    held_by_this_process(status, f"{address}:8081 (listener extra)")
     # NGINX kept its previous configuration: port 80 still answers
     assert (await get(address, "/"))[0] == 200
 
