@@ -69,6 +69,8 @@ WATCHED = (
     r.HTTP_ROUTE,
     r.GRPC_ROUTE,
     r.TLS_ROUTE,
+    r.TCP_ROUTE,
+    r.UDP_ROUTE,
     r.BACKEND_TLS_POLICY,
     r.REFERENCE_GRANT,
     r.SERVICE,

@@ -7,6 +7,7 @@ delays the answer; `?status=<code>` picks the status. `?key=<k>&fail_times=<n>`
 answers the first n requests with key k with `fail_status` (default 500), later
 ones normally, and reports the count as "attempt" (retry tests). WebSocket
 upgrades on /ws echo messages back. GET /__seen lists the paths received so far.
+UDP datagrams to the same address and port come back as `<name>:<datagram>`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import collections
 import ssl
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -69,6 +71,20 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
     return app
 
 
+class _UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, name: str) -> None:
+        self._prefix = f"{name}:".encode()
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a datagram endpoint's transport (a subclass asyncio does not export)
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(self._prefix + data, addr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
@@ -86,8 +102,16 @@ def main() -> None:
         if args.client_ca:
             context.load_verify_locations(args.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
+    app = make_app(args.name, status=args.status)
+
+    async def udp_echo(app: web.Application) -> None:
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpEcho(args.name), local_addr=(args.address, args.port)
+        )
+
+    app.on_startup.append(udp_echo)
     web.run_app(
-        make_app(args.name, status=args.status),
+        app,
         host=args.address,
         port=args.port,
         ssl_context=context,

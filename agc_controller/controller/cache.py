@@ -17,9 +17,7 @@ from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.informers import Store
 from agc_controller.translate.snapshot import Obj, Snapshot
 
-# TLSRoutes are watched so those naming our Gateways get status (no TLS listener
-# serves them yet: NotAllowedByListeners)
-ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE)
+ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
 
 # indexes each kind's store carries
 INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
@@ -114,6 +112,8 @@ class Cache:
             http_routes=routes[r.HTTP_ROUTE.kind],
             grpc_routes=routes[r.GRPC_ROUTE.kind],
             tls_routes=routes[r.TLS_ROUTE.kind],
+            tcp_routes=routes[r.TCP_ROUTE.kind],
+            udp_routes=routes[r.UDP_ROUTE.kind],
             backend_tls_policies=policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

@@ -34,6 +34,8 @@ GATEWAY = Resource(GATEWAY_GROUP, "v1", "gateways", "Gateway", namespaced=True)
 HTTP_ROUTE = Resource(GATEWAY_GROUP, "v1", "httproutes", "HTTPRoute", namespaced=True)
 GRPC_ROUTE = Resource(GATEWAY_GROUP, "v1", "grpcroutes", "GRPCRoute", namespaced=True)
 TLS_ROUTE = Resource(GATEWAY_GROUP, "v1", "tlsroutes", "TLSRoute", namespaced=True)
+TCP_ROUTE = Resource(GATEWAY_GROUP, "v1", "tcproutes", "TCPRoute", namespaced=True)
+UDP_ROUTE = Resource(GATEWAY_GROUP, "v1", "udproutes", "UDPRoute", namespaced=True)
 BACKEND_TLS_POLICY = Resource(
     GATEWAY_GROUP, "v1", "backendtlspolicies", "BackendTLSPolicy", namespaced=True
 )
@@ -59,6 +61,8 @@ BY_KIND = {
         HTTP_ROUTE,
         GRPC_ROUTE,
         TLS_ROUTE,
+        TCP_ROUTE,
+        UDP_ROUTE,
         BACKEND_TLS_POLICY,
         REFERENCE_GRANT,
         SERVICE,

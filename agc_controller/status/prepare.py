@@ -42,7 +42,7 @@ from agc_controller.core.status import (
     RouteStatus,
 )
 
-MAX_ROUTE_PARENTS = 32  # HTTPRoute/GRPCRoute/TLSRoute status.parents maxItems
+MAX_ROUTE_PARENTS = 32  # every route kind's status.parents maxItems
 MAX_POLICY_ANCESTORS = 16  # BackendTLSPolicy status.ancestors maxItems
 
 # The time the CRDs default their "Pending" conditions to: a placeholder, not a transition.

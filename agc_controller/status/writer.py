@@ -44,7 +44,9 @@ from agc_controller.core.resources import (
     GATEWAY_CLASS,
     GRPC_ROUTE,
     HTTP_ROUTE,
+    TCP_ROUTE,
     TLS_ROUTE,
+    UDP_ROUTE,
     Resource,
 )
 from agc_controller.core.status import (
@@ -59,7 +61,9 @@ from agc_controller.status.prepare import dropped_entries, is_stale, prepare_sta
 
 MAX_ATTEMPTS = 5  # writes per call; conflicts beyond that go back to the queue
 
-_ENTRY_LIST_RESOURCES = {r.kind: r for r in (HTTP_ROUTE, GRPC_ROUTE, TLS_ROUTE, BACKEND_TLS_POLICY)}
+_ENTRY_LIST_RESOURCES = {
+    r.kind: r for r in (HTTP_ROUTE, GRPC_ROUTE, TLS_ROUTE, TCP_ROUTE, UDP_ROUTE, BACKEND_TLS_POLICY)
+}
 
 
 class StatusWriteError(TemporaryError):

@@ -294,6 +294,8 @@ def _route_tables(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Mapping[str, 
     yield "HTTPRoute", snapshot.http_routes
     yield "GRPCRoute", snapshot.grpc_routes
     yield "TLSRoute", snapshot.tls_routes
+    yield "TCPRoute", snapshot.tcp_routes
+    yield "UDPRoute", snapshot.udp_routes
 
 
 def _policy_statuses(

@@ -14,6 +14,11 @@ header matches → number of query matches → oldest route → route namespace/
 prefixes, because a regex states more intent than a prefix, and longest
 pattern first. GRPCRoute matches rank by their own rule instead of path length:
 most characters in the matched service, then in the matched method.
+
+Streams (TLS passthrough, TCP, UDP): one per (port, SNI hostname) a listener's
+routes serve. Where routes compete for one, the most specific listener wins,
+then the oldest route, then route namespace/name; the others stay attached
+(Accepted) but take no connections.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
-from agc_controller.translate.graph.routes import GrpcRank, RouteNode, RuleNode
+from agc_controller.translate.graph.routes import STREAM_KINDS, GrpcRank, RouteNode, RuleNode
 from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
     Backend,
@@ -37,13 +43,16 @@ from agc_controller.translate.model import (
     Host,
     LoadBalancer,
     Mirror,
+    Protocol,
     Rule,
+    Stream,
+    StreamProtocol,
 )
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
 
 # the order routes of different kinds are listed in (it breaks ties of equal precedence)
-_KIND_ORDER = {"HTTPRoute": 0, "GRPCRoute": 1, "TLSRoute": 2}
+_KIND_ORDER = {"HTTPRoute": 0, "GRPCRoute": 1}
 
 # a route's rules, each with its precedence key within a host (without the hostname rank)
 KeyedRules = tuple[tuple[tuple[object, ...], Rule], ...]
@@ -91,11 +100,14 @@ def build_load_balancer(
     its attachments). `tables` carries the host tables of the previous build of
     this Gateway; only what changed since is built again."""
     programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
+    requests = {k: a for k, a in attachments.items() if k.kind not in STREAM_KINDS}
+    connections = {k: a for k, a in attachments.items() if k.kind in STREAM_KINDS}
     frontends = tuple(
         Frontend(
             name=ls.name,
             port=ls.port,
-            protocol="HTTPS" if ls.protocol == "HTTPS" else "HTTP",
+            # a programmable listener's protocol is one the provider serves
+            protocol=cast(Protocol, ls.protocol),
             hostname=ls.hostname,
             certificates=ls.certificates,
             client_validation=ls.client_validation,
@@ -109,7 +121,8 @@ def build_load_balancer(
         generation=gateway.generation,
         addresses=gateway.addresses,
         frontends=frontends,
-        hosts=tables.update(gateway, policies, attachments),
+        hosts=tables.update(gateway, policies, requests),
+        streams=_streams(connections, programmable),
         endpoints=endpoints or {},
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
@@ -244,6 +257,44 @@ class HostTables:
                     seen.add(key)
                     found.append((rank, self._routes[key][2]))
         return found
+
+
+def _streams(
+    attachments: Mapping[ObjectKey, tuple[Attachment, ...]], programmable: Mapping[str, Listener]
+) -> tuple[Stream, ...]:
+    """The streams of the stream routes' attachments; see the module docstring for
+    which route a stream takes when several serve its (port, hostname)."""
+    best: dict[tuple[int, str, str], tuple[tuple[object, ...], Stream]] = {}
+    for key, attached in attachments.items():
+        for attachment in attached:
+            listener = programmable.get(attachment.listener.name)
+            route = attachment.route
+            if listener is None or not route.rules:
+                continue
+            rule = route.rules[0]  # stream routes have exactly one rule
+            backends = tuple(
+                Backend(name=b.name, weight=b.weight, valid=b.valid) for b in rule.backends
+            )
+            order = (specificity(listener.hostname), route.created, key.namespace, key.name)
+            for hostname in attachment.hostnames:
+                slot = (listener.port, listener.protocol, hostname)
+                known = best.get(slot)
+                if known is None or order < known[0]:
+                    stream = Stream(
+                        port=listener.port,
+                        protocol=cast(StreamProtocol, listener.protocol),
+                        hostname=hostname,
+                        listener=listener.name,
+                        route=key,
+                        backends=backends,
+                    )
+                    best[slot] = (order, stream)
+    return tuple(
+        stream
+        for _, (_, stream) in sorted(
+            best.items(), key=lambda kv: (kv[0][0], kv[0][1], specificity(kv[0][2]), kv[0][2])
+        )
+    )
 
 
 def _route_order(key: ObjectKey) -> tuple[int, str, str]:

@@ -55,7 +55,7 @@ V = TypeVar("V")
 # a key standing for "the whole field" in what was read (no store key contains it)
 WHOLE = "//whole"
 # the fields every route entry checks by itself (its own route object)
-_ROUTE_TABLES = frozenset({"http_routes", "grpc_routes", "tls_routes"})
+_ROUTE_TABLES = frozenset({"http_routes", "grpc_routes", "tls_routes", "tcp_routes", "udp_routes"})
 
 # (snapshot field, store key or WHOLE)
 Input = tuple[str, str]

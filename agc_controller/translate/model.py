@@ -6,11 +6,12 @@ translations of the same input compare equal and a provider can skip no-op
 applies by equality.
 
 Shape: a `LoadBalancer` has `frontends` (one per programmable listener: port,
-protocol, hostname, TLS material) and `hosts` (per port and hostname, the
+protocol, hostname, TLS material), `hosts` (per port and hostname, the
 routing rules in Gateway API precedence order — the data plane walks them in
-order and takes the first match). Request-time listener selection (isolation)
-is already resolved: a host's rules come only from the most specific listener
-that matches that hostname on that port.
+order and takes the first match) and `streams` (where TLS passthrough, TCP and
+UDP listeners send connections: per port, and per SNI hostname on TLS ports).
+Request-time listener selection (isolation) is already resolved: a host's rules
+come only from the most specific listener that matches that hostname on that port.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from agc_controller.core.keys import ObjectKey
 
 PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 MatchType = Literal["Exact", "RegularExpression"]
-Protocol = Literal["HTTP", "HTTPS", "TLS"]
+Protocol = Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
+# listener protocols whose connections the data plane forwards whole (no HTTP)
+StreamProtocol = Literal["TLS", "TCP", "UDP"]
 # how the data plane talks to a backend: plain HTTP/1.1, cleartext HTTP/2 (gRPC,
 # appProtocol kubernetes.io/h2c), or HTTP/1.1 with WebSocket upgrades
 BackendProtocol = Literal["http", "h2c", "ws"]
@@ -219,6 +222,26 @@ class Host:
 
 
 @attrs.frozen
+class Stream:
+    """Where the connections of one TLS passthrough, TCP or UDP listener go.
+
+    TLS: one per SNI hostname the listener's routes serve (exact, `*.suffix` or
+    `*`); the data plane takes the most specific one that matches the client's
+    SNI. TCP and UDP: one per listener, hostname `*`. No two streams share
+    (port, protocol, hostname).
+    """
+
+    port: int
+    protocol: StreamProtocol
+    hostname: str
+    listener: str
+    # the route whose backends take the connections (the oldest when several compete)
+    route: ObjectKey
+    # weighted; an invalid one's share of connections is closed at once
+    backends: tuple[Backend, ...]
+
+
+@attrs.frozen
 class RequestedAddress:
     type: str  # IPAddress or Hostname
     value: str  # may be "" (GatewayAddressEmpty: assign one)
@@ -232,6 +255,8 @@ class LoadBalancer:
     addresses: tuple[RequestedAddress, ...]
     frontends: tuple[Frontend, ...]
     hosts: tuple[Host, ...]
+    # sorted by (port, protocol, hostname specificity, hostname)
+    streams: tuple[Stream, ...] = ()
     # backend name -> its ready endpoints, for every valid backend a rule uses. Kept
     # apart from the rules so that an endpoint change (the most frequent change of
     # all) touches one entry here, not every rule sending to the Service.

@@ -30,6 +30,8 @@ class TranslateSettings:
     supported_features: frozenset[str] = CORE_FEATURES
     # listener protocols the provider serves
     protocols: frozenset[str] = frozenset({"HTTP", "HTTPS"})
+    # tls.mode values the provider serves on TLS listeners (Passthrough, Terminate)
+    tls_modes: frozenset[str] = frozenset({"Passthrough"})
     # route kinds we reconcile, as (group, kind)
     route_kinds: frozenset[tuple[str, str]] = frozenset(
         {(GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute")}

@@ -76,6 +76,8 @@ NGINX_CASES = (
     "gateway-backend-client-certificate",  # backend mTLS
     "grpcroute-method-matching",  # gRPC: the h2c protocol sniffer
     "grpcroute-filters",
+    "local-tlsroute-passthrough",  # TLS passthrough by SNI, sharing 443 with HTTPS
+    "local-tcproute-udproute",  # TCP and UDP stream servers
 )
 
 

@@ -162,8 +162,8 @@ async def test_stale_generation_raises_without_writing() -> None:
 
 
 async def test_unknown_route_kind_is_a_programming_error() -> None:
-    desired = RouteStatus("TCPRoute", "ns", "r", ObjectKey("Gateway", "ns", "gw"), ())
-    with pytest.raises(ValueError, match="TCPRoute"):
+    desired = RouteStatus("XRoute", "ns", "r", ObjectKey("Gateway", "ns", "gw"), ())
+    with pytest.raises(ValueError, match="XRoute"):
         await writer(ScriptedApi()).write(desired, {"metadata": {}})
 
 

@@ -41,6 +41,7 @@ from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.nginx import NginxInstance, PortInUse
 from agc_controller.providers.local.ports import PortHolder, port_holder
+from agc_controller.providers.local.state import STREAM_PART
 from agc_controller.providers.local.static import (
     HostPaths,
     InstanceLayout,
@@ -174,15 +175,23 @@ async def program(
     settings: StaticSettings,
 ) -> None:
     """Make `instance` serve the router state `parts` (name -> JSON) on `address`:
-    static config first (reloaded only if its text changed), then the parts that
-    changed. Raises UnsafeValue or NginxError, leaving the last good configuration
-    serving."""
+    the streams' files and static config first (reloaded only if its text
+    changed), then the router's parts that changed. Raises UnsafeValue,
+    UnsafeStreamKey or NginxError, leaving the last good configuration serving."""
+    streams = {
+        name.removeprefix(STREAM_PART): text
+        for name, text in parts.items()
+        if name.startswith(STREAM_PART)
+    }
+    router = {name: text for name, text in parts.items() if not name.startswith(STREAM_PART)}
     files = tls_files(needs, instance.layout)
     _write_tls_files(files)
+    instance.streams.write(streams)
     text, static_id = render(address, needs, instance.layout, settings)
     await instance.apply_static(text, static_id)
     _prune_tls_files(instance.layout, keep=files.keys())
-    await instance.push(parts, static_id)
+    await instance.push(router, static_id)
+    instance.streams.prune(streams)
 
 
 def _write_tls_files(files: Mapping[Path, tuple[str, int]]) -> None:

@@ -4,6 +4,7 @@ provider's are in providers/azure)."""
 
 from __future__ import annotations
 
+from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
 from agc_controller.translate import TranslateSettings
 from agc_controller.translate.capabilities import Capabilities
@@ -46,6 +47,9 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteRetry",
         "HTTPRouteRetryConnectionError",
         "HTTPRouteSchemeRedirect",
+        "TCPRoute",
+        "TLSRoute",
+        "UDPRoute",
     }
 )
 
@@ -63,5 +67,11 @@ def local_translate_settings(controller_name: str) -> TranslateSettings:
     return TranslateSettings(
         controller_name=controller_name,
         supported_features=LOCAL_FEATURES,
+        protocols=frozenset({"HTTP", "HTTPS", "TLS", "TCP", "UDP"}),
+        tls_modes=frozenset({"Passthrough"}),
+        route_kinds=frozenset(
+            (GATEWAY_GROUP, kind)
+            for kind in ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+        ),
         capabilities=LOCAL_CAPABILITIES,
     )

@@ -4,21 +4,23 @@ Everything a user wrote (hostnames, paths, header names and values, regexes,
 redirect parts) travels here as JSON data, never as NGINX configuration text:
 the router compares and copies values, it never interprets them as config.
 Static pieces that NGINX must know at startup (listening ports, upstream TLS
-settings) are collected separately into `StaticNeeds`.
+settings) are collected separately into `StaticNeeds`. Streams (TLS passthrough,
+TCP, UDP) are parts of the state too, read by NGINX's stream servers rather
+than the Lua router (see state.RouterState.streams).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from agc_controller.providers.local import state
 from agc_controller.translate import model as alb
 from agc_controller.translate.hostnames import specificity
-from agc_controller.translate.model import Backend, BackendTLS, LoadBalancer
+from agc_controller.translate.model import Backend, BackendTLS, LoadBalancer, StreamProtocol
 
 # status codes NGINX can retry on (besides connection errors and timeouts); the
 # Gateway API requires 500, 502, 503 and 504 — other codes are not retried
@@ -49,6 +51,21 @@ class Listen:
     https: bool
     # a plain-text port that must also take gRPC (HTTP/2 without TLS, "h2c")
     h2c: bool = False
+    # an HTTPS port that TLS passthrough listeners share: a stream server owns the
+    # port and hands this server the connections whose SNI no passthrough takes
+    behind_tls: bool = False
+
+
+@attrs.frozen
+class StreamListen:
+    """A port whose connections a stream server forwards whole."""
+
+    port: int  # the port NGINX binds
+    # TLS: passthrough, by the ClientHello's SNI; TCP and UDP: every connection
+    protocol: StreamProtocol
+
+
+_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
 
 
 @attrs.frozen
@@ -58,6 +75,7 @@ class StaticNeeds:
     listens: tuple[Listen, ...]
     # one named location per distinct upstream TLS setting; index = position
     backend_tls: tuple[BackendTLS, ...]
+    streams: tuple[StreamListen, ...] = ()
 
 
 def _modifier(m: alb.HeaderModifier | None) -> state.HeaderModifier | None:
@@ -215,7 +233,8 @@ def _listeners(model: LoadBalancer, port_offset: int) -> state.RouterState:
         return items.index(item)
 
     frontends: dict[str, list[state.Frontend]] = {}
-    for f in sorted(model.frontends, key=lambda f: (f.port, specificity(f.hostname), f.name)):
+    served = (f for f in model.frontends if f.protocol in _HTTP_PROTOCOLS)
+    for f in sorted(served, key=lambda f: (f.port, specificity(f.hostname), f.name)):
         validation = f.client_validation
         frontends.setdefault(str(f.port + port_offset), []).append(
             state.Frontend(
@@ -246,13 +265,45 @@ def _needs(
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
     # sniffer in front (static.py), others do not
-    listens = {(f.port + port_offset, f.protocol == "HTTPS") for f in model.frontends}
+    listens = {
+        (f.port + port_offset, f.protocol == "HTTPS")
+        for f in model.frontends
+        if f.protocol in _HTTP_PROTOCOLS
+    }
+    streams = {
+        StreamListen(port=f.port + port_offset, protocol=cast(StreamProtocol, f.protocol))
+        for f in model.frontends
+        if f.protocol not in _HTTP_PROTOCOLS
+    }
+    passthrough = {s.port for s in streams if s.protocol == "TLS"}
     return StaticNeeds(
         listens=tuple(
-            Listen(port=p, https=s, h2c=not s and p in h2c_ports) for p, s in sorted(listens)
+            Listen(port=p, https=s, h2c=not s and p in h2c_ports, behind_tls=p in passthrough)
+            for p, s in sorted(listens)
         ),
         backend_tls=tls,
+        streams=tuple(sorted(streams, key=lambda s: (s.port, s.protocol))),
     )
+
+
+def _endpoint_address(e: alb.Endpoint) -> str:
+    return f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
+
+
+def _streams(model: LoadBalancer, port_offset: int) -> dict[str, tuple[state.StreamBackend, ...]]:
+    """The model's streams by state.stream_key (a few per listener: built whole)."""
+    return {
+        state.stream_key(s.port + port_offset, s.protocol, s.hostname): tuple(
+            state.StreamBackend(
+                weight=b.weight,
+                endpoints=tuple(map(_endpoint_address, model.endpoints.get(b.name, ())))
+                if b.valid
+                else (),
+            )
+            for b in s.backends
+        )
+        for s in model.streams
+    }
 
 
 def router_state(
@@ -279,6 +330,7 @@ def router_state(
             key: _target(b, tls_index, model.endpoints.get(b.name, ()))
             for key, b in targets.items()
         },
+        streams=_streams(model, port_offset),
     )
     h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
     return router, _needs(model, port_offset, h2c_ports, tls)
@@ -395,6 +447,10 @@ class StateParts:
         parts.update((f"b:{key}", e.text) for key, e in self._backends.items() if e.text)
         parts.update((f"r:{key}", e.text) for key, e in self._rules.items())
         parts.update((name, known[1]) for name, known in self._hosts.items())
+        parts.update(
+            (state.STREAM_PART + key, encode(state.to_json(backends)))
+            for key, backends in _streams(model, self._port_offset).items()
+        )
         h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
         return parts, _needs(model, self._port_offset, h2c_ports, tls)
 

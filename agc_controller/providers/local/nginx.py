@@ -38,6 +38,7 @@ import structlog
 
 from agc_controller.core.errors import PermanentError, TemporaryError
 from agc_controller.providers.local.static import InstanceLayout
+from agc_controller.providers.local.streams import StreamFiles
 from agc_controller.selfsigned import self_signed
 
 log = structlog.get_logger(__name__)
@@ -120,6 +121,10 @@ class NginxInstance:
     parts: dict[str, bytes] | None = None
     # the static id the parts were pushed for
     parts_static: str | None = None
+    # the streams' files (streams.py), which the stream servers read
+    streams: StreamFiles = attrs.field(
+        default=attrs.Factory(lambda self: StreamFiles(self.layout.streams_dir), takes_self=True)
+    )
     reloads: int = 0
     # the master we started (None when adopted or not started)
     _process: asyncio.subprocess.Process | None = None

@@ -259,6 +259,17 @@ class CertificateKey:
 
 
 @attrs.frozen
+class StreamBackend:
+    """One weighted backend of a stream (TLS passthrough, TCP, UDP)."""
+
+    # relative share of the connections; 0 takes none
+    weight: int
+    # "address:port" ("[address]:port" for IPv6) of each ready endpoint; none:
+    # this share of connections is closed at once
+    endpoints: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class RouterState:
     # bound port (a string: JSON keys are) -> its listeners, most specific
     # hostname first (certs.lua falls back to the first with a certificate)
@@ -273,6 +284,19 @@ class RouterState:
     certs: tuple[CertificateKey, ...] = ()
     # PEM bundles of client CAs (frontend mTLS)
     cas: tuple[str, ...] = ()
+    # stream_key() -> the stream's backends. Not for the Lua router: NGINX's stream
+    # servers read them (njs/streams.js), each from its own file (streams.py)
+    streams: Mapping[str, tuple[StreamBackend, ...]] = attrs.field(factory=dict)
+
+
+# the prefix of the parts that are streams (written as files, never sent to the router)
+STREAM_PART = "s:"
+
+
+def stream_key(port: int, protocol: str, hostname: str) -> str:
+    """A stream's key: `<tcp|udp>-<bound port>/<SNI hostname, or * for all>`; the
+    file the stream servers read it from (streams.py) is named after it."""
+    return f"{'udp' if protocol == 'UDP' else 'tcp'}-{port}/{hostname}"
 
 
 def parts(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,6 +312,8 @@ def parts(document: Mapping[str, Any]) -> dict[str, Any]:
     for listener, hosts in document.get("hosts", {}).items():
         for host in hosts:
             out[f"h:{listener}:{host.get('hostname', '')}"] = host
+    for key, backends in document.get("streams", {}).items():
+        out[STREAM_PART + key] = backends
     return out
 
 

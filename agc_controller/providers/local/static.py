@@ -18,11 +18,17 @@ import hashlib
 import ipaddress
 import re
 from pathlib import Path
+from typing import Literal
 
 import attrs
 
 from agc_controller.core.errors import PermanentError
-from agc_controller.providers.local.dynamic import RETRY_CODE_SETS, StaticNeeds, retry_location
+from agc_controller.providers.local.dynamic import (
+    RETRY_CODE_SETS,
+    StaticNeeds,
+    StreamListen,
+    retry_location,
+)
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
 
@@ -35,6 +41,9 @@ _SAFE = re.compile(r"^[A-Za-z0-9._/:\-]+$")
 LUA_MODULES = tuple(
     sorted(f"agc.{path.stem}" for path in (Path(__file__).parent / "lua" / "agc").glob("*.lua"))
 )
+
+
+SocketKind = Literal["http", "h2c", "https", "tls"]
 
 
 class UnsafeValue(PermanentError, ValueError):
@@ -89,9 +98,17 @@ class InstanceLayout:
     def control_socket(self) -> Path:
         return self.socket_dir / "control.sock"
 
-    def http_socket(self, port: int, *, h2c: bool) -> Path:
-        """Where the HTTP server behind port `port`'s protocol sniffer listens."""
-        return self.socket_dir / f"{'h2c' if h2c else 'http'}-{port}.sock"
+    def port_socket(self, kind: SocketKind, port: int) -> Path:
+        """Where a server behind port `port`'s stream server listens: the HTTP/1.x
+        (`http`) and h2c servers behind a protocol sniffer; the HTTPS server and
+        the TLS passthrough server (`tls`) behind a port both share (certs.lua
+        reads the port from the `https` socket's name)."""
+        return self.socket_dir / f"{kind}-{port}.sock"
+
+    @property
+    def streams_dir(self) -> Path:
+        """The streams' state, one file per stream (streams.py, njs/streams.js)."""
+        return self.prefix / "streams"
 
     @property
     def tls_dir(self) -> Path:
@@ -120,7 +137,7 @@ class StaticSettings:
 
 
 _STATIC_ID = "__agc_static_id__"
-_BEHIND_SNIFFER = "proxy_protocol backlog=4096"
+_BEHIND_STREAM = "proxy_protocol backlog=4096"
 
 
 def render(
@@ -174,10 +191,10 @@ def _render(
         *(
             f"load_module {modules}/{module};"
             for module in ("ngx_stream_module.so", "ngx_stream_js_module.so")
-            if any(listen.h2c for listen in needs.listens)
+            if needs.streams or any(listen.h2c for listen in needs.listens)
         ),
         f"events {{ worker_connections {int(settings.worker_connections)}; }}",
-        *_sniffers(host, needs, layout),
+        *_stream_block(host, needs, layout),
         "http {",
         "  access_log off;",
         f"  client_body_temp_path {prefix}/tmp/body;",
@@ -247,6 +264,9 @@ def _render(
         "  server {",
         f"    listen unix:{_path(layout.control_socket)};",
         "    client_body_buffer_size 64m;",
+        # declares the variable proxy_set_header reads above for a Gateway with no
+        # HTTP listener (only TLS passthrough, TCP or UDP), whose servers set none
+        '    set $agc_upstream_host "";',
         '    location = /config { content_by_lua_block { require("agc.control").handle() } }',
         # which static configuration the answering worker runs (reload confirmation)
         '    location = /static { content_by_lua_block { require("agc.control").static() } }',
@@ -257,17 +277,21 @@ def _render(
         if not 0 < port < 65536:
             raise UnsafeValue(f"port {port} is out of range")
         out.append("  server {")
-        if listen.h2c:
-            # behind the sniffer (see _sniffers), which passes the client's address
-            # and the port it connected to in a PROXY protocol header
-            out += [
-                # every client connection becomes one to these sockets: a burst of
-                # new ones must not overflow the default backlog (511)
-                f"    listen unix:{_socket(layout, port, h2c=False)} {_BEHIND_SNIFFER};",
-                f"    listen unix:{_socket(layout, port, h2c=True)} http2 {_BEHIND_SNIFFER};",
-                "    set_real_ip_from unix:;",
-                "    real_ip_header proxy_protocol;",
-            ]
+        if listen.h2c or listen.behind_tls:
+            # behind a stream server (see _stream_block), which passes the client's
+            # address and the port it connected to in a PROXY protocol header;
+            # every client connection becomes one to these sockets: a burst of new
+            # ones must not overflow the default backlog (511)
+            if listen.h2c:
+                out += [
+                    f"    listen unix:{_socket(layout, 'http', port)} {_BEHIND_STREAM};",
+                    f"    listen unix:{_socket(layout, 'h2c', port)} http2 {_BEHIND_STREAM};",
+                ]
+            else:
+                out.append(
+                    f"    listen unix:{_socket(layout, 'https', port)} ssl http2 {_BEHIND_STREAM};"
+                )
+            out += ["    set_real_ip_from unix:;", "    real_ip_header proxy_protocol;"]
         else:
             ssl = " ssl http2" if listen.https else ""
             out.append(f"    listen {host}:{port}{ssl} reuseport;")
@@ -347,8 +371,8 @@ def _render(
     return "\n".join(out) + "\n"
 
 
-def _socket(layout: InstanceLayout, port: int, *, h2c: bool) -> str:
-    return _path(layout.http_socket(port, h2c=h2c))
+def _socket(layout: InstanceLayout, kind: SocketKind, port: int) -> str:
+    return _path(layout.port_socket(kind, port))
 
 
 def _path(socket: Path) -> str:
@@ -358,38 +382,113 @@ def _path(socket: Path) -> str:
     return path
 
 
-def _sniffers(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
-    """Plain-text ports that take both HTTP/1.x and h2c (gRPC without TLS).
+def _stream_block(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
+    """The stream servers: protocol sniffers, TLS passthrough, TCP and UDP."""
+    sniffed = [int(listen.port) for listen in needs.listens if listen.h2c]
+    if not sniffed and not needs.streams:
+        return []
+    njs = layout.host.njs_dir
+    out = ["stream {"]
+    if sniffed:
+        out += [
+            f"  js_import agc from {nginx_string(str(njs / 'sniff.js'))};",
+            "  js_var $agc_h2c 0;",
+        ]
+    https = {int(listen.port) for listen in needs.listens if listen.behind_tls}
+    if needs.streams:
+        out += [
+            f"  js_import agc_streams from {nginx_string(str(njs / 'streams.js'))};",
+            f"  js_var $agc_streams_dir {nginx_string(str(layout.streams_dir))};",
+            "  js_set $agc_stream_target agc_streams.target;",
+        ]
+    if https:
+        out.append("  js_set $agc_stream_front agc_streams.front;")
+    for port in sniffed:
+        out += _sniffer(host, port, layout)
+    for stream in needs.streams:
+        out += _stream_servers(host, stream, layout, shares_https=stream.port in https)
+    out.append("}")
+    return out
+
+
+def _sniffer(host: str, port: int, layout: InstanceLayout) -> list[str]:
+    """A plain-text port that takes both HTTP/1.x and h2c (gRPC without TLS).
 
     NGINX 1.22 cannot serve both on one port, so a stream server owns the port,
     reads the first bytes (njs: the HTTP/2 client preface or not) and hands the
     connection to one of two HTTP listeners on unix sockets. The extra hop costs
     throughput (docs/benchmarks.md), so only ports with gRPC rules have it.
     """
-    ports = [int(listen.port) for listen in needs.listens if listen.h2c]
-    if not ports:
-        return []
-    njs = nginx_string(str(layout.host.njs_dir / "sniff.js"))
-    out = [
-        "stream {",
-        f"  js_import agc from {njs};",
-        "  js_var $agc_h2c 0;",
+    return [
+        f"  map $agc_h2c $agc_socket_{port} {{",
+        f"    1 unix:{_socket(layout, 'h2c', port)};",
+        f"    default unix:{_socket(layout, 'http', port)};",
+        "  }",
+        "  server {",
+        f"    listen {host}:{port} reuseport;",
+        "    js_preread agc.sniff;",
+        f"    proxy_pass $agc_socket_{port};",
+        "    proxy_protocol on;",
+        "  }",
     ]
-    for port in ports:
-        out += [
-            f"  map $agc_h2c $agc_socket_{port} {{",
-            f"    1 unix:{_socket(layout, port, h2c=True)};",
-            f"    default unix:{_socket(layout, port, h2c=False)};",
-            "  }",
+
+
+def _stream_servers(
+    host: str, stream: StreamListen, layout: InstanceLayout, *, shares_https: bool
+) -> list[str]:
+    """The servers of one TLS passthrough, TCP or UDP port.
+
+    njs/streams.js picks each connection's backend endpoint from the stream's
+    file (`$agc_stream` names the port's directory), so routes and endpoints
+    change without a reload. TLS reads the ClientHello's SNI (ssl_preread) and
+    never decrypts. A TLS port that HTTPS listeners share has a front server that
+    sends a connection whose SNI a passthrough stream takes to the passthrough
+    server and any other to the HTTPS server, both on unix sockets behind a PROXY
+    protocol header (so the HTTPS server still sees the client's address).
+    """
+    port = int(stream.port)
+    if not 0 < port < 65536:
+        raise UnsafeValue(f"port {port} is out of range")
+    directory = f"{'udp' if stream.protocol == 'UDP' else 'tcp'}-{port}"
+    forward = [
+        f"    set $agc_stream {directory};",
+        "    proxy_pass $agc_stream_target;",
+    ]
+    if stream.protocol == "UDP":
+        return [
             "  server {",
-            f"    listen {host}:{port} reuseport;",
-            "    js_preread agc.sniff;",
-            f"    proxy_pass $agc_socket_{port};",
-            "    proxy_protocol on;",
+            f"    listen {host}:{port} udp reuseport;",
+            *forward,
+            # a datagram session ends this long after its last packet
+            "    proxy_timeout 30s;",
             "  }",
         ]
-    out.append("}")
-    return out
+    if stream.protocol == "TCP":
+        return ["  server {", f"    listen {host}:{port} reuseport;", *forward, "  }"]
+    if not shares_https:
+        return [
+            "  server {",
+            f"    listen {host}:{port} reuseport;",
+            "    ssl_preread on;",
+            *forward,
+            "  }",
+        ]
+    return [
+        "  server {",
+        f"    listen {host}:{port} reuseport;",
+        "    ssl_preread on;",
+        f"    set $agc_stream {directory};",
+        f"    set $agc_passthrough unix:{_socket(layout, 'tls', port)};",
+        f"    set $agc_https unix:{_socket(layout, 'https', port)};",
+        "    proxy_pass $agc_stream_front;",
+        "    proxy_protocol on;",
+        "  }",
+        "  server {",
+        f"    listen unix:{_socket(layout, 'tls', port)} {_BEHIND_STREAM};",
+        "    ssl_preread on;",
+        *forward,
+        "  }",
+    ]
 
 
 def _backend_tls_location(

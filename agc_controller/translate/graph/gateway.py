@@ -36,6 +36,12 @@ _KINDS_FOR_PROTOCOL: Mapping[str, tuple[str, ...]] = {
     "UDP": ("UDPRoute",),
 }
 _TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
+# Listeners on one port can share it when they take the same kind of connection:
+# HTTPS and TLS both start with a TLS ClientHello (its SNI picks the listener);
+# UDP uses its own sockets, so it shares a port number with any TCP protocol.
+_PORT_SHARING = {"HTTP": "http", "HTTPS": "tls", "TLS": "tls", "TCP": "tcp", "UDP": "udp"}
+# protocols whose listener hostname means nothing (no SNI or Host to match)
+_NO_HOSTNAME = frozenset({"TCP", "UDP"})
 
 
 @attrs.frozen
@@ -58,6 +64,8 @@ class Listener:
     not_programmable: tuple[str, str] | None
     certificates: tuple[Certificate, ...] = ()
     client_validation: ClientValidation | None = None
+    # a TLS listener in mode Passthrough: connections go to the backend still encrypted
+    passthrough: bool = False
 
 
 @attrs.frozen
@@ -108,7 +116,16 @@ class _ListenerDraft:
     @property
     def hostname(self) -> str | None:
         hostname = self.spec.get("hostname")
-        return str(hostname) if hostname else None
+        return str(hostname) if hostname and self.protocol not in _NO_HOSTNAME else None
+
+    @property
+    def tls_mode(self) -> str:
+        return str((self.spec.get("tls") or {}).get("mode", "Terminate"))
+
+    @property
+    def terminates_tls(self) -> bool:
+        """Whether the data plane holds this listener's certificates (not TLS passthrough)."""
+        return self.protocol == "HTTPS" or (self.protocol == "TLS" and self.tls_mode == "Terminate")
 
 
 def build_gateway(
@@ -201,12 +218,17 @@ def _check_protocol(d: _ListenerDraft, settings: TranslateSettings) -> None:
             + ", ".join(sorted(settings.protocols)),
         )
         return
-    tls_mode = (d.spec.get("tls") or {}).get("mode", "Terminate")
-    if d.protocol == "HTTPS" and tls_mode != "Terminate":
+    if d.protocol == "HTTPS" and d.tls_mode != "Terminate":
         d.accepted_problem = (
             c.R_UNSUPPORTED_VALUE,
-            f"spec.listeners[{d.index}].tls.mode {tls_mode!r} is not supported for HTTPS; "
+            f"spec.listeners[{d.index}].tls.mode {d.tls_mode!r} is not supported for HTTPS; "
             "use Terminate",
+        )
+    elif d.protocol == "TLS" and d.tls_mode not in settings.tls_modes:
+        d.accepted_problem = (
+            c.R_UNSUPPORTED_VALUE,
+            f"spec.listeners[{d.index}].tls.mode {d.tls_mode!r} is not supported for TLS; "
+            f"use {' or '.join(sorted(settings.tls_modes))}",
         )
 
 
@@ -237,13 +259,12 @@ def _supported_kinds(d: _ListenerDraft, settings: TranslateSettings) -> tuple[Ro
 
 
 def _check_conflicts(drafts: list[_ListenerDraft]) -> None:
-    by_port: dict[int, list[_ListenerDraft]] = defaultdict(list)
+    by_port: dict[tuple[int, bool], list[_ListenerDraft]] = defaultdict(list)
     for d in drafts:
-        by_port[d.port].append(d)
-    for port, group in by_port.items():
+        by_port[(d.port, d.protocol == "UDP")].append(d)
+    for (port, _), group in by_port.items():
         protocols = {d.protocol for d in group}
-        # HTTP and TLS-terminating protocols cannot share a socket on one port
-        if len(protocols) > 1:
+        if len({_PORT_SHARING.get(p, p) for p in protocols}) > 1:
             for d in group:
                 d.conflict = (
                     c.R_PROTOCOL_CONFLICT,
@@ -275,7 +296,7 @@ def _check_overlapping_tls(drafts: list[_ListenerDraft]) -> None:
 def _resolve_certificates(
     d: _ListenerDraft, namespace: str, snapshot: Snapshot, grants: ReferenceGrants
 ) -> None:
-    if d.protocol not in _TLS_PROTOCOLS or d.accepted_problem:
+    if not d.terminates_tls or d.accepted_problem:
         return
     refs = (d.spec.get("tls") or {}).get("certificateRefs") or []
     certificates = []
@@ -397,7 +418,7 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
         not_programmable = d.conflict
     elif problem:
         not_programmable = (c.R_INVALID, problem[1])
-    elif d.protocol in _TLS_PROTOCOLS and d.no_certificate:
+    elif d.terminates_tls and d.no_certificate:
         not_programmable = (c.R_INVALID, f"spec.listeners[{d.index}].tls has no usable certificate")
     allowed = (d.spec.get("allowedRoutes") or {}).get("namespaces") or {}
     return Listener(
@@ -414,6 +435,7 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
         not_programmable=not_programmable,
         certificates=d.certificates,
         client_validation=d.client_validation,
+        passthrough=d.protocol == "TLS" and d.tls_mode == "Passthrough",
     )
 
 

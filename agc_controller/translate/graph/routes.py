@@ -1,11 +1,12 @@
-"""HTTPRoute and GRPCRoute: parse, validate and resolve one route, independent of parents.
+"""Routes of every kind: parse, validate and resolve one route, independent of parents.
 
 A rule with an invalid value is dropped (the route reports PartiallyInvalid,
 "Dropped Rule ..."); a route whose rules are all invalid is not accepted.
 Unresolvable backends keep their weight and answer 500 (see graph.backends).
 GRPCRoute method matches become path matches here (`/service/method`), so the
 data plane treats both kinds alike; their precedence follows GRPCRoute's own
-order (see `GrpcRank`).
+order (see `GrpcRank`). TLSRoute, TCPRoute and UDPRoute rules have backendRefs
+only: they route connections, never requests, so their rules have no matches.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from agc_controller.translate.model import (
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
 
-# TLSRoute: parsed for its parentRefs and backendRefs only; no listener serves it yet
-RouteKind = Literal["HTTPRoute", "GRPCRoute", "TLSRoute"]
+RouteKind = Literal["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"]
+# the kinds that route connections (by SNI, or all of a port's): no request matching
+STREAM_KINDS: frozenset[str] = frozenset({"TLSRoute", "TCPRoute", "UDPRoute"})
 
 
 # GRPCRoute precedence of one match: (path rank as in build._PATH_RANK: 0 exact
@@ -178,6 +180,7 @@ class _RuleParser:
         parsed = [
             self._match(f"{field}.matches[{j}]", m)
             for j, m in enumerate(raw.get("matches") or [{}])
+            if self.kind not in STREAM_KINDS
         ]
         matches = tuple(m for m, _ in parsed)
         grpc_ranks = tuple(r for _, r in parsed if r is not None)

@@ -22,11 +22,22 @@ local function material(state, index)
   return hit
 end
 
+-- The port the client connected to. ngx.var is not available during the
+-- handshake; ngx.ssl knows the port, or, behind the stream server of a port that
+-- TLS passthrough shares (static.py), the unix socket's name says it.
+local function bound_port()
+  local port = ssl.server_port()
+  if port and port ~= 0 then return port end
+  local addr, kind = ssl.raw_server_addr()
+  if kind == "unix" and addr then
+    return tonumber(addr:match("https%-(%d+)%.sock$"))
+  end
+end
+
 function _M.select()
   local state = config.get()
   if not state then return ngx.exit(ngx.ERROR) end
-  -- ngx.var is not available during the handshake; ngx.ssl knows the port
-  local port = ssl.server_port()
+  local port = bound_port()
   local frontends = port and state.frontends[port]
   if not frontends then return ngx.exit(ngx.ERROR) end
   local sni = ssl.server_name()
