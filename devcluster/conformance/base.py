@@ -15,7 +15,7 @@ KNOWN_FAILURES = REPO / "conformance" / "known-failures.txt"
 REPORT = REPO / "conformance" / "reports" / GATEWAY_API_VERSION / "agc-controller-report.yaml"
 
 GATEWAY_CLASS = "agc-controller"
-PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC")
+PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC", "GATEWAY-TLS", "GATEWAY-TCP", "GATEWAY-UDP")
 # the images the suite's manifests run, by repository (tags vary between manifests)
 ECHO_IMAGE = "registry.k8s.io/gateway-api/echo-basic"
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns"

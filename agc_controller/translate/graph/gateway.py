@@ -93,6 +93,8 @@ class _ListenerDraft:
     index: int
     spec: Obj
     accepted_problem: tuple[str, str] | None = None  # (reason, message)
+    # its protocol, or TLS mode, is not served: it carries no route kind at all
+    unserved: bool = False
     resolved_problems: list[tuple[str, str]] = attrs.field(factory=list)
     conflict: tuple[str, str] | None = None
     overlapping: bool = False
@@ -212,6 +214,7 @@ def _check_allowed_routes(d: _ListenerDraft) -> None:
 
 def _check_protocol(d: _ListenerDraft, settings: TranslateSettings) -> None:
     if d.protocol not in settings.protocols:
+        d.unserved = True
         d.accepted_problem = (
             c.R_UNSUPPORTED_PROTOCOL,
             f"spec.listeners[{d.index}].protocol {d.protocol!r} is not supported; supported: "
@@ -225,6 +228,7 @@ def _check_protocol(d: _ListenerDraft, settings: TranslateSettings) -> None:
             "use Terminate",
         )
     elif d.protocol == "TLS" and d.tls_mode not in settings.tls_modes:
+        d.unserved = True
         d.accepted_problem = (
             c.R_UNSUPPORTED_VALUE,
             f"spec.listeners[{d.index}].tls.mode {d.tls_mode!r} is not supported for TLS; "
@@ -233,7 +237,7 @@ def _check_protocol(d: _ListenerDraft, settings: TranslateSettings) -> None:
 
 
 def _supported_kinds(d: _ListenerDraft, settings: TranslateSettings) -> tuple[RouteGroupKind, ...]:
-    if d.accepted_problem and d.accepted_problem[0] == c.R_UNSUPPORTED_PROTOCOL:
+    if d.unserved:
         return ()
     for_protocol = _KINDS_FOR_PROTOCOL.get(d.protocol, ())
     ours = [k for g, k in sorted(settings.route_kinds) if g == GATEWAY_GROUP and k in for_protocol]
