@@ -16,7 +16,8 @@ What runs, all on loopback and local network namespaces:
      the supported features from the GatewayClass status.
 
 The outcome is judged against conformance/known-failures.txt: the run passes
-only when the failing tests are exactly the listed ones. Everything the run
+only when the failing tests are exactly the listed ones and nothing else failed
+(the suite's exit code and its own result agree; verdict.py). Everything the run
 produced (suite output, controller, node agent and control plane logs, NGINX
 configs, a state dump per failed test) stays in the run directory it prints.
 
@@ -196,7 +197,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     code, results = run_suite(argv, env, run_dir / "suite.log")
     say(f"the suite exited with code {code} after {time.monotonic() - suite_started:.0f}s")
 
-    ok = judge(results, report_path, run_dir, focused=bool(args.run_test))
+    ok = judge(results, code, report_path, run_dir, focused=bool(args.run_test))
     if args.keep:
         say(f"--keep: everything stays up; KUBECONFIG={kubeconfig}. Ctrl-C to tear down.")
         with contextlib.suppress(Interrupted):

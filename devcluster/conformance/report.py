@@ -7,8 +7,8 @@ full run that completed, and only when a result changed (not just its date).
 
 from __future__ import annotations
 
+import io
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +16,22 @@ import yaml
 
 from devcluster.conformance.base import KNOWN_FAILURES, REPO, REPORT
 from devcluster.conformance.suiteoutput import SuiteResults, output_by_test
-from devcluster.conformance.verdict import read_known_failures, summarize
+from devcluster.conformance.verdict import SuiteRun, read_known_failures, summarize
 
 
-def judge(results: SuiteResults, report_path: Path, run_dir: Path, *, focused: bool) -> bool:
+def judge(
+    results: SuiteResults, exit_code: int, report_path: Path, run_dir: Path, *, focused: bool
+) -> bool:
     """Print the summary (also to summary.txt), publish the report of a complete full run."""
     report = yaml.safe_load(report_path.read_text()) if report_path.exists() else None
+    run = SuiteRun(results=results, exit_code=exit_code, report=report)
     known = read_known_failures(KNOWN_FAILURES)
-    with (run_dir / "summary.txt").open("w") as summary:
-        summarize(results, report, known, focused=focused, out=summary)
-    ok = summarize(results, report, known, focused=focused, out=sys.stdout)
-    if report is None:
-        ok = False
-        print(f"  No report was written; see {run_dir / 'suite.log'}")
-    elif not focused and results.suite_outcome is not None and not results.fatal:
+    summary = io.StringIO()
+    ok = summarize(run, known, focused=focused, out=summary)
+    (run_dir / "summary.txt").write_text(summary.getvalue())
+    print(summary.getvalue(), end="")
+    complete = results.suite_outcome is not None and not results.fatal
+    if report is not None and not focused and complete:
         if _same_results(report_path, REPORT):
             print(f"  Report: unchanged but for its date, {REPORT.relative_to(REPO)} kept")
         else:
