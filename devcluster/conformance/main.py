@@ -17,7 +17,8 @@ What runs, all on loopback and local network namespaces:
 
 The outcome is judged against conformance/known-failures.txt: the run passes
 only when the failing tests are exactly the listed ones and nothing else failed
-(the suite's exit code and its own result agree; verdict.py). Everything the run
+(the suite's exit code and its own result agree; verdict.py), and when the
+GatewayClass claims exactly conformance/supported-features.txt. Everything the run
 produced (suite output, controller, node agent and control plane logs, NGINX
 configs, a state dump per failed test) stays in the run directory it prints.
 
@@ -35,8 +36,9 @@ Invariants:
 
 The steps live in modules with one job each: cluster.py starts what the suite
 runs against, processes.py supervises processes, suiteoutput.py parses the
-suite's output, verdict.py judges it against the known failures, report.py
-writes the outcome, rundirs.py keeps run directories and the host lock.
+suite's output, features.py holds the GatewayClass's claim to the pinned
+features, verdict.py judges the run against the known failures and that claim,
+report.py writes the outcome, rundirs.py keeps run directories and the host lock.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from agc_controller import __version__
 from devcluster.conformance.base import (
     GATEWAY_CLASS,
     IMPLEMENTATION,
+    KNOWN_FAILURES,
     PROFILES,
     UNUSABLE_ADDRESS,
     USABLE_ADDRESS,
@@ -61,6 +64,11 @@ from devcluster.conformance.base import (
     say,
 )
 from devcluster.conformance.cluster import start_control_plane, start_controller, start_node_agent
+from devcluster.conformance.features import (
+    SUPPORTED_FEATURES,
+    expected_claim,
+    read_pinned_features,
+)
 from devcluster.conformance.processes import (
     build,
     raise_interrupted,
@@ -75,6 +83,7 @@ from devcluster.conformance.rundirs import (
     remove_leftovers_of_killed_runs,
     runs_root,
 )
+from devcluster.conformance.verdict import Expected, read_known_failures
 from devcluster.controlplane import ControlPlaneError
 
 
@@ -152,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
+    # read first: a malformed list stops the run before it starts anything
+    expected = Expected(
+        known_failures=read_known_failures(KNOWN_FAILURES),
+        features=expected_claim(read_pinned_features(SUPPORTED_FEATURES), args.channel),
+    )
     lock = lock_host()
     teardown.append(("the host lock", lock.close))
     runs = runs_root()
@@ -165,7 +179,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     binaries = build("conformance-build.sh") / "bin"
     kubeconfig = start_control_plane(testenv, run_dir, args.channel, teardown)
     start_node_agent(kubeconfig, binaries, run_dir, teardown)
-    dataplane = start_controller(kubeconfig, run_dir, teardown)
+    controller = start_controller(kubeconfig, run_dir, teardown)
 
     report_path = run_dir / "report.yaml"
     argv = [
@@ -182,7 +196,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         f"-version={__version__}",
         f"-contact={IMPLEMENTATION['contact']}",
         f"-agc-dump-dir={run_dir / 'failures'}",
-        f"-agc-dataplane-dir={dataplane}",
+        f"-agc-dataplane-dir={controller.dataplane}",
         f"-usable-address={USABLE_ADDRESS}",
         f"-unusable-address={UNUSABLE_ADDRESS}",
     ]  # fmt: skip
@@ -197,7 +211,15 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     code, results = run_suite(argv, env, run_dir / "suite.log")
     say(f"the suite exited with code {code} after {time.monotonic() - suite_started:.0f}s")
 
-    ok = judge(results, code, report_path, run_dir, focused=bool(args.run_test))
+    ok = judge(
+        results,
+        exit_code=code,
+        claimed_features=controller.claimed_features,
+        report_path=report_path,
+        run_dir=run_dir,
+        expected=expected,
+        focused=bool(args.run_test),
+    )
     if args.keep:
         say(f"--keep: everything stays up; KUBECONFIG={kubeconfig}. Ctrl-C to tear down.")
         with contextlib.suppress(Interrupted):

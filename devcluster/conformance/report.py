@@ -14,20 +14,28 @@ from typing import Any
 
 import yaml
 
-from devcluster.conformance.base import KNOWN_FAILURES, REPO, REPORT
+from devcluster.conformance.base import REPO, REPORT
 from devcluster.conformance.suiteoutput import SuiteResults, output_by_test
-from devcluster.conformance.verdict import SuiteRun, read_known_failures, summarize
+from devcluster.conformance.verdict import Expected, SuiteRun, summarize
 
 
 def judge(
-    results: SuiteResults, exit_code: int, report_path: Path, run_dir: Path, *, focused: bool
+    results: SuiteResults,
+    *,
+    exit_code: int,
+    claimed_features: frozenset[str],
+    report_path: Path,
+    run_dir: Path,
+    expected: Expected,
+    focused: bool,
 ) -> bool:
     """Print the summary (also to summary.txt), publish the report of a complete full run."""
     report = yaml.safe_load(report_path.read_text()) if report_path.exists() else None
-    run = SuiteRun(results=results, exit_code=exit_code, report=report)
-    known = read_known_failures(KNOWN_FAILURES)
+    run = SuiteRun(
+        results=results, exit_code=exit_code, report=report, claimed_features=claimed_features
+    )
     summary = io.StringIO()
-    ok = summarize(run, known, focused=focused, out=summary)
+    ok = summarize(run, expected, focused=focused, out=summary)
     (run_dir / "summary.txt").write_text(summary.getvalue())
     print(summary.getvalue(), end="")
     complete = results.suite_outcome is not None and not results.fatal

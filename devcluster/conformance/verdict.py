@@ -2,6 +2,7 @@
 and nothing but them may have failed.
 
 A full run passes when all of these hold:
+- the GatewayClass claimed exactly the pinned features (features.py);
 - the suite completed: its output has the TestConformance result line and no
   panic (a crash, the -test.timeout alarm);
 - it wrote its report;
@@ -19,11 +20,12 @@ A full run passes when all of these hold:
 A known-failures entry is the only way a failing test is accepted.
 
 A focused run (--run-test, or suite flags that change what runs; main.py)
-passes when it completed, wrote its report, at least one test passed, none
-failed (listed or not), the suite exited 0 and TestConformance PASSED.
+passes when the GatewayClass claimed the pinned features, the suite completed
+and wrote its report, at least one test passed, none failed (listed or not),
+the suite exited 0 and TestConformance PASSED.
 
-`summarize` is pure but for its output stream: what the run left and the known
-failures in, the summary out.
+`summarize` is pure but for its output stream: what the run left and what the
+repository expects (known failures, pinned features) in, the summary out.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import attrs
 
 from agc_controller import __version__
 from devcluster.conformance.base import GATEWAY_API_VERSION, KNOWN_FAILURES, REPO, RunError
+from devcluster.conformance.features import claim_differences
 from devcluster.conformance.suiteoutput import SuiteResults
 
 
@@ -71,10 +74,23 @@ class SuiteRun:
     exit_code: int
     # the report it wrote (-report-output), None if it wrote none
     report: dict[str, Any] | None
+    # the GatewayClass's status.supportedFeatures once it was Accepted
+    claimed_features: frozenset[str]
 
 
-def summarize(run: SuiteRun, known: dict[str, str], *, focused: bool, out: TextIO) -> bool:
+@attrs.frozen(kw_only=True)
+class Expected:
+    """What the repository says a run must show."""
+
+    # conformance/known-failures.txt: test short name -> why it fails
+    known_failures: dict[str, str]
+    # the GatewayClass's claim: conformance/supported-features.txt, for the run's channel
+    features: frozenset[str]
+
+
+def summarize(run: SuiteRun, expected: Expected, *, focused: bool, out: TextIO) -> bool:
     """Print the verdict; True when the run passes (the module docstring's rules)."""
+    known = expected.known_failures
 
     def write(text: str) -> None:
         print(text, file=out)
@@ -83,6 +99,9 @@ def summarize(run: SuiteRun, known: dict[str, str], *, focused: bool, out: TextI
     in_profiles = _write_statistics(run, focused=focused, write=write)
     completed = not results.fatal and results.suite_outcome is not None
     ok = completed
+    for difference in claim_differences(run.claimed_features, expected.features):
+        ok = False
+        write(f"  {difference}")
     if not completed:
         write("  The suite did not complete: " + ("; ".join(results.fatal) or "no verdict line"))
     if run.report is None:

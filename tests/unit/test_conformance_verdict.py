@@ -11,9 +11,22 @@ from typing import Any
 import pytest
 
 from devcluster.conformance.suiteoutput import SuiteResults
-from devcluster.conformance.verdict import SuiteRun, summarize
+from devcluster.conformance.verdict import Expected, SuiteRun, summarize
 
 OUTPUTS = Path(__file__).parent / "conformance_outputs"
+# what the GatewayClass of the recorded runs claims (their `Supported features` line)
+CLAIMED = frozenset(
+    {
+        "Gateway",
+        "GatewayPort8080",
+        "GRPCRoute",
+        "HTTPRoute",
+        "HTTPRouteMethodMatching",
+        "HTTPRoutePathRedirect",
+        "HTTPRouteRequestMirror",
+        "ReferenceGrant",
+    }
+)
 
 
 def report_of(results: SuiteResults) -> dict[str, Any]:
@@ -41,13 +54,15 @@ def verdict(
     known: dict[str, str] | None = None,
     *,
     written: bool = True,
+    claimed: frozenset[str] = CLAIMED,
     focused: bool = False,
 ) -> tuple[bool, str]:
     out = io.StringIO()
     results = parsed(output)
     report = report_of(results) if written else None
-    run = SuiteRun(results=results, exit_code=exit_code, report=report)
-    ok = summarize(run, known or {}, focused=focused, out=out)
+    run = SuiteRun(results=results, exit_code=exit_code, report=report, claimed_features=claimed)
+    expected = Expected(known_failures=known or {}, features=CLAIMED)
+    ok = summarize(run, expected, focused=focused, out=out)
     return ok, out.getvalue()
 
 
@@ -183,3 +198,12 @@ def test_a_focused_run_passes_only_without_failures() -> None:
     ok, out = verdict("cleanup-fails.log", 1, focused=True)
     assert not ok
     assert "TestConformance itself failed" in out
+
+
+@pytest.mark.parametrize("focused", [False, True])
+def test_a_claim_other_than_the_pinned_one_fails(focused: bool) -> None:
+    claimed = (CLAIMED - {"HTTPRouteMethodMatching"}) | {"HTTPRouteCORS"}
+    ok, out = verdict("pass.log", 0, claimed=claimed, focused=focused)
+    assert not ok
+    assert "The GatewayClass does not claim HTTPRouteMethodMatching, which" in out
+    assert "The GatewayClass claims HTTPRouteCORS, which" in out
