@@ -32,7 +32,10 @@ Invariants:
 - One run per host at a time (HOST_LOCK); a run starts by removing what a run
   killed outright left (found through the runner.pid files of run directories; rundirs.py).
 - The committed report (conformance/reports/) is replaced only by a full run
-  that completed; a focused or failed-to-start run leaves it alone (report.py).
+  that passed; a focused, failed or failed-to-start run leaves it alone
+  (report.py). A run is full when it runs the default configuration: no
+  --run-test, no --keep, the experimental channel, no suite flag but -debug
+  (`focus`); any other is focused, judged on the tests it ran alone.
 
 The steps live in modules with one job each: cluster.py starts what the suite
 runs against, processes.py supervises processes, suiteoutput.py parses the
@@ -86,6 +89,30 @@ from devcluster.conformance.rundirs import (
 from devcluster.conformance.verdict import Expected, read_known_failures
 from devcluster.controlplane import ControlPlaneError
 
+# suite flags that change neither which tests run nor what they see
+_NEUTRAL_SUITE_FLAGS = frozenset({"debug"})
+
+
+def focus(args: argparse.Namespace) -> list[str]:
+    """What makes this run other than the full default one (nothing: it is full).
+    Any suite flag but -debug counts: -run-test, -skip-tests, -supported-features,
+    -all-features, -conformance-profiles, -test.run, ... change what runs."""
+    reasons = []
+    if args.run_test:
+        reasons.append(f"--run-test {args.run_test}")
+    if args.keep:
+        reasons.append("--keep (each test leaves its objects to the tests after it)")
+    if args.channel != "experimental":
+        reasons.append(f"--channel {args.channel}")
+    if others := [a for a in args.suite_args if _flag_name(a) not in _NEUTRAL_SUITE_FLAGS]:
+        reasons.append("suite flags " + " ".join(others))
+    return reasons
+
+
+def _flag_name(arg: str) -> str:
+    """`-name`, `--name`, `-name=value` -> name; anything else (a value) as it is."""
+    return arg.lstrip("-").partition("=")[0] if arg.startswith("-") else arg
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -107,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-test",
         metavar="NAME",
-        help="run one test (e.g. HTTPRouteSimpleSameNamespace); no report, no known-failures "
-        "verdict",
+        help="run one test (e.g. HTTPRouteSimpleSameNamespace); passes when it passes; the "
+        "committed report is kept",
     )
     parser.add_argument(
         "--keep",
@@ -205,6 +232,11 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     if args.keep:
         argv += ["-cleanup-base-resources=false", "-cleanup-test-resources=false"]
     argv += args.suite_args
+    if focused := focus(args):
+        say(
+            f"a focused run ({'; '.join(focused)}): it passes when every test it runs passes; "
+            "the committed report is kept"
+        )
     say(f"running the suite (profiles {', '.join(PROFILES)}; output: {run_dir / 'suite.log'})")
     suite_started = time.monotonic()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -218,7 +250,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         report_path=report_path,
         run_dir=run_dir,
         expected=expected,
-        focused=bool(args.run_test),
+        focused=bool(focused),
     )
     if args.keep:
         say(f"--keep: everything stays up; KUBECONFIG={kubeconfig}. Ctrl-C to tear down.")
