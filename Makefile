@@ -73,8 +73,9 @@ test: deps venv check helm
 	@$(MAKE) --no-print-directory conformance
 
 # The official Gateway API conformance suite (conformance/README.md): passes when the
-# failing tests are exactly conformance/known-failures.txt. Writes the report to
-# conformance/reports/. CONFORMANCE_ARGS go to hack/conformance.py (e.g. --run-test NAME).
+# failing tests are exactly conformance/known-failures.txt and nothing else failed.
+# A passing full run writes the report to conformance/reports/. CONFORMANCE_ARGS go to
+# hack/conformance.py (e.g. --run-test NAME, a focused run).
 CONFORMANCE_ARGS ?=
 conformance: deps venv
 	@$(PY) hack/conformance.py $(CONFORMANCE_ARGS)

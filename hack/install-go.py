@@ -61,8 +61,9 @@ def dirhash(archive: zipfile.ZipFile) -> str:
     for name in sorted(archive.namelist()):
         if name.endswith("/"):
             continue
-        with archive.open(name) as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        # whole: typeshed types ZipFile.open() as IO[bytes], which file_digest() does not
+        # take; the largest file of a toolchain zip (a binary) is a few tens of MB
+        digest = hashlib.sha256(archive.read(name)).hexdigest()
         summary.update(f"{digest}  {name}\n".encode())
     return "h1:" + base64.b64encode(summary.digest()).decode()
 

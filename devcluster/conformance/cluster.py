@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import attrs
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -66,7 +67,7 @@ async def _wait_node_ready(kubeconfig: Path, node: str, agent: Child) -> None:
     )
 
 
-async def _apply_gateway_class(kubeconfig: Path, controller: Child) -> list[str]:
+async def _apply_gateway_class(kubeconfig: Path, controller: Child) -> frozenset[str]:
     """Apply our GatewayClass; return its status.supportedFeatures once Accepted."""
     gateway_class = {
         "apiVersion": f"{GW}/v1",
@@ -92,7 +93,7 @@ async def _apply_gateway_class(kubeconfig: Path, controller: Child) -> list[str]
             )
             features = [str(f["name"]) for f in status.get("supportedFeatures") or []]
             if accepted and features:
-                return sorted(features)
+                return frozenset(features)
             await asyncio.sleep(0.2)
     raise RunError(
         f"GatewayClass {GATEWAY_CLASS} was not Accepted with supportedFeatures within "
@@ -152,8 +153,16 @@ def start_node_agent(kubeconfig: Path, binaries: Path, run_dir: Path, teardown: 
     say(f"node agent running: node {node} is Ready")
 
 
-def start_controller(kubeconfig: Path, run_dir: Path, teardown: Teardown) -> Path:
-    """The controller with the local provider, and our GatewayClass; the data plane dir."""
+@attrs.frozen(kw_only=True)
+class StartedController:
+    # the controller's --local-state-dir, where NGINX runs
+    dataplane: Path
+    # our GatewayClass's status.supportedFeatures once it was Accepted
+    claimed_features: frozenset[str]
+
+
+def start_controller(kubeconfig: Path, run_dir: Path, teardown: Teardown) -> StartedController:
+    """The controller with the local provider, and our GatewayClass Accepted."""
     # NGINX workers (user nobody) use files under it, so it must not be below a
     # private directory ($AGC_CACHE_DIR is in root's home on CI)
     dataplane = Path(tempfile.mkdtemp(prefix="agc-conformance-dataplane-"))
@@ -178,5 +187,5 @@ def start_controller(kubeconfig: Path, run_dir: Path, teardown: Teardown) -> Pat
     teardown.append(("the controller", lambda: controller.stop(grace=_CONTROLLER_GRACE + 20)))
     _wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", controller, "the controller")
     features = asyncio.run(_apply_gateway_class(kubeconfig, controller))
-    say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(features)}")
-    return dataplane
+    say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(sorted(features))}")
+    return StartedController(dataplane=dataplane, claimed_features=features)

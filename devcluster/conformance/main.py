@@ -16,7 +16,9 @@ What runs, all on loopback and local network namespaces:
      the supported features from the GatewayClass status.
 
 The outcome is judged against conformance/known-failures.txt: the run passes
-only when the failing tests are exactly the listed ones. Everything the run
+only when the failing tests are exactly the listed ones and nothing else failed
+(the suite's exit code and its own result agree; verdict.py), and when the
+GatewayClass claims exactly conformance/supported-features.txt. Everything the run
 produced (suite output, controller, node agent and control plane logs, NGINX
 configs, a state dump per failed test) stays in the run directory it prints.
 
@@ -30,12 +32,16 @@ Invariants:
 - One run per host at a time (HOST_LOCK); a run starts by removing what a run
   killed outright left (found through the runner.pid files of run directories; rundirs.py).
 - The committed report (conformance/reports/) is replaced only by a full run
-  that completed; a focused or failed-to-start run leaves it alone (report.py).
+  that passed; a focused, failed or failed-to-start run leaves it alone
+  (report.py). A run is full when it runs the default configuration: no
+  --run-test, no --keep, the experimental channel, no suite flag but -debug
+  (`focus`); any other is focused, judged on the tests it ran alone.
 
 The steps live in modules with one job each: cluster.py starts what the suite
 runs against, processes.py supervises processes, suiteoutput.py parses the
-suite's output, verdict.py judges it against the known failures, report.py
-writes the outcome, rundirs.py keeps run directories and the host lock.
+suite's output, features.py holds the GatewayClass's claim to the pinned
+features, verdict.py judges the run against the known failures and that claim,
+report.py writes the outcome, rundirs.py keeps run directories and the host lock.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from agc_controller import __version__
 from devcluster.conformance.base import (
     GATEWAY_CLASS,
     IMPLEMENTATION,
+    KNOWN_FAILURES,
     PROFILES,
     UNUSABLE_ADDRESS,
     USABLE_ADDRESS,
@@ -60,6 +67,11 @@ from devcluster.conformance.base import (
     say,
 )
 from devcluster.conformance.cluster import start_control_plane, start_controller, start_node_agent
+from devcluster.conformance.features import (
+    SUPPORTED_FEATURES,
+    expected_claim,
+    read_pinned_features,
+)
 from devcluster.conformance.processes import (
     build,
     raise_interrupted,
@@ -74,7 +86,32 @@ from devcluster.conformance.rundirs import (
     remove_leftovers_of_killed_runs,
     runs_root,
 )
+from devcluster.conformance.verdict import Expected, read_known_failures
 from devcluster.controlplane import ControlPlaneError
+
+# suite flags that change neither which tests run nor what they see
+_NEUTRAL_SUITE_FLAGS = frozenset({"debug"})
+
+
+def focus(args: argparse.Namespace) -> list[str]:
+    """What makes this run other than the full default one (nothing: it is full).
+    Any suite flag but -debug counts: -run-test, -skip-tests, -supported-features,
+    -all-features, -conformance-profiles, -test.run, ... change what runs."""
+    reasons = []
+    if args.run_test:
+        reasons.append(f"--run-test {args.run_test}")
+    if args.keep:
+        reasons.append("--keep (each test leaves its objects to the tests after it)")
+    if args.channel != "experimental":
+        reasons.append(f"--channel {args.channel}")
+    if others := [a for a in args.suite_args if _flag_name(a) not in _NEUTRAL_SUITE_FLAGS]:
+        reasons.append("suite flags " + " ".join(others))
+    return reasons
+
+
+def _flag_name(arg: str) -> str:
+    """`-name`, `--name`, `-name=value` -> name; anything else (a value) as it is."""
+    return arg.lstrip("-").partition("=")[0] if arg.startswith("-") else arg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-test",
         metavar="NAME",
-        help="run one test (e.g. HTTPRouteSimpleSameNamespace); no report, no known-failures "
-        "verdict",
+        help="run one test (e.g. HTTPRouteSimpleSameNamespace); passes when it passes; the "
+        "committed report is kept",
     )
     parser.add_argument(
         "--keep",
@@ -151,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
+    # read first: a malformed list stops the run before it starts anything
+    expected = Expected(
+        known_failures=read_known_failures(KNOWN_FAILURES),
+        features=expected_claim(read_pinned_features(SUPPORTED_FEATURES), args.channel),
+    )
     lock = lock_host()
     teardown.append(("the host lock", lock.close))
     runs = runs_root()
@@ -164,7 +206,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     binaries = build("conformance-build.sh") / "bin"
     kubeconfig = start_control_plane(testenv, run_dir, args.channel, teardown)
     start_node_agent(kubeconfig, binaries, run_dir, teardown)
-    dataplane = start_controller(kubeconfig, run_dir, teardown)
+    controller = start_controller(kubeconfig, run_dir, teardown)
 
     report_path = run_dir / "report.yaml"
     argv = [
@@ -181,7 +223,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         f"-version={__version__}",
         f"-contact={IMPLEMENTATION['contact']}",
         f"-agc-dump-dir={run_dir / 'failures'}",
-        f"-agc-dataplane-dir={dataplane}",
+        f"-agc-dataplane-dir={controller.dataplane}",
         f"-usable-address={USABLE_ADDRESS}",
         f"-unusable-address={UNUSABLE_ADDRESS}",
     ]  # fmt: skip
@@ -190,13 +232,26 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     if args.keep:
         argv += ["-cleanup-base-resources=false", "-cleanup-test-resources=false"]
     argv += args.suite_args
+    if focused := focus(args):
+        say(
+            f"a focused run ({'; '.join(focused)}): it passes when every test it runs passes; "
+            "the committed report is kept"
+        )
     say(f"running the suite (profiles {', '.join(PROFILES)}; output: {run_dir / 'suite.log'})")
     suite_started = time.monotonic()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     code, results = run_suite(argv, env, run_dir / "suite.log")
     say(f"the suite exited with code {code} after {time.monotonic() - suite_started:.0f}s")
 
-    ok = judge(results, report_path, run_dir, focused=bool(args.run_test))
+    ok = judge(
+        results,
+        exit_code=code,
+        claimed_features=controller.claimed_features,
+        report_path=report_path,
+        run_dir=run_dir,
+        expected=expected,
+        focused=bool(focused),
+    )
     if args.keep:
         say(f"--keep: everything stays up; KUBECONFIG={kubeconfig}. Ctrl-C to tear down.")
         with contextlib.suppress(Interrupted):

@@ -2,40 +2,46 @@
 test's output, and the committed report.
 
 Invariant: the committed report (conformance/reports/) is replaced only by a
-full run that completed, and only when a result changed (not just its date).
+full run (not focused: main.py) that passed, and only when a result changed
+(not just its date). A failed run's report is not a result to publish: the
+failing tests it lists are either new or the run failed for another reason.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devcluster.conformance.base import KNOWN_FAILURES, REPO, REPORT
+from devcluster.conformance.base import REPO, REPORT
 from devcluster.conformance.suiteoutput import SuiteResults, output_by_test
-from devcluster.conformance.verdict import read_known_failures, summarize
+from devcluster.conformance.verdict import Expected, SuiteRun, summarize
 
 
-def judge(results: SuiteResults, report_path: Path, run_dir: Path, *, focused: bool) -> bool:
-    """Print the summary (also to summary.txt), publish the report of a complete full run."""
+def judge(
+    results: SuiteResults,
+    *,
+    exit_code: int,
+    claimed_features: frozenset[str],
+    report_path: Path,
+    run_dir: Path,
+    expected: Expected,
+    focused: bool,
+) -> bool:
+    """Print the summary (also to summary.txt); publish the report of a passing full run."""
     report = yaml.safe_load(report_path.read_text()) if report_path.exists() else None
-    known = read_known_failures(KNOWN_FAILURES)
-    with (run_dir / "summary.txt").open("w") as summary:
-        summarize(results, report, known, focused=focused, out=summary)
-    ok = summarize(results, report, known, focused=focused, out=sys.stdout)
-    if report is None:
-        ok = False
-        print(f"  No report was written; see {run_dir / 'suite.log'}")
-    elif not focused and results.suite_outcome is not None and not results.fatal:
-        if _same_results(report_path, REPORT):
-            print(f"  Report: unchanged but for its date, {REPORT.relative_to(REPO)} kept")
-        else:
-            REPORT.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(report_path, REPORT)
-            print(f"  Report: {REPORT.relative_to(REPO)}")
+    run = SuiteRun(
+        results=results, exit_code=exit_code, report=report, claimed_features=claimed_features
+    )
+    summary = io.StringIO()
+    ok = summarize(run, expected, focused=focused, out=summary)
+    (run_dir / "summary.txt").write_text(summary.getvalue())
+    print(summary.getvalue(), end="")
+    if report is not None:
+        print(f"  Report: {publish(report_path, REPORT, passed=ok, focused=focused)}")
     if failed := results.named("FAIL"):
         by_test = output_by_test(run_dir / "suite.log")
         for name in failed:
@@ -45,6 +51,21 @@ def judge(results: SuiteResults, report_path: Path, run_dir: Path, *, focused: b
         print(f"  Each failure's output and cluster state: {run_dir / 'failures'}/<test>/")
     print(f"  {'PASS' if ok else 'FAIL'}", flush=True)
     return ok
+
+
+def publish(report: Path, committed: Path, *, passed: bool, focused: bool) -> str:
+    """Replace `committed` by `report` when the run was full, passed and changed a
+    result; say what happened."""
+    shown = committed.relative_to(REPO) if committed.is_relative_to(REPO) else committed
+    if focused:
+        return f"a focused run's, {shown} kept"
+    if not passed:
+        return f"the run failed, {shown} kept"
+    if _same_results(report, committed):
+        return f"unchanged but for its date, {shown} kept"
+    committed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report, committed)
+    return f"{shown} replaced"
 
 
 def _same_results(new: Path, committed: Path) -> bool:

@@ -3,6 +3,17 @@
 Invariant: only top-level tests (TestConformance/<ShortName>) get outcomes; a
 subtest's failure is recorded under its test, and a line belongs to the test
 the latest `=== RUN/CONT/NAME/PAUSE` header names.
+
+TestConformance itself fails when one of its tests fails, and also when its own
+code does: the suite's setup, the writing of the report and the deletion of the
+base resources (cleanups of TestConformance) fail through testify's require,
+whose report (`Error Trace:`, `Error:`, `Test: TestConformance`) is written
+under TestConformance's own header. Those reports are kept apart
+(`own_errors`), so that a verdict can tell a failing test from a failing suite.
+A plain `t.Error` leaves no such mark: in v1.6.1 the suite's own code has them
+only in its setup (a Gateway or Pod list that failed while waiting for the base
+namespaces, a CA certificate that could not be made); the exit code and the
+TestConformance line still show such a failure when no test failed.
 """
 
 from __future__ import annotations
@@ -23,6 +34,12 @@ _ANY_HEADER = re.compile(r"^=== (?:RUN|CONT|NAME|PAUSE)\s+TestConformance/([^/\s
 _EXPLICITLY_SKIPPED = re.compile(r"Skipping (\S+): test explicitly skipped")
 _NOT_SUPPORTED = re.compile(r"Skipping (\S+): suite does not support (\S+)")
 _SUITE_RESULT = re.compile(r"^--- (PASS|FAIL): TestConformance \((\d+(?:\.\d+)?)s\)$")
+# any header: the test it names (empty for go test's closing `=== NAME`) owns the lines below
+_OWNER = re.compile(r"^=== (?:RUN|CONT|NAME|PAUSE)\s+(\S*)")
+_SUITE = "TestConformance"
+# testify's failure report: `<spaces>\t<Label>:<padding>\t<text>`, continued by lines
+# with spaces for a label; its first label is `Error Trace`
+_TESTIFY_LINE = re.compile(r"^ +\t(?:([A-Z][A-Za-z ]*):)? *\t(.*)$")
 
 
 @attrs.define
@@ -47,11 +64,22 @@ class SuiteResults:
     suite_outcome: str | None = None
     # lines that say the binary died: a panic, the -test.timeout alarm
     fatal: list[str] = attrs.field(factory=list)
+    # testify failure reports TestConformance wrote itself (not one of its tests):
+    # `Error:` and `Messages:` text, one string per report
+    own_errors: list[str] = attrs.field(factory=list)
     # test short name -> when it started or resumed (the caller's clock)
     _started: dict[str, float] = attrs.field(factory=dict)
+    # the test the latest header named: the owner of the lines that follow
+    _owner: str = ""
+    # the label of the testify report TestConformance is writing (a continuation
+    # line keeps it), None outside such a report
+    _report_label: str | None = None
 
     def feed(self, line: str, now: float) -> str | None:
         """Take one output line seen at `now`; return a progress message for it, if any."""
+        if m := _OWNER.match(line):
+            self._owner = m.group(1)
+        self._take_own_error(line)
         if m := _RESULT.match(line):
             outcome, name = m.group(1), m.group(2)
             seconds = max(float(m.group(3)), now - self._started.get(name, now))
@@ -73,6 +101,23 @@ class SuiteResults:
         elif line.startswith(("panic:", "fatal error:")):
             self.fatal.append(line)
         return None
+
+    def _take_own_error(self, line: str) -> None:
+        m = _TESTIFY_LINE.match(line) if self._owner == _SUITE else None
+        if m is None:
+            self._report_label = None
+            return
+        label, text = m.group(1), m.group(2).strip()
+        if label == "Error Trace":
+            self.own_errors.append("")
+        elif self._report_label is None:
+            return  # not inside a report: a log line that happens to look like one
+        if label is not None:
+            self._report_label = label
+        if self._report_label == "Error":
+            self.own_errors[-1] = f"{self.own_errors[-1]} {text}".strip()
+        elif label == "Messages":
+            self.own_errors[-1] += f" ({text})"
 
     def named(self, outcome: str) -> list[str]:
         return sorted(n for n, (o, _) in self.outcomes.items() if o == outcome)
