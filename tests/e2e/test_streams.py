@@ -111,11 +111,12 @@ async def test_udp_route_echo(cluster: Cluster, echo: dict[str, str]) -> None:
     assert await asyncio.to_thread(exchange, b"hello") == b"stream-a:hello"
 
 
-async def test_tls_passthrough_shares_port_443_with_https(
+async def test_tls_passthrough_terminate_and_https(
     cluster: Cluster, backends: BackendNamespace, echo: dict[str, str], tmp_path: Path
 ) -> None:
-    """SNI decides: passthrough names reach the backend still encrypted (the client
-    sees the backend's own certificate), any other name the HTTPS listener."""
+    """SNI decides on port 443: passthrough names reach the backend still encrypted
+    (the client sees the backend's own certificate), any other name the HTTPS
+    listener. A listener in mode Terminate ends TLS and forwards plain TCP."""
     ca = CertificateAuthority()
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(ca.pem)
@@ -135,6 +136,7 @@ async def test_tls_passthrough_shares_port_443_with_https(
     await cluster.service("tls", [tls_backend], port=8443, target_port=8443)
     await cluster.service("a", [echo["a"]])
     await cluster.apply(ca.issue("www.example.org").secret("gateway-cert"))
+    await cluster.apply(ca.issue("term.example.org").secret("term-cert"))
     address = await cluster.gateway(
         "gw",
         [
@@ -152,6 +154,13 @@ async def test_tls_passthrough_shares_port_443_with_https(
                 "hostname": "www.example.org",
                 "tls": {"certificateRefs": [{"name": "gateway-cert"}]},
             },
+            {
+                "name": "terminate",
+                "port": 8443,
+                "protocol": "TLS",
+                "hostname": "term.example.org",
+                "tls": {"mode": "Terminate", "certificateRefs": [{"name": "term-cert"}]},
+            },
         ],
     )
     await cluster.route(
@@ -164,6 +173,15 @@ async def test_tls_passthrough_shares_port_443_with_https(
         kind="TLSRoute",
     )
     await cluster.route(
+        "terminated",
+        {
+            "parentRefs": [{"name": "gw", "sectionName": "terminate"}],
+            "hostnames": ["term.example.org"],
+            "rules": [{"backendRefs": [{"name": "a", "port": 80}]}],
+        },
+        kind="TLSRoute",
+    )
+    await cluster.route(
         "web",
         {
             "parentRefs": [{"name": "gw", "sectionName": "https"}],
@@ -171,15 +189,34 @@ async def test_tls_passthrough_shares_port_443_with_https(
         },
     )
 
-    async def both_served() -> bool:
-        replies = [await curl(address, h, ca_file) for h in ("abc.example.com", "www.example.org")]
-        return all(r.status == 200 for r in replies)
+    async def terminated() -> dict[str, Any] | None:
+        """GET / in TLS to the Terminate listener: its backend speaks plain HTTP."""
+        process = await asyncio.create_subprocess_exec(
+            "curl", "-s", "--max-time", "5", "--cacert", str(ca_file),
+            "--resolve", f"term.example.org:8443:{address}", "https://term.example.org:8443/",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        try:
+            reply: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return None
+        return reply
 
-    await until(both_served)
+    async def all_served() -> bool:
+        replies = [await curl(address, h, ca_file) for h in ("abc.example.com", "www.example.org")]
+        return all(r.status == 200 for r in replies) and await terminated() is not None
+
+    await until(all_served)
     passthrough = await curl(address, "abc.example.com", ca_file)
     assert (passthrough.exit_code, passthrough.subject) == (0, "CN=abc.example.com")
     https = await curl(address, "www.example.org", ca_file)
     assert (https.exit_code, https.subject) == (0, "CN=www.example.org")
+    # TLS ended at the gateway (its certificate passed --cacert for that name), then
+    # plain TCP: the HTTP echo answered, and saw the request unencrypted
+    reply = await terminated()
+    assert reply is not None
+    assert reply["name"] == "stream-a"
     # a passthrough name no route serves: the connection is closed, nothing is served
     unknown = await curl(address, "nobody.example.com", ca_file)
     assert unknown.exit_code != 0
@@ -189,4 +226,4 @@ async def test_tls_passthrough_shares_port_443_with_https(
         GW, "v1", cluster.namespace, "gateways", "gw"
     )
     attached = {ls["name"]: ls["attachedRoutes"] for ls in gateway["status"]["listeners"]}
-    assert attached == {"passthrough": 1, "https": 1}
+    assert attached == {"passthrough": 1, "https": 1, "terminate": 1}

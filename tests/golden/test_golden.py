@@ -76,7 +76,7 @@ NGINX_CASES = (
     "gateway-backend-client-certificate",  # backend mTLS
     "grpcroute-method-matching",  # gRPC: the h2c protocol sniffer
     "grpcroute-filters",
-    "local-tlsroute-passthrough",  # TLS passthrough by SNI, sharing 443 with HTTPS
+    "local-tlsroute-modes",  # TLS passthrough and Terminate by SNI, sharing 443 with HTTPS
     "local-tcproute-udproute",  # TCP and UDP stream servers
 )
 

@@ -49,6 +49,8 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteSchemeRedirect",
         "TCPRoute",
         "TLSRoute",
+        "TLSRouteModeMixed",
+        "TLSRouteModeTerminate",
         "UDPRoute",
     }
 )
@@ -68,7 +70,7 @@ def local_translate_settings(controller_name: str) -> TranslateSettings:
         controller_name=controller_name,
         supported_features=LOCAL_FEATURES,
         protocols=frozenset({"HTTP", "HTTPS", "TLS", "TCP", "UDP"}),
-        tls_modes=frozenset({"Passthrough"}),
+        tls_modes=frozenset({"Passthrough", "Terminate"}),
         route_kinds=frozenset(
             (GATEWAY_GROUP, kind)
             for kind in ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")

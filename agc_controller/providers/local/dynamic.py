@@ -58,11 +58,16 @@ class Listen:
 
 @attrs.frozen
 class StreamListen:
-    """A port whose connections a stream server forwards whole."""
+    """A port whose connections a stream server forwards (TLS: by the ClientHello's
+    SNI; TCP and UDP: every connection)."""
 
     port: int  # the port NGINX binds
-    # TLS: passthrough, by the ClientHello's SNI; TCP and UDP: every connection
     protocol: StreamProtocol
+    # TLS: whether a listener on the port is in mode Passthrough
+    passthrough: bool = False
+    # TLS: the certificate of each listener on the port in mode Terminate, by the
+    # number of its terminating server (static.py's `tls-<port>-<n>` sockets)
+    terminations: tuple[alb.Certificate, ...] = ()
 
 
 _HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
@@ -270,37 +275,61 @@ def _needs(
         for f in model.frontends
         if f.protocol in _HTTP_PROTOCOLS
     }
-    streams = {
-        StreamListen(port=f.port + port_offset, protocol=cast(StreamProtocol, f.protocol))
-        for f in model.frontends
-        if f.protocol not in _HTTP_PROTOCOLS
-    }
-    passthrough = {s.port for s in streams if s.protocol == "TLS"}
+    by_port: dict[tuple[int, str], list[alb.Frontend]] = {}
+    for f in model.frontends:
+        if f.protocol not in _HTTP_PROTOCOLS:
+            by_port.setdefault((f.port + port_offset, f.protocol), []).append(f)
+    streams = tuple(
+        StreamListen(
+            port=port,
+            protocol=cast(StreamProtocol, protocol),
+            passthrough=protocol == "TLS" and any(not f.certificates for f in frontends),
+            terminations=tuple(f.certificates[0] for f in _terminating(frontends)),
+        )
+        for (port, protocol), frontends in sorted(by_port.items())
+    )
+    tls_ports = {s.port for s in streams if s.protocol == "TLS"}
     return StaticNeeds(
         listens=tuple(
-            Listen(port=p, https=s, h2c=not s and p in h2c_ports, behind_tls=p in passthrough)
+            Listen(port=p, https=s, h2c=not s and p in h2c_ports, behind_tls=p in tls_ports)
             for p, s in sorted(listens)
         ),
         backend_tls=tls,
-        streams=tuple(sorted(streams, key=lambda s: (s.port, s.protocol))),
+        streams=streams,
     )
+
+
+def _terminating(frontends: list[alb.Frontend]) -> list[alb.Frontend]:
+    """A TLS port's listeners in mode Terminate (those holding certificates), in the
+    order their terminating servers are numbered."""
+    return sorted((f for f in frontends if f.certificates), key=lambda f: f.name)
 
 
 def _endpoint_address(e: alb.Endpoint) -> str:
     return f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
 
 
-def _streams(model: LoadBalancer, port_offset: int) -> dict[str, tuple[state.StreamBackend, ...]]:
+def _streams(model: LoadBalancer, port_offset: int) -> dict[str, state.Stream]:
     """The model's streams by state.stream_key (a few per listener: built whole)."""
+    terminating = {
+        f.name: number
+        for port in {f.port for f in model.frontends if f.protocol == "TLS"}
+        for number, f in enumerate(
+            _terminating([f for f in model.frontends if f.protocol == "TLS" and f.port == port])
+        )
+    }
     return {
-        state.stream_key(s.port + port_offset, s.protocol, s.hostname): tuple(
-            state.StreamBackend(
-                weight=b.weight,
-                endpoints=tuple(map(_endpoint_address, model.endpoints.get(b.name, ())))
-                if b.valid
-                else (),
-            )
-            for b in s.backends
+        state.stream_key(s.port + port_offset, s.protocol, s.hostname): state.Stream(
+            backends=tuple(
+                state.StreamBackend(
+                    weight=b.weight,
+                    endpoints=tuple(map(_endpoint_address, model.endpoints.get(b.name, ())))
+                    if b.valid
+                    else (),
+                )
+                for b in s.backends
+            ),
+            terminate=terminating.get(s.listener),
         )
         for s in model.streams
     }
@@ -448,8 +477,8 @@ class StateParts:
         parts.update((f"r:{key}", e.text) for key, e in self._rules.items())
         parts.update((name, known[1]) for name, known in self._hosts.items())
         parts.update(
-            (state.STREAM_PART + key, encode(state.to_json(backends)))
-            for key, backends in _streams(model, self._port_offset).items()
+            (state.STREAM_PART + key, encode(state.to_json(stream)))
+            for key, stream in _streams(model, self._port_offset).items()
         )
         h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
         return parts, _needs(model, self._port_offset, h2c_ports, tls)

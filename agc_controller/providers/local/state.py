@@ -270,6 +270,17 @@ class StreamBackend:
 
 
 @attrs.frozen
+class Stream:
+    """Where the connections of one stream go."""
+
+    backends: tuple[StreamBackend, ...]
+    # TLS mode Terminate: the number of the server on the port that terminates it
+    # (static.py's `tls-<port>-<n>` socket), which then forwards plain TCP;
+    # None: the connection is forwarded as it came (TLS passthrough, TCP, UDP)
+    terminate: int | None = None
+
+
+@attrs.frozen
 class RouterState:
     # bound port (a string: JSON keys are) -> its listeners, most specific
     # hostname first (certs.lua falls back to the first with a certificate)
@@ -286,7 +297,7 @@ class RouterState:
     cas: tuple[str, ...] = ()
     # stream_key() -> the stream's backends. Not for the Lua router: NGINX's stream
     # servers read them (njs/streams.js), each from its own file (streams.py)
-    streams: Mapping[str, tuple[StreamBackend, ...]] = attrs.field(factory=dict)
+    streams: Mapping[str, Stream] = attrs.field(factory=dict)
 
 
 # the prefix of the parts that are streams (written as files, never sent to the router)

@@ -105,6 +105,11 @@ class InstanceLayout:
         reads the port from the `https` socket's name)."""
         return self.socket_dir / f"{kind}-{port}.sock"
 
+    def terminate_socket(self, port: int, number: int) -> Path:
+        """Where the server terminating TLS for the `number`th listener in mode
+        Terminate on port `port` listens (streams.js builds the same name)."""
+        return self.socket_dir / f"tls-{port}-{number}.sock"
+
     @property
     def streams_dir(self) -> Path:
         """The streams' state, one file per stream (streams.py, njs/streams.js)."""
@@ -166,6 +171,10 @@ def tls_files(needs: StaticNeeds, layout: InstanceLayout) -> dict[Path, tuple[st
             cert, key = tls.client_certificate.cert_pem, tls.client_certificate.key_pem
             files[layout.pem_file(cert, "client-cert")] = (cert, 0o644)
             files[layout.pem_file(key, "client-key")] = (key, 0o600)
+    for stream in needs.streams:
+        for certificate in stream.terminations:
+            files[layout.pem_file(certificate.cert_pem, "cert")] = (certificate.cert_pem, 0o644)
+            files[layout.pem_file(certificate.key_pem, "key")] = (certificate.key_pem, 0o600)
     return files
 
 
@@ -440,11 +449,15 @@ def _stream_servers(
 
     njs/streams.js picks each connection's backend endpoint from the stream's
     file (`$agc_stream` names the port's directory), so routes and endpoints
-    change without a reload. TLS reads the ClientHello's SNI (ssl_preread) and
-    never decrypts. A TLS port that HTTPS listeners share has a front server that
-    sends a connection whose SNI a passthrough stream takes to the passthrough
-    server and any other to the HTTPS server, both on unix sockets behind a PROXY
-    protocol header (so the HTTPS server still sees the client's address).
+    change without a reload. TLS reads the ClientHello's SNI (ssl_preread). A
+    TLS port that only passes TLS through has one server, which never decrypts.
+    Any other TLS port (listeners in mode Terminate, or HTTPS listeners sharing
+    it) has a front server that sends each connection, by the stream its SNI
+    finds, to the passthrough server, to the server terminating that stream's
+    listener (its certificate; then plain TCP to the backend), or else to the
+    HTTPS server; all of them listen on unix sockets behind a PROXY protocol
+    header, so they still see the client's address. Certificates of terminating
+    listeners are static: a new one reloads NGINX.
     """
     port = int(stream.port)
     if not 0 < port < 65536:
@@ -465,7 +478,7 @@ def _stream_servers(
         ]
     if stream.protocol == "TCP":
         return ["  server {", f"    listen {host}:{port} reuseport;", *forward, "  }"]
-    if not shares_https:
+    if not shares_https and not stream.terminations:
         return [
             "  server {",
             f"    listen {host}:{port} reuseport;",
@@ -473,22 +486,44 @@ def _stream_servers(
             *forward,
             "  }",
         ]
-    return [
+    # where a connection no stream takes goes: the HTTPS server, or nowhere
+    otherwise = (
+        _socket(layout, "https", port) if shares_https else _path(layout.streams_dir / "no-backend")
+    )
+    out = [
         "  server {",
         f"    listen {host}:{port} reuseport;",
         "    ssl_preread on;",
         f"    set $agc_stream {directory};",
         f"    set $agc_passthrough unix:{_socket(layout, 'tls', port)};",
-        f"    set $agc_https unix:{_socket(layout, 'https', port)};",
+        # streams.js appends the terminating server's number and ".sock"
+        f"    set $agc_terminate unix:{_path(layout.socket_dir)}/tls-{port}-;",
+        f"    set $agc_otherwise unix:{otherwise};",
         "    proxy_pass $agc_stream_front;",
         "    proxy_protocol on;",
         "  }",
-        "  server {",
-        f"    listen unix:{_socket(layout, 'tls', port)} {_BEHIND_STREAM};",
-        "    ssl_preread on;",
-        *forward,
-        "  }",
     ]
+    if stream.passthrough:
+        out += [
+            "  server {",
+            f"    listen unix:{_socket(layout, 'tls', port)} {_BEHIND_STREAM};",
+            "    ssl_preread on;",
+            *forward,
+            "  }",
+        ]
+    for number, certificate in enumerate(stream.terminations):
+        cert = layout.pem_file(certificate.cert_pem, "cert")
+        key = layout.pem_file(certificate.key_pem, "key")
+        out += [
+            "  server {",
+            f"    listen unix:{_path(layout.terminate_socket(port, number))} ssl {_BEHIND_STREAM};",
+            f"    ssl_certificate {nginx_string(str(cert))};",
+            f"    ssl_certificate_key {nginx_string(str(key))};",
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
+            *forward,
+            "  }",
+        ]
+    return out
 
 
 def _backend_tls_location(

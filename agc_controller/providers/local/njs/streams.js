@@ -1,14 +1,16 @@
 // Where a TLS passthrough, TCP or UDP connection goes (static.py's stream servers).
 //
 // Each stream is a file under $agc_streams_dir: <tcp|udp>-<port>/<hostname>,
-// holding its weighted backends as JSON, [{"weight": w, "endpoints": ["a:p", ...]}]
-// (streams.py writes them whole and renames them into place). A connection
+// holding JSON (state.Stream): {"backends": [{"weight": w, "endpoints": ["a:p",
+// ...]}, ...], "terminate": n} ("terminate" only for a TLS listener in mode
+// Terminate); streams.py writes each whole and renames it into place. A connection
 // reads the file it needs when it starts, so a change of routes or endpoints
 // takes effect for the next connection without a reload; njs keeps nothing
 // between connections.
 //
-// TLS streams are found by the ClientHello's SNI: the exact name, then each
-// wildcard above it (*.b.c, then *.c), then "*"; TCP and UDP streams are "*".
+// TLS streams are found by the ClientHello's SNI (read by ssl_preread, or by the
+// server that terminated the TLS): the exact name, then each wildcard above it
+// (*.b.c, then *.c), then "*"; TCP and UDP streams are "*".
 // The SNI is the client's: it is used as a file name only when it is a
 // well-formed DNS name.
 import fs from 'fs';
@@ -28,10 +30,12 @@ function candidates(sni) {
     return names;
 }
 
-// the backends of the stream this connection belongs to, or null
+// the stream this connection belongs to, or null
 function lookup(s) {
     var dir = s.variables.agc_streams_dir + '/' + s.variables.agc_stream + '/';
-    var names = candidates((s.variables.ssl_preread_server_name || '').toLowerCase());
+    var v = s.variables;
+    var sni = v.ssl_preread_server_name || v.ssl_server_name || '';
+    var names = candidates(sni.toLowerCase());
     for (var i = 0; i < names.length; i++) {
         var text;
         try {
@@ -73,15 +77,24 @@ function pick(backends) {
 // whose share goes to a backend without endpoints, is sent to a socket that does
 // not exist: NGINX closes it at once.
 function target(s) {
-    var backends = lookup(s);
-    var endpoint = backends ? pick(backends) : null;
+    var stream = lookup(s);
+    var endpoint = stream ? pick(stream.backends) : null;
     return endpoint || 'unix:' + s.variables.agc_streams_dir + '/no-backend';
 }
 
-// $agc_stream_front: on a port TLS passthrough shares with HTTPS listeners, the
-// passthrough server when a stream takes this SNI, else the HTTPS server
+// $agc_stream_front: on a TLS port with more than passthrough (listeners in mode
+// Terminate, or HTTPS listeners), the server for this SNI's stream: the one
+// terminating its listener's TLS, or the passthrough server; with no stream,
+// $agc_otherwise (the HTTPS server, or nowhere)
 function front(s) {
-    return lookup(s) ? s.variables.agc_passthrough : s.variables.agc_https;
+    var stream = lookup(s);
+    if (!stream) {
+        return s.variables.agc_otherwise;
+    }
+    if (stream.terminate !== undefined) {
+        return s.variables.agc_terminate + stream.terminate + '.sock';
+    }
+    return s.variables.agc_passthrough;
 }
 
 export default {target, front};
