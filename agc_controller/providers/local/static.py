@@ -408,6 +408,8 @@ def _stream_block(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list
         out += [
             f"  js_import agc_streams from {nginx_string(str(njs / 'streams.js'))};",
             f"  js_var $agc_streams_dir {nginx_string(str(layout.streams_dir))};",
+            # a socket nothing listens on: a connection sent there is closed at once
+            f"  js_var $agc_nowhere unix:{_path(layout.socket_dir / 'nowhere.sock')};",
             "  js_set $agc_stream_target agc_streams.target;",
         ]
     if https:
@@ -487,9 +489,7 @@ def _stream_servers(
             "  }",
         ]
     # where a connection no stream takes goes: the HTTPS server, or nowhere
-    otherwise = (
-        _socket(layout, "https", port) if shares_https else _path(layout.streams_dir / "no-backend")
-    )
+    otherwise = f"unix:{_socket(layout, 'https', port)}" if shares_https else "$agc_nowhere"
     out = [
         "  server {",
         f"    listen {host}:{port} reuseport;",
@@ -498,7 +498,7 @@ def _stream_servers(
         f"    set $agc_passthrough unix:{_socket(layout, 'tls', port)};",
         # streams.js appends the terminating server's number and ".sock"
         f"    set $agc_terminate unix:{_path(layout.socket_dir)}/tls-{port}-;",
-        f"    set $agc_otherwise unix:{otherwise};",
+        f"    set $agc_otherwise {otherwise};",
         "    proxy_pass $agc_stream_front;",
         "    proxy_protocol on;",
         "  }",

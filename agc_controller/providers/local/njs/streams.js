@@ -74,12 +74,12 @@ function pick(backends) {
 }
 
 // $agc_stream_target: the endpoint to proxy to. A connection with no stream, or
-// whose share goes to a backend without endpoints, is sent to a socket that does
-// not exist: NGINX closes it at once.
+// whose share goes to a backend without endpoints, is sent $agc_nowhere (a
+// socket nothing listens on): NGINX closes it at once.
 function target(s) {
     var stream = lookup(s);
     var endpoint = stream ? pick(stream.backends) : null;
-    return endpoint || 'unix:' + s.variables.agc_streams_dir + '/no-backend';
+    return endpoint || s.variables.agc_nowhere;
 }
 
 // $agc_stream_front: on a TLS port with more than passthrough (listeners in mode
