@@ -154,13 +154,19 @@ async def test_tls_passthrough_terminate_and_https(
                 "hostname": "www.example.org",
                 "tls": {"certificateRefs": [{"name": "gateway-cert"}]},
             },
+        ],
+    )
+    # mode Terminate on a Gateway of its own: its port's front server is the only one
+    terminating = await cluster.gateway(
+        "gw-terminate",
+        [
             {
                 "name": "terminate",
                 "port": 8443,
                 "protocol": "TLS",
                 "hostname": "term.example.org",
                 "tls": {"mode": "Terminate", "certificateRefs": [{"name": "term-cert"}]},
-            },
+            }
         ],
     )
     await cluster.route(
@@ -175,7 +181,7 @@ async def test_tls_passthrough_terminate_and_https(
     await cluster.route(
         "terminated",
         {
-            "parentRefs": [{"name": "gw", "sectionName": "terminate"}],
+            "parentRefs": [{"name": "gw-terminate"}],
             "hostnames": ["term.example.org"],
             "rules": [{"backendRefs": [{"name": "a", "port": 80}]}],
         },
@@ -193,7 +199,7 @@ async def test_tls_passthrough_terminate_and_https(
         """GET / in TLS to the Terminate listener: its backend speaks plain HTTP."""
         process = await asyncio.create_subprocess_exec(
             "curl", "-s", "--max-time", "5", "--cacert", str(ca_file),
-            "--resolve", f"term.example.org:8443:{address}", "https://term.example.org:8443/",
+            "--resolve", f"term.example.org:8443:{terminating}", "https://term.example.org:8443/",
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await process.communicate()
@@ -226,4 +232,4 @@ async def test_tls_passthrough_terminate_and_https(
         GW, "v1", cluster.namespace, "gateways", "gw"
     )
     attached = {ls["name"]: ls["attachedRoutes"] for ls in gateway["status"]["listeners"]}
-    assert attached == {"passthrough": 1, "https": 1, "terminate": 1}
+    assert attached == {"passthrough": 1, "https": 1}

@@ -412,7 +412,8 @@ def _stream_block(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list
             f"  js_var $agc_nowhere unix:{_path(layout.socket_dir / 'nowhere.sock')};",
             "  js_set $agc_stream_target agc_streams.target;",
         ]
-    if https:
+    if any(s.terminations or s.port in https for s in needs.streams if s.protocol == "TLS"):
+        # the TLS ports with a front server (see _stream_servers)
         out.append("  js_set $agc_stream_front agc_streams.front;")
     for port in sniffed:
         out += _sniffer(host, port, layout)
