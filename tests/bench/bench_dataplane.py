@@ -21,10 +21,12 @@ from typing import Any
 import aiohttp
 
 from agc_controller.providers.local import LocalProvider
-from agc_controller.translate import Snapshot, TranslateSettings, translate_gateway
+from agc_controller.providers.local.capabilities import local_translate_settings
+from agc_controller.translate import Snapshot, translate_gateway
 from devcluster.netns import BackendNamespace
 from tests.bench.plane import wrk as plane_wrk
 
+SETTINGS = local_translate_settings("agc-controller.io/gateway-controller")
 NETNS_TAG = 249
 DURATION = 5
 # wrk runs per row and connection count
@@ -65,8 +67,12 @@ def wrk(url: str, connections: int) -> dict[str, float]:
     return plane_wrk(url, connections=connections, seconds=DURATION, host="bench.example.com")
 
 
+# the port of the TCP listener the stream row sends its HTTP through
+TCP_PORT = 9000
+
+
 def objects(
-    routes: int, endpoints: list[str], *, extra: int = 0, grpc: bool = False
+    routes: int, endpoints: list[str], *, extra: int = 0, grpc: bool = False, tcp: bool = False
 ) -> list[dict[str, Any]]:
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
@@ -82,7 +88,10 @@ def objects(
             "metadata": {"name": "gw", "namespace": "bench"},
             "spec": {
                 "gatewayClassName": "agc",
-                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                "listeners": [
+                    {"name": "http", "port": 80, "protocol": "HTTP"},
+                    *([{"name": "tcp", "port": TCP_PORT, "protocol": "TCP"}] if tcp else []),
+                ],
             },
         },
         {
@@ -140,6 +149,19 @@ def objects(
                 },
             }
         )
+    if tcp:
+        # a TCP listener: NGINX's stream layer forwards connections whole
+        objs.append(
+            {
+                "apiVersion": gw,
+                "kind": "TCPRoute",
+                "metadata": {"name": "tcp", "namespace": "bench"},
+                "spec": {
+                    "parentRefs": [{"name": "gw", "sectionName": "tcp"}],
+                    "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
+                },
+            }
+        )
     # the catch-all the load uses, last in precedence
     objs.append(
         {
@@ -157,7 +179,7 @@ def objects(
 
 
 async def apply(provider: LocalProvider, objs: list[dict[str, Any]]) -> str:
-    translation = translate_gateway(Snapshot.from_objects(objs), "bench/gw", TranslateSettings())
+    translation = translate_gateway(Snapshot.from_objects(objs), "bench/gw", SETTINGS)
     assert translation.load_balancer is not None
     result = await provider.apply(translation.load_balancer)
     assert result.programmed, result.message
@@ -197,20 +219,22 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
             f"{'path':<32} {'conns':>5} {'req/s (median)':>14} {'p50':>8} {'p99':>8} "
             f"{'failed':>6}  req/s of each run"
         )
-        rows = (
-            ("backend directly", f"http://{backend}:8080/", False),
-            ("agc-controller gateway", f"http://{address}/", False),
-            ("hand-written NGINX proxy", "http://127.0.0.3:8088/", False),
-            ("gateway, port shared with gRPC", f"http://{address}/", True),
+        # (label, URL, the gateway's objects' options; None: not the gateway)
+        rows: tuple[tuple[str, str, dict[str, bool] | None], ...] = (
+            ("backend directly", f"http://{backend}:8080/", None),
+            ("agc-controller gateway", f"http://{address}/", {}),
+            ("hand-written NGINX proxy", "http://127.0.0.3:8088/", None),
+            ("gateway, port shared with gRPC", f"http://{address}/", {"grpc": True}),
+            ("gateway, TCP listener (stream)", f"http://{address}:{TCP_PORT}/", {"tcp": True}),
         )
         for connections in (64, 1000):
             # runs of one row vary by 10-15% on a small machine: the rows take turns,
             # RUNS times, and each shows its median run
             runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in rows}
             for _ in range(RUNS):
-                for label, url, grpc in rows:
-                    if label.startswith(("agc", "gateway")):
-                        await apply(provider, objects(0, [backend], grpc=grpc))
+                for label, url, options in rows:
+                    if options is not None:
+                        await apply(provider, objects(0, [backend], **options))
                         await asyncio.sleep(1)  # a reload's old workers drain
                     runs[label].append(await asyncio.to_thread(wrk, url, connections))
             for label, results in runs.items():

@@ -71,6 +71,15 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     ),
     "Backend TLS": (feature("BackendTLSPolicy"), flag("backend_tls_subject_alt_names")),
     "GRPCRoute": (lambda s: (GATEWAY_GROUP, "GRPCRoute") in s.route_kinds,),
+    "TLSRoute": (
+        lambda s: (GATEWAY_GROUP, "TLSRoute") in s.route_kinds and "TLS" in s.protocols,
+        lambda s: s.tls_modes >= {"Passthrough", "Terminate"},
+        feature("TLSRouteModeMixed"),
+    ),
+    "TCPRoute and UDPRoute": (
+        lambda s: (GATEWAY_GROUP, "TCPRoute") in s.route_kinds and "TCP" in s.protocols,
+        lambda s: (GATEWAY_GROUP, "UDPRoute") in s.route_kinds and "UDP" in s.protocols,
+    ),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (
