@@ -103,8 +103,9 @@ class DataPlane:
     settings: DataPlaneSettings
     replicas: int
     service_type: str
-    # the distinct listener ports, sorted
-    ports: tuple[int, ...]
+    # the distinct listener ports with their transport ("TCP", or "UDP" for UDP
+    # listeners), sorted
+    ports: tuple[tuple[int, str], ...]
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()
 
@@ -128,7 +129,9 @@ class DataPlane:
             service_type=_service_type(
                 annotations.get(SERVICE_TYPE_ANNOTATION), settings.service_type
             ),
-            ports=tuple(sorted({f.port for f in model.frontends})),
+            ports=tuple(
+                sorted({(f.port, "UDP" if f.protocol == "UDP" else "TCP") for f in model.frontends})
+            ),
             infrastructure_labels=model.infrastructure_labels,
             infrastructure_annotations=model.infrastructure_annotations,
         )
@@ -204,8 +207,13 @@ class DataPlane:
                 "type": self.service_type,
                 "selector": self.selector,
                 "ports": [
-                    {"name": f"port-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
-                    for p in self.ports
+                    {
+                        "name": f"{'udp' if transport == 'UDP' else 'port'}-{port}",
+                        "port": port,
+                        "targetPort": port,
+                        "protocol": transport,
+                    }
+                    for port, transport in self.ports
                 ],
             },
         }

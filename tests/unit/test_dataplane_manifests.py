@@ -1,0 +1,33 @@
+"""The in-cluster data plane's Service: one port per listener port and transport."""
+
+from __future__ import annotations
+
+from agc_controller.core.keys import ObjectKey
+from agc_controller.dataplane.manifests import DataPlane
+from agc_controller.dataplane.settings import DataPlaneSettings
+from agc_controller.translate.model import Frontend, LoadBalancer
+
+
+def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number() -> None:
+    model = LoadBalancer(
+        gateway=ObjectKey("Gateway", "ns", "gw"),
+        gateway_class="agc",
+        generation=1,
+        addresses=(),
+        frontends=(
+            Frontend(name="http", port=80, protocol="HTTP", hostname=None),
+            Frontend(name="web", port=80, protocol="HTTP", hostname="example.com"),
+            Frontend(name="tcp", port=5353, protocol="TCP", hostname=None),
+            Frontend(name="dns", port=5353, protocol="UDP", hostname=None),
+        ),
+        hosts=(),
+    )
+    plane = DataPlane.for_model(
+        model, gateway_uid="uid", controller_name="c", settings=DataPlaneSettings(image="i")
+    )
+    ports = plane.service()["spec"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in ports] == [
+        ("port-80", 80, 80, "TCP"),
+        ("port-5353", 5353, 5353, "TCP"),
+        ("udp-5353", 5353, 5353, "UDP"),
+    ]
