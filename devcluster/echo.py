@@ -4,8 +4,9 @@ Like the Gateway API conformance echo server it reports the path, method,
 host and headers it saw plus its own name, so a test can tell which backend
 served a request and what the gateway changed on the way. `?delay=<seconds>`
 delays the answer; `?status=<code>` picks the status. `?key=<k>&fail_times=<n>`
-answers the first n requests with key k with `fail_status` (default 500), later
-ones normally, and reports the count as "attempt" (retry tests). WebSocket
+answers the first n requests with key k with `fail_status` (default 500), after
+`fail_delay` seconds if given, later ones normally, and reports the count as
+"attempt" (retry tests). WebSocket
 upgrades on /ws echo messages back. GET /__seen lists the paths received so far.
 UDP datagrams to the same address and port come back as `<name>:<datagram>`.
 """
@@ -48,6 +49,7 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
             attempt = attempts[key]
             if attempt <= int(request.query.get("fail_times", "0")):
                 answer = int(request.query.get("fail_status", "500"))
+                await asyncio.sleep(float(request.query.get("fail_delay", "0")))
         body = await request.read()
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         return web.json_response(

@@ -18,7 +18,7 @@ CORE_FEATURES = frozenset({"Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute"
 # drops the field, so a GatewayClass must not claim them.
 FIELD_FEATURES: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {
     ("HTTPRoute", ("rules", "retry")): frozenset(
-        {"HTTPRouteRetry", "HTTPRouteRetryConnectionError"}
+        {"HTTPRouteRetry", "HTTPRouteRetryBackendTimeout", "HTTPRouteRetryConnectionError"}
     ),
 }
 

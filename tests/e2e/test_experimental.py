@@ -47,6 +47,17 @@ async def statuses(address: str, path: str, count: int) -> collections.Counter[i
     return seen
 
 
+async def timed_get(address: str, path: str) -> tuple[int, dict[str, object], float]:
+    """GET `path` through the gateway: status, the echo's JSON (or {}), seconds taken."""
+    start = asyncio.get_running_loop().time()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{address}{path}", headers={"Host": "x"}) as r,
+    ):
+        body = await r.json() if r.content_type == "application/json" else {}
+        return r.status, body, asyncio.get_running_loop().time() - start
+
+
 async def test_retry_moves_to_another_endpoint(cluster: Cluster, pool: dict[str, str]) -> None:
     await cluster.service("mixed", [pool["healthy"], pool["failing"]])
     address = await cluster.gateway("gw", HTTP)
@@ -135,36 +146,64 @@ async def test_retry_attempts_backoff_and_the_last_answer(
     )
     await eventually_status(address, "/all", 200)
 
-    async def fetch(path: str) -> tuple[int, dict[str, object], float]:
-        start = asyncio.get_running_loop().time()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{address}{path}", headers={"Host": "x"}) as r,
-        ):
-            body = await r.json() if r.content_type == "application/json" else {}
-            return r.status, body, asyncio.get_running_loop().time() - start
-
-    status, body, elapsed = await fetch("/backoff?key=a&fail_times=2")
+    status, body, elapsed = await timed_get(address, "/backoff?key=a&fail_times=2")
     assert (status, body["attempt"]) == (200, 3)
     assert elapsed >= 0.4  # two waits of the 200 ms backoff
-    status, body, _ = await fetch("/backoff?key=b&fail_times=4")
+    status, body, _ = await timed_get(address, "/backoff?key=b&fail_times=4")
     # 1 try + 3 retries, all failing: the backend's own last answer comes through
     assert (status, body["attempt"]) == (500, 4)
-    status, body, _ = await fetch("/backoff?key=c&fail_times=2&fail_status=503")
+    status, body, _ = await timed_get(address, "/backoff?key=c&fail_times=2&fail_status=503")
     assert (status, body["attempt"]) == (503, 1)  # 503 is not among the codes
     for code in (500, 502, 503, 504):
-        status, body, _ = await fetch(f"/all?key=ok-{code}&fail_times=1&fail_status={code}")
+        status, body, _ = await timed_get(
+            address, f"/all?key=ok-{code}&fail_times=1&fail_status={code}"
+        )
         assert (status, body["attempt"]) == (200, 2)
-        status, body, _ = await fetch(f"/all?key=ko-{code}&fail_times=3&fail_status={code}")
+        status, body, _ = await timed_get(
+            address, f"/all?key=ko-{code}&fail_times=3&fail_status={code}"
+        )
         assert (status, body["attempt"]) == (code, 3)
 
     # more retries than the data plane can make: the rule is refused, not cut short
-    assert (await fetch("/too-many"))[0] == 404
+    assert (await timed_get(address, "/too-many"))[0] == 404
     route = await cluster.custom.get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", cluster.namespace, "httproutes", "r"
     )
     messages = " ".join(c["message"] for c in route["status"]["parents"][0]["conditions"])
     assert "spec.rules[2].retry.attempts above 8 (9) is not supported" in messages
+
+
+async def test_retry_after_a_backend_timeout(cluster: Cluster, pool: dict[str, str]) -> None:
+    """HTTPRouteRetryBackendTimeout: a try that reaches timeouts.backendRequest
+    without an answer is given up and the request tried again; without a retry
+    policy the client gets 504 at the timeout."""
+    await cluster.service("slow-once", [pool["healthy"]])
+    address = await cluster.gateway("gw", HTTP)
+    timeouts = {"backendRequest": "500ms"}
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    **rule("/retry", "slow-once", {"codes": [500], "attempts": 1}),
+                    "timeouts": timeouts,
+                },
+                {**rule("/once", "slow-once"), "timeouts": timeouts},
+            ],
+        },
+    )
+    await eventually_status(address, "/retry", 200)
+
+    # the first try would answer after 3 s: it is cut at 0.5 s, the second answers
+    status, body, elapsed = await timed_get(
+        address, "/retry?key=timeout-a&fail_times=1&fail_delay=3"
+    )
+    assert (status, body["attempt"]) == (200, 2)
+    assert 0.5 <= elapsed < 2.5
+    status, _, elapsed = await timed_get(address, "/once?key=timeout-b&fail_times=1&fail_delay=3")
+    assert status == 504
+    assert 0.5 <= elapsed < 2.5
 
 
 async def test_retry_after_a_connection_error(

@@ -45,6 +45,7 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteRequestTimeout",
         "HTTPRouteResponseHeaderModification",
         "HTTPRouteRetry",
+        "HTTPRouteRetryBackendTimeout",
         "HTTPRouteRetryConnectionError",
         "HTTPRouteSchemeRedirect",
         "TCPRoute",
