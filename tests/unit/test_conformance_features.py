@@ -31,7 +31,11 @@ def test_the_standard_channel_claims_no_experimental_field() -> None:
     pinned = read_pinned_features(SUPPORTED_FEATURES)
     assert expected_claim(pinned, "experimental") == pinned
     standard = expected_claim(pinned, "standard")
-    assert pinned - standard == {"HTTPRouteRetry", "HTTPRouteRetryConnectionError"}
+    assert pinned - standard == {
+        "HTTPRouteRetry",
+        "HTTPRouteRetryBackendTimeout",
+        "HTTPRouteRetryConnectionError",
+    }
 
 
 def test_comments_and_blank_lines_are_not_features(tmp_path: Path) -> None:
