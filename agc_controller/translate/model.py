@@ -59,6 +59,7 @@ class Frontend:
     port: int
     protocol: Protocol
     hostname: str | None
+    # HTTPS, and TLS in mode Terminate (a TLS listener without them passes TLS through)
     certificates: tuple[Certificate, ...] = ()
     client_validation: ClientValidation | None = None
 

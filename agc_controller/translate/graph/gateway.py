@@ -64,8 +64,6 @@ class Listener:
     not_programmable: tuple[str, str] | None
     certificates: tuple[Certificate, ...] = ()
     client_validation: ClientValidation | None = None
-    # a TLS listener in mode Passthrough: connections go to the backend still encrypted
-    passthrough: bool = False
 
 
 @attrs.frozen
@@ -439,7 +437,6 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
         not_programmable=not_programmable,
         certificates=d.certificates,
         client_validation=d.client_validation,
-        passthrough=d.protocol == "TLS" and d.tls_mode == "Passthrough",
     )
 
 
