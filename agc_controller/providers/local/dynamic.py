@@ -51,8 +51,8 @@ class Listen:
     https: bool
     # a plain-text port that must also take gRPC (HTTP/2 without TLS, "h2c")
     h2c: bool = False
-    # an HTTPS port that TLS passthrough listeners share: a stream server owns the
-    # port and hands this server the connections whose SNI no passthrough takes
+    # an HTTPS port that TLS listeners share: a stream server owns the port and
+    # hands this server the connections whose SNI no TLS listener's route takes
     behind_tls: bool = False
 
 

@@ -304,10 +304,16 @@ class RouterState:
 STREAM_PART = "s:"
 
 
+def stream_port(port: int, protocol: str) -> str:
+    """The streams of one bound port and transport: `<tcp|udp>-<port>` (their
+    files' directory; the stream server names it in `$agc_stream`)."""
+    return f"{'udp' if protocol == 'UDP' else 'tcp'}-{port}"
+
+
 def stream_key(port: int, protocol: str, hostname: str) -> str:
-    """A stream's key: `<tcp|udp>-<bound port>/<SNI hostname, or * for all>`; the
-    file the stream servers read it from (streams.py) is named after it."""
-    return f"{'udp' if protocol == 'UDP' else 'tcp'}-{port}/{hostname}"
+    """A stream's key: `<stream_port>/<SNI hostname, or * for all>`; the file the
+    stream servers read it from (streams.py) is named after it."""
+    return f"{stream_port(port, protocol)}/{hostname}"
 
 
 def parts(document: Mapping[str, Any]) -> dict[str, Any]:

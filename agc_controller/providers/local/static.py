@@ -29,6 +29,7 @@ from agc_controller.providers.local.dynamic import (
     StreamListen,
     retry_location,
 )
+from agc_controller.providers.local.state import stream_port
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
 
@@ -465,7 +466,7 @@ def _stream_servers(
     port = int(stream.port)
     if not 0 < port < 65536:
         raise UnsafeValue(f"port {port} is out of range")
-    directory = f"{'udp' if stream.protocol == 'UDP' else 'tcp'}-{port}"
+    directory = stream_port(port, stream.protocol)
     forward = [
         f"    set $agc_stream {directory};",
         "    proxy_pass $agc_stream_target;",
