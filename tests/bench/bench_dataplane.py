@@ -4,7 +4,10 @@
    the backend directly, through agc-controller's NGINX, and through a minimal
    hand-written NGINX proxy (upstream keep-alive 1,024). The backend is NGINX
    answering 200 in a network namespace, so the proxies are what is measured.
-   The rows take turns, three runs each, and show their median run.
+   The rows take turns, three runs each, and show their median run. Two rows
+   go through NGINX's stream layer: a TCP listener, and TLS passthrough (wrk
+   speaks TLS to the backend's own certificate; its SNI, from the URL, picks
+   the TLSRoute).
 2. NGINX reloads caused by 100 endpoint changes (target 0), and NGINX memory
    (master + workers RSS) with 1,000 and 5,000 routes.
 """
@@ -19,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography import x509
 
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
+from agc_controller.selfsigned import self_signed
 from agc_controller.translate import Snapshot, translate_gateway
 from devcluster.netns import BackendNamespace
 from tests.bench.plane import wrk as plane_wrk
@@ -40,6 +45,12 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   server {{ listen {address}:8080 reuseport backlog=4096; location / {{ return 200 "ok"; }} }}
+  server {{
+    listen {address}:8443 ssl reuseport backlog=4096;
+    ssl_certificate {dir}/backend.crt;
+    ssl_certificate_key {dir}/backend.key;
+    location / {{ return 200 "ok"; }}
+  }}
 }}
 """
 
@@ -63,16 +74,26 @@ http {{
 """
 
 
-def wrk(url: str, connections: int) -> dict[str, float]:
-    return plane_wrk(url, connections=connections, seconds=DURATION, host="bench.example.com")
+def wrk(url: str, connections: int, hosts_file: Path | None = None) -> dict[str, float]:
+    return plane_wrk(
+        url, connections=connections, seconds=DURATION, host=HOST, hosts_file=hosts_file
+    )
 
 
 # the port of the TCP listener the stream row sends its HTTP through
 TCP_PORT = 9000
+# the host every row asks for; the TLS passthrough row's SNI too
+HOST = "bench.example.com"
 
 
 def objects(
-    routes: int, endpoints: list[str], *, extra: int = 0, grpc: bool = False, tcp: bool = False
+    routes: int,
+    endpoints: list[str],
+    *,
+    extra: int = 0,
+    grpc: bool = False,
+    tcp: bool = False,
+    tls: bool = False,
 ) -> list[dict[str, Any]]:
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
@@ -91,6 +112,19 @@ def objects(
                 "listeners": [
                     {"name": "http", "port": 80, "protocol": "HTTP"},
                     *([{"name": "tcp", "port": TCP_PORT, "protocol": "TCP"}] if tcp else []),
+                    *(
+                        [
+                            {
+                                "name": "tls",
+                                "port": 443,
+                                "protocol": "TLS",
+                                "hostname": HOST,
+                                "tls": {"mode": "Passthrough"},
+                            }
+                        ]
+                        if tls
+                        else []
+                    ),
                 ],
             },
         },
@@ -162,6 +196,38 @@ def objects(
                 },
             }
         )
+    if tls:
+        # TLS passthrough: the backend's TLS port, chosen by the SNI
+        objs += [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "svc-tls", "namespace": "bench"},
+                "spec": {"ports": [{"name": "https", "port": 443}]},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "svc-tls-1",
+                    "namespace": "bench",
+                    "labels": {"kubernetes.io/service-name": "svc-tls"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "https", "port": 8443}],
+                "endpoints": [{"addresses": [a]} for a in endpoints],
+            },
+            {
+                "apiVersion": gw,
+                "kind": "TLSRoute",
+                "metadata": {"name": "tls", "namespace": "bench"},
+                "spec": {
+                    "parentRefs": [{"name": "gw", "sectionName": "tls"}],
+                    "hostnames": [HOST],
+                    "rules": [{"backendRefs": [{"name": "svc-tls", "port": 443}]}],
+                },
+            },
+        ]
     # the catch-all the load uses, last in precedence
     objs.append(
         {
@@ -201,6 +267,9 @@ def nginx_rss_mib(prefix: Path) -> float:
 
 def start_backend_and_proxy(workdir: Path, ns: BackendNamespace) -> str:
     backend = ns.add_address()
+    cert, key = self_signed(HOST, sans=[x509.DNSName(HOST)])
+    (workdir / "backend.crt").write_text(cert)
+    (workdir / "backend.key").write_text(key)
     (workdir / "backend.conf").write_text(BACKEND_CONF.format(dir=workdir, address=backend))
     subprocess.run(
         ["ip", "netns", "exec", ns.name, "nginx", "-c", str(workdir / "backend.conf")], check=True
@@ -216,9 +285,12 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
         address = await apply(provider, objects(0, [backend]))
         await asyncio.sleep(0.5)
         print(
-            f"{'path':<32} {'conns':>5} {'req/s (median)':>14} {'p50':>8} {'p99':>8} "
+            f"{'path':<34} {'conns':>5} {'req/s (median)':>14} {'p50':>8} {'p99':>8} "
             f"{'failed':>6}  req/s of each run"
         )
+        # wrk resolves the TLS row's host to the gateway (its SNI names the route)
+        hosts_file = workdir / "hosts"
+        hosts_file.write_text(f"{address} {HOST}\n")
         # (label, URL, the gateway's objects' options; None: not the gateway)
         rows: tuple[tuple[str, str, dict[str, bool] | None], ...] = (
             ("backend directly", f"http://{backend}:8080/", None),
@@ -226,6 +298,7 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
             ("hand-written NGINX proxy", "http://127.0.0.3:8088/", None),
             ("gateway, port shared with gRPC", f"http://{address}/", {"grpc": True}),
             ("gateway, TCP listener (stream)", f"http://{address}:{TCP_PORT}/", {"tcp": True}),
+            ("gateway, TLS passthrough (stream)", f"https://{HOST}/", {"tls": True}),
         )
         for connections in (64, 1000):
             # runs of one row vary by 10-15% on a small machine: the rows take turns,
@@ -236,12 +309,13 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
                     if options is not None:
                         await apply(provider, objects(0, [backend], **options))
                         await asyncio.sleep(1)  # a reload's old workers drain
-                    runs[label].append(await asyncio.to_thread(wrk, url, connections))
+                    resolve = hosts_file if url.startswith("https") else None
+                    runs[label].append(await asyncio.to_thread(wrk, url, connections, resolve))
             for label, results in runs.items():
                 ordered = sorted(results, key=lambda r: r["rps"])
                 r = ordered[len(ordered) // 2]
                 print(
-                    f"{label:<32} {connections:>5} {r['rps']:>14.0f} {r['p50']:>6.2f}ms"
+                    f"{label:<34} {connections:>5} {r['rps']:>14.0f} {r['p50']:>6.2f}ms"
                     f" {r['p99']:>6.2f}ms {sum(x['failed'] for x in results):>6.0f}  "
                     + " ".join(f"{x['rps']:.0f}" for x in results)
                 )

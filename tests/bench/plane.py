@@ -73,13 +73,36 @@ async def create_all(api: client.ApiClient, objects: list[tuple[str, dict[str, A
 
 
 def wrk(
-    url: str, *, connections: int, seconds: int, host: str, cpus: set[int] | None = None
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    host: str,
+    cpus: set[int] | None = None,
+    hosts_file: Path | None = None,
 ) -> dict[str, float]:
     """One wrk run (2 threads, keep-alive, never retries; on `cpus` if given): req/s,
-    p50, p99 and max latency in ms, and failed = socket errors + non-2xx answers."""
+    p50, p99 and max latency in ms, and failed = socket errors + non-2xx answers.
+
+    `hosts_file` replaces /etc/hosts for wrk alone (a private mount namespace), so
+    that an https URL can name the host its TLS SNI must carry."""
     args = ["-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}"]
+    argv = ["wrk", *args, url]
+    if hosts_file is not None:
+        mount = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            mount,
+            str(hosts_file),
+            *argv,
+        ]
     out = subprocess.run(
-        ["wrk", *args, url],
+        argv,
         check=True,
         capture_output=True,
         text=True,
