@@ -34,6 +34,7 @@ GATEWAY = Resource(GATEWAY_GROUP, "v1", "gateways", "Gateway", namespaced=True)
 HTTP_ROUTE = Resource(GATEWAY_GROUP, "v1", "httproutes", "HTTPRoute", namespaced=True)
 GRPC_ROUTE = Resource(GATEWAY_GROUP, "v1", "grpcroutes", "GRPCRoute", namespaced=True)
 TLS_ROUTE = Resource(GATEWAY_GROUP, "v1", "tlsroutes", "TLSRoute", namespaced=True)
+LISTENER_SET = Resource(GATEWAY_GROUP, "v1", "listenersets", "ListenerSet", namespaced=True)
 BACKEND_TLS_POLICY = Resource(
     GATEWAY_GROUP, "v1", "backendtlspolicies", "BackendTLSPolicy", namespaced=True
 )
@@ -59,6 +60,7 @@ BY_KIND = {
         HTTP_ROUTE,
         GRPC_ROUTE,
         TLS_ROUTE,
+        LISTENER_SET,
         BACKEND_TLS_POLICY,
         REFERENCE_GRANT,
         SERVICE,

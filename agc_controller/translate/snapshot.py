@@ -25,6 +25,8 @@ class Snapshot:
     http_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     grpc_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     tls_routes: Mapping[str, Obj] = attrs.field(factory=dict)
+    # the ListenerSets naming the Gateway, and those its routes name
+    listener_sets: Mapping[str, Obj] = attrs.field(factory=dict)
     backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
@@ -53,6 +55,7 @@ class Snapshot:
             http_routes=by_kind.get("HTTPRoute", {}),
             grpc_routes=by_kind.get("GRPCRoute", {}),
             tls_routes=by_kind.get("TLSRoute", {}),
+            listener_sets=by_kind.get("ListenerSet", {}),
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
