@@ -71,6 +71,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     ),
     "Backend TLS": (feature("BackendTLSPolicy"), flag("backend_tls_subject_alt_names")),
     "GRPCRoute": (lambda s: (GATEWAY_GROUP, "GRPCRoute") in s.route_kinds,),
+    "ListenerSet": (feature("ListenerSet"),),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (

@@ -46,6 +46,8 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "HTTPRouteRetry",
         "HTTPRouteRetryConnectionError",
         "HTTPRouteSchemeRedirect",
+        # claimed only where the server serves the ListenerSet CRD (manager.py)
+        "ListenerSet",
     }
 )
 
