@@ -76,6 +76,7 @@ NGINX_CASES = (
     "gateway-backend-client-certificate",  # backend mTLS
     "grpcroute-method-matching",  # gRPC: the h2c protocol sniffer
     "grpcroute-filters",
+    "listenerset-route-attachment",  # a ListenerSet's listeners: a new port, hosts by model name
 )
 
 
