@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import attrs
@@ -49,7 +49,7 @@ from agc_controller.runtime.permissions import PermissionProblems, PermissionRep
 from agc_controller.settings import Settings
 from agc_controller.status import StatusWriter
 from agc_controller.translate import TranslateSettings
-from agc_controller.translate.settings import FIELD_FEATURES
+from agc_controller.translate.settings import FIELD_FEATURES, RESOURCE_FEATURES
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +71,7 @@ WATCHED = (
     r.TLS_ROUTE,
     r.TCP_ROUTE,
     r.UDP_ROUTE,
+    r.LISTENER_SET,
     r.BACKEND_TLS_POLICY,
     r.REFERENCE_GRANT,
     r.SERVICE,
@@ -121,6 +122,18 @@ class LongLivedHeap:
         return True
 
 
+def unserved_resource_features(
+    features: frozenset[str], served: Mapping[str, set[str]]
+) -> set[str]:
+    """The `features` whose resource is not among `served` (group/version -> plurals)."""
+    return {
+        feature
+        for (group_version, plural), needing in RESOURCE_FEATURES.items()
+        if plural not in served.get(group_version, set())
+        for feature in needing & features
+    }
+
+
 class Controller:
     def __init__(
         self,
@@ -153,6 +166,8 @@ class Controller:
         self._first_pass: set[ObjectKey] | None = None
         # the informers' stores, once built
         self._cache: Cache | None = None
+        # group/version -> the plurals the server serves there, as found at start
+        self._served: dict[str, set[str]] = {}
         self._heap = LongLivedHeap()
         self._elector = (
             LeaderElector(
@@ -325,10 +340,13 @@ class Controller:
             log.info("heap_set_aside", cached_objects=cached)
 
     async def _features_served(self, settings: TranslateSettings) -> TranslateSettings:
-        """`settings` without the features whose fields the installed CRDs lack (the
-        standard channel has no HTTPRoute retry): a GatewayClass claims only what a
-        user can use. If the schema cannot be read, the claim is left as it is."""
-        missing: set[str] = set()
+        """`settings` without the features whose resources the server does not serve
+        (no ListenerSet CRD) or whose fields the installed CRDs lack (the standard
+        channel has no HTTPRoute retry): a GatewayClass claims only what a user can
+        use. If a schema cannot be read, its fields' claim is left as it is."""
+        missing = unserved_resource_features(settings.supported_features, self._served)
+        if missing:
+            log.info("feature_not_served", features=sorted(missing), reason="resource not served")
         for (kind, path), features in FIELD_FEATURES.items():
             if not features & settings.supported_features:
                 continue
@@ -363,7 +381,7 @@ class Controller:
         return keys
 
     async def _build_informers(self) -> Sequence[tuple[Resource, Informer]]:
-        served: dict[str, set[str]] = {}
+        served = self._served
         informers = []
         for resource in WATCHED:
             group_version = resource.api_version

@@ -7,7 +7,7 @@ than with the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -29,10 +29,16 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
     **{
         route.kind: {
             ix.PARENT_GATEWAYS: ix.route_parent_gateways,
+            ix.PARENT_LISTENER_SETS: ix.route_parent_listener_sets,
             ix.BACKEND_SERVICES: ix.route_backend_services,
             ix.NAMESPACE: ix.namespace_of,
         }
         for route in ROUTE_KINDS
+    },
+    r.LISTENER_SET.kind: {
+        ix.PARENT_GATEWAYS: ix.listener_set_parent_gateway,
+        ix.NAMESPACE: ix.namespace_of,
+        ix.CERTIFICATE_REFS: ix.listener_set_certificate_refs,
     },
     r.BACKEND_TLS_POLICY.kind: {
         ix.TARGET_SERVICES: ix.policy_target_services,
@@ -73,29 +79,53 @@ class Cache:
     def gateways_of_routes(self, index_name: str, value: str) -> set[str]:
         """The parent Gateways ("ns/name") of every route listed under `value` in the
         routes' index `index_name`, from what the indexes hold (one Service can be
-        the backend of thousands of routes: their parentRefs are not parsed again)."""
+        the backend of thousands of routes: their parentRefs are not parsed again);
+        a route attached through a ListenerSet counts for the ListenerSet's Gateway."""
         gateways: set[str] = set()
+        listener_sets: set[str] = set()
         for resource in ROUTE_KINDS:
             store = self.store(resource.kind)
             for key in store.index_keys(index_name, value):
                 gateways.update(store.index_values(ix.PARENT_GATEWAYS, key))
-        return gateways
+                listener_sets.update(store.index_values(ix.PARENT_LISTENER_SETS, key))
+        return gateways | self.gateways_of_listener_sets(listener_sets)
+
+    def gateways_of_listener_sets(self, listener_sets: Iterable[str]) -> set[str]:
+        """The Gateways ("ns/name") the cached ListenerSets `listener_sets` name."""
+        store = self.store(r.LISTENER_SET.kind)
+        return {g for ls in listener_sets for g in store.index_values(ix.PARENT_GATEWAYS, ls)}
 
     def snapshot_for_gateway(self, key: ObjectKey) -> Snapshot:
         gateway_key = key.namespaced_name
         gateway = self.get(r.GATEWAY.kind, gateway_key)
+        listener_set_store = self.store(r.LISTENER_SET.kind)
+        # the ListenerSets naming the Gateway; their routes are the Gateway's too, and
+        # so are those naming a ListenerSet that is gone (its entries of ours are
+        # removed by whichever Gateway's work item comes first)
+        listener_sets = set(listener_set_store.index_keys(ix.PARENT_GATEWAYS, gateway_key))
         # route kind -> store key -> route; the indexes already hold which routes name
         # the Gateway and which Services their backendRefs name
         routes: dict[str, dict[str, Obj]] = {}
         services: set[str] = set()
+        named_listener_sets: set[str] = set()
         for resource in ROUTE_KINDS:
             store = self.store(resource.kind)
             found = routes[resource.kind] = {}
-            for route_key in store.index_keys(ix.PARENT_GATEWAYS, gateway_key):
+            route_keys = set(store.index_keys(ix.PARENT_GATEWAYS, gateway_key))
+            for ls in listener_sets.union(
+                v
+                for v in store.indexed_values(ix.PARENT_LISTENER_SETS)
+                if v not in listener_set_store
+            ):
+                route_keys.update(store.index_keys(ix.PARENT_LISTENER_SETS, ls))
+            for route_key in route_keys:
                 route = store.get(route_key)
                 if route is not None:
                     found[route_key] = route
                     services.update(store.index_values(ix.BACKEND_SERVICES, route_key))
+                    named_listener_sets.update(
+                        store.index_values(ix.PARENT_LISTENER_SETS, route_key)
+                    )
         policies = {
             object_key(p): p
             for s in services
@@ -106,6 +136,8 @@ class Cache:
         material = set(ix.gateway_certificate_refs(gateway)) if gateway else set()
         for policy in policies.values():
             material.update(ix.policy_ca_refs(policy))
+        for ls in listener_sets:
+            material.update(listener_set_store.index_values(ix.CERTIFICATE_REFS, ls))
         return Snapshot(
             gateway_classes=self._all(r.GATEWAY_CLASS.kind),
             gateways={gateway_key: gateway} if gateway else {},
@@ -114,6 +146,13 @@ class Cache:
             tls_routes=routes[r.TLS_ROUTE.kind],
             tcp_routes=routes[r.TCP_ROUTE.kind],
             udp_routes=routes[r.UDP_ROUTE.kind],
+            # those naming the Gateway, and those its routes name (translation tells which
+            # route status entries are whose)
+            listener_sets={
+                k: o
+                for k in listener_sets | named_listener_sets
+                if (o := listener_set_store.get(k)) is not None
+            },
             backend_tls_policies=policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

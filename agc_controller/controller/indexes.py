@@ -12,18 +12,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agc_controller.core.keys import namespaced_name
-from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]
 
 # index names
-PARENT_GATEWAYS = "parent-gateways"  # routes, policies -> "ns/gateway"
+PARENT_GATEWAYS = "parent-gateways"  # routes, policies, ListenerSets -> "ns/gateway"
+PARENT_LISTENER_SETS = "parent-listener-sets"  # routes -> "ns/listenerset"
 BACKEND_SERVICES = "backend-services"  # routes -> "ns/service"
 NAMESPACE = "namespace"  # any namespaced object -> "ns"
 GATEWAY_CLASS = "gateway-class"  # gateways -> class name
 CERTIFICATE_REFS = (
-    "certificate-refs"  # gateways, policies -> "Secret/ns/name" | "ConfigMap/ns/name"
+    # gateways, ListenerSets, policies -> "Secret/ns/name" | "ConfigMap/ns/name"
+    "certificate-refs"
 )
 TARGET_SERVICES = "target-services"  # policies -> "ns/service"
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
@@ -51,6 +53,41 @@ def route_parent_gateways(obj: Obj) -> Iterable[str]:
     found = {_gateway_ref(ref, namespace) for ref in refs}
     found.discard(None)
     return sorted(f for f in found if f)
+
+
+def route_parent_listener_sets(obj: Obj) -> Iterable[str]:
+    """ListenerSets a route names in spec.parentRefs, or that have status entries on it
+    (as for Gateways: a dropped parentRef still needs its entry removed)."""
+    namespace = obj["metadata"]["namespace"]
+    refs = list((obj.get("spec") or {}).get("parentRefs") or [])
+    refs += [p.get("parentRef") or {} for p in (obj.get("status") or {}).get("parents") or []]
+    return sorted(
+        {
+            namespaced_name(ref.get("namespace") or namespace, str(ref.get("name")))
+            for ref in refs
+            if ref.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
+            and ref.get("kind") == LISTENER_SET.kind
+        }
+    )
+
+
+def listener_set_parent_gateway(obj: Obj) -> Iterable[str]:
+    """The Gateway a ListenerSet's spec.parentRef names."""
+    ref = (obj.get("spec") or {}).get("parentRef") or {}
+    found = _gateway_ref(ref, obj["metadata"]["namespace"])
+    return [found] if found else []
+
+
+def listener_set_certificate_refs(obj: Obj) -> Iterable[str]:
+    namespace = obj["metadata"]["namespace"]
+    return sorted(
+        {
+            f"{ref.get('kind', 'Secret')}/{ref.get('namespace') or namespace}/{ref.get('name')}"
+            for listener in (obj.get("spec") or {}).get("listeners") or []
+            for ref in (listener.get("tls") or {}).get("certificateRefs") or []
+            if ref.get("group", "") == ""
+        }
+    )
 
 
 def policy_ancestor_gateways(obj: Obj) -> Iterable[str]:

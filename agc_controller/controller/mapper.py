@@ -47,7 +47,11 @@ class Mapper:
         if kind == r.GATEWAY.kind:
             return {ObjectKey(r.GATEWAY.kind, namespace, name)}
         if kind in {route.kind for route in ROUTE_KINDS}:
-            return {gateway_key(g) for g in ix.route_parent_gateways(obj)}
+            parents = set(ix.route_parent_gateways(obj))
+            parents |= self.cache.gateways_of_listener_sets(ix.route_parent_listener_sets(obj))
+            return {gateway_key(g) for g in parents}
+        if kind == r.LISTENER_SET.kind:
+            return {gateway_key(g) for g in ix.listener_set_parent_gateway(obj)}
         if kind == r.SERVICE.kind:
             return self._via_service(namespaced_name(namespace, name))
         if kind == r.ENDPOINT_SLICE.kind:
@@ -60,7 +64,8 @@ class Mapper:
         if kind == r.REFERENCE_GRANT.kind:
             return self._via_grant(obj)
         if kind == r.NAMESPACE.kind:
-            # label changes move routes in and out of Selector listeners
+            # label changes move routes in and out of Selector listeners, and ListenerSets
+            # in and out of Selector Gateways
             return self._gateways(self.cache.store(r.GATEWAY.kind).list())
         return set()
 
@@ -76,6 +81,8 @@ class Mapper:
     def _via_material(self, ref: str) -> set[ObjectKey]:
         gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)
         keys = self._gateways(gateways)
+        listener_sets = self.cache.store(r.LISTENER_SET.kind).index_keys(ix.CERTIFICATE_REFS, ref)
+        keys |= {gateway_key(g) for g in self.cache.gateways_of_listener_sets(listener_sets)}
         for policy in self.cache.store(r.BACKEND_TLS_POLICY.kind).by_index(
             ix.CERTIFICATE_REFS, ref
         ):
@@ -90,6 +97,13 @@ class Mapper:
             if source.get("kind") == "Gateway":
                 gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.NAMESPACE, namespace)
                 keys |= self._gateways(gateways)
+            elif source.get("kind") == r.LISTENER_SET.kind:
+                listener_sets = self.cache.store(r.LISTENER_SET.kind).index_keys(
+                    ix.NAMESPACE, namespace
+                )
+                keys |= {
+                    gateway_key(g) for g in self.cache.gateways_of_listener_sets(listener_sets)
+                }
             else:
                 parents = self.cache.gateways_of_routes(ix.NAMESPACE, namespace)
                 keys |= {gateway_key(g) for g in parents}

@@ -39,6 +39,7 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    ListenerSetStatus,
 )
 from agc_controller.providers.base import Provider
 from agc_controller.queue import ShutDown, WorkQueue
@@ -134,7 +135,12 @@ class Reconciler:
         cached = self.cache.get(r.GATEWAY.kind, key.namespaced_name)
         written = await asyncio.gather(
             attached,
-            self._write_all([gateway_status] if gateway_status else []),
+            self._write_all(
+                [
+                    *([gateway_status] if gateway_status else []),
+                    *translation.listener_set_statuses(result),
+                ]
+            ),
             return_exceptions=True,
         )
         for outcome in written:
@@ -217,7 +223,12 @@ class Reconciler:
         """The cached object the status belongs to (the writer reads it instead of a GET)."""
         if isinstance(status, GatewayClassStatus):
             return self.cache.get(r.GATEWAY_CLASS.kind, status.name)
-        kind = r.GATEWAY.kind if isinstance(status, GatewayStatus) else status.kind
+        if isinstance(status, GatewayStatus):
+            kind = r.GATEWAY.kind
+        elif isinstance(status, ListenerSetStatus):
+            kind = r.LISTENER_SET.kind
+        else:
+            kind = status.kind
         return self.cache.get(kind, namespaced_name(status.namespace, status.name))
 
 

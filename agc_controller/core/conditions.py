@@ -60,6 +60,10 @@ R_INVALID_KIND = "InvalidKind"
 R_BACKEND_NOT_FOUND = "BackendNotFound"
 R_CONFLICTED = "Conflicted"
 R_TARGET_NOT_FOUND = "TargetNotFound"
+# ListenerSet
+R_NOT_ALLOWED = "NotAllowed"
+R_PARENT_NOT_ACCEPTED = "ParentNotAccepted"
+R_PARENT_NOT_PROGRAMMED = "ParentNotProgrammed"
 
 
 # a leading API field path such as `spec.rules[0].matches` (never re-cased)

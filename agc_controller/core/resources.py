@@ -36,6 +36,7 @@ GRPC_ROUTE = Resource(GATEWAY_GROUP, "v1", "grpcroutes", "GRPCRoute", namespaced
 TLS_ROUTE = Resource(GATEWAY_GROUP, "v1", "tlsroutes", "TLSRoute", namespaced=True)
 TCP_ROUTE = Resource(GATEWAY_GROUP, "v1", "tcproutes", "TCPRoute", namespaced=True)
 UDP_ROUTE = Resource(GATEWAY_GROUP, "v1", "udproutes", "UDPRoute", namespaced=True)
+LISTENER_SET = Resource(GATEWAY_GROUP, "v1", "listenersets", "ListenerSet", namespaced=True)
 BACKEND_TLS_POLICY = Resource(
     GATEWAY_GROUP, "v1", "backendtlspolicies", "BackendTLSPolicy", namespaced=True
 )
@@ -63,6 +64,7 @@ BY_KIND = {
         TLS_ROUTE,
         TCP_ROUTE,
         UDP_ROUTE,
+        LISTENER_SET,
         BACKEND_TLS_POLICY,
         REFERENCE_GRANT,
         SERVICE,

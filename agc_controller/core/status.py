@@ -76,13 +76,14 @@ class ParentReference:
             ref["port"] = self.port
         return ref
 
-    def names(self, gateway: ObjectKey) -> bool:
-        """Whether this reference is to the Gateway `gateway`."""
+    def names(self, parent: ObjectKey) -> bool:
+        """Whether this reference is to `parent` (a Gateway, or a ListenerSet: a
+        Gateway API kind, compared by `parent.kind`)."""
         return (
             self.group == GATEWAY_GROUP
-            and self.kind == "Gateway"
-            and self.namespace == gateway.namespace
-            and self.name == gateway.name
+            and self.kind == parent.kind
+            and self.namespace == parent.namespace
+            and self.name == parent.name
         )
 
     @classmethod
@@ -133,6 +134,21 @@ class GatewayStatus:
     conditions: tuple[Condition, ...]
     listeners: tuple[ListenerStatus, ...]
     addresses: tuple[GatewayAddress, ...]
+    # status.attachedListenerSets: the ListenerSets attached (Accepted); None when the
+    # Gateway allows none (spec.allowedListeners unset), and the field is left out
+    attached_listener_sets: int | None = None
+
+
+@attrs.frozen
+class ListenerSetStatus:
+    """A ListenerSet's whole status: ours, like a Gateway's (written by the work item
+    of the Gateway its spec.parentRef names)."""
+
+    namespace: str
+    name: str
+    conditions: tuple[Condition, ...]
+    # by the names in its spec (unique within the ListenerSet only)
+    listeners: tuple[ListenerStatus, ...]
 
 
 @attrs.frozen
@@ -147,6 +163,10 @@ class RouteStatus:
 
     Empty `parents` means: remove our entries for `gateway` (the route no longer
     references it, or it is no longer ours).
+
+    Entries for a ListenerSet belong to the work item of the Gateway it attaches
+    to: `listener_sets` are the ListenerSets whose entries this status also
+    stands for (desired ones in `parents`, the rest removed).
     """
 
     kind: str  # HTTPRoute, GRPCRoute, TLSRoute
@@ -154,6 +174,12 @@ class RouteStatus:
     name: str
     gateway: ObjectKey
     parents: tuple[RouteParentStatus, ...]
+    # sorted; ObjectKeys of kind ListenerSet
+    listener_sets: tuple[ObjectKey, ...] = ()
+
+    def owns(self, ref: ParentReference) -> bool:
+        """Whether an entry of ours with parentRef `ref` is this status's to decide."""
+        return ref.names(self.gateway) or any(ref.names(ls) for ls in self.listener_sets)
 
 
 @attrs.frozen
@@ -173,7 +199,7 @@ class PolicyStatus:
     ancestors: tuple[PolicyAncestorStatus, ...]
 
 
-DesiredStatus = GatewayClassStatus | GatewayStatus | RouteStatus | PolicyStatus
+DesiredStatus = GatewayClassStatus | GatewayStatus | ListenerSetStatus | RouteStatus | PolicyStatus
 
 
 @attrs.frozen

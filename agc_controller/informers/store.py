@@ -99,6 +99,10 @@ class Store:
         returned when it was stored), without running the indexer again."""
         return self._values_of_key[index_name].get(key, frozenset())
 
+    def indexed_values(self, index_name: str) -> builtins.list[str]:
+        """Every value some key is listed under in index `index_name`, in no particular order."""
+        return list(self._indexes[index_name])
+
     def __len__(self) -> int:
         return len(self._objects)
 

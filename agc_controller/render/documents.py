@@ -51,6 +51,7 @@ TRANSLATED_KINDS = frozenset(
         "Gateway",
         "HTTPRoute",
         "GRPCRoute",
+        "ListenerSet",
         "BackendTLSPolicy",
         "ReferenceGrant",
         "Service",
@@ -205,6 +206,7 @@ def render_all(translations: Translations) -> dict[str, Any]:
         "gateways": {
             key: {
                 "status": plain(t.gateway_status(translations.result_for(t))),
+                **_listener_sets(translations, t),
                 "model": plain(t.load_balancer),
                 "routes": plain(t.route_statuses),
                 "policies": plain(t.policy_statuses),
@@ -212,6 +214,12 @@ def render_all(translations: Translations) -> dict[str, Any]:
             for key, t in translations.gateways.items()
         },
     }
+
+
+def _listener_sets(translations: Translations, t: GatewayTranslation) -> dict[str, Any]:
+    """The statuses of the ListenerSets naming the Gateway, under `listenerSets`, if any."""
+    statuses = t.listener_set_statuses(translations.result_for(t))
+    return {"listenerSets": plain(statuses)} if statuses else {}
 
 
 def render_model(translations: Translations) -> dict[str, Any]:
@@ -226,6 +234,7 @@ def render_status(translations: Translations) -> dict[str, Any]:
         "gateways": {
             key: {
                 "status": plain(t.gateway_status(translations.result_for(t))),
+                **_listener_sets(translations, t),
                 "routes": plain(t.route_statuses),
                 "policies": plain(t.policy_statuses),
             }

@@ -9,14 +9,16 @@ what `desired` says (no write is needed). Invariants of the result:
   message or observedGeneration did; a new condition or a status flip gets
   `now`. The CRD's "Pending" default carries the epoch as its time; that is
   not a real transition, so it never survives a write.
-- Gateway and GatewayClass: conditions, listeners, addresses and
-  supportedFeatures are exactly the desired ones (each listener's conditions
-  merged against the stored listener of the same name). Status fields the
-  model does not decide are kept as stored.
+- Gateway, ListenerSet and GatewayClass: conditions, listeners, addresses,
+  attachedListenerSets and supportedFeatures are exactly the desired ones (each
+  listener's conditions merged against the stored listener of the same name).
+  Status fields the model does not decide are kept as stored.
 - Route `status.parents` / policy `status.ancestors`: entries of other
   controllers, and ours whose parent/ancestor is a Gateway other than
-  `desired.gateway`, are kept unchanged and in order. Ours for
-  `desired.gateway` are replaced by the desired entries, which take the place
+  `desired.gateway` (or, for a route, a ListenerSet outside
+  `desired.listener_sets`), are kept unchanged and in order. Ours for
+  `desired.gateway` (and those ListenerSets) are replaced by the desired
+  entries, which take the place
   of the first one they replace (so repeated writes from different Gateways'
   work items never reorder the list back and forth). The list never exceeds
   its CRD maxItems: the excess of the desired entries is left out, see
@@ -36,6 +38,7 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    ListenerSetStatus,
     ListenerStatus,
     ParentReference,
     PolicyStatus,
@@ -80,7 +83,7 @@ def dropped_entries(
     current_obj: Mapping[str, Any], desired: DesiredStatus, *, controller_name: str
 ) -> tuple[ParentReference, ...]:
     """The desired parent/ancestor refs `prepare_status` leaves out to respect maxItems."""
-    if isinstance(desired, GatewayClassStatus | GatewayStatus):
+    if isinstance(desired, GatewayClassStatus | GatewayStatus | ListenerSetStatus):
         return ()
     shape = _EntryList.for_desired(desired)
     stored = _stored_entries(current_obj.get("status"), shape.list_key)
@@ -101,7 +104,7 @@ def prepare_status(
     new: dict[str, Any]
     if isinstance(desired, GatewayClassStatus):
         new = _gateway_class_status(stored, desired, now=now)
-    elif isinstance(desired, GatewayStatus):
+    elif isinstance(desired, GatewayStatus | ListenerSetStatus):
         new = _gateway_status(stored, desired, now=now)
     else:
         return _entry_list_status(stored, desired, controller_name=controller_name, now=now)
@@ -137,9 +140,11 @@ def _gateway_class_status(
 
 
 def _gateway_status(
-    stored: Mapping[str, Any], desired: GatewayStatus, *, now: str
+    stored: Mapping[str, Any], desired: GatewayStatus | ListenerSetStatus, *, now: str
 ) -> dict[str, Any]:
-    new = {k: v for k, v in stored.items() if k not in ("conditions", "listeners", "addresses")}
+    """A Gateway's status, or a ListenerSet's (the same shape without addresses)."""
+    decided = ("conditions", "listeners", "addresses", "attachedListenerSets")
+    new = {k: v for k, v in stored.items() if k not in decided}
     new["conditions"] = merge_conditions(stored.get("conditions"), desired.conditions, now=now)
     stored_listeners = {
         listener.get("name"): listener
@@ -153,8 +158,11 @@ def _gateway_status(
             _listener(listener, stored_listeners.get(listener.name), now=now)
             for listener in desired.listeners
         ]
-    if desired.addresses:
-        new["addresses"] = [{"type": a.type, "value": a.value} for a in desired.addresses]
+    if isinstance(desired, GatewayStatus):
+        if desired.addresses:
+            new["addresses"] = [{"type": a.type, "value": a.value} for a in desired.addresses]
+        if desired.attached_listener_sets is not None:
+            new["attachedListenerSets"] = desired.attached_listener_sets
     return new
 
 
@@ -199,6 +207,8 @@ class _EntryList:
             return None
         # a stored ref without namespace means the namespace of the route/policy itself
         parsed = ParentReference.from_api(dict(ref), default_namespace=desired.namespace)
+        if isinstance(desired, RouteStatus):
+            return parsed if desired.owns(parsed) else None
         return parsed if parsed.names(desired.gateway) else None
 
     def merge(
@@ -252,7 +262,7 @@ def _stored_entries(stored: Mapping[str, Any] | None, list_key: str) -> list[Any
 def _desired_conditions(desired: DesiredStatus) -> Iterable[Condition]:
     if isinstance(desired, GatewayClassStatus):
         yield from desired.conditions
-    elif isinstance(desired, GatewayStatus):
+    elif isinstance(desired, GatewayStatus | ListenerSetStatus):
         yield from desired.conditions
         for listener in desired.listeners:
             yield from listener.conditions

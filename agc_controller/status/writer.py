@@ -44,6 +44,7 @@ from agc_controller.core.resources import (
     GATEWAY_CLASS,
     GRPC_ROUTE,
     HTTP_ROUTE,
+    LISTENER_SET,
     TCP_ROUTE,
     TLS_ROUTE,
     UDP_ROUTE,
@@ -53,6 +54,7 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    ListenerSetStatus,
     PolicyStatus,
     RouteStatus,
 )
@@ -90,7 +92,7 @@ class _Conflict(Exception):
 MAX_CONFIRMED = 100_000
 
 # what a confirmation is about: kind, namespace, name, and the Gateway whose
-# entries a route or policy status holds (None for Gateway and GatewayClass)
+# entries a route or policy status holds (None for Gateway, ListenerSet and GatewayClass)
 _ConfirmedKey = tuple[str, str, str, ObjectKey | None]
 
 
@@ -219,6 +221,8 @@ def _confirmed_key(desired: DesiredStatus) -> _ConfirmedKey:
         return (GATEWAY_CLASS.kind, "", desired.name, None)
     if isinstance(desired, GatewayStatus):
         return (GATEWAY.kind, desired.namespace, desired.name, None)
+    if isinstance(desired, ListenerSetStatus):
+        return (LISTENER_SET.kind, desired.namespace, desired.name, None)
     return (desired.kind, desired.namespace, desired.name, desired.gateway)
 
 
@@ -231,6 +235,8 @@ def _target(desired: DesiredStatus) -> tuple[Resource, ObjectKey]:
         return GATEWAY_CLASS, ObjectKey(GATEWAY_CLASS.kind, "", desired.name)
     if isinstance(desired, GatewayStatus):
         return GATEWAY, ObjectKey(GATEWAY.kind, desired.namespace, desired.name)
+    if isinstance(desired, ListenerSetStatus):
+        return LISTENER_SET, ObjectKey(LISTENER_SET.kind, desired.namespace, desired.name)
     resource = _ENTRY_LIST_RESOURCES.get(desired.kind)
     if resource is None:
         raise ValueError(f"no status writer for kind {desired.kind!r}")

@@ -16,9 +16,9 @@ from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import (
     ApplyResult,
-    Condition,
     GatewayClassStatus,
     GatewayStatus,
+    ListenerSetStatus,
     ListenerStatus,
     ParentReference,
     PolicyAncestorStatus,
@@ -26,7 +26,7 @@ from agc_controller.core.status import (
     RouteStatus,
 )
 from agc_controller.translate.build import build_load_balancer
-from agc_controller.translate.graph.attach import Attachment, attach_route
+from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import EndpointSource, endpoint_sources
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
 from agc_controller.translate.graph.gateway import GatewayNode, build_gateway
@@ -35,9 +35,18 @@ from agc_controller.translate.graph.gatewayclass import (
     is_accepted,
     is_ours,
 )
+from agc_controller.translate.graph.listenersets import (
+    GatewayParents,
+    ListenerSetNode,
+    attach_to_parents,
+    build_gateway_parents,
+    listener_set_status,
+    owned_listener_sets,
+)
 from agc_controller.translate.graph.routes import RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
 from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.programmed import listener_programmed, with_programmed
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -64,6 +73,10 @@ class GatewayTranslation:
     attached_routes: Mapping[str, int]
     route_statuses: tuple[RouteStatus, ...]
     policy_statuses: tuple[PolicyStatus, ...]
+    # every ListenerSet naming the Gateway (graph/listenersets.py)
+    listener_sets: tuple[ListenerSetNode, ...] = ()
+    # status.attachedListenerSets; None: left out
+    attached_listener_sets: int | None = None
 
     def gateway_status(self, result: ApplyResult | None) -> GatewayStatus | None:
         """The Gateway's full status once the provider said how `apply` went."""
@@ -73,24 +86,12 @@ class GatewayTranslation:
         g = node.generation
         listeners = []
         for ls in node.listeners:
-            if ls.not_programmable is not None:
-                programmed = c.false(c.PROGRAMMED, *ls.not_programmable, g)
-            elif result is None:
-                programmed = c.false(c.PROGRAMMED, c.R_INVALID, "The Gateway is not accepted", g)
-            elif ls.name in result.listener_problems:
-                programmed = c.false(
-                    c.PROGRAMMED, c.R_INVALID, result.listener_problems[ls.name], g
-                )
-            elif result.programmed:
-                programmed = c.true(c.PROGRAMMED, c.R_PROGRAMMED, "The listener is programmed", g)
-            else:
-                programmed = c.false(c.PROGRAMMED, result.reason, result.message, g)
             listeners.append(
                 ListenerStatus(
                     name=ls.name,
                     supported_kinds=ls.supported_kinds,
                     attached_routes=self.attached_routes.get(ls.name, 0),
-                    conditions=_with_programmed(ls.conditions, programmed),
+                    conditions=with_programmed(ls.conditions, listener_programmed(ls, result, g)),
                 )
             )
         if result is None:
@@ -102,17 +103,17 @@ class GatewayTranslation:
         return GatewayStatus(
             namespace=node.key.namespace,
             name=node.key.name,
-            conditions=_with_programmed(node.conditions, programmed),
+            conditions=with_programmed(node.conditions, programmed),
             listeners=tuple(listeners),
             addresses=result.addresses if result else (),
+            attached_listener_sets=self.attached_listener_sets,
         )
 
-
-def _with_programmed(
-    conditions: tuple[Condition, ...], programmed: Condition
-) -> tuple[Condition, ...]:
-    """Accepted first, then Programmed, then the rest (a stable, readable order)."""
-    return (conditions[0], programmed, *conditions[1:])
+    def listener_set_statuses(self, result: ApplyResult | None) -> tuple[ListenerSetStatus, ...]:
+        """The status of every ListenerSet naming the Gateway, once `apply` went as `result`."""
+        return tuple(
+            listener_set_status(ls, self.attached_routes, result) for ls in self.listener_sets
+        )
 
 
 # route entries translation_steps rebuilds between two pauses (~0.1 ms each)
@@ -169,7 +170,9 @@ def translation_steps(
             node=None,
             load_balancer=None,
             attached_routes={},
-            route_statuses=tuple(_clear_routes(_all_routes(snapshot), gateway_key, settings)),
+            route_statuses=tuple(
+                _clear_routes(_all_routes(snapshot), gateway_key, settings, snapshot)
+            ),
             policy_statuses=tuple(_clear_policies(snapshot, gateway_key, settings, keep=set())),
         )
 
@@ -183,6 +186,10 @@ def translation_steps(
             settings,
             class_annotations=gateway_class["metadata"].get("annotations") or {},
         ),
+    )
+    # the Gateway with its ListenerSets: every parent its routes can name
+    parents = memo.stable(
+        "parents", build_gateway_parents(node, gateway, snapshot, grants, settings)
     )
     attachments: dict[ObjectKey, tuple[Attachment, ...]] = {}
     route_statuses: list[RouteStatus] = []
@@ -200,11 +207,16 @@ def translation_steps(
                 or changed is None
                 or entry.route is not route
                 or entry.grants is not grants
-                or entry.gateway is not node
+                or entry.gateway is not parents
                 or (changed and not changed.isdisjoint(entry.reads))
             ):
                 entry = _route_entry(
-                    route, kind, snapshot=snapshot, grants=grants, gateway=node, settings=settings
+                    route,
+                    kind,
+                    snapshot=snapshot,
+                    grants=grants,
+                    parents=parents,
+                    settings=settings,
                 )
                 rebuilt += 1
                 if rebuilt % REBUILDS_PER_STEP == 0:
@@ -220,7 +232,7 @@ def translation_steps(
                 wanted[source.name] = source
     yield
     memo.routes, memo.previous = entries, snapshot
-    route_statuses.extend(_clear_routes(unattached, gateway_key, settings))
+    route_statuses.extend(_clear_routes(unattached, gateway_key, settings, snapshot))
 
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
@@ -229,7 +241,7 @@ def translation_steps(
 
     load_balancer = (
         build_load_balancer(
-            node,
+            parents.merged,
             attachments,
             policies,
             tables=memo.hosts,
@@ -244,11 +256,13 @@ def translation_steps(
             counts[attachment.listener.name].add(route_key)
     return GatewayTranslation(
         gateway=gateway_key,
-        node=node,
+        node=parents.gateway,
         load_balancer=load_balancer,
         attached_routes={name: len(routes) for name, routes in sorted(counts.items())},
         route_statuses=tuple(sorted(route_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
         policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.namespace, s.name))),
+        listener_sets=parents.listener_sets,
+        attached_listener_sets=parents.attached,
     )
 
 
@@ -258,21 +272,23 @@ def _route_entry(
     *,
     snapshot: Snapshot,
     grants: ReferenceGrants,
-    gateway: GatewayNode,
+    parents: GatewayParents,
     settings: TranslateSettings,
 ) -> RouteEntry:
-    """A route's node, attachments and status for `gateway` (None: it does not name it)."""
+    """A route's node, attachments and status for the Gateway of `parents` (None: it
+    names neither the Gateway nor one of its ListenerSets)."""
     view, reads = recording(snapshot)
     route_node = build_route(route, kind, view, grants, settings.capabilities)
     result: tuple[tuple[Attachment, ...], RouteStatus, tuple[EndpointSource, ...]] | None = None
-    if any(ref.names(gateway.key) for ref in route_node.parent_refs):
-        parents, attached = attach_route(route_node, gateway, view)
+    if parents.named_by(route_node):
+        entries, attached = attach_to_parents(route_node, parents, view)
         status = RouteStatus(
             kind=kind,
             namespace=route_node.key.namespace,
             name=route_node.key.name,
-            gateway=gateway.key,
-            parents=tuple(parents),
+            gateway=parents.gateway.key,
+            parents=tuple(entries),
+            listener_sets=owned_listener_sets(route, parents.gateway.key, view),
         )
         used = (
             b
@@ -284,7 +300,7 @@ def _route_entry(
         route=route,
         key=route_node.key,
         grants=grants,
-        gateway=gateway,
+        gateway=parents,
         reads=reads(),
         result=result,
     )
@@ -349,15 +365,34 @@ def _all_routes(snapshot: Snapshot) -> Iterable[tuple[RouteKind, Obj]]:
 
 
 def _clear_routes(
-    routes: Iterable[tuple[RouteKind, Obj]], gateway: ObjectKey, settings: TranslateSettings
+    routes: Iterable[tuple[RouteKind, Obj]],
+    gateway: ObjectKey,
+    settings: TranslateSettings,
+    snapshot: Snapshot,
 ) -> list[RouteStatus]:
-    """Empty RouteStatus (remove ours) for `routes` still carrying our entry for `gateway`."""
+    """Empty RouteStatus (remove ours) for `routes` still carrying our entry for `gateway`
+    or for a ListenerSet whose entries its work item decides."""
     cleared = []
     for kind, route in routes:
         meta = route["metadata"]
-        parents = (route.get("status") or {}).get("parents") or []
-        if _ours_for(parents, gateway, meta["namespace"], "parentRef", settings.controller_name):
-            cleared.append(RouteStatus(kind, meta["namespace"], meta["name"], gateway, ()))
+        empty = RouteStatus(
+            kind,
+            meta["namespace"],
+            meta["name"],
+            gateway,
+            (),
+            listener_sets=owned_listener_sets(route, gateway, snapshot),
+        )
+        if any(
+            entry.get("controllerName") == settings.controller_name
+            and empty.owns(
+                ParentReference.from_api(
+                    entry.get("parentRef") or {}, default_namespace=meta["namespace"]
+                )
+            )
+            for entry in (route.get("status") or {}).get("parents") or []
+        ):
+            cleared.append(empty)
     return cleared
 
 

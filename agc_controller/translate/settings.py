@@ -23,6 +23,14 @@ FIELD_FEATURES: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {
 }
 
 
+# Features whose resource the server may not serve (a bundle older than v1.5 has no
+# ListenerSet): (group/version, plural) -> features. Without the CRD there is nothing
+# to use them with, so a GatewayClass must not claim them.
+RESOURCE_FEATURES: dict[tuple[str, str], frozenset[str]] = {
+    (f"{GATEWAY_GROUP}/v1", "listenersets"): frozenset({"ListenerSet"}),
+}
+
+
 @attrs.frozen
 class TranslateSettings:
     controller_name: str = DEFAULT_CONTROLLER_NAME

@@ -27,6 +27,8 @@ class Snapshot:
     tls_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     tcp_routes: Mapping[str, Obj] = attrs.field(factory=dict)
     udp_routes: Mapping[str, Obj] = attrs.field(factory=dict)
+    # the ListenerSets naming the Gateway, and those its routes name
+    listener_sets: Mapping[str, Obj] = attrs.field(factory=dict)
     backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
@@ -57,6 +59,7 @@ class Snapshot:
             tls_routes=by_kind.get("TLSRoute", {}),
             tcp_routes=by_kind.get("TCPRoute", {}),
             udp_routes=by_kind.get("UDPRoute", {}),
+            listener_sets=by_kind.get("ListenerSet", {}),
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),

@@ -80,6 +80,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: (GATEWAY_GROUP, "TCPRoute") in s.route_kinds and "TCP" in s.protocols,
         lambda s: (GATEWAY_GROUP, "UDPRoute") in s.route_kinds and "UDP" in s.protocols,
     ),
+    "ListenerSet": (feature("ListenerSet"),),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (

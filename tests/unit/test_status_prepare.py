@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import attrs
+
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import (
     Condition,
@@ -12,6 +14,7 @@ from agc_controller.core.status import (
     GatewayAddress,
     GatewayClassStatus,
     GatewayStatus,
+    ListenerSetStatus,
     ListenerStatus,
     ParentReference,
     PolicyAncestorStatus,
@@ -172,7 +175,7 @@ def test_listener_conditions_merged_by_listener_name() -> None:
                     "name": "http",
                     "supportedKinds": [{"group": GW, "kind": "HTTPRoute"}],
                     "attachedRoutes": 1,
-                    "conditions": [stored_cond("Programmed", "True", time="2024-01-01T00:00:00Z")],
+                    "conditions": [stored_cond("Programmed", "True", time=T0)],
                 },
                 {
                     "name": "https",
@@ -197,7 +200,7 @@ def test_listener_conditions_merged_by_listener_name() -> None:
     assert [item["name"] for item in new["listeners"]] == ["https", "http"]
     https, http = new["listeners"]
     assert https["conditions"][0]["lastTransitionTime"] == NOW
-    assert http["conditions"][0]["lastTransitionTime"] == "2024-01-01T00:00:00Z"
+    assert http["conditions"][0]["lastTransitionTime"] == T0
     assert http["attachedRoutes"] == 3
     assert http["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}]
 
@@ -207,7 +210,8 @@ def test_gateway_addresses_replaced_and_unmodelled_fields_kept() -> None:
         {
             "conditions": [stored_cond("Accepted", "True")],
             "addresses": [{"type": "IPAddress", "value": "10.0.0.1"}],
-            "attachedListenerSets": 2,
+            # a field of a newer API the model knows nothing of
+            "futureCount": 2,
         }
     )
     with_address = GatewayStatus(
@@ -220,11 +224,65 @@ def test_gateway_addresses_replaced_and_unmodelled_fields_kept() -> None:
     new = prepare(current, with_address)
     assert new is not None
     assert new["addresses"] == [{"type": "Hostname", "value": "lb.example.com"}]
-    assert new["attachedListenerSets"] == 2
+    assert new["futureCount"] == 2
     without = prepare(current, gateway(cond("Accepted")))
     assert without is not None
     assert "addresses" not in without
     assert "listeners" not in without
+
+
+def test_gateway_attached_listener_sets_written_and_removed_as_desired() -> None:
+    current = obj({"conditions": [stored_cond("Accepted", "True")], "attachedListenerSets": 2})
+    counted = attrs.evolve(gateway(cond("Accepted")), attached_listener_sets=0)
+    new = prepare(current, counted)
+    assert new is not None
+    assert new["attachedListenerSets"] == 0
+    # a Gateway that no longer allows ListenerSets (None) drops the field
+    dropped = prepare(current, gateway(cond("Accepted")))
+    assert dropped is not None
+    assert "attachedListenerSets" not in dropped
+
+
+def test_listener_set_status_like_a_gateways_without_addresses() -> None:
+    current = obj(
+        {
+            "conditions": [
+                stored_cond("Accepted", "True"),
+                {**stored_cond("Programmed", "Unknown"), "lastTransitionTime": EPOCH},
+            ],
+            "listeners": [
+                {
+                    "name": "a",
+                    "attachedRoutes": 0,
+                    "supportedKinds": [],
+                    "conditions": [stored_cond("Accepted", "True")],
+                }
+            ],
+        }
+    )
+    desired = ListenerSetStatus(
+        namespace="ns",
+        name="ls",
+        conditions=(cond("Accepted"), cond("Programmed")),
+        listeners=(
+            ListenerStatus(
+                name="a",
+                supported_kinds=(RouteGroupKind(kind="HTTPRoute"),),
+                attached_routes=1,
+                conditions=(cond("Accepted"), cond("Programmed")),
+            ),
+        ),
+    )
+    new = prepare(current, desired)
+    assert new is not None
+    assert [c["type"] for c in new["conditions"]] == ["Accepted", "Programmed"]
+    # Accepted kept its time; the Pending placeholder never survives a write
+    assert new["conditions"][0]["lastTransitionTime"] == T0
+    assert new["conditions"][1]["lastTransitionTime"] == NOW
+    assert new["listeners"][0]["attachedRoutes"] == 1
+    assert new["listeners"][0]["conditions"][0]["lastTransitionTime"] == T0
+    assert "addresses" not in new
+    assert prepare({**current, "status": new}, desired) is None
 
 
 def test_gateway_class_supported_features_are_name_objects_sorted() -> None:
@@ -335,6 +393,43 @@ def test_route_empty_desired_removes_ours_for_this_gateway_only() -> None:
     new = prepare(obj({"parents": [theirs, ours_a, ours_b]}), route(GW_A))
     assert new is not None
     assert new["parents"] == [theirs, ours_b]
+
+
+def test_route_listener_set_entries_owned_only_when_listed() -> None:
+    ls_mine = ObjectKey("ListenerSet", "apps", "mine")
+    ls_other = ObjectKey("ListenerSet", "apps", "other")
+    mine = stored_entry(
+        {"group": GW, "kind": "ListenerSet", "name": "mine", "namespace": "apps"},
+        OURS,
+        stored_cond("Accepted", "True"),
+    )
+    other = stored_entry(
+        {"group": GW, "kind": "ListenerSet", "name": "other", "namespace": "apps"},
+        OURS,
+        stored_cond("Accepted", "True"),
+    )
+    current = obj({"parents": [mine, other]})
+    # a Gateway's work item that decides `mine` but not `other`: mine is replaced, other kept
+    desired = attrs.evolve(
+        route(
+            GW_A,
+            parent(
+                ParentReference(name="mine", namespace="apps", kind="ListenerSet"),
+                cond("Accepted", "False", reason="NoMatchingParent"),
+            ),
+        ),
+        listener_sets=(ls_mine,),
+    )
+    new = prepare(current, desired)
+    assert new is not None
+    assert [p["parentRef"]["name"] for p in new["parents"]] == ["mine", "other"]
+    assert new["parents"][0]["conditions"][0]["reason"] == "NoMatchingParent"
+    assert new["parents"][1] == other
+    # without the ListenerSet listed, its entry is not this work item's to touch
+    assert prepare(current, route(GW_A)) is None
+    # listed with nothing desired: removed
+    cleared = prepare(current, attrs.evolve(route(GW_A), listener_sets=(ls_mine, ls_other)))
+    assert cleared == {"parents": []}
 
 
 def test_route_removing_the_last_entry_writes_an_empty_list() -> None:

@@ -20,6 +20,7 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import (
     Condition,
     GatewayStatus,
+    ListenerSetStatus,
     ParentReference,
     RouteParentStatus,
     RouteStatus,
@@ -107,6 +108,32 @@ async def test_put_carries_resource_version_and_no_managed_fields() -> None:
     assert body["metadata"]["resourceVersion"] == "42"
     assert "managedFields" not in body["metadata"]
     assert body["status"]["conditions"][0]["lastTransitionTime"] == "2024-05-01T10:00:00Z"
+
+
+async def test_a_listener_set_status_goes_to_its_own_status_subresource() -> None:
+    listener_set = {
+        **gateway_obj(rv="7"),
+        "kind": "ListenerSet",
+        "metadata": {"name": "ls", "namespace": "apps", "generation": 1, "resourceVersion": "7"},
+    }
+    desired = ListenerSetStatus(
+        namespace="apps",
+        name="ls",
+        conditions=(Condition("Accepted", "True", "Accepted", "Fine.", 1),),
+        listeners=(),
+    )
+    api = ScriptedApi({"metadata": {"resourceVersion": "8"}})
+    w = writer(api)
+    assert await w.write(desired, listener_set) is True
+    [(method, path, body)] = api.calls
+    assert (method, path) == (
+        "PUT",
+        "/apis/gateway.networking.k8s.io/v1/namespaces/apps/listenersets/ls/status",
+    )
+    assert body["kind"] == "ListenerSet"
+    assert [c["type"] for c in body["status"]["conditions"]] == ["Accepted"]
+    # confirmed at the version the write produced: nothing to do there
+    assert w.is_current(desired, {"metadata": {"resourceVersion": "8"}})
 
 
 async def test_conflicts_are_bounded_then_temporary_error() -> None:

@@ -85,6 +85,8 @@ def azure_translate_settings(controller_name: str = DEFAULT_CONTROLLER_NAME) -> 
             "HTTPRouteSchemeRedirect",
             "HTTPRoutePortRedirect",
             "HTTPRouteResponseHeaderModification",
+            # claimed only where the server serves the ListenerSet CRD (manager.py)
+            "ListenerSet",
         },
         protocols=frozenset({"HTTP", "HTTPS"}),
         # Application Gateway v2 cannot speak HTTP/2 to backends: no gRPC

@@ -75,9 +75,15 @@ def _ssl_profile(c: Collector, frontend: Frontend) -> Json:
         naming.child_name(c.gateway, "client-ca", naming.digest(validation.ca_pem, 16)),
         {"data": _b64(validation.ca_pem)},
     )
+    # a ListenerSet's listener is "namespace/listenerset/name" in the model, and "/" turns
+    # into "-" in a child's name: a digest keeps it apart from a Gateway listener that is
+    # spelled with dashes
+    readable = frontend.name
+    if "/" in readable:
+        readable = f"{readable}-{naming.digest(readable)}"
     return c.add(
         "sslProfiles",
-        naming.child_name(c.gateway, "sslprof", frontend.name),
+        naming.child_name(c.gateway, "sslprof", readable),
         {
             "trustedClientCertificates": [ca],
             "clientAuthConfiguration": {"verifyClientCertIssuerDN": False},

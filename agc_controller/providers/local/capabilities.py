@@ -53,6 +53,8 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
         "TLSRouteModeMixed",
         "TLSRouteModeTerminate",
         "UDPRoute",
+        # claimed only where the server serves the ListenerSet CRD (manager.py)
+        "ListenerSet",
     }
 )
 

@@ -46,6 +46,14 @@ log = structlog.get_logger(__name__)
 NGINX = os.environ.get("AGC_NGINX", "/usr/sbin/nginx")
 _READY_WITHIN = 10.0
 _RESTART_DELAY = 1.0
+# Draining keep-alive connections around a reload (see `_reload`): seconds of drain
+# mode before the reload, so that every client busy on a keep-alive connection has
+# sent one more request and been told to close; seconds after the new workers
+# answer, while the old ones take in that they are to exit; and the expiry drain
+# mode is set with, in case nobody comes back to end it.
+_DRAIN_BEFORE = 0.25
+_DRAIN_AFTER = 0.2
+_DRAIN_EXPIRY = 10
 # what NGINX logs for each try to bind a listening socket that another one holds...
 _BIND_IN_USE = re.compile(
     rf"bind\(\) to (?P<address>\S+):(?P<port>\d+) failed \({errno.EADDRINUSE}: "
@@ -172,11 +180,41 @@ class NginxInstance:
         staged.replace(self.layout.conf)
         logged_from = self._error_log_size()
         if self._running():
-            await self._reload()
+            draining = await self._drain(_DRAIN_EXPIRY)
+            try:
+                await self._reload()
+                await self._confirm(static_id, logged_from)
+            finally:
+                if draining:
+                    await asyncio.sleep(_DRAIN_AFTER)
+                    await self._drain(0)
         else:
             await self._start()
-        await self._confirm(static_id, logged_from)
+            await self._confirm(static_id, logged_from)
         self.static_text = text
+        return True
+
+    async def _drain(self, seconds: float) -> bool:
+        """Drain mode on for `seconds` (0: off); True if NGINX took it.
+
+        A reload makes the old workers close their idle keep-alive connections as
+        they exit, and a client that sends its next request at that moment gets no
+        answer (wrk counts read errors). In drain mode every response closes its
+        connection (router.lua, @agc_drain), so a busy client moves to a fresh
+        connection before the reload and none is caught sending on a closing one.
+        Turning it on waits `_DRAIN_BEFORE` for that. A master running older Lua
+        without drain mode (adopted across an upgrade) is reloaded as before.
+        """
+        try:
+            status, _ = await self._request("PUT", None, path=f"/drain?seconds={seconds:g}")
+        except (aiohttp.ClientError, OSError) as e:
+            log.warning("nginx_drain_failed", gateway=self.name, error=str(e))
+            return False
+        if status != 200:
+            log.warning("nginx_drain_refused", gateway=self.name, status=status)
+            return False
+        if seconds:
+            await asyncio.sleep(_DRAIN_BEFORE)
         return True
 
     async def _confirm(self, static_id: str, logged_from: int) -> None:

@@ -280,6 +280,8 @@ def _render(
         '    location = /config { content_by_lua_block { require("agc.control").handle() } }',
         # which static configuration the answering worker runs (reload confirmation)
         '    location = /static { content_by_lua_block { require("agc.control").static() } }',
+        # drain mode ahead of a reload (nginx.py)
+        '    location = /drain { content_by_lua_block { require("agc.control").drain() } }',
         "  }",
     ]
     for listen in needs.listens:
@@ -322,6 +324,13 @@ def _render(
             '      set $agc_ctx "";',
             *[f'      set $agc_mirror{i} "";' for i in range(4)],
             '      access_by_lua_block { require("agc.router").route() }',
+            "      proxy_pass http://agc_backend;",
+            "    }",
+            # the same routing for requests while keep-alive connections are drained
+            # ahead of a reload: the response closes the connection
+            "    location @agc_drain {",
+            "      keepalive_timeout 0;",
+            '      access_by_lua_block { require("agc.router").route(true) }',
             "      proxy_pass http://agc_backend;",
             "    }",
             # only rules with mirrors come here: each mirror directive costs a

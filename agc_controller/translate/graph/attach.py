@@ -54,7 +54,8 @@ def attach_route(
             accepted = c.false(
                 c.ACCEPTED,
                 c.R_NO_MATCHING_PARENT,
-                f"No listener of Gateway {gateway.key.namespace}/{gateway.key.name} matches "
+                f"No listener of {gateway.key.kind} {gateway.key.namespace}/{gateway.key.name} "
+                f"matches "
                 f"{_selection(ref)}",
                 generation,
             )

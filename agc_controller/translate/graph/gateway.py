@@ -10,7 +10,7 @@ conflicting group is rejected.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -296,7 +296,12 @@ def _check_overlapping_tls(drafts: list[_ListenerDraft]) -> None:
 
 
 def _resolve_certificates(
-    d: _ListenerDraft, namespace: str, snapshot: Snapshot, grants: ReferenceGrants
+    d: _ListenerDraft,
+    namespace: str,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    *,
+    from_kind: str = "Gateway",
 ) -> None:
     if not d.terminates_tls or d.accepted_problem:
         return
@@ -308,7 +313,7 @@ def _resolve_certificates(
         ref_ns = ref.get("namespace") or namespace
         target = Ref(group, kind, ref_ns, str(ref.get("name", "")))
         if not grants.allows(
-            from_group=GATEWAY_GROUP, from_kind="Gateway", from_namespace=namespace, to=target
+            from_group=GATEWAY_GROUP, from_kind=from_kind, from_namespace=namespace, to=target
         ):
             d.resolved_problems.append(
                 (
@@ -510,3 +515,44 @@ def _backend_client_certificate(
     except pem.InvalidMaterial as e:
         return None, (c.R_INVALID_CLIENT_CERTIFICATE_REF, f"{field}: Secret {ref_ns}/{name}: {e}")
     return Certificate(ObjectKey("Secret", ref_ns, name), cert_pem, key_pem), None
+
+
+# (port, protocol, hostname, accepted so far) of one listener -> the (reason,
+# message) of its conflict with an earlier listener, or None
+ConflictCheck = Callable[[int, str, str | None, bool], tuple[str, str] | None]
+
+
+def build_listener_entries(
+    specs: Sequence[Obj],
+    *,
+    namespace: str,
+    from_kind: str,
+    gateway_namespace: str,
+    frontend_tls: Obj,
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    settings: TranslateSettings,
+    generation: int,
+    conflict_with_earlier: ConflictCheck,
+) -> tuple[Listener, ...]:
+    """Listeners of another kind whose entries have a Gateway listener's shape (a
+    ListenerSet's spec.listeners), validated as a Gateway's are, in spec order.
+
+    Two differences: their certificate refs resolve from `namespace` as
+    `from_kind`; and conflicts have a winner, asked of `conflict_with_earlier`
+    for each listener in turn (every one, so a protocol this controller does not
+    serve still reports the conflict). The Gateway's `frontend_tls` (in
+    `gateway_namespace`) applies to them as to its own HTTPS listeners.
+    """
+    drafts = [_ListenerDraft(index=i, spec=ls) for i, ls in enumerate(specs)]
+    for d in drafts:
+        _check_protocol(d, settings)
+        _check_allowed_routes(d)
+        d.kinds = _supported_kinds(d, settings)
+        d.conflict = conflict_with_earlier(
+            d.port, d.protocol, d.hostname, d.accepted_problem is None
+        )
+    for d in drafts:
+        _resolve_certificates(d, namespace, snapshot, grants, from_kind=from_kind)
+        _resolve_client_validation(d, frontend_tls, gateway_namespace, snapshot, grants)
+    return tuple(_freeze(d, generation) for d in drafts)

@@ -77,6 +77,20 @@ function _M.static_id()
   return static_id
 end
 
+-- Drain mode: set by the controller before a reload, with an expiry, so that it
+-- ends by itself should the controller not come back to clear it.
+function _M.set_draining(seconds)
+  if seconds > 0 then
+    ngx.shared.agc_config:set("draining", true, seconds)
+  else
+    ngx.shared.agc_config:delete("draining")
+  end
+end
+
+function _M.draining()
+  return ngx.shared.agc_config:get("draining") == true
+end
+
 -- Header modifiers keep names as written (responses show them); lookups of
 -- existing values use the lower-cased name.
 local function with_lookup_names(list)

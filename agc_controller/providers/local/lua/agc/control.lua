@@ -1,7 +1,8 @@
 -- The control endpoint (a unix socket only the controller can reach):
 -- PATCH /config with an update of some parts of the state (config.apply_delta),
 -- PUT /config with the whole state as one document; GET /config returns the version;
--- GET /static the id of the static configuration the answering worker runs.
+-- GET /static the id of the static configuration the answering worker runs;
+-- PUT /drain?seconds=N drain mode for N seconds (0: off), see router.route.
 local config = require("agc.config")
 
 local _M = {}
@@ -40,6 +41,18 @@ end
 
 function _M.static()
   ngx.say(config.static_id())
+end
+
+function _M.drain()
+  if ngx.req.get_method() ~= "PUT" then return ngx.exit(405) end
+  local seconds = tonumber(ngx.var.arg_seconds)
+  if not seconds or seconds < 0 or seconds > 60 then
+    ngx.status = 400
+    ngx.say("seconds must be a number from 0 to 60")
+    return
+  end
+  config.set_draining(seconds)
+  ngx.say("draining" .. (seconds > 0 and "" or " off"))
 end
 
 return _M

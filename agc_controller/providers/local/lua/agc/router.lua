@@ -168,7 +168,13 @@ local function forward(state, rule, backend, mirrored, ctx)
   end
 end
 
-function _M.route()
+-- While the controller drains keep-alive connections ahead of a reload (see
+-- control.drain), a request first moves to @agc_drain, the same routing under
+-- keepalive_timeout 0: its response says "Connection: close" and the connection
+-- ends cleanly, so no client is sending on an idle connection the old workers
+-- close when they exit. `drained` is true there.
+function _M.route(drained)
+  if not drained and config.draining() then return ngx.exec("@agc_drain") end
   local state = config.get()
   if not state then return ngx.exit(503) end
   local host = ngx_var.host
