@@ -11,6 +11,7 @@ to the report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -83,13 +84,22 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[client.ApiClient]:
         yield api
 
 
-@pytest.fixture
-async def namespace(kube: client.ApiClient) -> AsyncIterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
+@contextlib.asynccontextmanager
+async def new_namespace(kube: client.ApiClient, prefix: str) -> AsyncIterator[str]:
+    """A namespace named `<prefix>-<random>` for the block, deleted after it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(kube)
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    await core.delete_namespace(name)
+    try:
+        yield name
+    finally:
+        await core.delete_namespace(name)
+
+
+@pytest.fixture
+async def namespace(kube: client.ApiClient) -> AsyncIterator[str]:
+    async with new_namespace(kube, "t") as name:
+        yield name
 
 
 def gateway_api_channel() -> str:

@@ -86,6 +86,55 @@ TCP_PORT = 9000
 HOST = "bench.example.com"
 
 
+def service(
+    name: str, port: int, endpoints: list[str], *, target_port: int
+) -> list[dict[str, Any]]:
+    """A Service in namespace bench and its EndpointSlice (the backends are not pods)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"ports": [{"name": "p", "port": port}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-1",
+                "namespace": "bench",
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "p", "port": target_port}],
+            "endpoints": [{"addresses": [a]} for a in endpoints],
+        },
+    ]
+
+
+def route(
+    kind: str,
+    name: str,
+    *,
+    parents: list[dict[str, str]],
+    backend: tuple[str, int],
+    hostnames: list[str] | None = None,
+) -> dict[str, Any]:
+    """A route in namespace bench with one rule sending everything to `backend`."""
+    spec: dict[str, Any] = {
+        "parentRefs": parents,
+        "rules": [{"backendRefs": [{"name": backend[0], "port": backend[1]}]}],
+    }
+    if hostnames:
+        spec["hostnames"] = hostnames
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": spec,
+    }
+
+
 def objects(
     routes: int,
     endpoints: list[str],
@@ -128,24 +177,7 @@ def objects(
                 ],
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "svc", "namespace": "bench"},
-            "spec": {"ports": [{"name": "http", "port": 80}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "svc-1",
-                "namespace": "bench",
-                "labels": {"kubernetes.io/service-name": "svc"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [{"addresses": [a]} for a in endpoints],
-        },
+        *service("svc", 80, endpoints, target_port=8080),
     ]
     for i in range(routes + extra):
         objs.append(
@@ -172,74 +204,45 @@ def objects(
     if grpc:
         # a gRPC route on the same port puts the protocol sniffer in front of it
         objs.append(
-            {
-                "apiVersion": gw,
-                "kind": "GRPCRoute",
-                "metadata": {"name": "grpc", "namespace": "bench"},
-                "spec": {
-                    "parentRefs": [{"name": "gw"}],
-                    "hostnames": ["grpc.example.com"],
-                    "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
-                },
-            }
+            route(
+                "GRPCRoute",
+                "grpc",
+                parents=[{"name": "gw"}],
+                hostnames=["grpc.example.com"],
+                backend=("svc", 80),
+            )
         )
     if tcp:
         # a TCP listener: NGINX's stream layer forwards connections whole
         objs.append(
-            {
-                "apiVersion": gw,
-                "kind": "TCPRoute",
-                "metadata": {"name": "tcp", "namespace": "bench"},
-                "spec": {
-                    "parentRefs": [{"name": "gw", "sectionName": "tcp"}],
-                    "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
-                },
-            }
+            route(
+                "TCPRoute",
+                "tcp",
+                parents=[{"name": "gw", "sectionName": "tcp"}],
+                backend=("svc", 80),
+            )
         )
     if tls:
         # TLS passthrough: the backend's TLS port, chosen by the SNI
         objs += [
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "svc-tls", "namespace": "bench"},
-                "spec": {"ports": [{"name": "https", "port": 443}]},
-            },
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": "svc-tls-1",
-                    "namespace": "bench",
-                    "labels": {"kubernetes.io/service-name": "svc-tls"},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "https", "port": 8443}],
-                "endpoints": [{"addresses": [a]} for a in endpoints],
-            },
-            {
-                "apiVersion": gw,
-                "kind": "TLSRoute",
-                "metadata": {"name": "tls", "namespace": "bench"},
-                "spec": {
-                    "parentRefs": [{"name": "gw", "sectionName": "tls"}],
-                    "hostnames": [HOST],
-                    "rules": [{"backendRefs": [{"name": "svc-tls", "port": 443}]}],
-                },
-            },
+            *service("svc-tls", 443, endpoints, target_port=8443),
+            route(
+                "TLSRoute",
+                "tls",
+                parents=[{"name": "gw", "sectionName": "tls"}],
+                hostnames=[HOST],
+                backend=("svc-tls", 443),
+            ),
         ]
     # the catch-all the load uses, last in precedence
     objs.append(
-        {
-            "apiVersion": gw,
-            "kind": "HTTPRoute",
-            "metadata": {"name": "zz-default", "namespace": "bench"},
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "hostnames": ["bench.example.com"],
-                "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}],
-            },
-        }
+        route(
+            "HTTPRoute",
+            "zz-default",
+            parents=[{"name": "gw"}],
+            hostnames=[HOST],
+            backend=("svc", 80),
+        )
     )
     return objs
 

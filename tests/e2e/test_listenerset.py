@@ -5,7 +5,6 @@ serves its routes, and the load sees no failed request."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from devcluster.netns import BackendNamespace
+from tests.conftest import new_namespace
 from tests.e2e.conftest import GW, Cluster
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import HTTP, eventually_status
@@ -21,11 +21,8 @@ from tests.e2e.test_http_routing import HTTP, eventually_status
 @pytest.fixture
 async def team_namespace(kube: client.ApiClient) -> AsyncIterator[str]:
     """The other team's namespace, where the ListenerSet and its route live."""
-    name = f"team-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(kube)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    await core.delete_namespace(name)
+    async with new_namespace(kube, "team") as name:
+        yield name
 
 
 async def listener_set_serving(

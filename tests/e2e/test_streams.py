@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,22 @@ def echo(backends: BackendNamespace) -> dict[str, str]:
     return {name: backends.start_echo(f"stream-{name}") for name in ("a", "b")}
 
 
-async def _http(address: str, port: int) -> dict[str, Any] | None:
-    """GET / over plain TCP to `address:port`: the echo's JSON, or None on failure."""
+async def _echo(*curl: str) -> dict[str, Any] | None:
+    """The echo's JSON answer to `curl -s <curl...>`, or None on any failure."""
     process = await asyncio.create_subprocess_exec(
-        "curl", "-s", "--max-time", "5", f"http://{address}:{port}/",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        "curl", "-s", "--max-time", "5", *curl, stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await process.communicate()
     try:
         reply: dict[str, Any] = json.loads(out)
     except ValueError:
         return None
     return reply
+
+
+def _http(address: str, port: int) -> Coroutine[None, None, dict[str, Any] | None]:
+    """GET / over plain TCP to `address:port`."""
+    return _echo(f"http://{address}:{port}/")
 
 
 async def _route_parents(cluster: Cluster, plural: str, name: str) -> list[dict[str, Any]]:
@@ -195,19 +200,12 @@ async def test_tls_passthrough_terminate_and_https(
         },
     )
 
-    async def terminated() -> dict[str, Any] | None:
+    def terminated() -> Coroutine[None, None, dict[str, Any] | None]:
         """GET / in TLS to the Terminate listener: its backend speaks plain HTTP."""
-        process = await asyncio.create_subprocess_exec(
-            "curl", "-s", "--max-time", "5", "--cacert", str(ca_file),
-            "--resolve", f"term.example.org:8443:{terminating}", "https://term.example.org:8443/",
-            stdout=asyncio.subprocess.PIPE,
+        return _echo(
+            "--cacert", str(ca_file), "--resolve", f"term.example.org:8443:{terminating}",
+            "https://term.example.org:8443/",
         )  # fmt: skip
-        out, _ = await process.communicate()
-        try:
-            reply: dict[str, Any] = json.loads(out)
-        except ValueError:
-            return None
-        return reply
 
     async def all_served() -> bool:
         replies = [await curl(address, h, ca_file) for h in ("abc.example.com", "www.example.org")]
