@@ -37,7 +37,7 @@ DURATION = 5
 # wrk runs per row and connection count
 RUNS = 3
 
-BACKEND_CONF = """
+_BACKEND_CONF = """
 worker_processes 1;
 pid {dir}/backend.pid;
 error_log {dir}/backend.err;
@@ -45,14 +45,23 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   server {{ listen {address}:8080 reuseport backlog=4096; location / {{ return 200 "ok"; }} }}
-  server {{
+{tls}}}
+"""
+_BACKEND_TLS_SERVER = """  server {{
     listen {address}:8443 ssl reuseport backlog=4096;
     ssl_certificate {dir}/backend.crt;
     ssl_certificate_key {dir}/backend.key;
     location / {{ return 200 "ok"; }}
   }}
-}}
 """
+
+
+def backend_conf(directory: Path, address: str, *, tls: bool = False) -> str:
+    """The backend NGINX's configuration: 200 "ok" on port 8080, and on 8443 in TLS
+    with `directory`/backend.crt and .key when `tls`."""
+    server = _BACKEND_TLS_SERVER.format(dir=directory, address=address) if tls else ""
+    return _BACKEND_CONF.format(dir=directory, address=address, tls=server)
+
 
 PROXY_CONF = """
 worker_processes 2;
@@ -273,7 +282,7 @@ def start_backend_and_proxy(workdir: Path, ns: BackendNamespace) -> str:
     cert, key = self_signed(HOST, sans=[x509.DNSName(HOST)])
     (workdir / "backend.crt").write_text(cert)
     (workdir / "backend.key").write_text(key)
-    (workdir / "backend.conf").write_text(BACKEND_CONF.format(dir=workdir, address=backend))
+    (workdir / "backend.conf").write_text(backend_conf(workdir, backend, tls=True))
     subprocess.run(
         ["ip", "netns", "exec", ns.name, "nginx", "-c", str(workdir / "backend.conf")], check=True
     )

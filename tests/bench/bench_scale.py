@@ -60,7 +60,7 @@ from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from devcluster import ControlPlane, install_gateway_api_crds
 from devcluster.controlplane import free_port
 from devcluster.netns import BackendNamespace
-from tests.bench.bench_dataplane import BACKEND_CONF
+from tests.bench.bench_dataplane import backend_conf
 from tests.bench.plane import REPO, control_plane, create_all, rss_mib
 from tests.bench.plane import wrk as plane_wrk
 
@@ -621,7 +621,7 @@ def main() -> None:
             endpoints = [ns.add_address(), ns.add_address()]
             for i, address in enumerate(endpoints):
                 conf = workdir / f"backend-{i}.conf"
-                conf.write_text(BACKEND_CONF.format(dir=workdir / f"b{i}", address=address))
+                conf.write_text(backend_conf(workdir / f"b{i}", address))
                 (workdir / f"b{i}").mkdir()
                 subprocess.run(
                     ["ip", "netns", "exec", ns.name, "nginx", "-c", str(conf)], check=True
