@@ -18,7 +18,10 @@ most characters in the matched service, then in the matched method.
 Streams (TLS passthrough, TCP, UDP): one per (port, SNI hostname) a listener's
 routes serve. Where routes compete for one, the most specific listener wins,
 then the oldest route, then route namespace/name; the others stay attached
-(Accepted) but take no connections.
+(Accepted) but take no connections. A stream's data plane forwards bytes and
+originates no TLS, so a backend that a BackendTLSPolicy asks to be reached over
+TLS is invalid there (its share of connections is closed), never sent plaintext;
+TLS passthrough is exempt (the client's own TLS reaches the backend).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def build_load_balancer(
         addresses=gateway.addresses,
         frontends=frontends,
         hosts=tables.update(gateway, policies, requests),
-        streams=_streams(connections, programmable),
+        streams=_streams(connections, programmable, policies),
         endpoints=endpoints or {},
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
@@ -260,7 +263,9 @@ class HostTables:
 
 
 def _streams(
-    attachments: Mapping[ObjectKey, tuple[Attachment, ...]], programmable: Mapping[str, Listener]
+    attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
+    programmable: Mapping[str, Listener],
+    policies: Policies,
 ) -> tuple[Stream, ...]:
     """The streams of the stream routes' attachments; see the module docstring for
     which route a stream takes when several serve its (port, hostname)."""
@@ -272,8 +277,19 @@ def _streams(
             if listener is None or not route.rules:
                 continue
             rule = route.rules[0]  # stream routes have exactly one rule
+            passthrough = listener.protocol == "TLS" and not listener.certificates
             backends = tuple(
-                Backend(name=b.name, weight=b.weight, valid=b.valid) for b in rule.backends
+                Backend(
+                    name=b.name,
+                    weight=b.weight,
+                    valid=b.valid
+                    and (
+                        passthrough
+                        or b.service is None
+                        or policies.for_backend(b.service, b.port_name) is None
+                    ),
+                )
+                for b in rule.backends
             )
             order = (specificity(listener.hostname), route.created, key.namespace, key.name)
             for hostname in attachment.hostnames:
