@@ -115,8 +115,12 @@ class Informer:
         # the RV to watch from; None means the store is not (or no longer) current: LIST
         self._resource_version: str | None = None
         # False from a LIST until the first watch event after it; a 410 while False
-        # means the list's own RV is gone, which only a misbehaving server does
+        # means the list's own RV is gone: a real API server does that once while
+        # its watch cache for a just-created resource starts (the LIST came from
+        # etcd at an older RV), a misbehaving one again and again
         self._watched_since_list = False
+        # 410s in a row, each right after a LIST (reset by a watch event)
+        self._expired_after_list = 0
         # set once, after the first LIST was stored and its handlers ran
         self._synced = asyncio.Event()
 
@@ -160,15 +164,20 @@ class Informer:
                 self._log.info("informer_relist", reason=error.message)
                 self._resource_version = None
                 if not self._watched_since_list:
-                    await self._back_off("informer_relist_loop", error)
+                    self._expired_after_list += 1
+                    await self._back_off(
+                        "informer_relist_loop", error, quiet=self._expired_after_list == 1
+                    )
             except Exception as error:
                 await self._back_off(
                     "informer_list_error" if listing else "informer_watch_error", error
                 )
 
-    async def _back_off(self, event: str, error: Exception) -> None:
+    async def _back_off(self, event: str, error: Exception, *, quiet: bool = False) -> None:
+        """Wait the next backoff delay, logged as a warning (`quiet`: as info)."""
         delay = self._backoff.next_delay()
-        self._log.warning(
+        log = self._log.info if quiet else self._log.warning
+        log(
             event,
             error=str(error) or type(error).__name__,
             error_type=type(error).__name__,
@@ -246,6 +255,7 @@ class Informer:
         # taken from the raw object: a transform must not be able to lose our place
         self._resource_version = str(raw["metadata"]["resourceVersion"])
         self._watched_since_list = True
+        self._expired_after_list = 0
 
     def _transformed(self, obj: KubeObject) -> KubeObject:
         return self._transform(obj) if self._transform else obj

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+from structlog.testing import capture_logs
 
 from agc_controller.core.resources import CONFIG_MAP
 from agc_controller.informers import (
@@ -418,15 +419,19 @@ async def test_gone_relists_and_synthesizes_deltas(
 async def test_gone_for_the_rv_a_list_just_returned_backs_off_before_relisting(
     lw: FakeListWatcher, clock: FakeClock
 ) -> None:
-    lw.add_list(page(10), page(10))
-    lw.add_watch([GONE_EVENT])
+    lw.add_list(page(10), page(10), page(10))
+    lw.add_watch([GONE_EVENT], [GONE_EVENT])
     informer = make_informer(lw, clock)
 
-    await run_until_idle(informer, lw)
+    with capture_logs() as logs:
+        await run_until_idle(informer, lw)
 
-    assert lw.list_calls == [None, None]
-    assert len(clock.sleeps) == 1
+    assert lw.list_calls == [None, None, None]
+    assert len(clock.sleeps) == 2
     assert 0.64 <= clock.sleeps[0] <= 0.8
+    # once is a real API server's new watch cache (info), twice in a row a loop
+    levels = [e["log_level"] for e in logs if e["event"] == "informer_relist_loop"]
+    assert levels == ["info", "warning"]
 
 
 async def test_errors_back_off_with_growing_jittered_delays_then_reset(
