@@ -178,12 +178,13 @@ async def program(
     the streams' files and static config first (reloaded only if its text
     changed), then the router's parts that changed. Raises UnsafeValue,
     UnsafeStreamKey or NginxError, leaving the last good configuration serving."""
-    streams = {
-        name.removeprefix(STREAM_PART): text
-        for name, text in parts.items()
-        if name.startswith(STREAM_PART)
-    }
-    router = {name: text for name, text in parts.items() if not name.startswith(STREAM_PART)}
+    streams: dict[str, bytes] = {}
+    router: dict[str, bytes] = {}
+    for name, part in parts.items():
+        if name.startswith(STREAM_PART):
+            streams[name.removeprefix(STREAM_PART)] = part
+        else:
+            router[name] = part
     files = tls_files(needs, instance.layout)
     _write_tls_files(files)
     instance.streams.write(streams)

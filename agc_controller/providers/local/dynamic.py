@@ -275,10 +275,7 @@ def _needs(
         for f in model.frontends
         if f.protocol in _HTTP_PROTOCOLS
     }
-    by_port: dict[tuple[int, str], list[alb.Frontend]] = {}
-    for f in model.frontends:
-        if f.protocol not in _HTTP_PROTOCOLS:
-            by_port.setdefault((f.port + port_offset, f.protocol), []).append(f)
+    by_port = _stream_frontends(model, port_offset)
     streams = tuple(
         StreamListen(
             port=port,
@@ -299,6 +296,17 @@ def _needs(
     )
 
 
+def _stream_frontends(
+    model: LoadBalancer, port_offset: int
+) -> dict[tuple[int, str], list[alb.Frontend]]:
+    """The TLS, TCP and UDP listeners by (bound port, protocol)."""
+    by_port: dict[tuple[int, str], list[alb.Frontend]] = {}
+    for f in model.frontends:
+        if f.protocol not in _HTTP_PROTOCOLS:
+            by_port.setdefault((f.port + port_offset, f.protocol), []).append(f)
+    return by_port
+
+
 def _terminating(frontends: list[alb.Frontend]) -> list[alb.Frontend]:
     """A TLS port's listeners in mode Terminate (those holding certificates), in the
     order their terminating servers are numbered."""
@@ -313,10 +321,8 @@ def _streams(model: LoadBalancer, port_offset: int) -> dict[str, state.Stream]:
     """The model's streams by state.stream_key (a few per listener: built whole)."""
     terminating = {
         f.name: number
-        for port in {f.port for f in model.frontends if f.protocol == "TLS"}
-        for number, f in enumerate(
-            _terminating([f for f in model.frontends if f.protocol == "TLS" and f.port == port])
-        )
+        for frontends in _stream_frontends(model, port_offset).values()
+        for number, f in enumerate(_terminating(frontends))
     }
     return {
         state.stream_key(s.port + port_offset, s.protocol, s.hostname): state.Stream(

@@ -422,8 +422,7 @@ def _stream_block(host: str, needs: StaticNeeds, layout: InstanceLayout) -> list
             f"  js_var $agc_nowhere unix:{_path(layout.socket_dir / 'nowhere.sock')};",
             "  js_set $agc_stream_target agc_streams.target;",
         ]
-    if any(s.terminations or s.port in https for s in needs.streams if s.protocol == "TLS"):
-        # the TLS ports with a front server (see _stream_servers)
+    if any(_has_front(s, shares_https=s.port in https) for s in needs.streams):
         out.append("  js_set $agc_stream_front agc_streams.front;")
     for port in sniffed:
         out += _sniffer(host, port, layout)
@@ -453,6 +452,12 @@ def _sniffer(host: str, port: int, layout: InstanceLayout) -> list[str]:
         "    proxy_protocol on;",
         "  }",
     ]
+
+
+def _has_front(stream: StreamListen, *, shares_https: bool) -> bool:
+    """Whether a TLS port has a front server (see _stream_servers): it has more
+    than passthrough, listeners in mode Terminate or HTTPS listeners."""
+    return stream.protocol == "TLS" and (shares_https or bool(stream.terminations))
 
 
 def _stream_servers(
@@ -491,7 +496,7 @@ def _stream_servers(
         ]
     if stream.protocol == "TCP":
         return ["  server {", f"    listen {host}:{port} reuseport;", *forward, "  }"]
-    if not shares_https and not stream.terminations:
+    if not _has_front(stream, shares_https=shares_https):
         return [
             "  server {",
             f"    listen {host}:{port} reuseport;",
