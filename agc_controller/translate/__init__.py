@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Generator, Iterable, Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -43,6 +44,14 @@ from agc_controller.translate.graph.listenersets import (
     listener_set_status,
     owned_listener_sets,
 )
+from agc_controller.translate.graph.policies import (
+    AttachedPolicies,
+    Reach,
+    ancestor_conditions,
+    reach_of,
+    reached_policies,
+)
+from agc_controller.translate.graph.ratelimit import build_rate_limits
 from agc_controller.translate.graph.routes import RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
 from agc_controller.translate.model import LoadBalancer
@@ -50,6 +59,8 @@ from agc_controller.translate.programmed import listener_programmed, with_progra
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
+
+T = TypeVar("T")
 
 __all__ = [
     "GatewayTranslation",
@@ -236,7 +247,14 @@ def translation_steps(
 
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
-    kept_policies = {(s.namespace, s.name) for s in policy_statuses}
+    rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot))
+    reach = reach_of(gateway_key, (ls.name for ls in node.listeners), attachments, snapshot)
+    policy_statuses.extend(
+        _attached_policy_statuses(
+            rate_limits, reach, settings.capabilities.policy_problem("RateLimitPolicy")
+        )
+    )
+    kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
     load_balancer = (
@@ -244,6 +262,7 @@ def translation_steps(
             parents.merged,
             attachments,
             policies,
+            rate_limits,
             tables=memo.hosts,
             endpoints=memo.endpoints(snapshot, wanted),
         )
@@ -260,7 +279,7 @@ def translation_steps(
         load_balancer=load_balancer,
         attached_routes={name: len(routes) for name, routes in sorted(counts.items())},
         route_statuses=tuple(sorted(route_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
-        policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.namespace, s.name))),
+        policy_statuses=tuple(sorted(policy_statuses, key=lambda s: (s.kind, s.namespace, s.name))),
         listener_sets=parents.listener_sets,
         attached_listener_sets=parents.attached,
     )
@@ -346,6 +365,29 @@ def _policy_statuses(
     ]
 
 
+def _attached_policy_statuses(
+    attached: AttachedPolicies[T], reach: Reach, provider_problem: str | None
+) -> list[PolicyStatus]:
+    """The ancestor entry, for the Gateway of `reach`, of every policy of one of our
+    kinds that reaches it (graph/policies.py)."""
+    ancestor = ParentReference(name=reach.gateway.name, namespace=reach.gateway.namespace)
+    return [
+        PolicyStatus(
+            kind=node.key.kind,
+            namespace=node.key.namespace,
+            name=node.key.name,
+            gateway=reach.gateway,
+            ancestors=(
+                PolicyAncestorStatus(
+                    ancestor_ref=ancestor,
+                    conditions=ancestor_conditions(attached, node, reach, provider_problem),
+                ),
+            ),
+        )
+        for node in reached_policies(attached, reach)
+    ]
+
+
 def _ours_for(
     entries: list[Obj], gateway: ObjectKey, default_namespace: str, ref_field: str, controller: str
 ) -> bool:
@@ -401,18 +443,20 @@ def _clear_policies(
     gateway: ObjectKey,
     settings: TranslateSettings,
     *,
-    keep: set[tuple[str, str]],
+    keep: set[tuple[str, str, str]],
 ) -> list[PolicyStatus]:
     cleared = []
-    for policy in snapshot.backend_tls_policies.values():
-        meta = policy["metadata"]
-        if (meta["namespace"], meta["name"]) in keep:
-            continue
-        ancestors = (policy.get("status") or {}).get("ancestors") or []
-        if _ours_for(
-            ancestors, gateway, meta["namespace"], "ancestorRef", settings.controller_name
-        ):
-            cleared.append(
-                PolicyStatus("BackendTLSPolicy", meta["namespace"], meta["name"], gateway, ())
-            )
+    for kind, table in (
+        ("BackendTLSPolicy", snapshot.backend_tls_policies),
+        ("RateLimitPolicy", snapshot.rate_limit_policies),
+    ):
+        for policy in table.values():
+            meta = policy["metadata"]
+            if (kind, meta["namespace"], meta["name"]) in keep:
+                continue
+            ancestors = (policy.get("status") or {}).get("ancestors") or []
+            if _ours_for(
+                ancestors, gateway, meta["namespace"], "ancestorRef", settings.controller_name
+            ):
+                cleared.append(PolicyStatus(kind, meta["namespace"], meta["name"], gateway, ()))
     return cleared

@@ -36,6 +36,8 @@ from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
+from agc_controller.translate.graph.policies import AttachedPolicies
+from agc_controller.translate.graph.ratelimit import in_force
 from agc_controller.translate.graph.routes import STREAM_KINDS, GrpcRank, RouteNode, RuleNode
 from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
@@ -47,6 +49,7 @@ from agc_controller.translate.model import (
     LoadBalancer,
     Mirror,
     Protocol,
+    RateLimit,
     Rule,
     Stream,
     StreamProtocol,
@@ -59,6 +62,8 @@ _KIND_ORDER = {"HTTPRoute": 0, "GRPCRoute": 1}
 
 # a route's rules, each with its precedence key within a host (without the hostname rank)
 KeyedRules = tuple[tuple[tuple[object, ...], Rule], ...]
+# listener name -> a route's keyed rules there (listeners whose policies agree share one)
+_ListenerRules = dict[str, KeyedRules]
 
 
 def hostname_rank(hostname: str) -> tuple[int, int]:
@@ -95,6 +100,7 @@ def build_load_balancer(
     gateway: GatewayNode,
     attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
     policies: Policies,
+    rate_limits: AttachedPolicies[RateLimit],
     *,
     tables: HostTables | None = None,
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
@@ -124,7 +130,7 @@ def build_load_balancer(
         generation=gateway.generation,
         addresses=gateway.addresses,
         frontends=frontends,
-        hosts=tables.update(gateway, policies, requests),
+        hosts=tables.update(gateway, policies, rate_limits, requests),
         streams=_streams(connections, programmable, policies),
         endpoints=endpoints or {},
         infrastructure_labels=gateway.infrastructure_labels,
@@ -158,7 +164,8 @@ class HostTables:
     cover: one host for an exact name, every host below a wildcard, every host of
     the listener for a route without hostnames. Only dirty hosts are built again;
     the host order is sorted again only when hosts come or go. Another Gateway
-    node or other policies (compared by identity) start from scratch. The result
+    node or other policies (BackendTLSPolicies or our own kinds, compared by
+    identity) start from scratch. The result
     equals a build from scratch (tests/unit/test_translate_incremental.py).
 
     Invariants, between builds: `_routes` holds exactly the routes of the last
@@ -175,8 +182,9 @@ class HostTables:
         # what the tables were built against (identity)
         self._gateway: GatewayNode | None = None
         self._policies: Policies | None = None
-        # route -> (its attachments as last seen, where it serves, its keyed rules)
-        self._routes: dict[ObjectKey, tuple[tuple[Attachment, ...], _Serving, KeyedRules]] = {}
+        self._rate_limits: AttachedPolicies[RateLimit] | None = None
+        # route -> (its attachments as last seen, where it serves, its keyed rules there)
+        self._routes: dict[ObjectKey, tuple[tuple[Attachment, ...], _Serving, _ListenerRules]] = {}
         # listener -> hostname -> the routes serving it there
         self._hostnames: dict[str, dict[str, set[ObjectKey]]] = defaultdict(dict)
         # (listener, hostname) -> its table
@@ -188,11 +196,16 @@ class HostTables:
         self,
         gateway: GatewayNode,
         policies: Policies,
+        rate_limits: AttachedPolicies[RateLimit],
         attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
     ) -> tuple[Host, ...]:
-        if gateway is not self._gateway or policies is not self._policies:
+        if (
+            gateway is not self._gateway
+            or policies is not self._policies
+            or rate_limits is not self._rate_limits
+        ):
             self._reset()
-            self._gateway, self._policies = gateway, policies
+            self._gateway, self._policies, self._rate_limits = gateway, policies, rate_limits
         programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
         dirty: dict[str, set[str]] = defaultdict(set)  # listener -> covering names changed
         for key in [k for k in self._routes if k not in attachments]:
@@ -205,7 +218,11 @@ class HostTables:
                 self._forget(key, dirty)
             serving = _serving(attached, programmable)
             route = attached[0].route if attached else None
-            keyed = _keyed_rules(route, gateway, policies) if route is not None else ()
+            keyed = (
+                _keyed_rules_by_listener(route, serving, gateway, policies, rate_limits)
+                if route is not None
+                else {}
+            )
             self._routes[key] = (attached, serving, keyed)
             for listener, hostnames in serving.items():
                 for hostname in hostnames:
@@ -258,7 +275,7 @@ class HostTables:
             for key in sorted(by_hostname.get(covering, ()), key=_route_order):
                 if key not in seen:
                     seen.add(key)
-                    found.append((rank, self._routes[key][2]))
+                    found.append((rank, self._routes[key][2][listener]))
         return found
 
 
@@ -359,11 +376,49 @@ def _covering_names(host: str) -> list[str]:
     return ([] if host.startswith("*.") else [host]) + wildcards + ["*"]
 
 
-def _keyed_rules(route: RouteNode, gateway: GatewayNode, policies: Policies) -> KeyedRules:
+def _keyed_rules_by_listener(
+    route: RouteNode,
+    serving: _Serving,
+    gateway: GatewayNode,
+    policies: Policies,
+    rate_limits: AttachedPolicies[RateLimit],
+) -> _ListenerRules:
+    """The route's keyed rules on each listener it serves; a listener-wide policy
+    can make them differ, but listeners whose policies agree share one tuple."""
+    by_limits: dict[tuple[RateLimit | None, ...], KeyedRules] = {}
+    found: _ListenerRules = {}
+    for listener in serving:
+        limits = tuple(
+            _rate_limit(rate_limits, gateway, listener, route.key, rule.name)
+            for rule in route.rules
+        )
+        if limits not in by_limits:
+            by_limits[limits] = _keyed_rules(route, gateway, policies, limits)
+        found[listener] = by_limits[limits]
+    return found
+
+
+def _rate_limit(
+    rate_limits: AttachedPolicies[RateLimit],
+    gateway: GatewayNode,
+    listener: str,
+    route: ObjectKey,
+    rule_name: str | None,
+) -> RateLimit | None:
+    governing = rate_limits.for_rule(gateway.key, listener, route, rule_name)
+    return in_force(governing[1], governing[0]) if governing is not None else None
+
+
+def _keyed_rules(
+    route: RouteNode,
+    gateway: GatewayNode,
+    policies: Policies,
+    limits: tuple[RateLimit | None, ...],
+) -> KeyedRules:
     grpc = route.kind == "GRPCRoute"
     keyed = []
-    for rule_node in route.rules:
-        for rule in _rules(route.key, rule_node, gateway, policies, grpc=grpc):
+    for rule_node, limit in zip(route.rules, limits, strict=True):
+        for rule in _rules(route.key, rule_node, gateway, policies, limit, grpc=grpc):
             grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
             keyed.append((precedence(rule, route.created, grpc_rank), rule))
     return tuple(keyed)
@@ -382,7 +437,13 @@ def _claimed_elsewhere(listener: Listener, host: str, listeners: Iterable[Listen
 
 
 def _rules(
-    route_key: ObjectKey, rule: RuleNode, gateway: GatewayNode, policies: Policies, *, grpc: bool
+    route_key: ObjectKey,
+    rule: RuleNode,
+    gateway: GatewayNode,
+    policies: Policies,
+    rate_limit: RateLimit | None,
+    *,
+    grpc: bool,
 ) -> list[Rule]:
     backends = tuple(_backend(b, gateway, policies) for b in rule.backends)
     mirrors = tuple(
@@ -407,6 +468,7 @@ def _rules(
             backend_timeout_ms=rule.backend_timeout_ms,
             retry=rule.retry,
             session_persistence=rule.session_persistence,
+            rate_limit=rate_limit,
             grpc=grpc,
         )
         for j, match in enumerate(rule.matches)

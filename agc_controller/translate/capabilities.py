@@ -53,6 +53,14 @@ class Capabilities:
     # BackendTLSPolicy validation.subjectAltNames: check the backend certificate
     # against these names instead of the SNI hostname
     backend_tls_subject_alt_names: bool = True
+    # RateLimitPolicy (graph/ratelimit.py)
+    rate_limits: bool = True
+
+    def policy_problem(self, kind: str) -> str | None:
+        """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
+        if kind == "RateLimitPolicy" and not self.rate_limits:
+            return f"{kind} is not supported by the {self.provider} provider"
+        return None
 
     def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:
         """The first unsupported field of one raw route rule, as a message; None if none."""

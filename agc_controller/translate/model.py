@@ -183,6 +183,23 @@ class SessionPersistence:
 
 
 @attrs.frozen
+class RateLimit:
+    """A RateLimitPolicy in force on a rule: each key may send `requests` per
+    `period_s`, and up to `burst` at once after a pause (a token bucket)."""
+
+    # the counters' name: the policy and the target it governs through, so that
+    # every rule a Gateway-wide policy covers shares one budget, and a route
+    # change never resets what was counted
+    bucket: str
+    requests: int
+    period_s: int
+    burst: int
+    # whose requests share a budget: the client's address, or one header's value
+    key: Literal["ClientIP", "Header"] = "ClientIP"
+    header: str | None = None
+
+
+@attrs.frozen
 class Rule:
     """One (route rule, match) pair, in precedence order within its host."""
 
@@ -203,6 +220,7 @@ class Rule:
     backend_timeout_ms: int | None = None
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
+    rate_limit: RateLimit | None = None
     # gRPC semantics for errors (no route: Unimplemented)
     grpc: bool = False
 

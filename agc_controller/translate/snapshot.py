@@ -30,6 +30,8 @@ class Snapshot:
     # the ListenerSets naming the Gateway, and those its routes name
     listener_sets: Mapping[str, Obj] = attrs.field(factory=dict)
     backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # our RateLimitPolicies targeting the Gateway or its routes, or with its ancestor entry
+    rate_limit_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
     # EndpointSlices of one Service, keyed by "namespace/service-name"
@@ -61,6 +63,7 @@ class Snapshot:
             udp_routes=by_kind.get("UDPRoute", {}),
             listener_sets=by_kind.get("ListenerSet", {}),
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
+            rate_limit_policies=by_kind.get("RateLimitPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
             endpoint_slices={k: tuple(v) for k, v in slices.items()},

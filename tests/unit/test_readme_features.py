@@ -81,6 +81,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: (GATEWAY_GROUP, "UDPRoute") in s.route_kinds and "UDP" in s.protocols,
     ),
     "ListenerSet": (feature("ListenerSet"),),
+    "Rate limiting": (flag("rate_limits"),),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (
@@ -96,7 +97,7 @@ NOT_CHECKED = (
     "`agc-controller translate`",
     "Gateway API v1.6.1 conformance",
     "In-cluster data plane",
-    "WAF, rate limiting",
+    "WAF, auth",
 )
 # flags every row leaves to others: the provider's name, a number
 UNCLAIMED = {"provider", "retry_attempts_max", "session_persistence_types", "redirect_status_codes"}

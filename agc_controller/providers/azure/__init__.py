@@ -71,6 +71,8 @@ AZURE_CAPABILITIES = Capabilities(
     session_persistence_types=frozenset({"Cookie"}),
     session_persistence_timeouts=False,
     backend_tls_subject_alt_names=False,
+    # a WAF_v2 policy's RateLimitRule could carry one; not built yet (docs/policies.md)
+    rate_limits=False,
 )
 
 

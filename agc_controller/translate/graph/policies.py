@@ -1,0 +1,245 @@
+"""Policy attachment for our own policy kinds (group agc-controller.io).
+
+One mechanism serves every kind (each kind only parses its spec, see
+`PolicyKind`):
+
+Targets. `spec.targetRefs` names, in the policy's own namespace, a Gateway
+(optionally one of its listeners by `sectionName`) or an HTTPRoute / GRPCRoute
+(optionally one of its rules by name). The CRD's CEL rules refuse other kinds.
+
+Precedence. For one request exactly one policy of a kind is in force: the one
+on the most specific target of the rule it matched — route rule, then route,
+then listener, then Gateway. Policies of a kind do not merge. Where several
+valid policies of a kind name the same target, the oldest governs it (then the
+first by namespace/name); the others are Conflicted on that target. An
+invalid policy governs nothing and blocks nothing.
+
+Status. A policy has one `status.ancestors` entry per Gateway it reaches: the
+Gateway it targets, and each Gateway a targeted route is attached to. That
+Gateway's work item decides the entry: Accepted=True when the policy governs
+one of its targets there; False with reason Invalid (the spec, or the provider,
+cannot honour it: the field is named), TargetNotFound (every sectionName there
+names no listener or rule) or Conflicted (another policy governs each target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+import attrs
+
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.status import Condition
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+T = TypeVar("T")
+
+# the route kinds a policy can target (a rule by its name)
+ROUTE_TARGET_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
+
+# a spec parser: (the value the data plane needs, or None and (field, problem))
+Parse = Callable[[Obj], "tuple[T | None, str | None]"]
+
+
+@attrs.frozen(cache_hash=True)
+class Target:
+    """What a policy governs: a Gateway or a route, or one listener or rule of it."""
+
+    object: ObjectKey  # Gateway, HTTPRoute or GRPCRoute
+    section: str | None
+
+
+@attrs.frozen
+class PolicyNode(Generic[T]):
+    key: ObjectKey
+    generation: int
+    # RFC 3339 creation time; sorts like time
+    created: str
+    # spec.targetRefs, in order (a ref of a kind that cannot be targeted is None)
+    targets: tuple[Target | None, ...]
+    # what the data plane needs; None when the spec cannot be honoured
+    value: T | None
+    # why not (the field named), when it cannot
+    problem: str | None
+
+
+@attrs.frozen
+class AttachedPolicies(Generic[T]):
+    """The policies of one kind in a snapshot, and which governs each target."""
+
+    kind: str
+    nodes: tuple[PolicyNode[T], ...]
+    # target -> the policy governing it (valid policies only)
+    winners: Mapping[Target, PolicyNode[T]]
+
+    def for_rule(
+        self, gateway: ObjectKey, listener: str, route: ObjectKey, rule_name: str | None
+    ) -> tuple[Target, PolicyNode[T]] | None:
+        """The policy in force on one route rule served by `listener`, with the target
+        it governs through (most specific first); None when none is."""
+        if not self.winners:
+            return None
+        for target in (
+            Target(route, rule_name) if rule_name is not None else None,
+            Target(route, None),
+            Target(gateway, listener),
+            Target(gateway, None),
+        ):
+            if target is not None and (node := self.winners.get(target)) is not None:
+                return target, node
+        return None
+
+
+def build_attached(kind: str, objects: Iterable[Obj], parse: Parse[T]) -> AttachedPolicies[T]:
+    """Parse every policy of `kind` and decide which governs each target."""
+    nodes = sorted(
+        (_node(kind, obj, parse) for obj in objects),
+        key=lambda p: (p.created, p.key.namespace, p.key.name),
+    )
+    winners: dict[Target, PolicyNode[T]] = {}
+    for node in nodes:
+        if node.value is None:
+            continue
+        for target in node.targets:
+            if target is not None:
+                winners.setdefault(target, node)
+    return AttachedPolicies(kind=kind, nodes=tuple(nodes), winners=winners)
+
+
+def _node(kind: str, obj: Obj, parse: Parse[T]) -> PolicyNode[T]:
+    meta = obj["metadata"]
+    namespace = meta["namespace"]
+    spec = obj.get("spec") or {}
+    targets = tuple(_target(ref, namespace) for ref in spec.get("targetRefs") or [])
+    value, problem = parse(spec)
+    if problem is None:
+        for i, target in enumerate(targets):
+            if target is None:
+                value, problem = (
+                    None,
+                    (
+                        f"spec.targetRefs[{i}] must name a Gateway, HTTPRoute or GRPCRoute of "
+                        f"group {GATEWAY_GROUP}"
+                    ),
+                )
+                break
+    return PolicyNode(
+        key=ObjectKey(kind, namespace, str(meta["name"])),
+        generation=int(meta.get("generation", 1)),
+        created=str(meta.get("creationTimestamp", "")),
+        targets=targets,
+        value=value,
+        problem=problem,
+    )
+
+
+def _target(ref: Obj, namespace: str) -> Target | None:
+    kind = ref.get("kind")
+    if ref.get("group") != GATEWAY_GROUP or (kind != "Gateway" and kind not in ROUTE_TARGET_KINDS):
+        return None
+    section = ref.get("sectionName")
+    return Target(ObjectKey(str(kind), namespace, str(ref.get("name"))), section or None)
+
+
+@attrs.frozen
+class Reach:
+    """What one Gateway's translation knows of the targets policies can name."""
+
+    gateway: ObjectKey
+    # the Gateway's own listener names
+    listeners: frozenset[str]
+    # every route attached to the Gateway -> the names of its rules (as written)
+    routes: Mapping[ObjectKey, frozenset[str]]
+
+    def reaches(self, target: Target) -> bool:
+        """Whether `target` is the Gateway or a route attached to it."""
+        return target.object == self.gateway or target.object in self.routes
+
+    def section_problem(self, index: int, target: Target) -> str | None:
+        """Why `target`'s sectionName names nothing here, if it does not."""
+        if target.section is None:
+            return None
+        if target.object == self.gateway:
+            if target.section in self.listeners:
+                return None
+            return (
+                f"spec.targetRefs[{index}].sectionName {target.section!r} is not a listener "
+                f"of Gateway {target.object.name}"
+            )
+        if target.section in self.routes.get(target.object, frozenset()):
+            return None
+        return (
+            f"spec.targetRefs[{index}].sectionName {target.section!r} is not a rule name of "
+            f"{target.object.kind} {target.object.name}"
+        )
+
+
+def reached_policies(attached: AttachedPolicies[T], reach: Reach) -> list[PolicyNode[T]]:
+    """The policies with a target the Gateway of `reach` reaches, in name order."""
+    found = [
+        node
+        for node in attached.nodes
+        if any(t is not None and reach.reaches(t) for t in node.targets)
+    ]
+    return sorted(found, key=lambda p: (p.key.namespace, p.key.name))
+
+
+def ancestor_conditions(
+    attached: AttachedPolicies[T], node: PolicyNode[T], reach: Reach, provider_problem: str | None
+) -> tuple[Condition, ...]:
+    """The Accepted condition of `node` for the Gateway of `reach` (see the module
+    docstring); `provider_problem` is why the provider cannot honour the kind, if so."""
+    g = node.generation
+    problem = node.problem or provider_problem
+    if problem is not None:
+        return (c.false(c.ACCEPTED, c.R_INVALID, problem, g),)
+    missing: list[str] = []
+    lost: list[str] = []
+    governs = False
+    for i, target in enumerate(node.targets):
+        if target is None or not reach.reaches(target):
+            continue
+        if (section_problem := reach.section_problem(i, target)) is not None:
+            missing.append(section_problem)
+            continue
+        winner = attached.winners[target]
+        if winner.key == node.key:
+            governs = True
+        else:
+            lost.append(
+                f"spec.targetRefs[{i}] is governed by {attached.kind} "
+                f"{namespaced_name(winner.key.namespace, winner.key.name)}, which takes "
+                "precedence (older, or first by namespace/name)"
+            )
+    if governs:
+        return (
+            c.true(c.ACCEPTED, c.R_ACCEPTED, c.join_problems(["The policy is accepted", *lost]), g),
+        )
+    if lost:
+        return (c.false(c.ACCEPTED, c.R_CONFLICTED, c.join_problems(lost), g),)
+    return (c.false(c.ACCEPTED, c.R_TARGET_NOT_FOUND, c.join_problems(missing), g),)
+
+
+def reach_of(
+    gateway: ObjectKey,
+    listeners: Iterable[str],
+    attached_routes: Iterable[ObjectKey],
+    snapshot: Snapshot,
+) -> Reach:
+    """The Reach of one Gateway: its listeners and attached routes' rule names (read
+    from the routes as written, so a rule the provider dropped is still found)."""
+    routes: dict[ObjectKey, frozenset[str]] = {}
+    for key in attached_routes:
+        if key.kind not in ROUTE_TARGET_KINDS:
+            continue
+        table = snapshot.http_routes if key.kind == "HTTPRoute" else snapshot.grpc_routes
+        route = table.get(key.namespaced_name) or {}
+        routes[key] = frozenset(
+            str(rule["name"])
+            for rule in (route.get("spec") or {}).get("rules") or []
+            if rule.get("name")
+        )
+    return Reach(gateway=gateway, listeners=frozenset(listeners), routes=routes)

@@ -1,0 +1,97 @@
+"""RateLimitPolicy (agc-controller.io/v1alpha1): its spec, parsed and checked.
+
+    spec:
+      targetRefs: [...]            # graph/policies.py
+      limit:
+        requests: 10               # per unit, for each key
+        unit: Second               # Second | Minute | Hour
+        burst: 20                  # at most this many at once after a pause (default: requests)
+      key:
+        type: ClientIP             # ClientIP (default) | Header
+        header: X-Api-Key          # Header: the header whose value is the key
+
+The CRD refuses most bad values with CEL; these checks repeat them (a policy
+may come from a file, `agc-controller translate`) and name the field.
+Requests without the key header share one budget (the empty value): leaving
+out a header never escapes the limit.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeGuard
+
+import attrs
+
+from agc_controller.translate.graph.policies import (
+    AttachedPolicies,
+    PolicyNode,
+    Target,
+    build_attached,
+)
+from agc_controller.translate.model import RateLimit
+from agc_controller.translate.snapshot import Obj, Snapshot
+
+KIND = "RateLimitPolicy"
+
+UNIT_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600}
+# as in the CRD: large enough for any real limit, small enough for exact float math
+REQUESTS_MAX = 1_000_000
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$")
+
+
+def build_rate_limits(snapshot: Snapshot) -> AttachedPolicies[RateLimit]:
+    """Every RateLimitPolicy of the snapshot; each value's bucket is left empty
+    (`in_force` names it after the target it governs through)."""
+    return build_attached(KIND, snapshot.rate_limit_policies.values(), parse_rate_limit)
+
+
+def in_force(policy: PolicyNode[RateLimit], target: Target) -> RateLimit:
+    """The limit of `policy` as it governs through `target`: the bucket is named after
+    both, so every rule a Gateway-wide policy covers shares one budget."""
+    assert policy.value is not None  # only valid policies govern
+    section = f"#{target.section}" if target.section is not None else ""
+    return attrs.evolve(
+        policy.value, bucket=f"{policy.key.namespaced_name}|{target.object}{section}"
+    )
+
+
+def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
+    limit = spec.get("limit")
+    if not isinstance(limit, dict):
+        return None, "spec.limit is required"
+    requests = limit.get("requests")
+    if not _count(requests):
+        return None, f"spec.limit.requests must be an integer from 1 to {REQUESTS_MAX}"
+    unit = limit.get("unit")
+    if unit not in UNIT_SECONDS:
+        return None, f"spec.limit.unit {str(unit)[:32]!r} is not one of Second, Minute, Hour"
+    burst = limit.get("burst", requests)
+    if not _count(burst):
+        return None, f"spec.limit.burst must be an integer from 1 to {REQUESTS_MAX}"
+    key = spec.get("key") or {}
+    key_type = key.get("type", "ClientIP")
+    header = key.get("header")
+    if key_type == "ClientIP":
+        if header is not None:
+            return None, "spec.key.header is only allowed with type Header"
+    elif key_type == "Header":
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            return None, "spec.key.header must be an HTTP header name (a token of 1-256 characters)"
+    else:
+        return None, f"spec.key.type {str(key_type)[:32]!r} is not one of ClientIP, Header"
+    return (
+        RateLimit(
+            bucket="",
+            requests=requests,
+            period_s=UNIT_SECONDS[unit],
+            burst=burst,
+            key="Header" if key_type == "Header" else "ClientIP",
+            header=header,
+        ),
+        None,
+    )
+
+
+def _count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= REQUESTS_MAX
