@@ -15,6 +15,11 @@ Invariants:
 """
 
 from devcluster.controlplane import ControlPlane, ControlPlaneBinaries
-from devcluster.crds import install_gateway_api_crds
+from devcluster.crds import install_gateway_api_crds, install_own_crds
 
-__all__ = ["ControlPlane", "ControlPlaneBinaries", "install_gateway_api_crds"]
+__all__ = [
+    "ControlPlane",
+    "ControlPlaneBinaries",
+    "install_gateway_api_crds",
+    "install_own_crds",
+]

@@ -1,4 +1,4 @@
-"""Install the Gateway API CRDs (one channel) and wait until they are served."""
+"""Install the Gateway API CRDs (one channel) and our own, and wait until they are served."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from kubernetes_asyncio import client
 from agc_controller.kube import server_side_apply
 
 CHANNELS = ("standard", "experimental")
+# agc-controller's own CRDs (policies), in the repository
+OWN_CRDS = Path(__file__).resolve().parents[1] / "crds"
 # measured: ~5 s after a server-side apply on a 2-core machine
 _ESTABLISHED_WITHIN_SECONDS = 60.0
 
@@ -39,6 +41,16 @@ async def install_gateway_api_crds(
     crds = load_crds(crds_dir / channel)
     if not crds:
         raise FileNotFoundError(f"no CRDs in {crds_dir / channel}; run `make testenv`")
+    return await install_crds(api, crds)
+
+
+async def install_own_crds(api: client.ApiClient) -> list[str]:
+    """Apply agc-controller's own CRDs (the repository's crds/) and wait until served."""
+    return await install_crds(api, load_crds(OWN_CRDS))
+
+
+async def install_crds(api: client.ApiClient, crds: list[dict[str, Any]]) -> list[str]:
+    """Apply `crds` and wait until each is Established. Returns their names."""
     for crd in crds:
         await server_side_apply(api, crd, plural="customresourcedefinitions")
     names = [str(crd["metadata"]["name"]) for crd in crds]

@@ -41,7 +41,7 @@ from agc_controller.kube.client import api_client
 from agc_controller.settings import Settings
 from devcluster import examples
 from devcluster.controlplane import ControlPlane, ControlPlaneBinaries, ControlPlaneError
-from devcluster.crds import CHANNELS, install_gateway_api_crds
+from devcluster.crds import CHANNELS, install_gateway_api_crds, install_own_crds
 from devcluster.netns import NetnsError
 
 log = structlog.get_logger("devcluster.run")
@@ -191,5 +191,7 @@ async def _prepare_cluster(plane: ControlPlane, channel: str) -> None:
     async with api:
         crds = await install_gateway_api_crds(api, plane.binaries.crds, channel=channel)
         log.info("gateway_api_crds_installed", channel=channel, count=len(crds))
-        say(f"installed {len(crds)} Gateway API CRDs ({channel} channel)")
+        own = await install_own_crds(api)
+        log.info("own_crds_installed", count=len(own))
+        say(f"installed {len(crds)} Gateway API CRDs ({channel} channel) and {len(own)} of ours")
         await examples.forget_previous_status(api)

@@ -24,7 +24,12 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.kube import api_client_from_kubeconfig
-from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster import (
+    ControlPlane,
+    ControlPlaneBinaries,
+    install_gateway_api_crds,
+    install_own_crds,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 _started: list[ControlPlane] = []
@@ -69,6 +74,7 @@ async def _install_crds(plane: ControlPlane) -> None:
     api = await api_client_from_kubeconfig(plane.kubeconfig)
     async with api:
         await install_gateway_api_crds(api, plane.binaries.crds, channel=gateway_api_channel())
+        await install_own_crds(api)
 
 
 @pytest.fixture(scope="session")

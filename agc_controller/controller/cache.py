@@ -18,6 +18,10 @@ from agc_controller.informers import Store
 from agc_controller.translate.snapshot import Obj, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
+# our policy kinds (graph/policies.py): they target Gateways, listeners, routes, rules
+ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY,)
+# the route kinds our policies can target
+POLICY_TARGET_ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
 
 # indexes each kind's store carries
 INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
@@ -44,6 +48,13 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.TARGET_SERVICES: ix.policy_target_services,
         ix.CERTIFICATE_REFS: ix.policy_ca_refs,
         ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
+    },
+    **{
+        policy.kind: {
+            ix.TARGETS: ix.policy_targets,
+            ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
+        }
+        for policy in ATTACHED_POLICY_KINDS
     },
     r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
 }
@@ -154,6 +165,7 @@ class Cache:
                 if (o := listener_set_store.get(k)) is not None
             },
             backend_tls_policies=policies,
+            rate_limit_policies=self._attached_policies(r.RATE_LIMIT_POLICY, key, routes),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={
@@ -164,6 +176,27 @@ class Cache:
             config_maps=self._material(material, "ConfigMap", r.CONFIG_MAP.kind),
             namespaces=self._all(r.NAMESPACE.kind),
         )
+
+    def _attached_policies(
+        self, resource: r.Resource, gateway: ObjectKey, routes: Mapping[str, Mapping[str, Obj]]
+    ) -> dict[str, Obj]:
+        """The policies of one of our kinds that target the Gateway or one of its
+        routes, or carry an ancestor entry for it (which may have to go)."""
+        store = self.store(resource.kind)
+        if not len(store):
+            return {}
+        found = {
+            object_key(p): p for p in store.by_index(ix.PARENT_GATEWAYS, gateway.namespaced_name)
+        }
+        targets = [str(gateway)]
+        for route_kind in POLICY_TARGET_ROUTE_KINDS:
+            targets.extend(
+                str(ObjectKey.parse(route_kind.kind, k)) for k in routes[route_kind.kind]
+            )
+        for target in targets:
+            for p in store.by_index(ix.TARGETS, target):
+                found[object_key(p)] = p
+        return found
 
     def snapshot_for_class(self, name: str) -> Snapshot:
         gateway_class = self.get(r.GATEWAY_CLASS.kind, name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agc_controller.core.keys import namespaced_name
+from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
 
 Obj = dict[str, Any]
@@ -28,6 +28,7 @@ CERTIFICATE_REFS = (
     "certificate-refs"
 )
 TARGET_SERVICES = "target-services"  # policies -> "ns/service"
+TARGETS = "targets"  # our policies -> "Gateway/ns/name", "HTTPRoute/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
 
 
@@ -171,3 +172,16 @@ def endpoint_slice_service(obj: Obj) -> Iterable[str]:
     meta = obj["metadata"]
     service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
     return [f"{meta['namespace']}/{service}"] if service else []
+
+
+def policy_targets(obj: Obj) -> Iterable[str]:
+    """What one of our policies targets, as ObjectKey strings ("HTTPRoute/ns/name")."""
+    namespace = obj["metadata"]["namespace"]
+    targets = (obj.get("spec") or {}).get("targetRefs") or []
+    return sorted(
+        {
+            str(ObjectKey(str(t.get("kind")), namespace, str(t.get("name"))))
+            for t in targets
+            if t.get("group") == GATEWAY_GROUP
+        }
+    )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from agc_controller.controller import indexes as ix
-from agc_controller.controller.cache import ROUTE_KINDS, Cache
+from agc_controller.controller.cache import ATTACHED_POLICY_KINDS, ROUTE_KINDS, Cache
 from agc_controller.controller.changes import changes_translation
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
@@ -59,6 +59,10 @@ class Mapper:
         if kind == r.BACKEND_TLS_POLICY.kind:
             keys = {k for s in ix.policy_target_services(obj) for k in self._via_service(s)}
             return keys | {gateway_key(g) for g in ix.policy_ancestor_gateways(obj)}
+        if kind in {policy.kind for policy in ATTACHED_POLICY_KINDS}:
+            return self._via_targets(obj) | {
+                gateway_key(g) for g in ix.policy_ancestor_gateways(obj)
+            }
         if kind in (r.SECRET.kind, r.CONFIG_MAP.kind):
             return self._via_material(f"{kind}/{namespace}/{name}")
         if kind == r.REFERENCE_GRANT.kind:
@@ -77,6 +81,22 @@ class Mapper:
 
     def _via_service(self, service: str) -> set[ObjectKey]:
         return {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
+
+    def _via_targets(self, policy: KubeObject) -> set[ObjectKey]:
+        """The Gateways one of our policies reaches: those it targets, and those its
+        target routes are attached to (directly or through a ListenerSet)."""
+        gateways: set[str] = set()
+        listener_sets: set[str] = set()
+        for target in ix.policy_targets(policy):
+            key = ObjectKey.parse(*target.split("/", 1))
+            if key.kind == r.GATEWAY.kind:
+                gateways.add(key.namespaced_name)
+                continue
+            store = self.cache.store(key.kind)
+            gateways.update(store.index_values(ix.PARENT_GATEWAYS, key.namespaced_name))
+            listener_sets.update(store.index_values(ix.PARENT_LISTENER_SETS, key.namespaced_name))
+        gateways |= self.cache.gateways_of_listener_sets(listener_sets)
+        return {gateway_key(g) for g in gateways}
 
     def _via_material(self, ref: str) -> set[ObjectKey]:
         gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+# our own kinds (crds/)
+POLICY_GROUP = "agc-controller.io"
 
 
 @attrs.frozen
@@ -40,6 +42,9 @@ LISTENER_SET = Resource(GATEWAY_GROUP, "v1", "listenersets", "ListenerSet", name
 BACKEND_TLS_POLICY = Resource(
     GATEWAY_GROUP, "v1", "backendtlspolicies", "BackendTLSPolicy", namespaced=True
 )
+RATE_LIMIT_POLICY = Resource(
+    POLICY_GROUP, "v1alpha1", "ratelimitpolicies", "RateLimitPolicy", namespaced=True
+)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -66,6 +71,7 @@ BY_KIND = {
         UDP_ROUTE,
         LISTENER_SET,
         BACKEND_TLS_POLICY,
+        RATE_LIMIT_POLICY,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

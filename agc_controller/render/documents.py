@@ -53,6 +53,7 @@ TRANSLATED_KINDS = frozenset(
         "GRPCRoute",
         "ListenerSet",
         "BackendTLSPolicy",
+        "RateLimitPolicy",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

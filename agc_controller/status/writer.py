@@ -45,6 +45,7 @@ from agc_controller.core.resources import (
     GRPC_ROUTE,
     HTTP_ROUTE,
     LISTENER_SET,
+    RATE_LIMIT_POLICY,
     TCP_ROUTE,
     TLS_ROUTE,
     UDP_ROUTE,
@@ -64,7 +65,16 @@ from agc_controller.status.prepare import dropped_entries, is_stale, prepare_sta
 MAX_ATTEMPTS = 5  # writes per call; conflicts beyond that go back to the queue
 
 _ENTRY_LIST_RESOURCES = {
-    r.kind: r for r in (HTTP_ROUTE, GRPC_ROUTE, TLS_ROUTE, TCP_ROUTE, UDP_ROUTE, BACKEND_TLS_POLICY)
+    r.kind: r
+    for r in (
+        HTTP_ROUTE,
+        GRPC_ROUTE,
+        TLS_ROUTE,
+        TCP_ROUTE,
+        UDP_ROUTE,
+        BACKEND_TLS_POLICY,
+        RATE_LIMIT_POLICY,
+    )
 }
 
 
