@@ -247,13 +247,9 @@ def translation_steps(
 
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
-    rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot))
+    rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, settings.capabilities))
     reach = reach_of(gateway_key, (ls.name for ls in node.listeners), attachments, snapshot)
-    policy_statuses.extend(
-        _attached_policy_statuses(
-            rate_limits, reach, settings.capabilities.policy_problem("RateLimitPolicy")
-        )
-    )
+    policy_statuses.extend(_attached_policy_statuses(rate_limits, reach))
     kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
@@ -365,9 +361,7 @@ def _policy_statuses(
     ]
 
 
-def _attached_policy_statuses(
-    attached: AttachedPolicies[T], reach: Reach, provider_problem: str | None
-) -> list[PolicyStatus]:
+def _attached_policy_statuses(attached: AttachedPolicies[T], reach: Reach) -> list[PolicyStatus]:
     """The ancestor entry, for the Gateway of `reach`, of every policy of one of our
     kinds that reaches it (graph/policies.py)."""
     ancestor = ParentReference(name=reach.gateway.name, namespace=reach.gateway.namespace)
@@ -380,7 +374,7 @@ def _attached_policy_statuses(
             ancestors=(
                 PolicyAncestorStatus(
                     ancestor_ref=ancestor,
-                    conditions=ancestor_conditions(attached, node, reach, provider_problem),
+                    conditions=ancestor_conditions(attached, node, reach),
                 ),
             ),
         )

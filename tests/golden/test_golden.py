@@ -79,6 +79,7 @@ NGINX_CASES = (
     "local-tlsroute-modes",  # TLS passthrough and Terminate by SNI, sharing 443 with HTTPS
     "local-tcproute-udproute",  # TCP and UDP stream servers
     "listenerset-route-attachment",  # a ListenerSet's listeners: a new port, hosts by model name
+    "ratelimitpolicy-precedence",  # rate limits on rules, from four levels of policy
 )
 
 

@@ -49,6 +49,7 @@ http {{
   lua_package_path "{paths.lua_dir}/?.lua;{HERE}/?.lua;/usr/share/lua/5.1/?.lua;;";
   lua_package_cpath "/usr/lib/{paths.multiarch}/lua/5.1/?.so;;";
   lua_shared_dict agc_config 1m;
+  lua_shared_dict agc_ratelimit 1m;
   client_body_buffer_size 16m;
   server {{
     listen unix:{sock};

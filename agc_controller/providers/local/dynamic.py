@@ -153,8 +153,10 @@ def backend_id(b: Backend) -> str:
 
 
 def rule_id(rule: alb.Rule) -> str:
-    """The key of a rule in the router state: its route, rule and match index."""
-    return f"{rule.route}#{rule.rule_index}.{rule.match_index}"
+    """The key of a rule in the router state: its route, rule and match index, and
+    the bucket of its rate limit (a listener-wide policy makes one route rule two)."""
+    key = f"{rule.route}#{rule.rule_index}.{rule.match_index}"
+    return f"{key}@{rule.rate_limit.bucket}" if rule.rate_limit is not None else key
 
 
 def _backend_ref(b: Backend) -> state.BackendRef:
@@ -192,6 +194,19 @@ def _rule(r: alb.Rule) -> state.Rule:
         backend_timeout_ms=r.backend_timeout_ms,
         session=_session(r.session_persistence),
         retry=_retry(r.retry),
+        limit=_rate_limit(r.rate_limit),
+    )
+
+
+def _rate_limit(r: alb.RateLimit | None) -> state.RateLimit | None:
+    if r is None:
+        return None
+    return state.RateLimit(
+        bucket=r.bucket,
+        requests=r.requests,
+        period_s=r.period_s,
+        burst=r.burst,
+        header=r.header if r.key == "Header" else None,
     )
 
 

@@ -159,6 +159,20 @@ class Retry:
 
 
 @attrs.frozen
+class RateLimit:
+    """A RateLimitPolicy in force: each key may send `requests` per `period_s`,
+    up to `burst` at once after a pause (lua/agc/ratelimit.lua)."""
+
+    # the counters' name (policy and target): rules sharing it share budgets
+    bucket: str
+    requests: int
+    period_s: int
+    burst: int
+    # the header whose value is the key; None: the client's address
+    header: str | None = None
+
+
+@attrs.frozen
 class Session:
     """Session persistence: the balancer keeps a client on one endpoint."""
 
@@ -198,6 +212,8 @@ class Rule:
     session: Session | None = None
     # None: one try
     retry: Retry | None = None
+    # checked once the rule matched, before anything else it does
+    limit: RateLimit | None = None
 
 
 @attrs.frozen

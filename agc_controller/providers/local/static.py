@@ -139,6 +139,9 @@ class StaticSettings:
     upstream_keepalive: int = 1024
     # the shared dict holding the routing state (routes, endpoints, certificates)
     state_size_mb: int = 64
+    # the shared dict holding rate-limit buckets (lua/agc/ratelimit.lua): ~100 bytes
+    # a key, so 16 MiB tracks ~150,000 clients within their burst window
+    rate_limit_size_mb: int = 16
     system_ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -215,6 +218,7 @@ def _render(
         f'  lua_package_path "{lua}/?.lua;/usr/share/lua/5.1/?.lua;;";',
         f'  lua_package_cpath "{lua_c}/?.so;;";',
         f"  lua_shared_dict agc_config {int(settings.state_size_mb)}m;",
+        f"  lua_shared_dict agc_ratelimit {int(settings.rate_limit_size_mb)}m;",
         # every module loaded in the master, before the workers fork: the workers
         # (user nobody) never read the files, which may sit where only root can
         # (a checkout under /root), and share the loaded code

@@ -93,10 +93,14 @@ class AttachedPolicies(Generic[T]):
         return None
 
 
-def build_attached(kind: str, objects: Iterable[Obj], parse: Parse[T]) -> AttachedPolicies[T]:
-    """Parse every policy of `kind` and decide which governs each target."""
+def build_attached(
+    kind: str, objects: Iterable[Obj], parse: Parse[T], *, provider_problem: str | None
+) -> AttachedPolicies[T]:
+    """Parse every policy of `kind` and decide which governs each target.
+    `provider_problem` says why the provider cannot honour the kind at all, if it
+    cannot: then every policy is invalid for that reason (and governs nothing)."""
     nodes = sorted(
-        (_node(kind, obj, parse) for obj in objects),
+        (_node(kind, obj, parse, provider_problem) for obj in objects),
         key=lambda p: (p.created, p.key.namespace, p.key.name),
     )
     winners: dict[Target, PolicyNode[T]] = {}
@@ -109,7 +113,7 @@ def build_attached(kind: str, objects: Iterable[Obj], parse: Parse[T]) -> Attach
     return AttachedPolicies(kind=kind, nodes=tuple(nodes), winners=winners)
 
 
-def _node(kind: str, obj: Obj, parse: Parse[T]) -> PolicyNode[T]:
+def _node(kind: str, obj: Obj, parse: Parse[T], provider_problem: str | None) -> PolicyNode[T]:
     meta = obj["metadata"]
     namespace = meta["namespace"]
     spec = obj.get("spec") or {}
@@ -126,6 +130,8 @@ def _node(kind: str, obj: Obj, parse: Parse[T]) -> PolicyNode[T]:
                     ),
                 )
                 break
+    if problem is None and provider_problem is not None:
+        value, problem = None, provider_problem
     return PolicyNode(
         key=ObjectKey(kind, namespace, str(meta["name"])),
         generation=int(meta.get("generation", 1)),
@@ -188,14 +194,13 @@ def reached_policies(attached: AttachedPolicies[T], reach: Reach) -> list[Policy
 
 
 def ancestor_conditions(
-    attached: AttachedPolicies[T], node: PolicyNode[T], reach: Reach, provider_problem: str | None
+    attached: AttachedPolicies[T], node: PolicyNode[T], reach: Reach
 ) -> tuple[Condition, ...]:
     """The Accepted condition of `node` for the Gateway of `reach` (see the module
-    docstring); `provider_problem` is why the provider cannot honour the kind, if so."""
+    docstring)."""
     g = node.generation
-    problem = node.problem or provider_problem
-    if problem is not None:
-        return (c.false(c.ACCEPTED, c.R_INVALID, problem, g),)
+    if node.problem is not None:
+        return (c.false(c.ACCEPTED, c.R_INVALID, node.problem, g),)
     missing: list[str] = []
     lost: list[str] = []
     governs = False

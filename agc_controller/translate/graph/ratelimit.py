@@ -23,6 +23,7 @@ from typing import TypeGuard
 
 import attrs
 
+from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.policies import (
     AttachedPolicies,
     PolicyNode,
@@ -40,10 +41,17 @@ REQUESTS_MAX = 1_000_000
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$")
 
 
-def build_rate_limits(snapshot: Snapshot) -> AttachedPolicies[RateLimit]:
+def build_rate_limits(
+    snapshot: Snapshot, capabilities: Capabilities
+) -> AttachedPolicies[RateLimit]:
     """Every RateLimitPolicy of the snapshot; each value's bucket is left empty
     (`in_force` names it after the target it governs through)."""
-    return build_attached(KIND, snapshot.rate_limit_policies.values(), parse_rate_limit)
+    return build_attached(
+        KIND,
+        snapshot.rate_limit_policies.values(),
+        parse_rate_limit,
+        provider_problem=capabilities.policy_problem(KIND),
+    )
 
 
 def in_force(policy: PolicyNode[RateLimit], target: Target) -> RateLimit:

@@ -24,7 +24,7 @@
 --   rules      { [rule id] = Rule }: each compiled once, however many hosts list it
 --     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
 --                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
---                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?
+--                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?
 --     Match      path = { type, value }, method?, headers = { ValueMatch },
 --                query = { ValueMatch }
 --     ValueMatch type ("Exact" | "RegularExpression"), name, value
@@ -37,6 +37,7 @@
 --                allow_credentials?, max_age
 --     Session    type ("Cookie" | "Header"), name, absolute_timeout_s?
 --     Retry      attempts, location (a named location of the static config), backoff_ms?
+--     RateLimit  bucket, requests, period_s, burst, header? (lua/agc/ratelimit.lua)
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location)
@@ -58,6 +59,7 @@
 -- one older; a host naming a rule the worker has not compiled yet loads it
 -- from the shared dict then.
 local cjson = require("cjson.safe")
+local ratelimit = require("agc.ratelimit")
 
 local _M = {}
 
@@ -145,6 +147,7 @@ local function compile_rule(rule)
     backend_timeout_ms = rule.backend_timeout_ms,
     session = rule.session,
     retry = rule.retry,
+    limit = ratelimit.compile(rule.limit),
   }
   if path_type == "PathPrefix" then
     -- segment-aware: "/v2" and "/v2/" both match "/v2", "/v2/" and "/v2/x"

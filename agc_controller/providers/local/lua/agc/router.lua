@@ -3,6 +3,7 @@
 --                     421; frontend mTLS: 444 without a valid client certificate)
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
+--   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it)
 --   answer_cors       preflights answered here; an allowed origin is noted for
 --                     the response (header_filter)
 --   apply_rule_filters request headers, redirect (answers), rewrite
@@ -14,6 +15,7 @@ local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
+local ratelimit = require("agc.ratelimit")
 
 local _M = {}
 
@@ -190,6 +192,7 @@ function _M.route(drained)
   if not rule then return ngx.exit(404) end
 
   local ctx = ngx.ctx
+  if rule.limit and not ratelimit.check(rule.limit, ctx) then return end
   if rule.cors and answer_cors(rule.cors, method, ctx) then return end
   if apply_rule_filters(state, rule, path, host) then return end
   ctx.resp = rule.resp
@@ -255,6 +258,10 @@ function _M.header_filter()
     end
   end
   if ctx.set_cookie then filters.append_header(h, "Set-Cookie", ctx.set_cookie) end
+  local limit_headers = ctx.limit_headers
+  if limit_headers then
+    for name, value in pairs(limit_headers) do h[name] = value end
+  end
 end
 
 return _M

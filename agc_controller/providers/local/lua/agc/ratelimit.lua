@@ -1,0 +1,109 @@
+-- Rate limits (RateLimitPolicy): a token bucket per (policy target, key).
+--
+-- Each bucket is one number in the shared dict agc_ratelimit, the generic cell
+-- rate algorithm's "theoretical arrival time": the moment the key's debt is
+-- paid off. Every admitted request adds one interval (period / requests) of
+-- debt; a request is admitted while the debt it leaves is at most `burst`
+-- intervals. So a key sends `requests` per period, sustained, and up to `burst`
+-- at once after a pause. An entry expires once its debt is paid (an absent key
+-- is an idle one), so the dict holds only keys active within their burst window.
+--
+-- All workers share the dict, and a bucket's name is the policy and its target
+-- (not a rule or a state version): a route change or state update never resets
+-- a count. Reading and writing a bucket are two dict operations, not one
+-- atomic step: two workers admitting the same key in the same instant may each
+-- admit one request more than the budget left (never more than one per worker).
+-- When the dict is full, its least recently used keys are evicted (they start
+-- afresh).
+local _M = {}
+
+local ngx_var = ngx.var
+local floor, ceil, max = math.floor, math.ceil, math.max
+
+-- header values longer than this are keyed by their digest (bounded dict keys)
+local KEY_MAX = 64
+
+function _M.compile(limit)
+  if limit == nil then return nil end
+  local interval = limit.period_s / limit.requests
+  local var
+  if limit.header then
+    var = "http_" .. limit.header:lower():gsub("-", "_")
+  end
+  return {
+    -- 16 bytes name the bucket, whatever the length of the policy's name
+    prefix = ngx.md5_bin(limit.bucket),
+    interval = interval,
+    capacity = interval * limit.burst,
+    requests = limit.requests,
+    period_s = limit.period_s,
+    burst = limit.burst,
+    var = var,
+    policy = limit.requests .. ";w=" .. limit.period_s .. ";burst=" .. limit.burst,
+  }
+end
+
+local function client_key(limit)
+  if not limit.var then return ngx_var.binary_remote_addr or "" end
+  local value = ngx_var[limit.var]
+  if value == nil then return "" end
+  if #value > KEY_MAX then return ngx.md5_bin(value) end
+  return value
+end
+
+-- The decision for one request at time `now` (seconds) against the debt time
+-- `paid_at` stored for its key (nil: none). Returns admitted, the new debt time
+-- (admitted only), and the seconds to wait before a retry (refused only).
+function _M.decide(limit, paid_at, now)
+  local after = max(paid_at or now, now) + limit.interval
+  if after - now <= limit.capacity + 1e-9 then
+    return true, after, 0
+  end
+  return false, nil, after - now - limit.capacity
+end
+
+-- The RateLimit-* header values: how many more requests may come at once, and
+-- the whole seconds until the bucket is full again.
+function _M.remaining(limit, paid_at, now)
+  local debt = max((paid_at or now) - now, 0)
+  return max(floor((limit.capacity - debt) / limit.interval + 1e-9), 0), ceil(debt)
+end
+
+-- Take one request for `key` (bucket prefix included) at time `now` out of the
+-- shared dict: admitted or not, the RateLimit-* headers, and (refused) the
+-- whole seconds to wait before a retry.
+function _M.take(limit, key, now)
+  local dict = ngx.shared.agc_ratelimit
+  local paid_at = dict:get(key)
+  local admitted, after, wait = _M.decide(limit, paid_at, now)
+  if admitted then
+    -- expire once the debt is paid: from then on the key is idle
+    dict:set(key, after, after - now + 1)
+    paid_at = after
+  end
+  local remaining, reset = _M.remaining(limit, paid_at, now)
+  local headers = {
+    ["RateLimit-Limit"] = limit.requests,
+    ["RateLimit-Remaining"] = remaining,
+    ["RateLimit-Reset"] = reset,
+    ["RateLimit-Policy"] = limit.policy,
+  }
+  return admitted, headers, admitted and 0 or max(ceil(wait), 1)
+end
+
+-- Check the request against `limit`: true to go on, with the headers for the
+-- response in `ctx`; otherwise it is answered here, 429 with Retry-After.
+function _M.check(limit, ctx)
+  local admitted, headers, wait = _M.take(limit, limit.prefix .. client_key(limit), ngx.now())
+  if admitted then
+    ctx.limit_headers = headers
+    return true
+  end
+  local h = ngx.header
+  for name, value in pairs(headers) do h[name] = value end
+  h["Retry-After"] = wait
+  ngx.exit(429)
+  return false
+end
+
+return _M
