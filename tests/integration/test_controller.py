@@ -16,6 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.core.keys import ObjectKey
+from agc_controller.core.resources import POLICY_GROUP
 from agc_controller.core.status import ApplyResult
 from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.manager import Controller
@@ -327,6 +328,65 @@ async def test_route_moving_to_another_gateway_loses_our_old_entry(
     await eventually(moved)
     await eventually(lambda: _attached(env, "a", 0))
     await eventually(lambda: _attached(env, "b", 1))
+
+
+async def test_policy_ancestors_follow_its_target_routes_between_gateways(
+    env: Env, running: Running
+) -> None:
+    await env.service()
+    await env.gateway("a")
+    await env.gateway("b")
+    await env.route("web", "a")
+    await env.custom.create_namespaced_custom_object(
+        POLICY_GROUP,
+        "v1alpha1",
+        env.namespace,
+        "ratelimitpolicies",
+        {
+            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
+            "kind": "RateLimitPolicy",
+            "metadata": {"name": "limit"},
+            "spec": {
+                "targetRefs": [
+                    {"group": GW, "kind": "HTTPRoute", "name": "web", "sectionName": "nope"}
+                ],
+                "limit": {"requests": 5, "unit": "Minute"},
+            },
+        },
+    )
+
+    async def ancestors() -> dict[str, tuple[str, str]]:
+        """Gateway name -> (Accepted status, reason) of our entries."""
+        policy = await env.custom.get_namespaced_custom_object(
+            POLICY_GROUP, "v1alpha1", env.namespace, "ratelimitpolicies", "limit"
+        )
+        return {
+            entry["ancestorRef"]["name"]: (
+                condition(entry["conditions"], "Accepted")["status"],
+                condition(entry["conditions"], "Accepted")["reason"],
+            )
+            for entry in (policy.get("status") or {}).get("ancestors") or []
+            if entry["controllerName"] == env.controller_name
+        }
+
+    async def ancestors_are(want: dict[str, tuple[str, str]]) -> bool:
+        return await ancestors() == want
+
+    await eventually(lambda: ancestors_are({"a": ("False", "TargetNotFound")}))
+    # the target fixed: a spec edit of the policy alone reconciles its Gateway
+    await env.custom.patch_namespaced_custom_object(
+        POLICY_GROUP,
+        "v1alpha1",
+        env.namespace,
+        "ratelimitpolicies",
+        "limit",
+        {"spec": {"targetRefs": [{"group": GW, "kind": "HTTPRoute", "name": "web"}]}},
+        _content_type="application/merge-patch+json",
+    )
+    await eventually(lambda: ancestors_are({"a": ("True", "Accepted")}))
+    # the route moves: Gateway a's entry goes, Gateway b's comes
+    await env.patch("httproutes", "web", {"spec": {"parentRefs": [{"name": "b"}]}})
+    await eventually(lambda: ancestors_are({"b": ("True", "Accepted")}))
 
 
 async def _attached(env: Env, gateway: str, count: int) -> bool:

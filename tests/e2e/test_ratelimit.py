@@ -1,0 +1,204 @@
+"""RateLimitPolicy with real traffic: the rate that passes, the answer to the rest,
+keys, precedence, and counts that survive route changes — all without reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agc_controller.core.resources import POLICY_GROUP
+from devcluster.netns import BackendNamespace
+from tests.e2e.conftest import GW, Cluster
+from tests.e2e.test_http_routing import HTTP, get
+
+POLICY_VERSION = "v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def echo(backends: BackendNamespace) -> str:
+    return backends.start_echo("ratelimit")
+
+
+def policy(name: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+        "kind": "RateLimitPolicy",
+        "metadata": {"name": name},
+        "spec": {"targetRefs": [{"group": GW, **target}], **spec},
+    }
+
+
+async def accepted(cluster: Cluster, name: str) -> dict[str, Any]:
+    """The policy once our ancestor entry says Accepted=True."""
+    async with asyncio.timeout(20):
+        while True:
+            obj = await cluster.custom.get_namespaced_custom_object(
+                POLICY_GROUP, POLICY_VERSION, cluster.namespace, "ratelimitpolicies", name
+            )
+            for ancestor in (obj.get("status") or {}).get("ancestors") or []:
+                for condition in ancestor["conditions"]:
+                    if condition["type"] == "Accepted" and condition["status"] == "True":
+                        return obj
+            await asyncio.sleep(0.05)
+
+
+async def limited(address: str, path: str, **kwargs: Any) -> None:
+    """Until responses on `path` carry RateLimit headers (the data plane has the policy)."""
+    async with asyncio.timeout(20):
+        while "RateLimit-Limit" not in (await get(address, path, **kwargs))[1]:
+            await asyncio.sleep(0.05)
+
+
+async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
+    cluster: Cluster, echo: str
+) -> None:
+    await cluster.service("web", [echo])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "name": "limited",
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/limited"}}],
+                    "backendRefs": [{"name": "web", "port": 80}],
+                },
+                {"backendRefs": [{"name": "web", "port": 80}]},
+            ],
+        },
+    )
+    reloads = cluster.provider.reloads
+    await cluster.apply(
+        policy(
+            "ten",
+            {"kind": "HTTPRoute", "name": "r", "sectionName": "limited"},
+            limit={"requests": 10, "unit": "Second"},
+        )
+    )
+    await accepted(cluster, "ten")
+    await limited(address, "/limited")
+    await asyncio.sleep(1.5)  # whatever the wait above spent is paid back
+
+    # eight clients on kept-alive connections, as fast as the gateway answers, 5 s:
+    # the first second takes the full burst (10, the default) and the rate, then the
+    # rate alone holds
+    passed: list[float] = []
+    refused: list[aiohttp.ClientResponse] = []
+    free: list[int] = []
+    start = time.monotonic()
+
+    async def client(session: aiohttp.ClientSession, path: str) -> None:
+        while time.monotonic() - start < 5.0:
+            async with session.get(f"http://{address}{path}", headers={"Host": "x"}) as resp:
+                await resp.read()
+                if path == "/free":
+                    free.append(resp.status)
+                elif resp.status == 200:
+                    passed.append(time.monotonic() - start)
+                else:
+                    assert resp.status == 429, resp.status
+                    refused.append(resp)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(
+            *(client(session, "/limited") for _ in range(8)), client(session, "/free")
+        )
+    per_second = [sum(1 for t in passed if s <= t < s + 1) for s in range(5)]
+    assert 19 <= per_second[0] <= 21, per_second
+    assert all(9 <= n <= 11 for n in per_second[1:]), per_second
+    assert len(refused) > 100, "the clients sent far more than the limit"
+    for resp in refused[:20]:
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert resp.headers["RateLimit-Limit"] == "10"
+        assert resp.headers["RateLimit-Remaining"] == "0"
+    assert free, "the unlimited rule was asked too"
+    assert set(free) == {200}, "a rule without a policy is never limited"
+    assert cluster.provider.reloads == reloads, "attaching a policy needs no reload"
+
+
+async def test_keys_precedence_detach_and_counts_that_survive_route_changes(
+    cluster: Cluster, echo: str
+) -> None:
+    await cluster.service("web", [echo])
+    address = await cluster.gateway("gw", HTTP)
+    route = {
+        "parentRefs": [{"name": "gw"}],
+        "hostnames": ["api.example.com"],
+        "rules": [{"backendRefs": [{"name": "web", "port": 80}]}],
+    }
+    await cluster.route("api", route)
+    await cluster.route(
+        "other",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["other.example.com"],
+            "rules": [{"backendRefs": [{"name": "web", "port": 80}]}],
+        },
+    )
+    reloads = cluster.provider.reloads
+    await cluster.apply(
+        policy(
+            "gateway-wide",
+            {"kind": "Gateway", "name": "gw"},
+            limit={"requests": 1000, "unit": "Second"},
+        )
+    )
+    await cluster.apply(
+        policy(
+            "per-key",
+            {"kind": "HTTPRoute", "name": "api"},
+            limit={"requests": 2, "unit": "Minute"},
+            key={"type": "Header", "header": "X-Api-Key"},
+        )
+    )
+    await accepted(cluster, "gateway-wide")
+    await accepted(cluster, "per-key")
+    api = {"host": "api.example.com"}
+    # the route's policy governs it (2 a minute per key), the Gateway's the other route
+    async with asyncio.timeout(20):
+        while (await get(address, "/", **api, headers={"X-Api-Key": "probe"}))[1].get(
+            "RateLimit-Limit"
+        ) != "2":
+            await asyncio.sleep(0.05)
+
+    async def statuses(key: str, n: int) -> list[int]:
+        return [(await get(address, "/", **api, headers={"X-Api-Key": key}))[0] for _ in range(n)]
+
+    assert await statuses("alice", 3) == [200, 200, 429]
+    assert await statuses("bob", 2) == [200, 200], "each key has its own budget"
+    assert await statuses("", 2) == [200, 200]
+    status, headers, _ = await get(address, "/", **api)
+    assert status == 429, "requests without the header share one budget (the empty key)"
+    status, headers, _ = await get(address, "/", host="other.example.com")
+    assert (status, headers["RateLimit-Limit"]) == (200, "1000")
+
+    # a route change keeps what was counted
+    changed = {
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {"set": [{"name": "X-Changed", "value": "yes"}]},
+    }
+    await cluster.route("api", {**route, "rules": [{**route["rules"][0], "filters": [changed]}]})
+    async with asyncio.timeout(20):
+        probe = 0
+        while (
+            "X-Changed"
+            not in (await get(address, "/", **api, headers={"X-Api-Key": f"probe-{probe}"}))[1]
+        ):
+            probe += 1
+            await asyncio.sleep(0.05)
+    assert await statuses("alice", 1) == [429]
+
+    # detached: the Gateway's policy governs the route again
+    await cluster.custom.delete_namespaced_custom_object(
+        POLICY_GROUP, POLICY_VERSION, cluster.namespace, "ratelimitpolicies", "per-key"
+    )
+    async with asyncio.timeout(20):
+        while (await get(address, "/", **api))[1].get("RateLimit-Limit") != "1000":
+            await asyncio.sleep(0.05)
+    assert await statuses("alice", 2) == [200, 200]
+    assert cluster.provider.reloads == reloads, "policies come and go without reloads"
