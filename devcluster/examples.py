@@ -191,6 +191,7 @@ def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]
     h = f"-H 'Host: {HOST}'"
     split = f'curl -s {h} http://{address}:{http}/ | grep -o \'"name": "[a-z]*"\''
     base = f"http://{address}:{http}"
+    codes = "curl -s -o /dev/null -w '%{http_code} '"
 
     def check(
         command: str, url: str, backends: Sequence[str], *headers: tuple[str, str]
@@ -213,6 +214,11 @@ def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]
             ("x-canary", "true"),
         ),
         check(f"for i in $(seq 20); do {split}; done  # 80/20 split", f"{base}/", BACKENDS),
+        check(
+            f"for i in $(seq 5); do {codes} {h} {base}/api; done; echo  # 2 a second, then 429",
+            f"{base}/api",
+            ["blue"],
+        ),
         check(
             f"curl -sk --resolve {HOST}:{https}:{address} https://{HOST}:{https}/blue  # HTTPS",
             f"https://{address}:{https}/blue",

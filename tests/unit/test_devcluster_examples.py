@@ -39,6 +39,8 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
         f"curl -s {H} -H 'x-canary: true' http://127.77.25.4:80/  # header routing -> green",
         f"for i in $(seq 20); do curl -s {H} http://127.77.25.4:80/ "
         '| grep -o \'"name": "[a-z]*"\'; done  # 80/20 split',
+        "for i in $(seq 5); do curl -s -o /dev/null -w '%{http_code} ' "
+        f"{H} http://127.77.25.4:80/api; done; echo  # 2 a second, then 429",
         "curl -sk --resolve app.example.com:443:127.77.25.4 "
         "https://app.example.com:443/blue  # HTTPS",
     ]
@@ -51,7 +53,9 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
 
 
 def test_each_check_sends_what_its_curl_line_sends() -> None:
-    blue, green, canary, split, https = examples.curl_checks(GATEWAY, port_offset=8000)
+    blue, green, canary, split, limited, https = examples.curl_checks(
+        GATEWAY, port_offset=8000
+    )
     assert (blue.url, blue.host, blue.backends) == (
         "http://127.77.25.4:8080/blue",
         "app.example.com",
@@ -60,6 +64,7 @@ def test_each_check_sends_what_its_curl_line_sends() -> None:
     assert (green.url, green.backends) == ("http://127.77.25.4:8080/green", {"green"})
     assert (canary.headers, canary.backends) == ((("x-canary", "true"),), {"green"})
     assert split.backends == {"blue", "green"}
+    assert (limited.url, limited.backends) == ("http://127.77.25.4:8080/api", {"blue"})
     assert (https.url, https.host) == ("https://127.77.25.4:8443/blue", "app.example.com")
 
 
