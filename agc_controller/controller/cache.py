@@ -19,7 +19,7 @@ from agc_controller.translate.snapshot import Obj, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
 # our policy kinds (graph/policies.py): they target Gateways, listeners, routes, rules
-ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY,)
+ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY, r.HEALTH_CHECK_POLICY)
 # the route kinds our policies can target
 POLICY_TARGET_ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
 
@@ -165,7 +165,10 @@ class Cache:
                 if (o := listener_set_store.get(k)) is not None
             },
             backend_tls_policies=policies,
-            rate_limit_policies=self._attached_policies(r.RATE_LIMIT_POLICY, key, routes),
+            rate_limit_policies=self._attached_policies(r.RATE_LIMIT_POLICY, key, routes, services),
+            health_check_policies=self._attached_policies(
+                r.HEALTH_CHECK_POLICY, key, routes, services
+            ),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={
@@ -178,17 +181,22 @@ class Cache:
         )
 
     def _attached_policies(
-        self, resource: r.Resource, gateway: ObjectKey, routes: Mapping[str, Mapping[str, Obj]]
+        self,
+        resource: r.Resource,
+        gateway: ObjectKey,
+        routes: Mapping[str, Mapping[str, Obj]],
+        services: Iterable[str],
     ) -> dict[str, Obj]:
-        """The policies of one of our kinds that target the Gateway or one of its
-        routes, or carry an ancestor entry for it (which may have to go)."""
+        """The policies of one of our kinds that target the Gateway, one of its routes
+        or a Service they send to, or carry an ancestor entry for it (which may have
+        to go)."""
         store = self.store(resource.kind)
         if not len(store):
             return {}
         found = {
             object_key(p): p for p in store.by_index(ix.PARENT_GATEWAYS, gateway.namespaced_name)
         }
-        targets = [str(gateway)]
+        targets = [str(gateway), *(str(ObjectKey.parse("Service", s)) for s in services)]
         for route_kind in POLICY_TARGET_ROUTE_KINDS:
             targets.extend(
                 str(ObjectKey.parse(route_kind.kind, k)) for k in routes[route_kind.kind]

@@ -28,7 +28,7 @@ CERTIFICATE_REFS = (
     "certificate-refs"
 )
 TARGET_SERVICES = "target-services"  # policies -> "ns/service"
-TARGETS = "targets"  # our policies -> "Gateway/ns/name", "HTTPRoute/ns/name", ...
+TARGETS = "targets"  # our policies -> "Gateway/ns/name", "Service/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
 
 
@@ -183,5 +183,6 @@ def policy_targets(obj: Obj) -> Iterable[str]:
             str(ObjectKey(str(t.get("kind")), namespace, str(t.get("name"))))
             for t in targets
             if t.get("group") == GATEWAY_GROUP
+            or (t.get("group") == "" and t.get("kind") == "Service")
         }
     )

@@ -83,14 +83,20 @@ class Mapper:
         return {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
 
     def _via_targets(self, policy: KubeObject) -> set[ObjectKey]:
-        """The Gateways one of our policies reaches: those it targets, and those its
-        target routes are attached to (directly or through a ListenerSet)."""
+        """The Gateways one of our policies reaches: those it targets, those its target
+        routes are attached to (directly or through a ListenerSet), and those with
+        routes sending to its target Services."""
         gateways: set[str] = set()
         listener_sets: set[str] = set()
         for target in ix.policy_targets(policy):
             key = ObjectKey.parse(*target.split("/", 1))
             if key.kind == r.GATEWAY.kind:
                 gateways.add(key.namespaced_name)
+                continue
+            if key.kind == r.SERVICE.kind:
+                gateways.update(
+                    self.cache.gateways_of_routes(ix.BACKEND_SERVICES, key.namespaced_name)
+                )
                 continue
             store = self.cache.store(key.kind)
             gateways.update(store.index_values(ix.PARENT_GATEWAYS, key.namespaced_name))

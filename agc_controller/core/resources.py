@@ -45,6 +45,9 @@ BACKEND_TLS_POLICY = Resource(
 RATE_LIMIT_POLICY = Resource(
     POLICY_GROUP, "v1alpha1", "ratelimitpolicies", "RateLimitPolicy", namespaced=True
 )
+HEALTH_CHECK_POLICY = Resource(
+    POLICY_GROUP, "v1alpha1", "healthcheckpolicies", "HealthCheckPolicy", namespaced=True
+)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -72,6 +75,7 @@ BY_KIND = {
         LISTENER_SET,
         BACKEND_TLS_POLICY,
         RATE_LIMIT_POLICY,
+        HEALTH_CHECK_POLICY,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

@@ -54,6 +54,7 @@ TRANSLATED_KINDS = frozenset(
         "ListenerSet",
         "BackendTLSPolicy",
         "RateLimitPolicy",
+        "HealthCheckPolicy",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

@@ -43,6 +43,7 @@ from agc_controller.core.resources import (
     GATEWAY,
     GATEWAY_CLASS,
     GRPC_ROUTE,
+    HEALTH_CHECK_POLICY,
     HTTP_ROUTE,
     LISTENER_SET,
     RATE_LIMIT_POLICY,
@@ -74,6 +75,7 @@ _ENTRY_LIST_RESOURCES = {
         UDP_ROUTE,
         BACKEND_TLS_POLICY,
         RATE_LIMIT_POLICY,
+        HEALTH_CHECK_POLICY,
     )
 }
 

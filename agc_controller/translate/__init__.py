@@ -36,6 +36,7 @@ from agc_controller.translate.graph.gatewayclass import (
     is_accepted,
     is_ours,
 )
+from agc_controller.translate.graph.healthcheck import build_health_checks
 from agc_controller.translate.graph.listenersets import (
     GatewayParents,
     ListenerSetNode,
@@ -54,7 +55,7 @@ from agc_controller.translate.graph.policies import (
 from agc_controller.translate.graph.ratelimit import build_rate_limits
 from agc_controller.translate.graph.routes import RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
-from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.model import HealthCheck, LoadBalancer
 from agc_controller.translate.programmed import listener_programmed, with_programmed
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -248,8 +249,18 @@ def translation_steps(
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
     rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, settings.capabilities))
-    reach = reach_of(gateway_key, (ls.name for ls in node.listeners), attachments, snapshot)
+    health_checks = memo.stable(
+        "health_checks", build_health_checks(snapshot, settings.capabilities)
+    )
+    reach = reach_of(
+        gateway_key,
+        (ls.name for ls in node.listeners),
+        attachments,
+        {source.service for source in wanted.values()},
+        snapshot,
+    )
     policy_statuses.extend(_attached_policy_statuses(rate_limits, reach))
+    policy_statuses.extend(_attached_policy_statuses(health_checks, reach))
     kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
@@ -261,6 +272,7 @@ def translation_steps(
             rate_limits,
             tables=memo.hosts,
             endpoints=memo.endpoints(snapshot, wanted),
+            health_checks=_health_checks(health_checks, wanted),
         )
         if node.accepted
         else None
@@ -361,6 +373,19 @@ def _policy_statuses(
     ]
 
 
+def _health_checks(
+    attached: AttachedPolicies[HealthCheck], wanted: Mapping[str, EndpointSource]
+) -> dict[str, HealthCheck]:
+    """Backend name -> its probes, for every backend a HealthCheckPolicy governs."""
+    found = {}
+    for name in sorted(wanted):
+        source = wanted[name]
+        node = attached.for_service(source.service, source.port_name)
+        if node is not None and node.value is not None:
+            found[name] = node.value
+    return found
+
+
 def _attached_policy_statuses(attached: AttachedPolicies[T], reach: Reach) -> list[PolicyStatus]:
     """The ancestor entry, for the Gateway of `reach`, of every policy of one of our
     kinds that reaches it (graph/policies.py)."""
@@ -443,6 +468,7 @@ def _clear_policies(
     for kind, table in (
         ("BackendTLSPolicy", snapshot.backend_tls_policies),
         ("RateLimitPolicy", snapshot.rate_limit_policies),
+        ("HealthCheckPolicy", snapshot.health_check_policies),
     ):
         for policy in table.values():
             meta = policy["metadata"]

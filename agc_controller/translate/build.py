@@ -45,6 +45,7 @@ from agc_controller.translate.model import (
     BackendTLS,
     Endpoint,
     Frontend,
+    HealthCheck,
     Host,
     LoadBalancer,
     Mirror,
@@ -104,6 +105,7 @@ def build_load_balancer(
     *,
     tables: HostTables | None = None,
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
+    health_checks: Mapping[str, HealthCheck] | None = None,
 ) -> LoadBalancer:
     """The model of `gateway` with the routes attached as `attachments` (route ->
     its attachments). `tables` carries the host tables of the previous build of
@@ -133,6 +135,7 @@ def build_load_balancer(
         hosts=tables.update(gateway, policies, rate_limits, requests),
         streams=_streams(connections, programmable, policies),
         endpoints=endpoints or {},
+        health_checks=health_checks or {},
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
         annotations=gateway.annotations,

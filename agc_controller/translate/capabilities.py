@@ -22,6 +22,8 @@ from typing import Any
 
 import attrs
 
+from agc_controller.translate.model import HealthCheck
+
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -55,12 +57,31 @@ class Capabilities:
     backend_tls_subject_alt_names: bool = True
     # RateLimitPolicy (graph/ratelimit.py)
     rate_limits: bool = True
+    # HealthCheckPolicy (graph/healthcheck.py): probe protocols, healthyThreshold
+    # other than 1, and intervals / timeouts that are not whole seconds
+    health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
+    health_check_healthy_threshold: bool = True
+    health_check_subsecond: bool = True
 
     def policy_problem(self, kind: str) -> str | None:
         """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
         if kind == "RateLimitPolicy" and not self.rate_limits:
             return f"{kind} is not supported by the {self.provider} provider"
         return None
+
+    def health_check_problem(self, check: HealthCheck) -> str | None:
+        """The first part of a parsed HealthCheckPolicy the provider cannot honour."""
+        field = {"GRPC": "grpc", "TCP": "tcp", "HTTPS": "useTLS"}.get(check.protocol, "http")
+        problem = None
+        if check.protocol not in self.health_check_protocols:
+            problem = f"spec.default.{field}"
+        elif check.healthy_threshold != 1 and not self.health_check_healthy_threshold:
+            problem = "spec.default.healthyThreshold other than 1"
+        elif not self.health_check_subsecond and (
+            check.interval_ms % 1000 or check.timeout_ms % 1000
+        ):
+            problem = "spec.default.interval or timeout in other than whole seconds"
+        return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:
         """The first unsupported field of one raw route rule, as a message; None if none."""

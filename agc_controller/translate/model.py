@@ -183,6 +183,28 @@ class SessionPersistence:
 
 
 @attrs.frozen
+class HealthCheck:
+    """Active health probes of a backend's endpoints (a HealthCheckPolicy): an
+    endpoint leaves the rotation after `unhealthy_threshold` failed probes in a
+    row and comes back after `healthy_threshold` passed ones."""
+
+    interval_ms: int
+    timeout_ms: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+    # HTTP/HTTPS: a GET of `path` with Host `host`, passed by a status in
+    # `status_codes`; TCP: a connection that opens; GRPC: grpc.health.v1
+    protocol: Literal["HTTP", "HTTPS", "TCP", "GRPC"]
+    # None: each endpoint's own port
+    port: int | None = None
+    # HTTP and HTTPS only
+    host: str | None = None
+    path: str | None = None
+    # inclusive ranges
+    status_codes: tuple[tuple[int, int], ...] = ()
+
+
+@attrs.frozen
 class RateLimit:
     """A RateLimitPolicy in force on a rule: each key may send `requests` per
     `period_s`, and up to `burst` at once after a pause (a token bucket)."""
@@ -280,6 +302,8 @@ class LoadBalancer:
     # apart from the rules so that an endpoint change (the most frequent change of
     # all) touches one entry here, not every rule sending to the Service.
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
+    # backend name -> how its endpoints are probed (HealthCheckPolicy), if they are
+    health_checks: Mapping[str, HealthCheck] = attrs.field(factory=dict)
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()

@@ -32,6 +32,9 @@ class Snapshot:
     backend_tls_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     # our RateLimitPolicies targeting the Gateway or its routes, or with its ancestor entry
     rate_limit_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # our HealthCheckPolicies targeting the Services its routes send to, or with its
+    # ancestor entry
+    health_check_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
     # EndpointSlices of one Service, keyed by "namespace/service-name"
@@ -64,6 +67,7 @@ class Snapshot:
             listener_sets=by_kind.get("ListenerSet", {}),
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
             rate_limit_policies=by_kind.get("RateLimitPolicy", {}),
+            health_check_policies=by_kind.get("HealthCheckPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
             endpoint_slices={k: tuple(v) for k, v in slices.items()},

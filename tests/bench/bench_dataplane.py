@@ -7,7 +7,10 @@
    The rows take turns, three runs each, and show their median run. Two rows
    go through NGINX's stream layer: a TCP listener, and TLS passthrough (wrk
    speaks TLS to the backend's own certificate; its SNI, from the URL, picks
-   the TLSRoute).
+   the TLSRoute). Two rows measure a RateLimitPolicy: on the route the load
+   goes to (a limit far above the load: every request is checked and counted,
+   none refused), and on another route only (what a policy costs the routes
+   it does not govern: nothing, if all is well).
 2. NGINX reloads caused by 100 endpoint changes (target 0), and NGINX memory
    (master + workers RSS) with 1,000 and 5,000 routes.
 """
@@ -152,7 +155,10 @@ def objects(
     grpc: bool = False,
     tcp: bool = False,
     tls: bool = False,
+    rate_limit: str = "",
 ) -> list[dict[str, Any]]:
+    """The bench Gateway with `routes` (+ `extra`) routes; `rate_limit` puts a
+    RateLimitPolicy on the route the load uses ("load") or on another ("other")."""
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
         {
@@ -243,6 +249,31 @@ def objects(
                 backend=("svc-tls", 443),
             ),
         ]
+    if rate_limit:
+        objs.append(
+            route(
+                "HTTPRoute",
+                "limited",
+                parents=[{"name": "gw"}],
+                hostnames=["limited.example.com"],
+                backend=("svc", 80),
+            )
+        )
+        target = "zz-default" if rate_limit == "load" else "limited"
+        objs.append(
+            {
+                "apiVersion": "agc-controller.io/v1alpha1",
+                "kind": "RateLimitPolicy",
+                "metadata": {"name": "limit", "namespace": "bench"},
+                "spec": {
+                    "targetRefs": [
+                        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": target}
+                    ],
+                    # far above any load here: every request is checked, none refused
+                    "limit": {"requests": 1_000_000, "unit": "Second"},
+                },
+            }
+        )
     # the catch-all the load uses, last in precedence
     objs.append(
         route(
@@ -304,13 +335,19 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
         hosts_file = workdir / "hosts"
         hosts_file.write_text(f"{address} {HOST}\n")
         # (label, URL, the gateway's objects' options; None: not the gateway)
-        rows: tuple[tuple[str, str, dict[str, bool] | None], ...] = (
+        rows: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
             ("backend directly", f"http://{backend}:8080/", None),
             ("agc-controller gateway", f"http://{address}/", {}),
             ("hand-written NGINX proxy", "http://127.0.0.3:8088/", None),
             ("gateway, port shared with gRPC", f"http://{address}/", {"grpc": True}),
             ("gateway, TCP listener (stream)", f"http://{address}:{TCP_PORT}/", {"tcp": True}),
             ("gateway, TLS passthrough (stream)", f"https://{HOST}/", {"tls": True}),
+            ("gateway, RateLimitPolicy on route", f"http://{address}/", {"rate_limit": "load"}),
+            (
+                "gateway, RateLimitPolicy elsewhere",
+                f"http://{address}/",
+                {"rate_limit": "other"},
+            ),
         )
         for connections in (64, 1000):
             # runs of one row vary by 10-15% on a small machine: the rows take turns,

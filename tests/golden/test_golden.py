@@ -80,6 +80,7 @@ NGINX_CASES = (
     "local-tcproute-udproute",  # TCP and UDP stream servers
     "listenerset-route-attachment",  # a ListenerSet's listeners: a new port, hosts by model name
     "ratelimitpolicy-precedence",  # rate limits on rules, from four levels of policy
+    "healthcheckpolicy-basic",  # probes on backends (HTTP, HTTPS, TCP)
 )
 
 

@@ -50,6 +50,7 @@ http {{
   lua_package_cpath "/usr/lib/{paths.multiarch}/lua/5.1/?.so;;";
   lua_shared_dict agc_config 1m;
   lua_shared_dict agc_ratelimit 1m;
+  lua_shared_dict agc_health 1m;
   client_body_buffer_size 16m;
   server {{
     listen unix:{sock};

@@ -53,9 +53,7 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
 
 
 def test_each_check_sends_what_its_curl_line_sends() -> None:
-    blue, green, canary, split, limited, https = examples.curl_checks(
-        GATEWAY, port_offset=8000
-    )
+    blue, green, canary, split, limited, https = examples.curl_checks(GATEWAY, port_offset=8000)
     assert (blue.url, blue.host, blue.backends) == (
         "http://127.77.25.4:8080/blue",
         "app.example.com",

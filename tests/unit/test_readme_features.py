@@ -82,6 +82,12 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     ),
     "ListenerSet": (feature("ListenerSet"),),
     "Rate limiting": (flag("rate_limits"),),
+    "Health checks": (
+        lambda s: "HTTP" in s.capabilities.health_check_protocols,
+        lambda s: {"HTTPS", "TCP", "GRPC"} <= s.capabilities.health_check_protocols,
+        flag("health_check_healthy_threshold"),
+        flag("health_check_subsecond"),
+    ),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (
@@ -100,7 +106,13 @@ NOT_CHECKED = (
     "WAF, auth",
 )
 # flags every row leaves to others: the provider's name, a number
-UNCLAIMED = {"provider", "retry_attempts_max", "session_persistence_types", "redirect_status_codes"}
+UNCLAIMED = {
+    "provider",
+    "retry_attempts_max",
+    "session_persistence_types",
+    "redirect_status_codes",
+    "health_check_protocols",
+}
 
 PROVIDERS = {
     "local": local_translate_settings("x"),

@@ -73,6 +73,11 @@ AZURE_CAPABILITIES = Capabilities(
     backend_tls_subject_alt_names=False,
     # a WAF_v2 policy's RateLimitRule could carry one; not built yet (docs/policies.md)
     rate_limits=False,
+    # probes: HTTP(S) GETs every whole second or more; down after unhealthyThreshold
+    # failures, up again after one success
+    health_check_protocols=frozenset({"HTTP", "HTTPS"}),
+    health_check_healthy_threshold=False,
+    health_check_subsecond=False,
 )
 
 

@@ -63,7 +63,10 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
 # only that: it cannot check other subjectAltNames. Retries on status codes are
 # internal redirects, and NGINX allows a request ten (dynamic.RETRY_ATTEMPTS_MAX).
 LOCAL_CAPABILITIES = Capabilities(
-    backend_tls_subject_alt_names=False, retry_attempts_max=RETRY_ATTEMPTS_MAX
+    backend_tls_subject_alt_names=False,
+    retry_attempts_max=RETRY_ATTEMPTS_MAX,
+    # the prober speaks HTTP/1.1 over NGINX's cosockets: no HTTP/2, so no gRPC health
+    health_check_protocols=frozenset({"HTTP", "HTTPS", "TCP"}),
 )
 
 

@@ -216,13 +216,34 @@ def _targets(r: alb.Rule) -> list[Backend]:
 
 
 def _target(
-    b: Backend, tls: dict[BackendTLS, int], endpoints: tuple[alb.Endpoint, ...]
+    b: Backend,
+    tls: dict[BackendTLS, int],
+    endpoints: tuple[alb.Endpoint, ...],
+    health: alb.HealthCheck | None,
 ) -> state.Target:
-    # every rule sending to one Service port sees the same endpoints and TLS
+    # every rule sending to one Service port sees the same endpoints, TLS and probes
     return state.Target(
         endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
         tls=tls[b.tls] if b.tls is not None else None,
+        health=_health(health),
+    )
+
+
+def _health(h: alb.HealthCheck | None) -> state.HealthCheck | None:
+    # GRPC probes never get here: the local provider refuses them (capabilities.py)
+    if h is None or h.protocol == "GRPC":
+        return None
+    return state.HealthCheck(
+        protocol=h.protocol,
+        interval_ms=h.interval_ms,
+        timeout_ms=h.timeout_ms,
+        healthy_threshold=h.healthy_threshold,
+        unhealthy_threshold=h.unhealthy_threshold,
+        port=h.port,
+        host=h.host,
+        path=h.path,
+        status_codes=h.status_codes,
     )
 
 
@@ -377,7 +398,9 @@ def router_state(
         hosts={listener: tuple(hs) for listener, hs in hosts.items()},
         rules={key: _rule(r) for key, r in rules.items()},
         backends={
-            key: _target(b, tls_index, model.endpoints.get(b.name, ()))
+            key: _target(
+                b, tls_index, model.endpoints.get(b.name, ()), model.health_checks.get(b.name)
+            )
             for key, b in targets.items()
         },
         streams=_streams(model, port_offset),
@@ -420,6 +443,8 @@ class _BackendEntry:
     backend: Backend
     # the endpoints the text was made with (the model's own tuple: identity tells)
     endpoints: tuple[alb.Endpoint, ...] = ()
+    # the probes the text was made with (equality tells)
+    health: alb.HealthCheck | None = None
     # None: to encode (new, changed, or the upstream TLS settings moved)
     text: bytes | None = None
 
@@ -487,9 +512,11 @@ class StateParts:
         tls_index = {t: i for i, t in enumerate(tls)}
         for entry in self._backends.values():
             endpoints = model.endpoints.get(entry.backend.name, ())
-            if entry.text is None or entry.endpoints is not endpoints:
-                target = _target(entry.backend, tls_index, endpoints)
-                entry.text, entry.endpoints = encode(state.to_json(target)), endpoints
+            health = model.health_checks.get(entry.backend.name)
+            if entry.text is None or entry.endpoints is not endpoints or entry.health != health:
+                target = _target(entry.backend, tls_index, endpoints, health)
+                entry.text = encode(state.to_json(target))
+                entry.endpoints, entry.health = endpoints, health
         if self._listeners is None or self._listeners[0] != model.frontends:
             listeners = state.to_json(_listeners(model, self._port_offset))
             self._listeners = (model.frontends, encode(listeners))

@@ -265,6 +265,28 @@ class Target:
     # index of the upstream TLS setting (static.py's @agc_tls_<n> location);
     # None: plain text
     tls: int | None = None
+    # how worker 0 probes the endpoints (lua/agc/prober.lua); None: not at all
+    health: HealthCheck | None = None
+
+
+@attrs.frozen
+class HealthCheck:
+    """Active probes of a backend's endpoints (a HealthCheckPolicy)."""
+
+    # HTTP and HTTPS: GET `path` with Host `host`; TCP: a connection that opens
+    protocol: Literal["HTTP", "HTTPS", "TCP"]
+    interval_ms: int
+    # the whole probe, connection included
+    timeout_ms: int
+    # passed probes in a row that bring an endpoint back, failed ones that take it out
+    healthy_threshold: int
+    unhealthy_threshold: int
+    # None: the endpoint's own port
+    port: int | None = None
+    host: str | None = None
+    path: str | None = None
+    # passing statuses, [start, end] inclusive
+    status_codes: tuple[tuple[int, int], ...] = ()
 
 
 @attrs.frozen

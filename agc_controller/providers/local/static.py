@@ -219,6 +219,8 @@ def _render(
         f'  lua_package_cpath "{lua_c}/?.so;;";',
         f"  lua_shared_dict agc_config {int(settings.state_size_mb)}m;",
         f"  lua_shared_dict agc_ratelimit {int(settings.rate_limit_size_mb)}m;",
+        # endpoints out of the rotation (lua/agc/health.lua): one small key each
+        "  lua_shared_dict agc_health 4m;",
         # every module loaded in the master, before the workers fork: the workers
         # (user nobody) never read the files, which may sit where only root can
         # (a checkout under /root), and share the loaded code
@@ -226,6 +228,8 @@ def _render(
         f'    require("agc.config").set_static_id("{_STATIC_ID}")',
         *(f'    require("{module}")' for module in LUA_MODULES if module != "agc.config"),
         "  }",
+        # worker 0 probes the endpoints HealthCheckPolicies ask about (lua/agc/prober.lua)
+        '  init_worker_by_lua_block { require("agc.prober").start() }',
         "  server_tokens off;",
         # $agc_ctx is set in `location /` only; a request refused before it (a bad
         # request line) still runs the log phase, which reads it

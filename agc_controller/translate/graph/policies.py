@@ -3,19 +3,22 @@
 One mechanism serves every kind (each kind only parses its spec, see
 `PolicyKind`):
 
-Targets. `spec.targetRefs` names, in the policy's own namespace, a Gateway
-(optionally one of its listeners by `sectionName`) or an HTTPRoute / GRPCRoute
-(optionally one of its rules by name). The CRD's CEL rules refuse other kinds.
+Targets. `spec.targetRefs` names, in the policy's own namespace, what the kind
+can govern (`FRONT_TARGETS` or `SERVICE_TARGETS`): a Gateway (optionally one
+of its listeners by `sectionName`) or an HTTPRoute / GRPCRoute (optionally one
+of its rules by name) for kinds about requests; a Service (optionally one of
+its ports by name) for kinds about backends. The CRDs refuse other kinds.
 
 Precedence. For one request exactly one policy of a kind is in force: the one
-on the most specific target of the rule it matched — route rule, then route,
-then listener, then Gateway. Policies of a kind do not merge. Where several
-valid policies of a kind name the same target, the oldest governs it (then the
-first by namespace/name); the others are Conflicted on that target. An
-invalid policy governs nothing and blocks nothing.
+on the most specific target — route rule, then route, then listener, then
+Gateway; Service port, then Service. Policies of a kind do not merge. Where
+several valid policies of a kind name the same target, the oldest governs it
+(then the first by namespace/name); the others are Conflicted on that target.
+An invalid policy governs nothing and blocks nothing.
 
 Status. A policy has one `status.ancestors` entry per Gateway it reaches: the
-Gateway it targets, and each Gateway a targeted route is attached to. That
+Gateway it targets, each Gateway a targeted route is attached to, and each
+Gateway with a route sending to a targeted Service. That
 Gateway's work item decides the entry: Accepted=True when the policy governs
 one of its targets there; False with reason Invalid (the spec, or the provider,
 cannot honour it: the field is named), TargetNotFound (every sectionName there
@@ -39,6 +42,11 @@ T = TypeVar("T")
 
 # the route kinds a policy can target (a rule by its name)
 ROUTE_TARGET_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
+# (group, kind) a kind about requests can target, and one about backends
+FRONT_TARGETS = frozenset(
+    {(GATEWAY_GROUP, "Gateway"), *((GATEWAY_GROUP, kind) for kind in ROUTE_TARGET_KINDS)}
+)
+SERVICE_TARGETS = frozenset({("", "Service")})
 
 # a spec parser: (the value the data plane needs, or None and (field, problem))
 Parse = Callable[[Obj], "tuple[T | None, str | None]"]
@@ -46,9 +54,10 @@ Parse = Callable[[Obj], "tuple[T | None, str | None]"]
 
 @attrs.frozen(cache_hash=True)
 class Target:
-    """What a policy governs: a Gateway or a route, or one listener or rule of it."""
+    """What a policy governs: a Gateway, route or Service, or one listener, rule or
+    port of it."""
 
-    object: ObjectKey  # Gateway, HTTPRoute or GRPCRoute
+    object: ObjectKey  # Gateway, HTTPRoute, GRPCRoute or Service
     section: str | None
 
 
@@ -92,15 +101,29 @@ class AttachedPolicies(Generic[T]):
                 return target, node
         return None
 
+    def for_service(self, service: ObjectKey, port_name: str | None) -> PolicyNode[T] | None:
+        """The policy in force on one port of a Service (its own first)."""
+        if not self.winners:
+            return None
+        if port_name is not None and (node := self.winners.get(Target(service, port_name))):
+            return node
+        return self.winners.get(Target(service, None))
+
 
 def build_attached(
-    kind: str, objects: Iterable[Obj], parse: Parse[T], *, provider_problem: str | None
+    kind: str,
+    objects: Iterable[Obj],
+    parse: Parse[T],
+    *,
+    targets: frozenset[tuple[str, str]],
+    provider_problem: Callable[[T], str | None],
 ) -> AttachedPolicies[T]:
     """Parse every policy of `kind` and decide which governs each target.
-    `provider_problem` says why the provider cannot honour the kind at all, if it
-    cannot: then every policy is invalid for that reason (and governs nothing)."""
+    `targets` are the (group, kind) it may name; `provider_problem` says why the
+    provider cannot honour a parsed spec, if it cannot: then the policy is
+    invalid for that reason (and governs nothing)."""
     nodes = sorted(
-        (_node(kind, obj, parse, provider_problem) for obj in objects),
+        (_node(kind, obj, parse, targets, provider_problem) for obj in objects),
         key=lambda p: (p.created, p.key.namespace, p.key.name),
     )
     winners: dict[Target, PolicyNode[T]] = {}
@@ -113,25 +136,25 @@ def build_attached(
     return AttachedPolicies(kind=kind, nodes=tuple(nodes), winners=winners)
 
 
-def _node(kind: str, obj: Obj, parse: Parse[T], provider_problem: str | None) -> PolicyNode[T]:
+def _node(
+    kind: str,
+    obj: Obj,
+    parse: Parse[T],
+    allowed: frozenset[tuple[str, str]],
+    provider_problem: Callable[[T], str | None],
+) -> PolicyNode[T]:
     meta = obj["metadata"]
     namespace = meta["namespace"]
     spec = obj.get("spec") or {}
-    targets = tuple(_target(ref, namespace) for ref in spec.get("targetRefs") or [])
+    targets = tuple(_target(ref, namespace, allowed) for ref in spec.get("targetRefs") or [])
     value, problem = parse(spec)
     if problem is None:
         for i, target in enumerate(targets):
             if target is None:
-                value, problem = (
-                    None,
-                    (
-                        f"spec.targetRefs[{i}] must name a Gateway, HTTPRoute or GRPCRoute of "
-                        f"group {GATEWAY_GROUP}"
-                    ),
-                )
+                value, problem = None, f"spec.targetRefs[{i}] must name {_kinds(allowed)}"
                 break
-    if problem is None and provider_problem is not None:
-        value, problem = None, provider_problem
+    if value is not None and (refused := provider_problem(value)) is not None:
+        value, problem = None, refused
     return PolicyNode(
         key=ObjectKey(kind, namespace, str(meta["name"])),
         generation=int(meta.get("generation", 1)),
@@ -142,9 +165,20 @@ def _node(kind: str, obj: Obj, parse: Parse[T], provider_problem: str | None) ->
     )
 
 
-def _target(ref: Obj, namespace: str) -> Target | None:
+def _kinds(allowed: frozenset[tuple[str, str]]) -> str:
+    """`allowed` for people: "a Gateway, GRPCRoute or HTTPRoute of group g"."""
+    groups = sorted({group for group, _ in allowed})
+    parts = []
+    for group in groups:
+        kinds = sorted(kind for g, kind in allowed if g == group)
+        named = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+        parts.append(f"a {named} of group {group or 'core'}")
+    return " or ".join(parts)
+
+
+def _target(ref: Obj, namespace: str, allowed: frozenset[tuple[str, str]]) -> Target | None:
     kind = ref.get("kind")
-    if ref.get("group") != GATEWAY_GROUP or (kind != "Gateway" and kind not in ROUTE_TARGET_KINDS):
+    if (ref.get("group"), kind) not in allowed:
         return None
     section = ref.get("sectionName")
     return Target(ObjectKey(str(kind), namespace, str(ref.get("name"))), section or None)
@@ -159,10 +193,17 @@ class Reach:
     listeners: frozenset[str]
     # every route attached to the Gateway -> the names of its rules (as written)
     routes: Mapping[ObjectKey, frozenset[str]]
+    # every Service an attached route sends to -> the names of its ports
+    services: Mapping[ObjectKey, frozenset[str]] = attrs.field(factory=dict)
 
     def reaches(self, target: Target) -> bool:
-        """Whether `target` is the Gateway or a route attached to it."""
-        return target.object == self.gateway or target.object in self.routes
+        """Whether `target` is the Gateway, a route attached to it or a Service
+        such a route sends to."""
+        return (
+            target.object == self.gateway
+            or target.object in self.routes
+            or target.object in self.services
+        )
 
     def section_problem(self, index: int, target: Target) -> str | None:
         """Why `target`'s sectionName names nothing here, if it does not."""
@@ -174,6 +215,13 @@ class Reach:
             return (
                 f"spec.targetRefs[{index}].sectionName {target.section!r} is not a listener "
                 f"of Gateway {target.object.name}"
+            )
+        if target.object.kind == "Service":
+            if target.section in self.services[target.object]:
+                return None
+            return (
+                f"spec.targetRefs[{index}].sectionName {target.section!r} is not a port name "
+                f"of Service {target.object.name}"
             )
         if target.section in self.routes.get(target.object, frozenset()):
             return None
@@ -232,10 +280,12 @@ def reach_of(
     gateway: ObjectKey,
     listeners: Iterable[str],
     attached_routes: Iterable[ObjectKey],
+    services: Iterable[ObjectKey],
     snapshot: Snapshot,
 ) -> Reach:
-    """The Reach of one Gateway: its listeners and attached routes' rule names (read
-    from the routes as written, so a rule the provider dropped is still found)."""
+    """The Reach of one Gateway: its listeners, its attached routes' rule names (read
+    from the routes as written, so a rule the provider dropped is still found) and
+    the port names of the Services they send to."""
     routes: dict[ObjectKey, frozenset[str]] = {}
     for key in attached_routes:
         if key.kind not in ROUTE_TARGET_KINDS:
@@ -247,4 +297,15 @@ def reach_of(
             for rule in (route.get("spec") or {}).get("rules") or []
             if rule.get("name")
         )
-    return Reach(gateway=gateway, listeners=frozenset(listeners), routes=routes)
+    ports = {
+        service: frozenset(
+            str(p["name"])
+            for p in ((snapshot.services.get(service.namespaced_name) or {}).get("spec") or {}).get(
+                "ports"
+            )
+            or []
+            if p.get("name")
+        )
+        for service in services
+    }
+    return Reach(gateway=gateway, listeners=frozenset(listeners), routes=routes, services=ports)

@@ -25,6 +25,7 @@ import attrs
 
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.policies import (
+    FRONT_TARGETS,
     AttachedPolicies,
     PolicyNode,
     Target,
@@ -50,7 +51,8 @@ def build_rate_limits(
         KIND,
         snapshot.rate_limit_policies.values(),
         parse_rate_limit,
-        provider_problem=capabilities.policy_problem(KIND),
+        targets=FRONT_TARGETS,
+        provider_problem=lambda _: capabilities.policy_problem(KIND),
     )
 
 

@@ -3,9 +3,13 @@
 -- worker). Session persistence: a cookie names the endpoint; while that
 -- endpoint is still in the backend it is kept, otherwise a new one is picked
 -- and named. A retry must leave the endpoint that just failed, cookie or not.
+-- Health checks (agc.health): an endpoint out of the rotation is passed over,
+-- its session cookie too; when every endpoint is out, all take turns again
+-- (a backend never goes dark because its probes do).
 local balancer = require("ngx.balancer")
 local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
+local health = require("agc.health")
 
 local _M = {}
 -- backend id -> the index of the endpoint it gave last (per worker)
@@ -18,12 +22,26 @@ function _M.next_endpoint(id, endpoints, random)
   return endpoints[i]
 end
 
+-- The next endpoint of backend `id` in the rotation: round robin over those
+-- `out(ep)` does not exclude; all of them when it excludes every one.
+function _M.next_in_rotation(id, endpoints, random, out)
+  local first = _M.next_endpoint(id, endpoints, random)
+  if not out(first) then return first end
+  for _ = 2, #endpoints do
+    local ep = _M.next_endpoint(id, endpoints, random)
+    if not out(ep) then return ep end
+  end
+  return _M.next_endpoint(id, endpoints, random)
+end
+
 -- The endpoint the session cookie's value `wanted` names, if the backend
 -- still has it.
 function _M.session_endpoint(session, target, wanted)
   if session and session.type == "Cookie" and wanted then return target.by_id[wanted] end
   return nil
 end
+
+local function never_out() return false end
 
 -- The Set-Cookie value naming `endpoint` for `session`.
 function _M.session_cookie(session, endpoint)
@@ -59,11 +77,16 @@ function _M.run()
   local failed = balancer.get_last_failure() ~= nil
   local more = _M.count_try(ctx.retry, ctx, failed)
   if more then balancer.set_more_tries(more) end
+  local out = never_out
+  if target.health then
+    out = function(ep) return health.out(ep.health_key) end
+  end
   local session = ctx.session
   local chosen = not failed and session and
     _M.session_endpoint(session, target, ngx.var["cookie_" .. session.name])
+  if chosen and out(chosen) then chosen = nil end
   if not chosen then
-    chosen = _M.next_endpoint(id, target.endpoints, math.random)
+    chosen = _M.next_in_rotation(id, target.endpoints, math.random, out)
     if session and session.type == "Cookie" then ctx.set_cookie = _M.session_cookie(session, chosen) end
   end
   local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)

@@ -40,7 +40,8 @@
 --     RateLimit  bucket, requests, period_s, burst, header? (lua/agc/ratelimit.lua)
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
---                tls? (index of the static config's @agc_tls_<n> location)
+--                tls? (index of the static config's @agc_tls_<n> location),
+--                health? (HealthCheck: lua/agc/health.lua)
 --   certs      { {cert, key} } PEM
 --   cas        { PEM } client CAs
 --
@@ -59,6 +60,7 @@
 -- one older; a host naming a rule the worker has not compiled yet loads it
 -- from the shared dict then.
 local cjson = require("cjson.safe")
+local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
 
 local _M = {}
@@ -222,13 +224,17 @@ local function new_state()
            meta_version = 0 }
 end
 
-local function compile_backend(backend)
-  -- session-persistence cookies name endpoints by id: computed here, once per
-  -- backend, not per request
+local function compile_backend(id, backend)
+  -- session-persistence cookies name endpoints by id, health checks by key:
+  -- computed here, once per backend, not per request
   backend.endpoints = backend.endpoints or {}
   backend.by_id = {}
+  local err
+  backend.health, err = health.compile(backend.health)
+  if err then return nil, err end
   for _, ep in ipairs(backend.endpoints) do
     ep.id = ngx.md5(ep.addr .. ":" .. ep.port):sub(1, 16)
+    ep.health_key = health.key(id, ep)
     backend.by_id[ep.id] = ep
   end
   return backend
@@ -264,7 +270,14 @@ end
 local function install(state, name, value, load)
   local kind = kind_of(name)
   if kind == "b" then
-    state.backends[name:sub(3)] = value and compile_backend(value) or nil
+    local id = name:sub(3)
+    if value == nil then
+      state.backends[id] = nil
+      return true
+    end
+    local c, err = compile_backend(id, value)
+    if not c then return nil, err end
+    state.backends[id] = c
   elseif kind == "r" then
     local id = name:sub(3)
     if value == nil then

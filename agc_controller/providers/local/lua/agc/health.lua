@@ -1,0 +1,122 @@
+-- Health checks (HealthCheckPolicy): a backend's check compiled, one probe,
+-- what a probe's outcome does to an endpoint, and which endpoints are out.
+--
+-- Whether an endpoint is out lives in the shared dict agc_health (key: backend
+-- id | address:port), written by the prober (agc.prober) and read by every
+-- worker's balancer. An endpoint is in until `unhealthy` probes fail in a row,
+-- then out until `healthy` pass in a row.
+local _M = {}
+
+-- Only characters a request line and a Host header allow (the controller
+-- checks the same; this keeps a bad state from writing a bad request).
+local PATH_CHARS = "^/[%w%-%._~!%$&'%(%)%*%+,;=:@%%/%?]*$"
+local HOST_CHARS = "^[%w%-%.]+$"
+
+function _M.compile(h)
+  if h == nil then return nil end
+  local protocol = h.protocol
+  if protocol ~= "HTTP" and protocol ~= "HTTPS" and protocol ~= "TCP" then
+    return nil, "health check: unsupported protocol " .. tostring(protocol)
+  end
+  local c = {
+    protocol = protocol,
+    interval = h.interval_ms / 1000,
+    timeout = h.timeout_ms / 1000,
+    healthy = h.healthy_threshold,
+    unhealthy = h.unhealthy_threshold,
+    port = h.port,
+    host = h.host,
+    status_codes = h.status_codes or { { 200, 399 } },
+  }
+  if protocol ~= "TCP" then
+    if not (h.path and h.path:match(PATH_CHARS)) then
+      return nil, "health check: invalid path"
+    end
+    if not (h.host and h.host:match(HOST_CHARS)) then
+      return nil, "health check: invalid host"
+    end
+    c.request = "GET " .. h.path .. " HTTP/1.1\r\nHost: " .. h.host ..
+      "\r\nUser-Agent: agc-controller-health\r\nConnection: close\r\n\r\n"
+  end
+  return c
+end
+
+-- The key of one endpoint of backend `id` in agc_health.
+function _M.key(id, ep)
+  return id .. "|" .. ep.addr .. ":" .. ep.port
+end
+
+-- Whether the endpoint with key `key` is out of the rotation.
+function _M.out(key)
+  return ngx.shared.agc_health:get(key) ~= nil
+end
+
+-- Whether `status` passes `check`.
+function _M.status_passes(check, status)
+  for _, r in ipairs(check.status_codes) do
+    if status >= r[1] and status <= r[2] then return true end
+  end
+  return false
+end
+
+-- One probe's outcome on an endpoint's record: "out" or "in" when it moves it,
+-- nil when it stays where it was.
+function _M.record(rec, passed, check)
+  if passed then
+    rec.fails, rec.passes = 0, rec.passes + 1
+    if rec.out and rec.passes >= check.healthy then
+      rec.out = false
+      return "in"
+    end
+  else
+    rec.passes, rec.fails = 0, rec.fails + 1
+    if not rec.out and rec.fails >= check.unhealthy then
+      rec.out = true
+      return "out"
+    end
+  end
+  return nil
+end
+
+-- Probe addr:port once; true, or false and why not. Every step shares the
+-- timeout: the probe ends by then, whatever it was doing.
+function _M.probe(check, addr, port)
+  local deadline = ngx.now() + check.timeout
+  local sock = ngx.socket.tcp()
+  local function left()
+    local ms = (deadline - ngx.now()) * 1000
+    if ms < 1 then ms = 1 end
+    sock:settimeout(ms)
+  end
+  left()
+  local ok, err = sock:connect(addr, port)
+  if not ok then return false, "connect: " .. tostring(err) end
+  if check.protocol == "TCP" then
+    sock:close()
+    return true
+  end
+  if check.protocol == "HTTPS" then
+    left()
+    local session, terr = sock:sslhandshake(nil, check.host, false)
+    if not session then
+      sock:close()
+      return false, "tls: " .. tostring(terr)
+    end
+  end
+  left()
+  local sent, serr = sock:send(check.request)
+  if not sent then
+    sock:close()
+    return false, "send: " .. tostring(serr)
+  end
+  left()
+  local line, rerr = sock:receive("*l")
+  sock:close()
+  if not line then return false, "receive: " .. tostring(rerr) end
+  local status = tonumber(line:match("^HTTP/%d%.%d (%d%d%d)"))
+  if not status then return false, "not an HTTP status line" end
+  if _M.status_passes(check, status) then return true end
+  return false, "status " .. status
+end
+
+return _M
