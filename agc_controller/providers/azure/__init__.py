@@ -73,9 +73,10 @@ AZURE_CAPABILITIES = Capabilities(
     backend_tls_subject_alt_names=False,
     # a WAF_v2 policy's RateLimitRule could carry one; not built yet (docs/policies.md)
     rate_limits=False,
-    # probes: HTTP(S) GETs every whole second or more; down after unhealthyThreshold
-    # failures, up again after one success
-    health_check_protocols=frozenset({"HTTP", "HTTPS"}),
+    # probes: GETs in the backend settings' protocol (Https under a BackendTLSPolicy,
+    # never by choice: no useTLS) every whole second or more; down after
+    # unhealthyThreshold failures, up again after one success
+    health_check_protocols=frozenset({"HTTP"}),
     health_check_healthy_threshold=False,
     health_check_subsecond=False,
 )

@@ -63,7 +63,11 @@ def add_settings(c: Collector, rule: Rule, backend: Backend) -> Json:
             for der in der_certificates(tls.ca_pem)
         ]
     props["probe"] = add_probe(
-        c, readable=backend.name, protocol=props["protocol"], has_host_name=bool(host_name)
+        c,
+        readable=backend.name,
+        protocol=props["protocol"],
+        has_host_name=bool(host_name),
+        check=c.health_checks.get(backend.name),
     )
     readable = f"{backend.name}-{naming.digest(json.dumps(props, sort_keys=True))}"
     return c.add(

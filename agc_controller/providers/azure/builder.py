@@ -41,7 +41,12 @@ def build_children(
     `frontend_ips` are the Application Gateway's frontend IP configurations by
     label, `ports` its existing frontend ports by number (see frontends.py).
     """
-    c = Collector(gateway=model.gateway, gateway_id=gateway_id, endpoints=model.endpoints)
+    c = Collector(
+        gateway=model.gateway,
+        gateway_id=gateway_id,
+        endpoints=model.endpoints,
+        health_checks=model.health_checks,
+    )
     ips, problem = select(frontend_ips, frontend_mode)
     if problem is not None:
         return GatewayChildren(
