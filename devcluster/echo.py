@@ -8,6 +8,8 @@ answers the first n requests with key k with `fail_status` (default 500), after
 `fail_delay` seconds if given, later ones normally, and reports the count as
 "attempt" (retry tests). WebSocket
 upgrades on /ws echo messages back. GET /__seen lists the paths received so far.
+GET /__health answers 200 (health-check tests), or the status a
+`PUT /__health?status=<code>` set; those requests are not listed in /__seen.
 UDP datagrams to the same address and port come back as `<name>:<datagram>`.
 """
 
@@ -27,10 +29,16 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
     seen: list[str] = []
     # requests per `key` query value
     attempts: collections.Counter[str] = collections.Counter()
+    # what GET /__health answers (set by PUT /__health?status=<code>)
+    health = [200]
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/__seen":
             return web.json_response(seen)
+        if request.path == "/__health":
+            if request.method == "PUT":
+                health[0] = int(request.query["status"])
+            return web.json_response({"name": name, "health": health[0]}, status=health[0])
         seen.append(request.path_qs)
         if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()

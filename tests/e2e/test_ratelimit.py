@@ -32,12 +32,14 @@ def policy(name: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
     }
 
 
-async def accepted(cluster: Cluster, name: str) -> dict[str, Any]:
-    """The policy once our ancestor entry says Accepted=True."""
+async def accepted(
+    cluster: Cluster, name: str, *, plural: str = "ratelimitpolicies"
+) -> dict[str, Any]:
+    """One of our policies once our ancestor entry says Accepted=True."""
     async with asyncio.timeout(20):
         while True:
             obj = await cluster.custom.get_namespaced_custom_object(
-                POLICY_GROUP, POLICY_VERSION, cluster.namespace, "ratelimitpolicies", name
+                POLICY_GROUP, POLICY_VERSION, cluster.namespace, plural, name
             )
             for ancestor in (obj.get("status") or {}).get("ancestors") or []:
                 for condition in ancestor["conditions"]:

@@ -1,0 +1,150 @@
+"""HealthCheckPolicy with real probes and traffic: an endpoint whose health endpoint
+fails leaves the rotation within interval x unhealthyThreshold and comes back
+after healthyThreshold passed probes, with every client request answered; when
+every endpoint fails, all of them serve again. No reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agc_controller.core.resources import POLICY_GROUP
+from devcluster.netns import BackendNamespace
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_http_routing import HTTP, eventually_status
+from tests.e2e.test_ratelimit import POLICY_VERSION, accepted
+
+INTERVAL_S = 0.3
+TIMEOUT_S = 0.25
+UNHEALTHY = 2
+HEALTHY = 2
+
+
+@pytest.fixture(scope="module")
+def pair(backends: BackendNamespace) -> dict[str, str]:
+    return {name: backends.start_echo(name) for name in ("hc-a", "hc-b")}
+
+
+async def set_health(backend: str, status: int) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.put(f"http://{backend}:8080/__health", params={"status": str(status)}) as r,
+    ):
+        assert r.status == status
+
+
+class Traffic:
+    """One client on a kept-alive connection, asking the gateway all along; every
+    answer's backend is noted, and any answer other than 200 is a failure."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.answers: list[tuple[float, str]] = []
+        self.failures: list[int] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not self._stop.is_set():
+                async with session.get(
+                    f"http://{self.address}/", headers={"Host": "hc.example.com"}
+                ) as resp:
+                    body: dict[str, Any] = await resp.json()
+                    if resp.status != 200:
+                        self.failures.append(resp.status)
+                    else:
+                        self.answers.append((time.monotonic(), str(body["name"])))
+                await asyncio.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def until_only(self, names: set[str], since: float, *, window: int = 30) -> float:
+        """Seconds from `since` until `window` answers in a row came from `names` only."""
+        async with asyncio.timeout(15):
+            while True:
+                recent = [(t, n) for t, n in self.answers if t >= since]
+                for i in range(len(recent) - window + 1):
+                    if all(n in names for _, n in recent[i : i + window]):
+                        return recent[i][0] - since
+                await asyncio.sleep(0.05)
+
+    def served_by(self, since: float) -> set[str]:
+        return {n for t, n in self.answers if t >= since}
+
+
+async def test_a_failing_endpoint_leaves_the_rotation_and_comes_back(
+    cluster: Cluster, pair: dict[str, str]
+) -> None:
+    a, b = pair["hc-a"], pair["hc-b"]
+    for backend in (a, b):
+        await set_health(backend, 200)
+    await cluster.service("pair", [a, b])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["hc.example.com"],
+            "rules": [{"backendRefs": [{"name": "pair", "port": 80}]}],
+        },
+    )
+    await eventually_status(address, "/", 200, host="hc.example.com")
+    reloads = cluster.provider.reloads
+    await cluster.apply(
+        {
+            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+            "kind": "HealthCheckPolicy",
+            "metadata": {"name": "pair"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "pair"}],
+                "default": {
+                    "interval": f"{int(INTERVAL_S * 1000)}ms",
+                    "timeout": f"{int(TIMEOUT_S * 1000)}ms",
+                    "healthyThreshold": HEALTHY,
+                    "unhealthyThreshold": UNHEALTHY,
+                    "http": {"path": "/__health"},
+                },
+            },
+        }
+    )
+    await accepted(cluster, "pair", plural="healthcheckpolicies")
+    traffic = Traffic(address)
+    client = asyncio.create_task(traffic.run())
+    try:
+        start = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert traffic.served_by(start) == {"hc-a", "hc-b"}
+
+        # a's health endpoint fails (its app still serves): out within
+        # interval x unhealthyThreshold, plus a probe's time and the client's window
+        failed_at = time.monotonic()
+        await set_health(a, 503)
+        out_after = await traffic.until_only({"hc-b"}, failed_at)
+        assert out_after < INTERVAL_S * UNHEALTHY + TIMEOUT_S + 0.5, out_after
+
+        # back after healthyThreshold passed probes
+        healed_at = time.monotonic()
+        await set_health(a, 200)
+        async with asyncio.timeout(INTERVAL_S * HEALTHY + TIMEOUT_S + 2):
+            while "hc-a" not in traffic.served_by(healed_at):
+                await asyncio.sleep(0.02)
+
+        # every endpoint fails its probe: none is left out (a backend never goes dark)
+        for backend in (a, b):
+            await set_health(backend, 503)
+        await asyncio.sleep(INTERVAL_S * UNHEALTHY + 1.0)
+        dark = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert traffic.served_by(dark) == {"hc-a", "hc-b"}
+    finally:
+        traffic.stop()
+        await client
+        for backend in (a, b):
+            await set_health(backend, 200)
+    assert traffic.failures == [], "every client request was answered by a serving endpoint"
+    assert cluster.provider.reloads == reloads, "a policy is data: no reload"
