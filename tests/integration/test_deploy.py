@@ -425,15 +425,34 @@ async def test_controller_with_the_charts_rbac_does_its_whole_job(
         },
     )
 
+    await env.custom.create_namespaced_custom_object(
+        POLICY_GROUP,
+        "v1alpha1",
+        env.namespace,
+        "healthcheckpolicies",
+        {
+            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
+            "kind": "HealthCheckPolicy",
+            "metadata": {"name": "health"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                "default": {"interval": "10s", "http": {"path": "/healthz"}},
+            },
+        },
+    )
+
     async def everything_reported() -> bool:
         gw = await env.get("gateways", "gw")
         cls = await env.custom.get_cluster_custom_object(
             GW, "v1", "gatewayclasses", install.class_name
         )
         policy = await env.get("backendtlspolicies", "tls")
-        limit = await env.custom.get_namespaced_custom_object(
-            POLICY_GROUP, "v1alpha1", env.namespace, "ratelimitpolicies", "limit"
-        )
+        ours = [
+            await env.custom.get_namespaced_custom_object(
+                POLICY_GROUP, "v1alpha1", env.namespace, plural, name
+            )
+            for plural, name in (("ratelimitpolicies", "limit"), ("healthcheckpolicies", "health"))
+        ]
         ancestors = [
             a
             for a in (policy.get("status") or {}).get("ancestors") or []
@@ -447,13 +466,13 @@ async def test_controller_with_the_charts_rbac_does_its_whole_job(
             and bool(our_parents(await env.get("httproutes", "web"), env.controller_name))
             and bool(our_parents(await env.get("grpcroutes", "rpc"), env.controller_name))
             and bool(ancestors)
-            and bool(
-                [
-                    a
-                    for a in (limit.get("status") or {}).get("ancestors") or []
-                    if a["controllerName"] == env.controller_name
+            and all(
+                any(
+                    a["controllerName"] == env.controller_name
                     and condition(a["conditions"], "Accepted").get("status") == "True"
-                ]
+                    for a in (policy.get("status") or {}).get("ancestors") or []
+                )
+                for policy in ours
             )
         )
 

@@ -52,7 +52,18 @@ def route(name: str, gateway: str, namespace: str = "infra") -> dict[str, Any]:
 @pytest.fixture
 def cache() -> Cache:
     cache = Cache.with_stores(
-        {kind: Store() for kind in ("Gateway", "HTTPRoute", "GRPCRoute", "ListenerSet", KIND)}
+        {
+            kind: Store()
+            for kind in (
+                "Gateway",
+                "HTTPRoute",
+                "GRPCRoute",
+                "ListenerSet",
+                "Service",
+                KIND,
+                "HealthCheckPolicy",
+            )
+        }
     )
     for name in ("a", "b", "c"):
         cache.store("Gateway").upsert(
@@ -84,6 +95,20 @@ def test_a_policy_reaches_the_gateways_it_targets_and_those_of_its_routes(cache:
     assert keys(
         cache, policy("p", {"kind": "HTTPRoute", "name": "gone"}, ancestors=("a", "c"))
     ) == {gateway_key("a"), gateway_key("c")}
+
+
+def test_a_policy_on_a_service_reaches_the_gateways_of_routes_sending_to_it(
+    cache: Cache,
+) -> None:
+    health = {
+        "metadata": {"name": "h", "namespace": "infra", "generation": 1},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "svc"}]},
+    }
+    mapper = Mapper(cache=cache, enqueue=lambda _key: None)
+    assert mapper.keys_for("HealthCheckPolicy", health) == {gateway_key("a"), gateway_key("b")}
+    cache.store("HealthCheckPolicy").upsert(health)
+    assert list(cache.snapshot_for_gateway(gateway_key("a")).health_check_policies) == ["infra/h"]
+    assert cache.snapshot_for_gateway(gateway_key("c")).health_check_policies == {}
 
 
 def test_an_update_reaches_the_gateways_before_and_after(cache: Cache) -> None:
