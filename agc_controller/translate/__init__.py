@@ -8,7 +8,7 @@ unit of work); `translate_gateway_class` decides a GatewayClass's status.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TypeVar
 
 import attrs
@@ -48,12 +48,13 @@ from agc_controller.translate.graph.listenersets import (
 from agc_controller.translate.graph.policies import (
     AttachedPolicies,
     Reach,
+    Target,
     ancestor_conditions,
     reach_of,
     reached_policies,
 )
 from agc_controller.translate.graph.ratelimit import build_rate_limits
-from agc_controller.translate.graph.routes import RouteKind, build_route
+from agc_controller.translate.graph.routes import STREAM_KINDS, RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
 from agc_controller.translate.model import HealthCheck, LoadBalancer
 from agc_controller.translate.programmed import listener_programmed, with_programmed
@@ -260,7 +261,27 @@ def translation_steps(
         snapshot,
     )
     policy_statuses.extend(_attached_policy_statuses(rate_limits, reach))
-    policy_statuses.extend(_attached_policy_statuses(health_checks, reach))
+    streamed = {
+        backend.service
+        for key, attached in attachments.items()
+        if key.kind in STREAM_KINDS
+        for a in attached
+        for rule in a.route.rules
+        for backend in rule.backends
+        if backend.service is not None
+    }
+    policy_statuses.extend(
+        _attached_policy_statuses(
+            health_checks,
+            reach,
+            lambda i, target: (
+                f"spec.targetRefs[{i}]: connections of TCPRoutes, TLSRoutes and UDPRoutes to "
+                f"Service {target.object.name} are not steered by its probes"
+                if target.object in streamed
+                else None
+            ),
+        )
+    )
     kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
@@ -386,7 +407,11 @@ def _health_checks(
     return found
 
 
-def _attached_policy_statuses(attached: AttachedPolicies[T], reach: Reach) -> list[PolicyStatus]:
+def _attached_policy_statuses(
+    attached: AttachedPolicies[T],
+    reach: Reach,
+    caveat: Callable[[int, Target], str | None] = lambda _i, _t: None,
+) -> list[PolicyStatus]:
     """The ancestor entry, for the Gateway of `reach`, of every policy of one of our
     kinds that reaches it (graph/policies.py)."""
     ancestor = ParentReference(name=reach.gateway.name, namespace=reach.gateway.namespace)
@@ -399,7 +424,7 @@ def _attached_policy_statuses(attached: AttachedPolicies[T], reach: Reach) -> li
             ancestors=(
                 PolicyAncestorStatus(
                     ancestor_ref=ancestor,
-                    conditions=ancestor_conditions(attached, node, reach),
+                    conditions=ancestor_conditions(attached, node, reach, caveat),
                 ),
             ),
         )

@@ -242,15 +242,20 @@ def reached_policies(attached: AttachedPolicies[T], reach: Reach) -> list[Policy
 
 
 def ancestor_conditions(
-    attached: AttachedPolicies[T], node: PolicyNode[T], reach: Reach
+    attached: AttachedPolicies[T],
+    node: PolicyNode[T],
+    reach: Reach,
+    caveat: Callable[[int, Target], str | None] = lambda _i, _t: None,
 ) -> tuple[Condition, ...]:
     """The Accepted condition of `node` for the Gateway of `reach` (see the module
-    docstring)."""
+    docstring). `caveat(i, target)` says what the policy cannot do for a target
+    it governs there (the Accepted message lists it), if anything."""
     g = node.generation
     if node.problem is not None:
         return (c.false(c.ACCEPTED, c.R_INVALID, node.problem, g),)
     missing: list[str] = []
     lost: list[str] = []
+    notes: list[str] = []
     governs = False
     for i, target in enumerate(node.targets):
         if target is None or not reach.reaches(target):
@@ -261,6 +266,8 @@ def ancestor_conditions(
         winner = attached.winners[target]
         if winner.key == node.key:
             governs = True
+            if (note := caveat(i, target)) is not None:
+                notes.append(note)
         else:
             lost.append(
                 f"spec.targetRefs[{i}] is governed by {attached.kind} "
@@ -269,7 +276,12 @@ def ancestor_conditions(
             )
     if governs:
         return (
-            c.true(c.ACCEPTED, c.R_ACCEPTED, c.join_problems(["The policy is accepted", *lost]), g),
+            c.true(
+                c.ACCEPTED,
+                c.R_ACCEPTED,
+                c.join_problems(["The policy is accepted", *lost, *notes]),
+                g,
+            ),
         )
     if lost:
         return (c.false(c.ACCEPTED, c.R_CONFLICTED, c.join_problems(lost), g),)
