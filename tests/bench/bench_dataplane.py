@@ -10,7 +10,9 @@
    the TLSRoute). Two rows measure a RateLimitPolicy: on the route the load
    goes to (a limit far above the load: every request is checked and counted,
    none refused), and on another route only (what a policy costs the routes
-   it does not govern: nothing, if all is well).
+   it does not govern: nothing, if all is well). One row has a HealthCheckPolicy
+   probing the backend every second (each request asks whether its endpoint
+   is out).
 2. NGINX reloads caused by 100 endpoint changes (target 0), and NGINX memory
    (master + workers RSS) with 1,000 and 5,000 routes.
 """
@@ -156,9 +158,11 @@ def objects(
     tcp: bool = False,
     tls: bool = False,
     rate_limit: str = "",
+    health: bool = False,
 ) -> list[dict[str, Any]]:
     """The bench Gateway with `routes` (+ `extra`) routes; `rate_limit` puts a
-    RateLimitPolicy on the route the load uses ("load") or on another ("other")."""
+    RateLimitPolicy on the route the load uses ("load") or on another ("other");
+    `health` a HealthCheckPolicy on the backend the load goes to."""
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
         {
@@ -274,6 +278,18 @@ def objects(
                 },
             }
         )
+    if health:
+        objs.append(
+            {
+                "apiVersion": "agc-controller.io/v1alpha1",
+                "kind": "HealthCheckPolicy",
+                "metadata": {"name": "health", "namespace": "bench"},
+                "spec": {
+                    "targetRefs": [{"group": "", "kind": "Service", "name": "svc"}],
+                    "default": {"interval": "1s", "timeout": "1s"},
+                },
+            }
+        )
     # the catch-all the load uses, last in precedence
     objs.append(
         route(
@@ -348,6 +364,7 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
                 f"http://{address}/",
                 {"rate_limit": "other"},
             ),
+            ("gateway, HealthCheckPolicy on backend", f"http://{address}/", {"health": True}),
         )
         for connections in (64, 1000):
             # runs of one row vary by 10-15% on a small machine: the rows take turns,
