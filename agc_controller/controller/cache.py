@@ -19,7 +19,7 @@ from agc_controller.translate.snapshot import Obj, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
 # our policy kinds (graph/policies.py): they target Gateways, listeners, routes, rules
-ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY, r.HEALTH_CHECK_POLICY)
+ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY, r.HEALTH_CHECK_POLICY, r.LOAD_BALANCING_POLICY)
 # the route kinds our policies can target
 POLICY_TARGET_ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
 
@@ -168,6 +168,9 @@ class Cache:
             rate_limit_policies=self._attached_policies(r.RATE_LIMIT_POLICY, key, routes, services),
             health_check_policies=self._attached_policies(
                 r.HEALTH_CHECK_POLICY, key, routes, services
+            ),
+            load_balancing_policies=self._attached_policies(
+                r.LOAD_BALANCING_POLICY, key, routes, services
             ),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

@@ -48,6 +48,13 @@ RATE_LIMIT_POLICY = Resource(
 HEALTH_CHECK_POLICY = Resource(
     POLICY_GROUP, "v1alpha1", "healthcheckpolicies", "HealthCheckPolicy", namespaced=True
 )
+LOAD_BALANCING_POLICY = Resource(
+    POLICY_GROUP,
+    "v1alpha1",
+    "backendloadbalancingpolicies",
+    "BackendLoadBalancingPolicy",
+    namespaced=True,
+)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -76,6 +83,7 @@ BY_KIND = {
         BACKEND_TLS_POLICY,
         RATE_LIMIT_POLICY,
         HEALTH_CHECK_POLICY,
+        LOAD_BALANCING_POLICY,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

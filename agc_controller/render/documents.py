@@ -55,6 +55,7 @@ TRANSLATED_KINDS = frozenset(
         "BackendTLSPolicy",
         "RateLimitPolicy",
         "HealthCheckPolicy",
+        "BackendLoadBalancingPolicy",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

@@ -46,6 +46,7 @@ from agc_controller.core.resources import (
     HEALTH_CHECK_POLICY,
     HTTP_ROUTE,
     LISTENER_SET,
+    LOAD_BALANCING_POLICY,
     RATE_LIMIT_POLICY,
     TCP_ROUTE,
     TLS_ROUTE,
@@ -76,6 +77,7 @@ _ENTRY_LIST_RESOURCES = {
         BACKEND_TLS_POLICY,
         RATE_LIMIT_POLICY,
         HEALTH_CHECK_POLICY,
+        LOAD_BALANCING_POLICY,
     )
 }
 

@@ -45,6 +45,7 @@ from agc_controller.translate.graph.listenersets import (
     listener_set_status,
     owned_listener_sets,
 )
+from agc_controller.translate.graph.loadbalancing import build_load_balancing
 from agc_controller.translate.graph.policies import (
     AttachedPolicies,
     Reach,
@@ -56,7 +57,7 @@ from agc_controller.translate.graph.policies import (
 from agc_controller.translate.graph.ratelimit import build_rate_limits
 from agc_controller.translate.graph.routes import STREAM_KINDS, RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
-from agc_controller.translate.model import HealthCheck, LoadBalancer
+from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.programmed import listener_programmed, with_programmed
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -253,6 +254,9 @@ def translation_steps(
     health_checks = memo.stable(
         "health_checks", build_health_checks(snapshot, settings.capabilities)
     )
+    load_balancing = memo.stable(
+        "load_balancing", build_load_balancing(snapshot, settings.capabilities)
+    )
     reach = reach_of(
         gateway_key,
         (ls.name for ls in node.listeners),
@@ -261,6 +265,7 @@ def translation_steps(
         snapshot,
     )
     policy_statuses.extend(_attached_policy_statuses(rate_limits, reach))
+    policy_statuses.extend(_attached_policy_statuses(load_balancing, reach))
     streamed = {
         backend.service
         for key, attached in attachments.items()
@@ -293,7 +298,8 @@ def translation_steps(
             rate_limits,
             tables=memo.hosts,
             endpoints=memo.endpoints(snapshot, wanted),
-            health_checks=_health_checks(health_checks, wanted),
+            health_checks=_by_backend(health_checks, wanted),
+            load_balancing=_by_backend(load_balancing, wanted),
         )
         if node.accepted
         else None
@@ -394,10 +400,11 @@ def _policy_statuses(
     ]
 
 
-def _health_checks(
-    attached: AttachedPolicies[HealthCheck], wanted: Mapping[str, EndpointSource]
-) -> dict[str, HealthCheck]:
-    """Backend name -> its probes, for every backend a HealthCheckPolicy governs."""
+def _by_backend(
+    attached: AttachedPolicies[T], wanted: Mapping[str, EndpointSource]
+) -> dict[str, T]:
+    """Backend name -> the value of the policy of a kind about backends governing it,
+    for every backend one governs."""
     found = {}
     for name in sorted(wanted):
         source = wanted[name]
@@ -494,6 +501,7 @@ def _clear_policies(
         ("BackendTLSPolicy", snapshot.backend_tls_policies),
         ("RateLimitPolicy", snapshot.rate_limit_policies),
         ("HealthCheckPolicy", snapshot.health_check_policies),
+        ("BackendLoadBalancingPolicy", snapshot.load_balancing_policies),
     ):
         for policy in table.values():
             meta = policy["metadata"]

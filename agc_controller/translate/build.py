@@ -48,6 +48,7 @@ from agc_controller.translate.model import (
     HealthCheck,
     Host,
     LoadBalancer,
+    LoadBalancing,
     Mirror,
     Protocol,
     RateLimit,
@@ -106,6 +107,7 @@ def build_load_balancer(
     tables: HostTables | None = None,
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
     health_checks: Mapping[str, HealthCheck] | None = None,
+    load_balancing: Mapping[str, LoadBalancing] | None = None,
 ) -> LoadBalancer:
     """The model of `gateway` with the routes attached as `attachments` (route ->
     its attachments). `tables` carries the host tables of the previous build of
@@ -136,6 +138,7 @@ def build_load_balancer(
         streams=_streams(connections, programmable, policies),
         endpoints=endpoints or {},
         health_checks=health_checks or {},
+        load_balancing=load_balancing or {},
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
         annotations=gateway.annotations,

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.translate.model import HealthCheck
+from agc_controller.translate.model import HealthCheck, LoadBalancing
 
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
@@ -62,6 +62,13 @@ class Capabilities:
     health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
     health_check_healthy_threshold: bool = True
     health_check_subsecond: bool = True
+    # BackendLoadBalancingPolicy (graph/loadbalancing.py): strategies, slow start, and
+    # the circuit breaker's maxRequests
+    load_balancing_strategies: frozenset[str] = frozenset(
+        {"RoundRobin", "LeastRequest", "Random", "ConsistentHash"}
+    )
+    slow_start: bool = True
+    circuit_breaker: bool = True
 
     def policy_problem(self, kind: str) -> str | None:
         """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
@@ -81,6 +88,17 @@ class Capabilities:
             check.interval_ms % 1000 or check.timeout_ms % 1000
         ):
             problem = "spec.default.interval or timeout in other than whole seconds"
+        return f"{problem} is not supported by the {self.provider} provider" if problem else None
+
+    def load_balancing_problem(self, balancing: LoadBalancing) -> str | None:
+        """The first part of a parsed BackendLoadBalancingPolicy the provider cannot honour."""
+        problem = None
+        if balancing.strategy not in self.load_balancing_strategies:
+            problem = f"spec.loadBalancing.strategy {balancing.strategy}"
+        elif balancing.slow_start_ms is not None and not self.slow_start:
+            problem = "spec.loadBalancing.slowStartWindow"
+        elif balancing.max_requests is not None and not self.circuit_breaker:
+            problem = "spec.circuitBreaker"
         return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:

@@ -205,6 +205,21 @@ class HealthCheck:
 
 
 @attrs.frozen
+class LoadBalancing:
+    """How requests spread over a backend's endpoints, and how many may be in
+    flight to it at once (a BackendLoadBalancingPolicy)."""
+
+    strategy: Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"] = "RoundRobin"
+    # ConsistentHash: what a request's endpoint follows (the header or cookie by `hash_name`)
+    hash_on: Literal["SourceIP", "Header", "Cookie"] | None = None
+    hash_name: str | None = None
+    # a new endpoint's share grows from ~0 to full over this time (RoundRobin, LeastRequest)
+    slow_start_ms: int | None = None
+    # circuit breaker: requests in flight to the backend at once; more get 503 at once
+    max_requests: int | None = None
+
+
+@attrs.frozen
 class RateLimit:
     """A RateLimitPolicy in force on a rule: each key may send `requests` per
     `period_s`, and up to `burst` at once after a pause (a token bucket)."""
@@ -304,6 +319,8 @@ class LoadBalancer:
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     # backend name -> how its endpoints are probed (HealthCheckPolicy), if they are
     health_checks: Mapping[str, HealthCheck] = attrs.field(factory=dict)
+    # backend name -> its BackendLoadBalancingPolicy's settings, if one governs it
+    load_balancing: Mapping[str, LoadBalancing] = attrs.field(factory=dict)
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()

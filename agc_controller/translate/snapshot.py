@@ -35,6 +35,8 @@ class Snapshot:
     # our HealthCheckPolicies targeting the Services its routes send to, or with its
     # ancestor entry
     health_check_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # our BackendLoadBalancingPolicies, found as the HealthCheckPolicies are
+    load_balancing_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
     # EndpointSlices of one Service, keyed by "namespace/service-name"
@@ -68,6 +70,7 @@ class Snapshot:
             backend_tls_policies=by_kind.get("BackendTLSPolicy", {}),
             rate_limit_policies=by_kind.get("RateLimitPolicy", {}),
             health_check_policies=by_kind.get("HealthCheckPolicy", {}),
+            load_balancing_policies=by_kind.get("BackendLoadBalancingPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
             endpoint_slices={k: tuple(v) for k, v in slices.items()},

@@ -9,6 +9,7 @@ exists to prevent. Every check returns a message naming what is wrong, or None.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from agc_controller.translate.hostnames import is_valid_hostname
 
@@ -84,6 +85,16 @@ def grpc_method(value: str) -> str | None:
 _DURATION = re.compile(r"^(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}$")
 _DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+def is_token(value: object) -> TypeGuard[str]:
+    """An RFC 9110 token of 1-256 characters: a header, cookie or field name."""
+    return isinstance(value, str) and _TOKEN.match(value) is not None
+
+
+def int_in(value: object, low: int, high: int) -> TypeGuard[int]:
+    """An integer (not a bool) from `low` to `high`, as a policy field must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def duration_ms(value: str) -> int | None:

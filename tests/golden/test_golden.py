@@ -81,6 +81,7 @@ NGINX_CASES = (
     "listenerset-route-attachment",  # a ListenerSet's listeners: a new port, hosts by model name
     "ratelimitpolicy-precedence",  # rate limits on rules, from four levels of policy
     "healthcheckpolicy-basic",  # probes on backends (HTTP, HTTPS, TCP)
+    "backendloadbalancingpolicy-basic",  # strategies, slow start, circuit breaker
 )
 
 

@@ -88,6 +88,12 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         flag("health_check_healthy_threshold"),
         flag("health_check_subsecond"),
     ),
+    "Load balancing": (
+        lambda s: s.capabilities.load_balancing_strategies
+        >= {"RoundRobin", "LeastRequest", "Random", "ConsistentHash"},
+        flag("slow_start"),
+        flag("circuit_breaker"),
+    ),
 }
 # rows decided by the providers' code rather than by their tables
 NOT_CHECKED = (
@@ -112,6 +118,7 @@ UNCLAIMED = {
     "session_persistence_types",
     "redirect_status_codes",
     "health_check_protocols",
+    "load_balancing_strategies",
 }
 
 PROVIDERS = {

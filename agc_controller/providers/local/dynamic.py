@@ -215,18 +215,40 @@ def _targets(r: alb.Rule) -> list[Backend]:
     return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors)) if b.valid]
 
 
+@attrs.frozen
+class _BackendPolicies:
+    """What our policies about backends set for one backend (compared by equality)."""
+
+    health: alb.HealthCheck | None = None
+    load_balancing: alb.LoadBalancing | None = None
+
+    @classmethod
+    def of(cls, model: LoadBalancer, name: str) -> _BackendPolicies:
+        return cls(model.health_checks.get(name), model.load_balancing.get(name))
+
+
 def _target(
     b: Backend,
     tls: dict[BackendTLS, int],
     endpoints: tuple[alb.Endpoint, ...],
-    health: alb.HealthCheck | None,
+    policies: _BackendPolicies,
 ) -> state.Target:
-    # every rule sending to one Service port sees the same endpoints, TLS and probes
+    # every rule sending to one Service port sees the same endpoints, TLS and policies
+    lb = policies.load_balancing
     return state.Target(
         endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
         tls=tls[b.tls] if b.tls is not None else None,
-        health=_health(health),
+        health=_health(policies.health),
+        lb=None
+        if lb is None
+        else state.LoadBalancing(
+            strategy=lb.strategy,
+            hash_on=lb.hash_on,
+            hash_name=lb.hash_name,
+            slow_start_ms=lb.slow_start_ms,
+            max_requests=lb.max_requests,
+        ),
     )
 
 
@@ -399,7 +421,10 @@ def router_state(
         rules={key: _rule(r) for key, r in rules.items()},
         backends={
             key: _target(
-                b, tls_index, model.endpoints.get(b.name, ()), model.health_checks.get(b.name)
+                b,
+                tls_index,
+                model.endpoints.get(b.name, ()),
+                _BackendPolicies.of(model, b.name),
             )
             for key, b in targets.items()
         },
@@ -443,8 +468,8 @@ class _BackendEntry:
     backend: Backend
     # the endpoints the text was made with (the model's own tuple: identity tells)
     endpoints: tuple[alb.Endpoint, ...] = ()
-    # the probes the text was made with (equality tells)
-    health: alb.HealthCheck | None = None
+    # the policies the text was made with (equality tells)
+    policies: _BackendPolicies = attrs.field(factory=_BackendPolicies)
     # None: to encode (new, changed, or the upstream TLS settings moved)
     text: bytes | None = None
 
@@ -512,11 +537,11 @@ class StateParts:
         tls_index = {t: i for i, t in enumerate(tls)}
         for entry in self._backends.values():
             endpoints = model.endpoints.get(entry.backend.name, ())
-            health = model.health_checks.get(entry.backend.name)
-            if entry.text is None or entry.endpoints is not endpoints or entry.health != health:
-                target = _target(entry.backend, tls_index, endpoints, health)
+            policies = _BackendPolicies.of(model, entry.backend.name)
+            if entry.text is None or entry.endpoints is not endpoints or entry.policies != policies:
+                target = _target(entry.backend, tls_index, endpoints, policies)
                 entry.text = encode(state.to_json(target))
-                entry.endpoints, entry.health = endpoints, health
+                entry.endpoints, entry.policies = endpoints, policies
         if self._listeners is None or self._listeners[0] != model.frontends:
             listeners = state.to_json(_listeners(model, self._port_offset))
             self._listeners = (model.frontends, encode(listeners))

@@ -267,6 +267,8 @@ class Target:
     tls: int | None = None
     # how worker 0 probes the endpoints (lua/agc/prober.lua); None: not at all
     health: HealthCheck | None = None
+    # strategy, slow start and circuit breaker (lua/agc/strategies.lua); None: round robin
+    lb: LoadBalancing | None = None
 
 
 @attrs.frozen
@@ -287,6 +289,19 @@ class HealthCheck:
     path: str | None = None
     # passing statuses, [start, end] inclusive
     status_codes: tuple[tuple[int, int], ...] = ()
+
+
+@attrs.frozen
+class LoadBalancing:
+    """A BackendLoadBalancingPolicy's settings for one backend."""
+
+    strategy: Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]
+    # ConsistentHash: SourceIP, or the Header / Cookie named `hash_name`
+    hash_on: Literal["SourceIP", "Header", "Cookie"] | None = None
+    hash_name: str | None = None
+    slow_start_ms: int | None = None
+    # requests in flight to the backend at once (all workers); more get 503
+    max_requests: int | None = None
 
 
 @attrs.frozen

@@ -221,6 +221,8 @@ def _render(
         f"  lua_shared_dict agc_ratelimit {int(settings.rate_limit_size_mb)}m;",
         # endpoints out of the rotation (lua/agc/health.lua): one small key each
         "  lua_shared_dict agc_health 4m;",
+        # requests in flight and endpoint arrivals (lua/agc/strategies.lua)
+        "  lua_shared_dict agc_inflight 8m;",
         # every module loaded in the master, before the workers fork: the workers
         # (user nobody) never read the files, which may sit where only root can
         # (a checkout under /root), and share the loaded code
@@ -324,7 +326,7 @@ def _render(
             ]
         out += [
             '    header_filter_by_lua_block { require("agc.router").header_filter() }',
-            '    log_by_lua_block { require("agc.ctxstash").release() }',
+            '    log_by_lua_block { require("agc.router").log() }',
             "    location / {",
             # here, not at server level: server-level `set` runs again in every
             # subrequest, and mirror subrequests share (and would reset) these

@@ -26,7 +26,7 @@ they are held to the characters a request line and a Host header allow.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeGuard
+from typing import Any
 
 from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.policies import (
@@ -37,7 +37,7 @@ from agc_controller.translate.graph.policies import (
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import HealthCheck
 from agc_controller.translate.snapshot import Obj, Snapshot
-from agc_controller.translate.validate import duration_ms
+from agc_controller.translate.validate import duration_ms, int_in
 
 KIND = "HealthCheckPolicy"
 
@@ -85,7 +85,7 @@ def parse_health_check(spec: Obj) -> tuple[HealthCheck | None, str | None]:
     if problem:
         return None, problem
     port = config.get("port")
-    if port is not None and not _int_in(port, 1, 65535):
+    if port is not None and not int_in(port, 1, 65535):
         return None, "spec.default.port must be a port number (1-65535)"
     kinds = [k for k in ("http", "grpc", "tcp") if config.get(k) is not None]
     if len(kinds) > 1:
@@ -147,7 +147,7 @@ def _duration(config: Obj, field: str, default: str) -> tuple[int, str | None]:
 
 def _threshold(config: Obj, field: str, default: int) -> tuple[int, str | None]:
     value = config.get(field, default)
-    if not _int_in(value, 1, THRESHOLD_MAX):
+    if not int_in(value, 1, THRESHOLD_MAX):
         return 0, f"spec.default.{field} must be an integer from 1 to {THRESHOLD_MAX}"
     return int(value), None
 
@@ -161,11 +161,7 @@ def _status_codes(ranges: Any) -> tuple[tuple[tuple[int, int], ...], str | None]
     found = []
     for i, r in enumerate(ranges):
         start, end = (r.get("start"), r.get("end")) if isinstance(r, dict) else (None, None)
-        if not (_int_in(start, 100, 599) and _int_in(end, 100, 599) and start <= end):
+        if not (int_in(start, 100, 599) and int_in(end, 100, 599) and start <= end):
             return (), f"{field}[{i}] must have start <= end, both from 100 to 599"
         found.append((start, end))
     return tuple(sorted(found)), None
-
-
-def _int_in(value: Any, low: int, high: int) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

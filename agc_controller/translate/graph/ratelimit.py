@@ -18,7 +18,6 @@ out a header never escapes the limit.
 
 from __future__ import annotations
 
-import re
 from typing import TypeGuard
 
 import attrs
@@ -33,13 +32,13 @@ from agc_controller.translate.graph.policies import (
 )
 from agc_controller.translate.model import RateLimit
 from agc_controller.translate.snapshot import Obj, Snapshot
+from agc_controller.translate.validate import int_in, is_token
 
 KIND = "RateLimitPolicy"
 
 UNIT_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600}
 # as in the CRD: large enough for any real limit, small enough for exact float math
 REQUESTS_MAX = 1_000_000
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}$")
 
 
 def build_rate_limits(
@@ -86,7 +85,7 @@ def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
         if header is not None:
             return None, "spec.key.header is only allowed with type Header"
     elif key_type == "Header":
-        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+        if not is_token(header):
             return None, "spec.key.header must be an HTTP header name (a token of 1-256 characters)"
     else:
         return None, f"spec.key.type {str(key_type)[:32]!r} is not one of ClientIP, Header"
@@ -104,4 +103,4 @@ def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
 
 
 def _count(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= REQUESTS_MAX
+    return int_in(value, 1, REQUESTS_MAX)

@@ -10,6 +10,7 @@ local balancer = require("ngx.balancer")
 local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 local health = require("agc.health")
+local strategies = require("agc.strategies")
 
 local _M = {}
 -- backend id -> the index of the endpoint it gave last (per worker)
@@ -65,6 +66,37 @@ function _M.count_try(retry, ctx, failed)
   return nil
 end
 
+-- The endpoint a backend's strategy picks (agc.strategies), round robin without
+-- one. After a failed try the rotation moves on, whatever the strategy (a hash
+-- would pick the endpoint that just failed). LeastRequest counts the request
+-- against its endpoint until the log phase, or until a retry leaves it.
+function _M.by_strategy(id, target, out, failed, ctx)
+  local lb = target.lb
+  local endpoints = target.endpoints
+  if not lb then return _M.next_in_rotation(id, endpoints, math.random, out) end
+  local skip = strategies.with_slow_start(lb, out, math.random, ngx.now())
+  local chosen
+  if not failed then
+    local strategy = lb.strategy
+    if strategy == "ConsistentHash" then
+      local key = ngx.var[lb.hash_var]
+      if key and key ~= "" then chosen = strategies.by_hash(endpoints, key, out) end
+    elseif strategy == "Random" then
+      chosen = endpoints[math.random(#endpoints)]
+      if skip(chosen) then chosen = nil end
+    elseif strategy == "LeastRequest" then
+      chosen = strategies.least_request(endpoints, skip, math.random, strategies.endpoint_count(id))
+    end
+  end
+  chosen = chosen or _M.next_in_rotation(id, endpoints, math.random, skip)
+  if lb.strategy == "LeastRequest" then
+    if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
+    local key = "e|" .. id .. "|" .. chosen.addr .. ":" .. chosen.port
+    ctx.endpoint_key = strategies.take(key) == "taken" and key or nil
+  end
+  return chosen
+end
+
 function _M.run()
   local state = config.get()
   local ctx = ctxstash.get()
@@ -86,7 +118,7 @@ function _M.run()
     _M.session_endpoint(session, target, ngx.var["cookie_" .. session.name])
   if chosen and out(chosen) then chosen = nil end
   if not chosen then
-    chosen = _M.next_in_rotation(id, target.endpoints, math.random, out)
+    chosen = _M.by_strategy(id, target, out, failed, ctx)
     if session and session.type == "Cookie" then ctx.set_cookie = _M.session_cookie(session, chosen) end
   end
   local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)

@@ -41,7 +41,8 @@
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location),
---                health? (HealthCheck: lua/agc/health.lua)
+--                health? (HealthCheck: lua/agc/health.lua),
+--                lb? (LoadBalancing: lua/agc/strategies.lua)
 --   certs      { {cert, key} } PEM
 --   cas        { PEM } client CAs
 --
@@ -62,6 +63,7 @@
 local cjson = require("cjson.safe")
 local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
+local strategies = require("agc.strategies")
 
 local _M = {}
 
@@ -232,6 +234,8 @@ local function compile_backend(id, backend)
   local err
   backend.health, err = health.compile(backend.health)
   if err then return nil, err end
+  backend.lb, err = strategies.compile(backend.lb)
+  if err then return nil, err end
   for _, ep in ipairs(backend.endpoints) do
     ep.id = ngx.md5(ep.addr .. ":" .. ep.port):sub(1, 16)
     ep.health_key = health.key(id, ep)
@@ -375,9 +379,13 @@ local function catch_up(state, names)
     end
   end
   table.sort(names, by_kind)
+  local now = ngx.now()
   for _, name in ipairs(names) do
+    local backend = kind_of(name) == "b" and name:sub(3)
+    local previous = backend and state.backends[backend]
     local ok, err = install(state, name, load_stored(name), load_stored)
     if not ok then ngx.log(ngx.ERR, "agc: stored part ", name, " failed to compile: ", err) end
+    if ok and backend then strategies.note_arrivals(state.backends[backend], previous, now) end
   end
 end
 

@@ -9,13 +9,16 @@
 --   apply_rule_filters request headers, redirect (answers), rewrite
 --   choose_mirrors    the mirrors this request is copied to
 --   pick_backend      a weighted choice among the rule's backends
---   forward           the backend's id and policies into the request context
+--   forward           the circuit breaker (BackendLoadBalancingPolicy: 503 when
+--                     the backend has maxRequests in flight), then the backend's
+--                     id and policies into the request context
 --                     (the balancer reads them) and the location to go on in
 local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
 local ratelimit = require("agc.ratelimit")
+local strategies = require("agc.strategies")
 
 local _M = {}
 
@@ -149,6 +152,17 @@ end
 local function forward(state, rule, backend, mirrored, ctx)
   local target = state.backends[backend.id]
   if not target or #target.endpoints == 0 then return ngx.exit(503) end
+  local lb = target.lb
+  if lb and lb.max_requests then
+    -- the circuit breaker: a backend at its maxRequests answers 503 at once
+    local key = "b|" .. backend.id
+    local taken = strategies.take(key, lb.max_requests)
+    if taken == "full" then
+      ngx.header["X-AGC-Overloaded"] = "maxRequests"
+      return ngx.exit(503)
+    end
+    if taken == "taken" then ctx.backend_key = key end
+  end
   filters.apply_request_headers(backend.req)
   ctx.backend_resp = backend.resp
   ctx.session = rule.session
@@ -243,6 +257,15 @@ function _M.mirror(n)
   local target = state and state.backends[id]
   if not target or #target.endpoints == 0 then return ngx.exit(204) end
   ngx.ctx.backend = id
+end
+
+-- Log phase: give back the in-flight slots the request took (agc.strategies),
+-- then drop its stashed context.
+function _M.log()
+  local ctx = ctxstash.get()
+  if ctx.backend_key then strategies.give_back(ctx.backend_key) end
+  if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
+  ctxstash.release()
 end
 
 -- Response headers: the rule's modifiers, its backend's, CORS, and the
