@@ -2,15 +2,18 @@
 
 Like the Gateway API conformance echo server it reports the path, method,
 host and headers it saw plus its own name, so a test can tell which backend
-served a request and what the gateway changed on the way. `?delay=<seconds>`
-delays the answer; `?status=<code>` picks the status. `?key=<k>&fail_times=<n>`
-answers the first n requests with key k with `fail_status` (default 500), after
-`fail_delay` seconds if given, later ones normally, and reports the count as
-"attempt" (retry tests). WebSocket
-upgrades on /ws echo messages back. GET /__seen lists the paths received so far.
-GET /__health answers 200 (health-check tests), or the status a
-`PUT /__health?status=<code>` set; those requests are not listed in /__seen.
-UDP datagrams to the same address and port come back as `<name>:<datagram>`.
+served a request and what the gateway changed on the way.
+
+- `?delay=<seconds>` delays the answer (`--delay` delays every answer);
+  `?status=<code>` picks the status.
+- `?key=<k>&fail_times=<n>` answers the first n requests with key k with
+  `fail_status` (default 500), after `fail_delay` seconds if given, later ones
+  normally, and reports the count as "attempt" (retry tests).
+- WebSocket upgrades on /ws echo messages back.
+- GET /__seen lists the paths received so far.
+- GET /__health answers 200 (health-check tests), or the status a
+  `PUT /__health?status=<code>` set; those requests are not listed in /__seen.
+- UDP datagrams to the same address and port come back as `<name>:<datagram>`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, cast
 from aiohttp import WSMsgType, web
 
 
-def make_app(name: str, *, status: int = 200) -> web.Application:
+def make_app(name: str, *, status: int = 200, delay: float = 0.0) -> web.Application:
     # paths received, for tests that check a copy arrived (mirrors); read at /__seen
     seen: list[str] = []
     # requests per `key` query value
@@ -47,9 +50,9 @@ def make_app(name: str, *, status: int = 200) -> web.Application:
                 if msg.type == WSMsgType.TEXT:
                     await ws.send_str(f"{name}:{msg.data}")
             return ws
-        delay = float(request.query.get("delay", "0"))
-        if delay:
-            await asyncio.sleep(delay)
+        wait = float(request.query.get("delay", delay))
+        if wait:
+            await asyncio.sleep(wait)
         answer = int(request.query.get("status", status))
         attempt = None
         if (key := request.query.get("key")) is not None:
@@ -101,6 +104,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--name", required=True)
     parser.add_argument("--status", type=int, default=200, help="answer every request with it")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds every answer waits (?delay= overrides)"
+    )
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM file)")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca", help="require client certificates signed by this CA")
@@ -112,7 +118,7 @@ def main() -> None:
         if args.client_ca:
             context.load_verify_locations(args.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
-    app = make_app(args.name, status=args.status)
+    app = make_app(args.name, status=args.status, delay=args.delay)
 
     async def udp_echo(app: web.Application) -> None:
         await asyncio.get_running_loop().create_datagram_endpoint(

@@ -59,10 +59,16 @@ function T.least_request_takes_the_one_with_fewer_in_flight()
   local eps = endpoints(2)
   local counts = { ["10.0.0.1"] = 7, ["10.0.0.2"] = 3 }
   local function count(ep) return counts[ep.addr] end
-  local draws = { 1, 2 }
+  local draws = { 1, 1 }
   local function index() return table.remove(draws, 1) end
+  t.eq(strategies.least_request(eps, never, index, count).addr, "10.0.0.2",
+    "the second draw is another endpoint")
+  draws = { 2, 1 }
   t.eq(strategies.least_request(eps, never, index, count).addr, "10.0.0.2")
-  draws = { 1, 2 }
+  counts["10.0.0.2"] = 7
+  draws = { 2, 1 }
+  t.eq(strategies.least_request(eps, never, index, count).addr, "10.0.0.2", "a tie: the first")
+  draws = { 1, 1 }
   local function skip(ep) return ep.addr == "10.0.0.2" end
   t.eq(strategies.least_request(eps, skip, index, count).addr, "10.0.0.1", "one skipped")
 end

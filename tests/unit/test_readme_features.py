@@ -89,8 +89,10 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         flag("health_check_subsecond"),
     ),
     "Load balancing": (
-        lambda s: s.capabilities.load_balancing_strategies
-        >= {"RoundRobin", "LeastRequest", "Random", "ConsistentHash"},
+        lambda s: (
+            s.capabilities.load_balancing_strategies
+            >= {"RoundRobin", "LeastRequest", "Random", "ConsistentHash"}
+        ),
         flag("slow_start"),
         flag("circuit_breaker"),
     ),

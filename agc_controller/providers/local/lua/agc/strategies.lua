@@ -91,12 +91,17 @@ function _M.by_hash(endpoints, key, skip)
   return best
 end
 
--- Power of two choices: of two endpoints drawn at random (in the rotation), the
--- one with fewer requests in flight. `count(ep)` reads an endpoint's count.
+-- Power of two choices: of two different endpoints drawn at random (in the
+-- rotation), the one with fewer requests in flight (the first drawn on a tie).
+-- `count(ep)` reads an endpoint's count; `random_index(n)` draws from 1..n.
 function _M.least_request(endpoints, skip, random_index, count)
   local n = #endpoints
-  local a = endpoints[random_index(n)]
-  local b = endpoints[random_index(n)]
+  local i = random_index(n)
+  local a = endpoints[i]
+  if n == 1 then return not skip(a) and a or nil end
+  local j = random_index(n - 1)
+  if j >= i then j = j + 1 end
+  local b = endpoints[j]
   if skip(a) then a = nil end
   if skip(b) then b = nil end
   if not (a and b) then return a or b end
