@@ -42,10 +42,10 @@ from agc_controller.translate.graph.routes import STREAM_KINDS, GrpcRank, RouteN
 from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
     Backend,
+    BackendHealth,
     BackendTLS,
     Endpoint,
     Frontend,
-    HealthCheck,
     Host,
     LoadBalancer,
     LoadBalancing,
@@ -106,7 +106,7 @@ def build_load_balancer(
     *,
     tables: HostTables | None = None,
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
-    health_checks: Mapping[str, HealthCheck] | None = None,
+    health_checks: Mapping[str, BackendHealth] | None = None,
     load_balancing: Mapping[str, LoadBalancing] | None = None,
 ) -> LoadBalancer:
     """The model of `gateway` with the routes attached as `attachments` (route ->

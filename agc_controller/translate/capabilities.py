@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.translate.model import HealthCheck, LoadBalancing
+from agc_controller.translate.model import BackendHealth, LoadBalancing
 
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
@@ -62,6 +62,8 @@ class Capabilities:
     health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
     health_check_healthy_threshold: bool = True
     health_check_subsecond: bool = True
+    # HealthCheckPolicy passive ejection
+    passive_health_checks: bool = True
     # BackendLoadBalancingPolicy (graph/loadbalancing.py): strategies, slow start, and
     # the circuit breaker's maxRequests
     load_balancing_strategies: frozenset[str] = frozenset(
@@ -76,8 +78,13 @@ class Capabilities:
             return f"{kind} is not supported by the {self.provider} provider"
         return None
 
-    def health_check_problem(self, check: HealthCheck) -> str | None:
+    def health_check_problem(self, health: BackendHealth) -> str | None:
         """The first part of a parsed HealthCheckPolicy the provider cannot honour."""
+        if health.passive is not None and not self.passive_health_checks:
+            return f"spec.passive is not supported by the {self.provider} provider"
+        check = health.probe
+        if check is None:
+            return None
         field = {"GRPC": "grpc", "TCP": "tcp", "HTTPS": "useTLS"}.get(check.protocol, "http")
         problem = None
         if check.protocol not in self.health_check_protocols:

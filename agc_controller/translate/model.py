@@ -205,6 +205,23 @@ class HealthCheck:
 
 
 @attrs.frozen
+class PassiveHealthCheck:
+    """Passive ejection: an endpoint whose answers fail `consecutive_failures` times in
+    a row (5xx, or no answer) leaves the rotation for `ejection_ms`."""
+
+    consecutive_failures: int
+    ejection_ms: int
+
+
+@attrs.frozen
+class BackendHealth:
+    """A HealthCheckPolicy in force on a backend: active probes, passive ejection, or both."""
+
+    probe: HealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+
+
+@attrs.frozen
 class LoadBalancing:
     """How requests spread over a backend's endpoints, and how many may be in
     flight to it at once (a BackendLoadBalancingPolicy)."""
@@ -317,8 +334,8 @@ class LoadBalancer:
     # apart from the rules so that an endpoint change (the most frequent change of
     # all) touches one entry here, not every rule sending to the Service.
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
-    # backend name -> how its endpoints are probed (HealthCheckPolicy), if they are
-    health_checks: Mapping[str, HealthCheck] = attrs.field(factory=dict)
+    # backend name -> how its endpoints' health is told (HealthCheckPolicy), if it is
+    health_checks: Mapping[str, BackendHealth] = attrs.field(factory=dict)
     # backend name -> its BackendLoadBalancingPolicy's settings, if one governs it
     load_balancing: Mapping[str, LoadBalancing] = attrs.field(factory=dict)
     # infrastructure labels/annotations to propagate to generated resources

@@ -26,7 +26,9 @@ HEALTHY = 2
 
 @pytest.fixture(scope="module")
 def pair(backends: BackendNamespace) -> dict[str, str]:
-    return {name: backends.start_echo(name) for name in ("hc-a", "hc-b")}
+    found = {name: backends.start_echo(name) for name in ("hc-a", "hc-b")}
+    found["hc-broken"] = backends.start_echo("hc-broken", args=("--status", "500"))
+    return found
 
 
 async def set_health(backend: str, status: int) -> None:
@@ -148,3 +150,52 @@ async def test_a_failing_endpoint_leaves_the_rotation_and_comes_back(
             await set_health(backend, 200)
     assert traffic.failures == [], "every client request was answered by a serving endpoint"
     assert cluster.provider.reloads == reloads, "a policy is data: no reload"
+
+
+async def test_passive_ejection_takes_out_an_endpoint_whose_answers_fail(
+    cluster: Cluster, pair: dict[str, str]
+) -> None:
+    await cluster.service("flaky", [pair["hc-a"], pair["hc-broken"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["hc.example.com"],
+            "rules": [{"backendRefs": [{"name": "flaky", "port": 80}]}],
+        },
+    )
+    await eventually_status(address, "/", 200, host="hc.example.com")
+    await cluster.apply(
+        {
+            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+            "kind": "HealthCheckPolicy",
+            "metadata": {"name": "flaky"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "flaky"}],
+                "passive": {"consecutiveFailures": 3, "ejectionTime": "2s"},
+            },
+        }
+    )
+    await accepted(cluster, "flaky", plural="healthcheckpolicies")
+
+    async def statuses(n: int) -> list[int]:
+        found = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(n):
+                async with session.get(
+                    f"http://{address}/", headers={"Host": "hc.example.com"}
+                ) as resp:
+                    await resp.read()
+                    found.append(resp.status)
+        return found
+
+    # until the data plane has the policy: the broken endpoint's 500s stop
+    async with asyncio.timeout(20):
+        while 500 in await statuses(10):
+            await asyncio.sleep(0.1)
+    # it is out; when its ejection ends it gets exactly three more tries, one at a time
+    await asyncio.sleep(2.5)
+    answers = await statuses(40)
+    assert answers.count(500) == 3, answers
+    assert answers[-10:] == [200] * 10, "out again after the third failure in a row"

@@ -75,6 +75,27 @@ function T.the_balancer_passes_over_endpoints_that_are_out()
   t.eq(panic, { "b", "c", "a" }, "every endpoint out: all of them take turns")
 end
 
+function T.passive_ejection_counts_failures_in_a_row()
+  local passive = health.compile_passive({ consecutive_failures = 3, ejection_ms = 2000 })
+  t.eq(passive, { failures = 3, ejection = 2 })
+  local key = "ns/svc:80|10.9.9.9:80"
+  local dict = ngx.shared.agc_health
+  health.observe(key, true, passive)
+  health.observe(key, true, passive)
+  health.observe(key, false, passive)
+  t.falsy(health.out(key), "a success resets the count")
+  health.observe(key, true, passive)
+  health.observe(key, true, passive)
+  t.falsy(health.out(key))
+  health.observe(key, true, passive)
+  t.truthy(health.out(key), "the third failure in a row")
+  t.eq(dict:get(key), "ejected")
+  t.eq(dict:get("p|" .. key), nil, "the count starts over")
+  local ttl = dict:ttl(key)
+  t.truthy(ttl > 1.5 and ttl <= 2, "out for the ejection time, then back by itself")
+  dict:delete(key)
+end
+
 function T.out_marks_are_read_from_the_shared_dict()
   local key = health.key("ns/svc:80", { addr = "10.0.0.1", port = 8080 })
   t.eq(key, "ns/svc:80|10.0.0.1:8080")

@@ -87,6 +87,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: {"HTTPS", "TCP", "GRPC"} <= s.capabilities.health_check_protocols,
         flag("health_check_healthy_threshold"),
         flag("health_check_subsecond"),
+        flag("passive_health_checks"),
     ),
     "Load balancing": (
         lambda s: (

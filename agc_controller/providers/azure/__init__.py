@@ -79,6 +79,7 @@ AZURE_CAPABILITIES = Capabilities(
     health_check_protocols=frozenset({"HTTP"}),
     health_check_healthy_threshold=False,
     health_check_subsecond=False,
+    passive_health_checks=False,
     # Application Gateway v2 balances round robin, and has no slow start or breaker
     load_balancing_strategies=frozenset({"RoundRobin"}),
     slow_start=False,

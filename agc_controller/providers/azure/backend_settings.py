@@ -67,7 +67,7 @@ def add_settings(c: Collector, rule: Rule, backend: Backend) -> Json:
         readable=backend.name,
         protocol=props["protocol"],
         has_host_name=bool(host_name),
-        check=c.health_checks.get(backend.name),
+        check=health.probe if (health := c.health_checks.get(backend.name)) else None,
     )
     readable = f"{backend.name}-{naming.digest(json.dumps(props, sort_keys=True))}"
     return c.add(

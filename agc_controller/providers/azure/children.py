@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.translate.model import Certificate, Endpoint, HealthCheck
+from agc_controller.translate.model import BackendHealth, Certificate, Endpoint
 
 Json = dict[str, Any]
 
@@ -70,7 +70,7 @@ class Collector:
     # backend name -> its endpoints (the model's table)
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     # backend name -> its HealthCheckPolicy's probes, if one governs it
-    health_checks: Mapping[str, HealthCheck] = attrs.field(factory=dict)
+    health_checks: Mapping[str, BackendHealth] = attrs.field(factory=dict)
     _children: dict[str, dict[str, Json]] = attrs.field(factory=dict)
     rule_order: dict[str, RuleOrder] = attrs.field(factory=dict)
     certificates: dict[str, Certificate] = attrs.field(factory=dict)

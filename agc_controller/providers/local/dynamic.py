@@ -219,7 +219,7 @@ def _targets(r: alb.Rule) -> list[Backend]:
 class _BackendPolicies:
     """What our policies about backends set for one backend (compared by equality)."""
 
-    health: alb.HealthCheck | None = None
+    health: alb.BackendHealth | None = None
     load_balancing: alb.LoadBalancing | None = None
 
     @classmethod
@@ -239,7 +239,13 @@ def _target(
         endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
         tls=tls[b.tls] if b.tls is not None else None,
-        health=_health(policies.health),
+        health=_health(policies.health.probe if policies.health else None),
+        passive=None
+        if policies.health is None or policies.health.passive is None
+        else state.PassiveHealthCheck(
+            consecutive_failures=policies.health.passive.consecutive_failures,
+            ejection_ms=policies.health.passive.ejection_ms,
+        ),
         lb=None
         if lb is None
         else state.LoadBalancing(

@@ -267,6 +267,8 @@ class Target:
     tls: int | None = None
     # how worker 0 probes the endpoints (lua/agc/prober.lua); None: not at all
     health: HealthCheck | None = None
+    # passive ejection (lua/agc/health.lua); None: none
+    passive: PassiveHealthCheck | None = None
     # strategy, slow start and circuit breaker (lua/agc/strategies.lua); None: round robin
     lb: LoadBalancing | None = None
 
@@ -289,6 +291,15 @@ class HealthCheck:
     path: str | None = None
     # passing statuses, [start, end] inclusive
     status_codes: tuple[tuple[int, int], ...] = ()
+
+
+@attrs.frozen
+class PassiveHealthCheck:
+    """An endpoint whose answers fail `consecutive_failures` times in a row (5xx, or
+    no answer) leaves the rotation for `ejection_ms`."""
+
+    consecutive_failures: int
+    ejection_ms: int
 
 
 @attrs.frozen

@@ -18,9 +18,16 @@ block, so its users recognise them; `tcp: {}` (a connection that opens) is ours:
             statusCodes: [{start: 200, end: 399}]
         useTLS: false             # http over TLS (certificates are not verified)
 
-The CRD refuses most bad values with CEL; these checks repeat them and name the
-field. The path and host travel into a probe request the data plane writes, so
-they are held to the characters a request line and a Host header allow.
+and passive ejection is ours too (AGC has none):
+
+      passive:
+        consecutiveFailures: 5    # 5xx answers or failed connections in a row
+        ejectionTime: 30s         # out of the rotation for this long
+
+Without `default` but with `passive`, nothing is probed. The CRD refuses most
+bad values with CEL; these checks repeat them and name the field. The path and
+host travel into a probe request the data plane writes, so they are held to
+the characters a request line and a Host header allow.
 """
 
 from __future__ import annotations
@@ -35,12 +42,16 @@ from agc_controller.translate.graph.policies import (
     build_attached,
 )
 from agc_controller.translate.hostnames import is_valid_hostname
-from agc_controller.translate.model import HealthCheck
+from agc_controller.translate.model import BackendHealth, HealthCheck, PassiveHealthCheck
 from agc_controller.translate.snapshot import Obj, Snapshot
 from agc_controller.translate.validate import duration_ms, int_in
 
 KIND = "HealthCheckPolicy"
 
+# passive ejection's defaults (ours: AGC has no passive checks)
+PASSIVE_FAILURES = 5
+PASSIVE_EJECTION = "30s"
+EJECTION_MIN_MS = 1000
 # AGC's defaults
 INTERVAL = "5s"
 TIMEOUT = "30s"
@@ -56,7 +67,7 @@ _PROBE_PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,1023}$")
 
 def build_health_checks(
     snapshot: Snapshot, capabilities: Capabilities
-) -> AttachedPolicies[HealthCheck]:
+) -> AttachedPolicies[BackendHealth]:
     return build_attached(
         KIND,
         snapshot.health_check_policies.values(),
@@ -66,10 +77,40 @@ def build_health_checks(
     )
 
 
-def parse_health_check(spec: Obj) -> tuple[HealthCheck | None, str | None]:
-    config = spec.get("default")
-    if config is None:
-        config = {}
+def parse_health_check(spec: Obj) -> tuple[BackendHealth | None, str | None]:
+    """Active probes from `spec.default` (AGC's defaults when neither it nor
+    `spec.passive` is set), passive ejection from `spec.passive`."""
+    passive_spec = spec.get("passive")
+    probe = None
+    if spec.get("default") is not None or passive_spec is None:
+        probe, problem = _probe(spec.get("default") or {})
+        if problem:
+            return None, problem
+    passive = None
+    if passive_spec is not None:
+        passive, problem = _passive(passive_spec)
+        if problem:
+            return None, problem
+    return BackendHealth(probe=probe, passive=passive), None
+
+
+def _passive(config: Any) -> tuple[PassiveHealthCheck | None, str | None]:
+    if not isinstance(config, dict):
+        return None, "spec.passive must be an object"
+    failures = config.get("consecutiveFailures", PASSIVE_FAILURES)
+    if not int_in(failures, 1, THRESHOLD_MAX):
+        return (
+            None,
+            f"spec.passive.consecutiveFailures must be an integer from 1 to {THRESHOLD_MAX}",
+        )
+    window = config.get("ejectionTime", PASSIVE_EJECTION)
+    ejection = duration_ms(window) if isinstance(window, str) else None
+    if ejection is None or not EJECTION_MIN_MS <= ejection <= DURATION_MAX_MS:
+        return None, "spec.passive.ejectionTime must be a duration from 1s to 1h"
+    return PassiveHealthCheck(consecutive_failures=failures, ejection_ms=ejection), None
+
+
+def _probe(config: Any) -> tuple[HealthCheck | None, str | None]:
     if not isinstance(config, dict):
         return None, "spec.default must be an object"
     interval, problem = _duration(config, "interval", INTERVAL)

@@ -109,8 +109,12 @@ function _M.run()
   local failed = balancer.get_last_failure() ~= nil
   local more = _M.count_try(ctx.retry, ctx, failed)
   if more then balancer.set_more_tries(more) end
+  -- passive ejection: the try that just failed counts against its endpoint
+  if failed and target.passive and ctx.endpoint then
+    health.observe(ctx.endpoint.health_key, true, target.passive)
+  end
   local out = never_out
-  if target.health then
+  if target.health or target.passive then
     out = function(ep) return health.out(ep.health_key) end
   end
   local session = ctx.session
@@ -121,6 +125,7 @@ function _M.run()
     chosen = _M.by_strategy(id, target, out, failed, ctx)
     if session and session.type == "Cookie" then ctx.set_cookie = _M.session_cookie(session, chosen) end
   end
+  ctx.endpoint = chosen
   local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)
   if not ok then
     ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)

@@ -41,7 +41,7 @@
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location),
---                health? (HealthCheck: lua/agc/health.lua),
+--                health? (HealthCheck: lua/agc/health.lua), passive? (the same),
 --                lb? (LoadBalancing: lua/agc/strategies.lua)
 --   certs      { {cert, key} } PEM
 --   cas        { PEM } client CAs
@@ -234,6 +234,7 @@ local function compile_backend(id, backend)
   local err
   backend.health, err = health.compile(backend.health)
   if err then return nil, err end
+  backend.passive = health.compile_passive(backend.passive)
   backend.lb, err = strategies.compile(backend.lb)
   if err then return nil, err end
   for _, ep in ipairs(backend.endpoints) do

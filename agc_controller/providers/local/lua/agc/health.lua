@@ -46,6 +46,34 @@ function _M.key(id, ep)
   return id .. "|" .. ep.addr .. ":" .. ep.port
 end
 
+-- Passive ejection of a backend, compiled (nil: none).
+function _M.compile_passive(p)
+  if p == nil then return nil end
+  return { failures = p.consecutive_failures, ejection = p.ejection_ms / 1000 }
+end
+
+-- One answer of the endpoint with key `key` (failed: 5xx, or none) under passive
+-- ejection `passive`: `failures` failed in a row take it out for `ejection`
+-- seconds (the mark expires by itself). The count lives in agc_health under
+-- "p|<key>"; a success costs one read when there is no count.
+function _M.observe(key, failed, passive)
+  local dict = ngx.shared.agc_health
+  local count_key = "p|" .. key
+  if not failed then
+    if dict:get(count_key) then dict:delete(count_key) end
+    return
+  end
+  local n = dict:incr(count_key, 1, 0, passive.ejection)
+  if n and n >= passive.failures then
+    dict:delete(count_key)
+    if not dict:get(key) then
+      dict:set(key, "ejected", passive.ejection)
+      ngx.log(ngx.WARN, "agc: endpoint ", key, " is out for ", passive.ejection,
+        " s after ", n, " failed answers in a row")
+    end
+  end
+end
+
 -- Whether the endpoint with key `key` is out of the rotation.
 function _M.out(key)
   return ngx.shared.agc_health:get(key) ~= nil

@@ -17,6 +17,7 @@ local config = require("agc.config")
 local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
+local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
 local strategies = require("agc.strategies")
 
@@ -241,9 +242,15 @@ function _M.retry()
   end
 end
 
+-- The status of the last upstream try ("502, 200": 200), nil when none answered.
+local function last_upstream_status()
+  local statuses = ngx_var.upstream_status
+  return statuses and tonumber(statuses:match("(%d+)%D*$"))
+end
+
 -- Every attempt failed and the last answer was intercepted: answer with its status.
 function _M.retries_spent()
-  local status = tonumber((ngx_var.upstream_status or ""):match("(%d+)%D*$"))
+  local status = last_upstream_status()
   return ngx.exit(status or 502)
 end
 
@@ -260,11 +267,21 @@ function _M.mirror(n)
 end
 
 -- Log phase: give back the in-flight slots the request took (agc.strategies),
--- then drop its stashed context.
+-- tell passive ejection how its endpoint answered (agc.health), then drop the
+-- request's stashed context.
 function _M.log()
   local ctx = ctxstash.get()
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
+  local endpoint = ctx.endpoint
+  if endpoint then
+    local state = config.get()
+    local target = state and state.backends[ctx.backend]
+    if target and target.passive then
+      local status = last_upstream_status()
+      health.observe(endpoint.health_key, not status or status >= 500, target.passive)
+    end
+  end
   ctxstash.release()
 end
 
