@@ -19,7 +19,12 @@ from agc_controller.translate.snapshot import Obj, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
 # our policy kinds (graph/policies.py): they target Gateways, listeners, routes, rules
-ATTACHED_POLICY_KINDS = (r.RATE_LIMIT_POLICY, r.HEALTH_CHECK_POLICY, r.LOAD_BALANCING_POLICY)
+ATTACHED_POLICY_KINDS = (
+    r.RATE_LIMIT_POLICY,
+    r.HEALTH_CHECK_POLICY,
+    r.LOAD_BALANCING_POLICY,
+    r.AUTH_POLICY,
+)
 # the route kinds our policies can target
 POLICY_TARGET_ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
 
@@ -53,6 +58,9 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         policy.kind: {
             ix.TARGETS: ix.policy_targets,
             ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
+            **(
+                {ix.CERTIFICATE_REFS: ix.auth_policy_secret_refs} if policy is r.AUTH_POLICY else {}
+            ),
         }
         for policy in ATTACHED_POLICY_KINDS
     },
@@ -147,6 +155,9 @@ class Cache:
         material = set(ix.gateway_certificate_refs(gateway)) if gateway else set()
         for policy in policies.values():
             material.update(ix.policy_ca_refs(policy))
+        auth_policies = self._attached_policies(r.AUTH_POLICY, key, routes, services)
+        for policy in auth_policies.values():
+            material.update(ix.auth_policy_secret_refs(policy))
         for ls in listener_sets:
             material.update(listener_set_store.index_values(ix.CERTIFICATE_REFS, ls))
         return Snapshot(
@@ -172,6 +183,7 @@ class Cache:
             load_balancing_policies=self._attached_policies(
                 r.LOAD_BALANCING_POLICY, key, routes, services
             ),
+            auth_policies=auth_policies,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={

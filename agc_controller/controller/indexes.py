@@ -186,3 +186,18 @@ def policy_targets(obj: Obj) -> Iterable[str]:
             or (t.get("group") == "" and t.get("kind") == "Service")
         }
     )
+
+
+def auth_policy_secret_refs(obj: Obj) -> Iterable[str]:
+    """The Secrets an AuthPolicy reads ("Secret/ns/name"): API keys and htpasswd."""
+    namespace = obj["metadata"]["namespace"]
+    spec = obj.get("spec") or {}
+    refs = list((spec.get("apiKey") or {}).get("secretRefs") or [])
+    refs.append((spec.get("basic") or {}).get("secretRef") or {})
+    return sorted(
+        {
+            f"Secret/{ref.get('namespace') or namespace}/{ref.get('name')}"
+            for ref in refs
+            if isinstance(ref, dict) and ref.get("name") and ref.get("group", "") == ""
+        }
+    )

@@ -109,10 +109,9 @@ class Mapper:
         keys = self._gateways(gateways)
         listener_sets = self.cache.store(r.LISTENER_SET.kind).index_keys(ix.CERTIFICATE_REFS, ref)
         keys |= {gateway_key(g) for g in self.cache.gateways_of_listener_sets(listener_sets)}
-        for policy in self.cache.store(r.BACKEND_TLS_POLICY.kind).by_index(
-            ix.CERTIFICATE_REFS, ref
-        ):
-            keys |= self.keys_for(r.BACKEND_TLS_POLICY.kind, policy)
+        for kind in (r.BACKEND_TLS_POLICY.kind, r.AUTH_POLICY.kind):
+            for policy in self.cache.store(kind).by_index(ix.CERTIFICATE_REFS, ref):
+                keys |= self.keys_for(kind, policy)
         return keys
 
     def _via_grant(self, grant: KubeObject) -> set[ObjectKey]:
@@ -130,6 +129,10 @@ class Mapper:
                 keys |= {
                     gateway_key(g) for g in self.cache.gateways_of_listener_sets(listener_sets)
                 }
+            elif source.get("kind") == r.AUTH_POLICY.kind:
+                for policy in self.cache.store(r.AUTH_POLICY.kind).list():
+                    if policy["metadata"].get("namespace") == namespace:
+                        keys |= self.keys_for(r.AUTH_POLICY.kind, policy)
             else:
                 parents = self.cache.gateways_of_routes(ix.NAMESPACE, namespace)
                 keys |= {gateway_key(g) for g in parents}

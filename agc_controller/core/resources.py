@@ -7,6 +7,9 @@ import attrs
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # our own kinds (crds/)
 POLICY_GROUP = "agc-controller.io"
+# the Secret type holding an AuthPolicy's API keys (client name -> key); informers
+# keep these Secrets' data whole
+API_KEY_SECRET_TYPE = "agc-controller.io/api-key"
 
 
 @attrs.frozen
@@ -55,6 +58,7 @@ LOAD_BALANCING_POLICY = Resource(
     "BackendLoadBalancingPolicy",
     namespaced=True,
 )
+AUTH_POLICY = Resource(POLICY_GROUP, "v1alpha1", "authpolicies", "AuthPolicy", namespaced=True)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -84,6 +88,7 @@ BY_KIND = {
         RATE_LIMIT_POLICY,
         HEALTH_CHECK_POLICY,
         LOAD_BALANCING_POLICY,
+        AUTH_POLICY,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from agc_controller.core.resources import CONFIG_MAP, SECRET, Resource
+from agc_controller.core.resources import API_KEY_SECRET_TYPE, CONFIG_MAP, SECRET, Resource
 from agc_controller.informers.store import KubeObject
 
 Transform = Callable[[KubeObject], KubeObject]
 
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
-# Secret keys a Gateway can use: kubernetes.io/tls certificate and key, and the
-# CA bundle / revocation list for client or backend certificate validation.
-SECRET_DATA_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt", "ca.crl"})
+# Secret keys a Gateway can use: kubernetes.io/tls certificate and key, the CA
+# bundle / revocation list for client or backend certificate validation, and an
+# AuthPolicy's htpasswd file. API-key Secrets (their own type) keep all their data.
+SECRET_DATA_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt", "ca.crl", ".htpasswd"})
 # ConfigMap key a Gateway can use: the CA bundle of BackendTLSPolicy.caCertificateRefs.
 CONFIG_MAP_DATA_KEYS = frozenset({"ca.crt"})
 # metadata the controller reads of a Secret or ConfigMap (identity, ordering, selection)
@@ -57,7 +58,10 @@ def drop_managed_fields(obj: KubeObject) -> KubeObject:
 
 
 def trim_secret(obj: KubeObject) -> KubeObject:
-    """Identity, `type` and only the certificate keys of a Secret's data."""
+    """Identity, `type` and only the keys of a Secret's data a Gateway can use (all of
+    an API-key Secret's)."""
+    if obj.get("type") == API_KEY_SECRET_TYPE:
+        return _trim(obj, (obj.get("data") or {}).keys())
     return _trim(obj, SECRET_DATA_KEYS)
 
 

@@ -56,6 +56,7 @@ TRANSLATED_KINDS = frozenset(
         "RateLimitPolicy",
         "HealthCheckPolicy",
         "BackendLoadBalancingPolicy",
+        "AuthPolicy",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

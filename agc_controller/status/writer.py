@@ -39,6 +39,7 @@ from agc_controller.core.clock import Clock
 from agc_controller.core.errors import TemporaryError
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.resources import (
+    AUTH_POLICY,
     BACKEND_TLS_POLICY,
     GATEWAY,
     GATEWAY_CLASS,
@@ -78,6 +79,7 @@ _ENTRY_LIST_RESOURCES = {
         RATE_LIMIT_POLICY,
         HEALTH_CHECK_POLICY,
         LOAD_BALANCING_POLICY,
+        AUTH_POLICY,
     )
 }
 

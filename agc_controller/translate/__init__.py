@@ -26,8 +26,9 @@ from agc_controller.core.status import (
     PolicyStatus,
     RouteStatus,
 )
-from agc_controller.translate.build import build_load_balancer
+from agc_controller.translate.build import RulePolicies, build_load_balancer
 from agc_controller.translate.graph.attach import Attachment
+from agc_controller.translate.graph.auth import build_auth
 from agc_controller.translate.graph.backends import EndpointSource, endpoint_sources
 from agc_controller.translate.graph.backendtlspolicy import Policies, build_policies
 from agc_controller.translate.graph.gateway import GatewayNode, build_gateway
@@ -57,7 +58,7 @@ from agc_controller.translate.graph.policies import (
 from agc_controller.translate.graph.ratelimit import build_rate_limits
 from agc_controller.translate.graph.routes import STREAM_KINDS, RouteKind, build_route
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
-from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.model import BackendHealth, LoadBalancer, LoadBalancing
 from agc_controller.translate.programmed import listener_programmed, with_programmed
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -250,43 +251,21 @@ def translation_steps(
 
     policies = memo.stable("policies", build_policies(snapshot, settings.capabilities))
     policy_statuses = _policy_statuses(policies, attachments, gateway_key)
-    rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, settings.capabilities))
-    health_checks = memo.stable(
-        "health_checks", build_health_checks(snapshot, settings.capabilities)
-    )
-    load_balancing = memo.stable(
-        "load_balancing", build_load_balancing(snapshot, settings.capabilities)
-    )
-    reach = reach_of(
-        gateway_key,
-        (ls.name for ls in node.listeners),
-        attachments,
-        {source.service for source in wanted.values()},
+    ours = _our_policies(
         snapshot,
+        settings,
+        memo,
+        grants=grants,
+        reach=reach_of(
+            gateway_key,
+            (ls.name for ls in node.listeners),
+            attachments,
+            {source.service for source in wanted.values()},
+            snapshot,
+        ),
+        attachments=attachments,
     )
-    policy_statuses.extend(_attached_policy_statuses(rate_limits, reach))
-    policy_statuses.extend(_attached_policy_statuses(load_balancing, reach))
-    streamed = {
-        backend.service
-        for key, attached in attachments.items()
-        if key.kind in STREAM_KINDS
-        for a in attached
-        for rule in a.route.rules
-        for backend in rule.backends
-        if backend.service is not None
-    }
-    policy_statuses.extend(
-        _attached_policy_statuses(
-            health_checks,
-            reach,
-            lambda i, target: (
-                f"spec.targetRefs[{i}]: connections of TCPRoutes, TLSRoutes and UDPRoutes to "
-                f"Service {target.object.name} are not steered by its probes"
-                if target.object in streamed
-                else None
-            ),
-        )
-    )
+    policy_statuses.extend(ours.statuses)
     kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
@@ -295,11 +274,11 @@ def translation_steps(
             parents.merged,
             attachments,
             policies,
-            rate_limits,
+            ours.rules,
             tables=memo.hosts,
             endpoints=memo.endpoints(snapshot, wanted),
-            health_checks=_by_backend(health_checks, wanted),
-            load_balancing=_by_backend(load_balancing, wanted),
+            health_checks=_by_backend(ours.health_checks, wanted),
+            load_balancing=_by_backend(ours.load_balancing, wanted),
         )
         if node.accepted
         else None
@@ -398,6 +377,69 @@ def _policy_statuses(
         )
         for key, policy in sorted(found.items(), key=lambda kv: (kv[0].namespace, kv[0].name))
     ]
+
+
+@attrs.frozen
+class _OurPolicies:
+    """Our policy kinds (group agc-controller.io) in one Gateway's translation."""
+
+    # about requests: rules carry them
+    rules: RulePolicies
+    # about backends: the model has them per backend
+    health_checks: AttachedPolicies[BackendHealth]
+    load_balancing: AttachedPolicies[LoadBalancing]
+    # their ancestor entries for the Gateway
+    statuses: list[PolicyStatus]
+
+
+def _our_policies(
+    snapshot: Snapshot,
+    settings: TranslateSettings,
+    memo: Memo,
+    *,
+    grants: ReferenceGrants,
+    reach: Reach,
+    attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
+) -> _OurPolicies:
+    """Every kind of ours parsed (kept as the previous object while equal, so the host
+    tables built on them hold), and their statuses for the Gateway of `reach`."""
+    capabilities = settings.capabilities
+    rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, capabilities))
+    auth = memo.stable(
+        "auth",
+        build_auth(snapshot, grants, provider_problem=capabilities.policy_problem("AuthPolicy")),
+    )
+    health_checks = memo.stable("health_checks", build_health_checks(snapshot, capabilities))
+    load_balancing = memo.stable("load_balancing", build_load_balancing(snapshot, capabilities))
+    streamed = {
+        backend.service
+        for key, attached in attachments.items()
+        if key.kind in STREAM_KINDS
+        for a in attached
+        for rule in a.route.rules
+        for backend in rule.backends
+        if backend.service is not None
+    }
+
+    def stream_caveat(i: int, target: Target) -> str | None:
+        if target.object not in streamed:
+            return None
+        return (
+            f"spec.targetRefs[{i}]: connections of TCPRoutes, TLSRoutes and UDPRoutes to "
+            f"Service {target.object.name} are not steered by its probes"
+        )
+
+    return _OurPolicies(
+        rules=memo.stable("rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth)),
+        health_checks=health_checks,
+        load_balancing=load_balancing,
+        statuses=[
+            *_attached_policy_statuses(rate_limits, reach),
+            *_attached_policy_statuses(auth, reach),
+            *_attached_policy_statuses(load_balancing, reach),
+            *_attached_policy_statuses(health_checks, reach, stream_caveat),
+        ],
+    )
 
 
 def _by_backend(
@@ -502,6 +544,7 @@ def _clear_policies(
         ("RateLimitPolicy", snapshot.rate_limit_policies),
         ("HealthCheckPolicy", snapshot.health_check_policies),
         ("BackendLoadBalancingPolicy", snapshot.load_balancing_policies),
+        ("AuthPolicy", snapshot.auth_policies),
     ):
         for policy in table.values():
             meta = policy["metadata"]

@@ -31,16 +31,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import cast
 
+import attrs
+
 from agc_controller.core.keys import ObjectKey
+from agc_controller.translate.graph import auth, ratelimit
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
 from agc_controller.translate.graph.gateway import GatewayNode, Listener
 from agc_controller.translate.graph.policies import AttachedPolicies
-from agc_controller.translate.graph.ratelimit import in_force
 from agc_controller.translate.graph.routes import STREAM_KINDS, GrpcRank, RouteNode, RuleNode
 from agc_controller.translate.hostnames import matches, specificity
 from agc_controller.translate.model import (
+    Auth,
     Backend,
     BackendHealth,
     BackendTLS,
@@ -66,6 +69,25 @@ _KIND_ORDER = {"HTTPRoute": 0, "GRPCRoute": 1}
 KeyedRules = tuple[tuple[tuple[object, ...], Rule], ...]
 # listener name -> a route's keyed rules there (listeners whose policies agree share one)
 _ListenerRules = dict[str, KeyedRules]
+
+
+@attrs.frozen
+class RulePolicies:
+    """Our policy kinds about requests: each rule carries the one of each kind in
+    force on it (graph/policies.py decides which)."""
+
+    rate_limits: AttachedPolicies[RateLimit]
+    auth: AttachedPolicies[Auth]
+
+    def for_rule(
+        self, gateway: ObjectKey, listener: str, route: ObjectKey, rule_name: str | None
+    ) -> tuple[RateLimit | None, Auth | None]:
+        limit = self.rate_limits.for_rule(gateway, listener, route, rule_name)
+        guard = self.auth.for_rule(gateway, listener, route, rule_name)
+        return (
+            ratelimit.in_force(limit[1], limit[0]) if limit is not None else None,
+            auth.in_force(guard[1], guard[0]) if guard is not None else None,
+        )
 
 
 def hostname_rank(hostname: str) -> tuple[int, int]:
@@ -102,7 +124,7 @@ def build_load_balancer(
     gateway: GatewayNode,
     attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
     policies: Policies,
-    rate_limits: AttachedPolicies[RateLimit],
+    rule_policies: RulePolicies,
     *,
     tables: HostTables | None = None,
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
@@ -134,7 +156,7 @@ def build_load_balancer(
         generation=gateway.generation,
         addresses=gateway.addresses,
         frontends=frontends,
-        hosts=tables.update(gateway, policies, rate_limits, requests),
+        hosts=tables.update(gateway, policies, rule_policies, requests),
         streams=_streams(connections, programmable, policies),
         endpoints=endpoints or {},
         health_checks=health_checks or {},
@@ -188,7 +210,7 @@ class HostTables:
         # what the tables were built against (identity)
         self._gateway: GatewayNode | None = None
         self._policies: Policies | None = None
-        self._rate_limits: AttachedPolicies[RateLimit] | None = None
+        self._rule_policies: RulePolicies | None = None
         # route -> (its attachments as last seen, where it serves, its keyed rules there)
         self._routes: dict[ObjectKey, tuple[tuple[Attachment, ...], _Serving, _ListenerRules]] = {}
         # listener -> hostname -> the routes serving it there
@@ -202,16 +224,16 @@ class HostTables:
         self,
         gateway: GatewayNode,
         policies: Policies,
-        rate_limits: AttachedPolicies[RateLimit],
+        rule_policies: RulePolicies,
         attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
     ) -> tuple[Host, ...]:
         if (
             gateway is not self._gateway
             or policies is not self._policies
-            or rate_limits is not self._rate_limits
+            or rule_policies is not self._rule_policies
         ):
             self._reset()
-            self._gateway, self._policies, self._rate_limits = gateway, policies, rate_limits
+            self._gateway, self._policies, self._rule_policies = gateway, policies, rule_policies
         programmable = {ls.name: ls for ls in gateway.listeners if ls.programmable}
         dirty: dict[str, set[str]] = defaultdict(set)  # listener -> covering names changed
         for key in [k for k in self._routes if k not in attachments]:
@@ -225,7 +247,7 @@ class HostTables:
             serving = _serving(attached, programmable)
             route = attached[0].route if attached else None
             keyed = (
-                _keyed_rules_by_listener(route, serving, gateway, policies, rate_limits)
+                _keyed_rules_by_listener(route, serving, gateway, policies, rule_policies)
                 if route is not None
                 else {}
             )
@@ -387,44 +409,35 @@ def _keyed_rules_by_listener(
     serving: _Serving,
     gateway: GatewayNode,
     policies: Policies,
-    rate_limits: AttachedPolicies[RateLimit],
+    rule_policies: RulePolicies,
 ) -> _ListenerRules:
     """The route's keyed rules on each listener it serves; a listener-wide policy
     can make them differ, but listeners whose policies agree share one tuple."""
-    by_limits: dict[tuple[RateLimit | None, ...], KeyedRules] = {}
+    by_policies: dict[tuple[tuple[RateLimit | None, Auth | None], ...], KeyedRules] = {}
     found: _ListenerRules = {}
     for listener in serving:
-        limits = tuple(
-            _rate_limit(rate_limits, gateway, listener, route.key, rule.name)
+        in_force = tuple(
+            rule_policies.for_rule(gateway.key, listener, route.key, rule.name)
             for rule in route.rules
         )
-        if limits not in by_limits:
-            by_limits[limits] = _keyed_rules(route, gateway, policies, limits)
-        found[listener] = by_limits[limits]
+        if in_force not in by_policies:
+            by_policies[in_force] = _keyed_rules(route, gateway, policies, in_force)
+        found[listener] = by_policies[in_force]
     return found
-
-
-def _rate_limit(
-    rate_limits: AttachedPolicies[RateLimit],
-    gateway: GatewayNode,
-    listener: str,
-    route: ObjectKey,
-    rule_name: str | None,
-) -> RateLimit | None:
-    governing = rate_limits.for_rule(gateway.key, listener, route, rule_name)
-    return in_force(governing[1], governing[0]) if governing is not None else None
 
 
 def _keyed_rules(
     route: RouteNode,
     gateway: GatewayNode,
     policies: Policies,
-    limits: tuple[RateLimit | None, ...],
+    in_force: tuple[tuple[RateLimit | None, Auth | None], ...],
 ) -> KeyedRules:
     grpc = route.kind == "GRPCRoute"
     keyed = []
-    for rule_node, limit in zip(route.rules, limits, strict=True):
-        for rule in _rules(route.key, rule_node, gateway, policies, limit, grpc=grpc):
+    for rule_node, (limit, guard) in zip(route.rules, in_force, strict=True):
+        for rule in _rules(
+            route.key, rule_node, gateway, policies, rate_limit=limit, guard=guard, grpc=grpc
+        ):
             grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
             keyed.append((precedence(rule, route.created, grpc_rank), rule))
     return tuple(keyed)
@@ -447,8 +460,9 @@ def _rules(
     rule: RuleNode,
     gateway: GatewayNode,
     policies: Policies,
-    rate_limit: RateLimit | None,
     *,
+    rate_limit: RateLimit | None,
+    guard: Auth | None,
     grpc: bool,
 ) -> list[Rule]:
     backends = tuple(_backend(b, gateway, policies) for b in rule.backends)
@@ -475,6 +489,7 @@ def _rules(
             retry=rule.retry,
             session_persistence=rule.session_persistence,
             rate_limit=rate_limit,
+            auth=guard,
             grpc=grpc,
         )
         for j, match in enumerate(rule.matches)

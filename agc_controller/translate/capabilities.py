@@ -57,6 +57,8 @@ class Capabilities:
     backend_tls_subject_alt_names: bool = True
     # RateLimitPolicy (graph/ratelimit.py)
     rate_limits: bool = True
+    # AuthPolicy (graph/auth.py)
+    auth: bool = True
     # HealthCheckPolicy (graph/healthcheck.py): probe protocols, healthyThreshold
     # other than 1, and intervals / timeouts that are not whole seconds
     health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
@@ -74,7 +76,9 @@ class Capabilities:
 
     def policy_problem(self, kind: str) -> str | None:
         """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
-        if kind == "RateLimitPolicy" and not self.rate_limits:
+        if (kind == "RateLimitPolicy" and not self.rate_limits) or (
+            kind == "AuthPolicy" and not self.auth
+        ):
             return f"{kind} is not supported by the {self.provider} provider"
         return None
 

@@ -254,6 +254,50 @@ class RateLimit:
 
 
 @attrs.frozen
+class IpAccess:
+    """Which client addresses may send requests (CIDRs, normalised)."""
+
+    # checked first: a match is refused
+    deny: tuple[str, ...] = ()
+    # when set, only a match is let through
+    allow: tuple[str, ...] = ()
+    # peers whose X-Forwarded-For names the client (the rightmost entry not theirs)
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class ApiKeys:
+    """Requests must carry one of the keys, in a header or a query parameter."""
+
+    # (SHA-256 of a key, hex; the name of the client it belongs to), sorted
+    keys: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    header: str | None = None
+    query: str | None = None
+    # the request header the client's name goes to the backend in, if any
+    client_header: str | None = None
+
+
+@attrs.frozen
+class BasicAuth:
+    """HTTP basic authentication against htpasswd entries (crypt(3) hashes)."""
+
+    # (user, hash), sorted
+    users: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    realm: str = "Restricted"
+
+
+@attrs.frozen
+class Auth:
+    """An AuthPolicy in force on a rule: addresses, then credentials."""
+
+    # the policy and the target it governs through (as a RateLimit's bucket)
+    source: str
+    ip: IpAccess | None = None
+    api_keys: ApiKeys | None = None
+    basic: BasicAuth | None = None
+
+
+@attrs.frozen
 class Rule:
     """One (route rule, match) pair, in precedence order within its host."""
 
@@ -275,6 +319,7 @@ class Rule:
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
     rate_limit: RateLimit | None = None
+    auth: Auth | None = None
     # gRPC semantics for errors (no route: Unimplemented)
     grpc: bool = False
 

@@ -82,6 +82,7 @@ NGINX_CASES = (
     "ratelimitpolicy-precedence",  # rate limits on rules, from four levels of policy
     "healthcheckpolicy-basic",  # probes on backends (HTTP, HTTPS, TCP)
     "backendloadbalancingpolicy-basic",  # strategies, slow start, circuit breaker
+    "authpolicy-basic",  # IP lists, API keys (digests), basic (htpasswd)
 )
 
 

@@ -73,6 +73,8 @@ AZURE_CAPABILITIES = Capabilities(
     backend_tls_subject_alt_names=False,
     # a WAF_v2 policy's RateLimitRule could carry one; not built yet (docs/policies.md)
     rate_limits=False,
+    # IP allow/deny would be WAF_v2 custom rules, not built yet; no credentials at all
+    auth=False,
     # probes: GETs in the backend settings' protocol (Https under a BackendTLSPolicy,
     # never by choice: no useTLS) every whole second or more; down after
     # unhealthyThreshold failures, up again after one success

@@ -154,9 +154,14 @@ def backend_id(b: Backend) -> str:
 
 def rule_id(rule: alb.Rule) -> str:
     """The key of a rule in the router state: its route, rule and match index, and
-    the bucket of its rate limit (a listener-wide policy makes one route rule two)."""
+    what governs it (a listener-wide policy makes one route rule two)."""
     key = f"{rule.route}#{rule.rule_index}.{rule.match_index}"
-    return f"{key}@{rule.rate_limit.bucket}" if rule.rate_limit is not None else key
+    governing = []
+    if rule.rate_limit is not None:
+        governing.append(rule.rate_limit.bucket)
+    if rule.auth is not None:
+        governing.append(rule.auth.source)
+    return f"{key}@{'+'.join(governing)}" if governing else key
 
 
 def _backend_ref(b: Backend) -> state.BackendRef:
@@ -195,6 +200,24 @@ def _rule(r: alb.Rule) -> state.Rule:
         session=_session(r.session_persistence),
         retry=_retry(r.retry),
         limit=_rate_limit(r.rate_limit),
+        auth=_auth(r.auth),
+    )
+
+
+def _auth(a: alb.Auth | None) -> state.Auth | None:
+    if a is None:
+        return None
+    ip, keys, basic = a.ip, a.api_keys, a.basic
+    return state.Auth(
+        deny=ip.deny if ip else (),
+        allow=ip.allow if ip else (),
+        trusted_proxies=ip.trusted_proxies if ip else (),
+        api_keys=dict(keys.keys) if keys else None,
+        key_header=keys.header if keys else None,
+        key_query=keys.query if keys else None,
+        client_header=keys.client_header if keys else None,
+        users=dict(basic.users) if basic else None,
+        realm=basic.realm if basic else None,
     )
 
 

@@ -173,6 +173,25 @@ class RateLimit:
 
 
 @attrs.frozen
+class Auth:
+    """An AuthPolicy in force (lua/agc/auth.lua): addresses, then credentials."""
+
+    # CIDRs: refused first, then (when set) the only ones let through
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    # peers whose X-Forwarded-For names the client
+    trusted_proxies: tuple[str, ...] = ()
+    # API keys: SHA-256 (hex) -> client name, in `key_header` or `key_query`
+    api_keys: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+    key_header: str | None = None
+    key_query: str | None = None
+    client_header: str | None = None
+    # basic: user -> crypt(3) hash (or {SHA}), and the realm to ask in
+    users: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+    realm: str | None = None
+
+
+@attrs.frozen
 class Session:
     """Session persistence: the balancer keeps a client on one endpoint."""
 
@@ -214,6 +233,8 @@ class Rule:
     retry: Retry | None = None
     # checked once the rule matched, before anything else it does
     limit: RateLimit | None = None
+    # checked after the limit
+    auth: Auth | None = None
 
 
 @attrs.frozen

@@ -71,7 +71,7 @@ def build_health_checks(
     return build_attached(
         KIND,
         snapshot.health_check_policies.values(),
-        parse_health_check,
+        lambda obj: parse_health_check(obj.get("spec") or {}),
         targets=SERVICE_TARGETS,
         provider_problem=capabilities.health_check_problem,
     )

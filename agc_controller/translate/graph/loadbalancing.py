@@ -44,7 +44,7 @@ def build_load_balancing(
     return build_attached(
         KIND,
         snapshot.load_balancing_policies.values(),
-        parse_load_balancing,
+        lambda obj: parse_load_balancing(obj.get("spec") or {}),
         targets=SERVICE_TARGETS,
         provider_problem=capabilities.load_balancing_problem,
     )

@@ -48,7 +48,8 @@ FRONT_TARGETS = frozenset(
 )
 SERVICE_TARGETS = frozenset({("", "Service")})
 
-# a spec parser: (the value the data plane needs, or None and (field, problem))
+# a policy object's parser: the value the data plane needs, or None and why not
+# (the field named)
 Parse = Callable[[Obj], "tuple[T | None, str | None]"]
 
 
@@ -110,6 +111,14 @@ class AttachedPolicies(Generic[T]):
         return self.winners.get(Target(service, None))
 
 
+def governing_name(policy: PolicyNode[T], target: Target) -> str:
+    """The policy and the target it governs through, as data-plane state names them:
+    rules governed through one target share what the name keys (a rate-limit
+    budget), and a route change never renames it."""
+    section = f"#{target.section}" if target.section is not None else ""
+    return f"{policy.key.namespaced_name}|{target.object}{section}"
+
+
 def build_attached(
     kind: str,
     objects: Iterable[Obj],
@@ -147,7 +156,7 @@ def _node(
     namespace = meta["namespace"]
     spec = obj.get("spec") or {}
     targets = tuple(_target(ref, namespace, allowed) for ref in spec.get("targetRefs") or [])
-    value, problem = parse(spec)
+    value, problem = parse(obj)
     if problem is None:
         for i, target in enumerate(targets):
             if target is None:

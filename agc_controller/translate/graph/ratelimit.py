@@ -29,6 +29,7 @@ from agc_controller.translate.graph.policies import (
     PolicyNode,
     Target,
     build_attached,
+    governing_name,
 )
 from agc_controller.translate.model import RateLimit
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -49,7 +50,7 @@ def build_rate_limits(
     return build_attached(
         KIND,
         snapshot.rate_limit_policies.values(),
-        parse_rate_limit,
+        lambda obj: parse_rate_limit(obj.get("spec") or {}),
         targets=FRONT_TARGETS,
         provider_problem=lambda _: capabilities.policy_problem(KIND),
     )
@@ -59,10 +60,7 @@ def in_force(policy: PolicyNode[RateLimit], target: Target) -> RateLimit:
     """The limit of `policy` as it governs through `target`: the bucket is named after
     both, so every rule a Gateway-wide policy covers shares one budget."""
     assert policy.value is not None  # only valid policies govern
-    section = f"#{target.section}" if target.section is not None else ""
-    return attrs.evolve(
-        policy.value, bucket=f"{policy.key.namespaced_name}|{target.object}{section}"
-    )
+    return attrs.evolve(policy.value, bucket=governing_name(policy, target))
 
 
 def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:

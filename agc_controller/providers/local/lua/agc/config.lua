@@ -24,7 +24,7 @@
 --   rules      { [rule id] = Rule }: each compiled once, however many hosts list it
 --     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
 --                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
---                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?
+--                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?, auth?
 --     Match      path = { type, value }, method?, headers = { ValueMatch },
 --                query = { ValueMatch }
 --     ValueMatch type ("Exact" | "RegularExpression"), name, value
@@ -38,6 +38,9 @@
 --     Session    type ("Cookie" | "Header"), name, absolute_timeout_s?
 --     Retry      attempts, location (a named location of the static config), backoff_ms?
 --     RateLimit  bucket, requests, period_s, burst, header? (lua/agc/ratelimit.lua)
+--     Auth       deny, allow, trusted_proxies (CIDRs), api_keys? (sha256 hex -> client),
+--                key_header? | key_query?, client_header?, users? (user -> hash), realm?
+--                (lua/agc/auth.lua)
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location),
@@ -61,6 +64,7 @@
 -- one older; a host naming a rule the worker has not compiled yet loads it
 -- from the shared dict then.
 local cjson = require("cjson.safe")
+local auth = require("agc.auth")
 local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
 local strategies = require("agc.strategies")
@@ -169,6 +173,8 @@ local function compile_rule(rule)
   if not c.headers then return nil, err end
   c.query, err = compile_value_matches(m.query, "query", false)
   if not c.query then return nil, err end
+  c.auth, err = auth.compile(rule.auth)
+  if err then return nil, err end
   for _, b in ipairs(c.backends) do
     b.req = compile_modifier(b.req)
     b.resp = compile_modifier(b.resp)

@@ -4,6 +4,8 @@
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
 --   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it)
+--   auth.check        the rule's AuthPolicy, if any: addresses (403), then an
+--                     API key or basic credentials (401)
 --   answer_cors       preflights answered here; an allowed origin is noted for
 --                     the response (header_filter)
 --   apply_rule_filters request headers, redirect (answers), rewrite
@@ -14,6 +16,7 @@
 --                     id and policies into the request context
 --                     (the balancer reads them) and the location to go on in
 local config = require("agc.config")
+local auth = require("agc.auth")
 local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
@@ -208,6 +211,7 @@ function _M.route(drained)
 
   local ctx = ngx.ctx
   if rule.limit and not ratelimit.check(rule.limit, ctx) then return end
+  if rule.auth and not auth.check(rule.auth) then return end
   if rule.cors and answer_cors(rule.cors, method, ctx) then return end
   if apply_rule_filters(state, rule, path, host) then return end
   ctx.resp = rule.resp
