@@ -62,6 +62,9 @@ def cache() -> Cache:
                 "Service",
                 KIND,
                 "HealthCheckPolicy",
+                "AuthPolicy",
+                "Secret",
+                "ReferenceGrant",
             )
         }
     )
@@ -109,6 +112,35 @@ def test_a_policy_on_a_service_reaches_the_gateways_of_routes_sending_to_it(
     cache.store("HealthCheckPolicy").upsert(health)
     assert list(cache.snapshot_for_gateway(gateway_key("a")).health_check_policies) == ["infra/h"]
     assert cache.snapshot_for_gateway(gateway_key("c")).health_check_policies == {}
+
+
+def test_an_auth_policys_secret_reaches_the_gateway_and_its_snapshot(cache: Cache) -> None:
+    policy = {
+        "metadata": {"name": "guard", "namespace": "infra", "generation": 1},
+        "spec": {
+            "targetRefs": [{"group": GW, "kind": "Gateway", "name": "c"}],
+            "apiKey": {"secretRefs": [{"name": "keys"}]},
+            "basic": {"secretRef": {"name": "users", "namespace": "vault"}},
+        },
+    }
+    cache.store("AuthPolicy").upsert(policy)
+    cache.store("Secret").upsert({"metadata": {"name": "keys", "namespace": "infra"}, "data": {}})
+    mapper = Mapper(cache=cache, enqueue=lambda _key: None)
+    keys_secret = {"metadata": {"name": "keys", "namespace": "infra"}}
+    assert mapper.keys_for("Secret", keys_secret) == {gateway_key("c")}
+    assert mapper.keys_for("Secret", {"metadata": {"name": "users", "namespace": "vault"}}) == {
+        gateway_key("c")
+    }
+    grant = {
+        "metadata": {"name": "g", "namespace": "vault"},
+        "spec": {
+            "from": [{"group": "agc-controller.io", "kind": "AuthPolicy", "namespace": "infra"}]
+        },
+    }
+    assert mapper.keys_for("ReferenceGrant", grant) == {gateway_key("c")}
+    snapshot = cache.snapshot_for_gateway(gateway_key("c"))
+    assert list(snapshot.auth_policies) == ["infra/guard"]
+    assert list(snapshot.secrets) == ["infra/keys"]
 
 
 def test_an_update_reaches_the_gateways_before_and_after(cache: Cache) -> None:
