@@ -292,6 +292,8 @@ class Auth:
 
     # the policy and the target it governs through (as a RateLimit's bucket)
     source: str
+    # an invalid policy fails closed: every request is refused (500)
+    refuse: bool = False
     ip: IpAccess | None = None
     api_keys: ApiKeys | None = None
     basic: BasicAuth | None = None

@@ -73,7 +73,7 @@ async def test_addresses_keys_and_passwords(cluster: Cluster, echo: str) -> None
             "matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"}}],
             "backendRefs": [{"name": "web", "port": 80}],
         }
-        for name in ("denied", "proxied", "keys", "staff")
+        for name in ("denied", "proxied", "keys", "staff", "broken")
     ]
     await cluster.route(
         "r",
@@ -127,6 +127,22 @@ async def test_addresses_keys_and_passwords(cluster: Cluster, echo: str) -> None
     assert status == 401
     assert headers["WWW-Authenticate"] == 'Basic realm="Staff", charset="UTF-8"'
     assert (await get(address, "/staff"))[0] == 401
+
+    # a policy that cannot be honoured (its Secret is missing) fails closed
+    await cluster.apply(
+        {
+            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+            "kind": "AuthPolicy",
+            "metadata": {"name": "broken"},
+            "spec": {
+                "targetRefs": [
+                    {"group": GW, "kind": "HTTPRoute", "name": "r", "sectionName": "broken"}
+                ],
+                "basic": {"secretRef": {"name": "missing"}},
+            },
+        }
+    )
+    await eventually_status(address, "/broken", 500)
 
     # the key Secret rotates: the old key stops, the new one works, no reload
     await secret(cluster, "keys", {"mobile": "key-two"}, "agc-controller.io/api-key")

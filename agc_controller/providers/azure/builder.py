@@ -89,7 +89,9 @@ def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
         return {"redirectConfiguration": add_redirect(c, rule, host, scheme)}
     action: Json
     backends = [b for b in rule.backends if b.weight > 0]
-    if backends and backends[0].valid:
+    # an AuthPolicy governs the rule: Application Gateway cannot check it (it is
+    # refused on the policy), so the rule fails closed on the empty pool (502)
+    if backends and backends[0].valid and rule.auth is None:
         action = {
             "backendAddressPool": add_pool(c, backends[0]),
             "backendHttpSettings": add_settings(c, rule, backends[0]),

@@ -209,6 +209,7 @@ def _auth(a: alb.Auth | None) -> state.Auth | None:
         return None
     ip, keys, basic = a.ip, a.api_keys, a.basic
     return state.Auth(
+        refuse=a.refuse,
         deny=ip.deny if ip else (),
         allow=ip.allow if ip else (),
         trusted_proxies=ip.trusted_proxies if ip else (),

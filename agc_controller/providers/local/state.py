@@ -176,6 +176,8 @@ class RateLimit:
 class Auth:
     """An AuthPolicy in force (lua/agc/auth.lua): addresses, then credentials."""
 
+    # an invalid policy: every request is refused (500)
+    refuse: bool = False
     # CIDRs: refused first, then (when set) the only ones let through
     deny: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()

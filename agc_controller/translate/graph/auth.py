@@ -14,6 +14,10 @@
         secretRef: {name: users}        # its ".htpasswd" key: user:hash lines
         realm: Restricted
 
+An AuthPolicy that cannot be honoured (a wrong field, a missing Secret, a
+provider without access control) fails closed: it still governs its targets,
+and the data plane refuses their requests (500) until it is fixed.
+
 Secrets are referenced as certificates are: in the policy's namespace, or in
 another one that a ReferenceGrant opens to AuthPolicies. Keys reach the data
 plane as SHA-256 digests; htpasswd hashes as they are (crypt(3): bcrypt,
@@ -66,6 +70,7 @@ def build_auth(
         lambda obj: parse_auth(obj, snapshot, grants),
         targets=FRONT_TARGETS,
         provider_problem=lambda _: provider_problem,
+        fail_closed=Auth(source="", refuse=True),
     )
 
 

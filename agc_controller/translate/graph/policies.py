@@ -14,7 +14,10 @@ on the most specific target — route rule, then route, then listener, then
 Gateway; Service port, then Service. Policies of a kind do not merge. Where
 several valid policies of a kind name the same target, the oldest governs it
 (then the first by namespace/name); the others are Conflicted on that target.
-An invalid policy governs nothing and blocks nothing.
+An invalid policy governs nothing and blocks nothing — except where the kind
+fails closed (AuthPolicy: `fail_closed`): then an invalid policy still governs
+its targets, with a value that refuses every request, so that a typo in a
+policy meant to keep clients out never lets them all in.
 
 Status. A policy has one `status.ancestors` entry per Gateway it reaches: the
 Gateway it targets, each Gateway a targeted route is attached to, and each
@@ -126,13 +129,25 @@ def build_attached(
     *,
     targets: frozenset[tuple[str, str]],
     provider_problem: Callable[[T], str | None],
+    fail_closed: T | None = None,
 ) -> AttachedPolicies[T]:
     """Parse every policy of `kind` and decide which governs each target.
     `targets` are the (group, kind) it may name; `provider_problem` says why the
     provider cannot honour a parsed spec, if it cannot: then the policy is
-    invalid for that reason (and governs nothing)."""
+    invalid for that reason. An invalid policy governs nothing, unless
+    `fail_closed` is given: then it governs with that value."""
     nodes = sorted(
-        (_node(kind, obj, parse, targets, provider_problem) for obj in objects),
+        (
+            _node(
+                kind,
+                obj,
+                parse,
+                targets,
+                provider_problem=provider_problem,
+                fail_closed=fail_closed,
+            )
+            for obj in objects
+        ),
         key=lambda p: (p.created, p.key.namespace, p.key.name),
     )
     winners: dict[Target, PolicyNode[T]] = {}
@@ -150,7 +165,9 @@ def _node(
     obj: Obj,
     parse: Parse[T],
     allowed: frozenset[tuple[str, str]],
+    *,
     provider_problem: Callable[[T], str | None],
+    fail_closed: T | None,
 ) -> PolicyNode[T]:
     meta = obj["metadata"]
     namespace = meta["namespace"]
@@ -164,6 +181,9 @@ def _node(
                 break
     if value is not None and (refused := provider_problem(value)) is not None:
         value, problem = None, refused
+    if problem is not None and fail_closed is not None:
+        value = fail_closed
+        problem += "; requests to its targets are refused until it is fixed"
     return PolicyNode(
         key=ObjectKey(kind, namespace, str(meta["name"])),
         generation=int(meta.get("generation", 1)),

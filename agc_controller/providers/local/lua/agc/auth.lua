@@ -1,7 +1,9 @@
 -- AuthPolicy on the data plane: who may send a request to a rule.
 --
--- In order: the client's address against the deny list, then the allow list
--- (403); then its credentials, an API key or HTTP basic (401). The crypto is
+-- An AuthPolicy the controller found invalid arrives with `refuse`: every
+-- request is answered 500 (it fails closed). Otherwise, in order: the
+-- client's address against the deny list, then the allow list (403); then its
+-- credentials, an API key or HTTP basic (401). The crypto is
 -- the process's own libraries through LuaJIT FFI (NGINX links them): OpenSSL's
 -- SHA256 for API keys, which the state holds as digests only, and libcrypt's
 -- crypt(3) for htpasswd hashes (bcrypt, SHA-256/512-crypt; {SHA} is a SHA-1
@@ -76,7 +78,8 @@ end
 
 function _M.compile(a)
   if a == nil then return nil end
-  local c = { api_keys = a.api_keys, users = a.users, client_header = a.client_header }
+  local c = { refuse = a.refuse, api_keys = a.api_keys, users = a.users,
+              client_header = a.client_header }
   local err
   for _, list in ipairs({ "deny", "allow", "trusted_proxies" }) do
     c[list], err = compile_nets(a[list])
@@ -138,6 +141,8 @@ end
 
 -- Check the request against `c`: true to go on; otherwise it is answered here.
 function _M.check(c)
+  -- an AuthPolicy that cannot be honoured fails closed
+  if c.refuse then return refuse(500) end
   if #c.deny > 0 or c.allow then
     local var = ngx.var
     local client = _M.client_address(var.binary_remote_addr, var.http_x_forwarded_for,
