@@ -58,11 +58,15 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         policy.kind: {
             ix.TARGETS: ix.policy_targets,
             ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
-            **(
-                {ix.CERTIFICATE_REFS: ix.auth_policy_secret_refs} if policy is r.AUTH_POLICY else {}
-            ),
         }
         for policy in ATTACHED_POLICY_KINDS
+    },
+    # AuthPolicies also read Secrets and send checks to a Service
+    r.AUTH_POLICY.kind: {
+        ix.TARGETS: ix.policy_targets,
+        ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
+        ix.CERTIFICATE_REFS: ix.auth_policy_secret_refs,
+        ix.BACKEND_SERVICES: ix.auth_policy_backend_services,
     },
     r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
 }
@@ -145,6 +149,11 @@ class Cache:
                     named_listener_sets.update(
                         store.index_values(ix.PARENT_LISTENER_SETS, route_key)
                     )
+        # AuthPolicies target no Service; their authorization Services are backends too
+        auth_policies = self._attached_policies(r.AUTH_POLICY, key, routes, services)
+        auth_store = self.store(r.AUTH_POLICY.kind)
+        for policy_key in auth_policies:
+            services.update(auth_store.index_values(ix.BACKEND_SERVICES, policy_key))
         policies = {
             object_key(p): p
             for s in services
@@ -155,7 +164,6 @@ class Cache:
         material = set(ix.gateway_certificate_refs(gateway)) if gateway else set()
         for policy in policies.values():
             material.update(ix.policy_ca_refs(policy))
-        auth_policies = self._attached_policies(r.AUTH_POLICY, key, routes, services)
         for policy in auth_policies.values():
             material.update(ix.auth_policy_secret_refs(policy))
         for ls in listener_sets:

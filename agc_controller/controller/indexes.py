@@ -201,3 +201,9 @@ def auth_policy_secret_refs(obj: Obj) -> Iterable[str]:
             if isinstance(ref, dict) and ref.get("name") and ref.get("group", "") == ""
         }
     )
+
+
+def auth_policy_backend_services(obj: Obj) -> Iterable[str]:
+    """An AuthPolicy's external authorization Service ("ns/service")."""
+    ref = ((obj.get("spec") or {}).get("externalAuth") or {}).get("backendRef") or {}
+    return list(_service_refs([ref], obj["metadata"]["namespace"])) if ref.get("name") else []

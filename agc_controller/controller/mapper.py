@@ -80,7 +80,11 @@ class Mapper:
         return {gateway_key(object_key(g)) for g in gateways}
 
     def _via_service(self, service: str) -> set[ObjectKey]:
-        return {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
+        keys = {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
+        # an AuthPolicy's authorization Service
+        for policy in self.cache.store(r.AUTH_POLICY.kind).by_index(ix.BACKEND_SERVICES, service):
+            keys |= self.keys_for(r.AUTH_POLICY.kind, policy)
+        return keys
 
     def _via_targets(self, policy: KubeObject) -> set[ObjectKey]:
         """The Gateways one of our policies reaches: those it targets, those its target

@@ -266,6 +266,8 @@ def translation_steps(
         attachments=attachments,
     )
     policy_statuses.extend(ours.statuses)
+    for source in ours.auth_sources:
+        wanted[source.name] = source
     kept_policies = {(s.kind, s.namespace, s.name) for s in policy_statuses}
     policy_statuses.extend(_clear_policies(snapshot, gateway_key, settings, keep=kept_policies))
 
@@ -390,6 +392,8 @@ class _OurPolicies:
     load_balancing: AttachedPolicies[LoadBalancing]
     # their ancestor entries for the Gateway
     statuses: list[PolicyStatus]
+    # the external authorization Services of the AuthPolicies reaching the Gateway
+    auth_sources: tuple[EndpointSource, ...] = ()
 
 
 def _our_policies(
@@ -433,6 +437,11 @@ def _our_policies(
         rules=memo.stable("rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth)),
         health_checks=health_checks,
         load_balancing=load_balancing,
+        auth_sources=tuple(
+            EndpointSource(name=ext.backend.name, service=ext.service, port_name=ext.port_name)
+            for node in reached_policies(auth, reach)
+            if node.value is not None and (ext := node.value.external) is not None
+        ),
         statuses=[
             *_attached_policy_statuses(rate_limits, reach),
             *_attached_policy_statuses(auth, reach),

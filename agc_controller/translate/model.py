@@ -287,6 +287,22 @@ class BasicAuth:
 
 
 @attrs.frozen
+class ExternalAuth:
+    """External authorization: each request is first asked of an HTTP Service."""
+
+    # the authorization Service's port, plain HTTP (a key of LoadBalancer.endpoints)
+    backend: Backend
+    # where its endpoints come from
+    service: ObjectKey
+    port_name: str | None
+    # the path (and query) the check GETs, with the request's headers
+    path: str
+    # headers of a 2xx answer copied onto the request
+    headers_to_backend: tuple[str, ...] = ()
+    timeout_ms: int = 2000
+
+
+@attrs.frozen
 class Auth:
     """An AuthPolicy in force on a rule: addresses, then credentials."""
 
@@ -297,6 +313,7 @@ class Auth:
     ip: IpAccess | None = None
     api_keys: ApiKeys | None = None
     basic: BasicAuth | None = None
+    external: ExternalAuth | None = None
 
 
 @attrs.frozen

@@ -92,6 +92,16 @@ def is_token(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _TOKEN.match(value) is not None
 
 
+# RFC 3986 path and query characters: nothing that could end a request line
+_REQUEST_PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,1023}$")
+
+
+def is_request_path(value: object) -> TypeGuard[str]:
+    """A path (and query) the data plane may write into a request line it sends
+    itself (health probes, authorization checks): starts with /, at most 1024."""
+    return isinstance(value, str) and _REQUEST_PATH.match(value) is not None
+
+
 def int_in(value: object, low: int, high: int) -> TypeGuard[int]:
     """An integer (not a bool) from `low` to `high`, as a policy field must be."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -7,6 +7,7 @@ import asyncio
 import base64
 from typing import Any
 
+import aiohttp
 import pytest
 
 from agc_controller.core.resources import POLICY_GROUP
@@ -151,3 +152,55 @@ async def test_addresses_keys_and_passwords(cluster: Cluster, echo: str) -> None
             await asyncio.sleep(0.05)
     assert (await get(address, "/keys", headers={"X-Api-Key": "key-one"}))[0] == 401
     assert cluster.provider.reloads == reloads
+
+
+async def test_external_authorization(cluster: Cluster, echo: str) -> None:
+    """The echo backend plays the authorization Service: it answers a check with
+    the status the check path asks for, and its own name in X-Backend."""
+    await cluster.service("web", [echo])
+    await cluster.service("authz", [echo], port=9000)
+    address = await cluster.gateway("gw", HTTP)
+    checks = {"allowed": "/allow", "refused": "/deny?status=403", "down": "/down"}
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "name": name,
+                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"}}],
+                    "backendRefs": [{"name": "web", "port": 80}],
+                }
+                for name in checks
+            ],
+        },
+    )
+    await eventually_status(address, "/allowed", 200)
+    # "down" asks a Service without endpoints
+    await cluster.service("nobody", [], port=9000)
+    for name, path in checks.items():
+        await auth_policy(
+            cluster,
+            name,
+            name,
+            externalAuth={
+                "backendRef": {"name": "nobody" if name == "down" else "authz", "port": 9000},
+                "path": path,
+                "headersToBackend": ["X-Backend"],
+                "timeout": "1s",
+            },
+        )
+    await eventually_status(address, "/refused", 403)
+    # allowed: the check's X-Backend header reaches the backend with the request
+    status, _, body = await get(address, "/allowed/x", headers={"Authorization": "Bearer t"})
+    assert status == 200
+    seen = {k.lower(): v for k, v in body["headers"].items()}
+    assert seen["x-backend"] == "auth"
+    assert "x-original-uri" not in seen, "the check's own headers stay with the check"
+    # refused: the Service's answer is the client's; down: 503, never a pass
+    assert (await get(address, "/refused"))[0] == 403
+    status, headers, _ = await get(address, "/down")
+    assert (status, headers.get("X-AGC-Auth")) == (503, "unavailable")
+    # the check saw the original request's headers and path
+    async with aiohttp.ClientSession() as s, s.get(f"http://{echo}:8080/__seen") as r:
+        assert "/allow" in await r.json()

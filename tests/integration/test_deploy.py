@@ -126,6 +126,8 @@ def install(
             release=release,
             namespace=namespace,
             values={
+                # the session installed our CRDs; deleting this release must keep them
+                "crds.install": "false",
                 "provider": provider,
                 "gatewayClass.name": f"agc-{suffix}",
                 "controllerName": f"agc-controller.io/test-{suffix}",
@@ -149,7 +151,13 @@ def test_chart_applies_dry_run_then_for_real(
         helm,
         release="dry",
         namespace=namespace,
-        values={"gatewayClass.name": f"agc-{namespace}", "controllerName": "example.com/dry"},
+        values={
+            # test_chart_installs_the_crds_directory checks the CRDs; deleting this
+            # release must keep the session's
+            "crds.install": "false",
+            "gatewayClass.name": f"agc-{namespace}",
+            "controllerName": "example.com/dry",
+        },
     )
     kinds = sorted(doc["kind"] for doc in documents(manifest))
     assert kinds == [

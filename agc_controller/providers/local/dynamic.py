@@ -219,6 +219,14 @@ def _auth(a: alb.Auth | None) -> state.Auth | None:
         client_header=keys.client_header if keys else None,
         users=dict(basic.users) if basic else None,
         realm=basic.realm if basic else None,
+        external=None
+        if a.external is None
+        else state.ExternalAuth(
+            backend=backend_id(a.external.backend),
+            path=a.external.path,
+            headers_to_backend=a.external.headers_to_backend,
+            timeout_ms=a.external.timeout_ms,
+        ),
     )
 
 
@@ -235,8 +243,11 @@ def _rate_limit(r: alb.RateLimit | None) -> state.RateLimit | None:
 
 
 def _targets(r: alb.Rule) -> list[Backend]:
-    """The backends a rule sends requests to (valid ones: the others get 500)."""
-    return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors)) if b.valid]
+    """The backends a rule sends requests to (valid ones: the others get 500), its
+    external authorization Service's included."""
+    external = r.auth.external if r.auth is not None else None
+    checks = (external.backend,) if external is not None else ()
+    return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors), *checks) if b.valid]
 
 
 @attrs.frozen

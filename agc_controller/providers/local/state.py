@@ -191,6 +191,20 @@ class Auth:
     # basic: user -> crypt(3) hash (or {SHA}), and the realm to ask in
     users: Mapping[str, str] | None = attrs.field(default=None, repr=False)
     realm: str | None = None
+    external: ExternalAuth | None = None
+
+
+@attrs.frozen
+class ExternalAuth:
+    """Each request is first asked of an HTTP Service (GET `path`, the request's
+    headers): a 2xx lets it on with `headers_to_backend` copied over, anything
+    else is the answer; no answer is 503."""
+
+    # key into RouterState.backends
+    backend: str
+    path: str
+    headers_to_backend: tuple[str, ...] = ()
+    timeout_ms: int = 2000
 
 
 @attrs.frozen

@@ -350,6 +350,20 @@ def _render(
             "      mirror_request_body on;",
             "      proxy_pass http://agc_backend;",
             "    }",
+            # external authorization checks (lua/agc/auth.lua): a GET of the path after
+            # the prefix, with the request's headers and no body; proxy_set_header
+            # here replaces the inherited ones, so the needed ones are set again
+            "    location ^~ /_agc_auth/ {",
+            "      internal;",
+            "      rewrite ^/_agc_auth(/.*)$ $1 break;",
+            "      proxy_pass_request_body off;",
+            '      proxy_set_header Content-Length "";',
+            '      proxy_set_header Connection "";',
+            "      proxy_set_header Host $agc_upstream_host;",
+            "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "      proxy_set_header X-Forwarded-Proto $scheme;",
+            "      proxy_pass http://agc_backend;",
+            "    }",
             *[
                 line
                 for i in range(4)

@@ -13,6 +13,11 @@
       basic:
         secretRef: {name: users}        # its ".htpasswd" key: user:hash lines
         realm: Restricted
+      externalAuth:                     # or ask a Service (the ingress-nginx auth-url model)
+        backendRef: {name: authz, port: 8080}
+        path: /check                    # GET, with the request's headers
+        headersToBackend: [X-User]      # copied from a 2xx answer onto the request
+        timeout: 2s
 
 An AuthPolicy that cannot be honoured (a wrong field, a missing Secret, a
 provider without access control) fails closed: it still governs its targets,
@@ -36,6 +41,7 @@ from typing import Any
 import attrs
 
 from agc_controller.core.resources import API_KEY_SECRET_TYPE, POLICY_GROUP
+from agc_controller.translate.graph.backends import resolve_backend
 from agc_controller.translate.graph.policies import (
     FRONT_TARGETS,
     AttachedPolicies,
@@ -44,10 +50,17 @@ from agc_controller.translate.graph.policies import (
     build_attached,
     governing_name,
 )
-from agc_controller.translate.model import ApiKeys, Auth, BasicAuth, IpAccess
+from agc_controller.translate.model import (
+    ApiKeys,
+    Auth,
+    Backend,
+    BasicAuth,
+    ExternalAuth,
+    IpAccess,
+)
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
-from agc_controller.translate.validate import is_token
+from agc_controller.translate.validate import duration_ms, is_request_path, is_token
 
 KIND = "AuthPolicy"
 HTPASSWD_KEY = ".htpasswd"
@@ -57,6 +70,9 @@ USERS_MAX = 1024
 # crypt(3) schemes the data plane's libcrypt verifies, and {SHA} (checked in Lua)
 _HASH_PREFIXES = ("$2a$", "$2b$", "$2y$", "$5$", "$6$", "{SHA}")
 _REALM_MAX = 128
+HEADERS_MAX = 16
+# the ways of signing in; a policy takes at most one
+_SIGN_IN = ("apiKey", "basic", "externalAuth")
 
 
 def build_auth(
@@ -85,11 +101,12 @@ def parse_auth(
 ) -> tuple[Auth | None, str | None]:
     spec = obj.get("spec") or {}
     namespace = obj["metadata"]["namespace"]
-    if not any(spec.get(k) is not None for k in ("ipAccess", "apiKey", "basic")):
-        return None, "spec.ipAccess, spec.apiKey or spec.basic is required"
-    if spec.get("apiKey") is not None and spec.get("basic") is not None:
-        return None, "spec.apiKey and spec.basic are exclusive (one way of signing in)"
-    ip = api_keys = basic = None
+    if not any(spec.get(k) is not None for k in ("ipAccess", *_SIGN_IN)):
+        return None, "spec.ipAccess, spec.apiKey, spec.basic or spec.externalAuth is required"
+    ways = [k for k in _SIGN_IN if spec.get(k) is not None]
+    if len(ways) > 1:
+        return None, f"spec.{ways[0]} and spec.{ways[1]} are exclusive (one way of signing in)"
+    ip = api_keys = basic = external = None
     if (config := spec.get("ipAccess")) is not None:
         ip, problem = _ip_access(config)
         if problem:
@@ -102,7 +119,59 @@ def parse_auth(
         basic, problem = _basic(config, namespace, snapshot, grants)
         if problem:
             return None, problem
-    return Auth(source="", ip=ip, api_keys=api_keys, basic=basic), None
+    if (config := spec.get("externalAuth")) is not None:
+        external, problem = _external(config, namespace, snapshot, grants)
+        if problem:
+            return None, problem
+    return Auth(source="", ip=ip, api_keys=api_keys, basic=basic, external=external), None
+
+
+def _external(
+    config: Any, namespace: str, snapshot: Snapshot, grants: ReferenceGrants
+) -> tuple[ExternalAuth | None, str | None]:
+    if not isinstance(config, dict) or not isinstance(config.get("backendRef"), dict):
+        return None, "spec.externalAuth.backendRef must name a Service port"
+    resolved, backend_problem = resolve_backend(
+        config["backendRef"],
+        field="spec.externalAuth.backendRef",
+        route_kind=KIND,
+        route_namespace=namespace,
+        snapshot=snapshot,
+        grants=grants,
+        default_protocol="http",
+        from_group=POLICY_GROUP,
+    )
+    if backend_problem is not None or resolved.service is None:
+        return None, backend_problem.message if backend_problem else "no Service"
+    if resolved.protocol != "http":
+        return None, "spec.externalAuth.backendRef must be a plain HTTP/1.1 Service port"
+    path = config.get("path", "/")
+    if not is_request_path(path):
+        return None, (
+            f"spec.externalAuth.path {str(path)[:64]!r} must start with / and hold only "
+            "URL path and query characters"
+        )
+    headers = config.get("headersToBackend") or []
+    if not isinstance(headers, list) or len(headers) > HEADERS_MAX:
+        return None, f"spec.externalAuth.headersToBackend must list at most {HEADERS_MAX} names"
+    for i, name in enumerate(headers):
+        if not is_token(name):
+            return (
+                None,
+                f"spec.externalAuth.headersToBackend[{i}] {str(name)[:64]!r} is not a header name",
+            )
+    timeout = config.get("timeout", "2s")
+    timeout_ms = duration_ms(timeout) if isinstance(timeout, str) else None
+    if timeout_ms is None or not 100 <= timeout_ms <= 60_000:
+        return None, "spec.externalAuth.timeout must be a duration from 100ms to 60s"
+    return ExternalAuth(
+        backend=Backend(name=resolved.name, weight=1, valid=True),
+        service=resolved.service,
+        port_name=resolved.port_name,
+        path=path,
+        headers_to_backend=tuple(headers),
+        timeout_ms=timeout_ms,
+    ), None
 
 
 def _cidrs(values: Any, field: str) -> tuple[tuple[str, ...], str | None]:

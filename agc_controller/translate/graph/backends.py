@@ -13,6 +13,7 @@ import attrs
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.model import BackendProtocol, Endpoint, HeaderModifier
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -59,6 +60,7 @@ def resolve_backend(
     snapshot: Snapshot,
     grants: ReferenceGrants,
     default_protocol: BackendProtocol,
+    from_group: str = GATEWAY_GROUP,
     request_headers: HeaderModifier | None = None,
     response_headers: HeaderModifier | None = None,
 ) -> tuple[ResolvedBackend, BackendProblem | None]:
@@ -77,7 +79,7 @@ def resolve_backend(
             c.R_INVALID_KIND, f"{field} refers to unsupported kind {group or 'core'}/{kind}"
         )
     if not grants.allows(
-        from_group="gateway.networking.k8s.io",
+        from_group=from_group,
         from_kind=route_kind,
         from_namespace=route_namespace,
         to=Ref(group, kind, namespace, name),

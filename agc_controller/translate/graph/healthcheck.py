@@ -32,7 +32,6 @@ the characters a request line and a Host header allow.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from agc_controller.translate.capabilities import Capabilities
@@ -44,7 +43,7 @@ from agc_controller.translate.graph.policies import (
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendHealth, HealthCheck, PassiveHealthCheck
 from agc_controller.translate.snapshot import Obj, Snapshot
-from agc_controller.translate.validate import duration_ms, int_in
+from agc_controller.translate.validate import duration_ms, int_in, is_request_path
 
 KIND = "HealthCheckPolicy"
 
@@ -61,8 +60,6 @@ DURATION_MIN_MS = 100
 DURATION_MAX_MS = 3_600_000
 THRESHOLD_MAX = 100
 STATUS_RANGES_MAX = 16
-# RFC 3986 path and query characters: nothing that could end a request line
-_PROBE_PATH = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,1023}$")
 
 
 def build_health_checks(
@@ -154,7 +151,7 @@ def _probe(config: Any) -> tuple[HealthCheck | None, str | None]:
     if not isinstance(host, str) or not is_valid_hostname(host, wildcard=False):
         return None, f"spec.default.http.host {str(host)[:64]!r} is not a valid hostname"
     path = http.get("path", "/")
-    if not isinstance(path, str) or not _PROBE_PATH.match(path):
+    if not is_request_path(path):
         return None, (
             f"spec.default.http.path {str(path)[:64]!r} must start with / and hold only "
             "URL path and query characters (at most 1024)"

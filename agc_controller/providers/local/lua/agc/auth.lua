@@ -25,6 +25,11 @@ unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);
 ]]
 
 local C = ffi.C
+-- the internal location that sends a check to the authorization Service
+-- (static.py): the path after it is the check's path
+local CHECK_LOCATION = "/_agc_auth"
+-- answer headers of a refusing authorization Service the client gets too
+local REFUSAL_HEADERS = { "WWW-Authenticate", "Location", "Set-Cookie", "Content-Type" }
 local AF_INET, AF_INET6 = 2, 10
 local CACHE_TTL = 60
 
@@ -92,6 +97,14 @@ function _M.compile(a)
   elseif a.key_query then
     c.key_query = a.key_query
     c.key_var = "arg_" .. a.key_query
+  end
+  if a.external then
+    local e = a.external
+    if not (e.path and e.path:match("^/[%w%-%._~!%$&'%(%)%*%+,;=:@%%/%?]*$")) then
+      return nil, "auth: invalid external authorization path"
+    end
+    c.external = { backend = e.backend, uri = CHECK_LOCATION .. e.path,
+                   headers = e.headers_to_backend or {}, timeout_ms = e.timeout_ms }
   end
   if a.realm then
     if a.realm:find('["\\%c]') then return nil, "auth: invalid realm" end
@@ -175,7 +188,46 @@ function _M.check(c)
       passed:set(memo, true, CACHE_TTL)
     end
   end
+  if c.external then return _M.ask(c.external) end
   return true
+end
+
+-- External authorization: GET the check path from the Service with the
+-- request's headers (and X-Original-URI / -Method), no body. A 2xx lets the
+-- request on with the answer's `headers` copied onto it; any other answer is
+-- the client's (its status, body and refusal headers); none (the Service down
+-- or slow) is 503 — never a pass.
+function _M.ask(e)
+  local req = ngx.req
+  req.set_header("X-Original-URI", ngx.var.request_uri)
+  req.set_header("X-Original-Method", req.get_method())
+  local res = ngx.location.capture(e.uri, {
+    method = ngx.HTTP_GET,
+    copy_all_vars = true,
+    ctx = { backend = e.backend, timeout_ms = e.timeout_ms },
+  })
+  req.clear_header("X-Original-URI")
+  req.clear_header("X-Original-Method")
+  local status = res and res.status or 0
+  if status >= 200 and status < 300 then
+    for _, name in ipairs(e.headers) do
+      local value = res.header[name]
+      if type(value) == "table" then value = value[1] end
+      req.set_header(name, value)
+    end
+    return true
+  end
+  if status < 300 or status >= 500 or res.truncated then
+    ngx.header["X-AGC-Auth"] = "unavailable"
+    return refuse(503)
+  end
+  for _, name in ipairs(REFUSAL_HEADERS) do
+    if res.header[name] then ngx.header[name] = res.header[name] end
+  end
+  ngx.status = status
+  ngx.print(res.body or "")
+  ngx.exit(status)
+  return false
 end
 
 return _M

@@ -38,8 +38,9 @@
 --     Session    type ("Cookie" | "Header"), name, absolute_timeout_s?
 --     Retry      attempts, location (a named location of the static config), backoff_ms?
 --     RateLimit  bucket, requests, period_s, burst, header? (lua/agc/ratelimit.lua)
---     Auth       deny, allow, trusted_proxies (CIDRs), api_keys? (sha256 hex -> client),
---                key_header? | key_query?, client_header?, users? (user -> hash), realm?
+--     Auth       refuse?, deny, allow, trusted_proxies (CIDRs), api_keys? (sha256 hex ->
+--                client), key_header? | key_query?, client_header?, users? (user ->
+--                hash), realm?, external? {backend, path, headers_to_backend, timeout_ms}
 --                (lua/agc/auth.lua)
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
