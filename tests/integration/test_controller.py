@@ -16,7 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.core.resources import POLICY_GROUP
+from agc_controller.core.resources import BY_KIND, POLICY_GROUP
 from agc_controller.core.status import ApplyResult
 from agc_controller.kube import api_client_from_kubeconfig
 from agc_controller.manager import Controller
@@ -28,6 +28,7 @@ from agc_controller.translate.settings import CORE_FEATURES
 from devcluster import ControlPlane
 
 GW = "gateway.networking.k8s.io"
+POLICY_VERSION = "v1alpha1"
 
 
 @attrs.define
@@ -60,6 +61,26 @@ class Env:
             name,
             body,
             _content_type="application/merge-patch+json",
+        )
+
+    async def create_policy(self, kind: str, name: str, spec: dict[str, Any]) -> Any:
+        """One of our policies (group agc-controller.io); its plural is the kind's."""
+        return await self.custom.create_namespaced_custom_object(
+            POLICY_GROUP,
+            POLICY_VERSION,
+            self.namespace,
+            BY_KIND[kind].plural,
+            {
+                "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+                "kind": kind,
+                "metadata": {"name": name},
+                "spec": spec,
+            },
+        )
+
+    async def get_policy(self, kind: str, name: str) -> Any:
+        return await self.custom.get_namespaced_custom_object(
+            POLICY_GROUP, POLICY_VERSION, self.namespace, BY_KIND[kind].plural, name
         )
 
     async def delete(self, plural: str, name: str) -> None:
@@ -337,29 +358,20 @@ async def test_policy_ancestors_follow_its_target_routes_between_gateways(
     await env.gateway("a")
     await env.gateway("b")
     await env.route("web", "a")
-    await env.custom.create_namespaced_custom_object(
-        POLICY_GROUP,
-        "v1alpha1",
-        env.namespace,
-        "ratelimitpolicies",
+    await env.create_policy(
+        "RateLimitPolicy",
+        "limit",
         {
-            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
-            "kind": "RateLimitPolicy",
-            "metadata": {"name": "limit"},
-            "spec": {
-                "targetRefs": [
-                    {"group": GW, "kind": "HTTPRoute", "name": "web", "sectionName": "nope"}
-                ],
-                "limit": {"requests": 5, "unit": "Minute"},
-            },
+            "targetRefs": [
+                {"group": GW, "kind": "HTTPRoute", "name": "web", "sectionName": "nope"}
+            ],
+            "limit": {"requests": 5, "unit": "Minute"},
         },
     )
 
     async def ancestors() -> dict[str, tuple[str, str]]:
         """Gateway name -> (Accepted status, reason) of our entries."""
-        policy = await env.custom.get_namespaced_custom_object(
-            POLICY_GROUP, "v1alpha1", env.namespace, "ratelimitpolicies", "limit"
-        )
+        policy = await env.get_policy("RateLimitPolicy", "limit")
         return {
             entry["ancestorRef"]["name"]: (
                 condition(entry["conditions"], "Accepted")["status"],

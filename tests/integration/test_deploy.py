@@ -29,7 +29,6 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from agc_controller.core.resources import POLICY_GROUP
 from agc_controller.dataplane.config import (
     DIGEST_ANNOTATION,
     SHARDS,
@@ -417,35 +416,20 @@ async def test_controller_with_the_charts_rbac_does_its_whole_job(
         },
     )
 
-    await env.custom.create_namespaced_custom_object(
-        POLICY_GROUP,
-        "v1alpha1",
-        env.namespace,
-        "ratelimitpolicies",
+    await env.create_policy(
+        "RateLimitPolicy",
+        "limit",
         {
-            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
-            "kind": "RateLimitPolicy",
-            "metadata": {"name": "limit"},
-            "spec": {
-                "targetRefs": [{"group": GW, "kind": "Gateway", "name": "gw"}],
-                "limit": {"requests": 10, "unit": "Second"},
-            },
+            "targetRefs": [{"group": GW, "kind": "Gateway", "name": "gw"}],
+            "limit": {"requests": 10, "unit": "Second"},
         },
     )
-
-    await env.custom.create_namespaced_custom_object(
-        POLICY_GROUP,
-        "v1alpha1",
-        env.namespace,
-        "healthcheckpolicies",
+    await env.create_policy(
+        "HealthCheckPolicy",
+        "health",
         {
-            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
-            "kind": "HealthCheckPolicy",
-            "metadata": {"name": "health"},
-            "spec": {
-                "targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
-                "default": {"interval": "10s", "http": {"path": "/healthz"}},
-            },
+            "targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+            "default": {"interval": "10s", "http": {"path": "/healthz"}},
         },
     )
 
@@ -456,10 +440,8 @@ async def test_controller_with_the_charts_rbac_does_its_whole_job(
         )
         policy = await env.get("backendtlspolicies", "tls")
         ours = [
-            await env.custom.get_namespaced_custom_object(
-                POLICY_GROUP, "v1alpha1", env.namespace, plural, name
-            )
-            for plural, name in (("ratelimitpolicies", "limit"), ("healthcheckpolicies", "health"))
+            await env.get_policy(kind, name)
+            for kind, name in (("RateLimitPolicy", "limit"), ("HealthCheckPolicy", "health"))
         ]
         ancestors = [
             a
