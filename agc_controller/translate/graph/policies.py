@@ -1,7 +1,7 @@
 """Policy attachment for our own policy kinds (group agc-controller.io).
 
-One mechanism serves every kind (each kind only parses its spec, see
-`PolicyKind`):
+One mechanism serves every kind (each kind only parses its spec and says what
+it may target: `build_attached`):
 
 Targets. `spec.targetRefs` names, in the policy's own namespace, what the kind
 can govern (`FRONT_TARGETS` or `SERVICE_TARGETS`): a Gateway (optionally one
@@ -21,11 +21,11 @@ policy meant to keep clients out never lets them all in.
 
 Status. A policy has one `status.ancestors` entry per Gateway it reaches: the
 Gateway it targets, each Gateway a targeted route is attached to, and each
-Gateway with a route sending to a targeted Service. That
-Gateway's work item decides the entry: Accepted=True when the policy governs
-one of its targets there; False with reason Invalid (the spec, or the provider,
-cannot honour it: the field is named), TargetNotFound (every sectionName there
-names no listener or rule) or Conflicted (another policy governs each target).
+Gateway with a route sending to a targeted Service. That Gateway's work item
+decides the entry: Accepted=True when the policy governs one of its targets
+there; False with reason Invalid (the spec, or the provider, cannot honour it:
+the field is named), TargetNotFound (every sectionName there names no
+listener, rule or port) or Conflicted (another policy governs each target).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ class PolicyNode(Generic[T]):
     created: str
     # spec.targetRefs, in order (a ref of a kind that cannot be targeted is None)
     targets: tuple[Target | None, ...]
-    # what the data plane needs; None when the spec cannot be honoured
+    # what the data plane needs; None when the spec cannot be honoured (or the
+    # kind's fail-closed value)
     value: T | None
     # why not (the field named), when it cannot
     problem: str | None
@@ -85,7 +86,7 @@ class AttachedPolicies(Generic[T]):
 
     kind: str
     nodes: tuple[PolicyNode[T], ...]
-    # target -> the policy governing it (valid policies only)
+    # target -> the policy governing it (valid ones, and invalid ones failing closed)
     winners: Mapping[Target, PolicyNode[T]]
 
     def for_rule(
