@@ -189,15 +189,20 @@ def policy_targets(obj: Obj) -> Iterable[str]:
 
 
 def auth_policy_secret_refs(obj: Obj) -> Iterable[str]:
-    """The Secrets an AuthPolicy reads ("Secret/ns/name"): API keys and htpasswd."""
+    """The Secrets and ConfigMaps an AuthPolicy reads ("Secret/ns/name"): API keys,
+    htpasswd, JWKS."""
     namespace = obj["metadata"]["namespace"]
     spec = obj.get("spec") or {}
-    refs = list((spec.get("apiKey") or {}).get("secretRefs") or [])
-    refs.append((spec.get("basic") or {}).get("secretRef") or {})
+    refs = [("Secret", r) for r in (spec.get("apiKey") or {}).get("secretRefs") or []]
+    refs.append(("Secret", (spec.get("basic") or {}).get("secretRef") or {}))
+    for provider in (spec.get("jwt") or {}).get("providers") or []:
+        jwks = (provider.get("jwks") if isinstance(provider, dict) else None) or {}
+        refs.append(("Secret", jwks.get("secretRef") or {}))
+        refs.append(("ConfigMap", jwks.get("configMapRef") or {}))
     return sorted(
         {
-            f"Secret/{ref.get('namespace') or namespace}/{ref.get('name')}"
-            for ref in refs
+            f"{kind}/{ref.get('namespace') or namespace}/{ref.get('name')}"
+            for kind, ref in refs
             if isinstance(ref, dict) and ref.get("name") and ref.get("group", "") == ""
         }
     )

@@ -41,7 +41,7 @@ ASSUMED_RESULT = ApplyResult(
     message="Programmed",
     addresses=(GatewayAddress(type="IPAddress", value="192.0.2.1"),),
 )
-_PEM_FIELDS = frozenset({"cert_pem", "key_pem", "ca_pem"})
+_PEM_FIELDS = frozenset({"cert_pem", "key_pem", "ca_pem", "pem"})
 
 
 # kinds translation reads; anything else in the input is reported and skipped

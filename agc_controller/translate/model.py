@@ -303,6 +303,28 @@ class ExternalAuth:
 
 
 @attrs.frozen
+class JwtKey:
+    """A public key tokens may be signed with (from a JWKS)."""
+
+    kid: str | None
+    # RS256, RS384, RS512, ES256, ES384 or EdDSA
+    alg: str
+    pem: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class JwtProvider:
+    """Tokens of one issuer: who may have signed them, and for whom."""
+
+    issuer: str
+    # the token's aud must hold one of them; empty: not checked
+    audiences: tuple[str, ...]
+    keys: tuple[JwtKey, ...]
+    # (claim, request header) pairs copied onto a request with a valid token
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
 class Auth:
     """An AuthPolicy in force on a rule: addresses, then credentials."""
 
@@ -314,6 +336,8 @@ class Auth:
     api_keys: ApiKeys | None = None
     basic: BasicAuth | None = None
     external: ExternalAuth | None = None
+    # bearer tokens: a valid token of one of these issuers
+    jwt: tuple[JwtProvider, ...] = ()
 
 
 @attrs.frozen

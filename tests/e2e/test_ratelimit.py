@@ -110,9 +110,12 @@ async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
         await asyncio.gather(
             *(client(session, "/limited") for _ in range(8)), client(session, "/free")
         )
+    # counted when the answers arrive: a client-side stall moves an answer into the
+    # next second (seen: 8 then 12), so the rate is checked over the last four
     per_second = [sum(1 for t in passed if s <= t < s + 1) for s in range(5)]
     assert 19 <= per_second[0] <= 21, per_second
-    assert all(9 <= n <= 11 for n in per_second[1:]), per_second
+    assert 38 <= sum(per_second[1:]) <= 42, per_second
+    assert all(7 <= n <= 13 for n in per_second[1:]), per_second
     assert len(refused) > 100, "the clients sent far more than the limit"
     for resp in refused[:20]:
         assert int(resp.headers["Retry-After"]) >= 1

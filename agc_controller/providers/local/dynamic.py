@@ -227,6 +227,15 @@ def _auth(a: alb.Auth | None) -> state.Auth | None:
             headers_to_backend=a.external.headers_to_backend,
             timeout_ms=a.external.timeout_ms,
         ),
+        jwt=tuple(
+            state.JwtProvider(
+                issuer=p.issuer,
+                audiences=p.audiences,
+                keys=tuple((k.kid, k.alg, k.pem) for k in p.keys),
+                claims_to_headers=p.claims_to_headers,
+            )
+            for p in a.jwt
+        ),
     )
 
 

@@ -192,6 +192,19 @@ class Auth:
     users: Mapping[str, str] | None = attrs.field(default=None, repr=False)
     realm: str | None = None
     external: ExternalAuth | None = None
+    # bearer tokens (lua/agc/jwt.lua): valid for one of these issuers
+    jwt: tuple[JwtProvider, ...] = ()
+
+
+@attrs.frozen
+class JwtProvider:
+    issuer: str
+    # the token's aud must hold one; empty: not checked
+    audiences: tuple[str, ...] = ()
+    # (kid or None, alg, PEM public key)
+    keys: tuple[tuple[str | None, str, str], ...] = ()
+    # (claim, request header)
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen

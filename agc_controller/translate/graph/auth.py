@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 
 from agc_controller.core.resources import API_KEY_SECRET_TYPE, POLICY_GROUP
+from agc_controller.translate.graph import jwt
 from agc_controller.translate.graph.backends import resolve_backend
 from agc_controller.translate.graph.policies import (
     FRONT_TARGETS,
@@ -57,6 +58,7 @@ from agc_controller.translate.model import (
     BasicAuth,
     ExternalAuth,
     IpAccess,
+    JwtProvider,
 )
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -72,7 +74,7 @@ _HASH_PREFIXES = ("$2a$", "$2b$", "$2y$", "$5$", "$6$", "{SHA}")
 _REALM_MAX = 128
 HEADERS_MAX = 16
 # the ways of signing in; a policy takes at most one
-_SIGN_IN = ("apiKey", "basic", "externalAuth")
+_SIGN_IN = ("apiKey", "basic", "externalAuth", "jwt")
 
 
 def build_auth(
@@ -102,11 +104,14 @@ def parse_auth(
     spec = obj.get("spec") or {}
     namespace = obj["metadata"]["namespace"]
     if not any(spec.get(k) is not None for k in ("ipAccess", *_SIGN_IN)):
-        return None, "spec.ipAccess, spec.apiKey, spec.basic or spec.externalAuth is required"
+        return None, (
+            "spec.ipAccess, spec.apiKey, spec.basic, spec.externalAuth or spec.jwt is required"
+        )
     ways = [k for k in _SIGN_IN if spec.get(k) is not None]
     if len(ways) > 1:
         return None, f"spec.{ways[0]} and spec.{ways[1]} are exclusive (one way of signing in)"
     ip = api_keys = basic = external = None
+    providers: tuple[JwtProvider, ...] = ()
     if (config := spec.get("ipAccess")) is not None:
         ip, problem = _ip_access(config)
         if problem:
@@ -123,7 +128,50 @@ def parse_auth(
         external, problem = _external(config, namespace, snapshot, grants)
         if problem:
             return None, problem
-    return Auth(source="", ip=ip, api_keys=api_keys, basic=basic, external=external), None
+    if (config := spec.get("jwt")) is not None:
+        providers, problem = _jwt(config, namespace, snapshot, grants)
+        if problem:
+            return None, problem
+    return Auth(
+        source="", ip=ip, api_keys=api_keys, basic=basic, external=external, jwt=providers
+    ), None
+
+
+def _jwt(
+    config: Any, namespace: str, snapshot: Snapshot, grants: ReferenceGrants
+) -> tuple[tuple[JwtProvider, ...], str | None]:
+    providers = config.get("providers") if isinstance(config, dict) else None
+    if not isinstance(providers, list) or not 1 <= len(providers) <= jwt.PROVIDERS_MAX:
+        return (), f"spec.jwt.providers must list 1 to {jwt.PROVIDERS_MAX} providers"
+    found = []
+    for i, provider in enumerate(providers):
+        field = f"spec.jwt.providers[{i}]"
+        jwks = (provider.get("jwks") if isinstance(provider, dict) else None) or {}
+        text = None
+        if "secretRef" in jwks:
+            secret, problem = _secret(
+                jwks["secretRef"], f"{field}.jwks.secretRef", namespace, snapshot, grants
+            )
+            if problem:
+                return (), problem
+            text = jwt.jwks_text(secret, base64_data=True)
+        elif "configMapRef" in jwks:
+            ref = jwks["configMapRef"]
+            name = ref.get("name") if isinstance(ref, dict) else None
+            config_map = snapshot.config_maps.get(f"{namespace}/{name}")
+            if config_map is None:
+                return (), f"{field}.jwks.configMapRef: ConfigMap {namespace}/{name} does not exist"
+            text = jwt.jwks_text(config_map, base64_data=False)
+        else:
+            return (), f"{field}.jwks needs secretRef or configMapRef"
+        parsed, problem = jwt.parse_provider(provider, field, text)
+        if problem or parsed is None:
+            return (), problem
+        found.append(parsed)
+    issuers = [p.issuer for p in found]
+    if len(set(issuers)) != len(issuers):
+        return (), "spec.jwt.providers name an issuer twice"
+    return tuple(found), None
 
 
 def _external(

@@ -17,6 +17,7 @@
 local ffi = require("ffi")
 local bit = require("bit")
 local lrucache = require("resty.lrucache")
+local jwt = require("agc.jwt")
 
 ffi.cdef [[
 int inet_pton(int af, const char *src, void *dst);
@@ -106,6 +107,8 @@ function _M.compile(a)
     c.external = { backend = e.backend, uri = CHECK_LOCATION .. e.path,
                    headers = e.headers_to_backend or {}, timeout_ms = e.timeout_ms }
   end
+  c.jwt, err = jwt.compile(a.jwt)
+  if err then return nil, err end
   if a.realm then
     if a.realm:find('["\\%c]') then return nil, "auth: invalid realm" end
     c.challenge = 'Basic realm="' .. a.realm .. '", charset="UTF-8"'
@@ -188,7 +191,30 @@ function _M.check(c)
       passed:set(memo, true, CACHE_TTL)
     end
   end
+  if c.jwt then return _M.bearer(c.jwt) end
   if c.external then return _M.ask(c.external) end
+  return true
+end
+
+-- A JWT in `Authorization: Bearer`: 401 without one or with an invalid one
+-- (RFC 6750's challenge); a valid one's chosen claims go onto the request.
+function _M.bearer(providers)
+  local token = (ngx.var.http_authorization or ""):match("^[Bb]earer%s+(%S+)$")
+  if not token then return refuse(401, "Bearer") end
+  local claims, provider = jwt.check(providers, token, ngx.time())
+  if not claims then
+    ngx.log(ngx.INFO, "agc: bearer token refused: ", provider)
+    return refuse(401, 'Bearer error="invalid_token"')
+  end
+  for _, pair in ipairs(provider.claims) do
+    local value = claims[pair[1]]
+    local kind = type(value)
+    if kind == "string" or kind == "number" or kind == "boolean" then
+      ngx.req.set_header(pair[2], tostring(value))
+    else
+      ngx.req.clear_header(pair[2])
+    end
+  end
   return true
 end
 
