@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
@@ -204,3 +208,111 @@ async def test_external_authorization(cluster: Cluster, echo: str) -> None:
     # the check saw the original request's headers and path
     async with aiohttp.ClientSession() as s, s.get(f"http://{echo}:8080/__seen") as r:
         assert "/allow" in await r.json()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _token(key: Any, alg: str, claims: dict[str, Any], kid: str | None = None) -> str:
+    header = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid else {})}
+    signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+    if alg == "RS256":
+        signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "ES256":
+        r, s = utils.decode_dss_signature(
+            key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    else:
+        signature = b""
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _jwks(*keys: tuple[str, Any]) -> str:
+    found = []
+    for kid, key in keys:
+        numbers = key.public_key().public_numbers()
+        if isinstance(key, rsa.RSAPrivateKey):
+            found.append(
+                {
+                    "kty": "RSA",
+                    "kid": kid,
+                    "n": _b64url(numbers.n.to_bytes(256, "big")),
+                    "e": _b64url(numbers.e.to_bytes(3, "big")),
+                }
+            )
+        else:
+            found.append(
+                {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "kid": kid,
+                    "x": _b64url(numbers.x.to_bytes(32, "big")),
+                    "y": _b64url(numbers.y.to_bytes(32, "big")),
+                }
+            )
+    return json.dumps({"keys": found})
+
+
+async def test_jwt_tokens(cluster: Cluster, echo: str) -> None:
+    issuer = "https://issuer.test"
+    first = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    second = ec.generate_private_key(ec.SECP256R1())
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": "api", "sub": "alice", "exp": now + 600}
+    await cluster.service("web", [echo])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"name": "api", "backendRefs": [{"name": "web", "port": 80}]}],
+        },
+    )
+    await eventually_status(address, "/", 200)
+    reloads = cluster.provider.reloads
+    await secret(cluster, "issuer", {"jwks.json": _jwks(("k1", first))}, "Opaque")
+    await auth_policy(
+        cluster,
+        "tokens",
+        "api",
+        jwt={
+            "providers": [
+                {
+                    "issuer": issuer,
+                    "audiences": ["api"],
+                    "jwks": {"secretRef": {"name": "issuer"}},
+                    "claimsToHeaders": [{"claim": "sub", "header": "X-User"}],
+                }
+            ]
+        },
+    )
+    await eventually_status(address, "/", 401)
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "X-User": "mallory"}
+
+    status, _, body = await get(address, "/", headers=bearer(_token(first, "RS256", claims, "k1")))
+    assert status == 200
+    assert {k.lower(): v for k, v in body["headers"].items()}["x-user"] == "alice"
+    refused = {
+        "expired": _token(first, "RS256", {**claims, "exp": now - 3600}, "k1"),
+        "wrong audience": _token(first, "RS256", {**claims, "aud": "other"}, "k1"),
+        "wrong signature": _token(second, "ES256", claims, "k1"),
+        "alg none": _token(None, "none", claims),
+    }
+    for what, token in refused.items():
+        status, headers, _ = await get(address, "/", headers=bearer(token))
+        assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer error="invalid_token"'), what
+    status, headers, _ = await get(address, "/")
+    assert (status, headers["WWW-Authenticate"]) == (401, "Bearer")
+
+    # the JWKS rotates to the EC key: its tokens pass, the RSA key's no longer do
+    await secret(cluster, "issuer", {"jwks.json": _jwks(("k2", second))}, "Opaque")
+    rotated = bearer(_token(second, "ES256", claims, "k2"))
+    async with asyncio.timeout(20):
+        while (await get(address, "/", headers=rotated))[0] != 200:
+            await asyncio.sleep(0.05)
+    assert (await get(address, "/", headers=bearer(_token(first, "RS256", claims, "k1"))))[0] == 401
+    assert cluster.provider.reloads == reloads
