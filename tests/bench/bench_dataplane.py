@@ -12,7 +12,9 @@
    none refused), and on another route only (what a policy costs the routes
    it does not govern: nothing, if all is well). One row has a HealthCheckPolicy
    probing the backend every second (each request asks whether its endpoint
-   is out).
+   is out). Two rows have an AuthPolicy on the route the load uses: a JWT
+   (RS256, verified on every request) and HTTP basic (bcrypt, cost 10, the
+   passed check remembered: the row measures the lookup, not bcrypt).
 2. NGINX reloads caused by 100 endpoint changes (target 0), and NGINX memory
    (master + workers RSS) with 1,000 and 5,000 routes.
 """
@@ -20,14 +22,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
@@ -88,10 +96,57 @@ http {{
 """
 
 
-def wrk(url: str, connections: int, hosts_file: Path | None = None) -> dict[str, float]:
+def wrk(
+    url: str,
+    connections: int,
+    hosts_file: Path | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, float]:
     return plane_wrk(
-        url, connections=connections, seconds=DURATION, host=HOST, hosts_file=hosts_file
+        url,
+        connections=connections,
+        seconds=DURATION,
+        host=HOST,
+        hosts_file=hosts_file,
+        headers=headers,
     )
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# the JWT rows' issuer: an RSA key made per run, its JWKS, and a token it signed
+_JWT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+_JWKS = json.dumps(
+    {
+        "keys": [
+            {
+                "kty": "RSA",
+                "kid": "bench",
+                "n": _b64url(_JWT_KEY.public_key().public_numbers().n.to_bytes(256, "big")),
+                "e": _b64url((65537).to_bytes(3, "big")),
+            }
+        ]
+    }
+)
+
+
+def _jwt() -> str:
+    header = _b64url(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
+    claims = {"iss": "https://bench.test", "sub": "bench", "exp": int(time.time()) + 86400}
+    signing_input = f"{header}.{_b64url(json.dumps(claims).encode())}"
+    signature = _JWT_KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+# bcrypt (cost 10) of "bench": a passed check is remembered, so this measures the rest
+_HTPASSWD = "bench:$2b$10$MQBqZfCEVeNEdch5LgyrMuMjSULqGf29sRze46FhtIMO8Fcsot/mW\n"
+# the request headers of the rows with an AuthPolicy, by its kind of sign-in
+AUTH_HEADERS = {
+    "jwt": {"Authorization": f"Bearer {_jwt()}"},
+    "basic": {"Authorization": "Basic " + base64.b64encode(b"bench:bench").decode()},
+}
 
 
 # the port of the TCP listener the stream row sends its HTTP through
@@ -159,10 +214,12 @@ def objects(
     tls: bool = False,
     rate_limit: str = "",
     health: bool = False,
+    auth: str = "",
 ) -> list[dict[str, Any]]:
     """The bench Gateway with `routes` (+ `extra`) routes; `rate_limit` puts a
     RateLimitPolicy on the route the load uses ("load") or on another ("other");
-    `health` a HealthCheckPolicy on the backend the load goes to."""
+    `health` a HealthCheckPolicy on the backend the load goes to; `auth` an
+    AuthPolicy ("jwt" or "basic") on the route the load uses."""
     gw = "gateway.networking.k8s.io/v1"
     objs: list[dict[str, Any]] = [
         {
@@ -290,6 +347,50 @@ def objects(
                 },
             }
         )
+    if auth:
+        objs += [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "jwks", "namespace": "bench"},
+                "data": {"jwks.json": _JWKS},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "users", "namespace": "bench"},
+                "type": "Opaque",
+                "data": {".htpasswd": base64.b64encode(_HTPASSWD.encode()).decode()},
+            },
+            {
+                "apiVersion": "agc-controller.io/v1alpha1",
+                "kind": "AuthPolicy",
+                "metadata": {"name": "guard", "namespace": "bench"},
+                "spec": {
+                    "targetRefs": [
+                        {
+                            "group": "gateway.networking.k8s.io",
+                            "kind": "HTTPRoute",
+                            "name": "zz-default",
+                        }
+                    ],
+                    **(
+                        {
+                            "jwt": {
+                                "providers": [
+                                    {
+                                        "issuer": "https://bench.test",
+                                        "jwks": {"configMapRef": {"name": "jwks"}},
+                                    }
+                                ]
+                            }
+                        }
+                        if auth == "jwt"
+                        else {"basic": {"secretRef": {"name": "users"}}}
+                    ),
+                },
+            },
+        ]
     # the catch-all the load uses, last in precedence
     objs.append(
         route(
@@ -365,6 +466,8 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
                 {"rate_limit": "other"},
             ),
             ("gateway, HealthCheckPolicy on backend", f"http://{address}/", {"health": True}),
+            ("gateway, AuthPolicy jwt (RS256)", f"http://{address}/", {"auth": "jwt"}),
+            ("gateway, AuthPolicy basic (bcrypt)", f"http://{address}/", {"auth": "basic"}),
         )
         for connections in (64, 1000):
             # runs of one row vary by 10-15% on a small machine: the rows take turns,
@@ -376,7 +479,10 @@ async def run(workdir: Path, ns: BackendNamespace, backend: str) -> None:
                         await apply(provider, objects(0, [backend], **options))
                         await asyncio.sleep(1)  # a reload's old workers drain
                     resolve = hosts_file if url.startswith("https") else None
-                    runs[label].append(await asyncio.to_thread(wrk, url, connections, resolve))
+                    headers = AUTH_HEADERS.get(str((options or {}).get("auth", "")))
+                    runs[label].append(
+                        await asyncio.to_thread(wrk, url, connections, resolve, headers)
+                    )
             for label, results in runs.items():
                 ordered = sorted(results, key=lambda r: r["rps"])
                 r = ordered[len(ordered) // 2]
