@@ -256,7 +256,7 @@ def translation_steps(
         settings,
         memo,
         grants=grants,
-        reach=reach_of(
+        reach=lambda: reach_of(
             gateway_key,
             (ls.name for ls in node.listeners),
             attachments,
@@ -402,11 +402,13 @@ def _our_policies(
     memo: Memo,
     *,
     grants: ReferenceGrants,
-    reach: Reach,
+    reach: Callable[[], Reach],
     attachments: Mapping[ObjectKey, tuple[Attachment, ...]],
 ) -> _OurPolicies:
     """Every kind of ours parsed (kept as the previous object while equal, so the host
-    tables built on them hold), and their statuses for the Gateway of `reach`."""
+    tables built on them hold), and their statuses for the Gateway `reach()` tells
+    about. Without a policy of ours (most changes of most Gateways), nothing walks
+    the routes: `reach` is not called."""
     capabilities = settings.capabilities
     rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, capabilities))
     auth = memo.stable(
@@ -415,6 +417,12 @@ def _our_policies(
     )
     health_checks = memo.stable("health_checks", build_health_checks(snapshot, capabilities))
     load_balancing = memo.stable("load_balancing", build_load_balancing(snapshot, capabilities))
+    rules = memo.stable("rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth))
+    if not (rate_limits.nodes or auth.nodes or health_checks.nodes or load_balancing.nodes):
+        return _OurPolicies(
+            rules=rules, health_checks=health_checks, load_balancing=load_balancing, statuses=[]
+        )
+    where = reach()
     streamed = {
         backend.service
         for key, attached in attachments.items()
@@ -434,19 +442,19 @@ def _our_policies(
         )
 
     return _OurPolicies(
-        rules=memo.stable("rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth)),
+        rules=rules,
         health_checks=health_checks,
         load_balancing=load_balancing,
         auth_sources=tuple(
             EndpointSource(name=ext.backend.name, service=ext.service, port_name=ext.port_name)
-            for node in reached_policies(auth, reach)
+            for node in reached_policies(auth, where)
             if node.value is not None and (ext := node.value.external) is not None
         ),
         statuses=[
-            *_attached_policy_statuses(rate_limits, reach),
-            *_attached_policy_statuses(auth, reach),
-            *_attached_policy_statuses(load_balancing, reach),
-            *_attached_policy_statuses(health_checks, reach, stream_caveat),
+            *_attached_policy_statuses(rate_limits, where),
+            *_attached_policy_statuses(auth, where),
+            *_attached_policy_statuses(load_balancing, where),
+            *_attached_policy_statuses(health_checks, where, stream_caveat),
         ],
     )
 

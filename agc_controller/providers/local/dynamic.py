@@ -231,7 +231,7 @@ def _auth(a: alb.Auth | None) -> state.Auth | None:
             state.JwtProvider(
                 issuer=p.issuer,
                 audiences=p.audiences,
-                keys=tuple((k.kid, k.alg, k.pem) for k in p.keys),
+                keys=tuple((k.kid or "", k.alg, k.pem) for k in p.keys),
                 claims_to_headers=p.claims_to_headers,
             )
             for p in a.jwt

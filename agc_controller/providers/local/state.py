@@ -201,8 +201,8 @@ class JwtProvider:
     issuer: str
     # the token's aud must hold one; empty: not checked
     audiences: tuple[str, ...] = ()
-    # (kid or None, alg, PEM public key)
-    keys: tuple[tuple[str | None, str, str], ...] = ()
+    # (kid, "" for none; alg; PEM public key)
+    keys: tuple[tuple[str, str, str], ...] = ()
     # (claim, request header)
     claims_to_headers: tuple[tuple[str, str], ...] = ()
 

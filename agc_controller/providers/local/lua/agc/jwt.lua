@@ -71,7 +71,8 @@ function _M.compile(providers)
       if not ALGS[alg] then return nil, "jwt: unsupported alg " .. tostring(alg) end
       local key = load_key(pem)
       if not key then return nil, "jwt: a key of " .. p.issuer .. " is not a PEM public key" end
-      keys[i] = { kid = kid ~= cjson.null and kid or nil, alg = alg, key = key }
+      -- "" (or null) when the JWK had no kid
+      keys[i] = { kid = (kid ~= cjson.null and kid ~= "") and kid or nil, alg = alg, key = key }
     end
     local audiences = {}
     for _, a in ipairs(p.audiences or {}) do audiences[a] = true end
