@@ -47,6 +47,17 @@ function T.every_wrong_token_is_refused_with_its_reason()
   t.eq(select(2, jwt.check(p, "!!.!!.!!", NOW)), "malformed")
 end
 
+function T.a_remembered_token_still_expires()
+  local p = providers()
+  t.truthy(jwt.check(p, f.tokens.rs256, NOW), "checked and remembered")
+  t.truthy(jwt.check(p, f.tokens.rs256, NOW + 10), "remembered")
+  t.eq(select(2, jwt.check(p, f.tokens.rs256, 4102444800 + 61)), "expired",
+    "never past its exp (and leeway)")
+  -- another provider set (a rotated JWKS) checks afresh
+  local other = jwt.compile({ { issuer = "https://issuer.test", keys = { { "x", "ES256", f.ec_pem } } } })
+  t.eq(select(2, jwt.check(other, f.tokens.rs256, NOW)), "bad signature")
+end
+
 function T.without_audiences_aud_is_not_checked()
   t.truthy(jwt.check(providers({}), f.tokens.wrong_aud, NOW))
 end

@@ -77,9 +77,11 @@ function _M.in_nets(bytes, nets)
   return false
 end
 
+local HEX32 = ("%02x"):rep(32)
+
 function _M.sha256_hex(text)
   C.SHA256(text, #text, digest_buf)
-  return (ffi.string(digest_buf, 32):gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  return HEX32:format(ffi.string(digest_buf, 32):byte(1, 32))
 end
 
 function _M.compile(a)

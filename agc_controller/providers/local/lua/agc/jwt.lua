@@ -13,6 +13,7 @@
 local ffi = require("ffi")
 local cjson = require("cjson.safe")
 local b64 = require("ngx.base64")
+local lrucache = require("resty.lrucache")
 
 ffi.cdef [[
 typedef struct bio_st BIO;
@@ -41,6 +42,12 @@ int i2d_ECDSA_SIG(const ECDSA_SIG *sig, unsigned char **pp);
 
 local C = ffi.C
 local LEEWAY = 60
+-- tokens that passed, per compiled provider set (a JWKS change compiles a new
+-- one, so a rotated-out key's tokens are checked afresh): per worker, at most
+-- CACHE_SIZE, each until its exp or CACHE_TTL, whichever is first
+local CACHE_SIZE = 4096
+local CACHE_TTL = 300
+local passed = setmetatable({}, { __mode = "k" })
 
 local _M = {}
 
@@ -136,8 +143,25 @@ local function audience_ok(wanted, aud)
 end
 
 -- Check `token` against the compiled providers at time `now`: the claims and
--- the provider, or nil and why not (for the log, never for the client).
+-- the provider, or nil and why not (for the log, never for the client). A token
+-- that passed is remembered (its signature is not verified again), never past
+-- its exp.
 function _M.check(providers, token, now)
+  local cache = passed[providers]
+  if not cache then
+    cache = lrucache.new(CACHE_SIZE)
+    passed[providers] = cache
+  end
+  local hit = cache:get(token)
+  if hit and now <= hit[1].exp + LEEWAY then return hit[1], hit[2] end
+  local claims, provider = _M.check_afresh(providers, token, now)
+  if claims then
+    cache:set(token, { claims, provider }, math.min(CACHE_TTL, claims.exp + LEEWAY - now))
+  end
+  return claims, provider
+end
+
+function _M.check_afresh(providers, token, now)
   local h, p, s = token:match("^([%w_-]+)%.([%w_-]+)%.([%w_-]*)$")
   if not h then return nil, "malformed" end
   local header, claims = decode_json(h), decode_json(p)
