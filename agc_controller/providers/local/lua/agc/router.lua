@@ -4,10 +4,10 @@
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
 --   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it)
---   auth.check        the rule's AuthPolicy, if any: addresses (403), then an
---                     API key or basic credentials (401)
 --   answer_cors       preflights answered here; an allowed origin is noted for
 --                     the response (header_filter)
+--   auth.check        the rule's AuthPolicy, if any: addresses (403), then
+--                     credentials (401) or an external check
 --   apply_rule_filters request headers, redirect (answers), rewrite
 --   choose_mirrors    the mirrors this request is copied to
 --   pick_backend      a weighted choice among the rule's backends
@@ -211,8 +211,9 @@ function _M.route(drained)
 
   local ctx = ngx.ctx
   if rule.limit and not ratelimit.check(rule.limit, ctx) then return end
-  if rule.auth and not auth.check(rule.auth) then return end
+  -- a CORS preflight carries no credentials: it is answered before they are asked for
   if rule.cors and answer_cors(rule.cors, method, ctx) then return end
+  if rule.auth and not auth.check(rule.auth) then return end
   if apply_rule_filters(state, rule, path, host) then return end
   ctx.resp = rule.resp
   local mirrored = _M.choose_mirrors(rule, math.random)
