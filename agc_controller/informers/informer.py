@@ -121,6 +121,9 @@ class Informer:
         self._watched_since_list = False
         # 410s in a row, each right after a LIST (reset by a watch event)
         self._expired_after_list = 0
+        # 429s in a row on the first watch after a LIST (reset by a watch event): the
+        # watch cache of a just-created resource still filling, once; more is a warning
+        self._warming_after_list = 0
         # set once, after the first LIST was stored and its handlers ran
         self._synced = asyncio.Event()
 
@@ -169,8 +172,17 @@ class Informer:
                         "informer_relist_loop", error, quiet=self._expired_after_list == 1
                     )
             except Exception as error:
+                warming = (
+                    not listing
+                    and not self._watched_since_list
+                    and isinstance(error, ApiStatusError)
+                    and error.status == 429
+                )
+                self._warming_after_list = self._warming_after_list + 1 if warming else 0
                 await self._back_off(
-                    "informer_list_error" if listing else "informer_watch_error", error
+                    "informer_list_error" if listing else "informer_watch_error",
+                    error,
+                    quiet=self._warming_after_list == 1,
                 )
 
     async def _back_off(self, event: str, error: Exception, *, quiet: bool = False) -> None:
@@ -256,6 +268,7 @@ class Informer:
         self._resource_version = str(raw["metadata"]["resourceVersion"])
         self._watched_since_list = True
         self._expired_after_list = 0
+        self._warming_after_list = 0
 
     def _transformed(self, obj: KubeObject) -> KubeObject:
         return self._transform(obj) if self._transform else obj

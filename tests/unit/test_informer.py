@@ -434,6 +434,23 @@ async def test_gone_for_the_rv_a_list_just_returned_backs_off_before_relisting(
     assert levels == ["info", "warning"]
 
 
+async def test_a_warming_watch_cache_after_a_list_is_info_once_then_a_warning(
+    lw: FakeListWatcher, clock: FakeClock
+) -> None:
+    warming = error_event(429, "TooManyRequests")
+    lw.add_list(page(10))
+    lw.add_watch([warming], [warming], [warming])
+    informer = make_informer(lw, clock)
+
+    with capture_logs() as logs:
+        await run_until_idle(informer, lw)
+
+    # the watch is retried from the list's RV, with backoff
+    assert lw.watched_from[:3] == ["10", "10", "10"]
+    levels = [e["log_level"] for e in logs if e["event"] == "informer_watch_error"]
+    assert levels[:3] == ["info", "warning", "warning"]
+
+
 async def test_errors_back_off_with_growing_jittered_delays_then_reset(
     lw: FakeListWatcher, clock: FakeClock, recorder: Recorder
 ) -> None:
