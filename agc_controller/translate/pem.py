@@ -22,11 +22,14 @@ class InvalidMaterial(ValueError):
     """The message says what is wrong, fit for a condition."""
 
 
-def _decoded(obj: Obj, key: str, *, base64_data: bool) -> str:
+def decoded_data(obj: Obj, key: str, *, base64_data: bool) -> str:
+    """The text under `key` of a Secret's (`base64_data`) or ConfigMap's data."""
     data = obj.get("data") or {}
     if key not in data:
         raise InvalidMaterial(f"it has no {key!r} key")
     raw = data[key]
+    if not isinstance(raw, str):
+        raise InvalidMaterial(f"its {key!r} key is not text")
     if base64_data:
         try:
             return base64.b64decode(raw, validate=True).decode()
@@ -39,8 +42,8 @@ def tls_pair(secret: Obj) -> tuple[str, str]:
     """(certificate chain PEM, private key PEM) of a `kubernetes.io/tls` Secret."""
     if secret.get("type") != TLS_SECRET_TYPE:
         raise InvalidMaterial(f"its type is {secret.get('type')!r}, not {TLS_SECRET_TYPE!r}")
-    cert_pem = _decoded(secret, "tls.crt", base64_data=True)
-    key_pem = _decoded(secret, "tls.key", base64_data=True)
+    cert_pem = decoded_data(secret, "tls.crt", base64_data=True)
+    key_pem = decoded_data(secret, "tls.key", base64_data=True)
     try:
         chain = x509.load_pem_x509_certificates(cert_pem.encode())
     except ValueError as e:
@@ -68,7 +71,7 @@ def tls_pair(secret: Obj) -> tuple[str, str]:
 
 def ca_bundle(obj: Obj) -> str:
     """The `ca.crt` PEM bundle of a ConfigMap (plain data) or a Secret (base64 data)."""
-    pem = _decoded(obj, "ca.crt", base64_data=obj.get("kind") == "Secret")
+    pem = decoded_data(obj, "ca.crt", base64_data=obj.get("kind") == "Secret")
     if not pem.strip():
         raise InvalidMaterial("its 'ca.crt' is empty")
     try:

@@ -15,7 +15,7 @@ import attrs
 import pytest
 from kubernetes_asyncio import client
 
-from agc_controller.core.resources import BY_KIND
+from agc_controller.core.resources import BY_KIND, POLICY_GROUP
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.manager import Controller
 from agc_controller.providers.local import LocalProvider
@@ -25,6 +25,7 @@ from devcluster import ControlPlane
 from devcluster.netns import BackendNamespace
 
 GW = "gateway.networking.k8s.io"
+POLICY_VERSION = "v1alpha1"
 
 
 @pytest.fixture(scope="session")
@@ -212,6 +213,35 @@ class Cluster:
                 ):
                     return
                 await asyncio.sleep(0.02)
+
+    async def policy(self, kind: str, name: str, spec: dict[str, Any]) -> None:
+        """Apply one of our policies (group agc-controller.io)."""
+        await self.apply(
+            {
+                "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+                "kind": kind,
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+        )
+
+    async def policy_accepted(self, kind: str, name: str) -> dict[str, Any]:
+        """One of our policies once our ancestor entry says Accepted=True."""
+        async with asyncio.timeout(20):
+            while True:
+                obj = await self.custom.get_namespaced_custom_object(
+                    POLICY_GROUP, POLICY_VERSION, self.namespace, BY_KIND[kind].plural, name
+                )
+                for ancestor in (obj.get("status") or {}).get("ancestors") or []:
+                    for condition in ancestor["conditions"]:
+                        if condition["type"] == "Accepted" and condition["status"] == "True":
+                            return obj
+                await asyncio.sleep(0.05)
+
+    async def delete_policy(self, kind: str, name: str) -> None:
+        await self.custom.delete_namespaced_custom_object(
+            POLICY_GROUP, POLICY_VERSION, self.namespace, BY_KIND[kind].plural, name
+        )
 
     async def route(self, name: str, spec: dict[str, Any], kind: str = "HTTPRoute") -> None:
         await self.apply(

@@ -14,11 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import GW, Cluster
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
-from tests.e2e.test_ratelimit import POLICY_VERSION, accepted
 
 # htpasswd entries for the password "s3cret": bcrypt (cost 5) and {SHA}
 HTPASSWD = (
@@ -52,21 +50,17 @@ async def secret(cluster: Cluster, name: str, data: dict[str, str], kind: str) -
     )
 
 
+def on_rule(rule: str, **spec: Any) -> dict[str, Any]:
+    """An AuthPolicy's spec naming rule `rule` of route "r"."""
+    return {
+        "targetRefs": [{"group": GW, "kind": "HTTPRoute", "name": "r", "sectionName": rule}],
+        **spec,
+    }
+
+
 async def auth_policy(cluster: Cluster, name: str, rule: str, **spec: Any) -> None:
-    await cluster.apply(
-        {
-            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-            "kind": "AuthPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "targetRefs": [
-                    {"group": GW, "kind": "HTTPRoute", "name": "r", "sectionName": rule}
-                ],
-                **spec,
-            },
-        }
-    )
-    await accepted(cluster, name, plural="authpolicies")
+    await cluster.policy("AuthPolicy", name, on_rule(rule, **spec))
+    await cluster.policy_accepted("AuthPolicy", name)
 
 
 async def test_addresses_keys_and_passwords(cluster: Cluster, echo: str) -> None:
@@ -134,18 +128,8 @@ async def test_addresses_keys_and_passwords(cluster: Cluster, echo: str) -> None
     assert (await get(address, "/staff"))[0] == 401
 
     # a policy that cannot be honoured (its Secret is missing) fails closed
-    await cluster.apply(
-        {
-            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-            "kind": "AuthPolicy",
-            "metadata": {"name": "broken"},
-            "spec": {
-                "targetRefs": [
-                    {"group": GW, "kind": "HTTPRoute", "name": "r", "sectionName": "broken"}
-                ],
-                "basic": {"secretRef": {"name": "missing"}},
-            },
-        }
+    await cluster.policy(
+        "AuthPolicy", "broken", on_rule("broken", basic={"secretRef": {"name": "missing"}})
     )
     await eventually_status(address, "/broken", 500)
 

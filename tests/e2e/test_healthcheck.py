@@ -12,12 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_http_routing import HTTP, eventually_status
-from tests.e2e.test_ratelimit import POLICY_VERSION, accepted
 
+KIND = "HealthCheckPolicy"
 INTERVAL_S = 0.3
 TIMEOUT_S = 0.25
 UNHEALTHY = 2
@@ -97,24 +96,21 @@ async def test_a_failing_endpoint_leaves_the_rotation_and_comes_back(
     )
     await eventually_status(address, "/", 200, host="hc.example.com")
     reloads = cluster.provider.reloads
-    await cluster.apply(
+    await cluster.policy(
+        KIND,
+        "pair",
         {
-            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-            "kind": "HealthCheckPolicy",
-            "metadata": {"name": "pair"},
-            "spec": {
-                "targetRefs": [{"group": "", "kind": "Service", "name": "pair"}],
-                "default": {
-                    "interval": f"{int(INTERVAL_S * 1000)}ms",
-                    "timeout": f"{int(TIMEOUT_S * 1000)}ms",
-                    "healthyThreshold": HEALTHY,
-                    "unhealthyThreshold": UNHEALTHY,
-                    "http": {"path": "/__health"},
-                },
+            "targetRefs": [{"group": "", "kind": "Service", "name": "pair"}],
+            "default": {
+                "interval": f"{int(INTERVAL_S * 1000)}ms",
+                "timeout": f"{int(TIMEOUT_S * 1000)}ms",
+                "healthyThreshold": HEALTHY,
+                "unhealthyThreshold": UNHEALTHY,
+                "http": {"path": "/__health"},
             },
-        }
+        },
     )
-    await accepted(cluster, "pair", plural="healthcheckpolicies")
+    await cluster.policy_accepted(KIND, "pair")
     traffic = Traffic(address)
     client = asyncio.create_task(traffic.run())
     try:
@@ -166,18 +162,15 @@ async def test_passive_ejection_takes_out_an_endpoint_whose_answers_fail(
         },
     )
     await eventually_status(address, "/", 200, host="hc.example.com")
-    await cluster.apply(
+    await cluster.policy(
+        KIND,
+        "flaky",
         {
-            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-            "kind": "HealthCheckPolicy",
-            "metadata": {"name": "flaky"},
-            "spec": {
-                "targetRefs": [{"group": "", "kind": "Service", "name": "flaky"}],
-                "passive": {"consecutiveFailures": 3, "ejectionTime": "2s"},
-            },
-        }
+            "targetRefs": [{"group": "", "kind": "Service", "name": "flaky"}],
+            "passive": {"consecutiveFailures": 3, "ejectionTime": "2s"},
+        },
     )
-    await accepted(cluster, "flaky", plural="healthcheckpolicies")
+    await cluster.policy_accepted(KIND, "flaky")
 
     async def statuses(n: int) -> list[int]:
         found = []

@@ -13,13 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
-from tests.e2e.test_ratelimit import POLICY_VERSION, accepted
-
-PLURAL = "backendloadbalancingpolicies"
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +41,11 @@ async def serve(cluster: Cluster, service: str, addresses: list[str]) -> str:
 
 
 async def apply_policy(cluster: Cluster, service: str, **spec: Any) -> None:
-    await cluster.apply(
-        {
-            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-            "kind": "BackendLoadBalancingPolicy",
-            "metadata": {"name": service},
-            "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": service}], **spec},
-        }
+    kind = "BackendLoadBalancingPolicy"
+    await cluster.policy(
+        kind, service, {"targetRefs": [{"group": "", "kind": "Service", "name": service}], **spec}
     )
-    await accepted(cluster, service, plural=PLURAL)
+    await cluster.policy_accepted(kind, service)
 
 
 async def test_the_circuit_breaker_answers_503_exactly_above_max_requests(

@@ -10,12 +10,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import GW, Cluster
 from tests.e2e.test_http_routing import HTTP, get
 
-POLICY_VERSION = "v1alpha1"
+KIND = "RateLimitPolicy"
 
 
 @pytest.fixture(scope="module")
@@ -23,29 +22,9 @@ def echo(backends: BackendNamespace) -> str:
     return backends.start_echo("ratelimit")
 
 
-def policy(name: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
-        "kind": "RateLimitPolicy",
-        "metadata": {"name": name},
-        "spec": {"targetRefs": [{"group": GW, **target}], **spec},
-    }
-
-
-async def accepted(
-    cluster: Cluster, name: str, *, plural: str = "ratelimitpolicies"
-) -> dict[str, Any]:
-    """One of our policies once our ancestor entry says Accepted=True."""
-    async with asyncio.timeout(20):
-        while True:
-            obj = await cluster.custom.get_namespaced_custom_object(
-                POLICY_GROUP, POLICY_VERSION, cluster.namespace, plural, name
-            )
-            for ancestor in (obj.get("status") or {}).get("ancestors") or []:
-                for condition in ancestor["conditions"]:
-                    if condition["type"] == "Accepted" and condition["status"] == "True":
-                        return obj
-            await asyncio.sleep(0.05)
+def limit_policy(target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A RateLimitPolicy's spec naming `target` (in the Gateway API group)."""
+    return {"targetRefs": [{"group": GW, **target}], **spec}
 
 
 async def limited(address: str, path: str, **kwargs: Any) -> None:
@@ -75,14 +54,15 @@ async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
         },
     )
     reloads = cluster.provider.reloads
-    await cluster.apply(
-        policy(
-            "ten",
+    await cluster.policy(
+        KIND,
+        "ten",
+        limit_policy(
             {"kind": "HTTPRoute", "name": "r", "sectionName": "limited"},
             limit={"requests": 10, "unit": "Second"},
-        )
+        ),
     )
-    await accepted(cluster, "ten")
+    await cluster.policy_accepted(KIND, "ten")
     await limited(address, "/limited")
     await asyncio.sleep(1.5)  # whatever the wait above spent is paid back
 
@@ -146,23 +126,22 @@ async def test_keys_precedence_detach_and_counts_that_survive_route_changes(
         },
     )
     reloads = cluster.provider.reloads
-    await cluster.apply(
-        policy(
-            "gateway-wide",
-            {"kind": "Gateway", "name": "gw"},
-            limit={"requests": 1000, "unit": "Second"},
-        )
+    await cluster.policy(
+        KIND,
+        "gateway-wide",
+        limit_policy({"kind": "Gateway", "name": "gw"}, limit={"requests": 1000, "unit": "Second"}),
     )
-    await cluster.apply(
-        policy(
-            "per-key",
+    await cluster.policy(
+        KIND,
+        "per-key",
+        limit_policy(
             {"kind": "HTTPRoute", "name": "api"},
             limit={"requests": 2, "unit": "Minute"},
             key={"type": "Header", "header": "X-Api-Key"},
-        )
+        ),
     )
-    await accepted(cluster, "gateway-wide")
-    await accepted(cluster, "per-key")
+    await cluster.policy_accepted(KIND, "gateway-wide")
+    await cluster.policy_accepted(KIND, "per-key")
     api = {"host": "api.example.com"}
     # the route's policy governs it (2 a minute per key), the Gateway's the other route
     async with asyncio.timeout(20):
@@ -199,9 +178,7 @@ async def test_keys_precedence_detach_and_counts_that_survive_route_changes(
     assert await statuses("alice", 1) == [429]
 
     # detached: the Gateway's policy governs the route again
-    await cluster.custom.delete_namespaced_custom_object(
-        POLICY_GROUP, POLICY_VERSION, cluster.namespace, "ratelimitpolicies", "per-key"
-    )
+    await cluster.delete_policy(KIND, "per-key")
     async with asyncio.timeout(20):
         while (await get(address, "/", **api))[1].get("RateLimit-Limit") != "1000":
             await asyncio.sleep(0.05)

@@ -32,8 +32,6 @@ are refused (the data plane's crypt(3) does not know them).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import ipaddress
 from typing import Any
@@ -60,6 +58,7 @@ from agc_controller.translate.model import (
     IpAccess,
     JwtProvider,
 )
+from agc_controller.translate.pem import InvalidMaterial, decoded_data
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
 from agc_controller.translate.validate import duration_ms, is_request_path, is_token
@@ -274,8 +273,8 @@ def _secret(
 
 def _text(secret: Obj, key: str) -> str | None:
     try:
-        return base64.b64decode((secret.get("data") or {})[key], validate=True).decode()
-    except (KeyError, binascii.Error, UnicodeDecodeError, TypeError):
+        return decoded_data(secret, key, base64_data=True)
+    except InvalidMaterial:
         return None
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agc_controller.translate.model import JwtKey, JwtProvider
+from agc_controller.translate.pem import InvalidMaterial, decoded_data
 from agc_controller.translate.snapshot import Obj
 from agc_controller.translate.validate import is_token
 
@@ -156,12 +157,7 @@ def jwks_text(source: Obj | None, *, base64_data: bool) -> str | None:
     """The JWKS document of a Secret (`base64_data`) or ConfigMap, if it has one."""
     if source is None:
         return None
-    raw = (source.get("data") or {}).get(JWKS_KEY)
-    if not isinstance(raw, str):
-        return None
-    if not base64_data:
-        return raw
     try:
-        return base64.b64decode(raw, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        return decoded_data(source, JWKS_KEY, base64_data=base64_data)
+    except InvalidMaterial:
         return None

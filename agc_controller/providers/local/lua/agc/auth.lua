@@ -16,6 +16,7 @@
 -- rightmost X-Forwarded-For entry that is not one.
 local ffi = require("ffi")
 local bit = require("bit")
+local filters = require("agc.filters")
 local lrucache = require("resty.lrucache")
 local jwt = require("agc.jwt")
 
@@ -96,14 +97,14 @@ function _M.compile(a)
   if #c.allow == 0 then c.allow = nil end
   if a.key_header then
     c.key_header = a.key_header
-    c.key_var = "http_" .. a.key_header:lower():gsub("-", "_")
+    c.key_var = filters.header_var(a.key_header)
   elseif a.key_query then
     c.key_query = a.key_query
     c.key_var = "arg_" .. a.key_query
   end
   if a.external then
     local e = a.external
-    if not (e.path and e.path:match("^/[%w%-%._~!%$&'%(%)%*%+,;=:@%%/%?]*$")) then
+    if not filters.is_request_path(e.path) then
       return nil, "auth: invalid external authorization path"
     end
     c.external = { backend = e.backend, uri = CHECK_LOCATION .. e.path,

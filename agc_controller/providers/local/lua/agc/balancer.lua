@@ -43,6 +43,7 @@ function _M.session_endpoint(session, target, wanted)
 end
 
 local function never_out() return false end
+local function out_of_rotation(ep) return health.out(ep.health_key) end
 
 -- The Set-Cookie value naming `endpoint` for `session`.
 function _M.session_cookie(session, endpoint)
@@ -113,10 +114,7 @@ function _M.run()
   if failed and target.passive and ctx.endpoint then
     health.observe(ctx.endpoint.health_key, true, target.passive)
   end
-  local out = never_out
-  if target.health or target.passive then
-    out = function(ep) return health.out(ep.health_key) end
-  end
+  local out = (target.health or target.passive) and out_of_rotation or never_out
   local session = ctx.session
   local chosen = not failed and session and
     _M.session_endpoint(session, target, ngx.var["cookie_" .. session.name])
@@ -125,7 +123,8 @@ function _M.run()
     chosen = _M.by_strategy(id, target, out, failed, ctx)
     if session and session.type == "Cookie" then ctx.set_cookie = _M.session_cookie(session, chosen) end
   end
-  ctx.endpoint = chosen
+  -- passive ejection learns in the log phase how the endpoint answered
+  if target.passive then ctx.endpoint, ctx.passive = chosen, target.passive end
   local ok, err = balancer.set_current_peer(chosen.addr, chosen.port)
   if not ok then
     ngx.log(ngx.ERR, "agc: set_current_peer failed: ", err)

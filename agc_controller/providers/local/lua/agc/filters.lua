@@ -8,6 +8,17 @@ local ngx_req = ngx.req
 
 local _M = {}
 
+-- The ngx.var name of request header `name` ("X-Api-Key": "http_x_api_key").
+function _M.header_var(name)
+  return "http_" .. name:lower():gsub("-", "_")
+end
+
+-- Whether `path` may go into a request line the data plane writes itself (health
+-- probes, authorization checks): URL path and query characters only, from "/".
+function _M.is_request_path(path)
+  return type(path) == "string" and path:match("^/[%w%-%._~!%$&'%(%)%*%+,;=:@%%/%?]*$") ~= nil
+end
+
 function _M.apply_request_headers(m)
   if not m then return end
   for _, p in ipairs(m.set) do ngx_req.set_header(p.name, p.value) end

@@ -5,11 +5,12 @@
 -- id | address:port), written by the prober (agc.prober) and read by every
 -- worker's balancer. An endpoint is in until `unhealthy` probes fail in a row,
 -- then out until `healthy` pass in a row.
+local filters = require("agc.filters")
+
 local _M = {}
 
 -- Only characters a request line and a Host header allow (the controller
 -- checks the same; this keeps a bad state from writing a bad request).
-local PATH_CHARS = "^/[%w%-%._~!%$&'%(%)%*%+,;=:@%%/%?]*$"
 local HOST_CHARS = "^[%w%-%.]+$"
 
 function _M.compile(h)
@@ -29,7 +30,7 @@ function _M.compile(h)
     status_codes = h.status_codes or { { 200, 399 } },
   }
   if protocol ~= "TCP" then
-    if not (h.path and h.path:match(PATH_CHARS)) then
+    if not filters.is_request_path(h.path) then
       return nil, "health check: invalid path"
     end
     if not (h.host and h.host:match(HOST_CHARS)) then

@@ -15,6 +15,8 @@
 -- admit one request more than the budget left (never more than one per worker).
 -- When the dict is full, its least recently used keys are evicted (they start
 -- afresh).
+local filters = require("agc.filters")
+
 local _M = {}
 
 local ngx_var = ngx.var
@@ -28,7 +30,7 @@ function _M.compile(limit)
   local interval = limit.period_s / limit.requests
   local var
   if limit.header then
-    var = "http_" .. limit.header:lower():gsub("-", "_")
+    var = filters.header_var(limit.header)
   end
   return {
     -- 16 bytes name the bucket, whatever the length of the policy's name

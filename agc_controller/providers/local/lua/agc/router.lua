@@ -278,14 +278,9 @@ function _M.log()
   local ctx = ctxstash.get()
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
-  local endpoint = ctx.endpoint
-  if endpoint then
-    local state = config.get()
-    local target = state and state.backends[ctx.backend]
-    if target and target.passive then
-      local status = last_upstream_status()
-      health.observe(endpoint.health_key, not status or status >= 500, target.passive)
-    end
+  if ctx.passive then
+    local status = last_upstream_status()
+    health.observe(ctx.endpoint.health_key, not status or status >= 500, ctx.passive)
   end
   ctxstash.release()
 end

@@ -13,6 +13,8 @@
 -- set by the first worker that compiles the backend with it and dropped when a
 -- compile finds it gone; until `slow_start` seconds have passed, the rotation
 -- takes it with a probability growing linearly from 5 % to 100 %.
+local filters = require("agc.filters")
+
 local _M = {}
 
 local crc32 = ngx.crc32_long
@@ -33,8 +35,7 @@ function _M.compile(lb)
       c.hash_var = "remote_addr"
     elseif (lb.hash_on == "Header" or lb.hash_on == "Cookie") and name
       and name:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") then
-      c.hash_var = lb.hash_on == "Header" and ("http_" .. name:lower():gsub("-", "_"))
-        or ("cookie_" .. name)
+      c.hash_var = lb.hash_on == "Header" and filters.header_var(name) or ("cookie_" .. name)
     else
       return nil, "load balancing: invalid consistent hash"
     end
