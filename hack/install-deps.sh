@@ -11,10 +11,11 @@ cache=${AGC_CACHE_DIR:-$repo/.cache}
 # the Go module proxy and PyPI; curl for the example requests `make run` suggests
 # (and the tests that send them); etcd for the local control plane; NGINX with Lua
 # for the local data plane, and its stream + njs modules (HTTP/1.1 and h2c gRPC on
-# one plain port); iproute2 for the test backends' network namespaces; wrk for
-# `make bench`
+# one plain port), and ModSecurity with the OWASP Core Rule Set (WebApplicationFirewallPolicy);
+# iproute2 for the test backends' network namespaces; wrk for `make bench`
 packages=(python3 python3-venv ca-certificates curl etcd-server nginx libnginx-mod-http-lua
-  lua-resty-core lua-cjson libnginx-mod-stream libnginx-mod-stream-js iproute2 wrk)
+  lua-resty-core lua-cjson libnginx-mod-stream libnginx-mod-stream-js
+  libnginx-mod-http-modsecurity modsecurity-crs iproute2 wrk)
 
 say() { printf '[deps] %s\n' "$*" >&2; }
 fail() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -24,6 +24,7 @@ ATTACHED_POLICY_KINDS = (
     r.HEALTH_CHECK_POLICY,
     r.LOAD_BALANCING_POLICY,
     r.AUTH_POLICY,
+    r.WAF_POLICY,
 )
 # the route kinds our policies can target
 POLICY_TARGET_ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE)
@@ -192,6 +193,7 @@ class Cache:
                 r.LOAD_BALANCING_POLICY, key, routes, services
             ),
             auth_policies=auth_policies,
+            waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={

@@ -59,6 +59,13 @@ LOAD_BALANCING_POLICY = Resource(
     namespaced=True,
 )
 AUTH_POLICY = Resource(POLICY_GROUP, "v1alpha1", "authpolicies", "AuthPolicy", namespaced=True)
+WAF_POLICY = Resource(
+    POLICY_GROUP,
+    "v1alpha1",
+    "webapplicationfirewallpolicies",
+    "WebApplicationFirewallPolicy",
+    namespaced=True,
+)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -89,6 +96,7 @@ BY_KIND = {
         HEALTH_CHECK_POLICY,
         LOAD_BALANCING_POLICY,
         AUTH_POLICY,
+        WAF_POLICY,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

@@ -57,6 +57,7 @@ TRANSLATED_KINDS = frozenset(
         "HealthCheckPolicy",
         "BackendLoadBalancingPolicy",
         "AuthPolicy",
+        "WebApplicationFirewallPolicy",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

@@ -14,7 +14,7 @@ from typing import Any
 
 from agc_controller.core.errors import PermanentError
 from agc_controller.core.status import ApplyResult
-from agc_controller.providers.local import check_static
+from agc_controller.providers.local import check_static, waf
 from agc_controller.providers.local.dynamic import build_state
 from agc_controller.providers.local.static import (
     HostPaths,
@@ -23,6 +23,7 @@ from agc_controller.providers.local.static import (
     UnsafeValue,
     render,
 )
+from agc_controller.providers.local.waf import UnsafeWafValue, rule_set_id
 from agc_controller.render.documents import Translations, pem_digest
 from agc_controller.translate import GatewayTranslation
 
@@ -73,13 +74,18 @@ def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) 
         )
         try:
             text, static_id = render(result.addresses[0].value, needs, layout, StaticSettings())
-        except UnsafeValue as e:
+            rule_sets = [
+                (layout.waf_rules(rule_set_id(rules)), waf.render(rules, layout.waf_audit_log))
+                for rules in needs.waf
+            ]
+        except (UnsafeValue, UnsafeWafValue) as e:
             out.append(f"# refused by the local data plane: {e}\n")
             continue
         doc["static"] = static_id
         out += [
             f"# ----- {layout.conf}",
             text,
+            *(line for path, rules in rule_sets for line in (f"# ----- {path}", rules)),
             f"# ----- dynamic state (sent to {layout.control_socket})",
             json.dumps(_redacted(doc), indent=2, sort_keys=True),
             "",

@@ -52,6 +52,7 @@ from agc_controller.core.resources import (
     TCP_ROUTE,
     TLS_ROUTE,
     UDP_ROUTE,
+    WAF_POLICY,
     Resource,
 )
 from agc_controller.core.status import (
@@ -80,6 +81,7 @@ _ENTRY_LIST_RESOURCES = {
         HEALTH_CHECK_POLICY,
         LOAD_BALANCING_POLICY,
         AUTH_POLICY,
+        WAF_POLICY,
     )
 }
 

@@ -57,8 +57,14 @@ from agc_controller.translate.graph.policies import (
 )
 from agc_controller.translate.graph.ratelimit import build_rate_limits
 from agc_controller.translate.graph.routes import STREAM_KINDS, RouteKind, build_route
+from agc_controller.translate.graph.waf import build_wafs
 from agc_controller.translate.memo import Memo, RouteEntry, changed_inputs, recording
-from agc_controller.translate.model import BackendHealth, LoadBalancer, LoadBalancing
+from agc_controller.translate.model import (
+    BackendHealth,
+    LoadBalancer,
+    LoadBalancing,
+    WafRuleSet,
+)
 from agc_controller.translate.programmed import listener_programmed, with_programmed
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
@@ -281,6 +287,7 @@ def translation_steps(
             endpoints=memo.endpoints(snapshot, wanted),
             health_checks=_by_backend(ours.health_checks, wanted),
             load_balancing=_by_backend(ours.load_balancing, wanted),
+            waf_rule_sets=ours.waf_rule_sets,
         )
         if node.accepted
         else None
@@ -394,6 +401,8 @@ class _OurPolicies:
     statuses: list[PolicyStatus]
     # the external authorization Services of the AuthPolicies reaching the Gateway
     auth_sources: tuple[EndpointSource, ...] = ()
+    # the rule sets of the valid WebApplicationFirewallPolicies reaching it
+    waf_rule_sets: tuple[WafRuleSet, ...] = ()
 
 
 def _our_policies(
@@ -417,8 +426,13 @@ def _our_policies(
     )
     health_checks = memo.stable("health_checks", build_health_checks(snapshot, capabilities))
     load_balancing = memo.stable("load_balancing", build_load_balancing(snapshot, capabilities))
-    rules = memo.stable("rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth))
-    if not (rate_limits.nodes or auth.nodes or health_checks.nodes or load_balancing.nodes):
+    wafs = memo.stable("wafs", build_wafs(snapshot, capabilities.waf_problem))
+    rules = memo.stable(
+        "rule_policies", RulePolicies(rate_limits=rate_limits, auth=auth, wafs=wafs)
+    )
+    if not (
+        rate_limits.nodes or auth.nodes or wafs.nodes or health_checks.nodes or load_balancing.nodes
+    ):
         return _OurPolicies(
             rules=rules, health_checks=health_checks, load_balancing=load_balancing, statuses=[]
         )
@@ -441,6 +455,13 @@ def _our_policies(
             f"Service {target.object.name} are not steered by its probes"
         )
 
+    grpc_routes = any(key.kind == "GRPCRoute" for key in attachments)
+
+    def grpc_caveat(i: int, target: Target) -> str | None:
+        if not grpc_routes or target.object.kind != "Gateway":
+            return None
+        return f"spec.targetRefs[{i}]: requests of GRPCRoutes are not inspected"
+
     return _OurPolicies(
         rules=rules,
         health_checks=health_checks,
@@ -450,9 +471,15 @@ def _our_policies(
             for node in reached_policies(auth, where)
             if node.value is not None and (ext := node.value.external) is not None
         ),
+        waf_rule_sets=tuple(
+            node.value.rules
+            for node in reached_policies(wafs, where)
+            if node.value is not None and node.value.rules is not None
+        ),
         statuses=[
             *_attached_policy_statuses(rate_limits, where),
             *_attached_policy_statuses(auth, where),
+            *_attached_policy_statuses(wafs, where, grpc_caveat),
             *_attached_policy_statuses(load_balancing, where),
             *_attached_policy_statuses(health_checks, where, stream_caveat),
         ],
@@ -562,6 +589,7 @@ def _clear_policies(
         ("HealthCheckPolicy", snapshot.health_check_policies),
         ("BackendLoadBalancingPolicy", snapshot.load_balancing_policies),
         ("AuthPolicy", snapshot.auth_policies),
+        ("WebApplicationFirewallPolicy", snapshot.waf_policies),
     ):
         for policy in table.values():
             meta = policy["metadata"]

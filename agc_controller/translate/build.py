@@ -34,7 +34,7 @@ from typing import cast
 import attrs
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.translate.graph import auth, ratelimit
+from agc_controller.translate.graph import auth, ratelimit, waf
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.backends import ResolvedBackend
 from agc_controller.translate.graph.backendtlspolicy import Policies
@@ -58,6 +58,8 @@ from agc_controller.translate.model import (
     Rule,
     Stream,
     StreamProtocol,
+    Waf,
+    WafRuleSet,
 )
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
@@ -78,16 +80,32 @@ class RulePolicies:
 
     rate_limits: AttachedPolicies[RateLimit]
     auth: AttachedPolicies[Auth]
+    wafs: AttachedPolicies[Waf]
 
     def for_rule(
         self, gateway: ObjectKey, listener: str, route: ObjectKey, rule_name: str | None
-    ) -> tuple[RateLimit | None, Auth | None]:
+    ) -> InForce:
         limit = self.rate_limits.for_rule(gateway, listener, route, rule_name)
         guard = self.auth.for_rule(gateway, listener, route, rule_name)
-        return (
-            ratelimit.in_force(limit[1], limit[0]) if limit is not None else None,
-            auth.in_force(guard[1], guard[0]) if guard is not None else None,
+        firewall = (
+            self.wafs.for_rule(gateway, listener, route, rule_name)
+            if route.kind == "HTTPRoute"
+            else None
         )
+        return InForce(
+            rate_limit=ratelimit.in_force(limit[1], limit[0]) if limit is not None else None,
+            auth=auth.in_force(guard[1], guard[0]) if guard is not None else None,
+            waf=waf.in_force(firewall[1], firewall[0]) if firewall is not None else None,
+        )
+
+
+@attrs.frozen
+class InForce:
+    """The policies of our kinds about requests in force on one rule."""
+
+    rate_limit: RateLimit | None = None
+    auth: Auth | None = None
+    waf: Waf | None = None
 
 
 def hostname_rank(hostname: str) -> tuple[int, int]:
@@ -130,6 +148,7 @@ def build_load_balancer(
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
     health_checks: Mapping[str, BackendHealth] | None = None,
     load_balancing: Mapping[str, LoadBalancing] | None = None,
+    waf_rule_sets: tuple[WafRuleSet, ...] = (),
 ) -> LoadBalancer:
     """The model of `gateway` with the routes attached as `attachments` (route ->
     its attachments). `tables` carries the host tables of the previous build of
@@ -161,6 +180,7 @@ def build_load_balancer(
         endpoints=endpoints or {},
         health_checks=health_checks or {},
         load_balancing=load_balancing or {},
+        waf_rule_sets=waf_rule_sets,
         infrastructure_labels=gateway.infrastructure_labels,
         infrastructure_annotations=gateway.infrastructure_annotations,
         annotations=gateway.annotations,
@@ -413,7 +433,7 @@ def _keyed_rules_by_listener(
 ) -> _ListenerRules:
     """The route's keyed rules on each listener it serves; a listener-wide policy
     can make them differ, but listeners whose policies agree share one tuple."""
-    by_policies: dict[tuple[tuple[RateLimit | None, Auth | None], ...], KeyedRules] = {}
+    by_policies: dict[tuple[InForce, ...], KeyedRules] = {}
     found: _ListenerRules = {}
     for listener in serving:
         in_force = tuple(
@@ -430,14 +450,12 @@ def _keyed_rules(
     route: RouteNode,
     gateway: GatewayNode,
     policies: Policies,
-    in_force: tuple[tuple[RateLimit | None, Auth | None], ...],
+    in_force: tuple[InForce, ...],
 ) -> KeyedRules:
     grpc = route.kind == "GRPCRoute"
     keyed = []
-    for rule_node, (limit, guard) in zip(route.rules, in_force, strict=True):
-        for rule in _rules(
-            route.key, rule_node, gateway, policies, rate_limit=limit, guard=guard, grpc=grpc
-        ):
+    for rule_node, governing in zip(route.rules, in_force, strict=True):
+        for rule in _rules(route.key, rule_node, gateway, policies, governing, grpc=grpc):
             grpc_rank = rule_node.grpc_ranks[rule.match_index] if grpc else None
             keyed.append((precedence(rule, route.created, grpc_rank), rule))
     return tuple(keyed)
@@ -460,9 +478,8 @@ def _rules(
     rule: RuleNode,
     gateway: GatewayNode,
     policies: Policies,
+    governing: InForce,
     *,
-    rate_limit: RateLimit | None,
-    guard: Auth | None,
     grpc: bool,
 ) -> list[Rule]:
     backends = tuple(_backend(b, gateway, policies) for b in rule.backends)
@@ -488,8 +505,9 @@ def _rules(
             backend_timeout_ms=rule.backend_timeout_ms,
             retry=rule.retry,
             session_persistence=rule.session_persistence,
-            rate_limit=rate_limit,
-            auth=guard,
+            rate_limit=governing.rate_limit,
+            auth=governing.auth,
+            waf=governing.waf,
             grpc=grpc,
         )
         for j, match in enumerate(rule.matches)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.translate.model import BackendHealth, LoadBalancing
+from agc_controller.translate.model import BackendHealth, LoadBalancing, Waf
 
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
@@ -73,6 +73,10 @@ class Capabilities:
     )
     slow_start: bool = True
     circuit_breaker: bool = True
+    # WebApplicationFirewallPolicy (graph/waf.py): rules described in the policy, and
+    # a reference to a WAF policy of Application Gateway's (webApplicationFirewall.id)
+    waf_rules: bool = True
+    waf_policy_reference: bool = True
 
     def policy_problem(self, kind: str) -> str | None:
         """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
@@ -81,6 +85,16 @@ class Capabilities:
         ):
             return f"{kind} is not supported by the {self.provider} provider"
         return None
+
+    def waf_problem(self, waf: Waf) -> str | None:
+        """The first part of a parsed WebApplicationFirewallPolicy the provider cannot
+        honour."""
+        problem = None
+        if waf.rules is None and not self.waf_policy_reference:
+            problem = "spec.webApplicationFirewall (an Application Gateway WAF policy)"
+        elif waf.rules is not None and not self.waf_rules:
+            problem = "a WebApplicationFirewallPolicy's own rules (spec.managedRules, customRules)"
+        return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def health_check_problem(self, health: BackendHealth) -> str | None:
         """The first part of a parsed HealthCheckPolicy the provider cannot honour."""

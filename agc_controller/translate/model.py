@@ -341,6 +341,77 @@ class Auth:
 
 
 @attrs.frozen
+class WafCondition:
+    """One match condition of a WAF custom rule: any of `variables` (name, selector)
+    compared with any of `values` by `operator`, after `transforms`."""
+
+    # RemoteAddr, RequestMethod, QueryString, PostArgs, RequestUri, RequestHeaders,
+    # RequestBody or RequestCookies, each with a selector (a header's name) or None
+    variables: tuple[tuple[str, str | None], ...]
+    # Any, IPMatch, Equal, Contains, BeginsWith, EndsWith, Regex, LessThan,
+    # LessThanOrEqual, GreaterThan or GreaterThanOrEqual
+    operator: str
+    values: tuple[str, ...] = ()
+    negate: bool = False
+    # Lowercase, Uppercase, Trim, UrlDecode, UrlEncode, RemoveNulls, HtmlEntityDecode
+    transforms: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WafCustomRule:
+    """A custom rule: when every condition holds, `action` (Block, Allow or Log)."""
+
+    name: str
+    priority: int
+    action: Literal["Block", "Allow", "Log"]
+    conditions: tuple[WafCondition, ...]
+
+
+@attrs.frozen
+class WafExclusion:
+    """Request parts the managed rules (`rule_ids`; empty: all of them) do not inspect:
+    the argument, header or cookie named `selector` (None: every one)."""
+
+    variable: Literal["RequestArgNames", "RequestHeaderNames", "RequestCookieNames"]
+    selector: str | None
+    rule_ids: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WafRuleSet:
+    """What a WebApplicationFirewallPolicy makes the firewall load: a data plane
+    loads each rule set once, so a change to one may reload it; attaching the
+    same policy elsewhere does not."""
+
+    # "namespace/name" of the policy
+    policy: str
+    detection: bool = False
+    # the OWASP Core Rule Set's paranoia level (1-4) and inbound anomaly threshold
+    paranoia_level: int = 1
+    anomaly_threshold: int = 5
+    disabled_rules: tuple[str, ...] = ()
+    exclusions: tuple[WafExclusion, ...] = ()
+    # in priority order
+    custom_rules: tuple[WafCustomRule, ...] = ()
+
+
+@attrs.frozen
+class Waf:
+    """A WebApplicationFirewallPolicy in force on a rule."""
+
+    # the policy and the target it governs through (as an Auth's source)
+    source: str
+    # the rules described in the policy; None when it names a WAF policy of
+    # Application Gateway's (`firewall_policy_id`) instead
+    rules: WafRuleSet | None
+    firewall_policy_id: str | None = None
+    # what a blocked request gets
+    block_status: int = 403
+    block_body: str = ""
+    block_content_type: str = "text/plain; charset=utf-8"
+
+
+@attrs.frozen
 class Rule:
     """One (route rule, match) pair, in precedence order within its host."""
 
@@ -363,6 +434,8 @@ class Rule:
     session_persistence: SessionPersistence | None = None
     rate_limit: RateLimit | None = None
     auth: Auth | None = None
+    # HTTPRoute rules only: gRPC streams are not inspected
+    waf: Waf | None = None
     # gRPC semantics for errors (no route: Unimplemented)
     grpc: bool = False
 
@@ -426,6 +499,10 @@ class LoadBalancer:
     health_checks: Mapping[str, BackendHealth] = attrs.field(factory=dict)
     # backend name -> its BackendLoadBalancingPolicy's settings, if one governs it
     load_balancing: Mapping[str, LoadBalancing] = attrs.field(factory=dict)
+    # the rule sets of every valid WebApplicationFirewallPolicy reaching the Gateway,
+    # by policy: the firewall keeps them loaded while their policies reach it, so
+    # moving a policy between its targets changes no rule set
+    waf_rule_sets: tuple[WafRuleSet, ...] = ()
     # infrastructure labels/annotations to propagate to generated resources
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()

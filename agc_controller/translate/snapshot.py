@@ -39,6 +39,8 @@ class Snapshot:
     load_balancing_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     # our AuthPolicies, found as the RateLimitPolicies are
     auth_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # our WebApplicationFirewallPolicies, found as the RateLimitPolicies are
+    waf_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
     # EndpointSlices of one Service, keyed by "namespace/service-name"
@@ -74,6 +76,7 @@ class Snapshot:
             health_check_policies=by_kind.get("HealthCheckPolicy", {}),
             load_balancing_policies=by_kind.get("BackendLoadBalancingPolicy", {}),
             auth_policies=by_kind.get("AuthPolicy", {}),
+            waf_policies=by_kind.get("WebApplicationFirewallPolicy", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
             endpoint_slices={k: tuple(v) for k, v in slices.items()},

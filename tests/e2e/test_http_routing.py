@@ -22,6 +22,7 @@ async def get(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     port: int = 80,
+    data: str | None = None,
 ) -> tuple[int, CIMultiDict[str], Any]:
     async with (
         aiohttp.ClientSession() as session,
@@ -29,6 +30,7 @@ async def get(
             method,
             f"http://{address}:{port}{path}",
             headers={"Host": host, **(headers or {})},
+            data=data,
             allow_redirects=False,
         ) as response,
     ):

@@ -83,6 +83,7 @@ NGINX_CASES = (
     "healthcheckpolicy-basic",  # probes on backends (HTTP, HTTPS, TCP)
     "backendloadbalancingpolicy-basic",  # strategies, slow start, circuit breaker
     "authpolicy-basic",  # IP lists, API keys (digests), basic (htpasswd)
+    "webapplicationfirewallpolicy-precedence",  # inspection locations, rule sets, escaping
 )
 
 

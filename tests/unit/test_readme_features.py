@@ -83,6 +83,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     "ListenerSet": (feature("ListenerSet"),),
     "Rate limiting": (flag("rate_limits"),),
     "Access control": (flag("auth"),),
+    "Web application firewall": (flag("waf_rules"), flag("waf_policy_reference")),
     "Health checks": (
         lambda s: "HTTP" in s.capabilities.health_check_protocols,
         lambda s: {"HTTPS", "TCP", "GRPC"} <= s.capabilities.health_check_protocols,
@@ -113,7 +114,7 @@ NOT_CHECKED = (
     "`agc-controller translate`",
     "Gateway API v1.6.1 conformance",
     "In-cluster data plane",
-    "WAF, Istio mTLS",
+    "Istio mTLS",
 )
 # flags every row leaves to others: the provider's name, a number
 UNCLAIMED = {

@@ -75,6 +75,10 @@ AZURE_CAPABILITIES = Capabilities(
     rate_limits=False,
     # IP allow/deny would be WAF_v2 custom rules, not built yet; no credentials at all
     auth=False,
+    # WebApplicationFirewallPolicy: not built yet (a firewallPolicy association on
+    # WAF_v2, docs/security.md)
+    waf_rules=False,
+    waf_policy_reference=False,
     # probes: GETs in the backend settings' protocol (Https under a BackendTLSPolicy,
     # never by choice: no useTLS) every whole second or more; down after
     # unhealthyThreshold failures, up again after one success

@@ -36,18 +36,20 @@ import structlog
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.providers.local import waf
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
 from agc_controller.providers.local.environment import instance_layout
-from agc_controller.providers.local.nginx import NginxInstance, PortInUse
+from agc_controller.providers.local.nginx import NginxError, NginxInstance, PortInUse
 from agc_controller.providers.local.ports import PortHolder, port_holder
 from agc_controller.providers.local.state import STREAM_PART
 from agc_controller.providers.local.static import (
+    MODSECURITY_MODULE,
     HostPaths,
     InstanceLayout,
     StaticSettings,
     render,
-    tls_files,
+    static_files,
 )
 from agc_controller.translate.model import LoadBalancer
 
@@ -185,34 +187,46 @@ async def program(
             streams[name.removeprefix(STREAM_PART)] = part
         else:
             router[name] = part
-    files = tls_files(needs, instance.layout)
-    _write_tls_files(files)
+    if needs.waf:
+        _check_firewall_installed(instance.layout)
+    files = static_files(needs, instance.layout)
+    _write_static_files(files)
     instance.streams.write(streams)
     text, static_id = render(address, needs, instance.layout, settings)
     await instance.apply_static(text, static_id)
-    _prune_tls_files(instance.layout, keep=files.keys())
+    _prune_static_files(instance.layout, keep=files.keys())
     await instance.push(router, static_id)
     instance.streams.prune(streams)
 
 
-def _write_tls_files(files: Mapping[Path, tuple[str, int]]) -> None:
+def _check_firewall_installed(layout: InstanceLayout) -> None:
+    module = layout.host.modules_dir / MODSECURITY_MODULE
+    if not module.exists() or not waf.CRS_RULES.is_dir():
+        raise NginxError(
+            f"WebApplicationFirewallPolicy needs ModSecurity ({module}) and the OWASP Core "
+            f"Rule Set ({waf.CRS_RULES}): install Debian's libnginx-mod-http-modsecurity "
+            "and modsecurity-crs (hack/install-deps.sh does)"
+        )
+
+
+def _write_static_files(files: Mapping[Path, tuple[str, int]]) -> None:
     """Write the files a configuration needs that are not there yet. Names carry
     the content's digest, so an existing file is already right; a new one is
     written whole under a temporary name and renamed."""
-    for path, (pem, mode) in files.items():
+    for path, (content, mode) in files.items():
         if path.exists():
             continue
         staged = path.with_suffix(".new")
         staged.unlink(missing_ok=True)
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "w") as out:
-            out.write(pem)
+            out.write(content)
         staged.replace(path)
 
 
-def _prune_tls_files(layout: InstanceLayout, *, keep: Iterable[Path]) -> None:
+def _prune_static_files(layout: InstanceLayout, *, keep: Iterable[Path]) -> None:
     """Once NGINX runs a configuration, the files only older ones read can go."""
     wanted = set(keep)
-    for path in layout.tls_dir.glob("*.pem"):
+    for path in (*layout.tls_dir.glob("*.pem"), *layout.waf_dir.glob("*.conf")):
         if path not in wanted:
             path.unlink(missing_ok=True)

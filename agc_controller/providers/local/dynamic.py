@@ -18,6 +18,7 @@ from typing import Any, cast
 import attrs
 
 from agc_controller.providers.local import state
+from agc_controller.providers.local.waf import UnsafeWafValue, rule_set_id
 from agc_controller.translate import model as alb
 from agc_controller.translate.hostnames import specificity
 from agc_controller.translate.model import Backend, BackendTLS, LoadBalancer, StreamProtocol
@@ -81,6 +82,8 @@ class StaticNeeds:
     # one named location per distinct upstream TLS setting; index = position
     backend_tls: tuple[BackendTLS, ...]
     streams: tuple[StreamListen, ...] = ()
+    # one inspection location per firewall rule set (lua/agc/waf.lua)
+    waf: tuple[alb.WafRuleSet, ...] = ()
 
 
 def _modifier(m: alb.HeaderModifier | None) -> state.HeaderModifier | None:
@@ -161,6 +164,8 @@ def rule_id(rule: alb.Rule) -> str:
         governing.append(rule.rate_limit.bucket)
     if rule.auth is not None:
         governing.append(rule.auth.source)
+    if rule.waf is not None:
+        governing.append(rule.waf.source)
     return f"{key}@{'+'.join(governing)}" if governing else key
 
 
@@ -200,7 +205,23 @@ def _rule(r: alb.Rule) -> state.Rule:
         session=_session(r.session_persistence),
         retry=_retry(r.retry),
         limit=_rate_limit(r.rate_limit),
+        waf=_waf(r.waf),
         auth=_auth(r.auth),
+    )
+
+
+def _waf(w: alb.Waf | None) -> state.Waf | None:
+    if w is None:
+        return None
+    if w.rules is None:
+        # the local capabilities refuse such policies: they never govern a rule here
+        raise UnsafeWafValue("a WAF policy of Application Gateway's cannot be served locally")
+    return state.Waf(
+        id=rule_set_id(w.rules),
+        detect=w.rules.detection,
+        status=w.block_status,
+        body=w.block_body,
+        content_type=w.block_content_type,
     )
 
 
@@ -401,6 +422,7 @@ def _needs(
         ),
         backend_tls=tls,
         streams=streams,
+        waf=model.waf_rule_sets,
     )
 
 

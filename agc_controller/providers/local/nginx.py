@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -142,12 +143,22 @@ class NginxInstance:
     _stopping: bool = False
 
     def prepare(self) -> None:
-        for sub in ("tmp", "tls"):
+        for sub in ("tmp", "tls", "waf"):
             (self.layout.prefix / sub).mkdir(parents=True, exist_ok=True)
+        self._make_audit_log()
         cert, key = self.layout.fallback_cert
         if not cert.exists():
             _write_fallback_certificate(cert, key)
         self._adopt()
+
+    def _make_audit_log(self) -> None:
+        """The firewall's audit log, which the workers open and append to: theirs
+        (user nobody) when the master runs as root."""
+        audit_log = self.layout.waf_audit_log
+        audit_log.touch(mode=0o640, exist_ok=True)
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(audit_log, nobody.pw_uid, nobody.pw_gid)
 
     def _adopt(self) -> None:
         """Take over a master a previous controller left running on this prefix."""

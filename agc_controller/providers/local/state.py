@@ -221,6 +221,19 @@ class ExternalAuth:
 
 
 @attrs.frozen
+class Waf:
+    """A WebApplicationFirewallPolicy in force (lua/agc/waf.lua): the rule set
+    `id` (static.py's inspection location `/_agc_waf/<id>`) inspects the request;
+    what it blocks gets `status` with `body`, unless the policy only detects."""
+
+    id: str
+    detect: bool = False
+    status: int = 403
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+@attrs.frozen
 class Session:
     """Session persistence: the balancer keeps a client on one endpoint."""
 
@@ -262,7 +275,9 @@ class Rule:
     retry: Retry | None = None
     # checked once the rule matched, before anything else it does
     limit: RateLimit | None = None
-    # checked after the limit
+    # inspected after the limit, before the credentials are checked
+    waf: Waf | None = None
+    # checked after the firewall
     auth: Auth | None = None
 
 

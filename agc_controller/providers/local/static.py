@@ -23,6 +23,7 @@ from typing import Literal
 import attrs
 
 from agc_controller.core.errors import PermanentError
+from agc_controller.providers.local import waf
 from agc_controller.providers.local.dynamic import (
     RETRY_CODE_SETS,
     StaticNeeds,
@@ -30,6 +31,7 @@ from agc_controller.providers.local.dynamic import (
     retry_location,
 )
 from agc_controller.providers.local.state import stream_port
+from agc_controller.providers.local.waf import rule_set_id
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendTLS
 
@@ -45,6 +47,10 @@ LUA_MODULES = tuple(
 
 
 SocketKind = Literal["http", "h2c", "https", "tls"]
+
+# Debian's libnginx-mod-http-modsecurity (ModSecurity v3), loaded only by a data
+# plane with a firewall rule set
+MODSECURITY_MODULE = "ngx_http_modsecurity_module.so"
 
 
 class UnsafeValue(PermanentError, ValueError):
@@ -126,6 +132,20 @@ class InstanceLayout:
         return self.tls_dir / f"{kind}-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
 
     @property
+    def waf_dir(self) -> Path:
+        """The firewall's rule sets, one file each, named by rule set id (waf.py)."""
+        return self.prefix / "waf"
+
+    def waf_rules(self, rule_set: str) -> Path:
+        return self.waf_dir / f"{rule_set}.conf"
+
+    @property
+    def waf_audit_log(self) -> Path:
+        """What the firewall matched, one JSON document per request (ModSecurity's
+        audit log): the workers write it."""
+        return self.prefix / "waf.log"
+
+    @property
     def fallback_cert(self) -> tuple[Path, Path]:
         return self.tls_dir / "fallback.crt", self.tls_dir / "fallback.key"
 
@@ -165,9 +185,13 @@ def render(
     return text.replace(_STATIC_ID, static_id), static_id
 
 
-def tls_files(needs: StaticNeeds, layout: InstanceLayout) -> dict[Path, tuple[str, int]]:
-    """The files the static configuration makes NGINX read: path -> (PEM, mode)."""
-    files: dict[Path, tuple[str, int]] = {}
+def static_files(needs: StaticNeeds, layout: InstanceLayout) -> dict[Path, tuple[str, int]]:
+    """The files the static configuration makes NGINX read: path -> (content, mode).
+    Each is named after its content (a digest, or a rule set's id)."""
+    files: dict[Path, tuple[str, int]] = {
+        layout.waf_rules(rule_set_id(rules)): (waf.render(rules, layout.waf_audit_log), 0o644)
+        for rules in needs.waf
+    }
     for tls in needs.backend_tls:
         if tls.ca_pem is not None:
             files[layout.pem_file(tls.ca_pem, "ca")] = (tls.ca_pem, 0o644)
@@ -206,6 +230,7 @@ def _render(
             for module in ("ngx_stream_module.so", "ngx_stream_js_module.so")
             if needs.streams or any(listen.h2c for listen in needs.listens)
         ),
+        *([f"load_module {modules}/{MODSECURITY_MODULE};"] if needs.waf else []),
         f"events {{ worker_connections {int(settings.worker_connections)}; }}",
         *_stream_block(host, needs, layout),
         "http {",
@@ -379,6 +404,7 @@ def _render(
             "    location @agc_grpc {",
             "      grpc_pass grpc://agc_backend;",
             "    }",
+            *_waf_locations(needs, layout),
         ]
         for index, tls in enumerate(needs.backend_tls):
             out += _backend_tls_location(index, tls, layout, settings)
@@ -412,6 +438,28 @@ def _render(
         out.append("  }")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _waf_locations(needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
+    """One inspection location per firewall rule set (lua/agc/waf.lua): ModSecurity
+    inspects the subrequest, which answers 204 unless it blocks. Its log phase runs
+    (log_subrequest) so that ModSecurity writes what matched to its audit log; the
+    transaction id names the policy and the request."""
+    out = []
+    for rules in needs.waf:
+        rule_set = rule_set_id(rules)
+        policy = nginx_string(rules.policy)
+        out += [
+            f"    location = /_agc_waf/{rule_set} {{",
+            "      internal;",
+            "      log_subrequest on;",
+            "      modsecurity on;",
+            f"      modsecurity_rules_file {nginx_string(str(layout.waf_rules(rule_set)))};",
+            f"      modsecurity_transaction_id {policy}/$request_id;",
+            "      content_by_lua_block { ngx.exit(204) }",
+            "    }",
+        ]
+    return out
 
 
 def _socket(layout: InstanceLayout, kind: SocketKind, port: int) -> str:

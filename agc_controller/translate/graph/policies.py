@@ -50,6 +50,8 @@ FRONT_TARGETS = frozenset(
     {(GATEWAY_GROUP, "Gateway"), *((GATEWAY_GROUP, kind) for kind in ROUTE_TARGET_KINDS)}
 )
 SERVICE_TARGETS = frozenset({("", "Service")})
+# the web application firewall inspects HTTP requests: gRPC streams are not its
+WAF_TARGETS = frozenset({(GATEWAY_GROUP, "Gateway"), (GATEWAY_GROUP, "HTTPRoute")})
 
 # a policy object's parser: the value the data plane needs, or None and why not
 # (the field named)

@@ -24,7 +24,8 @@
 --   rules      { [rule id] = Rule }: each compiled once, however many hosts list it
 --     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
 --                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
---                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?, auth?
+--                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?, waf?,
+--                auth?
 --     Match      path = { type, value }, method?, headers = { ValueMatch },
 --                query = { ValueMatch }
 --     ValueMatch type ("Exact" | "RegularExpression"), name, value
@@ -42,6 +43,8 @@
 --                client), key_header? | key_query?, client_header?, users? (user ->
 --                hash), realm?, external? {backend, path, headers_to_backend, timeout_ms}
 --                (lua/agc/auth.lua)
+--     Waf        id (the static config's inspection location), detect?, status, body?,
+--                content_type (lua/agc/waf.lua)
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location),
@@ -69,6 +72,7 @@ local auth = require("agc.auth")
 local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
 local strategies = require("agc.strategies")
+local waf = require("agc.waf")
 
 local _M = {}
 
@@ -175,6 +179,8 @@ local function compile_rule(rule)
   c.query, err = compile_value_matches(m.query, "query", false)
   if not c.query then return nil, err end
   c.auth, err = auth.compile(rule.auth)
+  if err then return nil, err end
+  c.waf, err = waf.compile(rule.waf)
   if err then return nil, err end
   for _, b in ipairs(c.backends) do
     b.req = compile_modifier(b.req)

@@ -4,6 +4,8 @@
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
 --   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it)
+--   waf.inspect       the rule's WebApplicationFirewallPolicy, if any: ModSecurity
+--                     inspects the request (its block response, in Prevention)
 --   answer_cors       preflights answered here; an allowed origin is noted for
 --                     the response (header_filter)
 --   auth.check        the rule's AuthPolicy, if any: addresses (403), then
@@ -23,6 +25,7 @@ local match = require("agc.match")
 local health = require("agc.health")
 local ratelimit = require("agc.ratelimit")
 local strategies = require("agc.strategies")
+local waf = require("agc.waf")
 
 local _M = {}
 
@@ -211,6 +214,9 @@ function _M.route(drained)
 
   local ctx = ngx.ctx
   if rule.limit and not ratelimit.check(rule.limit, ctx) then return end
+  -- after the limit (a flood is turned away before it costs inspections), before
+  -- the credentials (what reaches an authorization Service has been inspected)
+  if rule.waf and not waf.inspect(rule.waf) then return end
   -- a CORS preflight carries no credentials: it is answered before they are asked for
   if rule.cors and answer_cors(rule.cors, method, ctx) then return end
   if rule.auth and not auth.check(rule.auth) then return end
@@ -275,6 +281,9 @@ end
 -- tell passive ejection how its endpoint answered (agc.health), then drop the
 -- request's stashed context.
 function _M.log()
+  -- only the firewall's subrequests are logged (log_subrequest, static.py): theirs
+  -- is ModSecurity's audit log, and they took nothing here
+  if ngx.is_subrequest then return end
   local ctx = ctxstash.get()
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
