@@ -175,8 +175,12 @@ class CurlCheck:
     host: str  # the Host header, and the TLS server name for https
     headers: tuple[tuple[str, str], ...]  # more request headers
     backends: frozenset[str]  # the echo backends that may answer (the comment's promise)
+    # the promised status: 200 from one of `backends`, or this one from the gateway
+    status: int = 200
 
     def promise(self) -> str:
+        if self.status != 200:
+            return f"{self.url} (Host {self.host}) should be answered {self.status}"
         backends = " or ".join(sorted(self.backends))
         return f"{self.url} (Host {self.host}) should be answered by {backends}"
 
@@ -218,6 +222,14 @@ def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]
             f"for i in $(seq 5); do {codes} {h} {base}/api; done; echo  # 2 a second, then 429",
             f"{base}/api",
             ["blue"],
+        ),
+        CurlCheck(
+            f"{codes} {h} '{base}/green?q=<script>alert(1)</script>'; echo  # WAF -> 403",
+            f"{base}/green?q=<script>alert(1)</script>",
+            HOST,
+            (),
+            frozenset(),
+            status=403,
         ),
         check(
             f"curl -sk --resolve {HOST}:{https}:{address} https://{HOST}:{https}/blue  # HTTPS",
@@ -262,8 +274,10 @@ async def _try(session: aiohttp.ClientSession, check: CurlCheck) -> str:
             body = await response.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         return str(e) or type(e).__name__
-    if response.status != 200:
+    if response.status != check.status:
         return f"status {response.status}"
+    if check.status != 200:
+        return ""
     try:
         name = json.loads(body).get("name")
     except (ValueError, AttributeError):

@@ -41,6 +41,8 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
         '| grep -o \'"name": "[a-z]*"\'; done  # 80/20 split',
         "for i in $(seq 5); do curl -s -o /dev/null -w '%{http_code} ' "
         f"{H} http://127.77.25.4:80/api; done; echo  # 2 a second, then 429",
+        f"curl -s -o /dev/null -w '%{{http_code}} ' {H} "
+        "'http://127.77.25.4:80/green?q=<script>alert(1)</script>'; echo  # WAF -> 403",
         "curl -sk --resolve app.example.com:443:127.77.25.4 "
         "https://app.example.com:443/blue  # HTTPS",
     ]
@@ -53,7 +55,9 @@ def test_the_curl_lines_are_the_ones_the_banner_always_printed() -> None:
 
 
 def test_each_check_sends_what_its_curl_line_sends() -> None:
-    blue, green, canary, split, limited, https = examples.curl_checks(GATEWAY, port_offset=8000)
+    blue, green, canary, split, limited, firewall, https = examples.curl_checks(
+        GATEWAY, port_offset=8000
+    )
     assert (blue.url, blue.host, blue.backends) == (
         "http://127.77.25.4:8080/blue",
         "app.example.com",
@@ -63,6 +67,10 @@ def test_each_check_sends_what_its_curl_line_sends() -> None:
     assert (canary.headers, canary.backends) == ((("x-canary", "true"),), {"green"})
     assert split.backends == {"blue", "green"}
     assert (limited.url, limited.backends) == ("http://127.77.25.4:8080/api", {"blue"})
+    assert (firewall.url, firewall.status) == (
+        "http://127.77.25.4:8080/green?q=<script>alert(1)</script>",
+        403,
+    )
     assert (https.url, https.host) == ("https://127.77.25.4:8443/blue", "app.example.com")
 
 
@@ -122,3 +130,12 @@ async def test_a_check_nobody_answers_fails_with_the_reason(unused_tcp_port: int
     )
     assert len(failures) == 1
     assert failures[0].startswith(f"http://127.0.0.1:{unused_tcp_port}/ (Host app.example.com)")
+
+
+async def test_a_check_promising_a_refusal_wants_that_status(blue_backend: str) -> None:
+    refused = examples.CurlCheck(
+        "curl", f"{blue_backend}/blue", "app.example.com", (), frozenset(), status=403
+    )
+    failures = await examples.wait_serving([refused], within=0.3)
+    assert failures == [f"{refused.promise()}: status 200"]
+    assert refused.promise().endswith("should be answered 403")
