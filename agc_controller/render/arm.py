@@ -1,8 +1,9 @@
 """`agc-controller translate -o arm`: the Application Gateway body the azure provider would PUT.
 
 Offline there is no Application Gateway to read, so the Gateways are merged
-into an empty one with a public and a private frontend IP configuration (so
-that every frontend mode can be placed), in the
+into an empty one of SKU tier WAF_v2 with a public and a private frontend IP
+configuration (so that every frontend mode can be placed, and WAF policies
+show: the ones of ours it would create first are under `firewallPolicies`), in the
 subscription, resource group and name from the AGC_AZURE_* settings or the
 Gateways' annotations (placeholders where neither says). Certificates appear
 as digests, never as PFX bytes or keys.
@@ -55,7 +56,9 @@ def _empty_gateway(settings: AzureSettings) -> dict[str, Any]:
     return {
         "id": gateway_id,
         "name": settings.application_gateway,
+        "location": "application-gateway-location",
         "properties": {
+            "sku": {"name": "WAF_v2", "tier": "WAF_v2"},
             "frontendIPConfigurations": [
                 {
                     "name": "public",
@@ -71,7 +74,7 @@ def _empty_gateway(settings: AzureSettings) -> dict[str, Any]:
                         "subnet": {"id": f"{network}/subnets/application-gateway"},
                     },
                 },
-            ]
+            ],
         },
     }
 
@@ -91,6 +94,8 @@ class _Offline:
     results: dict[str, ApplyResult]
     # the Application Gateway body it would PUT
     body: dict[str, Any]
+    # the WAF policies of ours it would create first: name -> resource body
+    firewall_policies: dict[str, Any] = attrs.field(factory=dict)
 
 
 def _offline(gateways: Mapping[str, GatewayTranslation]) -> _Offline:
@@ -115,6 +120,8 @@ def _offline(gateways: Mapping[str, GatewayTranslation]) -> _Offline:
             frontend_ips=frontend_ips(current),
             frontend_mode=where.frontend,
             ports=port_names(current),
+            location=current["location"],
+            sku_tier=current["properties"]["sku"]["tier"],
         )
         builds[model.gateway] = children
         outcome[key] = children.problem or "programmed"
@@ -134,7 +141,13 @@ def _offline(gateways: Mapping[str, GatewayTranslation]) -> _Offline:
             message=f"Not programmed on Application Gateway {settings.application_gateway}: "
             f"{problem}",
         )
-    return _Offline(outcome=outcome, results=results, body=merged.body)
+    policies = {
+        name: body
+        for gateway, built in builds.items()
+        if built is not None and gateway not in merged.refused
+        for name, body in built.firewall_policies.items()
+    }
+    return _Offline(outcome=outcome, results=results, body=merged.body, firewall_policies=policies)
 
 
 def azure_results(gateways: Mapping[str, GatewayTranslation]) -> dict[str, ApplyResult]:
@@ -144,4 +157,7 @@ def azure_results(gateways: Mapping[str, GatewayTranslation]) -> dict[str, Apply
 
 def render_arm(translations: Translations) -> str:
     offline = _offline(translations.gateways)
-    return to_yaml({"gateways": offline.outcome, "applicationGateway": offline.body})
+    out: dict[str, Any] = {"gateways": offline.outcome, "applicationGateway": offline.body}
+    if offline.firewall_policies:
+        out["firewallPolicies"] = dict(sorted(offline.firewall_policies.items()))
+    return to_yaml(out)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from agc_controller.translate.model import BackendHealth, LoadBalancing, Waf
+from agc_controller.translate.model import BackendHealth, LoadBalancing, Waf, WafRuleSet
 
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
@@ -77,6 +77,14 @@ class Capabilities:
     # a reference to a WAF policy of Application Gateway's (webApplicationFirewall.id)
     waf_rules: bool = True
     waf_policy_reference: bool = True
+    # the Core Rule Set's paranoia level and anomaly threshold other than 1 and 5
+    waf_crs_tuning: bool = True
+    # the status codes a block response may have (None: 200-599)
+    waf_block_status_codes: frozenset[int] | None = None
+    # string match values per custom rule condition (None: the CRD's 100)
+    waf_match_values_max: int | None = None
+    # the managed rules' groups, by the first three digits of their ids (None: any)
+    waf_rule_groups: frozenset[str] | None = None
 
     def policy_problem(self, kind: str) -> str | None:
         """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
@@ -90,11 +98,46 @@ class Capabilities:
         """The first part of a parsed WebApplicationFirewallPolicy the provider cannot
         honour."""
         problem = None
-        if waf.rules is None and not self.waf_policy_reference:
-            problem = "spec.webApplicationFirewall (an Application Gateway WAF policy)"
-        elif waf.rules is not None and not self.waf_rules:
+        rules = waf.rules
+        if rules is None:
+            if not self.waf_policy_reference:
+                problem = "spec.webApplicationFirewall (an Application Gateway WAF policy)"
+        elif not self.waf_rules:
             problem = "a WebApplicationFirewallPolicy's own rules (spec.managedRules, customRules)"
+        elif not self.waf_crs_tuning and rules.paranoia_level != 1:
+            problem = f"spec.managedRules.paranoiaLevel {rules.paranoia_level} (only 1)"
+        elif not self.waf_crs_tuning and rules.anomaly_threshold != 5:
+            problem = f"spec.managedRules.anomalyThreshold {rules.anomaly_threshold} (only 5)"
+        elif (
+            self.waf_block_status_codes is not None
+            and waf.block_status not in self.waf_block_status_codes
+        ):
+            problem = f"spec.blockResponse.statusCode {waf.block_status}"
+        else:
+            problem = self._waf_rules_problem(rules)
         return f"{problem} is not supported by the {self.provider} provider" if problem else None
+
+    def _waf_rules_problem(self, rules: WafRuleSet) -> str | None:
+        groups = self.waf_rule_groups
+        ids = [
+            *rules.disabled_rules,
+            *(i for exclusion in rules.exclusions for i in exclusion.rule_ids),
+        ]
+        if groups is not None and (unknown := [i for i in ids if i[:3] not in groups]):
+            return f"spec.managedRules: rule {unknown[0]} (of no rule group the provider runs)"
+        limit = self.waf_match_values_max
+        for rule in rules.custom_rules:
+            for j, condition in enumerate(rule.conditions):
+                if (
+                    limit is not None
+                    and condition.operator != "IPMatch"
+                    and len(condition.values) > limit
+                ):
+                    return (
+                        f"spec.customRules (rule {rule.name!r}) matchConditions[{j}] with more "
+                        f"than {limit} matchValues"
+                    )
+        return None
 
     def health_check_problem(self, health: BackendHealth) -> str | None:
         """The first part of a parsed HealthCheckPolicy the provider cannot honour."""

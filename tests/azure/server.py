@@ -14,6 +14,15 @@ server over HTTPS (see tls.py), so what it checks is the wire format:
   duplicate child names, dangling sub-resource IDs, duplicate or missing rule
   priorities, two ports with one number, two listeners on one port and host,
   duplicate paths in a path map, certificates without data, v2 limits.
+- `ApplicationGatewayWebApplicationFirewallPolicies` PUT (a plain PUT, 201 /
+  200) / GET / list / DELETE, validated as the published schema says
+  (required fields and enums, unique custom rule priorities, base64 block
+  bodies and Application Gateway's block status codes). An Application
+  Gateway that associates a WAF policy (gateway, listener or path rule)
+  must name one that exists and be of SKU tier WAF_v2 ("WAF policy
+  associations are only supported for the Application Gateway WAF_v2 sku");
+  a policy still associated cannot be deleted. ARM does not publish the error
+  codes of those two refusals: the codes here are descriptive stand-ins.
 - Injected failures (`inject`), and a record of every request (`requests`).
 
 Like ARM, it fills in IDs, etags, provisioningState and a few defaults the
@@ -45,6 +54,45 @@ Json = dict[str, Any]
 _GATEWAY = (
     r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
     r"/providers/Microsoft\.Network/applicationGateways/(?P<name>[^/]+)"
+)
+_WAF_POLICIES = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.Network/ApplicationGatewayWebApplicationFirewallPolicies"
+)
+_WAF_POLICY = _WAF_POLICIES + r"/(?P<name>[^/]+)"
+_WAF_VARIABLES = frozenset(
+    {
+        "RemoteAddr",
+        "RequestMethod",
+        "QueryString",
+        "PostArgs",
+        "RequestUri",
+        "RequestHeaders",
+        "RequestBody",
+        "RequestCookies",
+    }
+)
+_WAF_OPERATORS = frozenset(
+    {
+        "IPMatch",
+        "Equal",
+        "Contains",
+        "LessThan",
+        "GreaterThan",
+        "LessThanOrEqual",
+        "GreaterThanOrEqual",
+        "BeginsWith",
+        "EndsWith",
+        "Regex",
+        "GeoMatch",
+        "Any",
+    }
+)
+_WAF_TRANSFORMS = frozenset(
+    {"Uppercase", "Lowercase", "Trim", "UrlDecode", "UrlEncode", "RemoveNulls", "HtmlEntityDecode"}
+)
+_BASE64 = re.compile(
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
 )
 _PUBLIC_IP = (
     r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -261,6 +309,13 @@ class ArmServer:
                 return self._operation(path.rsplit("/", 1)[1])
             if m := re.fullmatch(_GATEWAY, path):
                 return await self._gateway(request, m)
+            if m := re.fullmatch(_WAF_POLICY, path, re.IGNORECASE):
+                return await self._waf_policy(request, m)
+            if re.fullmatch(_WAF_POLICIES, path, re.IGNORECASE):
+                prefix = path.lower() + "/"
+                return web.json_response(
+                    {"value": [r for k, r in self.resources.items() if k.startswith(prefix)]}
+                )
             if re.fullmatch(_PUBLIC_IP, path):
                 resource = self.resources.get(path.lower())
                 if resource is None:
@@ -341,6 +396,7 @@ class ArmServer:
         if request.method != "PUT":
             raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
         body = json.loads(await request.read())
+        self._check_associations(gateway_id, body.get("properties") or {})
         stored = self._stored(gateway_id, body, "Updating", previous=current)
         self.resources[key] = stored
         operation_id = uuid.uuid4().hex
@@ -359,6 +415,70 @@ class ArmServer:
                 "Retry-After": "0",
             },
         )
+
+    async def _waf_policy(self, request: web.Request, m: re.Match[str]) -> web.Response:
+        policy_id = (
+            f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/Microsoft.Network/"
+            f"ApplicationGatewayWebApplicationFirewallPolicies/{m['name']}"
+        )
+        key = policy_id.lower()
+        current = self.resources.get(key)
+        if request.method == "GET":
+            if current is None:
+                raise ArmError(404, "ResourceNotFound", f"Resource {policy_id} was not found.")
+            return web.json_response(current)
+        if request.method == "DELETE":
+            if current is None:
+                return web.Response(status=204)
+            users = [
+                str(gateway["id"])
+                for gateway in self.resources.values()
+                if gateway.get("type") == "Microsoft.Network/applicationGateways"
+                and key in {ref.lower() for ref in _firewall_policy_refs(gateway["properties"])}
+            ]
+            if users:
+                raise ArmError(
+                    400,
+                    "WebApplicationFirewallPolicyInUse",
+                    f"Web application firewall policy {policy_id} cannot be deleted: it is "
+                    f"associated with {', '.join(users)}.",
+                )
+            del self.resources[key]
+            return web.Response(status=200)
+        if request.method != "PUT":
+            raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
+        body = json.loads(await request.read())
+        props = copy.deepcopy(body.get("properties") or {})
+        _validate_waf_policy(policy_id, props)
+        props["provisioningState"] = "Succeeded"
+        self.resources[key] = {
+            "name": m["name"],
+            "id": policy_id,
+            "etag": f'W/"{uuid.uuid4()}"',
+            "type": "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies",
+            "location": body.get("location", "westeurope"),
+            **({"tags": body["tags"]} if "tags" in body else {}),
+            "properties": props,
+        }
+        return web.json_response(self.resources[key], status=201 if current is None else 200)
+
+    def _check_associations(self, gateway_id: str, props: Json) -> None:
+        refs = _firewall_policy_refs(props)
+        for ref in refs:
+            if ref.lower() not in self.resources:
+                raise ArmError(
+                    400,
+                    "InvalidResourceReference",
+                    f"Resource {ref} referenced by resource {gateway_id} was not found.",
+                )
+        tier = (props.get("sku") or {}).get("tier")
+        if refs and tier != "WAF_v2":
+            raise ArmError(
+                400,
+                "ApplicationGatewayFirewallPolicyNotSupportedForSku",
+                f"Application Gateway {gateway_id}: WAF policy associations are only supported "
+                f"for the Application Gateway WAF_v2 sku (this one is {tier}).",
+            )
 
     # -- ARM semantics ------------------------------------------------------------
 
@@ -394,6 +514,69 @@ class ArmServer:
             **({"tags": body["tags"]} if "tags" in body else {}),
             "properties": props,
         }
+
+
+def _firewall_policy_refs(props: Json) -> list[str]:
+    """The WAF policies an Application Gateway associates: itself, listeners, path rules."""
+    holders = [
+        props,
+        *(listener.get("properties") or {} for listener in props.get("httpListeners") or []),
+        *(
+            rule.get("properties") or {}
+            for path_map in props.get("urlPathMaps") or []
+            for rule in (path_map.get("properties") or {}).get("pathRules") or []
+        ),
+    ]
+    return [str(h["firewallPolicy"]["id"]) for h in holders if h.get("firewallPolicy")]
+
+
+def _validate_waf_policy(policy_id: str, props: Json) -> None:
+    def invalid(message: str) -> ArmError:
+        return ArmError(400, "InvalidRequestFormat", f"{policy_id}: {message}")
+
+    rule_sets = (props.get("managedRules") or {}).get("managedRuleSets")
+    if not rule_sets:
+        raise invalid("properties.managedRules.managedRuleSets is required.")
+    for rule_set in rule_sets:
+        if not rule_set.get("ruleSetType") or not rule_set.get("ruleSetVersion"):
+            raise invalid("ruleSetType and ruleSetVersion are required.")
+        for override in rule_set.get("ruleGroupOverrides") or []:
+            if not override.get("ruleGroupName"):
+                raise invalid("ruleGroupName is required.")
+            if any(not r.get("ruleId") for r in override.get("rules") or []):
+                raise invalid("ruleId is required.")
+    for exclusion in (props.get("managedRules") or {}).get("exclusions") or []:
+        if not all(k in exclusion for k in ("matchVariable", "selectorMatchOperator", "selector")):
+            raise invalid("an exclusion needs matchVariable, selectorMatchOperator and selector.")
+    settings = props.get("policySettings") or {}
+    if settings.get("mode", "Prevention") not in ("Prevention", "Detection"):
+        raise invalid(f"policySettings.mode {settings.get('mode')} is invalid.")
+    status = settings.get("customBlockResponseStatusCode")
+    if status is not None and status not in {200, 403, 405, 406, 429, *range(990, 1000)}:
+        raise invalid(f"customBlockResponseStatusCode {status} is not allowed.")
+    body = settings.get("customBlockResponseBody")
+    if body is not None and (len(body) > 32768 or not _BASE64.match(body)):
+        raise invalid("customBlockResponseBody must be base64 of at most 32768 characters.")
+    priorities: set[int] = set()
+    for rule in props.get("customRules") or []:
+        for key in ("priority", "ruleType", "matchConditions", "action"):
+            if key not in rule:
+                raise invalid(f"custom rule {rule.get('name')}: {key} is required.")
+        if rule["priority"] in priorities:
+            raise invalid(f"two custom rules have priority {rule['priority']}.")
+        priorities.add(rule["priority"])
+        if rule["ruleType"] not in ("MatchRule", "RateLimitRule"):
+            raise invalid(f"custom rule {rule.get('name')}: ruleType {rule['ruleType']}.")
+        for condition in rule["matchConditions"]:
+            if "matchValues" not in condition or "operator" not in condition:
+                raise invalid(f"custom rule {rule.get('name')}: operator and matchValues.")
+            if condition["operator"] not in _WAF_OPERATORS:
+                raise invalid(f"operator {condition['operator']} is invalid.")
+            if not set(condition.get("transforms") or []) <= _WAF_TRANSFORMS:
+                raise invalid(f"transforms {condition.get('transforms')} are invalid.")
+            for variable in condition.get("matchVariables") or []:
+                if variable.get("variableName") not in _WAF_VARIABLES:
+                    raise invalid(f"variableName {variable.get('variableName')} is invalid.")
 
 
 def _gateway_id(subscription: str, resource_group: str, name: str) -> str:

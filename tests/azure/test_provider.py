@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
+
 from agc_controller.providers.azure import AzureProvider
+from agc_controller.translate.model import (
+    LoadBalancer,
+    Waf,
+    WafCondition,
+    WafCustomRule,
+    WafRuleSet,
+)
 from tests.azure.conftest import APPLICATION_GATEWAY, RESOURCE_GROUP, SUBSCRIPTION, CallCounter
 from tests.azure.models import model
 from tests.azure.server import ArmServer, Failure
@@ -147,3 +156,127 @@ async def test_delete_removes_only_its_children(arm: ArmServer, provider: Provid
     await p.delete(model("b").gateway)
     assert _names(arm, "httpListeners") == []
     assert _names(arm, "frontendPorts") == []
+
+
+def _waf(**rules: object) -> Waf:
+    return Waf(
+        source="default/shop|HTTPRoute/default/gw-web",
+        rules=WafRuleSet(policy="default/shop", **rules),  # type: ignore[arg-type]
+    )
+
+
+def _with_waf(waf: Waf | None, paths: tuple[str, ...] = ("/app", "/other")) -> LoadBalancer:
+    """model() whose first rule a WebApplicationFirewallPolicy governs."""
+    base = model(paths=paths)
+    host = base.hosts[0]
+    rules = (attrs.evolve(host.rules[0], waf=waf), *host.rules[1:])
+    return attrs.evolve(base, hosts=(attrs.evolve(host, rules=rules),))
+
+
+def _policies(arm: ArmServer) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {
+        r["name"]: r
+        for r in arm.resources.values()
+        if r.get("type") == "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies"
+    }
+
+
+def _path_rule_policy(arm: ArmServer) -> str | None:
+    (path_map,) = _props(arm)["urlPathMaps"]
+    rule = next(
+        r for r in path_map["properties"]["pathRules"] if "/app" in r["properties"]["paths"]
+    )
+    ref = rule["properties"].get("firewallPolicy")
+    return str(ref["id"]).rsplit("/", 1)[1] if ref else None
+
+
+async def test_waf_policies_are_created_associated_replaced_and_deleted(
+    arm: ArmServer, provider: Provider
+) -> None:
+    _props(arm)["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 2}
+    p, _ = provider
+    result = await p.apply(_with_waf(_waf(detection=True)))
+    assert result.programmed, result.message
+    (name,) = _policies(arm)
+    policy = _policies(arm)[name]
+    assert policy["properties"]["policySettings"]["mode"] == "Detection"
+    assert policy["tags"]["agc-controller.io/application-gateway"] == APPLICATION_GATEWAY
+    assert _path_rule_policy(arm) == name
+    # the other path rule is not associated
+    (path_map,) = _props(arm)["urlPathMaps"]
+    other = next(
+        r for r in path_map["properties"]["pathRules"] if "/other" in r["properties"]["paths"]
+    )
+    assert "firewallPolicy" not in other["properties"]
+
+    # a changed policy is a new resource; the old one goes once nothing refers to it
+    custom = WafCustomRule(
+        name="scanners",
+        priority=1,
+        action="Block",
+        conditions=(
+            WafCondition(
+                variables=(("RequestHeaders", "User-Agent"),),
+                operator="Contains",
+                values=("sqlmap",),
+            ),
+        ),
+    )
+    result = await p.apply(_with_waf(_waf(custom_rules=(custom,), disabled_rules=("942100",))))
+    assert result.programmed, result.message
+    (replaced,) = _policies(arm)
+    assert replaced != name
+    assert _path_rule_policy(arm) == replaced
+    props = _policies(arm)[replaced]["properties"]
+    assert props["customRules"][0]["matchConditions"][0]["negationConditon"] is False
+    assert props["managedRules"]["managedRuleSets"][0]["ruleGroupOverrides"] == [
+        {
+            "ruleGroupName": "REQUEST-942-APPLICATION-ATTACK-SQLI",
+            "rules": [{"ruleId": "942100", "state": "Disabled"}],
+        }
+    ]
+
+    # detached: no association and no policy of ours left
+    result = await p.apply(_with_waf(None))
+    assert result.programmed, result.message
+    assert _path_rule_policy(arm) is None
+    assert _policies(arm) == {}
+
+
+async def test_a_referenced_waf_policy_is_associated_and_never_deleted(
+    arm: ArmServer, provider: Provider
+) -> None:
+    _props(arm)["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 2}
+    theirs = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies/corporate"
+    )
+    arm.resources[theirs.lower()] = {
+        "id": theirs,
+        "name": "corporate",
+        "type": "Microsoft.Network/ApplicationGatewayWebApplicationFirewallPolicies",
+        "properties": {"managedRules": {"managedRuleSets": [{"ruleSetType": "OWASP"}]}},
+    }
+    p, _ = provider
+    waf = Waf(source="default/corp|Gateway/default/gw", rules=None, firewall_policy_id=theirs)
+    result = await p.apply(_with_waf(waf))
+    assert result.programmed, result.message
+    assert _path_rule_policy(arm) == "corporate"
+    result = await p.apply(_with_waf(None))
+    assert result.programmed, result.message
+    assert "corporate" in _policies(arm)
+
+
+async def test_waf_rules_on_a_standard_gateway_fail_closed(
+    arm: ArmServer, provider: Provider
+) -> None:
+    p, _ = provider
+    result = await p.apply(_with_waf(_waf()))
+    assert result.programmed, result.message
+    (problem,) = result.listener_problems.values()
+    assert "SKU tier WAF_v2 (this one is Standard_v2)" in problem
+    (path_map,) = _props(arm)["urlPathMaps"]
+    app = next(r for r in path_map["properties"]["pathRules"] if "/app" in r["properties"]["paths"])
+    assert app["properties"]["backendAddressPool"]["id"].endswith("-pool-empty")
+    assert "firewallPolicy" not in app["properties"]
+    assert _policies(arm) == {}

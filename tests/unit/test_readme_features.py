@@ -83,7 +83,11 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     "ListenerSet": (feature("ListenerSet"),),
     "Rate limiting": (flag("rate_limits"),),
     "Access control": (flag("auth"),),
-    "Web application firewall": (flag("waf_rules"), flag("waf_policy_reference")),
+    "Web application firewall": (
+        flag("waf_rules"),
+        flag("waf_policy_reference"),
+        flag("waf_crs_tuning"),
+    ),
     "Health checks": (
         lambda s: "HTTP" in s.capabilities.health_check_protocols,
         lambda s: {"HTTPS", "TCP", "GRPC"} <= s.capabilities.health_check_protocols,
@@ -124,6 +128,9 @@ UNCLAIMED = {
     "redirect_status_codes",
     "health_check_protocols",
     "load_balancing_strategies",
+    "waf_block_status_codes",
+    "waf_match_values_max",
+    "waf_rule_groups",
 }
 
 PROVIDERS = {

@@ -12,6 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.providers.azure.firewall import (
+    BLOCK_STATUS_CODES,
+    MATCH_VALUES_MAX,
+    RULE_GROUPS,
+)
 from agc_controller.providers.azure.settings import (
     APPLICATION_GATEWAY_ANNOTATION,
     FRONTEND_ANNOTATION,
@@ -75,10 +80,13 @@ AZURE_CAPABILITIES = Capabilities(
     rate_limits=False,
     # IP allow/deny would be WAF_v2 custom rules, not built yet; no credentials at all
     auth=False,
-    # WebApplicationFirewallPolicy: not built yet (a firewallPolicy association on
-    # WAF_v2, docs/security.md)
-    waf_rules=False,
-    waf_policy_reference=False,
+    # WebApplicationFirewallPolicy: WAF policies associated with path rules and
+    # listeners of a WAF_v2 gateway (firewall.py): OWASP CRS 3.2 without paranoia
+    # levels or thresholds, Application Gateway's block status codes and limits
+    waf_crs_tuning=False,
+    waf_block_status_codes=BLOCK_STATUS_CODES,
+    waf_match_values_max=MATCH_VALUES_MAX,
+    waf_rule_groups=frozenset(RULE_GROUPS),
     # probes: GETs in the backend settings' protocol (Https under a BackendTLSPolicy,
     # never by choice: no useTLS) every whole second or more; down after
     # unhealthyThreshold failures, up again after one success

@@ -201,6 +201,53 @@ class ArmClient:
             _, message = arm_message(e)
             raise ArmOperationFailed(f"The update operation failed: {message}") from e
 
+    async def put_firewall_policy(self, target: Target, name: str, body: Json) -> None:
+        """Create or replace a WAF policy in the Application Gateway's resource group
+        (a plain PUT: not a long-running operation)."""
+        client = self._client(target.subscription_id)
+        content = json.dumps(body).encode()
+
+        async def put() -> None:
+            await client.web_application_firewall_policies.create_or_update(
+                target.resource_group,
+                name,
+                io.BytesIO(content),
+                content_type="application/json",
+                cls=_raw_json,
+            )
+
+        await self._retrying(put)
+
+    async def firewall_policies(self, target: Target) -> dict[str, dict[str, str]]:
+        """The WAF policies of the Application Gateway's resource group: name -> tags."""
+        client = self._client(target.subscription_id)
+
+        async def listed() -> dict[str, dict[str, str]]:
+            return {
+                str(policy.name): dict(policy.tags or {})
+                async for policy in client.web_application_firewall_policies.list(
+                    target.resource_group
+                )
+            }
+
+        return await self._retrying(listed)
+
+    async def delete_firewall_policy(self, target: Target, name: str) -> None:
+        """Delete a WAF policy of the Application Gateway's resource group and wait."""
+        client = self._client(target.subscription_id)
+
+        async def delete() -> AsyncLROPoller[None]:
+            return await client.web_application_firewall_policies.begin_delete(
+                target.resource_group, name
+            )
+
+        poller = await self._retrying(delete)
+        try:
+            await poller.result()
+        except HttpResponseError as e:
+            _, message = arm_message(e)
+            raise ArmOperationFailed(f"Deleting WAF policy {name} failed: {message}") from e
+
     async def get_public_ip(self, resource_id: str) -> Json:
         parts = resource_id.strip("/").split("/")
         # /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/publicIPAddresses/{n}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from agc_controller.providers.azure import firewall, naming
 from agc_controller.providers.azure.backend_settings import add_empty_settings, add_settings
 from agc_controller.providers.azure.children import Collector, GatewayChildren, Json, RuleProblem
 from agc_controller.providers.azure.frontends import FrontendIp, FrontendMode, port_name, select
@@ -27,6 +28,9 @@ from agc_controller.providers.azure.rewrites import add_rewrite_set
 from agc_controller.providers.azure.routing import add_routing
 from agc_controller.translate.model import Host, LoadBalancer, Rule
 
+# the SKU tier whose gateways run WAF policies
+WAF_TIER = "WAF_v2"
+
 
 def build_children(
     model: LoadBalancer,
@@ -35,17 +39,22 @@ def build_children(
     frontend_ips: Mapping[str, FrontendIp],
     frontend_mode: FrontendMode,
     ports: Mapping[int, str],
+    location: str = "",
+    sku_tier: str = "",
 ) -> GatewayChildren:
     """The children `model` needs on the Application Gateway `gateway_id`.
 
     `frontend_ips` are the Application Gateway's frontend IP configurations by
-    label, `ports` its existing frontend ports by number (see frontends.py).
+    label, `ports` its existing frontend ports by number (see frontends.py),
+    `location` and `sku_tier` its own (WAF policies: firewall.py).
     """
     c = Collector(
         gateway=model.gateway,
         gateway_id=gateway_id,
         endpoints=model.endpoints,
         health_checks=model.health_checks,
+        location=location,
+        sku_tier=sku_tier,
     )
     ips, problem = select(frontend_ips, frontend_mode)
     if problem is not None:
@@ -90,8 +99,11 @@ def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
     action: Json
     backends = [b for b in rule.backends if b.weight > 0]
     # an AuthPolicy governs the rule: Application Gateway cannot check it (it is
-    # refused on the policy), so the rule fails closed on the empty pool (502)
-    if backends and backends[0].valid and rule.auth is None:
+    # refused on the policy), so the rule fails closed on the empty pool (502); so
+    # does a rule a WAF policy governs on a gateway that cannot run one
+    firewall = _firewall_policy(c, rule, host)
+    refused = rule.auth is not None or (rule.waf is not None and firewall is None)
+    if backends and backends[0].valid and not refused:
         action = {
             "backendAddressPool": add_pool(c, backends[0]),
             "backendHttpSettings": add_settings(c, rule, backends[0]),
@@ -104,7 +116,33 @@ def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
     rewrite = add_rewrite_set(c, rule)
     if rewrite is not None:
         action["rewriteRuleSet"] = rewrite
+    if firewall is not None:
+        action["firewallPolicy"] = firewall
     return action
+
+
+def _firewall_policy(c: Collector, rule: Rule, host: Host) -> Json | None:
+    """The reference to the WAF policy of the WebApplicationFirewallPolicy governing
+    `rule`; None when none does, or when the Application Gateway cannot run one."""
+    waf = rule.waf
+    if waf is None:
+        return None
+    if c.sku_tier != WAF_TIER:
+        c.problem(
+            host.listener,
+            f"{rule.route.kind} {rule.route.namespace}/{rule.route.name} rule {rule.rule_index} "
+            f"is governed by a WebApplicationFirewallPolicy, which needs an Application Gateway "
+            f"of SKU tier {WAF_TIER} (this one is {c.sku_tier or 'unknown'}); its requests are "
+            "answered 502 until then",
+        )
+        return None
+    if waf.firewall_policy_id is not None:
+        return {"id": waf.firewall_policy_id}
+    application_gateway = naming.last_segment(c.gateway_id)
+    body = firewall.owned_body(waf, location=c.location, application_gateway=application_gateway)
+    name = firewall.owned_name(application_gateway, body)
+    c.firewall_policies[name] = body
+    return {"id": firewall.policy_id(c.gateway_id, name)}
 
 
 def _refuse_unsupported(rule: Rule) -> None:

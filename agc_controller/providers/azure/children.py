@@ -58,6 +58,8 @@ class GatewayChildren:
     certificates: Mapping[str, Certificate] = attrs.field(factory=dict, repr=False)
     # Gateway listener name -> why (part of) it is not programmed as asked
     listener_problems: Mapping[str, str] = attrs.field(factory=dict)
+    # the WAF policies we own that the children refer to: name -> resource body
+    firewall_policies: Mapping[str, Json] = attrs.field(factory=dict)
     # why nothing of this Gateway can be programmed (then `collections` is empty)
     problem: str | None = None
 
@@ -71,10 +73,14 @@ class Collector:
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     # backend name -> its HealthCheckPolicy's probes, if one governs it
     health_checks: Mapping[str, BackendHealth] = attrs.field(factory=dict)
+    # the Application Gateway's location and SKU tier (WAF policies need WAF_v2)
+    location: str = ""
+    sku_tier: str = ""
     _children: dict[str, dict[str, Json]] = attrs.field(factory=dict)
     rule_order: dict[str, RuleOrder] = attrs.field(factory=dict)
     certificates: dict[str, Certificate] = attrs.field(factory=dict)
     listener_problems: dict[str, str] = attrs.field(factory=dict)
+    firewall_policies: dict[str, Json] = attrs.field(factory=dict)
 
     def add(self, collection: str, name: str, properties: Json) -> Json:
         """Add a child (idempotent for an equal child); returns its reference."""
@@ -87,6 +93,11 @@ class Collector:
 
     def ref(self, collection: str, name: str) -> Json:
         return {"id": f"{self.gateway_id}/{collection}/{name}"}
+
+    def set_property(self, ref: Json, key: str, value: Json) -> None:
+        """Set one property of the child `ref` (added before) names."""
+        collection, name = ref["id"].removeprefix(f"{self.gateway_id}/").split("/")
+        self._children[collection][name]["properties"][key] = value
 
     def problem(self, listener: str, text: str) -> None:
         """Record a listener problem; the first one per listener is the one reported."""
@@ -102,6 +113,7 @@ class Collector:
             rule_order=dict(self.rule_order),
             certificates=dict(self.certificates),
             listener_problems=dict(sorted(self.listener_problems.items())),
+            firewall_policies=dict(sorted(self.firewall_policies.items())),
         )
 
 

@@ -37,6 +37,11 @@ from agc_controller.providers.azure.children import (
 )
 from agc_controller.translate.model import Certificate
 
+# references we set on some children and not on others (ARM sets none of them by
+# itself): one on ARM's side that ours lacks is a change, e.g. a WAF policy detached
+_OPTIONAL_REFERENCES = frozenset(
+    {"firewallPolicy", "rewriteRuleSet", "redirectConfiguration", "sslProfile", "probe"}
+)
 # our priorities start here, leaving 1..999 to rules the owner adds by hand
 PRIORITY_BASE = 1000
 MAX_PRIORITY = 20000
@@ -119,9 +124,12 @@ def _same(current: Mapping[str, Json], desired: Mapping[str, Json], collection: 
 
 def _covers(current: Any, desired: Any) -> bool:
     """Whether `current` holds every value `desired` sets (extra keys in `current` are
-    ARM's defaults and read-only fields). IDs compare case-insensitively, as ARM does."""
+    ARM's defaults and read-only fields), and none of the references we set on some
+    children only. IDs compare case-insensitively, as ARM does."""
     if isinstance(desired, dict):
         if not isinstance(current, dict):
+            return False
+        if any(key in current and key not in desired for key in _OPTIONAL_REFERENCES):
             return False
         for key, value in desired.items():
             if key == "id" and isinstance(value, str):

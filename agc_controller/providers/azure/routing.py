@@ -108,6 +108,19 @@ def add_routing(
             "backendAddressPool": add_empty_pool(c),
             "backendHttpSettings": add_empty_settings(c),
         }
+    # a path map's default (and a Basic rule) has no firewallPolicy: the listener's
+    # applies, to the default and to every path rule without one of its own
+    firewall = default.pop("firewallPolicy", None)
+    if firewall is not None:
+        c.set_property(listener, "firewallPolicy", firewall)
+        uncovered = [r["name"] for r in path_rules if "firewallPolicy" not in r["properties"]]
+        if uncovered:
+            c.problem(
+                host.listener,
+                f"host {host.hostname}: the WAF policy of the rule its other requests go to "
+                f"is on the listener, and Application Gateway applies it to path rules "
+                f"{', '.join(uncovered)} too, though no WebApplicationFirewallPolicy governs them",
+            )
     if path_rules:
         defaults = {f"default{k[0].upper()}{k[1:]}": v for k, v in default.items()}
         props["ruleType"] = "PathBasedRouting"

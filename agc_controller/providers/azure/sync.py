@@ -25,6 +25,7 @@ import structlog
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.providers.azure import firewall
 from agc_controller.providers.azure.arm import (
     ArmClient,
     ArmConflict,
@@ -90,6 +91,10 @@ class ApplicationGatewaySync:
         self._rejected: tuple[tuple[str, str], str] | None = None
         # PUTs issued (for tests and benchmarks)
         self.puts = 0
+        # WAF policies of ours this process created (or found) for this gateway, and the
+        # ones its body referred to after the last cleanup (None: none done yet)
+        self._firewall_policies: set[str] = set()
+        self._referenced_policies: frozenset[str] | None = None
 
     async def submit(self, gateway: ObjectKey, wish: Wish) -> ApplyResult | None:
         """Program `wish` for `gateway` (with everyone else's latest); None for a removal."""
@@ -142,6 +147,7 @@ class ApplicationGatewaySync:
             etag = str(current.get("etag") or "")
             ips = frontend_ips(current)
             ports = port_names(current)
+            sku_tier = str(((current.get("properties") or {}).get("sku") or {}).get("tier", ""))
             builds: dict[ObjectKey, GatewayChildren | None] = {
                 gateway: None
                 if wish is None
@@ -151,14 +157,18 @@ class ApplicationGatewaySync:
                     frontend_ips=ips,
                     frontend_mode=wish.frontend,
                     ports=ports,
+                    location=str(current.get("location") or ""),
+                    sku_tier=sku_tier,
                 )
                 for gateway, wish in snapshot.items()
             }
             merged = merge(current, builds, encode_pfx=self._encode_pfx)
+            await self._create_firewall_policies(builds, merged.refused)
             # a failed operation may have left the gateway half-configured: PUT it again
             failed = (current.get("properties") or {}).get("provisioningState") == "Failed"
             if not merged.changed and not failed:
                 self._rejected = None
+                await self._collect_firewall_policies(merged.body)
                 return await self._results(builds, merged.refused, ips)
             key = (etag, _digest(builds))
             if self._rejected is not None and self._rejected[0] == key:
@@ -187,7 +197,43 @@ class ApplicationGatewaySync:
                 self._rejected = (key, str(e))
                 return self._rejection(builds, str(e))
             self._rejected = None
+            await self._collect_firewall_policies(merged.body)
             return await self._results(builds, merged.refused, ips)
+
+    async def _create_firewall_policies(
+        self,
+        builds: Mapping[ObjectKey, GatewayChildren | None],
+        refused: Mapping[ObjectKey, str],
+    ) -> None:
+        """Create the WAF policies of ours that the children to PUT refer to and that
+        this process has not seen created (names follow content: one there is right)."""
+        for gateway, children in builds.items():
+            if children is None or gateway in refused:
+                continue
+            for name, body in children.firewall_policies.items():
+                if name not in self._firewall_policies:
+                    log.info("azure_waf_policy_put", target=str(self.target), policy=name)
+                    await self._arm.put_firewall_policy(self.target, name, body)
+                    self._firewall_policies.add(name)
+
+    async def _collect_firewall_policies(self, body: Json) -> None:
+        """Delete the WAF policies we made for this Application Gateway that it no
+        longer refers to: after every round that changed which ones it does (and after
+        the first). A failure is logged and tried again next round."""
+        referenced = firewall.referenced_names(body)
+        if referenced == self._referenced_policies:
+            return
+        try:
+            owned = await self._arm.firewall_policies(self.target)
+            for name, tags in sorted(owned.items()):
+                if firewall.serves(tags, self.target.name) and name not in referenced:
+                    log.info("azure_waf_policy_delete", target=str(self.target), policy=name)
+                    await self._arm.delete_firewall_policy(self.target, name)
+                    self._firewall_policies.discard(name)
+        except (ArmRejected, ArmTemporaryError, ArmOperationFailed) as e:
+            log.warning("azure_waf_policy_cleanup_failed", target=str(self.target), error=str(e))
+            return
+        self._referenced_policies = referenced
 
     def _rejection(
         self, builds: Mapping[ObjectKey, GatewayChildren | None], message: str

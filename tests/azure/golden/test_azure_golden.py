@@ -4,7 +4,7 @@
 provider's settings) and one `kind: ApplicationGateway` document: the
 Application Gateway as ARM returns it before the update. `<case>.out.yaml`
 holds the merged body the provider would PUT, whether it would PUT at all,
-and what each Gateway would be told. Certificates upload as a digest stand-in
+what each Gateway would be told, and the WAF policies it would create first. Certificates upload as a digest stand-in
 (real PFX bytes are salted at random). Rewrite expectations with
 `pytest tests/azure/golden --update-azure-golden`, then read the diff.
 """
@@ -56,8 +56,16 @@ def render(objects: list[dict[str, Any]]) -> dict[str, Any]:
             frontend_ips=frontend_ips(current),
             frontend_mode=where.frontend,
             ports=port_names(current),
+            location=str(current.get("location", "")),
+            sku_tier=str((current["properties"].get("sku") or {}).get("tier", "")),
         )
     result = merge(current, builds, encode_pfx=fake_pfx)
+    policies = {
+        name: body
+        for children in builds.values()
+        if children is not None
+        for name, body in children.firewall_policies.items()
+    }
     for gateway, children in builds.items():
         assert children is not None
         outcome: dict[str, Any] = {}
@@ -66,7 +74,10 @@ def render(objects: list[dict[str, Any]]) -> dict[str, Any]:
         if children.listener_problems:
             outcome["listenerProblems"] = dict(children.listener_problems)
         gateways[f"{gateway.namespace}/{gateway.name}"] = outcome or "programmed"
-    return {"changed": result.changed, "gateways": gateways, "body": result.body}
+    out = {"changed": result.changed, "gateways": gateways, "body": result.body}
+    if policies:
+        out["firewallPolicies"] = dict(sorted(policies.items()))
+    return out
 
 
 def _cases() -> list[Path]:
