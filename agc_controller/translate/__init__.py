@@ -422,7 +422,7 @@ def _our_policies(
     rate_limits = memo.stable("rate_limits", build_rate_limits(snapshot, capabilities))
     auth = memo.stable(
         "auth",
-        build_auth(snapshot, grants, provider_problem=capabilities.policy_problem("AuthPolicy")),
+        build_auth(snapshot, grants, provider_problem=capabilities.auth_problem),
     )
     health_checks = memo.stable("health_checks", build_health_checks(snapshot, capabilities))
     load_balancing = memo.stable("load_balancing", build_load_balancing(snapshot, capabilities))

@@ -22,7 +22,14 @@ from typing import Any
 
 import attrs
 
-from agc_controller.translate.model import BackendHealth, LoadBalancing, Waf, WafRuleSet
+from agc_controller.translate.model import (
+    Auth,
+    BackendHealth,
+    LoadBalancing,
+    RateLimit,
+    Waf,
+    WafRuleSet,
+)
 
 _ALL_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
@@ -55,10 +62,17 @@ class Capabilities:
     # BackendTLSPolicy validation.subjectAltNames: check the backend certificate
     # against these names instead of the SNI hostname
     backend_tls_subject_alt_names: bool = True
-    # RateLimitPolicy (graph/ratelimit.py)
+    # RateLimitPolicy (graph/ratelimit.py): the units' periods in seconds, a key other
+    # than the client's address, a burst other than the rate
     rate_limits: bool = True
-    # AuthPolicy (graph/auth.py)
+    rate_limit_periods: frozenset[int] = frozenset({1, 60, 3600})
+    rate_limit_header_keys: bool = True
+    rate_limit_burst: bool = True
+    # AuthPolicy (graph/auth.py): any of it; ways of signing in (not address lists
+    # alone); trusted proxies
     auth: bool = True
+    auth_credentials: bool = True
+    auth_trusted_proxies: bool = True
     # HealthCheckPolicy (graph/healthcheck.py): probe protocols, healthyThreshold
     # other than 1, and intervals / timeouts that are not whole seconds
     health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
@@ -86,13 +100,40 @@ class Capabilities:
     # the managed rules' groups, by the first three digits of their ids (None: any)
     waf_rule_groups: frozenset[str] | None = None
 
-    def policy_problem(self, kind: str) -> str | None:
-        """Why the provider cannot honour policies of our `kind` at all, if it cannot."""
-        if (kind == "RateLimitPolicy" and not self.rate_limits) or (
-            kind == "AuthPolicy" and not self.auth
-        ):
-            return f"{kind} is not supported by the {self.provider} provider"
-        return None
+    def rate_limit_problem(self, limit: RateLimit) -> str | None:
+        """The first part of a parsed RateLimitPolicy the provider cannot honour."""
+        problem = None
+        if not self.rate_limits:
+            problem = "RateLimitPolicy"
+        elif limit.period_s not in self.rate_limit_periods:
+            unit = {1: "Second", 60: "Minute", 3600: "Hour"}.get(limit.period_s, limit.period_s)
+            problem = f"spec.limit.unit {unit}"
+        elif limit.key == "Header" and not self.rate_limit_header_keys:
+            problem = "spec.key.type Header"
+        elif limit.burst != limit.requests and not self.rate_limit_burst:
+            problem = "spec.limit.burst other than spec.limit.requests"
+        return f"{problem} is not supported by the {self.provider} provider" if problem else None
+
+    def auth_problem(self, auth: Auth) -> str | None:
+        """The first part of a parsed AuthPolicy the provider cannot honour."""
+        signs_in = [
+            field
+            for field, present in (
+                ("apiKey", auth.api_keys is not None),
+                ("basic", auth.basic is not None),
+                ("externalAuth", auth.external is not None),
+                ("jwt", bool(auth.jwt)),
+            )
+            if present
+        ]
+        problem = None
+        if not self.auth:
+            problem = "AuthPolicy"
+        elif signs_in and not self.auth_credentials:
+            problem = f"spec.{signs_in[0]}"
+        elif auth.ip is not None and auth.ip.trusted_proxies and not self.auth_trusted_proxies:
+            problem = "spec.ipAccess.trustedProxies"
+        return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def waf_problem(self, waf: Waf) -> str | None:
         """The first part of a parsed WebApplicationFirewallPolicy the provider cannot

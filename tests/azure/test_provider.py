@@ -8,7 +8,10 @@ import attrs
 
 from agc_controller.providers.azure import AzureProvider
 from agc_controller.translate.model import (
+    Auth,
+    IpAccess,
     LoadBalancer,
+    RateLimit,
     Waf,
     WafCondition,
     WafCustomRule,
@@ -280,3 +283,39 @@ async def test_waf_rules_on_a_standard_gateway_fail_closed(
     assert app["properties"]["backendAddressPool"]["id"].endswith("-pool-empty")
     assert "firewallPolicy" not in app["properties"]
     assert _policies(arm) == {}
+
+
+async def test_a_rate_limit_and_address_lists_become_a_waf_policy_of_ours(
+    arm: ArmServer, provider: Provider
+) -> None:
+    _props(arm)["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 2}
+    base = model(paths=("/app", "/other"))
+    host = base.hosts[0]
+    limited = attrs.evolve(
+        host.rules[0],
+        rate_limit=RateLimit(bucket="b", requests=10, period_s=1, burst=10),
+        auth=Auth(source="s", ip=IpAccess(deny=("203.0.113.0/24",), allow=("10.0.0.0/8",))),
+    )
+    p, _ = provider
+    result = await p.apply(
+        attrs.evolve(base, hosts=(attrs.evolve(host, rules=(limited, *host.rules[1:])),))
+    )
+    assert result.programmed, result.message
+    (name,) = _policies(arm)
+    assert _path_rule_policy(arm) == name
+    props = _policies(arm)[name]["properties"]
+    limit, deny, allow = props["customRules"]
+    assert (limit["ruleType"], limit["rateLimitDuration"], limit["rateLimitThreshold"]) == (
+        "RateLimitRule",
+        "OneMin",
+        600,
+    )
+    assert [r["priority"] for r in (limit, deny, allow)] == [1, 2, 3]
+    assert deny["matchConditions"][0]["matchValues"] == ["203.0.113.0/24"]
+    assert allow["matchConditions"][0]["negationConditon"] is True
+    # no WebApplicationFirewallPolicy: every managed rule group is off; blocks are 403
+    # (429 only where a rate limit is all the policy holds)
+    overrides = props["managedRules"]["managedRuleSets"][0]["ruleGroupOverrides"]
+    assert len(overrides) == 12
+    assert all("rules" not in o for o in overrides)
+    assert "customBlockResponseStatusCode" not in props["policySettings"]

@@ -81,8 +81,13 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: (GATEWAY_GROUP, "UDPRoute") in s.route_kinds and "UDP" in s.protocols,
     ),
     "ListenerSet": (feature("ListenerSet"),),
-    "Rate limiting": (flag("rate_limits"),),
-    "Access control": (flag("auth"),),
+    "Rate limiting": (
+        flag("rate_limits"),
+        lambda s: s.capabilities.rate_limit_periods >= {1, 60, 3600},
+        flag("rate_limit_header_keys"),
+        flag("rate_limit_burst"),
+    ),
+    "Access control": (flag("auth"), flag("auth_credentials"), flag("auth_trusted_proxies")),
     "Web application firewall": (
         flag("waf_rules"),
         flag("waf_policy_reference"),
@@ -128,6 +133,7 @@ UNCLAIMED = {
     "redirect_status_codes",
     "health_check_protocols",
     "load_balancing_strategies",
+    "rate_limit_periods",
     "waf_block_status_codes",
     "waf_match_values_max",
     "waf_rule_groups",

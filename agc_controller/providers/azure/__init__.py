@@ -76,10 +76,13 @@ AZURE_CAPABILITIES = Capabilities(
     session_persistence_types=frozenset({"Cookie"}),
     session_persistence_timeouts=False,
     backend_tls_subject_alt_names=False,
-    # a WAF_v2 policy's RateLimitRule could carry one; not built yet (docs/policies.md)
-    rate_limits=False,
-    # IP allow/deny would be WAF_v2 custom rules, not built yet; no credentials at all
-    auth=False,
+    # a RateLimitRule of a WAF policy (WAF_v2): per client address, per minute
+    rate_limit_periods=frozenset({1, 60}),
+    rate_limit_header_keys=False,
+    rate_limit_burst=False,
+    # address lists as custom rules of a WAF policy (WAF_v2); no credentials at all
+    auth_credentials=False,
+    auth_trusted_proxies=False,
     # WebApplicationFirewallPolicy: WAF policies associated with path rules and
     # listeners of a WAF_v2 gateway (firewall.py): OWASP CRS 3.2 without paranoia
     # levels or thresholds, Application Gateway's block status codes and limits

@@ -98,11 +98,10 @@ def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
         return {"redirectConfiguration": add_redirect(c, rule, host, scheme)}
     action: Json
     backends = [b for b in rule.backends if b.weight > 0]
-    # an AuthPolicy governs the rule: Application Gateway cannot check it (it is
-    # refused on the policy), so the rule fails closed on the empty pool (502); so
-    # does a rule a WAF policy governs on a gateway that cannot run one
-    firewall = _firewall_policy(c, rule, host)
-    refused = rule.auth is not None or (rule.waf is not None and firewall is None)
+    # a rule governed by an AuthPolicy Application Gateway cannot check (refused on
+    # the policy), or by policies it cannot program here, fails closed on the empty
+    # pool (502)
+    firewall, refused = _firewall_policy(c, rule, host)
     if backends and backends[0].valid and not refused:
         action = {
             "backendAddressPool": add_pool(c, backends[0]),
@@ -121,28 +120,61 @@ def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
     return action
 
 
-def _firewall_policy(c: Collector, rule: Rule, host: Host) -> Json | None:
-    """The reference to the WAF policy of the WebApplicationFirewallPolicy governing
-    `rule`; None when none does, or when the Application Gateway cannot run one."""
-    waf = rule.waf
-    if waf is None:
-        return None
+def _firewall_policy(c: Collector, rule: Rule, host: Host) -> tuple[Json | None, bool]:
+    """The WAF policy a rule needs — its WebApplicationFirewallPolicy's, or one of
+    ours holding that policy's rules, its rate limit and its address lists — as a
+    reference (None: it needs none), and whether the rule must fail closed: an
+    AuthPolicy Application Gateway cannot check, or policies it cannot program here."""
+    waf, limit, auth = rule.waf, rule.rate_limit, rule.auth
+    if auth is not None and (auth.refuse or auth.ip is None):
+        return None, True
+    ip = auth.ip if auth is not None else None
+    if waf is None and limit is None and ip is None:
+        return None, False
+    what = (
+        f"{rule.route.kind} {rule.route.namespace}/{rule.route.name} rule {rule.rule_index} is "
+        f"governed by {_policy_kinds(rule)}"
+    )
     if c.sku_tier != WAF_TIER:
         c.problem(
             host.listener,
-            f"{rule.route.kind} {rule.route.namespace}/{rule.route.name} rule {rule.rule_index} "
-            f"is governed by a WebApplicationFirewallPolicy, which needs an Application Gateway "
-            f"of SKU tier {WAF_TIER} (this one is {c.sku_tier or 'unknown'}); its requests are "
-            "answered 502 until then",
+            f"{what}, which need an Application Gateway of SKU tier {WAF_TIER} (this one is "
+            f"{c.sku_tier or 'unknown'}): its requests are answered 502 until then",
         )
-        return None
-    if waf.firewall_policy_id is not None:
-        return {"id": waf.firewall_policy_id}
+        return None, True
+    if waf is not None and waf.firewall_policy_id is not None:
+        if limit is not None or ip is not None:
+            c.problem(
+                host.listener,
+                f"{what}: a WAF policy named by id cannot take the rate limit or address lists "
+                "as well; its requests are answered 502",
+            )
+            return None, True
+        return {"id": waf.firewall_policy_id}, False
     application_gateway = naming.last_segment(c.gateway_id)
-    body = firewall.owned_body(waf, location=c.location, application_gateway=application_gateway)
+    body = firewall.owned_body(
+        waf=waf,
+        limit=limit,
+        ip=ip,
+        location=c.location,
+        application_gateway=application_gateway,
+    )
     name = firewall.owned_name(application_gateway, body)
     c.firewall_policies[name] = body
-    return {"id": firewall.policy_id(c.gateway_id, name)}
+    return {"id": firewall.policy_id(c.gateway_id, name)}, False
+
+
+def _policy_kinds(rule: Rule) -> str:
+    kinds = [
+        kind
+        for kind, present in (
+            ("a WebApplicationFirewallPolicy", rule.waf is not None),
+            ("a RateLimitPolicy", rule.rate_limit is not None),
+            ("an AuthPolicy's address lists", rule.auth is not None),
+        )
+        if present
+    ]
+    return " and ".join(kinds)
 
 
 def _refuse_unsupported(rule: Rule) -> None:

@@ -27,7 +27,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from agc_controller.providers.azure import naming
-from agc_controller.translate.model import Waf, WafCustomRule, WafExclusion, WafRuleSet
+from agc_controller.translate.model import (
+    IpAccess,
+    RateLimit,
+    Waf,
+    WafCustomRule,
+    WafExclusion,
+    WafRuleSet,
+)
 
 # the managed rule set owned policies run (CRS 3.3, which the local data plane runs,
 # is not offered on Application Gateway; 3.2 is the closest)
@@ -100,27 +107,62 @@ def policy_id(gateway_id: str, name: str) -> str:
     return f"{group}/providers/Microsoft.Network/{TYPE}/{name}"
 
 
-def owned_body(waf: Waf, *, location: str, application_gateway: str) -> dict[str, object]:
-    """The WAF policy resource of a WebApplicationFirewallPolicy with rules of its own."""
-    rules = waf.rules
-    assert rules is not None  # a policy naming a WAF policy of Azure's owns none
+def owned_body(
+    *,
+    waf: Waf | None,
+    limit: RateLimit | None,
+    ip: IpAccess | None,
+    location: str,
+    application_gateway: str,
+) -> dict[str, object]:
+    """The WAF policy of ours for a rule: its WebApplicationFirewallPolicy's rules (a
+    policy with rules of its own), its RateLimitPolicy and its AuthPolicy's address
+    lists, as custom rules in that order (each address list before any rule of the
+    WebApplicationFirewallPolicy: an Allow there must not skip it). Without a
+    WebApplicationFirewallPolicy the managed rules are all disabled, and a rate
+    limit alone blocks with 429."""
+    rules = waf.rules if waf is not None else None
+    assert waf is None or rules is not None  # a policy naming a WAF policy of Azure's owns none
     settings: dict[str, object] = {
         "state": "Enabled",
-        "mode": "Detection" if rules.detection else "Prevention",
+        "mode": "Detection" if rules is not None and rules.detection else "Prevention",
         "requestBodyCheck": True,
         "maxRequestBodySizeInKb": 128,
         "fileUploadLimitInMb": 100,
     }
-    if waf.block_status != 403 or waf.block_body:
-        settings["customBlockResponseStatusCode"] = waf.block_status
-    if waf.block_body:
-        settings["customBlockResponseBody"] = base64.b64encode(waf.block_body.encode()).decode()
-    managed: dict[str, object] = {"managedRuleSets": [_managed_rule_set(rules)]}
-    if rules.exclusions:
-        managed["exclusions"] = [_exclusion(e) for e in rules.exclusions]
+    status, body = (waf.block_status, waf.block_body) if waf is not None else (403, "")
+    if waf is None and ip is None and limit is not None:
+        status = 429
+    if status != 403 or body:
+        settings["customBlockResponseStatusCode"] = status
+    if body:
+        settings["customBlockResponseBody"] = base64.b64encode(body.encode()).decode()
+    if rules is not None:
+        managed: dict[str, object] = {"managedRuleSets": [_managed_rule_set(rules)]}
+        if rules.exclusions:
+            managed["exclusions"] = [_exclusion(e) for e in rules.exclusions]
+    else:
+        managed = {
+            "managedRuleSets": [
+                {
+                    "ruleSetType": RULE_SET[0],
+                    "ruleSetVersion": RULE_SET[1],
+                    # a group overridden with no rules named: all its rules disabled
+                    "ruleGroupOverrides": [{"ruleGroupName": g} for g in RULE_GROUPS.values()],
+                }
+            ]
+        }
+    custom = [
+        *([_rate_limit_rule(limit)] if limit is not None else []),
+        *(_address_rules(ip) if ip is not None else []),
+        *(_custom_rule(r) for r in (rules.custom_rules if rules is not None else ())),
+    ]
+    # priorities by position: ours first, then the policy's in its own order
+    for priority, rule in enumerate(custom, start=1):
+        rule["priority"] = priority
     properties: dict[str, object] = {"policySettings": settings, "managedRules": managed}
-    if rules.custom_rules:
-        properties["customRules"] = [_custom_rule(r) for r in rules.custom_rules]
+    if custom:
+        properties["customRules"] = custom
     return {
         "location": location,
         "tags": dict([MANAGED_BY, (SERVES, application_gateway)]),
@@ -169,10 +211,61 @@ def _exclusion(exclusion: WafExclusion) -> dict[str, object]:
     return out
 
 
+# a condition every request meets: its address is not the broadcast address
+_EVERY_REQUEST = {
+    "matchVariables": [{"variableName": "RemoteAddr"}],
+    "operator": "IPMatch",
+    "negationConditon": True,
+    "matchValues": ["255.255.255.255/32"],
+}
+
+
+def _rate_limit_rule(limit: RateLimit) -> dict[str, object]:
+    """A RateLimitPolicy as a RateLimitRule: per client address, over a sliding minute
+    (a rate per second is the same average rate over the minute)."""
+    assert limit.period_s in (1, 60), limit  # the capabilities refuse other units
+    return {
+        "name": "agcRateLimit",
+        "priority": 0,
+        "state": "Enabled",
+        "ruleType": "RateLimitRule",
+        "rateLimitDuration": "OneMin",
+        "rateLimitThreshold": limit.requests * (60 // limit.period_s),
+        "groupByUserSession": [{"groupByVariables": [{"variableName": "ClientAddr"}]}],
+        "action": "Block",
+        "matchConditions": [_EVERY_REQUEST],
+    }
+
+
+def _address_rules(ip: IpAccess) -> list[dict[str, object]]:
+    """An AuthPolicy's address lists: block what `deny` holds, then what `allow` does not."""
+    out: list[dict[str, object]] = []
+    for name, cidrs, negate in (("agcDeny", ip.deny, False), ("agcAllow", ip.allow, True)):
+        if cidrs:
+            out.append(
+                {
+                    "name": name,
+                    "priority": 0,
+                    "state": "Enabled",
+                    "ruleType": "MatchRule",
+                    "action": "Block",
+                    "matchConditions": [
+                        {
+                            "matchVariables": [{"variableName": "RemoteAddr"}],
+                            "operator": "IPMatch",
+                            "negationConditon": negate,
+                            "matchValues": list(cidrs),
+                        }
+                    ],
+                }
+            )
+    return out
+
+
 def _custom_rule(rule: WafCustomRule) -> dict[str, object]:
     return {
         "name": rule.name,
-        "priority": rule.priority,
+        "priority": 0,
         "state": "Enabled",
         "ruleType": "MatchRule",
         "action": rule.action,

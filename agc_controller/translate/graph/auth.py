@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -77,7 +78,10 @@ _SIGN_IN = ("apiKey", "basic", "externalAuth", "jwt")
 
 
 def build_auth(
-    snapshot: Snapshot, grants: ReferenceGrants, *, provider_problem: str | None
+    snapshot: Snapshot,
+    grants: ReferenceGrants,
+    *,
+    provider_problem: Callable[[Auth], str | None],
 ) -> AttachedPolicies[Auth]:
     """Every AuthPolicy of the snapshot; each value's `source` is left empty (rules
     name it after the target the policy governs through, as rate limits do)."""
@@ -86,7 +90,7 @@ def build_auth(
         snapshot.auth_policies.values(),
         lambda obj: parse_auth(obj, snapshot, grants),
         targets=FRONT_TARGETS,
-        provider_problem=lambda _: provider_problem,
+        provider_problem=provider_problem,
         fail_closed=Auth(source="", refuse=True),
     )
 

@@ -52,7 +52,7 @@ def build_rate_limits(
         snapshot.rate_limit_policies.values(),
         lambda obj: parse_rate_limit(obj.get("spec") or {}),
         targets=FRONT_TARGETS,
-        provider_problem=lambda _: capabilities.policy_problem(KIND),
+        provider_problem=capabilities.rate_limit_problem,
     )
 
 

@@ -4,9 +4,10 @@
 provider's settings) and one `kind: ApplicationGateway` document: the
 Application Gateway as ARM returns it before the update. `<case>.out.yaml`
 holds the merged body the provider would PUT, whether it would PUT at all,
-what each Gateway would be told, and the WAF policies it would create first. Certificates upload as a digest stand-in
-(real PFX bytes are salted at random). Rewrite expectations with
-`pytest tests/azure/golden --update-azure-golden`, then read the diff.
+what each Gateway would be told, and the WAF policies it would create first.
+Certificates upload as a digest stand-in (real PFX bytes are salted at random).
+Rewrite expectations with `pytest tests/azure/golden --update-azure-golden`,
+then read the diff.
 """
 
 from __future__ import annotations
