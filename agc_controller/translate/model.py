@@ -202,6 +202,8 @@ class HealthCheck:
     path: str | None = None
     # inclusive ranges
     status_codes: tuple[tuple[int, int], ...] = ()
+    # GRPC only: the service grpc.health.v1 asks about ("": the server as a whole)
+    grpc_service: str | None = None
 
 
 @attrs.frozen

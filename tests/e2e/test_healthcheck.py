@@ -6,10 +6,12 @@ every endpoint fails, all of them serve again. No reloads."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from devcluster.netns import BackendNamespace
@@ -192,3 +194,74 @@ async def test_passive_ejection_takes_out_an_endpoint_whose_answers_fail(
     answers = await statuses(40)
     assert answers.count(500) == 3, answers
     assert answers[-10:] == [200] * 10, "out again after the third failure in a row"
+
+
+@pytest.fixture(scope="module")
+def grpc_pair(backends: BackendNamespace) -> dict[str, str]:
+    return {
+        name: backends.start_echo(name, module="tests.e2e.grpc_echo")
+        for name in ("hc-grpc-a", "hc-grpc-b")
+    }
+
+
+async def set_grpc_health(backend: str, status: str) -> None:
+    """Tell a gRPC echo backend what its grpc.health.v1 Check answers (directly)."""
+    async with grpc.aio.insecure_channel(f"{backend}:8080") as channel:
+        await channel.unary_unary("/agc.test.Health/Set")(status.encode(), timeout=5)
+
+
+async def test_grpc_probes_take_a_not_serving_endpoint_out_and_bring_it_back(
+    cluster: Cluster, grpc_pair: dict[str, str]
+) -> None:
+    a, b = grpc_pair["hc-grpc-a"], grpc_pair["hc-grpc-b"]
+    for backend in (a, b):
+        await set_grpc_health(backend, "SERVING")
+    await cluster.service("grpc-pair", [a, b])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.route(
+        "rpc",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["rpc.example.com"],
+            "rules": [{"backendRefs": [{"name": "grpc-pair", "port": 80}]}],
+        },
+        kind="GRPCRoute",
+    )
+    await cluster.policy(
+        KIND,
+        "grpc-pair",
+        {
+            "targetRefs": [{"group": "", "kind": "Service", "name": "grpc-pair"}],
+            "default": {
+                "interval": f"{int(INTERVAL_S * 1000)}ms",
+                "timeout": f"{int(TIMEOUT_S * 1000)}ms",
+                "healthyThreshold": HEALTHY,
+                "unhealthyThreshold": UNHEALTHY,
+                "grpc": {"service": "echo"},
+            },
+        },
+    )
+    await cluster.policy_accepted(KIND, "grpc-pair")
+    options = [("grpc.default_authority", "rpc.example.com")]
+    async with grpc.aio.insecure_channel(f"{address}:80", options=options) as channel:
+
+        async def served_by(calls: int) -> set[str]:
+            names = set()
+            for _ in range(calls):
+                reply = await channel.unary_unary("/agc.test.Echo/Call")(b"", timeout=5)
+                names.add(str(json.loads(reply)["name"]))
+            return names
+
+        async with asyncio.timeout(20):
+            while await served_by(20) != {"hc-grpc-a", "hc-grpc-b"}:
+                await asyncio.sleep(0.1)
+
+        # a answers NOT_SERVING: out within interval x unhealthyThreshold (+ a probe)
+        await set_grpc_health(a, "NOT_SERVING")
+        await asyncio.sleep(INTERVAL_S * UNHEALTHY + TIMEOUT_S + 0.3)
+        assert await served_by(30) == {"hc-grpc-b"}
+
+        await set_grpc_health(a, "SERVING")
+        async with asyncio.timeout(INTERVAL_S * HEALTHY + TIMEOUT_S + 3):
+            while "hc-grpc-a" not in await served_by(10):
+                await asyncio.sleep(0.05)

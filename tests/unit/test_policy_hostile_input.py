@@ -116,6 +116,7 @@ FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("HealthCheckPolicy", {"default": {"http": {"path": "VALUE"}}}, "spec.default.http.path"),
     ("HealthCheckPolicy", {"default": {"http": {"host": "VALUE"}}}, "spec.default.http.host"),
+    ("HealthCheckPolicy", {"default": {"grpc": {"service": "VALUE"}}}, "spec.default.grpc.service"),
     (
         "BackendLoadBalancingPolicy",
         {

@@ -65,8 +65,6 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
 LOCAL_CAPABILITIES = Capabilities(
     backend_tls_subject_alt_names=False,
     retry_attempts_max=RETRY_ATTEMPTS_MAX,
-    # the prober speaks HTTP/1.1 over NGINX's cosockets: no HTTP/2, so no gRPC health
-    health_check_protocols=frozenset({"HTTP", "HTTPS", "TCP"}),
     # the firewall is ModSecurity with the rules a policy describes; a WAF policy of
     # Application Gateway's is Azure's alone
     waf_policy_reference=False,

@@ -324,8 +324,7 @@ def _target(
 
 
 def _health(h: alb.HealthCheck | None) -> state.HealthCheck | None:
-    # GRPC probes never get here: the local provider refuses them (capabilities.py)
-    if h is None or h.protocol == "GRPC":
+    if h is None:
         return None
     return state.HealthCheck(
         protocol=h.protocol,
@@ -337,6 +336,7 @@ def _health(h: alb.HealthCheck | None) -> state.HealthCheck | None:
         host=h.host,
         path=h.path,
         status_codes=h.status_codes,
+        grpc_service=h.grpc_service,
     )
 
 

@@ -342,8 +342,9 @@ class Target:
 class HealthCheck:
     """Active probes of a backend's endpoints (a HealthCheckPolicy)."""
 
-    # HTTP and HTTPS: GET `path` with Host `host`; TCP: a connection that opens
-    protocol: Literal["HTTP", "HTTPS", "TCP"]
+    # HTTP and HTTPS: GET `path` with Host `host`; TCP: a connection that opens;
+    # GRPC: grpc.health.v1.Health/Check of `grpc_service` answers SERVING
+    protocol: Literal["HTTP", "HTTPS", "TCP", "GRPC"]
     interval_ms: int
     # the whole probe, connection included
     timeout_ms: int
@@ -356,6 +357,7 @@ class HealthCheck:
     path: str | None = None
     # passing statuses, [start, end] inclusive
     status_codes: tuple[tuple[int, int], ...] = ()
+    grpc_service: str | None = None
 
 
 @attrs.frozen

@@ -253,7 +253,12 @@ def _render(
         # (a checkout under /root), and share the loaded code
         "  init_by_lua_block {",
         f'    require("agc.config").set_static_id("{_STATIC_ID}")',
-        *(f'    require("{module}")' for module in LUA_MODULES if module != "agc.config"),
+        f'    require("agc.health").set_control_socket("unix:{_path(layout.control_socket)}")',
+        *(
+            f'    require("{module}")'
+            for module in LUA_MODULES
+            if module not in ("agc.config", "agc.health")
+        ),
         "  }",
         # worker 0 probes the endpoints HealthCheckPolicies ask about (lua/agc/prober.lua)
         '  init_worker_by_lua_block { require("agc.prober").start() }',
@@ -317,6 +322,14 @@ def _render(
         '    location = /static { content_by_lua_block { require("agc.control").static() } }',
         # drain mode ahead of a reload (nginx.py)
         '    location = /drain { content_by_lua_block { require("agc.control").drain() } }',
+        # gRPC health probes (lua/agc/health.lua): the prober's HTTP/1.1 request, sent
+        # on as grpc.health.v1.Health/Check over HTTP/2 to the endpoint it names
+        "    location = /grpc-health {",
+        "      rewrite ^ /grpc.health.v1.Health/Check break;",
+        "      grpc_pass grpc://$http_x_agc_target;",
+        "      grpc_set_header Host $http_x_agc_target;",
+        "      grpc_set_header TE trailers;",
+        "    }",
         "  }",
     ]
     for listen in needs.listens:

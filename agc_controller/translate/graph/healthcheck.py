@@ -11,7 +11,7 @@ block, so its users recognise them; `tcp: {}` (a connection that opens) is ours:
         healthyThreshold: 1
         unhealthyThreshold: 3
         port: 8080                # default: each endpoint's own port
-        http:                     # or grpc: {} or tcp: {}; none: http with defaults
+        http:                     # or grpc: {service: name}, or tcp: {}; none: http
           host: localhost
           path: /
           match:
@@ -32,9 +32,14 @@ the characters a request line and a Host header allow.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agc_controller.translate.capabilities import Capabilities
+
+# what grpc.health.v1 names a service by (empty: the server as a whole); at most
+# 127 bytes, so that the data plane's request encodes its length in one byte
+GRPC_HEALTH_SERVICE = re.compile(r"^[A-Za-z0-9_.]{0,127}$")
 from agc_controller.translate.graph.policies import (
     SERVICE_TARGETS,
     AttachedPolicies,
@@ -135,6 +140,14 @@ def _probe(config: Any) -> tuple[HealthCheck | None, str | None]:
     if kind != "http":
         if use_tls:
             return None, f"spec.default.useTLS is only allowed with http (not {kind})"
+        service = None
+        if kind == "grpc":
+            service = (config.get("grpc") or {}).get("service", "")
+            if not isinstance(service, str) or not GRPC_HEALTH_SERVICE.match(service):
+                return None, (
+                    "spec.default.grpc.service must be a gRPC service name (letters, digits, "
+                    "_ and ., at most 127)"
+                )
         return (
             HealthCheck(
                 interval_ms=interval,
@@ -143,6 +156,7 @@ def _probe(config: Any) -> tuple[HealthCheck | None, str | None]:
                 unhealthy_threshold=unhealthy,
                 protocol="GRPC" if kind == "grpc" else "TCP",
                 port=port,
+                grpc_service=service,
             ),
             None,
         )

@@ -9,6 +9,21 @@ local filters = require("agc.filters")
 
 local _M = {}
 
+-- the data plane's control socket ("unix:<path>"), whose /grpc-health location
+-- (static.py) sends a gRPC probe on as HTTP/2: set by init_by_lua
+local control_socket
+function _M.set_control_socket(path) control_socket = path end
+
+-- grpc.health.v1 on the wire: a HealthCheckRequest's service is field 1 (tag
+-- 0x0a, a one-byte length: at most 127), framed as gRPC frames a message (no
+-- compression flag, a 4-byte length); an answer of SERVING is the frame holding
+-- field 1 = 1
+local SERVING = "\0\0\0\0\2\8\1"
+local function grpc_request(service)
+  local message = service == "" and "" or ("\10" .. string.char(#service) .. service)
+  return "\0\0\0\0" .. string.char(#message) .. message
+end
+
 -- Only characters a request line and a Host header allow (the controller
 -- checks the same; this keeps a bad state from writing a bad request).
 local HOST_CHARS = "^[%w%-%.]+$"
@@ -16,7 +31,7 @@ local HOST_CHARS = "^[%w%-%.]+$"
 function _M.compile(h)
   if h == nil then return nil end
   local protocol = h.protocol
-  if protocol ~= "HTTP" and protocol ~= "HTTPS" and protocol ~= "TCP" then
+  if protocol ~= "HTTP" and protocol ~= "HTTPS" and protocol ~= "TCP" and protocol ~= "GRPC" then
     return nil, "health check: unsupported protocol " .. tostring(protocol)
   end
   local c = {
@@ -29,7 +44,13 @@ function _M.compile(h)
     host = h.host,
     status_codes = h.status_codes or { { 200, 399 } },
   }
-  if protocol ~= "TCP" then
+  if protocol == "GRPC" then
+    local service = h.grpc_service or ""
+    if #service > 127 or not service:match("^[%w_%.]*$") then
+      return nil, "health check: invalid gRPC service"
+    end
+    c.body = grpc_request(service)
+  elseif protocol ~= "TCP" then
     if not filters.is_request_path(h.path) then
       return nil, "health check: invalid path"
     end
@@ -107,6 +128,22 @@ function _M.record(rec, passed, check)
   return nil
 end
 
+-- A gRPC probe: through the control socket, whose location speaks HTTP/2 to the
+-- endpoint; true when the answer holds SERVING.
+local function probe_grpc(check, sock, addr, port)
+  local target = addr:find(":", 1, true) and ("[" .. addr .. "]:" .. port) or (addr .. ":" .. port)
+  local sent, serr = sock:send("POST /grpc-health HTTP/1.1\r\nHost: agc\r\nX-AGC-Target: " ..
+    target .. "\r\nContent-Type: application/grpc\r\nContent-Length: " .. #check.body ..
+    "\r\nConnection: close\r\n\r\n" .. check.body)
+  if not sent then return false, "send: " .. tostring(serr) end
+  local answer, rerr = sock:receive("*a")
+  if not answer then return false, "receive: " .. tostring(rerr) end
+  if answer:find(SERVING, 1, true) then return true end
+  local status = answer:match("[Gg]rpc%-[Ss]tatus: *(%d+)")
+  if status then return false, "grpc-status " .. status end
+  return false, "not SERVING (" .. (answer:match("^HTTP/%d%.%d (%d%d%d)") or "no answer") .. ")"
+end
+
 -- Probe addr:port once; true, or false and why not. Every step shares the
 -- timeout: the probe ends by then, whatever it was doing.
 function _M.probe(check, addr, port)
@@ -118,6 +155,13 @@ function _M.probe(check, addr, port)
     sock:settimeout(ms)
   end
   left()
+  if check.protocol == "GRPC" then
+    local ok, err = sock:connect(control_socket)
+    if not ok then return false, "connect: " .. tostring(err) end
+    local passed, why = probe_grpc(check, sock, addr, port)
+    sock:close()
+    return passed, why
+  end
   local ok, err = sock:connect(addr, port)
   if not ok then return false, "connect: " .. tostring(err) end
   if check.protocol == "TCP" then
