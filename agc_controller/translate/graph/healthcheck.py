@@ -36,10 +36,6 @@ import re
 from typing import Any
 
 from agc_controller.translate.capabilities import Capabilities
-
-# what grpc.health.v1 names a service by (empty: the server as a whole); at most
-# 127 bytes, so that the data plane's request encodes its length in one byte
-GRPC_HEALTH_SERVICE = re.compile(r"^[A-Za-z0-9_.]{0,127}$")
 from agc_controller.translate.graph.policies import (
     SERVICE_TARGETS,
     AttachedPolicies,
@@ -49,6 +45,10 @@ from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import BackendHealth, HealthCheck, PassiveHealthCheck
 from agc_controller.translate.snapshot import Obj, Snapshot
 from agc_controller.translate.validate import duration_ms, int_in, is_request_path
+
+# what grpc.health.v1 names a service by (empty: the server as a whole); at most
+# 127 bytes, so that the data plane's request encodes its length in one byte
+GRPC_HEALTH_SERVICE = re.compile(r"^[A-Za-z0-9_.]{0,127}$")
 
 KIND = "HealthCheckPolicy"
 
