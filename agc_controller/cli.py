@@ -215,6 +215,19 @@ def _parser() -> argparse.ArgumentParser:
         help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
     )
     run.add_argument(
+        "--jwks-refresh",
+        type=float,
+        default=float(_env("AGC_JWKS_REFRESH", "300")),
+        help="seconds between fetches of the JWKS documents AuthPolicies name by URL "
+        "(env AGC_JWKS_REFRESH)",
+    )
+    run.add_argument(
+        "--jwks-ca-file",
+        default=_env("AGC_JWKS_CA_FILE", "") or None,
+        help="CA bundle the JWKS servers' certificates are checked against; default: the "
+        "system's (env AGC_JWKS_CA_FILE)",
+    )
+    run.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(_env("AGC_SHUTDOWN_GRACE", str(SHUTDOWN_GRACE))),
@@ -329,6 +342,8 @@ def _run(args: argparse.Namespace) -> int:
         leader_election=args.leader_elect,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
+        jwks_refresh_s=args.jwks_refresh,
+        jwks_ca_file=args.jwks_ca_file,
     )
     try:
         health = parse_address(args.health_address) if args.health_address else None

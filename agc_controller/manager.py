@@ -32,6 +32,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.controller.cache import Cache
+from agc_controller.controller.jwks import JwksFetcher
 from agc_controller.controller.mapper import Mapper, class_key, gateway_key
 from agc_controller.controller.worker import Reconciler, run_worker
 from agc_controller.core import resources as r
@@ -210,6 +211,13 @@ class Controller:
         mapper = Mapper(cache=cache, enqueue=self.queue.add)
         for resource, informer in watched:
             informer.add_handler(mapper.handler(resource.kind))
+        jwks = JwksFetcher(
+            cache.remote_jwks,
+            wanted=mapper.jwks_urls,
+            on_change=mapper.jwks_changed,
+            refresh_s=self._settings.jwks_refresh_s,
+            ca_file=self._settings.jwks_ca_file,
+        )
         controller_name = self._translate_settings.controller_name
         settings = await self._features_served(self._translate_settings)
         reconciler = Reconciler(
@@ -233,6 +241,7 @@ class Controller:
                 tg.create_task(inf.run(), name=f"informer-{res.plural}") for res, inf in watched
             ]
             lag = tg.create_task(self.metrics.watch_loop_lag(self._clock), name="loop-lag")
+            fetcher = tg.create_task(jwks.run(), name="jwks")
             election = leading = None
             if await self._synced_before(stop, watched):
                 election = (
@@ -250,7 +259,7 @@ class Controller:
                     await election
                 await self._release_lease()
             self.metrics.set_leader(False)
-            for task in (*informer_tasks, lag):
+            for task in (*informer_tasks, lag, fetcher):
                 task.cancel()
         log.info("controller_stopped")
 

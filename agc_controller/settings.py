@@ -27,6 +27,11 @@ class Settings:
     lease_name: str = "agc-controller"
     # this replica's name in the Lease
     identity: str = attrs.field(factory=_default_identity)
+    # JWKS documents AuthPolicies name by URL (controller/jwks.py): how often they are
+    # fetched again, and the CA bundle their servers' certificates are checked against
+    # (None: the system's)
+    jwks_refresh_s: float = 300.0
+    jwks_ca_file: str | None = None
 
 
 # how the local provider runs its data planes (CLI --local-dataplane)

@@ -15,7 +15,8 @@ from agc_controller.controller import indexes as ix
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.informers import Store
-from agc_controller.translate.snapshot import Obj, Snapshot
+from agc_controller.translate.graph import jwt
+from agc_controller.translate.snapshot import Obj, RemoteDocument, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
 # our policy kinds (graph/policies.py): they target Gateways, listeners, routes, rules
@@ -78,6 +79,8 @@ class Cache:
     # one store per kind ("Gateway", "Service", ...); a kind the server does not
     # serve (an older Gateway API bundle) has an empty store
     stores: Mapping[str, Store]
+    # url -> the JWKS document AuthPolicies name by it (controller/jwks.py fills it)
+    remote_jwks: dict[str, RemoteDocument] = attrs.field(factory=dict)
 
     @classmethod
     def with_stores(cls, stores: Mapping[str, Store]) -> Cache:
@@ -193,6 +196,12 @@ class Cache:
                 r.LOAD_BALANCING_POLICY, key, routes, services
             ),
             auth_policies=auth_policies,
+            remote_jwks={
+                url: document
+                for policy in auth_policies.values()
+                for url in jwt.jwks_urls(policy)
+                if (document := self.remote_jwks.get(url)) is not None
+            },
             waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},

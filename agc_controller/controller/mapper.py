@@ -19,6 +19,7 @@ from agc_controller.controller.changes import changes_translation
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
 from agc_controller.informers import KubeObject
+from agc_controller.translate.graph import jwt
 
 Enqueue = Callable[[ObjectKey], None]
 
@@ -72,6 +73,22 @@ class Mapper:
             # in and out of Selector Gateways
             return self._gateways(self.cache.store(r.GATEWAY.kind).list())
         return set()
+
+    def jwks_urls(self) -> set[str]:
+        """The well-formed JWKS URLs the cached AuthPolicies name."""
+        return {
+            url
+            for policy in self.cache.store(r.AUTH_POLICY.kind).list()
+            for url in jwt.jwks_urls(policy)
+            if jwt.is_jwks_url(url)
+        }
+
+    def jwks_changed(self, url: str) -> None:
+        """Enqueue the Gateways of the AuthPolicies naming the JWKS at `url`."""
+        for policy in self.cache.store(r.AUTH_POLICY.kind).list():
+            if url in jwt.jwks_urls(policy):
+                for key in self.keys_for(r.AUTH_POLICY.kind, policy):
+                    self.enqueue(key)
 
     def handler(self, kind: str) -> _Handler:
         return _Handler(mapper=self, kind=kind)

@@ -19,6 +19,15 @@ Obj = dict[str, Any]
 
 
 @attrs.frozen
+class RemoteDocument:
+    """A document fetched from a URL (controller/jwks.py): its text, or why there is
+    none (never fetched successfully)."""
+
+    text: str | None = None
+    problem: str | None = None
+
+
+@attrs.frozen
 class Snapshot:
     gateway_classes: Mapping[str, Obj] = attrs.field(factory=dict)
     gateways: Mapping[str, Obj] = attrs.field(factory=dict)
@@ -39,6 +48,8 @@ class Snapshot:
     load_balancing_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     # our AuthPolicies, found as the RateLimitPolicies are
     auth_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # the JWKS documents the AuthPolicies name by URL, as the controller fetched them
+    remote_jwks: Mapping[str, RemoteDocument] = attrs.field(factory=dict)
     # our WebApplicationFirewallPolicies, found as the RateLimitPolicies are
     waf_policies: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)

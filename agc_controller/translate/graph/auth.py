@@ -165,8 +165,17 @@ def _jwt(
             if config_map is None:
                 return (), f"{field}.jwks.configMapRef: ConfigMap {namespace}/{name} does not exist"
             text = jwt.jwks_text(config_map, base64_data=False)
+        elif "url" in jwks:
+            url = jwks["url"]
+            if not jwt.is_jwks_url(url):
+                return (), f"{field}.jwks.url must be an https URL of at most 2048 characters"
+            fetched = snapshot.remote_jwks.get(url)
+            if fetched is None or fetched.text is None:
+                why = fetched.problem if fetched is not None else "not fetched yet"
+                return (), f"{field}.jwks.url: {why}"
+            text = fetched.text
         else:
-            return (), f"{field}.jwks needs secretRef or configMapRef"
+            return (), f"{field}.jwks needs secretRef, configMapRef or url"
         parsed, problem = jwt.parse_provider(provider, field, text)
         if problem or parsed is None:
             return (), problem

@@ -22,7 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+import urllib.parse
+from typing import Any, TypeGuard
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -151,6 +152,31 @@ def _key(jwk: Any, field: str) -> tuple[JwtKey | None, str | None]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
     return JwtKey(kid=kid, alg=alg, pem=pem), None
+
+
+def is_jwks_url(value: object) -> TypeGuard[str]:
+    """An https URL with a host, of visible ASCII (a JWKS the controller fetches)."""
+    if not isinstance(value, str) or len(value) > 2048 or not value.isascii():
+        return False
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in value):
+        return False
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme == "https" and bool(parts.hostname) and not parts.fragment
+
+
+def jwks_urls(policy: Obj) -> list[str]:
+    """The JWKS URLs an AuthPolicy's JWT providers name (well formed or not)."""
+    config = (policy.get("spec") or {}).get("jwt")
+    providers = config.get("providers") if isinstance(config, dict) else None
+    if not isinstance(providers, list):
+        return []
+    return [
+        url
+        for provider in providers
+        if isinstance(provider, dict)
+        and isinstance(jwks := provider.get("jwks"), dict)
+        and isinstance(url := jwks.get("url"), str)
+    ]
 
 
 def jwks_text(source: Obj | None, *, base64_data: bool) -> str | None:
