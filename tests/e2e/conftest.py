@@ -243,6 +243,28 @@ class Cluster:
             POLICY_GROUP, POLICY_VERSION, self.namespace, BY_KIND[kind].plural, name
         )
 
+    async def prefix_route(self, name: str, rule: str, backend: str, *, rest: str | None) -> None:
+        """HTTPRoute `name` on Gateway "gw": rule `rule` for paths under /`rule`, and a
+        catch-all rule (named `rest`, if given), both to Service `backend` port 80."""
+        to = [{"name": backend, "port": 80}]
+        catch_all: dict[str, Any] = {"backendRefs": to}
+        if rest is not None:
+            catch_all["name"] = rest
+        await self.route(
+            name,
+            {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [
+                    {
+                        "name": rule,
+                        "matches": [{"path": {"type": "PathPrefix", "value": f"/{rule}"}}],
+                        "backendRefs": to,
+                    },
+                    catch_all,
+                ],
+            },
+        )
+
     async def route(self, name: str, spec: dict[str, Any], kind: str = "HTTPRoute") -> None:
         await self.apply(
             {"apiVersion": f"{GW}/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}

@@ -39,20 +39,7 @@ async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
 ) -> None:
     await cluster.service("web", [echo])
     address = await cluster.gateway("gw", HTTP)
-    await cluster.route(
-        "r",
-        {
-            "parentRefs": [{"name": "gw"}],
-            "rules": [
-                {
-                    "name": "limited",
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/limited"}}],
-                    "backendRefs": [{"name": "web", "port": 80}],
-                },
-                {"backendRefs": [{"name": "web", "port": 80}]},
-            ],
-        },
-    )
+    await cluster.prefix_route("r", "limited", "web", rest=None)
     reloads = cluster.provider.reloads
     await cluster.policy(
         KIND,

@@ -41,20 +41,7 @@ async def two_rules(cluster: Cluster, echo: str) -> str:
     """Route "r" with rule "protected" (/protected) and rule "open" (everything else)."""
     await cluster.service("web", [echo])
     address = await cluster.gateway("gw", HTTP)
-    await cluster.route(
-        "r",
-        {
-            "parentRefs": [{"name": "gw"}],
-            "rules": [
-                {
-                    "name": "protected",
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/protected"}}],
-                    "backendRefs": [{"name": "web", "port": 80}],
-                },
-                {"name": "open", "backendRefs": [{"name": "web", "port": 80}]},
-            ],
-        },
-    )
+    await cluster.prefix_route("r", "protected", "web", rest="open")
     await until_status(address, "/protected", 200)
     return address
 

@@ -15,11 +15,11 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agc_controller.controller.jwks import JwksFetcher
-from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.render.documents import translate_all
 from agc_controller.translate import Snapshot
 from agc_controller.translate.snapshot import RemoteDocument
 from tests.azure.tls import server_context
+from tests.unit.test_policy_hostile_input import SETTINGS, _objects
 
 URL_PATH = "/.well-known/jwks.json"
 
@@ -118,21 +118,7 @@ async def test_a_server_it_cannot_trust_or_reach_is_a_problem(issuer: Any) -> No
 def _translate(remote: dict[str, RemoteDocument], url: str) -> Any:
     gw = "gateway.networking.k8s.io"
     objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": f"{gw}/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": "agc"},
-            "spec": {"controllerName": "agc-controller.io/gateway-controller"},
-        },
-        {
-            "apiVersion": f"{gw}/v1",
-            "kind": "Gateway",
-            "metadata": {"name": "gw", "namespace": "default"},
-            "spec": {
-                "gatewayClassName": "agc",
-                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-            },
-        },
+        *_objects(),
         {
             "apiVersion": "agc-controller.io/v1alpha1",
             "kind": "AuthPolicy",
@@ -144,9 +130,7 @@ def _translate(remote: dict[str, RemoteDocument], url: str) -> Any:
         },
     ]
     snapshot = attrs.evolve(Snapshot.from_objects(objects), remote_jwks=remote)
-    translation = translate_all(
-        snapshot, local_translate_settings("agc-controller.io/gateway-controller")
-    )
+    translation = translate_all(snapshot, SETTINGS)
     (status,) = translation.gateways["default/gw"].policy_statuses
     return status.ancestors[0].conditions[0]
 
