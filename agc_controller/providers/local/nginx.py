@@ -41,6 +41,7 @@ from agc_controller.core.errors import PermanentError, TemporaryError
 from agc_controller.providers.local.static import InstanceLayout
 from agc_controller.providers.local.streams import StreamFiles
 from agc_controller.selfsigned import self_signed
+from agc_controller.translate.model import WafRuleSet
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +131,9 @@ class NginxInstance:
     parts: dict[str, bytes] | None = None
     # the static id the parts were pushed for
     parts_static: str | None = None
+    # the firewall rule sets of the running static config (kept while unused: see
+    # program's `_keeping_loaded`)
+    waf_rule_sets: tuple[WafRuleSet, ...] = ()
     # the streams' files (streams.py), which the stream servers read
     streams: StreamFiles = attrs.field(
         default=attrs.Factory(lambda self: StreamFiles(self.layout.streams_dir), takes_self=True)

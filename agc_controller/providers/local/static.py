@@ -459,8 +459,8 @@ def _waf_locations(needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
     (log_subrequest) so that ModSecurity writes what matched to its audit log; the
     transaction id names the policy and the request."""
     out = []
-    for rules in needs.waf:
-        rule_set = rule_set_id(rules)
+    # in id order: the text follows the set of rule sets, not how it was listed
+    for rule_set, rules in sorted(((rule_set_id(r), r) for r in needs.waf), key=lambda p: p[0]):
         policy = nginx_string(rules.policy)
         out += [
             f"    location = /_agc_waf/{rule_set} {{",
