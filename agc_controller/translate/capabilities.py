@@ -62,11 +62,11 @@ class Capabilities:
     # BackendTLSPolicy validation.subjectAltNames: check the backend certificate
     # against these names instead of the SNI hostname
     backend_tls_subject_alt_names: bool = True
-    # RateLimitPolicy (graph/ratelimit.py): the units' periods in seconds, a key other
-    # than the client's address, a burst other than the rate
+    # RateLimitPolicy (graph/ratelimit.py): the units' periods in seconds, keys other
+    # than the client's address (a header, a JWT claim), a burst other than the rate
     rate_limits: bool = True
     rate_limit_periods: frozenset[int] = frozenset({1, 60, 3600})
-    rate_limit_header_keys: bool = True
+    rate_limit_request_keys: bool = True
     rate_limit_burst: bool = True
     # AuthPolicy (graph/auth.py): any of it; ways of signing in (not address lists
     # alone); trusted proxies
@@ -108,8 +108,8 @@ class Capabilities:
         elif limit.period_s not in self.rate_limit_periods:
             unit = {1: "Second", 60: "Minute", 3600: "Hour"}.get(limit.period_s, limit.period_s)
             problem = f"spec.limit.unit {unit}"
-        elif limit.key == "Header" and not self.rate_limit_header_keys:
-            problem = "spec.key.type Header"
+        elif limit.key != "ClientIP" and not self.rate_limit_request_keys:
+            problem = f"spec.key.type {limit.key}"
         elif limit.burst != limit.requests and not self.rate_limit_burst:
             problem = "spec.limit.burst other than spec.limit.requests"
         return f"{problem} is not supported by the {self.provider} provider" if problem else None

@@ -250,9 +250,11 @@ class RateLimit:
     requests: int
     period_s: int
     burst: int
-    # whose requests share a budget: the client's address, or one header's value
-    key: Literal["ClientIP", "Header"] = "ClientIP"
+    # whose requests share a budget: the client's address, one header's value, or one
+    # claim of the request's verified JWT
+    key: Literal["ClientIP", "Header", "Claim"] = "ClientIP"
     header: str | None = None
+    claim: str | None = None
 
 
 @attrs.frozen

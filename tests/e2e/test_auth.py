@@ -299,4 +299,23 @@ async def test_jwt_tokens(cluster: Cluster, echo: str) -> None:
         while (await get(address, "/", headers=rotated))[0] != 200:
             await asyncio.sleep(0.05)
     assert (await get(address, "/", headers=bearer(_token(first, "RS256", claims, "k1"))))[0] == 401
+
+    # a rate limit keyed by the verified token's sub: each user has a budget of 2
+    await cluster.policy(
+        "RateLimitPolicy",
+        "per-user",
+        on_rule(
+            "api", limit={"requests": 2, "unit": "Minute"}, key={"type": "Claim", "claim": "sub"}
+        ),
+    )
+    await cluster.policy_accepted("RateLimitPolicy", "per-user")
+    bob = bearer(_token(second, "ES256", {**claims, "sub": "bob"}, "k2"))
+    async with asyncio.timeout(20):
+        while "RateLimit-Limit" not in (await get(address, "/", headers=rotated))[1]:
+            await asyncio.sleep(0.05)
+    # alice spent one request finding the limit: one more passes, then 429
+    assert [(await get(address, "/", headers=rotated))[0] for _ in range(2)] == [200, 429]
+    assert [(await get(address, "/", headers=bob))[0] for _ in range(3)] == [200, 200, 429]
+    # without a valid token the limit is never reached: the AuthPolicy answers first
+    assert (await get(address, "/"))[0] == 401
     assert cluster.provider.reloads == reloads

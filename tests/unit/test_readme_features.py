@@ -84,7 +84,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
     "Rate limiting": (
         flag("rate_limits"),
         lambda s: s.capabilities.rate_limit_periods >= {1, 60, 3600},
-        flag("rate_limit_header_keys"),
+        flag("rate_limit_request_keys"),
         flag("rate_limit_burst"),
     ),
     "Access control": (flag("auth"), flag("auth_credentials"), flag("auth_trusted_proxies")),

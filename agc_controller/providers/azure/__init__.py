@@ -78,7 +78,7 @@ AZURE_CAPABILITIES = Capabilities(
     backend_tls_subject_alt_names=False,
     # a RateLimitRule of a WAF policy (WAF_v2): per client address, per minute
     rate_limit_periods=frozenset({1, 60}),
-    rate_limit_header_keys=False,
+    rate_limit_request_keys=False,
     rate_limit_burst=False,
     # address lists as custom rules of a WAF policy (WAF_v2); no credentials at all
     auth_credentials=False,

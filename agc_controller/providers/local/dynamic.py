@@ -269,6 +269,7 @@ def _rate_limit(r: alb.RateLimit | None) -> state.RateLimit | None:
         period_s=r.period_s,
         burst=r.burst,
         header=r.header if r.key == "Header" else None,
+        claim=r.claim if r.key == "Claim" else None,
     )
 
 

@@ -168,8 +168,10 @@ class RateLimit:
     requests: int
     period_s: int
     burst: int
-    # the header whose value is the key; None: the client's address
+    # the header whose value is the key, or the verified JWT claim; neither: the
+    # client's address
     header: str | None = None
+    claim: str | None = None
 
 
 @attrs.frozen

@@ -7,13 +7,16 @@
         unit: Second               # Second | Minute | Hour
         burst: 20                  # at most this many at once after a pause (default: requests)
       key:
-        type: ClientIP             # ClientIP (default) | Header
+        type: ClientIP             # ClientIP (default) | Header | Claim
         header: X-Api-Key          # Header: the header whose value is the key
+        claim: sub                 # Claim: the claim of the request's verified JWT
 
 The CRD refuses most bad values with CEL; these checks repeat them (a policy
 may come from a file, `agc-controller translate`) and name the field.
 Requests without the key header share one budget (the empty value): leaving
-out a header never escapes the limit.
+out a header never escapes the limit. A claim key is the verified token's (an
+AuthPolicy with `jwt` on the same rule checks it first; the data plane counts
+after it): a request without one, or without the claim, shares the empty key.
 """
 
 from __future__ import annotations
@@ -78,23 +81,28 @@ def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
         return None, f"spec.limit.burst must be an integer from 1 to {REQUESTS_MAX}"
     key = spec.get("key") or {}
     key_type = key.get("type", "ClientIP")
-    header = key.get("header")
-    if key_type == "ClientIP":
-        if header is not None:
-            return None, "spec.key.header is only allowed with type Header"
-    elif key_type == "Header":
+    header, claim = key.get("header"), key.get("claim")
+    if header is not None and key_type != "Header":
+        return None, "spec.key.header is only allowed with type Header"
+    if claim is not None and key_type != "Claim":
+        return None, "spec.key.claim is only allowed with type Claim"
+    if key_type == "Header":
         if not is_token(header):
             return None, "spec.key.header must be an HTTP header name (a token of 1-256 characters)"
-    else:
-        return None, f"spec.key.type {str(key_type)[:32]!r} is not one of ClientIP, Header"
+    elif key_type == "Claim":
+        if not (isinstance(claim, str) and 0 < len(claim) <= 256 and claim.isprintable()):
+            return None, "spec.key.claim must be a JWT claim name (1-256 printable characters)"
+    elif key_type != "ClientIP":
+        return None, f"spec.key.type {str(key_type)[:32]!r} is not one of ClientIP, Header, Claim"
     return (
         RateLimit(
             bucket="",
             requests=requests,
             period_s=UNIT_SECONDS[unit],
             burst=burst,
-            key="Header" if key_type == "Header" else "ClientIP",
+            key=key_type,
             header=header,
+            claim=claim,
         ),
         None,
     )

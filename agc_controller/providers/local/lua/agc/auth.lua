@@ -209,6 +209,8 @@ function _M.bearer(providers)
     ngx.log(ngx.INFO, "agc: bearer token refused: ", provider)
     return refuse(401, 'Bearer error="invalid_token"')
   end
+  -- a rate limit keyed by a claim reads the verified ones (agc.ratelimit)
+  ngx.ctx.jwt_claims = claims
   for _, pair in ipairs(provider.claims) do
     local value = claims[pair[1]]
     local kind = type(value)

@@ -33,6 +33,8 @@ function _M.compile(limit)
     var = filters.header_var(limit.header)
   end
   return {
+    -- a verified JWT's claim keys the budget: checked after the AuthPolicy (router.lua)
+    claim = limit.claim,
     -- 16 bytes name the bucket, whatever the length of the policy's name
     prefix = ngx.md5_bin(limit.bucket),
     interval = interval,
@@ -45,9 +47,19 @@ function _M.compile(limit)
   }
 end
 
-local function client_key(limit)
-  if not limit.var then return ngx_var.binary_remote_addr or "" end
-  local value = ngx_var[limit.var]
+local function client_key(limit, ctx)
+  local value
+  if limit.claim then
+    local claims = ctx.jwt_claims
+    value = claims and claims[limit.claim]
+    local kind = type(value)
+    if kind ~= "string" and kind ~= "number" and kind ~= "boolean" then return "" end
+    value = tostring(value)
+  elseif limit.var then
+    value = ngx_var[limit.var]
+  else
+    return ngx_var.binary_remote_addr or ""
+  end
   if value == nil then return "" end
   if #value > KEY_MAX then return ngx.md5_bin(value) end
   return value
@@ -96,7 +108,7 @@ end
 -- Check the request against `limit`: true to go on, with the headers for the
 -- response in `ctx`; otherwise it is answered here, 429 with Retry-After.
 function _M.check(limit, ctx)
-  local admitted, headers, wait = _M.take(limit, limit.prefix .. client_key(limit), ngx.now())
+  local admitted, headers, wait = _M.take(limit, limit.prefix .. client_key(limit, ctx), ngx.now())
   if admitted then
     ctx.limit_headers = headers
     return true

@@ -3,7 +3,8 @@
 --                     421; frontend mTLS: 444 without a valid client certificate)
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
---   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it)
+--   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it); one
+--                     keyed by a JWT claim after auth.check, on the verified token
 --   waf.inspect       the rule's WebApplicationFirewallPolicy, if any: ModSecurity
 --                     inspects the request (its block response, in Prevention)
 --   answer_cors       preflights answered here; an allowed origin is noted for
@@ -213,13 +214,16 @@ function _M.route(drained)
   if not rule then return ngx.exit(404) end
 
   local ctx = ngx.ctx
-  if rule.limit and not ratelimit.check(rule.limit, ctx) then return end
+  -- a limit keyed by a JWT claim waits for the verified token (after auth)
+  local limit = rule.limit
+  if limit and not limit.claim and not ratelimit.check(limit, ctx) then return end
   -- after the limit (a flood is turned away before it costs inspections), before
   -- the credentials (what reaches an authorization Service has been inspected)
   if rule.waf and not waf.inspect(rule.waf) then return end
   -- a CORS preflight carries no credentials: it is answered before they are asked for
   if rule.cors and answer_cors(rule.cors, method, ctx) then return end
   if rule.auth and not auth.check(rule.auth) then return end
+  if limit and limit.claim and not ratelimit.check(limit, ctx) then return end
   if apply_rule_filters(state, rule, path, host) then return end
   ctx.resp = rule.resp
   local mirrored = _M.choose_mirrors(rule, math.random)
