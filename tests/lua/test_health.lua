@@ -34,9 +34,20 @@ function T.nothing_that_could_break_the_request_line_compiles()
   local c, err = check({ host = "a\r\nb" })
   t.eq(c, nil)
   t.eq(err, "health check: invalid host")
-  c, err = check({ protocol = "GRPC" })
+  c, err = check({ protocol = "UDP" })
   t.eq(c, nil)
-  t.eq(err, "health check: unsupported protocol GRPC")
+  t.eq(err, "health check: unsupported protocol UDP")
+  c, err = check({ protocol = "GRPC", grpc_service = "a b" })
+  t.eq(c, nil)
+  t.eq(err, "health check: invalid gRPC service")
+end
+
+function T.a_grpc_check_is_a_framed_health_check_request()
+  -- the whole server: an empty HealthCheckRequest; a service: field 1, its name
+  t.eq(check({ protocol = "GRPC" }).body, "\0\0\0\0\0")
+  t.eq(check({ protocol = "GRPC", grpc_service = "agc.test.Echo" }).body,
+    "\0\0\0\0\15\10\13agc.test.Echo")
+  t.eq(check({ protocol = "GRPC", grpc_service = string.rep("s", 128) }), nil, "too long")
 end
 
 function T.status_ranges_decide()
