@@ -149,6 +149,7 @@ class Recorded:
     body: Json | None
     status: int
     time: float
+    api_version: str = ""
 
 
 @attrs.define
@@ -293,6 +294,7 @@ class ArmServer:
                 body=body,
                 status=response.status,
                 time=time.monotonic(),
+                api_version=request.query.get("api-version", ""),
             )
         )
         return response
@@ -344,16 +346,24 @@ class ArmServer:
             raise ArmError(404, "OperationNotFound", "The operation was not found.")
         if time.monotonic() < op.done_at:
             return web.json_response({"status": "InProgress"}, headers={"Retry-After": "0"})
-        gateway = self.resources.get(op.gateway)
+        self._finish(op)
         if op.fail is not None:
-            if gateway is not None:
-                gateway["properties"]["provisioningState"] = "Failed"
             return web.json_response(
                 {"status": "Failed", "error": {"code": op.fail.code, "message": op.fail.message}}
             )
-        if gateway is not None:
-            gateway["properties"]["provisioningState"] = "Succeeded"
         return web.json_response({"status": "Succeeded"})
+
+    def _finish(self, op: _Operation) -> None:
+        """An operation past its time has ended, whether or not anyone polls it: the
+        gateway's provisioningState says how."""
+        gateway = self.resources.get(op.gateway)
+        if gateway is not None and gateway["properties"]["provisioningState"] == "Updating":
+            gateway["properties"]["provisioningState"] = "Failed" if op.fail else "Succeeded"
+
+    def _finish_due(self, key: str) -> None:
+        for op in self._operations.values():
+            if op.gateway == key and time.monotonic() >= op.done_at:
+                self._finish(op)
 
     def _busy(self, key: str) -> bool:
         return any(
@@ -363,6 +373,7 @@ class ArmServer:
     async def _gateway(self, request: web.Request, m: re.Match[str]) -> web.Response:
         gateway_id = _gateway_id(m["sub"], m["rg"], m["name"])
         key = gateway_id.lower()
+        self._finish_due(key)
         current = self.resources.get(key)
         if request.method == "GET":
             if current is None:

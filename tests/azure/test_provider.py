@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import attrs
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 
 from agc_controller.providers.azure import AzureProvider
+from agc_controller.providers.azure.arm import API_VERSION
 from agc_controller.translate.model import (
     Auth,
     IpAccess,
@@ -17,7 +21,14 @@ from agc_controller.translate.model import (
     WafCustomRule,
     WafRuleSet,
 )
-from tests.azure.conftest import APPLICATION_GATEWAY, RESOURCE_GROUP, SUBSCRIPTION, CallCounter
+from tests.azure.conftest import (
+    APPLICATION_GATEWAY,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    CallCounter,
+    StaticToken,
+    settings_for,
+)
 from tests.azure.models import model
 from tests.azure.server import ArmServer, Failure
 
@@ -319,3 +330,96 @@ async def test_a_rate_limit_and_address_lists_become_a_waf_policy_of_ours(
     assert len(overrides) == 12
     assert all("rules" not in o for o in overrides)
     assert "customBlockResponseStatusCode" not in props["policySettings"]
+
+
+async def test_every_call_names_the_pinned_api_version(arm: ArmServer, provider: Provider) -> None:
+    p, _ = provider
+    assert (await p.apply(model())).programmed
+    assert {r.api_version for r in arm.requests} == {API_VERSION}
+
+
+async def test_missing_permissions_are_reported_and_tried_again_once_granted(
+    arm: ArmServer, provider: Provider
+) -> None:
+    p, _ = provider
+    arm.inject(
+        Failure(
+            "PUT",
+            403,
+            "LinkedAuthorizationFailed",
+            "The client has permission to perform action 'Microsoft.Network/applicationGateways/"
+            "write', but it does not have permission to perform action 'Microsoft.Network/"
+            "virtualNetworks/subnets/join/action' on the linked scope(s).",
+        )
+    )
+    result = await p.apply(model())
+    assert (result.programmed, result.reason, result.temporary) == (False, "Pending", True)
+    assert "subnets/join/action" in result.message
+    # the role is granted: the same model goes through
+    result = await p.apply(model())
+    assert result.programmed, result.message
+
+
+async def test_a_credential_that_cannot_sign_in_is_reported_and_tried_again(
+    arm: ArmServer,
+) -> None:
+    class NoIdentity(StaticToken):
+        async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            raise ClientAuthenticationError("WorkloadIdentityCredential: no token file")
+
+    async with AzureProvider(settings=settings_for(arm), credential=NoIdentity()) as p:
+        result = await p.apply(model())
+    assert (result.programmed, result.temporary) == (False, True)
+    assert "signing in to Azure failed: WorkloadIdentityCredential: no token file" in result.message
+    assert arm.puts() == []
+
+
+async def test_an_unreadable_public_ip_leaves_the_address_unknown_not_the_gateway_invalid(
+    arm: ArmServer, provider: Provider
+) -> None:
+    arm.inject(
+        Failure(
+            "GET", 403, "AuthorizationFailed", "no read access", path_contains="/publicIPAddresses/"
+        )
+    )
+    p, _ = provider
+    result = await p.apply(model())
+    assert result.programmed, result.message
+    assert result.addresses == ()
+
+
+async def test_a_polling_error_waits_for_the_operation_before_reporting(
+    arm: ArmServer, provider: Provider
+) -> None:
+    arm.inject(Failure("GET", 500, "InternalServerError", "boom", path_contains="/operations/"))
+    p, _ = provider
+    result = await p.apply(model())
+    assert result.programmed, result.message
+    assert _props(arm)["provisioningState"] == "Succeeded"
+    assert len(arm.puts()) == 1  # the operation went on: no second PUT
+
+
+async def test_a_rejected_body_is_put_again_after_a_while(arm: ArmServer) -> None:
+    arm.inject(Failure("PUT", 400, "ApplicationGatewayInvalidConfiguration", "nope"))
+    settings = settings_for(arm, rejection_retry_s=0.3)
+    async with AzureProvider(settings=settings, credential=StaticToken()) as p:
+        first = await p.apply(model())
+        assert (first.programmed, first.temporary) == (False, False)
+        assert "nope" in first.message
+        # unchanged, at once: not PUT again
+        assert not (await p.apply(model())).programmed
+        assert len([r for r in arm.requests if r.method == "PUT"]) == 1
+        await asyncio.sleep(0.35)
+        assert (await p.apply(model())).programmed
+
+
+async def test_operations_that_keep_failing_are_reported_and_retried_by_the_queue(
+    arm: ArmServer,
+) -> None:
+    arm.inject(Failure("LRO", 0, "ApplicationGatewayKeyVaultSecretException", "no access", times=3))
+    settings = settings_for(arm, retry_attempts=3)
+    async with AzureProvider(settings=settings, credential=StaticToken()) as p:
+        result = await p.apply(model())
+    assert (result.programmed, result.temporary) == (False, True)
+    assert "no access" in result.message
+    assert len(arm.puts()) == 3

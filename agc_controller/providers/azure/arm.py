@@ -10,10 +10,20 @@ not know survive a GET → PUT round trip. Errors are mapped here, once:
 - 5xx, 408, connection errors → retried with jittered exponential backoff
   (tenacity).
 - The long-running operation of an accepted PUT failed → `ArmOperationFailed`:
-  the ETag has moved, so the caller re-reads before it PUTs again.
-- Any other 4xx → `ArmRejected` with ARM's own message: permanent, it
+  the ETag has moved, so the caller re-reads before it PUTs again. A 429 or
+  5xx while polling says nothing about the operation → `ArmPollingInterrupted`:
+  the caller waits for the gateway to settle before it reports anything. An
+  operation outliving `operation_timeout_s` → `ArmTemporaryError`.
+- Signing in failed (a credential error carries no status), 401, 403 (incl.
+  `LinkedAuthorizationFailed`), 404 → `ArmAccessError`: the Gateway reports it
+  and is tried again later, since fixing the identity's role assignments or
+  creating the resource lifts it.
+- Any other 4xx → `ArmRejected` with ARM's own message: the body is wrong; it
   becomes the Gateway's condition instead of a retry loop.
 Retries exhausted → `ArmTemporaryError`: the work queue retries the Gateway.
+Every failed call is logged with ARM's `x-ms-request-id` and
+`x-ms-correlation-request-id`, which Azure support asks for. Every call names
+the API version (`API_VERSION`), whatever the installed SDK defaults to.
 
 The SDK's own retry policy is off (`retry_total=0`) so every HTTP exchange
 passes through this policy once and `on_arm_call` sees each one.
@@ -27,9 +37,15 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import structlog
 import tenacity
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.core.pipeline import PipelineResponse
 from azure.core.polling import AsyncLROPoller
 from azure.mgmt.network.aio import NetworkManagementClient
@@ -38,12 +54,15 @@ from agc_controller.core.errors import TemporaryError
 from agc_controller.providers.azure.children import Json
 from agc_controller.providers.azure.settings import AzureSettings, Target
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 OnArmCall = Callable[[str, int], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 BUSY_CODES = frozenset({"RetryableErrorDueToAnotherOperation", "AnotherOperationInProgress"})
 DEFAULT_RETRY_AFTER_S = 10.0
+# the Microsoft.Network API version every call uses (the bodies are written for it)
+API_VERSION = "2024-05-01"
 
 
 class ArmError(Exception):
@@ -57,6 +76,20 @@ class ArmRejected(ArmError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class ArmAccessError(ArmError):
+    """Signing in failed, or the identity may not do this (401/403), or the resource
+    is not there (404): the Gateway says so, and is tried again later."""
+
+    def __init__(self, message: str, *, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ArmPollingInterrupted(ArmError):
+    """Polling an accepted operation failed (429, 5xx): its outcome is unknown."""
 
 
 class ArmConflict(ArmError):
@@ -109,9 +142,28 @@ def arm_message(error: HttpResponseError) -> tuple[str | None, str]:
     return code, str(message or error.message or error.reason or "ARM request failed")
 
 
+def request_ids(error: HttpResponseError) -> dict[str, str]:
+    """ARM's ids of the failed request, as Azure support asks for them."""
+    response: Any = error.response
+    headers = response.headers if response is not None else {}
+    return {
+        key: str(headers[header])
+        for key, header in (
+            ("request_id", "x-ms-request-id"),
+            ("correlation_id", "x-ms-correlation-request-id"),
+        )
+        if header in headers
+    }
+
+
 def _classify(error: HttpResponseError, settings: AzureSettings) -> ArmError:
     status = error.status_code or 0
     code, message = arm_message(error)
+    log.warning("arm_call_failed", status=status, code=code, error=message, **request_ids(error))
+    if isinstance(error, ClientAuthenticationError) and not status:
+        return ArmAccessError(f"signing in to Azure failed: {message}", status=0, code=code)
+    if status in (401, 403, 404):
+        return ArmAccessError(message, status=status, code=code)
     if status == 412:
         return ArmConflict(message)
     if status == 429 or code in BUSY_CODES:
@@ -170,7 +222,7 @@ class ArmClient:
             return cast(
                 Json,
                 await client.application_gateways.get(
-                    target.resource_group, target.name, cls=_raw_json
+                    target.resource_group, target.name, cls=_raw_json, api_version=API_VERSION
                 ),
             )
 
@@ -190,15 +242,25 @@ class ArmClient:
                 content_type="application/json",
                 headers=headers,
                 cls=_raw_json,
+                api_version=API_VERSION,
             )
             return poller
 
         poller = await self._retrying(put)
         try:
-            return cast(Json, await poller.result())
+            async with asyncio.timeout(self._settings.operation_timeout_s):
+                return cast(Json, await poller.result())
+        except TimeoutError:
+            raise ArmTemporaryError(
+                f"the update of {target} did not finish within "
+                f"{self._settings.operation_timeout_s:.0f} s"
+            ) from None
         except HttpResponseError as e:
+            code, message = arm_message(e)
+            log.warning("arm_operation_failed", code=code, error=message, **request_ids(e))
+            if e.status_code == 429 or (e.status_code or 0) >= 500:
+                raise ArmPollingInterrupted(f"polling the update failed: {message}") from e
             # ARM took the body; retrying needs a fresh ETag, so the caller re-reads
-            _, message = arm_message(e)
             raise ArmOperationFailed(f"The update operation failed: {message}") from e
 
     async def put_firewall_policy(self, target: Target, name: str, body: Json) -> None:
@@ -214,6 +276,7 @@ class ArmClient:
                 io.BytesIO(content),
                 content_type="application/json",
                 cls=_raw_json,
+                api_version=API_VERSION,
             )
 
         await self._retrying(put)
@@ -226,7 +289,7 @@ class ArmClient:
             return {
                 str(policy.name): dict(policy.tags or {})
                 async for policy in client.web_application_firewall_policies.list(
-                    target.resource_group
+                    target.resource_group, api_version=API_VERSION
                 )
             }
 
@@ -238,7 +301,7 @@ class ArmClient:
 
         async def delete() -> AsyncLROPoller[None]:
             return await client.web_application_firewall_policies.begin_delete(
-                target.resource_group, name
+                target.resource_group, name, api_version=API_VERSION
             )
 
         poller = await self._retrying(delete)
@@ -256,7 +319,10 @@ class ArmClient:
 
         async def get() -> Json:
             return cast(
-                Json, await client.public_ip_addresses.get(resource_group, name, cls=_raw_json)
+                Json,
+                await client.public_ip_addresses.get(
+                    resource_group, name, cls=_raw_json, api_version=API_VERSION
+                ),
             )
 
         return await self._retrying(get)

@@ -21,7 +21,13 @@ from azure.identity.aio import DefaultAzureCredential
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult
-from agc_controller.providers.azure.arm import ArmClient, ArmRejected, OnArmCall, Sleep
+from agc_controller.providers.azure.arm import (
+    ArmAccessError,
+    ArmClient,
+    ArmRejected,
+    OnArmCall,
+    Sleep,
+)
 from agc_controller.providers.azure.merge import EncodePfx
 from agc_controller.providers.azure.pfx import encode_pfx
 from agc_controller.providers.azure.settings import AzureSettings, Target, placement
@@ -73,6 +79,9 @@ class AzureProvider:
                 failure_backoff_s=self.settings.retry_min_s,
                 addresses=self._addresses,
                 sleep=self._sleep,
+                rejection_retry_s=self.settings.rejection_retry_s,
+                settle_poll_s=self.settings.polling_interval_s,
+                settle_timeout_s=self.settings.operation_timeout_s,
             )
             self._syncs[target] = sync
         return sync
@@ -95,6 +104,14 @@ class AzureProvider:
                 reason=c.R_INVALID,
                 message=f"Application Gateway {where.target}: {e}",
             )
+        except ArmAccessError as e:
+            # sign-in, permissions or a missing resource: reported, and tried again
+            return ApplyResult(
+                programmed=False,
+                reason=c.R_PENDING,
+                message=f"Application Gateway {where.target}: {e}",
+                temporary=True,
+            )
         assert result is not None
         return result
 
@@ -116,7 +133,7 @@ class AzureProvider:
     async def _remove(self, gateway: ObjectKey, target: Target) -> None:
         try:
             await self.sync_for(target).submit(gateway, None)
-        except ArmRejected as e:
+        except (ArmRejected, ArmAccessError) as e:
             # e.g. the Application Gateway itself is gone: nothing of ours is left there
             log.warning(
                 "azure_remove_refused", gateway=str(gateway), target=str(target), reason=str(e)

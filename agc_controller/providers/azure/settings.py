@@ -50,6 +50,11 @@ class AzureSettings:
     max_retry_after_s: float = 120.0
     # 412 (someone else wrote the Application Gateway): re-read and retry this often
     conflict_attempts: int = 5
+    # the longest an update's operation may take before the Gateway is tried again
+    # (Application Gateway v2 updates take minutes; some take longer)
+    operation_timeout_s: float = 1800.0
+    # a body ARM refused is not PUT again, unchanged, for this long
+    rejection_retry_s: float = 300.0
 
     @property
     def scope(self) -> str:

@@ -8,8 +8,12 @@ Invariants:
   at most two PUTs, however long it is.
 - A `submit` is answered by the first round that started after it, so its
   result always reflects the state it asked for (or a newer one).
-- A body ARM rejected for good is not PUT again while neither the
-  Application Gateway (ETag) nor the desired children change.
+- A body ARM rejected is not PUT again while neither the Application Gateway
+  (ETag) nor the desired children change, for `rejection_retry_s`; then it is.
+- No Gateway is reported programmed while the operation of its PUT may still
+  fail: when polling it fails, the round waits for the gateway to settle.
+- An update whose operations keep failing is reported (`Programmed=False` with
+  ARM's message) and tried again with the work queue's backoff.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.providers.azure import firewall
 from agc_controller.providers.azure.arm import (
+    ArmAccessError,
     ArmClient,
     ArmConflict,
     ArmOperationFailed,
+    ArmPollingInterrupted,
     ArmRejected,
     ArmTemporaryError,
     Sleep,
@@ -71,6 +77,9 @@ class ApplicationGatewaySync:
         failure_backoff_s: float,
         addresses: AddressBook,
         sleep: Sleep = asyncio.sleep,
+        rejection_retry_s: float = 300.0,
+        settle_poll_s: float = 10.0,
+        settle_timeout_s: float = 1800.0,
     ) -> None:
         self.target = target
         self._arm = arm
@@ -80,6 +89,9 @@ class ApplicationGatewaySync:
         self._failure_backoff_s = failure_backoff_s
         self._sleep = sleep
         self._addresses = addresses
+        self._rejection_retry_s = rejection_retry_s
+        self._settle_poll_s = settle_poll_s
+        self._settle_timeout_s = settle_timeout_s
         # latest wish per Gateway; removals stay until a round has removed them
         self._desired: dict[ObjectKey, Wish] = {}
         # bumped by every submit; a round serves every waiter up to the version it read
@@ -87,8 +99,9 @@ class ApplicationGatewaySync:
         # (version, gateway, answer) for submits not yet served by a round
         self._waiters: list[tuple[int, ObjectKey, asyncio.Future[ApplyResult | None]]] = []
         self._runner: asyncio.Task[None] | None = None
-        # (ETag, digest of the children) of the last body ARM rejected, and its message
-        self._rejected: tuple[tuple[str, str], str] | None = None
+        # (ETag, digest of the children) of the last body ARM rejected, its message, and
+        # when it may be PUT again (loop time)
+        self._rejected: tuple[tuple[str, str], str, float] | None = None
         # PUTs issued (for tests and benchmarks)
         self.puts = 0
         # WAF policies of ours this process created (or found) for this gateway, and the
@@ -171,7 +184,8 @@ class ApplicationGatewaySync:
                 await self._collect_firewall_policies(merged.body)
                 return await self._results(builds, merged.refused, ips)
             key = (etag, _digest(builds))
-            if self._rejected is not None and self._rejected[0] == key:
+            now = asyncio.get_running_loop().time()
+            if self._rejected is not None and self._rejected[0] == key and now < self._rejected[2]:
                 return self._rejection(builds, self._rejected[1])
             self.puts += 1
             log.info("azure_put", target=str(self.target), gateways=len(builds))
@@ -190,11 +204,19 @@ class ApplicationGatewaySync:
                 failures += 1
                 log.warning("azure_operation_failed", target=str(self.target), reason=str(e))
                 if failures >= self._failure_attempts:
-                    raise ArmTemporaryError(str(e)) from e
+                    # reported, and tried again with the queue's backoff (not in a loop here)
+                    return self._rejection(builds, str(e), temporary=True)
                 await self._sleep(self._failure_backoff_s * 2 ** (failures - 1))
                 continue
+            except ArmPollingInterrupted as e:
+                failures += 1
+                log.warning("azure_polling_interrupted", target=str(self.target), reason=str(e))
+                if failures >= self._failure_attempts:
+                    raise ArmTemporaryError(str(e)) from e
+                await self._settle()
+                continue
             except ArmRejected as e:
-                self._rejected = (key, str(e))
+                self._rejected = (key, str(e), now + self._rejection_retry_s)
                 return self._rejection(builds, str(e))
             self._rejected = None
             await self._collect_firewall_policies(merged.body)
@@ -230,17 +252,37 @@ class ApplicationGatewaySync:
                     log.info("azure_waf_policy_delete", target=str(self.target), policy=name)
                     await self._arm.delete_firewall_policy(self.target, name)
                     self._firewall_policies.discard(name)
-        except (ArmRejected, ArmTemporaryError, ArmOperationFailed) as e:
+        except (ArmRejected, ArmAccessError, ArmTemporaryError, ArmOperationFailed) as e:
             log.warning("azure_waf_policy_cleanup_failed", target=str(self.target), error=str(e))
             return
         self._referenced_policies = referenced
 
+    async def _settle(self) -> None:
+        """Until the gateway's operation is over (its provisioningState is no longer
+        Updating), however its polling went; the round then reads the outcome."""
+        deadline = asyncio.get_running_loop().time() + self._settle_timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            current = await self._arm.get_gateway(self.target)
+            if (current.get("properties") or {}).get("provisioningState") != "Updating":
+                return
+            await self._sleep(self._settle_poll_s)
+        raise ArmTemporaryError(
+            f"The Application Gateway {self.target} was still updating after "
+            f"{self._settle_timeout_s:.0f} s"
+        )
+
     def _rejection(
-        self, builds: Mapping[ObjectKey, GatewayChildren | None], message: str
+        self,
+        builds: Mapping[ObjectKey, GatewayChildren | None],
+        message: str,
+        *,
+        temporary: bool = False,
     ) -> dict[ObjectKey, ApplyResult]:
         text = f"Application Gateway {self.target} rejected the update: {message}"
         return {
-            gateway: ApplyResult(programmed=False, reason=c.R_INVALID, message=text)
+            gateway: ApplyResult(
+                programmed=False, reason=c.R_INVALID, message=text, temporary=temporary
+            )
             for gateway, children in builds.items()
             if children is not None
         }
@@ -296,7 +338,13 @@ class AddressBook:
     async def _public_addresses(self, resource_id: str) -> tuple[GatewayAddress, ...]:
         key = resource_id.lower()
         if key not in self._public:
-            props: Json = (await self.arm.get_public_ip(resource_id)).get("properties") or {}
+            try:
+                props: Json = (await self.arm.get_public_ip(resource_id)).get("properties") or {}
+            except (ArmAccessError, ArmRejected) as e:
+                # e.g. no Reader on a public IP in another resource group: the Gateway is
+                # programmed all the same, its address unknown until this is fixed
+                log.warning("azure_public_ip_unreadable", public_ip=resource_id, error=str(e))
+                return ()
             found = []
             if props.get("ipAddress"):
                 found.append(GatewayAddress(type="IPAddress", value=str(props["ipAddress"])))
