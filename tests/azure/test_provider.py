@@ -30,7 +30,7 @@ from tests.azure.conftest import (
     settings_for,
 )
 from tests.azure.models import model
-from tests.azure.server import ArmServer, Failure
+from tests.azure.server import ArmServer, Failure, wait_idle
 
 Provider = tuple[AzureProvider, CallCounter]
 
@@ -423,3 +423,18 @@ async def test_operations_that_keep_failing_are_reported_and_retried_by_the_queu
     assert (result.programmed, result.temporary) == (False, True)
     assert "no access" in result.message
     assert len(arm.puts()) == 3
+
+
+async def test_children_someone_else_removed_are_put_back_by_the_resync(arm: ArmServer) -> None:
+    settings = settings_for(arm, resync_s=0.3)
+    async with AzureProvider(settings=settings, credential=StaticToken()) as p:
+        assert (await p.apply(model())).programmed
+        await wait_idle(arm)
+        # a Terraform run removes our routing rule (and what hangs on it only)
+        props = _props(arm)
+        props["requestRoutingRules"] = []
+        props["urlPathMaps"] = []
+        async with asyncio.timeout(10):
+            while not _names(arm, "requestRoutingRules"):
+                await asyncio.sleep(0.05)
+        assert len(arm.puts()) == 2

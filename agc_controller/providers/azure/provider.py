@@ -82,6 +82,7 @@ class AzureProvider:
                 rejection_retry_s=self.settings.rejection_retry_s,
                 settle_poll_s=self.settings.polling_interval_s,
                 settle_timeout_s=self.settings.operation_timeout_s,
+                resync_s=self.settings.resync_s,
             )
             self._syncs[target] = sync
         return sync
@@ -140,6 +141,8 @@ class AzureProvider:
             )
 
     async def close(self) -> None:
+        for sync in self._syncs.values():
+            sync.close()
         await self._arm.close()
         if self._owns_credential:
             await self._credential.close()

@@ -55,6 +55,9 @@ class AzureSettings:
     operation_timeout_s: float = 1800.0
     # a body ARM refused is not PUT again, unchanged, for this long
     rejection_retry_s: float = 300.0
+    # an Application Gateway with no update for this long is read and repaired anyway
+    # (children of ours someone else changed or removed); 0: never
+    resync_s: float = 300.0
 
     @property
     def scope(self) -> str:

@@ -14,6 +14,9 @@ Invariants:
   fail: when polling it fails, the round waits for the gateway to settle.
 - An update whose operations keep failing is reported (`Programmed=False` with
   ARM's message) and tried again with the work queue's backoff.
+- Every `resync_s` without a round, a round runs by itself with the latest
+  desired state: what someone else changed or removed among our children (a
+  Terraform run, a person in the portal) is put back.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class ApplicationGatewaySync:
         rejection_retry_s: float = 300.0,
         settle_poll_s: float = 10.0,
         settle_timeout_s: float = 1800.0,
+        resync_s: float = 300.0,
     ) -> None:
         self.target = target
         self._arm = arm
@@ -92,6 +96,11 @@ class ApplicationGatewaySync:
         self._rejection_retry_s = rejection_retry_s
         self._settle_poll_s = settle_poll_s
         self._settle_timeout_s = settle_timeout_s
+        self._resync_s = resync_s
+        # a round asked for by the resync timer (no one waits for it)
+        self._resync_due = False
+        self._resync_timer: asyncio.TimerHandle | None = None
+        self._closed = False
         # latest wish per Gateway; removals stay until a round has removed them
         self._desired: dict[ObjectKey, Wish] = {}
         # bumped by every submit; a round serves every waiter up to the version it read
@@ -115,13 +124,30 @@ class ApplicationGatewaySync:
         self._version += 1
         answer: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._version, gateway, answer))
+        self._start()
+        return await answer
+
+    def _start(self) -> None:
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name=f"azure-sync-{self.target}")
-        return await answer
+
+    def _resync(self) -> None:
+        self._resync_due = True
+        self._start()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._resync_timer is not None:
+            self._resync_timer.cancel()
+        if self._runner is not None:
+            self._runner.cancel()
 
     async def _run(self) -> None:
         try:
-            while self._waiters:
+            while self._waiters or self._resync_due:
+                if self._resync_due:
+                    log.info("azure_resync", target=str(self.target))
+                self._resync_due = False
                 version = self._version
                 snapshot = dict(self._desired)
                 results: Mapping[ObjectKey, ApplyResult] = {}
@@ -130,6 +156,8 @@ class ApplicationGatewaySync:
                     results = await self._round(snapshot)
                 except Exception as e:
                     error = e
+                if error is not None and not self._waiters:
+                    log.warning("azure_resync_failed", target=str(self.target), error=str(error))
                 served = [w for w in self._waiters if w[0] <= version]
                 self._waiters = [w for w in self._waiters if w[0] > version]
                 for _, gateway, answer in served:
@@ -152,6 +180,16 @@ class ApplicationGatewaySync:
             for _, _, answer in self._waiters:
                 if not answer.done():
                     answer.cancel()
+            if self._resync_timer is not None:
+                self._resync_timer.cancel()
+            if (
+                not self._closed
+                and self._resync_s > 0
+                and any(w is not None for w in self._desired.values())
+            ):
+                self._resync_timer = asyncio.get_running_loop().call_later(
+                    self._resync_s, self._resync
+                )
 
     async def _round(self, snapshot: Mapping[ObjectKey, Wish]) -> dict[ObjectKey, ApplyResult]:
         conflicts = failures = 0
