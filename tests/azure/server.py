@@ -109,8 +109,13 @@ _LIMITS = {
     "probes": 100,
     "urlPathMaps": 100,
     "redirectConfigurations": 100,
-    "rewriteRuleSets": 100,
+    # Application Gateway v2 limits (Azure subscription and service limits)
+    "rewriteRuleSets": 400,
 }
+# rewrites Application Gateway refuses: headers it does not let a rewrite set, or remove
+_REWRITE_NOT_SET = frozenset({"connection", "upgrade"})
+_REWRITE_NOT_REMOVED = frozenset({"connection", "upgrade", "host"})
+_REWRITE_HEADERS_MAX = 40
 _CHILD_COLLECTIONS = (
     "gatewayIPConfigurations",
     "frontendIPConfigurations",
@@ -656,25 +661,19 @@ def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
                 f"Frontend ports {ports[number]} and {port['name']} use the same port {number}.",
             )
         ports[number] = port["name"]
-    listeners: dict[tuple[str, str, tuple[str, ...]], str] = {}
-    for listener in props.get("httpListeners") or []:
-        p = listener["properties"]
-        key = (
-            p["frontendIPConfiguration"]["id"].lower(),
-            p["frontendPort"]["id"].lower(),
-            tuple(sorted(h.lower() for h in p.get("hostNames") or [])),
+    _validate_listeners(gateway_id, props)
+    _validate_rewrites(props)
+    rules = props.get("requestRoutingRules") or []
+    with_priority = [r for r in rules if r["properties"].get("priority") is not None]
+    if with_priority and len(with_priority) != len(rules):
+        raise ArmError(
+            400,
+            "ApplicationGatewayRequestRoutingRulePartialPriorityDefined",
+            f"Application Gateway {gateway_id}: either every request routing rule has a "
+            "priority, or none has.",
         )
-        if key in listeners:
-            raise ArmError(
-                400,
-                "ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfig",
-                f"Two Http Listeners of Application Gateway {gateway_id} are using the same "
-                f"Frontend Port, Frontend IP and Host names "
-                f"({listeners[key]}, {listener['name']}).",
-            )
-        listeners[key] = listener["name"]
     priorities: dict[int, str] = {}
-    for rule in props.get("requestRoutingRules") or []:
+    for rule in with_priority:
         priority = rule["properties"].get("priority")
         if not isinstance(priority, int) or not 1 <= priority <= 20000:
             raise ArmError(
@@ -730,6 +729,56 @@ def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
                     "ApplicationGatewaySslCertificateInvalidData",
                     f"The certificate {cert['name']} data or password is invalid.",
                 ) from e
+
+
+def _validate_listeners(gateway_id: str, props: Json) -> None:
+    listeners: dict[tuple[str, str, str], str] = {}
+    for listener in props.get("httpListeners") or []:
+        p = listener["properties"]
+        # hostNames, or the older singular hostName; none: a basic listener
+        hosts = list(p.get("hostNames") or []) + ([p["hostName"]] if p.get("hostName") else [])
+        for host in hosts or [""]:
+            key = (
+                p["frontendIPConfiguration"]["id"].lower(),
+                p["frontendPort"]["id"].lower(),
+                host.lower(),
+            )
+            if key in listeners:
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfig",
+                    f"Two Http Listeners of Application Gateway {gateway_id} are using the same "
+                    f"Frontend Port, Frontend IP and Host names "
+                    f"({listeners[key]}, {listener['name']}).",
+                )
+            listeners[key] = listener["name"]
+
+
+def _validate_rewrites(props: Json) -> None:
+    for rule_set in props.get("rewriteRuleSets") or []:
+        for rewrite in rule_set["properties"].get("rewriteRules") or []:
+            action = rewrite.get("actionSet") or {}
+            headers = [
+                *(action.get("requestHeaderConfigurations") or []),
+                *(action.get("responseHeaderConfigurations") or []),
+            ]
+            if len(headers) > _REWRITE_HEADERS_MAX:
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayRewriteRuleSetLimitExceeded",
+                    f"Rewrite rule set {rule_set['name']} has more than "
+                    f"{_REWRITE_HEADERS_MAX} header configurations.",
+                )
+            for header in headers:
+                name = header.get("headerName", "").lower()
+                removed = not header.get("headerValue")
+                if name in _REWRITE_NOT_SET or (removed and name in _REWRITE_NOT_REMOVED):
+                    raise ArmError(
+                        400,
+                        "ApplicationGatewayRewriteRuleSetHeaderNotAllowed",
+                        f"Rewrite rule set {rule_set['name']} cannot rewrite header "
+                        f"{header.get('headerName')}.",
+                    )
 
 
 def _store_certificates(props: Json, previous: Json | None) -> None:

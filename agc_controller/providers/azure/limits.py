@@ -25,7 +25,7 @@ LIMITS: Mapping[str, tuple[int, str]] = {
     "probes": (100, "health probes"),
     "urlPathMaps": (100, "URL path maps"),
     "redirectConfigurations": (100, "redirect configurations"),
-    "rewriteRuleSets": (100, "rewrite rule sets"),
+    "rewriteRuleSets": (400, "rewrite rule sets"),
 }
 PATH_RULES_PER_MAP = 100
 ADDRESSES_PER_POOL = 1200

@@ -147,24 +147,39 @@ def _covers(current: Any, desired: Any) -> bool:
     return bool(current == desired)
 
 
-def _listener_key(listener: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+def _listener_hosts(listener: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(frontend IP, port, host name) each request a listener takes is keyed by: one per
+    host name (`hostNames`, or the older singular `hostName` unowned listeners may
+    use), or "" for a basic listener. Two listeners sharing one are refused by ARM."""
     p = properties(listener)
-    return (
-        str((p.get("frontendIPConfiguration") or {}).get("id", "")).lower(),
-        naming.last_segment(str((p.get("frontendPort") or {}).get("id", ""))).lower(),
-        tuple(sorted(h.lower() for h in p.get("hostNames") or [])),
-    )
+    ip = str((p.get("frontendIPConfiguration") or {}).get("id", "")).lower()
+    port = naming.last_segment(str((p.get("frontendPort") or {}).get("id", ""))).lower()
+    hosts = list(p.get("hostNames") or []) + ([p["hostName"]] if p.get("hostName") else [])
+    return [(ip, port, h.lower()) for h in hosts] or [(ip, port, "")]
 
 
 def _conflict(merged: Mapping[str, list[Json]], children: GatewayChildren) -> str | None:
-    taken = {_listener_key(ls): ls["name"] for ls in merged["httpListeners"]}
+    taken = {key: ls["name"] for ls in merged["httpListeners"] for key in _listener_hosts(ls)}
     for listener in children.collections.get("httpListeners", ()):
-        other = taken.get(_listener_key(listener))
-        if other is not None:
-            _, port, hosts = _listener_key(listener)
+        for key in _listener_hosts(listener):
+            other = taken.get(key)
+            if other is not None:
+                _, port, host = key
+                return (
+                    f"frontend port {port} with host name {host or 'any'} is already "
+                    f"served by listener {other} on the Application Gateway"
+                )
+    if children.collections.get("requestRoutingRules"):
+        unprioritised = [
+            rule["name"]
+            for rule in merged["requestRoutingRules"]
+            if properties(rule).get("priority") is None
+        ]
+        if unprioritised:
             return (
-                f"frontend port {port} with host names {list(hosts) or 'any'} is already "
-                f"served by listener {other} on the Application Gateway"
+                f"request routing rules {', '.join(unprioritised[:3])} on the Application "
+                "Gateway have no priority, and ARM refuses rules with and without priorities "
+                "on one gateway: give them priorities (below 1000 keeps them first)"
             )
     return None
 

@@ -15,6 +15,11 @@ from agc_controller.providers.azure.children import Collector, Json, RuleProblem
 from agc_controller.translate.model import HeaderModifier, Rule
 
 SEQUENCE = 100
+# headers Application Gateway does not let a rewrite set, or remove
+_NOT_SET = frozenset({"connection", "upgrade"})
+_NOT_REMOVED = frozenset({"host"})
+# header configurations per rewrite rule set
+HEADERS_MAX = 40
 
 
 def add_rewrite_set(c: Collector, rule: Rule) -> Json | None:
@@ -32,6 +37,14 @@ def add_rewrite_set(c: Collector, rule: Rule) -> Json | None:
         action["urlConfiguration"] = {"modifiedPath": rewrite.path_value, "reroute": False}
     if not action:
         return None
+    headers = len(action.get("requestHeaderConfigurations", [])) + len(
+        action.get("responseHeaderConfigurations", [])
+    )
+    if headers > HEADERS_MAX:
+        raise RuleProblem(
+            f"{headers} header modifications: an Application Gateway rewrite takes at most "
+            f"{HEADERS_MAX}"
+        )
     rules = [
         {"name": "gateway-api", "ruleSequence": SEQUENCE, "conditions": [], "actionSet": action}
     ]
@@ -48,6 +61,12 @@ def _headers(modifier: HeaderModifier) -> list[Json]:
     if modifier.add:
         raise RuleProblem("header modifier add is not supported by the azure provider")
     out = []
+    for name, _ in modifier.set:
+        if name.lower() in _NOT_SET:
+            raise RuleProblem(f"header {name} cannot be rewritten on Application Gateway")
+    for name in modifier.remove:
+        if name.lower() in _NOT_SET | _NOT_REMOVED:
+            raise RuleProblem(f"header {name} cannot be removed on Application Gateway")
     for name, value in modifier.set:
         if "{" in value or "}" in value:
             raise RuleProblem(
