@@ -189,6 +189,9 @@ class ArmServer:
     busy_retry_after: float = 0.2
     requests: list[Recorded] = attrs.field(factory=list)
     failures: list[Failure] = attrs.field(factory=list)
+    # (text, code, message): a gateway PUT whose body holds the text gets 400 (a
+    # configuration ARM refuses, whichever Gateway's children carry it)
+    poisons: list[tuple[str, str, str]] = attrs.field(factory=list)
     # resource ID (lower case) -> resource body (what GET returns)
     resources: dict[str, Json] = attrs.field(factory=dict)
     _operations: dict[str, _Operation] = attrs.field(factory=dict)
@@ -411,7 +414,11 @@ class ArmServer:
             return web.Response(status=200)
         if request.method != "PUT":
             raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
-        body = json.loads(await request.read())
+        raw = await request.read()
+        for text, code, message in self.poisons:
+            if text in raw.decode():
+                raise ArmError(400, code, message)
+        body = json.loads(raw)
         self._check_associations(gateway_id, body.get("properties") or {})
         stored = self._stored(gateway_id, body, "Updating", previous=current)
         self.resources[key] = stored

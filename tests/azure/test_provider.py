@@ -438,3 +438,39 @@ async def test_children_someone_else_removed_are_put_back_by_the_resync(arm: Arm
             while not _names(arm, "requestRoutingRules"):
                 await asyncio.sleep(0.05)
         assert len(arm.puts()) == 2
+
+
+async def test_one_gateway_arm_refuses_does_not_block_the_others(
+    arm: ArmServer, provider: Provider
+) -> None:
+    arm.poisons.append(
+        ("bad.example.com", "ApplicationGatewayInvalidHostName", "bad.example.com is refused")
+    )
+    p, _ = provider
+    names = ("gw-a", "gw-b", "gw-c")
+    hosts = {"gw-a": "a.example.com", "gw-b": "bad.example.com", "gw-c": "c.example.com"}
+    results = dict(
+        zip(
+            names,
+            await asyncio.gather(
+                *(
+                    p.apply(model(name, hostname=hosts[name], port=8000 + i))
+                    for i, name in enumerate(names)
+                )
+            ),
+            strict=True,
+        )
+    )
+    assert results["gw-a"].programmed, results["gw-a"].message
+    assert results["gw-c"].programmed, results["gw-c"].message
+    refused = results["gw-b"]
+    assert not refused.programmed
+    assert "bad.example.com is refused" in refused.message
+    listeners = _names(arm, "httpListeners")
+    assert any("a.example.com" in n for n in listeners)
+    assert any("c.example.com" in n for n in listeners)
+    assert not any("bad.example.com" in n for n in listeners)
+    # the refused children are not PUT again, unchanged, while gw-a changes
+    rejected = len([r for r in arm.requests if r.method == "PUT" and r.status == 400])
+    assert (await p.apply(model("gw-a", hostname="a2.example.com", port=8000))).programmed
+    assert len([r for r in arm.requests if r.method == "PUT" and r.status == 400]) == rejected

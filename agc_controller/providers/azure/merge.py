@@ -21,7 +21,7 @@ reconciled, its children (None: the Gateway is gone):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -64,7 +64,10 @@ def merge(
     builds: Mapping[ObjectKey, GatewayChildren | None],
     *,
     encode_pfx: EncodePfx,
+    hold: Collection[ObjectKey] = (),
 ) -> MergeResult:
+    """The body to PUT; Gateways in `hold` keep the children they have on ARM (as
+    refused ones do, without being refused: sync.py's bisection holds some back)."""
     rebuilt = {naming.gateway_tag(g) for g in builds}
     props = current.get("properties") or {}
 
@@ -82,6 +85,9 @@ def merge(
     for gateway in sorted(builds, key=lambda g: (g.namespace, g.name)):
         children = builds[gateway]
         if children is None:
+            continue
+        if gateway in hold:
+            _keep_existing(merged, props, naming.gateway_tag(gateway))
             continue
         problem = children.problem or _conflict(merged, children) or _over_limit(merged, children)
         if problem is None:

@@ -8,8 +8,14 @@ Invariants:
   at most two PUTs, however long it is.
 - A `submit` is answered by the first round that started after it, so its
   result always reflects the state it asked for (or a newer one).
-- A body ARM rejected is not PUT again while neither the Application Gateway
-  (ETag) nor the desired children change, for `rejection_retry_s`; then it is.
+- One Gateway's children ARM refuses never block the others': a rejected PUT
+  is bisected — half of the Gateways whose children changed are held at what
+  ARM has, and the PUT tried again — until the offender is isolated; it alone
+  reports ARM's message (keeping its last good children), and its refused
+  children are not PUT again, unchanged, for `rejection_retry_s`.
+- A body ARM rejected that no changed Gateway explains is not PUT again while
+  neither the Application Gateway (ETag) nor the desired children change, for
+  `rejection_retry_s`; then it is.
 - No Gateway is reported programmed while the operation of its PUT may still
   fail: when polling it fails, the round waits for the gateway to settle.
 - An update whose operations keep failing is reported (`Programmed=False` with
@@ -51,9 +57,9 @@ from agc_controller.providers.azure.frontends import (
     frontend_ips,
     port_names,
 )
-from agc_controller.providers.azure.merge import EncodePfx, merge
+from agc_controller.providers.azure.merge import EncodePfx, MergeResult, merge
 from agc_controller.providers.azure.settings import Target
-from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.model import Certificate, LoadBalancer
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +119,9 @@ class ApplicationGatewaySync:
         self._rejected: tuple[tuple[str, str], str, float] | None = None
         # PUTs issued (for tests and benchmarks)
         self.puts = 0
+        # Gateways whose children ARM refused: (digest of those children, ARM's message,
+        # when they may be PUT again)
+        self._offenders: dict[ObjectKey, tuple[str, str, float]] = {}
         # WAF policies of ours this process created (or found) for this gateway, and the
         # ones its body referred to after the last cleanup (None: none done yet)
         self._firewall_policies: set[str] = set()
@@ -193,36 +202,23 @@ class ApplicationGatewaySync:
 
     async def _round(self, snapshot: Mapping[ObjectKey, Wish]) -> dict[ObjectKey, ApplyResult]:
         conflicts = failures = 0
+        search = _Bisection()
         while True:
             current = await self._arm.get_gateway(self.target)
             etag = str(current.get("etag") or "")
             ips = frontend_ips(current)
-            ports = port_names(current)
-            sku_tier = str(((current.get("properties") or {}).get("sku") or {}).get("tier", ""))
-            builds: dict[ObjectKey, GatewayChildren | None] = {
-                gateway: None
-                if wish is None
-                else build_children(
-                    wish.model,
-                    gateway_id=self.target.id,
-                    frontend_ips=ips,
-                    frontend_mode=wish.frontend,
-                    ports=ports,
-                    location=str(current.get("location") or ""),
-                    sku_tier=sku_tier,
-                )
-                for gateway, wish in snapshot.items()
-            }
-            merged = merge(current, builds, encode_pfx=self._encode_pfx)
-            await self._create_firewall_policies(builds, merged.refused)
+            now = asyncio.get_running_loop().time()
+            builds, merged, refused = self._plan(current, snapshot, ips, search, now)
+            await self._create_firewall_policies(builds, refused)
             # a failed operation may have left the gateway half-configured: PUT it again
             failed = (current.get("properties") or {}).get("provisioningState") == "Failed"
             if not merged.changed and not failed:
+                if search.release():
+                    continue
                 self._rejected = None
                 await self._collect_firewall_policies(merged.body)
-                return await self._results(builds, merged.refused, ips)
+                return await self._results(builds, refused, ips)
             key = (etag, _digest(builds))
-            now = asyncio.get_running_loop().time()
             if self._rejected is not None and self._rejected[0] == key and now < self._rejected[2]:
                 return self._rejection(builds, self._rejected[1])
             self.puts += 1
@@ -254,11 +250,95 @@ class ApplicationGatewaySync:
                 await self._settle()
                 continue
             except ArmRejected as e:
+                if self._isolate(
+                    str(e), current=current, builds=builds, refused=refused, search=search, now=now
+                ):
+                    continue
                 self._rejected = (key, str(e), now + self._rejection_retry_s)
                 return self._rejection(builds, str(e))
             self._rejected = None
+            if search.release():
+                continue
             await self._collect_firewall_policies(merged.body)
-            return await self._results(builds, merged.refused, ips)
+            return await self._results(builds, refused, ips)
+
+    def _plan(
+        self,
+        current: Json,
+        snapshot: Mapping[ObjectKey, Wish],
+        ips: Mapping[str, FrontendIp],
+        search: _Bisection,
+        now: float,
+    ) -> tuple[dict[ObjectKey, GatewayChildren | None], MergeResult, dict[ObjectKey, str]]:
+        """The children each Gateway wants, the body with them (offenders and Gateways
+        the search holds back keep theirs), and the Gateways refused, with why."""
+        builds = self._builds(current, snapshot, ips)
+        search.offenders.update(self._known_offenders(builds, now))
+        merged = merge(current, builds, encode_pfx=self._encode_pfx, hold=search.holding())
+        return builds, merged, {**merged.refused, **search.refusals(self.target)}
+
+    def _builds(
+        self, current: Json, snapshot: Mapping[ObjectKey, Wish], ips: Mapping[str, FrontendIp]
+    ) -> dict[ObjectKey, GatewayChildren | None]:
+        ports = port_names(current)
+        sku_tier = str(((current.get("properties") or {}).get("sku") or {}).get("tier", ""))
+        return {
+            gateway: None
+            if wish is None
+            else build_children(
+                wish.model,
+                gateway_id=self.target.id,
+                frontend_ips=ips,
+                frontend_mode=wish.frontend,
+                ports=ports,
+                location=str(current.get("location") or ""),
+                sku_tier=sku_tier,
+            )
+            for gateway, wish in snapshot.items()
+        }
+
+    def _isolate(
+        self,
+        message: str,
+        *,
+        current: Json,
+        builds: Mapping[ObjectKey, GatewayChildren | None],
+        refused: Mapping[ObjectKey, str],
+        search: _Bisection,
+        now: float,
+    ) -> bool:
+        """A step of the search for what ARM refused (`message`) among the Gateways whose
+        children the PUT changed; False when none of them is left to explain it."""
+        suspects = [
+            g
+            for g in sorted(builds, key=lambda g: (g.namespace, g.name))
+            if g not in refused and g not in search.held and _changes(current, g, builds[g])
+        ]
+        log.warning(
+            "azure_put_rejected",
+            target=str(self.target),
+            suspects=[str(g) for g in suspects],
+            error=message,
+        )
+        offender = search.step(message, suspects)
+        if offender is not None:
+            digest = _digest({offender: builds[offender]})
+            self._offenders[offender] = (digest, message, now + self._rejection_retry_s)
+        return bool(suspects)
+
+    def _known_offenders(
+        self, builds: Mapping[ObjectKey, GatewayChildren | None], now: float
+    ) -> dict[ObjectKey, str]:
+        """The Gateways whose children ARM refused before, unchanged and not yet due
+        again: held at what ARM has rather than PUT again."""
+        known = {}
+        for gateway, (digest, message, retry_at) in list(self._offenders.items()):
+            same = gateway in builds and _digest({gateway: builds[gateway]}) == digest
+            if same and now < retry_at:
+                known[gateway] = message
+                continue
+            del self._offenders[gateway]
+        return known
 
     async def _create_firewall_policies(
         self,
@@ -357,6 +437,41 @@ class ApplicationGatewaySync:
 
 
 @attrs.define
+class _Bisection:
+    """A round's search for the Gateway whose children ARM refuses."""
+
+    # held at their children on ARM for the next PUT
+    held: set[ObjectKey] = attrs.field(factory=set)
+    # isolated: Gateway -> ARM's message
+    offenders: dict[ObjectKey, str] = attrs.field(factory=dict)
+
+    def holding(self) -> set[ObjectKey]:
+        return self.held | self.offenders.keys()
+
+    def refusals(self, target: Target) -> dict[ObjectKey, str]:
+        return {
+            g: f"Application Gateway {target} rejected its update: {message}"
+            for g, message in self.offenders.items()
+        }
+
+    def step(self, message: str, suspects: list[ObjectKey]) -> ObjectKey | None:
+        """After ARM refused a PUT whose changed Gateways were `suspects`: one suspect
+        is the offender (returned; the others go on); of several, half are held back."""
+        if len(suspects) == 1:
+            self.offenders[suspects[0]] = message
+            return suspects[0]
+        self.held.update(suspects[len(suspects) // 2 :])
+        return None
+
+    def release(self) -> bool:
+        """After a PUT went through with some held back: those go next (True)."""
+        if not self.held:
+            return False
+        self.held.clear()
+        return True
+
+
+@attrs.define
 class AddressBook:
     """Frontend addresses; a public IP's address is read from its resource once."""
 
@@ -394,6 +509,16 @@ class AddressBook:
                 return ()
             self._public[key] = tuple(found)
         return self._public[key]
+
+
+def _changes(current: Json, gateway: ObjectKey, children: GatewayChildren | None) -> bool:
+    """Whether putting `children` (None: removing the Gateway) changes what ARM has."""
+    return merge(current, {gateway: children}, encode_pfx=_no_pfx).changed
+
+
+def _no_pfx(_: Certificate) -> tuple[str, str]:
+    # a comparison only: certificates are compared by name, never uploaded here
+    return "", ""
 
 
 def _digest(builds: Mapping[ObjectKey, GatewayChildren | None]) -> str:
