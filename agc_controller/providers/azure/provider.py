@@ -16,7 +16,6 @@ import types
 
 import structlog
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.identity.aio import DefaultAzureCredential
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
@@ -28,6 +27,7 @@ from agc_controller.providers.azure.arm import (
     OnArmCall,
     Sleep,
 )
+from agc_controller.providers.azure.credentials import azure_credential
 from agc_controller.providers.azure.merge import EncodePfx
 from agc_controller.providers.azure.pfx import encode_pfx
 from agc_controller.providers.azure.settings import AzureSettings, Target, placement
@@ -49,13 +49,13 @@ class AzureProvider:
         sleep: Sleep = asyncio.sleep,
         encode: EncodePfx = encode_pfx,
     ) -> None:
-        """`credential` defaults to `DefaultAzureCredential` (workload identity in a
-        cluster, environment credentials elsewhere); `on_arm_call(method, status)` is
-        called for every ARM HTTP response (e.g. to count them in metrics)."""
+        """`credential` defaults to the one `settings.credential` names (credentials.py:
+        workload identity alone in a cluster); `on_arm_call(method, status)` is called
+        for every ARM HTTP response (e.g. to count them in metrics)."""
         self.settings = settings
         self._owns_credential = credential is None
         if credential is None:
-            credential = DefaultAzureCredential()
+            credential = azure_credential(settings.credential)
         self._credential = credential
         self._arm = ArmClient(
             credential=credential, settings=settings, on_arm_call=on_arm_call, sleep=sleep

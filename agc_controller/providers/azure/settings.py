@@ -24,6 +24,7 @@ APPLICATION_GATEWAY_ANNOTATION = ANNOTATION_PREFIX + "application-gateway"
 FRONTEND_ANNOTATION = ANNOTATION_PREFIX + "frontend"
 
 PUBLIC_CLOUD = "https://management.azure.com"
+CREDENTIALS = ("auto", "workload-identity", "managed-identity", "default")
 
 
 @attrs.frozen(kw_only=True)
@@ -58,6 +59,9 @@ class AzureSettings:
     # an Application Gateway with no update for this long is read and repaired anyway
     # (children of ours someone else changed or removed); 0: never
     resync_s: float = 300.0
+    # how the controller signs in to Azure (credentials.py): auto, workload-identity,
+    # managed-identity or default (DefaultAzureCredential's chain)
+    credential: str = "auto"
 
     @property
     def scope(self) -> str:
@@ -70,6 +74,9 @@ class AzureSettings:
         frontend = env.get("AGC_AZURE_FRONTEND", "public")
         if frontend not in FRONTEND_MODES:
             raise ValueError(f"AGC_AZURE_FRONTEND must be one of {', '.join(FRONTEND_MODES)}")
+        credential = env.get("AGC_AZURE_CREDENTIAL", "auto")
+        if credential not in CREDENTIALS:
+            raise ValueError(f"AGC_AZURE_CREDENTIAL must be one of {', '.join(CREDENTIALS)}")
         return cls(
             subscription_id=env.get("AGC_AZURE_SUBSCRIPTION_ID")
             or env.get("AZURE_SUBSCRIPTION_ID", ""),
@@ -78,6 +85,7 @@ class AzureSettings:
             frontend=frontend,
             arm_endpoint=env.get("AGC_AZURE_ARM_ENDPOINT", PUBLIC_CLOUD),
             connection_verify=env.get("AGC_AZURE_CA_BUNDLE") or True,
+            credential=credential,
         )
 
 
