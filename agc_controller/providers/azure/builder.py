@@ -23,10 +23,10 @@ from agc_controller.providers.azure.children import Collector, GatewayChildren, 
 from agc_controller.providers.azure.frontends import FrontendIp, FrontendMode, port_name, select
 from agc_controller.providers.azure.listeners import add_listener, listener_slug
 from agc_controller.providers.azure.pools import add_empty_pool, add_pool
-from agc_controller.providers.azure.redirects import add_redirect
+from agc_controller.providers.azure.redirects import ListenerFor, add_redirect
 from agc_controller.providers.azure.rewrites import add_rewrite_set
 from agc_controller.providers.azure.routing import add_routing
-from agc_controller.translate.model import Host, LoadBalancer, Rule
+from agc_controller.translate.model import Frontend, Host, LoadBalancer, Rule
 
 # the SKU tier whose gateways run WAF policies
 WAF_TIER = "WAF_v2"
@@ -87,15 +87,44 @@ def build_children(
                 ip=ip,
                 listener=listener,
                 slug=listener_slug(ip, host),
-                action=functools.partial(_action, c, host=host, scheme=scheme),
+                action=functools.partial(
+                    _action,
+                    c,
+                    host=host,
+                    scheme=scheme,
+                    listener_for=_listener_finder(c, model, frontends, ip),
+                ),
             )
     return c.frozen()
 
 
-def _action(c: Collector, rule: Rule, *, host: Host, scheme: str) -> Json:
+def _listener_finder(
+    c: Collector, model: LoadBalancer, frontends: Mapping[str, Frontend], ip: FrontendIp
+) -> ListenerFor:
+    """Finds the listener of `model` on frontend `ip` serving a host name (as written:
+    wildcards too) on a port in a scheme, if there is one (a redirect's target)."""
+
+    def find(hostname: str, port: int, scheme: str) -> Json | None:
+        protocol = "HTTPS" if scheme == "https" else "HTTP"
+        for host in model.hosts:
+            if (
+                host.hostname == hostname
+                and host.port == port
+                and frontends[host.listener].protocol == protocol
+            ):
+                name = naming.child_name(c.gateway, "lis", listener_slug(ip, host))
+                return c.ref("httpListeners", name)
+        return None
+
+    return find
+
+
+def _action(
+    c: Collector, rule: Rule, *, host: Host, scheme: str, listener_for: ListenerFor
+) -> Json:
     _refuse_unsupported(rule)
     if rule.redirect is not None:
-        return {"redirectConfiguration": add_redirect(c, rule, host, scheme)}
+        return {"redirectConfiguration": add_redirect(c, rule, host, scheme, listener_for)}
     action: Json
     backends = [b for b in rule.backends if b.weight > 0]
     # a rule governed by an AuthPolicy Application Gateway cannot check (refused on
