@@ -35,6 +35,8 @@ _NOT_SET = frozenset({"connection", "upgrade"})
 _NOT_REMOVED = frozenset({"host"})
 # header configurations per rewrite rule set
 HEADERS_MAX = 40
+# what a header's server variable name (http_req_<name>) may hold
+_VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def add_rewrite_set(c: Collector, rule: Rule) -> Json | None:
@@ -98,6 +100,11 @@ def _added(key: str, modifier: HeaderModifier, variable: str) -> list[Json]:
     """The two rules of each added header: appended to when present, set when absent."""
     out = []
     for i, (name, value) in enumerate(modifier.add):
+        if not _VARIABLE_NAME.match(name):
+            raise RuleProblem(
+                f"header {name}: adding to it needs its server variable, whose name takes "
+                "only letters, digits, - and _"
+            )
         server_variable = f"{variable}{name}"
         for negate, header_value in (
             (False, f"{{{server_variable}}},{_value(name, value)}"),
