@@ -15,7 +15,6 @@ from agc_controller.controller import indexes as ix
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.informers import Store
-from agc_controller.translate.graph import jwt
 from agc_controller.translate.snapshot import Obj, RemoteDocument, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
@@ -69,6 +68,7 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.PARENT_GATEWAYS: ix.policy_ancestor_gateways,
         ix.CERTIFICATE_REFS: ix.auth_policy_secret_refs,
         ix.BACKEND_SERVICES: ix.auth_policy_backend_services,
+        ix.JWKS_URLS: ix.auth_policy_jwks_urls,
     },
     r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
 }
@@ -198,8 +198,8 @@ class Cache:
             auth_policies=auth_policies,
             remote_jwks={
                 url: document
-                for policy in auth_policies.values()
-                for url in jwt.jwks_urls(policy)
+                for policy_key in auth_policies
+                for url in auth_store.index_values(ix.JWKS_URLS, policy_key)
                 if (document := self.remote_jwks.get(url)) is not None
             },
             waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),

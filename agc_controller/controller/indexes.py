@@ -13,6 +13,7 @@ from typing import Any
 
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
+from agc_controller.translate.graph import jwt
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]
@@ -30,6 +31,7 @@ CERTIFICATE_REFS = (
 TARGET_SERVICES = "target-services"  # policies -> "ns/service"
 TARGETS = "targets"  # our policies -> "Gateway/ns/name", "Service/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
+JWKS_URLS = "jwks-urls"  # AuthPolicies -> the JWKS URLs their JWT providers name
 
 
 def namespace_of(obj: Obj) -> Iterable[str]:
@@ -206,6 +208,12 @@ def auth_policy_secret_refs(obj: Obj) -> Iterable[str]:
             if isinstance(ref, dict) and ref.get("name") and ref.get("group", "") == ""
         }
     )
+
+
+def auth_policy_jwks_urls(obj: Obj) -> Iterable[str]:
+    """The well-formed JWKS URLs an AuthPolicy's JWT providers name (controller/jwks.py
+    fetches them)."""
+    return sorted({url for url in jwt.jwks_urls(obj) if jwt.is_jwks_url(url)})
 
 
 def auth_policy_backend_services(obj: Obj) -> Iterable[str]:

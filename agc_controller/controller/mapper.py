@@ -19,7 +19,6 @@ from agc_controller.controller.changes import changes_translation
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
 from agc_controller.informers import KubeObject
-from agc_controller.translate.graph import jwt
 
 Enqueue = Callable[[ObjectKey], None]
 
@@ -74,21 +73,15 @@ class Mapper:
             return self._gateways(self.cache.store(r.GATEWAY.kind).list())
         return set()
 
-    def jwks_urls(self) -> set[str]:
-        """The well-formed JWKS URLs the cached AuthPolicies name."""
-        return {
-            url
-            for policy in self.cache.store(r.AUTH_POLICY.kind).list()
-            for url in jwt.jwks_urls(policy)
-            if jwt.is_jwks_url(url)
-        }
+    def jwks_urls(self) -> list[str]:
+        """The well-formed JWKS URLs the cached AuthPolicies name (from their index)."""
+        return self.cache.store(r.AUTH_POLICY.kind).indexed_values(ix.JWKS_URLS)
 
     def jwks_changed(self, url: str) -> None:
         """Enqueue the Gateways of the AuthPolicies naming the JWKS at `url`."""
-        for policy in self.cache.store(r.AUTH_POLICY.kind).list():
-            if url in jwt.jwks_urls(policy):
-                for key in self.keys_for(r.AUTH_POLICY.kind, policy):
-                    self.enqueue(key)
+        for policy in self.cache.store(r.AUTH_POLICY.kind).by_index(ix.JWKS_URLS, url):
+            for key in self.keys_for(r.AUTH_POLICY.kind, policy):
+                self.enqueue(key)
 
     def handler(self, kind: str) -> _Handler:
         return _Handler(mapper=self, kind=kind)

@@ -455,7 +455,8 @@ def _our_policies(
             f"Service {target.object.name} are not steered by its probes"
         )
 
-    grpc_routes = any(key.kind == "GRPCRoute" for key in attachments)
+    # only a Gateway-wide firewall policy asks (its status notes gRPC is not inspected)
+    grpc_routes = bool(wafs.winners) and any(key.kind == "GRPCRoute" for key in attachments)
 
     def grpc_caveat(i: int, target: Target) -> str | None:
         if not grpc_routes or target.object.kind != "Gateway":

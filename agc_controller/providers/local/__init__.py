@@ -189,11 +189,10 @@ async def program(
             router[name] = part
     if needs.waf:
         _check_firewall_installed(instance.layout)
-    needs = _keeping_loaded(needs, instance, address, settings)
+    needs, text, static_id = _static_config(needs, instance, address, settings)
     files = static_files(needs, instance.layout)
     _write_static_files(files)
     instance.streams.write(streams)
-    text, static_id = render(address, needs, instance.layout, settings)
     await instance.apply_static(text, static_id)
     instance.waf_rule_sets = needs.waf
     _prune_static_files(instance.layout, keep=files.keys())
@@ -201,19 +200,21 @@ async def program(
     instance.streams.prune(streams)
 
 
-def _keeping_loaded(
+def _static_config(
     needs: StaticNeeds, instance: NginxInstance, address: str, settings: StaticSettings
-) -> StaticNeeds:
-    """`needs`, plus the firewall rule sets NGINX runs that no rule needs any more,
-    when keeping them spares a reload: a policy detached from a Gateway costs no
-    reload, and unloading would free no memory anyway (NGINX's master keeps what
-    ModSecurity allocated). A reload that happens for another reason drops them."""
+) -> tuple[StaticNeeds, str, str]:
+    """The needs to run, and their static configuration (text, id): `needs`, plus the
+    firewall rule sets NGINX runs that no rule needs any more when keeping them
+    spares a reload — a policy detached from a Gateway costs no reload, and
+    unloading would free no memory anyway (NGINX's master keeps what ModSecurity
+    allocated). A reload that happens for another reason drops them."""
     unused = tuple(r for r in instance.waf_rule_sets if r not in needs.waf)
-    if not unused:
-        return needs
-    kept = attrs.evolve(needs, waf=needs.waf + unused)
-    text, _ = render(address, kept, instance.layout, settings)
-    return kept if text == instance.static_text else needs
+    if unused:
+        kept = attrs.evolve(needs, waf=needs.waf + unused)
+        text, static_id = render(address, kept, instance.layout, settings)
+        if text == instance.static_text:
+            return kept, text, static_id
+    return (needs, *render(address, needs, instance.layout, settings))
 
 
 def _check_firewall_installed(layout: InstanceLayout) -> None:

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from agc_controller.core.errors import PermanentError
@@ -91,6 +92,23 @@ class UnsafeWafValue(PermanentError, ValueError):
     """A value that must not be written into the firewall's rule language."""
 
 
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    """A check that lets a value through if `pattern` matches it, else raises."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise UnsafeWafValue(f"refusing {what} {value[:64]!r}")
+        return value
+
+    return check
+
+
+_selector = _matching(SELECTOR, "selector")
+_rule_id = _matching(RULE_ID, "rule id")
+_path = _matching(_SAFE_PATH, "path")
+_rule_name = _matching(RULE_NAME, "custom rule name")
+
+
 @functools.lru_cache(maxsize=1024)
 def rule_set_id(rules: WafRuleSet) -> str:
     """The rule set's id: a digest of its text, so an unchanged policy keeps its
@@ -100,6 +118,7 @@ def rule_set_id(rules: WafRuleSet) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=256)
 def render(rules: WafRuleSet, audit_log: Path, crs_rules: Path = CRS_RULES) -> str:
     """The ModSecurity configuration of one rule set, writing its audit log to
     `audit_log`."""
@@ -152,12 +171,10 @@ def render(rules: WafRuleSet, audit_log: Path, crs_rules: Path = CRS_RULES) -> s
 
 
 def _custom_rule(rule: WafCustomRule) -> list[str]:
-    if not RULE_NAME.match(rule.name):
-        raise UnsafeWafValue(f"refusing custom rule name {rule.name[:64]!r}")
     rule_id = _CUSTOM_RULE_ID_BASE + _int(rule.priority, 1, 100)
     head = (
         f"id:{rule_id},phase:2,{_ACTIONS[rule.action]},"
-        f"msg:'Custom rule {rule.name}',tag:'agc-controller.io/custom-rule'"
+        f"msg:'Custom rule {_rule_name(rule.name)}',tag:'agc-controller.io/custom-rule'"
     )
     lines = []
     last = len(rule.conditions) - 1
@@ -228,25 +245,7 @@ def _exclusion(exclusion: WafExclusion) -> list[str]:
     return [f'SecRuleUpdateTargetById {_rule_id(i)} "!{variable}"' for i in exclusion.rule_ids]
 
 
-def _selector(value: str) -> str:
-    if not SELECTOR.match(value):
-        raise UnsafeWafValue(f"refusing selector {value[:64]!r}")
-    return value
-
-
-def _rule_id(value: str) -> str:
-    if not RULE_ID.match(value):
-        raise UnsafeWafValue(f"refusing rule id {value[:64]!r}")
-    return value
-
-
 def _int(value: int, low: int, high: int) -> int:
     if not isinstance(value, int) or not low <= value <= high:
         raise UnsafeWafValue(f"refusing {value!r}: not an integer from {low} to {high}")
-    return value
-
-
-def _path(value: str) -> str:
-    if not _SAFE_PATH.match(value):
-        raise UnsafeWafValue(f"refusing {value[:64]!r} in the firewall's configuration")
     return value
