@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 from kubernetes_asyncio import client
 
@@ -38,7 +39,7 @@ from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controll
 from agc_controller.runtime.health import parse_address, serving_health
 from agc_controller.settings import LOCAL_DATAPLANE_MODES, Settings
 from agc_controller.translate import Snapshot
-from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
+from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME, DEFAULT_INGRESS_CONTROLLER
 
 log = structlog.get_logger("agc_controller.cli")
 
@@ -74,6 +75,7 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         default=_env("AGC_CONTROLLER_NAME", DEFAULT_CONTROLLER_NAME),
         help="GatewayClasses with this spec.controllerName are ours (env AGC_CONTROLLER_NAME)",
     )
+    _add_ingress_controller_option(parser)
     parser.add_argument(
         "--provider",
         choices=PROVIDERS,
@@ -99,6 +101,15 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(_env("AGC_WORKERS", "4")),
         help="concurrent reconciles (env AGC_WORKERS)",
+    )
+
+
+def _add_ingress_controller_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ingress-controller",
+        default=_env("AGC_INGRESS_CONTROLLER", DEFAULT_INGRESS_CONTROLLER),
+        help="IngressClasses with this spec.controller are ours, and so are their Ingresses "
+        "(env AGC_INGRESS_CONTROLLER; AGIC's is azure/application-gateway)",
     )
 
 
@@ -280,13 +291,14 @@ def _parser() -> argparse.ArgumentParser:
     available = render.outputs()
     translate = commands.add_parser(
         "translate",
-        help="translate Gateway API YAML offline and print the result",
-        description="Read Gateway API objects (plus Services, EndpointSlices, Secrets, "
-        "ConfigMaps, Namespaces) from files and print what the controller would program and "
-        "the status each object would get with the chosen provider: its capabilities decide "
-        "what routes are accepted, and what it would refuse offline shows as Programmed=False; "
-        "the rest is assumed programmed at 192.0.2.1. No cluster is needed. Certificates and "
-        "keys appear as digests.",
+        help="translate Gateway API and Ingress YAML offline and print the result",
+        description="Read Gateway API objects and Ingresses (plus IngressClasses, Services, "
+        "EndpointSlices, Secrets, ConfigMaps, Namespaces) from files and print what the "
+        "controller would program and the status each object would get with the chosen "
+        "provider: its capabilities decide what routes are accepted, and what it would "
+        "refuse offline shows as Programmed=False; the rest is assumed programmed at "
+        "192.0.2.1. No cluster is needed. Certificates and keys appear as digests. "
+        "-o gateway-api converts the Ingresses to Gateway API objects for a migration.",
         epilog="outputs: " + "; ".join(f"{o.name}: {o.help}" for o in available.values()),
     )
     translate.add_argument(
@@ -319,6 +331,13 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("AGC_CONTROLLER_NAME", DEFAULT_CONTROLLER_NAME),
         help="GatewayClasses with this spec.controllerName are ours (env AGC_CONTROLLER_NAME)",
     )
+    _add_ingress_controller_option(translate)
+    translate.add_argument(
+        "--gateway-class",
+        default="agc",
+        help="-o gateway-api: the GatewayClass the converted Gateways name (their "
+        "namespace is --namespace's)",
+    )
     return parser
 
 
@@ -338,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     settings = Settings(
         controller_name=args.controller_name,
+        ingress_controller=args.ingress_controller,
         workers=args.workers,
         leader_election=args.leader_elect,
         lease_namespace=args.lease_namespace,
@@ -424,12 +444,20 @@ def _translate(args: argparse.Namespace) -> int:
         )
         return 2
     provider = render.providers()[provider_name]
+    settings = attrs.evolve(
+        provider.settings(args.controller_name), ingress_controller=args.ingress_controller
+    )
     translations = render.translate_all(
         Snapshot.from_objects(loaded.objects),
-        provider.settings(args.controller_name),
+        settings,
         dry_run=provider.dry_run,
+        migration=render.Migration(namespace=args.namespace, gateway_class=args.gateway_class),
     )
-    if not translations.gateway_classes:
+    if (
+        output.name != "gateway-api"
+        and not translations.gateway_classes
+        and not translations.ingress_classes
+    ):
         print(
             "agc-controller translate: no GatewayClass in the input has controllerName "
             f"{args.controller_name}, so no Gateway is ours (see --controller-name)",
@@ -477,7 +505,9 @@ async def run_controller(
         controller = Controller(
             api,
             settings=settings,
-            translate_settings=translate_settings,
+            translate_settings=attrs.evolve(
+                translate_settings, ingress_controller=settings.ingress_controller
+            ),
             provider=data_plane,
             leader_retry_period=leader_retry_period,
             shutdown_grace=shutdown_grace,

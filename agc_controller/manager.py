@@ -33,7 +33,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.controller.cache import Cache
 from agc_controller.controller.jwks import JwksFetcher
-from agc_controller.controller.mapper import Mapper, class_key, gateway_key
+from agc_controller.controller.mapper import Mapper, class_key, gateway_key, ingress_class_key
 from agc_controller.controller.worker import Reconciler, run_worker
 from agc_controller.core import resources as r
 from agc_controller.core.clock import Clock, SystemClock
@@ -85,6 +85,8 @@ WATCHED = (
     r.SECRET,
     r.CONFIG_MAP,
     r.NAMESPACE,
+    r.INGRESS_CLASS,
+    r.INGRESS,
 )
 
 
@@ -390,6 +392,8 @@ class Controller:
         }
         for gateway in cache.store(r.GATEWAY.kind).list():
             keys.add(gateway_key(object_key(gateway)))
+        for ingress_class in cache.store(r.INGRESS_CLASS.kind).list():
+            keys.add(ingress_class_key(ingress_class["metadata"]["name"]))
         for key in keys:
             self.queue.add(key)
         return keys

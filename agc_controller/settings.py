@@ -7,7 +7,7 @@ import socket
 
 import attrs
 
-from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
+from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME, DEFAULT_INGRESS_CONTROLLER
 
 
 def _default_identity() -> str:
@@ -19,6 +19,8 @@ def _default_identity() -> str:
 class Settings:
     # GatewayClasses naming this controllerName are ours
     controller_name: str = DEFAULT_CONTROLLER_NAME
+    # IngressClasses naming this spec.controller are ours (and their Ingresses)
+    ingress_controller: str = DEFAULT_INGRESS_CONTROLLER
     # concurrent reconciles (never two on one Gateway)
     workers: int = 4
     # off for a single local process; on for replicated deployments

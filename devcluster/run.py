@@ -144,7 +144,10 @@ def _run_local(args: argparse.Namespace) -> int:
         say("starting the example backends (blue, green)")
         backends = examples.start_backends()
         settings = Settings(
-            controller_name=args.controller_name, workers=args.workers, leader_election=False
+            controller_name=args.controller_name,
+            ingress_controller=args.ingress_controller,
+            workers=args.workers,
+            leader_election=False,
         )
         local = LocalOptions(args.local_state_dir.resolve(), args.local_port_offset)
         # Kubernetes times have whole seconds: a condition written from now on is no older

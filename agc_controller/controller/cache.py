@@ -15,6 +15,7 @@ from agc_controller.controller import indexes as ix
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, object_key
 from agc_controller.informers import Store
+from agc_controller.translate import ingress
 from agc_controller.translate.snapshot import Obj, RemoteDocument, Snapshot
 
 ROUTE_KINDS = (r.HTTP_ROUTE, r.GRPC_ROUTE, r.TLS_ROUTE, r.TCP_ROUTE, r.UDP_ROUTE)
@@ -71,6 +72,11 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.JWKS_URLS: ix.auth_policy_jwks_urls,
     },
     r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
+    r.INGRESS.kind: {
+        ix.INGRESS_CLASS: ix.ingress_class_name,
+        ix.BACKEND_SERVICES: ix.ingress_backend_services,
+        ix.CERTIFICATE_REFS: ix.ingress_certificate_refs,
+    },
 }
 
 
@@ -239,6 +245,39 @@ class Cache:
             for p in store.by_index(ix.TARGETS, target):
                 found[object_key(p)] = p
         return found
+
+    def ingress_classes_of(self, requested: Iterable[str]) -> set[str]:
+        """The IngressClasses Ingresses naming `requested` ("": none) belong to."""
+        classes = set(requested)
+        if "" in classes:
+            classes.discard("")
+            default = ingress.default_class(self._all(r.INGRESS_CLASS.kind))
+            if default is not None:
+                classes.add(default)
+        return classes
+
+    def snapshot_for_ingress_class(self, name: str) -> Snapshot:
+        """What translating IngressClass `name` reads: its Ingresses (by index) and the
+        Services, EndpointSlices and Secrets they name."""
+        classes = self._all(r.INGRESS_CLASS.kind)
+        store = self.store(r.INGRESS.kind)
+        keys = set(store.index_keys(ix.INGRESS_CLASS, name))
+        if ingress.default_class(classes) == name:
+            keys.update(store.index_keys(ix.INGRESS_CLASS, ""))
+        ingresses = {k: o for k in keys if (o := store.get(k)) is not None}
+        services = {s for k in keys for s in store.index_values(ix.BACKEND_SERVICES, k)}
+        material = {m for k in keys for m in store.index_values(ix.CERTIFICATE_REFS, k)}
+        return Snapshot(
+            ingress_classes=classes,
+            ingresses=ingresses,
+            services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
+            endpoint_slices={
+                s: tuple(self.store(r.ENDPOINT_SLICE.kind).by_index(ix.SERVICE_NAME, s))
+                for s in services
+            },
+            secrets=self._material(material, "Secret", r.SECRET.kind),
+            namespaces=self._all(r.NAMESPACE.kind),
+        )
 
     def snapshot_for_class(self, name: str) -> Snapshot:
         gateway_class = self.get(r.GATEWAY_CLASS.kind, name)

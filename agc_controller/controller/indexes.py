@@ -13,6 +13,7 @@ from typing import Any
 
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
+from agc_controller.translate import ingress
 from agc_controller.translate.graph import jwt
 
 Obj = dict[str, Any]
@@ -32,6 +33,7 @@ TARGET_SERVICES = "target-services"  # policies -> "ns/service"
 TARGETS = "targets"  # our policies -> "Gateway/ns/name", "Service/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
 JWKS_URLS = "jwks-urls"  # AuthPolicies -> the JWKS URLs their JWT providers name
+INGRESS_CLASS = "ingress-class"  # Ingresses -> the class they name ("" none: the default)
 
 
 def namespace_of(obj: Obj) -> Iterable[str]:
@@ -220,3 +222,35 @@ def auth_policy_backend_services(obj: Obj) -> Iterable[str]:
     """An AuthPolicy's external authorization Service ("ns/service")."""
     ref = ((obj.get("spec") or {}).get("externalAuth") or {}).get("backendRef") or {}
     return list(_service_refs([ref], obj["metadata"]["namespace"])) if ref.get("name") else []
+
+
+def ingress_class_name(obj: Obj) -> Iterable[str]:
+    return [ingress.requested_class(obj)]
+
+
+def ingress_backend_services(obj: Obj) -> Iterable[str]:
+    """The Services an Ingress's rules and default backend name."""
+    spec = obj.get("spec") or {}
+    backends = [spec.get("defaultBackend") or {}]
+    for rule in spec.get("rules") or []:
+        backends += [p.get("backend") or {} for p in (rule.get("http") or {}).get("paths") or []]
+    namespace = obj["metadata"].get("namespace", "")
+    return sorted(
+        {
+            namespaced_name(namespace, str(service["name"]))
+            for backend in backends
+            if (service := backend.get("service")) and service.get("name")
+        }
+    )
+
+
+def ingress_certificate_refs(obj: Obj) -> Iterable[str]:
+    """ "Secret/ns/name" of the Secrets an Ingress's TLS entries name."""
+    namespace = obj["metadata"].get("namespace", "")
+    return sorted(
+        {
+            f"Secret/{namespace}/{entry['secretName']}"
+            for entry in (obj.get("spec") or {}).get("tls") or []
+            if entry.get("secretName")
+        }
+    )

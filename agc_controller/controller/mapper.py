@@ -32,6 +32,11 @@ def class_key(name: str) -> ObjectKey:
     return ObjectKey("GatewayClass", "", name)
 
 
+def ingress_class_key(name: str) -> ObjectKey:
+    """The work key of IngressClass `name`: its Ingresses, translated together."""
+    return ObjectKey(r.INGRESS_CLASS.kind, "", name)
+
+
 @attrs.frozen
 class Mapper:
     cache: Cache
@@ -67,6 +72,14 @@ class Mapper:
             return self._via_material(f"{kind}/{namespace}/{name}")
         if kind == r.REFERENCE_GRANT.kind:
             return self._via_grant(obj)
+        if kind == r.INGRESS_CLASS.kind:
+            # which class is the default decides where Ingresses naming none belong
+            return {
+                ingress_class_key(o["metadata"]["name"])
+                for o in self.cache.store(r.INGRESS_CLASS.kind).list()
+            } | {ingress_class_key(name)}
+        if kind == r.INGRESS.kind:
+            return self._ingress_classes([ix.ingress_class_name(obj)])
         if kind == r.NAMESPACE.kind:
             # label changes move routes in and out of Selector listeners, and ListenerSets
             # in and out of Selector Gateways
@@ -89,8 +102,21 @@ class Mapper:
     def _gateways(self, gateways: Iterable[KubeObject]) -> set[ObjectKey]:
         return {gateway_key(object_key(g)) for g in gateways}
 
+    def _ingress_classes(self, requested: Iterable[Iterable[str]]) -> set[ObjectKey]:
+        """The keys of the IngressClasses of Ingresses naming `requested` classes."""
+        names = self.cache.ingress_classes_of(c for group in requested for c in group)
+        return {ingress_class_key(name) for name in names}
+
+    def _ingresses_by(self, index_name: str, value: str) -> set[ObjectKey]:
+        """The IngressClass keys of the Ingresses listed under `value` in `index_name`."""
+        store = self.cache.store(r.INGRESS.kind)
+        return self._ingress_classes(
+            store.index_values(ix.INGRESS_CLASS, k) for k in store.index_keys(index_name, value)
+        )
+
     def _via_service(self, service: str) -> set[ObjectKey]:
         keys = {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
+        keys |= self._ingresses_by(ix.BACKEND_SERVICES, service)
         # an AuthPolicy's authorization Service
         for policy in self.cache.store(r.AUTH_POLICY.kind).by_index(ix.BACKEND_SERVICES, service):
             keys |= self.keys_for(r.AUTH_POLICY.kind, policy)
@@ -120,7 +146,7 @@ class Mapper:
 
     def _via_material(self, ref: str) -> set[ObjectKey]:
         gateways = self.cache.store(r.GATEWAY.kind).by_index(ix.CERTIFICATE_REFS, ref)
-        keys = self._gateways(gateways)
+        keys = self._gateways(gateways) | self._ingresses_by(ix.CERTIFICATE_REFS, ref)
         listener_sets = self.cache.store(r.LISTENER_SET.kind).index_keys(ix.CERTIFICATE_REFS, ref)
         keys |= {gateway_key(g) for g in self.cache.gateways_of_listener_sets(listener_sets)}
         for kind in (r.BACKEND_TLS_POLICY.kind, r.AUTH_POLICY.kind):

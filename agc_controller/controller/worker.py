@@ -21,8 +21,8 @@ re-announce what its predecessor already reported).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
 
 import attrs
 import structlog
@@ -39,11 +39,12 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    IngressStatus,
     ListenerSetStatus,
 )
 from agc_controller.providers.base import Provider
 from agc_controller.queue import ShutDown, WorkQueue
-from agc_controller.runtime.events import EventRecorder, gateway_transition
+from agc_controller.runtime.events import EventRecorder, GatewayEvent, gateway_transition
 from agc_controller.runtime.metrics import ApplyOutcome, ControllerMetrics, ReconcileOutcome
 from agc_controller.status import StatusWriter
 from agc_controller.translate import (
@@ -53,7 +54,16 @@ from agc_controller.translate import (
     translate_gateway_class,
     translation_steps,
 )
+from agc_controller.translate.ingress import (
+    IngressMemo,
+    IngressTranslation,
+    Note,
+    ingress_gateway_key,
+    ingress_translation_steps,
+)
 from agc_controller.translate.model import LoadBalancer
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +93,18 @@ class Reconciler:
     # reconcile's statuses cost one lookup here (the writer checks the rest against
     # the cached resourceVersion)
     _written: dict[ObjectKey, dict[int, DesiredStatus]] = attrs.field(factory=dict, init=False)
+    # IngressClass -> what its last translation can reuse
+    _ingress_memos: dict[ObjectKey, IngressMemo] = attrs.field(factory=dict, init=False)
+    # IngressClass -> Ingress uid -> the notes last recorded as Events on it (each note
+    # is recorded when it first applies, not on every reconcile)
+    _ingress_notes: dict[ObjectKey, dict[str, frozenset[Note]]] = attrs.field(
+        factory=dict, init=False
+    )
 
     async def reconcile(self, key: ObjectKey) -> None:
+        if key.kind == r.INGRESS_CLASS.kind:
+            await self._reconcile_ingress_class(key)
+            return
         if key.kind == "GatewayClass":
             status = translate_gateway_class(
                 self.cache.snapshot_for_class(key.name), key.name, self.settings
@@ -93,17 +113,11 @@ class Reconciler:
                 await self.writer.write(status, self.cache.get(r.GATEWAY_CLASS.kind, key.name))
             return
         memo = self._memos.setdefault(key, Memo())
-        steps = translation_steps(
-            self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings, memo=memo
+        translation: GatewayTranslation = await _in_steps(
+            translation_steps(
+                self.cache.snapshot_for_gateway(key), key.namespaced_name, self.settings, memo=memo
+            )
         )
-        while True:
-            # other work runs between the steps (a bulk of new routes takes many)
-            await asyncio.sleep(0)
-            try:
-                next(steps)
-            except StopIteration as done:
-                translation: GatewayTranslation = done.value
-                break
         if translation.node is None:
             del self._memos[key]
             self._written.pop(key, None)
@@ -153,6 +167,60 @@ class Reconciler:
         if result is not None and result.temporary:
             # reported, and tried again: the same input may succeed later
             raise TemporaryError(result.message)
+
+    async def _reconcile_ingress_class(self, key: ObjectKey) -> None:
+        """Translate the class's Ingresses as one Gateway, program it, and report back on
+        each Ingress: `status.loadBalancer` and Events (Ingress has no conditions)."""
+        memo = self._ingress_memos.setdefault(key, IngressMemo())
+        translation: IngressTranslation = await _in_steps(
+            ingress_translation_steps(
+                self.cache.snapshot_for_ingress_class(key.name), key.name, self.settings, memo=memo
+            )
+        )
+        if translation.load_balancer is None:
+            del self._ingress_memos[key]
+            self._ingress_notes.pop(key, None)
+            await self.provider.delete(ingress_gateway_key(key.name))
+            return
+        result = await self._apply(translation.load_balancer)
+        await self._write_all(list(translation.ingress_statuses(result)))
+        await self._announce_ingresses(key, translation, result)
+        if result.temporary:
+            raise TemporaryError(result.message)
+
+    async def _announce_ingresses(
+        self, key: ObjectKey, translation: IngressTranslation, result: ApplyResult
+    ) -> None:
+        """Record each note on an Ingress once, when it first applies; and, once per
+        generation, where a programmed Ingress is served."""
+        notes = translation.notes(result)
+        addresses = ", ".join(a.value for a in result.addresses)
+        known = self._ingress_notes.get(key, {})
+        now: dict[str, frozenset[Note]] = {}
+        for store_key, ingress in sorted(translation.ingresses.items()):
+            meta = ingress["metadata"]
+            current = set(notes.get(store_key, ()))
+            if result.programmed:
+                current.add(
+                    Note(
+                        "Normal",
+                        "Programmed",
+                        f"Generation {meta.get('generation', 1)} is programmed"
+                        + (f", served at {addresses}" if addresses else ""),
+                    )
+                )
+            uid = str(meta.get("uid", ""))
+            now[uid] = frozenset(current)
+            if self.events is None:
+                continue
+            for note in sorted(current - known.get(uid, frozenset()), key=_note_order):
+                await self.events.record(
+                    ingress,
+                    r.INGRESS,
+                    GatewayEvent(note.type, note.reason, note.message),
+                    action="Translate",
+                )
+        self._ingress_notes[key] = now
 
     async def _apply(self, model: LoadBalancer) -> ApplyResult:
         """The provider's outcome; a `PermanentError` is the Gateway's `Programmed=False`."""
@@ -227,9 +295,28 @@ class Reconciler:
             kind = r.GATEWAY.kind
         elif isinstance(status, ListenerSetStatus):
             kind = r.LISTENER_SET.kind
+        elif isinstance(status, IngressStatus):
+            kind = r.INGRESS.kind
         else:
             kind = status.kind
         return self.cache.get(kind, namespaced_name(status.namespace, status.name))
+
+
+async def _in_steps(steps: Generator[None, None, T]) -> T:
+    """Run a stepped translation, letting other work run between its steps (a bulk of
+    new routes takes many)."""
+    while True:
+        await asyncio.sleep(0)
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+def _note_order(note: Note) -> tuple[str, str, str]:
+    # warnings first, then by reason and text: a stable order to read them in
+    return ("0" if note.type == "Warning" else "1", note.reason, note.message)
 
 
 def _cached_programmed(gateway: dict[str, Any]) -> ConditionStatus | None:

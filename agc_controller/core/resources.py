@@ -76,6 +76,10 @@ ENDPOINT_SLICE = Resource(
 SECRET = Resource("", "v1", "secrets", "Secret", namespaced=True)
 CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+INGRESS_CLASS = Resource(
+    "networking.k8s.io", "v1", "ingressclasses", "IngressClass", namespaced=False
+)
+INGRESS = Resource("networking.k8s.io", "v1", "ingresses", "Ingress", namespaced=True)
 LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
 EVENT = Resource("events.k8s.io", "v1", "events", "Event", namespaced=True)
 
@@ -103,6 +107,8 @@ BY_KIND = {
         SECRET,
         CONFIG_MAP,
         NAMESPACE,
+        INGRESS_CLASS,
+        INGRESS,
         LEASE,
         EVENT,
     )

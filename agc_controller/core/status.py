@@ -199,7 +199,24 @@ class PolicyStatus:
     ancestors: tuple[PolicyAncestorStatus, ...]
 
 
-DesiredStatus = GatewayClassStatus | GatewayStatus | ListenerSetStatus | RouteStatus | PolicyStatus
+@attrs.frozen
+class IngressStatus:
+    """An Ingress's `status.loadBalancer.ingress`: where its class's data plane is
+    reachable (empty: not programmed)."""
+
+    namespace: str
+    name: str
+    addresses: tuple[GatewayAddress, ...]
+
+
+DesiredStatus = (
+    GatewayClassStatus
+    | GatewayStatus
+    | ListenerSetStatus
+    | RouteStatus
+    | PolicyStatus
+    | IngressStatus
+)
 
 
 @attrs.frozen

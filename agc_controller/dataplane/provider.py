@@ -82,6 +82,7 @@ from agc_controller.runtime.permissions import (
     PermissionProblems,
     PermissionReportingListWatcher,
 )
+from agc_controller.translate.ingress import SERVED_NAMESPACE
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -244,6 +245,16 @@ class DeploymentProvider:
 
     async def apply(self, model: LoadBalancer) -> ApplyResult:
         key = model.gateway
+        if key.namespace == SERVED_NAMESPACE:
+            # its data plane would need a home namespace and an owner the Gateway's
+            # objects cannot give it
+            return ApplyResult(
+                programmed=False,
+                reason=c.R_INVALID,
+                message="Ingress is not served by the local provider's deployment mode yet; "
+                "run the local data plane as processes (--local-dataplane process) or use "
+                "the azure provider.",
+            )
         if any(a.value for a in model.addresses):
             return ApplyResult(
                 programmed=False,

@@ -26,11 +26,13 @@ from agc_controller.render.documents import (
     DryRun,
     InputError,
     LoadedObjects,
+    Migration,
     Translations,
     load_objects,
     pem_digest,
     plain,
     render_all,
+    render_gateway_api,
     render_model,
     render_status,
     to_yaml,
@@ -42,6 +44,7 @@ __all__ = [
     "ASSUMED_RESULT",
     "InputError",
     "LoadedObjects",
+    "Migration",
     "OfflineProvider",
     "Output",
     "Translations",
@@ -111,6 +114,12 @@ register_output(
     "status",
     lambda t: to_yaml(render_status(t)),
     help="the status of every GatewayClass, Gateway, route and policy",
+)
+register_output(
+    "gateway-api",
+    render_gateway_api,
+    help="the input's Ingresses as Gateway API objects (a Gateway per IngressClass, "
+    "HTTPRoutes, ReferenceGrants), what could not be converted as comments",
 )
 register_output(
     "nginx",

@@ -33,6 +33,15 @@ from agc_controller.translate import (
     translate_gateway,
     translate_gateway_class,
 )
+from agc_controller.translate.ingress import (
+    IngressMemo,
+    IngressTranslation,
+    class_ingresses,
+    default_class,
+    ingress_translation_steps,
+    requested_class,
+)
+from agc_controller.translate.ingress.convert import Conversion, GatewayTarget, convert_ingresses
 
 # the outcome assumed for every accepted Gateway: programmed at a TEST-NET address
 ASSUMED_RESULT = ApplyResult(
@@ -64,9 +73,11 @@ TRANSLATED_KINDS = frozenset(
         "Secret",
         "ConfigMap",
         "Namespace",
+        "IngressClass",
+        "Ingress",
     }
 )
-_CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace"})
+_CLUSTER_SCOPED = frozenset({"GatewayClass", "Namespace", "IngressClass"})
 
 
 class InputError(Exception):
@@ -166,6 +177,14 @@ DryRun = Callable[[Mapping[str, GatewayTranslation]], Mapping[str, ApplyResult]]
 
 
 @attrs.frozen
+class Migration:
+    """Where `-o gateway-api` puts the Gateway API objects it converts Ingresses into."""
+
+    namespace: str = "default"
+    gateway_class: str = "agc"
+
+
+@attrs.frozen
 class Translations:
     """Everything `translate_all` decided, in sorted order."""
 
@@ -174,8 +193,13 @@ class Translations:
     # "namespace/name" -> the Gateway's translation
     gateways: Mapping[str, GatewayTranslation]
     # "namespace/name" -> the provider outcome its status is computed with, for
-    # every Gateway with a model (and no other)
+    # every Gateway with a model (and no other), the Ingress classes' derived ones too
     results: Mapping[str, ApplyResult]
+    # IngressClass name -> its Ingresses' translation (our classes only)
+    ingress_classes: Mapping[str, IngressTranslation] = attrs.field(factory=dict)
+    # every Ingress of the input as Gateway API objects, one Gateway per class it names
+    # (`-o gateway-api`), by Gateway name
+    migration: Mapping[str, Conversion] = attrs.field(factory=dict)
 
     def result_for(self, translation: GatewayTranslation) -> ApplyResult | None:
         return self.results.get(translation.gateway.namespaced_name)
@@ -187,9 +211,11 @@ def translate_all(
     *,
     result: ApplyResult = ASSUMED_RESULT,
     dry_run: DryRun | None = None,
+    migration: Migration | None = None,
 ) -> Translations:
-    """Every GatewayClass and Gateway translated; each Gateway with a model gets
-    `result`, or what `dry_run` says the provider would do with it."""
+    """Every GatewayClass, Gateway and (our) IngressClass translated; each Gateway
+    with a model gets `result`, or what `dry_run` says the provider would do with it.
+    With `migration`, every Ingress is also converted to Gateway API objects there."""
     classes = {}
     for name in sorted(snapshot.gateway_classes):
         status = translate_gateway_class(snapshot, name, settings)
@@ -198,10 +224,74 @@ def translate_all(
     gateways = {
         key: translate_gateway(snapshot, key, settings) for key in sorted(snapshot.gateways)
     }
-    results = {key: result for key, t in gateways.items() if t.load_balancer is not None}
+    ingress_classes = {
+        name: t
+        for name in sorted(snapshot.ingress_classes)
+        if (t := _translate_ingress_class(snapshot, name, settings)).gateway is not None
+    }
+    derived = {
+        t.gateway.gateway.namespaced_name: t.gateway
+        for t in ingress_classes.values()
+        if t.gateway is not None
+    }
+    results = {
+        key: result
+        for key, t in (*gateways.items(), *derived.items())
+        if t.load_balancer is not None
+    }
     if dry_run is not None:
-        results.update(dry_run(gateways))
-    return Translations(gateway_classes=classes, gateways=gateways, results=results)
+        results.update(dry_run({**gateways, **derived}))
+    return Translations(
+        gateway_classes=classes,
+        gateways=gateways,
+        results=results,
+        ingress_classes=ingress_classes,
+        migration=_migrate(snapshot, settings, migration) if migration is not None else {},
+    )
+
+
+def _translate_ingress_class(
+    snapshot: Snapshot, name: str, settings: TranslateSettings
+) -> IngressTranslation:
+    steps = ingress_translation_steps(snapshot, name, settings, memo=IngressMemo())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            translation: IngressTranslation = done.value
+            return translation
+
+
+def _migrate(
+    snapshot: Snapshot, settings: TranslateSettings, migration: Migration
+) -> dict[str, Conversion]:
+    """Every Ingress, grouped by the class it names (none: the default class, or
+    `ingress`), converted into a Gateway per group in `migration.namespace`."""
+    default = default_class(snapshot.ingress_classes)
+    groups = {
+        requested_class(ingress) or default or "ingress" for ingress in snapshot.ingresses.values()
+    }
+    conversions = {}
+    for name in sorted(groups):
+        if name in snapshot.ingress_classes:
+            ingresses = class_ingresses(snapshot.ingresses, snapshot.ingress_classes, name)
+        else:
+            ingresses = {
+                k: i
+                for k, i in snapshot.ingresses.items()
+                if (requested_class(i) or default or "ingress") == name
+            }
+        conversions[name] = convert_ingresses(
+            ingresses,
+            snapshot.services,
+            GatewayTarget(
+                namespace=migration.namespace,
+                name=name,
+                gateway_class=migration.gateway_class,
+                controller_name=settings.controller_name,
+            ),
+        )
+    return conversions
 
 
 def render_all(translations: Translations) -> dict[str, Any]:
@@ -218,7 +308,32 @@ def render_all(translations: Translations) -> dict[str, Any]:
             }
             for key, t in translations.gateways.items()
         },
+        **_ingress_classes(translations, model=True),
     }
+
+
+def _ingress_classes(translations: Translations, *, model: bool) -> dict[str, Any]:
+    """Per IngressClass of ours (if any): each Ingress's status and Events, and with
+    `model`, the model of the class's derived Gateway."""
+    if not translations.ingress_classes:
+        return {}
+    documents = {}
+    for name, t in translations.ingress_classes.items():
+        result = translations.result_for(t.gateway) if t.gateway is not None else None
+        notes = t.notes(result)
+        document: dict[str, Any] = {
+            "ingresses": {
+                f"{s.namespace}/{s.name}": {
+                    "status": plain(s),
+                    "events": plain(notes.get(f"{s.namespace}/{s.name}", ())),
+                }
+                for s in t.ingress_statuses(result)
+            }
+        }
+        if model:
+            document["model"] = plain(t.load_balancer)
+        documents[name] = document
+    return {"ingressClasses": documents}
 
 
 def _listener_sets(translations: Translations, t: GatewayTranslation) -> dict[str, Any]:
@@ -228,8 +343,16 @@ def _listener_sets(translations: Translations, t: GatewayTranslation) -> dict[st
 
 
 def render_model(translations: Translations) -> dict[str, Any]:
-    """Only the ALB model per Gateway (null: the Gateway is not programmed at all)."""
-    return {"gateways": {key: plain(t.load_balancer) for key, t in translations.gateways.items()}}
+    """Only the ALB model per Gateway (null: the Gateway is not programmed at all), and
+    per IngressClass of ours."""
+    document: dict[str, Any] = {
+        "gateways": {key: plain(t.load_balancer) for key, t in translations.gateways.items()}
+    }
+    if translations.ingress_classes:
+        document["ingressClasses"] = {
+            name: plain(t.load_balancer) for name, t in translations.ingress_classes.items()
+        }
+    return document
 
 
 def render_status(translations: Translations) -> dict[str, Any]:
@@ -245,7 +368,52 @@ def render_status(translations: Translations) -> dict[str, Any]:
             }
             for key, t in translations.gateways.items()
         },
+        **_ingress_classes(translations, model=False),
     }
+
+
+def render_gateway_api(translations: Translations) -> str:
+    """The Ingresses as Gateway API objects (YAML documents), with what could not be
+    converted as comments on top."""
+    lines = [
+        "# Ingress converted to Gateway API by agc-controller translate -o gateway-api.",
+    ]
+    documents: list[Any] = []
+    for conversion in translations.migration.values():
+        for key, notes in sorted(conversion.notes.items()):
+            for note in notes:
+                lines.append(f"# {key}: {note.reason}: {_comment(note.message)}")
+        objects = [
+            conversion.gateway,
+            *(conversion.reference_grants[k] for k in sorted(conversion.reference_grants)),
+            *(conversion.http_routes[k] for k in sorted(conversion.http_routes)),
+        ]
+        documents.extend(_applicable(o) for o in objects)
+    if len(lines) == 1:
+        lines.append("# Every Ingress converted without a note.")
+    body = yaml.dump_all(
+        documents, Dumper=_PlainDumper, sort_keys=False, width=100, explicit_start=True
+    )
+    return "\n".join(lines) + "\n" + body
+
+
+def _applicable(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` without the metadata the API server sets (translation reads it)."""
+    meta = {
+        k: v for k, v in obj["metadata"].items() if k not in ("generation", "creationTimestamp")
+    }
+    return {**obj, "metadata": meta}
+
+
+def _comment(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No anchors and aliases: converted objects share parts, readers want them whole."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def to_yaml(document: Any) -> str:

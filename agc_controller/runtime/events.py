@@ -1,4 +1,4 @@
-"""Kubernetes Events (events.k8s.io/v1) on Gateways for notable transitions.
+"""Kubernetes Events (events.k8s.io/v1) on Gateways and Ingresses.
 
 Status conditions are the record; Events are the notification a person sees in
 `kubectl describe gateway` or `kubectl get events`. So:
@@ -6,6 +6,8 @@ Status conditions are the record; Events are the notification a person sees in
   status (`gateway_transition`): first programmed, programming failed,
   recovered. A reconcile that changes nothing emits nothing, however often it
   runs.
+- Ingress has no conditions: Events are its record (the caller emits each note
+  once, when it first applies; see controller/worker.py).
 - Recording is best effort: a failed POST is logged and dropped, never raised
   (it must not re-queue a key whose status is already written), and it is
   bounded by a timeout so a slow apiserver cannot hold a worker.
@@ -23,7 +25,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.core.clock import Clock
-from agc_controller.core.resources import EVENT, GATEWAY
+from agc_controller.core.resources import EVENT, GATEWAY, Resource
 from agc_controller.core.status import Condition, ConditionStatus
 from agc_controller.core.timefmt import micro_time
 
@@ -80,7 +82,13 @@ class EventRecorder:
 
     async def gateway_event(self, gateway: dict[str, Any], event: GatewayEvent) -> None:
         """Record `event` on `gateway` (the object as cached)."""
-        meta = gateway["metadata"]
+        await self.record(gateway, GATEWAY, event, action="Program")
+
+    async def record(
+        self, regarding: dict[str, Any], resource: Resource, event: GatewayEvent, *, action: str
+    ) -> None:
+        """Record `event` on `regarding`, an object of `resource` (as cached)."""
+        meta = regarding["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         now = self._clock.wall()
         body = {
@@ -94,13 +102,13 @@ class EventRecorder:
             "eventTime": micro_time(now),
             "reportingController": self._controller,
             "reportingInstance": self._instance,
-            "action": "Program",
+            "action": action,
             "reason": event.reason,
             "note": event.note[:_MAX_NOTE],
             "type": event.type,
             "regarding": {
-                "apiVersion": GATEWAY.api_version,
-                "kind": GATEWAY.kind,
+                "apiVersion": resource.api_version,
+                "kind": resource.kind,
                 "namespace": namespace,
                 "name": name,
                 "uid": meta.get("uid", ""),

@@ -38,6 +38,7 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    IngressStatus,
     ListenerSetStatus,
     ListenerStatus,
     ParentReference,
@@ -83,7 +84,7 @@ def dropped_entries(
     current_obj: Mapping[str, Any], desired: DesiredStatus, *, controller_name: str
 ) -> tuple[ParentReference, ...]:
     """The desired parent/ancestor refs `prepare_status` leaves out to respect maxItems."""
-    if isinstance(desired, GatewayClassStatus | GatewayStatus | ListenerSetStatus):
+    if isinstance(desired, GatewayClassStatus | GatewayStatus | ListenerSetStatus | IngressStatus):
         return ()
     shape = _EntryList.for_desired(desired)
     stored = _stored_entries(current_obj.get("status"), shape.list_key)
@@ -106,6 +107,8 @@ def prepare_status(
         new = _gateway_class_status(stored, desired, now=now)
     elif isinstance(desired, GatewayStatus | ListenerSetStatus):
         new = _gateway_status(stored, desired, now=now)
+    elif isinstance(desired, IngressStatus):
+        new = _ingress_status(stored, desired)
     else:
         return _entry_list_status(stored, desired, controller_name=controller_name, now=now)
     return None if new == stored else new
@@ -259,7 +262,20 @@ def _stored_entries(stored: Mapping[str, Any] | None, list_key: str) -> list[Any
     return list((stored or {}).get(list_key) or ())
 
 
+def _ingress_status(stored: Mapping[str, Any], desired: IngressStatus) -> dict[str, Any]:
+    """`status.loadBalancer.ingress` exactly as desired (an IP or a hostname each);
+    the rest of the status as stored."""
+    entries = [
+        {"ip": a.value} if a.type == "IPAddress" else {"hostname": a.value}
+        for a in desired.addresses
+    ]
+    return {**stored, "loadBalancer": {"ingress": entries} if entries else {}}
+
+
 def _desired_conditions(desired: DesiredStatus) -> Iterable[Condition]:
+    if isinstance(desired, IngressStatus):
+        # Ingress has no conditions: its status is never stale
+        return
     if isinstance(desired, GatewayClassStatus):
         yield from desired.conditions
     elif isinstance(desired, GatewayStatus | ListenerSetStatus):

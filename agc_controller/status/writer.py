@@ -46,6 +46,7 @@ from agc_controller.core.resources import (
     GRPC_ROUTE,
     HEALTH_CHECK_POLICY,
     HTTP_ROUTE,
+    INGRESS,
     LISTENER_SET,
     LOAD_BALANCING_POLICY,
     RATE_LIMIT_POLICY,
@@ -59,6 +60,7 @@ from agc_controller.core.status import (
     DesiredStatus,
     GatewayClassStatus,
     GatewayStatus,
+    IngressStatus,
     ListenerSetStatus,
     PolicyStatus,
     RouteStatus,
@@ -241,6 +243,8 @@ def _confirmed_key(desired: DesiredStatus) -> _ConfirmedKey:
         return (GATEWAY.kind, desired.namespace, desired.name, None)
     if isinstance(desired, ListenerSetStatus):
         return (LISTENER_SET.kind, desired.namespace, desired.name, None)
+    if isinstance(desired, IngressStatus):
+        return (INGRESS.kind, desired.namespace, desired.name, None)
     return (desired.kind, desired.namespace, desired.name, desired.gateway)
 
 
@@ -255,6 +259,8 @@ def _target(desired: DesiredStatus) -> tuple[Resource, ObjectKey]:
         return GATEWAY, ObjectKey(GATEWAY.kind, desired.namespace, desired.name)
     if isinstance(desired, ListenerSetStatus):
         return LISTENER_SET, ObjectKey(LISTENER_SET.kind, desired.namespace, desired.name)
+    if isinstance(desired, IngressStatus):
+        return INGRESS, ObjectKey(INGRESS.kind, desired.namespace, desired.name)
     resource = _ENTRY_LIST_RESOURCES.get(desired.kind)
     if resource is None:
         raise ValueError(f"no status writer for kind {desired.kind!r}")

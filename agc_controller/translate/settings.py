@@ -8,6 +8,8 @@ from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.capabilities import FULL, Capabilities
 
 DEFAULT_CONTROLLER_NAME = "agc-controller.io/gateway-controller"
+# the spec.controller of IngressClasses whose Ingresses we serve
+DEFAULT_INGRESS_CONTROLLER = "agc-controller.io/ingress-controller"
 
 # Features (sigs.k8s.io/gateway-api/pkg/features names) that translation and the
 # local data plane implement; a provider may narrow them (see providers).
@@ -34,6 +36,7 @@ RESOURCE_FEATURES: dict[tuple[str, str], frozenset[str]] = {
 @attrs.frozen
 class TranslateSettings:
     controller_name: str = DEFAULT_CONTROLLER_NAME
+    ingress_controller: str = DEFAULT_INGRESS_CONTROLLER
     # what the provider can program; reported in GatewayClass status.supportedFeatures
     supported_features: frozenset[str] = CORE_FEATURES
     # listener protocols the provider serves

@@ -59,6 +59,9 @@ class Snapshot:
     secrets: Mapping[str, Obj] = attrs.field(factory=dict)
     config_maps: Mapping[str, Obj] = attrs.field(factory=dict)
     namespaces: Mapping[str, Obj] = attrs.field(factory=dict)
+    # networking.k8s.io: every IngressClass, and the Ingresses one translation reads
+    ingress_classes: Mapping[str, Obj] = attrs.field(factory=dict)
+    ingresses: Mapping[str, Obj] = attrs.field(factory=dict)
 
     @classmethod
     def from_objects(cls, objects: Iterable[Obj]) -> Snapshot:
@@ -94,4 +97,6 @@ class Snapshot:
             secrets=by_kind.get("Secret", {}),
             config_maps=by_kind.get("ConfigMap", {}),
             namespaces=by_kind.get("Namespace", {}),
+            ingress_classes=by_kind.get("IngressClass", {}),
+            ingresses=by_kind.get("Ingress", {}),
         )

@@ -130,6 +130,8 @@ def install(
                 "provider": provider,
                 "gatewayClass.name": f"agc-{suffix}",
                 "controllerName": f"agc-controller.io/test-{suffix}",
+                "ingressClass.name": f"agc-{suffix}",
+                "ingressController": f"agc-controller.io/test-ingress-{suffix}",
                 "dataplane.imagePullSecrets": "{registry-a,registry-b}",
             },
         ),
@@ -156,6 +158,8 @@ def test_chart_applies_dry_run_then_for_real(
             "crds.install": "false",
             "gatewayClass.name": f"agc-{namespace}",
             "controllerName": "example.com/dry",
+            "ingressClass.name": f"agc-{namespace}",
+            "ingressController": "example.com/dry-ingress",
         },
     )
     kinds = sorted(doc["kind"] for doc in documents(manifest))
@@ -164,6 +168,7 @@ def test_chart_applies_dry_run_then_for_real(
         "ClusterRoleBinding",
         "Deployment",
         "GatewayClass",
+        "IngressClass",
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",

@@ -1,0 +1,219 @@
+"""Ingress: the Ingresses of one of our IngressClasses, translated like a Gateway. PURE.
+
+An IngressClass is ours when its `spec.controller` is our Ingress controller
+value. An Ingress belongs to the class its `spec.ingressClassName` names, or the
+legacy `kubernetes.io/ingress.class` annotation names; one that names neither
+belongs to the default class (`ingressclass.kubernetes.io/is-default-class`;
+with several, the newest, as the API server's admission picks). The class's
+Ingresses become one Gateway and its routes (convert.py), which translate like
+any Gateway's: the model goes to the provider unchanged, and what translation
+says about the derived routes and listeners comes back to each Ingress as notes
+(Events; Ingress has no conditions) and `status.loadBalancer`.
+
+The derived Gateway lives in `SERVED_NAMESPACE`, a name no namespace can have
+(it has dots), so it never meets a real Gateway in a provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+
+import attrs
+
+from agc_controller.core import conditions as c
+from agc_controller.core.keys import ObjectKey
+from agc_controller.core.status import ApplyResult, GatewayAddress, IngressStatus
+from agc_controller.translate import GatewayTranslation, Memo, Snapshot, translation_steps
+from agc_controller.translate.ingress.annotations import Note
+from agc_controller.translate.ingress.convert import (
+    Conversion,
+    ConversionMemo,
+    GatewayTarget,
+    convert_ingresses,
+)
+from agc_controller.translate.model import LoadBalancer
+from agc_controller.translate.settings import TranslateSettings
+from agc_controller.translate.snapshot import Obj
+
+__all__ = [
+    "DEFAULT_CLASS_ANNOTATION",
+    "LEGACY_CLASS_ANNOTATION",
+    "SERVED_NAMESPACE",
+    "IngressMemo",
+    "IngressTranslation",
+    "Note",
+    "class_ingresses",
+    "default_class",
+    "ingress_gateway_key",
+    "ingress_translation_steps",
+    "requested_class",
+    "served_gateway",
+]
+
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+SERVED_NAMESPACE = "ingressclass.agc-controller.io"
+
+
+def requested_class(ingress: Obj) -> str:
+    """The IngressClass an Ingress names ("": none, the default class's)."""
+    named = (ingress.get("spec") or {}).get("ingressClassName")
+    if named:
+        return str(named)
+    return str((ingress["metadata"].get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION, ""))
+
+
+def default_class(classes: Mapping[str, Obj]) -> str | None:
+    """The default IngressClass (whoever's it is): the newest marked default."""
+    marked = [
+        ((o["metadata"].get("creationTimestamp") or ""), name)
+        for name, o in classes.items()
+        if (o["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+    ]
+    return max(marked)[1] if marked else None
+
+
+def class_ingresses(
+    ingresses: Mapping[str, Obj], classes: Mapping[str, Obj], name: str
+) -> dict[str, Obj]:
+    """The Ingresses of class `name`."""
+    default = default_class(classes) == name
+    return {
+        key: ingress
+        for key, ingress in ingresses.items()
+        if requested_class(ingress) == name or (default and not requested_class(ingress))
+    }
+
+
+def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarget:
+    """Where the controller puts the Gateway it derives for IngressClass `class_name`."""
+    return GatewayTarget(
+        namespace=SERVED_NAMESPACE,
+        name=class_name,
+        gateway_class=f"{SERVED_NAMESPACE}/{class_name}",
+        controller_name=settings.controller_name,
+    )
+
+
+@attrs.define
+class IngressMemo:
+    """What the last translation of one IngressClass can lend the next."""
+
+    conversion: ConversionMemo = attrs.field(factory=ConversionMemo)
+    gateway: Memo = attrs.field(factory=Memo)
+
+
+@attrs.frozen
+class IngressTranslation:
+    class_name: str
+    # the derived Gateway's translation; None: the class is not ours (or gone)
+    gateway: GatewayTranslation | None
+    conversion: Conversion | None
+    # Ingress store key -> the Ingress (those of the class)
+    ingresses: Mapping[str, Obj]
+
+    @property
+    def load_balancer(self) -> LoadBalancer | None:
+        return self.gateway.load_balancer if self.gateway is not None else None
+
+    def ingress_statuses(self, result: ApplyResult | None) -> tuple[IngressStatus, ...]:
+        """`status.loadBalancer` of every Ingress of the class, once `apply` went as `result`."""
+        addresses: tuple[GatewayAddress, ...] = (
+            result.addresses if result is not None and result.programmed else ()
+        )
+        return tuple(
+            IngressStatus(
+                namespace=ingress["metadata"].get("namespace", ""),
+                name=ingress["metadata"]["name"],
+                addresses=addresses,
+            )
+            for _, ingress in sorted(self.ingresses.items())
+        )
+
+    def notes(self, result: ApplyResult | None) -> dict[str, tuple[Note, ...]]:
+        """Ingress store key -> what its owner should hear about now: the conversion's
+        notes, what translation found wrong with the routes made of it, and the data
+        plane's refusal."""
+        if self.conversion is None or self.gateway is None:
+            return {}
+        found: dict[str, dict[Note, None]] = {
+            key: dict.fromkeys(notes) for key, notes in self.conversion.notes.items()
+        }
+        for status in self.gateway.route_statuses:
+            origin = self.conversion.origins.get(f"{status.namespace}/{status.name}")
+            if origin is None:
+                continue
+            for parent in status.parents:
+                for cond in parent.conditions:
+                    if _is_problem(cond.type, cond.status):
+                        note = Note(
+                            "Warning", cond.reason, f"HTTPRoute {status.name}: {cond.message}"
+                        )
+                        found[origin][note] = None
+        for listener in self.gateway.node.listeners if self.gateway.node else ():
+            origin = self.conversion.listener_origins.get(listener.name)
+            if origin is None:
+                continue
+            for cond in listener.conditions:
+                if _is_problem(cond.type, cond.status):
+                    note = Note(
+                        "Warning",
+                        cond.reason,
+                        f"HTTPS for {listener.hostname or 'every host'}: {cond.message}",
+                    )
+                    found[origin][note] = None
+        if result is not None and not result.programmed:
+            refusal = Note("Warning", "NotProgrammed", f"{result.reason}: {result.message}")
+            for notes in found.values():
+                notes[refusal] = None
+        return {key: tuple(notes) for key, notes in found.items()}
+
+
+def _is_problem(condition: str, status: str) -> bool:
+    """Whether a route's or listener's condition says something is wrong."""
+    if condition in (c.PARTIALLY_INVALID, c.CONFLICTED):
+        return status == "True"
+    return status == "False"
+
+
+def ingress_translation_steps(
+    snapshot: Snapshot, class_name: str, settings: TranslateSettings, *, memo: IngressMemo
+) -> Generator[None, None, IngressTranslation]:
+    """The Ingresses of IngressClass `class_name` translated, in steps as
+    `translation_steps` takes them (the same pauses)."""
+    ingress_class = snapshot.ingress_classes.get(class_name)
+    if ingress_class is None or not _is_ours(ingress_class, settings):
+        return IngressTranslation(
+            class_name=class_name, gateway=None, conversion=None, ingresses={}
+        )
+    ingresses = class_ingresses(snapshot.ingresses, snapshot.ingress_classes, class_name)
+    target = served_gateway(class_name, settings)
+    conversion = convert_ingresses(ingresses, snapshot.services, target, memo=memo.conversion)
+    gateway_key = f"{target.namespace}/{target.name}"
+    derived = attrs.evolve(
+        snapshot,
+        gateway_classes={target.gateway_class: conversion.gateway_class},
+        gateways={gateway_key: conversion.gateway},
+        http_routes=conversion.http_routes,
+        grpc_routes={},
+        tls_routes={},
+        tcp_routes={},
+        udp_routes={},
+        listener_sets={},
+        reference_grants=conversion.reference_grants,
+        ingress_classes={},
+        ingresses={},
+    )
+    translation = yield from translation_steps(derived, gateway_key, settings, memo=memo.gateway)
+    return IngressTranslation(
+        class_name=class_name, gateway=translation, conversion=conversion, ingresses=ingresses
+    )
+
+
+def _is_ours(ingress_class: Obj, settings: TranslateSettings) -> bool:
+    return (ingress_class.get("spec") or {}).get("controller") == settings.ingress_controller
+
+
+def ingress_gateway_key(class_name: str) -> ObjectKey:
+    """The key of the Gateway derived for IngressClass `class_name` (the provider's)."""
+    return ObjectKey("Gateway", SERVED_NAMESPACE, class_name)

@@ -1,0 +1,779 @@
+"""Ingress → Gateway API: the Ingresses of one IngressClass become one Gateway and its routes.
+
+The same objects serve two ends: the controller translates them like any
+Gateway's (so both providers, status and every later feature apply to Ingress
+unchanged), and `agc-controller translate -o gateway-api` prints them for a
+migration. What the conversion builds:
+
+- one Gateway for the class: listener `http` (port 80, every host) and an HTTPS
+  listener (443) per TLS host, certificates from the Ingresses' Secrets (with a
+  ReferenceGrant in each Secret's namespace);
+- one HTTPRoute per Ingress and host (`<ingress>-<host>`), a rule per path, in
+  the Ingress's namespace, created when the Ingress was (route precedence ties
+  go to the oldest, as they do between Ingresses in ingress-nginx);
+- `spec.defaultBackend` as a route for every host that matches only what no other
+  rule matches (`<ingress>-default-backend`).
+
+Merging follows ingress-nginx: the paths of every Ingress for one host are
+served together; a path (same host, type and value) defined twice is served by
+the oldest Ingress (creation time, then namespace/name), and the other is told
+so; the first TLS entry for a host (same order) gives its certificate; the oldest
+default backend wins. A canary Ingress (`nginx.ingress.kubernetes.io/canary`)
+adds its backend to the matching paths of the Ingress it shadows.
+
+Pure and per change cheap: each Ingress's plan and routes are reused (the same
+objects) while the Ingress, the Services it names by port name and what other
+Ingresses decide for it are unchanged, so the translation's own memo sees
+unchanged routes as unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from agc_controller.core.keys import namespaced_name, object_key
+from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.translate.hostnames import intersect
+from agc_controller.translate.ingress.annotations import (
+    Annotations,
+    Canary,
+    Note,
+    parse_annotations,
+)
+from agc_controller.translate.snapshot import Obj
+
+T = TypeVar("T")
+
+HTTP_PORT = 80
+HTTPS_PORT = 443
+HTTP_LISTENER = "http"
+_GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
+# a route name longer than this gets a digest instead of its tail
+_MAX_NAME = 253
+
+
+@attrs.frozen
+class GatewayTarget:
+    """Where the class's Gateway lives and whose it is."""
+
+    namespace: str
+    name: str
+    gateway_class: str
+    controller_name: str
+
+
+@attrs.frozen
+class Conversion:
+    gateway_class: Obj
+    gateway: Obj
+    # store key -> object
+    http_routes: Mapping[str, Obj]
+    reference_grants: Mapping[str, Obj]
+    # route store key -> the Ingress (store key) it comes from
+    origins: Mapping[str, str]
+    # HTTPS listener name -> the Ingress whose TLS entry gives its certificate
+    listener_origins: Mapping[str, str]
+    # Ingress store key -> what its owner should hear about (Events)
+    notes: Mapping[str, tuple[Note, ...]]
+
+
+# (host, path type, path value): a path as Ingresses merge them
+_PathKey = tuple[str, str, str]
+
+
+@attrs.frozen
+class _Path:
+    host: str  # "" for every host
+    match: tuple[tuple[str, str], ...]  # the Gateway API path match, as items
+    backend: tuple[tuple[str, Any], ...] | None  # the backendRef, as items; None: none
+    field: str  # where it is in the Ingress, for messages
+
+    @property
+    def key(self) -> _PathKey:
+        match = dict(self.match)
+        return (self.host, match["type"], match["value"])
+
+
+@attrs.frozen(eq=False)
+class _Plan:
+    """One Ingress read on its own: everything that does not depend on the others."""
+
+    key: str
+    ingress: Obj
+    order: tuple[str, str]  # creation time, store key: older first
+    annotations: Annotations
+    notes: tuple[Note, ...]
+    paths: tuple[_Path, ...]
+    default_backend: tuple[tuple[str, Any], ...] | None
+    # (hosts, Secret name or None); hosts empty: every host
+    tls: tuple[tuple[tuple[str, ...], str | None], ...]
+    # the Services read (by port name), as they were: reused while the same objects
+    services: tuple[tuple[str, Obj | None], ...]
+
+
+@attrs.frozen
+class _Context:
+    """What the other Ingresses decide for one Ingress's routes."""
+
+    # its paths served by an older Ingress
+    dropped: frozenset[_PathKey]
+    # path -> (canary backendRef items, canary settings) from the canary shadowing it
+    canaries: tuple[tuple[_PathKey, tuple[tuple[str, Any], ...], Canary], ...]
+    # HTTPS listeners: (name, hostname or "")
+    https_listeners: tuple[tuple[str, str], ...]
+    # hosts with TLS
+    tls_hosts: frozenset[str]
+    # it serves the class's default backend
+    default_backend: bool
+    # route base name -> name, where two Ingresses' names would collide
+    renamed: tuple[tuple[str, str], ...]
+
+
+@attrs.define
+class ConversionMemo:
+    """Plans and routes of the last conversion, reused while their inputs are the same."""
+
+    plans: dict[str, _Plan] = attrs.field(factory=dict)
+    routes: dict[str, tuple[_Plan, _Context, GatewayTarget, dict[str, Obj]]] = attrs.field(
+        factory=dict
+    )
+    # the class-wide objects (Gateway, grants) by name, kept while equal
+    shared: dict[str, object] = attrs.field(factory=dict)
+
+    def stable(self, name: str, value: T) -> T:
+        """`value`, or the previous one of that name when equal: the translation's
+        memo takes an unchanged object by its identity."""
+        previous = self.shared.get(name)
+        if previous is not None and type(previous) is type(value) and previous == value:
+            return previous
+        self.shared[name] = value
+        return value
+
+
+def convert_ingresses(
+    ingresses: Mapping[str, Obj],
+    services: Mapping[str, Obj],
+    target: GatewayTarget,
+    *,
+    memo: ConversionMemo | None = None,
+) -> Conversion:
+    """The Gateway API objects serving `ingresses` (all of one class)."""
+    memo = memo if memo is not None else ConversionMemo()
+    plans = sorted(
+        (_reused_plan(memo, key, ingress, services) for key, ingress in ingresses.items()),
+        key=lambda p: p.order,
+    )
+    memo.plans = {p.key: p for p in plans}
+    notes: dict[str, list[Note]] = {p.key: list(p.notes) for p in plans}
+
+    primaries = [p for p in plans if p.annotations.canary is None]
+    owners: dict[_PathKey, str] = {}
+    dropped: dict[str, set[_PathKey]] = {}
+    for plan in primaries:
+        for path in plan.paths:
+            owner = owners.setdefault(path.key, plan.key)
+            if owner != plan.key:
+                dropped.setdefault(plan.key, set()).add(path.key)
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "PathConflict",
+                        f"{path.field}: host {path.host or '*'} path {path.key[2]} "
+                        f"({path.key[1]}) is served by the older Ingress {owner}",
+                    )
+                )
+    canaries = _canaries(plans, owners, notes)
+    certificates, tls_origins, grants = _tls(plans, target, notes)
+    listeners = tuple((_https_listener_name(host), host) for host in sorted(certificates))
+    tls_hosts = frozenset(h for h in certificates if h)
+    default_owner = _default_backend_owner(plans, notes)
+    renamed = _renamed(plans)
+
+    routes: dict[str, Obj] = {}
+    origins: dict[str, str] = {}
+    for plan in primaries:
+        context = _Context(
+            dropped=frozenset(dropped.get(plan.key, ())),
+            canaries=tuple(
+                sorted(
+                    ((k, ref, canary) for k, (ref, canary) in canaries.get(plan.key, {}).items()),
+                    key=lambda item: item[0],
+                )
+            ),
+            https_listeners=listeners,
+            tls_hosts=tls_hosts,
+            default_backend=plan.key == default_owner,
+            renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
+        )
+        for key, route in _reused_routes(memo, plan, context, target).items():
+            routes[key] = route
+            origins[key] = plan.key
+    memo.routes = {k: v for k, v in memo.routes.items() if k in memo.plans}
+    return Conversion(
+        gateway_class=memo.stable(
+            "gateway_class",
+            {
+                "apiVersion": _GATEWAY_API_VERSION,
+                "kind": "GatewayClass",
+                "metadata": {"name": target.gateway_class},
+                "spec": {"controllerName": target.controller_name},
+            },
+        ),
+        gateway=memo.stable("gateway", _gateway(target, certificates)),
+        http_routes=routes,
+        reference_grants=memo.stable("grants", grants),
+        origins=origins,
+        listener_origins={_https_listener_name(h): k for h, k in tls_origins.items()},
+        notes={k: tuple(v) for k, v in notes.items()},
+    )
+
+
+def _reused_plan(
+    memo: ConversionMemo, key: str, ingress: Obj, services: Mapping[str, Obj]
+) -> _Plan:
+    plan = memo.plans.get(key)
+    if (
+        plan is not None
+        and plan.ingress is ingress
+        and all(services.get(name) is seen for name, seen in plan.services)
+    ):
+        return plan
+    return _plan(key, ingress, services)
+
+
+def _reused_routes(
+    memo: ConversionMemo, plan: _Plan, context: _Context, target: GatewayTarget
+) -> dict[str, Obj]:
+    known = memo.routes.get(plan.key)
+    if known is not None and known[0] is plan and known[1] == context and known[2] == target:
+        return known[3]
+    routes = _routes(plan, context, target)
+    memo.routes[plan.key] = (plan, context, target, routes)
+    return routes
+
+
+# --- one Ingress on its own -------------------------------------------------------
+
+
+def _plan(key: str, ingress: Obj, services: Mapping[str, Obj]) -> _Plan:
+    meta = ingress["metadata"]
+    namespace = meta.get("namespace", "")
+    spec = ingress.get("spec") or {}
+    annotations, parse_notes = parse_annotations(meta.get("annotations") or {})
+    notes = list(parse_notes)
+    read: dict[str, Obj | None] = {}
+
+    def backend_ref(backend: Obj, field: str) -> tuple[tuple[str, Any], ...]:
+        ref, problem = _backend_ref(backend, namespace, services, read, field)
+        if problem:
+            notes.append(Note("Warning", "BackendNotFound", problem))
+        return tuple(ref.items())
+
+    paths: list[_Path] = []
+    for i, rule in enumerate(spec.get("rules") or []):
+        host = str(rule.get("host") or "").lower()
+        for j, path in enumerate((rule.get("http") or {}).get("paths") or []):
+            field = f"spec.rules[{i}].http.paths[{j}]"
+            paths.append(
+                _Path(
+                    host=host,
+                    match=tuple(_path_match(path, annotations).items()),
+                    backend=backend_ref(path.get("backend") or {}, f"{field}.backend"),
+                    field=field,
+                )
+            )
+    default = spec.get("defaultBackend")
+    return _Plan(
+        key=key,
+        ingress=ingress,
+        order=(str(meta.get("creationTimestamp") or ""), key),
+        annotations=annotations,
+        notes=tuple(notes),
+        paths=tuple(paths),
+        default_backend=backend_ref(default, "spec.defaultBackend") if default else None,
+        tls=tuple(
+            (
+                tuple(str(h).lower() for h in entry.get("hosts") or ()),
+                entry.get("secretName") or None,
+            )
+            for entry in spec.get("tls") or []
+        ),
+        services=tuple(sorted(read.items(), key=lambda item: item[0])),
+    )
+
+
+def _path_match(path: Obj, annotations: Annotations) -> dict[str, str]:
+    value = str(path.get("path") or "/")
+    path_type = path.get("pathType") or "ImplementationSpecific"
+    if path_type == "Exact":
+        return {"type": "Exact", "value": value}
+    if annotations.use_regex:
+        # ingress-nginx's `location ~*`: case-insensitive, anchored at the start only
+        return {"type": "RegularExpression", "value": f"(?i)(?:{value}).*"}
+    if path_type == "ImplementationSpecific" and value.endswith("/*"):
+        # AGIC's wildcard form
+        value = value[:-2]
+    return {"type": "PathPrefix", "value": value.rstrip("/") or "/"}
+
+
+def _backend_ref(
+    backend: Obj,
+    namespace: str,
+    services: Mapping[str, Obj],
+    read: dict[str, Obj | None],
+    field: str,
+) -> tuple[dict[str, Any], str | None]:
+    """The backendRef of an Ingress backend, and what is wrong with it (None: nothing).
+
+    A Resource backend keeps its kind: translation refuses it (500), as it does an
+    unknown backendRef kind. A port given by name is looked up in the Service.
+    """
+    resource = backend.get("resource")
+    if resource:
+        return {
+            "group": resource.get("apiGroup") or "",
+            "kind": resource.get("kind", ""),
+            "name": resource.get("name", ""),
+        }, None
+    service = backend.get("service") or {}
+    name = str(service.get("name", ""))
+    port = service.get("port") or {}
+    ref: dict[str, Any] = {"name": name}
+    if port.get("number") is not None:
+        ref["port"] = int(port["number"])
+        return ref, None
+    port_name = port.get("name")
+    key = namespaced_name(namespace, name)
+    found = read[key] = services.get(key)
+    if found is None:
+        return ref, f"{field}: Service {key} not found"
+    number = next(
+        (
+            p.get("port")
+            for p in (found.get("spec") or {}).get("ports") or []
+            if p.get("name") == port_name
+        ),
+        None,
+    )
+    if number is None:
+        return ref, f"{field}: Service {key} has no port named {port_name!r}"
+    ref["port"] = int(number)
+    return ref, None
+
+
+# --- what Ingresses decide together -------------------------------------------------
+
+
+def _canaries(
+    plans: Iterable[_Plan], owners: Mapping[_PathKey, str], notes: dict[str, list[Note]]
+) -> dict[str, dict[_PathKey, tuple[tuple[tuple[str, Any], ...], Canary]]]:
+    """Primary Ingress -> its paths shadowed by a canary -> (canary backend, settings)."""
+    found: dict[str, dict[_PathKey, tuple[tuple[tuple[str, Any], ...], Canary]]] = {}
+    for plan in plans:
+        canary = plan.annotations.canary
+        if canary is None or plan.annotations.refused:
+            # a refused canary shadows nothing: its share stays with the primary
+            continue
+        for path in plan.paths:
+            primary = owners.get(path.key)
+            if primary is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "CanaryWithoutPrimary",
+                        f"{path.field}: no Ingress serves host {path.host or '*'} path "
+                        f"{path.key[2]} for this canary to shadow",
+                    )
+                )
+                continue
+            taken = found.setdefault(primary, {})
+            if path.key in taken or path.backend is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "PathConflict",
+                        f"{path.field}: an older canary already shadows host "
+                        f"{path.host or '*'} path {path.key[2]}",
+                    )
+                )
+                continue
+            taken[path.key] = (path.backend, canary)
+    return found
+
+
+def _tls(
+    plans: Iterable[_Plan], target: GatewayTarget, notes: dict[str, list[Note]]
+) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, Obj]]:
+    """TLS host ("" every host) -> its Secret (namespace, name); TLS host -> the Ingress
+    giving it; and the ReferenceGrants the Gateway needs to use them."""
+    certificates: dict[str, tuple[str, str]] = {}  # host -> (Secret namespace, name)
+    origins: dict[str, str] = {}  # host -> the Ingress giving its certificate
+    for plan in plans:
+        if plan.annotations.canary is not None:
+            continue
+        namespace = plan.ingress["metadata"].get("namespace", "")
+        for i, (hosts, secret) in enumerate(plan.tls):
+            if secret is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "TLSSecretMissing",
+                        f"spec.tls[{i}] names no secretName: its hosts are not served over HTTPS",
+                    )
+                )
+                continue
+            for host in hosts or ("",):
+                held = certificates.setdefault(host, (namespace, secret))
+                origins.setdefault(host, plan.key)
+                if held != (namespace, secret):
+                    notes[plan.key].append(
+                        Note(
+                            "Warning",
+                            "TLSConflict",
+                            f"spec.tls[{i}]: host {host or '*'} already has Secret "
+                            f"{held[0]}/{held[1]} from an older Ingress; {namespace}/{secret} "
+                            "is not used",
+                        )
+                    )
+    by_namespace: dict[str, set[str]] = {}
+    for namespace, secret in certificates.values():
+        if namespace != target.namespace:
+            by_namespace.setdefault(namespace, set()).add(secret)
+    grants = {
+        namespaced_name(namespace, target.name): {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": target.name, "namespace": namespace},
+            "spec": {
+                "from": [
+                    {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": target.namespace}
+                ],
+                "to": [{"group": "", "kind": "Secret", "name": s} for s in sorted(secrets)],
+            },
+        }
+        for namespace, secrets in sorted(by_namespace.items())
+    }
+    return certificates, origins, grants
+
+
+def _default_backend_owner(plans: Iterable[_Plan], notes: dict[str, list[Note]]) -> str | None:
+    owner: str | None = None
+    for plan in plans:
+        if plan.default_backend is None or plan.annotations.canary is not None:
+            continue
+        if owner is None:
+            owner = plan.key
+            continue
+        notes[plan.key].append(
+            Note(
+                "Warning",
+                "DefaultBackendConflict",
+                f"spec.defaultBackend is not used: the older Ingress {owner} gives the "
+                "class's default backend",
+            )
+        )
+    return owner
+
+
+def _renamed(plans: Iterable[_Plan]) -> dict[str, dict[str, str]]:
+    """Route names that two Ingresses would share get a digest of the Ingress and host."""
+    claimed: dict[tuple[str, str], str] = {}
+    renamed: dict[str, dict[str, str]] = {}
+    for plan in plans:
+        namespace = plan.ingress["metadata"].get("namespace", "")
+        bases = {_base_name(plan, path.host) for path in plan.paths}
+        if plan.default_backend is not None:
+            bases.add(_default_name(plan))
+        for base in sorted(bases):
+            owner = claimed.setdefault((namespace, base), plan.key)
+            if owner != plan.key or len(base) > _MAX_NAME:
+                digest = hashlib.sha256(f"{plan.key}|{base}".encode()).hexdigest()[:10]
+                renamed.setdefault(plan.key, {})[base] = f"{base[: _MAX_NAME - 11]}-{digest}"
+    return renamed
+
+
+# --- building the objects ------------------------------------------------------------
+
+
+def _gateway(target: GatewayTarget, certificates: Mapping[str, tuple[str, str]]) -> Obj:
+    every_namespace = {"namespaces": {"from": "All"}}
+    listeners: list[Obj] = [
+        {
+            "name": HTTP_LISTENER,
+            "port": HTTP_PORT,
+            "protocol": "HTTP",
+            "allowedRoutes": every_namespace,
+        }
+    ]
+    return {
+        "apiVersion": _GATEWAY_API_VERSION,
+        "kind": "Gateway",
+        "metadata": {"name": target.name, "namespace": target.namespace, "generation": 1},
+        "spec": {
+            "gatewayClassName": target.gateway_class,
+            "listeners": [
+                *listeners,
+                *(
+                    _https_listener(host, secret, every_namespace)
+                    for host, secret in sorted(certificates.items())
+                ),
+            ],
+        },
+    }
+
+
+def _https_listener(host: str, secret: tuple[str, str], allowed: Obj) -> Obj:
+    listener: Obj = {"name": _https_listener_name(host), "port": HTTPS_PORT, "protocol": "HTTPS"}
+    if host:
+        listener["hostname"] = host
+    listener["tls"] = {
+        "mode": "Terminate",
+        "certificateRefs": [{"kind": "Secret", "namespace": secret[0], "name": secret[1]}],
+    }
+    listener["allowedRoutes"] = allowed
+    return listener
+
+
+def _https_listener_name(host: str) -> str:
+    if not host:
+        return "https"
+    name = "https-" + host.replace("*", "wildcard")
+    if len(name) > _MAX_NAME:
+        name = name[: _MAX_NAME - 11] + "-" + hashlib.sha256(host.encode()).hexdigest()[:10]
+    return name
+
+
+def _base_name(plan: _Plan, host: str) -> str:
+    name = plan.ingress["metadata"]["name"]
+    return f"{name}-{host.replace('*', 'wildcard')}" if host else f"{name}-any-host"
+
+
+def _default_name(plan: _Plan) -> str:
+    return f"{plan.ingress['metadata']['name']}-default-backend"
+
+
+def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, Obj]:
+    meta = plan.ingress["metadata"]
+    namespace = meta.get("namespace", "")
+    names = dict(context.renamed)
+    canaries = {key: (ref, canary) for key, ref, canary in context.canaries}
+    by_host: dict[str, list[_Path]] = {}
+    for path in plan.paths:
+        if path.key not in context.dropped:
+            by_host.setdefault(path.host, []).append(path)
+    routes: dict[str, Obj] = {}
+
+    def add(name: str, parents: list[Obj], hostnames: list[str], rules: list[Obj]) -> None:
+        route: Obj = {
+            "apiVersion": _GATEWAY_API_VERSION,
+            "kind": "HTTPRoute",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "generation": meta.get("generation", 1),
+                "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {
+                "parentRefs": parents,
+                **({"hostnames": hostnames} if hostnames else {}),
+                "rules": rules,
+            },
+        }
+        routes[object_key(route)] = route
+
+    annotations = plan.annotations
+    for host, paths in sorted(by_host.items()):
+        base = _base_name(plan, host)
+        name = names.get(base, base)
+        rules: list[Obj] = []
+        for path in paths:
+            rules.extend(
+                _rules(path, annotations, canaries.get(path.key), refused=annotations.refused)
+            )
+        if annotations.app_root and not annotations.refused:
+            rules.insert(0, _app_root_rule(annotations.app_root))
+        redirect = annotations.force_ssl_redirect or (
+            annotations.ssl_redirect and host in context.tls_hosts
+        )
+        hostnames = [host] if host else []
+        if redirect:
+            https = [
+                _parent(target, listener)
+                for listener, listener_host in context.https_listeners
+                if intersect(listener_host or None, host or None) is not None
+            ]
+            if https:
+                add(name, https, hostnames, rules)
+            add(
+                f"{name}-https-redirect"[:_MAX_NAME],
+                [_parent(target, HTTP_LISTENER)],
+                hostnames,
+                [_https_redirect_rule(path, annotations.ssl_redirect_status) for path in paths],
+            )
+        else:
+            add(name, [_parent(target, None)], hostnames, rules)
+    if context.default_backend and plan.default_backend is not None:
+        base = _default_name(plan)
+        default_path = _Path(
+            host="",
+            match=(("type", "PathPrefix"), ("value", "/")),
+            backend=plan.default_backend,
+            field="spec.defaultBackend",
+        )
+        add(
+            names.get(base, base),
+            [_parent(target, None)],
+            [],
+            _rules(default_path, annotations, None, refused=annotations.refused),
+        )
+    return routes
+
+
+def _parent(target: GatewayTarget, section: str | None) -> Obj:
+    parent: Obj = {"name": target.name, "namespace": target.namespace}
+    if section is not None:
+        parent["sectionName"] = section
+    return parent
+
+
+def _rules(
+    path: _Path,
+    annotations: Annotations,
+    canary: tuple[tuple[tuple[str, Any], ...], Canary] | None,
+    *,
+    refused: bool,
+) -> list[Obj]:
+    """The HTTPRoute rules of one Ingress path (more than one when a canary shadows it)."""
+    match: Obj = {"path": dict(path.match)}
+    if refused:
+        # no backend: every request it matches answers 500
+        return [{"matches": [match]}]
+    primary = dict(path.backend) if path.backend is not None else None
+    filters, timeouts = _filters(match, annotations)
+    redirect = annotations.redirect is not None
+
+    def rule(matches: list[Obj], backends: list[Obj]) -> Obj:
+        out: Obj = {"matches": matches}
+        if filters:
+            out["filters"] = filters
+        if backends and not redirect:
+            out["backendRefs"] = backends
+        if timeouts and not redirect:
+            out["timeouts"] = timeouts
+        return out
+
+    if canary is None or primary is None or redirect:
+        return [rule([match], [primary] if primary is not None else [])]
+    canary_ref, settings = dict(canary[0]), canary[1]
+    rules: list[Obj] = []
+
+    def routed(header: Obj, backend: Obj) -> None:
+        rules.append(rule([{**match, "headers": [header]}], [backend]))
+
+    if settings.header is not None:
+        if settings.header_value is not None:
+            routed({"name": settings.header, "value": settings.header_value}, canary_ref)
+        elif settings.header_pattern is not None:
+            routed(
+                {
+                    "type": "RegularExpression",
+                    "name": settings.header,
+                    "value": settings.header_pattern,
+                },
+                canary_ref,
+            )
+        else:
+            routed({"name": settings.header, "value": "always"}, canary_ref)
+            routed({"name": settings.header, "value": "never"}, primary)
+    if settings.cookie is not None:
+        cookie = re.escape(settings.cookie)
+        for value, backend in (("always", canary_ref), ("never", primary)):
+            routed(
+                {
+                    "type": "RegularExpression",
+                    "name": "Cookie",
+                    "value": f"(?:^|.*;\\s*){cookie}={value}(?:;.*|$)",
+                },
+                backend,
+            )
+    if settings.weight:
+        weighted = [
+            {**primary, "weight": settings.total - settings.weight},
+            {**canary_ref, "weight": settings.weight},
+        ]
+        rules.append(rule([match], weighted))
+    else:
+        rules.append(rule([match], [primary]))
+    return rules
+
+
+def _filters(match: Obj, annotations: Annotations) -> tuple[list[Obj], Obj | None]:
+    """The filters and timeouts an Ingress's annotations give each of its rules."""
+    redirect = annotations.redirect
+    if redirect is not None:
+        spec: Obj = {
+            "scheme": redirect.scheme,
+            "hostname": redirect.hostname,
+            "path": {"type": "ReplaceFullPath", "replaceFullPath": redirect.path},
+            "statusCode": redirect.status,
+        }
+        if redirect.port is not None:
+            spec["port"] = redirect.port
+        return [{"type": "RequestRedirect", "requestRedirect": spec}], None
+    filters: list[Obj] = []
+    rewrite: Obj = {}
+    if annotations.rewrite_target is not None:
+        rewrite["path"] = {"type": "ReplaceFullPath", "replaceFullPath": annotations.rewrite_target}
+    elif annotations.backend_path_prefix is not None:
+        if match["path"]["type"] == "PathPrefix":
+            rewrite["path"] = {
+                "type": "ReplacePrefixMatch",
+                "replacePrefixMatch": annotations.backend_path_prefix,
+            }
+        else:
+            rewrite["path"] = {
+                "type": "ReplaceFullPath",
+                "replaceFullPath": annotations.backend_path_prefix,
+            }
+    if annotations.upstream_host is not None:
+        rewrite["hostname"] = annotations.upstream_host
+    if rewrite:
+        filters.append({"type": "URLRewrite", "urlRewrite": rewrite})
+    if annotations.cors is not None:
+        filters.append({"type": "CORS", "cors": dict(annotations.cors)})
+    timeouts = (
+        {"backendRequest": annotations.backend_timeout} if annotations.backend_timeout else None
+    )
+    return filters, timeouts
+
+
+def _app_root_rule(app_root: str) -> Obj:
+    return {
+        "matches": [{"path": {"type": "Exact", "value": "/"}}],
+        "filters": [
+            {
+                "type": "RequestRedirect",
+                "requestRedirect": {
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": app_root},
+                    "statusCode": 302,
+                },
+            }
+        ],
+    }
+
+
+def _https_redirect_rule(path: _Path, status: int) -> Obj:
+    return {
+        "matches": [{"path": dict(path.match)}],
+        "filters": [
+            {
+                "type": "RequestRedirect",
+                "requestRedirect": {"scheme": "https", "statusCode": status},
+            }
+        ],
+    }
