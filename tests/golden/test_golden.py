@@ -14,6 +14,11 @@ cover every feature the router implements), `<case>.nginx` holds what
 configuration and the router state document (providers/local/state.py) — on
 a fixed host (NGINX_HOST), so a change to either shows as a diff here.
 
+Ingress: cases holding Ingresses also pin down their conversion, in
+`<case>.gateway-api.yaml` (what `translate -o gateway-api` prints), and prove it
+faithful: the printed Gateway API objects, translated as any Gateway's, give the
+very model the controller serves the Ingresses with.
+
 Run `pytest tests/golden --update-golden` to rewrite expectations, then read
 the diff: it is the review.
 """
@@ -29,7 +34,15 @@ import yaml
 from agc_controller.providers.azure import azure_translate_settings
 from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.providers.local.static import HostPaths
-from agc_controller.render import ASSUMED_RESULT, Translations, render_all, translate_all
+from agc_controller.render import (
+    ASSUMED_RESULT,
+    Migration,
+    Translations,
+    plain,
+    render_all,
+    translate_all,
+)
+from agc_controller.render.documents import render_gateway_api
 from agc_controller.render.nginx import render_nginx
 from agc_controller.translate import Snapshot, TranslateSettings
 from agc_controller.translate.settings import CORE_FEATURES
@@ -95,13 +108,32 @@ def _cases() -> list[Path]:
     return sorted(CASES.glob("*.in.yaml"))
 
 
-def _translations(case: Path) -> Translations:
-    """`case` translated under the settings its name asks for."""
-    objects = [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
-    settings = {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
+def _objects(case: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(case.read_text()) if doc]
+
+
+def _settings(case: Path) -> TranslateSettings:
+    return {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
         case.name.split("-", 1)[0], SETTINGS
     )
-    return translate_all(Snapshot.from_objects(objects), settings, result=RESULT)
+
+
+def _translations(case: Path) -> Translations:
+    """`case` translated under the settings its name asks for."""
+    return translate_all(
+        Snapshot.from_objects(_objects(case)),
+        _settings(case),
+        result=RESULT,
+        migration=MIGRATION,
+    )
+
+
+# where the conversion of the Ingress cases puts its Gateways
+MIGRATION = Migration(namespace="migrated", gateway_class="agc")
+
+
+def _ingress_cases() -> list[Path]:
+    return [c for c in _cases() if any(o["kind"] == "Ingress" for o in _objects(c))]
 
 
 def _expect(out: Path, text: str, request: pytest.FixtureRequest) -> str:
@@ -130,3 +162,41 @@ def test_golden_nginx(name: str, request: pytest.FixtureRequest) -> None:
         _translations(CASES / f"{name}.in.yaml"), host=NGINX_HOST, sockets=NGINX_SOCKETS
     )
     assert _expect(CASES / f"{name}.nginx", text, request) == text
+
+
+@pytest.mark.parametrize("case", _ingress_cases(), ids=lambda p: p.name.removesuffix(".in.yaml"))
+def test_golden_gateway_api(case: Path, request: pytest.FixtureRequest) -> None:
+    text = render_gateway_api(_translations(case))
+    out = case.with_name(case.name.replace(".in.yaml", ".gateway-api.yaml"))
+    assert _expect(out, text, request) == text
+
+
+@pytest.mark.parametrize("case", _ingress_cases(), ids=lambda p: p.name.removesuffix(".in.yaml"))
+def test_ingress_round_trip(case: Path) -> None:
+    """The printed Gateway API objects serve what the controller serves the Ingresses
+    with: translated as any Gateway's, they give the same model (but for the Gateway's
+    name and class)."""
+    served = _translations(case)
+    converted = [
+        doc for doc in yaml.safe_load_all(render_gateway_api(served)) if doc is not None
+    ]
+    kept = [o for o in _objects(case) if o["kind"] not in ("Ingress", "IngressClass")]
+    gateway_class = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": MIGRATION.gateway_class},
+        "spec": {"controllerName": SETTINGS.controller_name},
+    }
+    applied = translate_all(
+        Snapshot.from_objects([*kept, *converted, gateway_class]), _settings(case), result=RESULT
+    )
+    assert served.ingress_classes
+    for name, ingress in served.ingress_classes.items():
+        migrated = applied.gateways[f"{MIGRATION.namespace}/{name}"]
+        assert migrated.load_balancer is not None
+        assert ingress.load_balancer is not None
+        expected = plain(ingress.load_balancer)
+        got = plain(migrated.load_balancer)
+        for model in (expected, got):
+            del model["gateway"], model["gateway_class"]
+        assert got == expected

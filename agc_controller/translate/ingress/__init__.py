@@ -16,6 +16,7 @@ The derived Gateway lives in `SERVED_NAMESPACE`, a name no namespace can have
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator, Mapping
 
 import attrs
@@ -140,16 +141,16 @@ class IngressTranslation:
             key: dict.fromkeys(notes) for key, notes in self.conversion.notes.items()
         }
         for status in self.gateway.route_statuses:
-            origin = self.conversion.origins.get(f"{status.namespace}/{status.name}")
+            route_key = f"{status.namespace}/{status.name}"
+            origin = self.conversion.origins.get(route_key)
             if origin is None:
                 continue
+            fields = self.conversion.rule_fields.get(route_key, ())
             for parent in status.parents:
                 for cond in parent.conditions:
                     if _is_problem(cond.type, cond.status):
-                        note = Note(
-                            "Warning", cond.reason, f"HTTPRoute {status.name}: {cond.message}"
-                        )
-                        found[origin][note] = None
+                        message = _in_ingress_terms(cond.message, status.name, fields)
+                        found[origin][Note("Warning", cond.reason, message)] = None
         for listener in self.gateway.node.listeners if self.gateway.node else ():
             origin = self.conversion.listener_origins.get(listener.name)
             if origin is None:
@@ -167,6 +168,21 @@ class IngressTranslation:
             for notes in found.values():
                 notes[refusal] = None
         return {key: tuple(notes) for key, notes in found.items()}
+
+
+_RULE_FIELD = re.compile(r"spec\.rules\[(\d+)\]")
+
+
+def _in_ingress_terms(message: str, route: str, fields: tuple[str, ...]) -> str:
+    """A route condition's message about the Ingress: a derived route's rule is named
+    by the Ingress field it comes from, and the route is named for `-o gateway-api`."""
+
+    def ingress_field(found: re.Match[str]) -> str:
+        index = int(found.group(1))
+        return fields[index] if index < len(fields) else found.group(0)
+
+    text = _RULE_FIELD.sub(ingress_field, message).removesuffix(".")
+    return f"{text} (HTTPRoute {route})."
 
 
 def _is_problem(condition: str, status: str) -> bool:

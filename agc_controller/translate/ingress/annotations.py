@@ -30,6 +30,7 @@ import attrs
 
 NGINX = "nginx.ingress.kubernetes.io/"
 AGIC = "appgw.ingress.kubernetes.io/"
+APP_ROOT = NGINX + "app-root"
 
 # how an annotation is handled: converted (into Gateway API terms), refused (the
 # Ingress is not served), unsupported (reported; the Ingress is served without it),
@@ -154,13 +155,18 @@ ANNOTATIONS: Mapping[str, Annotation] = {
 }
 
 
+def _sentence(text: str) -> str:
+    return text if text.endswith(".") else f"{text}."
+
+
 @attrs.frozen
 class Note:
     """Something an Ingress's owner should hear about (an Event on the Ingress)."""
 
     type: Literal["Normal", "Warning"]
     reason: str  # CamelCase, as Event reasons are
-    message: str
+    # one or more sentences, the last ending with a period
+    message: str = attrs.field(converter=_sentence)
 
 
 @attrs.frozen
@@ -407,11 +413,13 @@ def _ssl(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     )
 
 
+def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
+
+
 def _rewrite(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
-    use_regex = values.get(NGINX + "use-regex")
     target = values.get(NGINX + "rewrite-target")
     prefix = values.get(AGIC + "backend-path-prefix")
-    parsed = attrs.evolve(parsed, use_regex=use_regex is not None and _bool(use_regex))
     if target is not None:
         if "$" in target:
             raise _Invalid(
@@ -477,7 +485,8 @@ def _upstream_host(parsed: Annotations, values: Mapping[str, str]) -> Annotation
 # (the annotations a step reads, the step): a step's failure drops what it reads
 _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
-    ((NGINX + "use-regex", NGINX + "rewrite-target", AGIC + "backend-path-prefix"), _rewrite),
+    ((NGINX + "use-regex",), _use_regex),
+    ((NGINX + "rewrite-target", AGIC + "backend-path-prefix"), _rewrite),
     ((NGINX + "app-root",), _app_root),
     ((NGINX + "permanent-redirect", NGINX + "temporal-redirect"), _redirects),
     ((NGINX + "canary",), _canary_step),

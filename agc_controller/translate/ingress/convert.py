@@ -40,6 +40,7 @@ from agc_controller.core.keys import namespaced_name, object_key
 from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.ingress.annotations import (
+    APP_ROOT,
     Annotations,
     Canary,
     Note,
@@ -76,6 +77,8 @@ class Conversion:
     reference_grants: Mapping[str, Obj]
     # route store key -> the Ingress (store key) it comes from
     origins: Mapping[str, str]
+    # route store key -> the Ingress field each of its rules comes from, by index
+    rule_fields: Mapping[str, tuple[str, ...]]
     # HTTPS listener name -> the Ingress whose TLS entry gives its certificate
     listener_origins: Mapping[str, str]
     # Ingress store key -> what its owner should hear about (Events)
@@ -134,12 +137,19 @@ class _Context:
     renamed: tuple[tuple[str, str], ...]
 
 
+@attrs.frozen
+class _Route:
+    obj: Obj
+    # the Ingress field each of its rules comes from, by rule index
+    fields: tuple[str, ...]
+
+
 @attrs.define
 class ConversionMemo:
     """Plans and routes of the last conversion, reused while their inputs are the same."""
 
     plans: dict[str, _Plan] = attrs.field(factory=dict)
-    routes: dict[str, tuple[_Plan, _Context, GatewayTarget, dict[str, Obj]]] = attrs.field(
+    routes: dict[str, tuple[_Plan, _Context, GatewayTarget, dict[str, _Route]]] = attrs.field(
         factory=dict
     )
     # the class-wide objects (Gateway, grants) by name, kept while equal
@@ -196,6 +206,7 @@ def convert_ingresses(
 
     routes: dict[str, Obj] = {}
     origins: dict[str, str] = {}
+    rule_fields: dict[str, tuple[str, ...]] = {}
     for plan in primaries:
         context = _Context(
             dropped=frozenset(dropped.get(plan.key, ())),
@@ -211,8 +222,9 @@ def convert_ingresses(
             renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
         )
         for key, route in _reused_routes(memo, plan, context, target).items():
-            routes[key] = route
+            routes[key] = route.obj
             origins[key] = plan.key
+            rule_fields[key] = route.fields
     memo.routes = {k: v for k, v in memo.routes.items() if k in memo.plans}
     return Conversion(
         gateway_class=memo.stable(
@@ -228,6 +240,7 @@ def convert_ingresses(
         http_routes=routes,
         reference_grants=memo.stable("grants", grants),
         origins=origins,
+        rule_fields=rule_fields,
         listener_origins={_https_listener_name(h): k for h, k in tls_origins.items()},
         notes={k: tuple(v) for k, v in notes.items()},
     )
@@ -248,7 +261,7 @@ def _reused_plan(
 
 def _reused_routes(
     memo: ConversionMemo, plan: _Plan, context: _Context, target: GatewayTarget
-) -> dict[str, Obj]:
+) -> dict[str, _Route]:
     known = memo.routes.get(plan.key)
     if known is not None and known[0] is plan and known[1] == context and known[2] == target:
         return known[3]
@@ -351,7 +364,8 @@ def _backend_ref(
     key = namespaced_name(namespace, name)
     found = read[key] = services.get(key)
     if found is None:
-        return ref, f"{field}: Service {key} not found"
+        # translation reports the missing Service
+        return ref, None
     number = next(
         (
             p.get("port")
@@ -557,7 +571,8 @@ def _default_name(plan: _Plan) -> str:
     return f"{plan.ingress['metadata']['name']}-default-backend"
 
 
-def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, Obj]:
+def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, _Route]:
+    """The Ingress's HTTPRoutes, by store key, each with the Ingress field of every rule."""
     meta = plan.ingress["metadata"]
     namespace = meta.get("namespace", "")
     names = dict(context.renamed)
@@ -566,9 +581,14 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
     for path in plan.paths:
         if path.key not in context.dropped:
             by_host.setdefault(path.host, []).append(path)
-    routes: dict[str, Obj] = {}
+    routes: dict[str, _Route] = {}
 
-    def add(name: str, parents: list[Obj], hostnames: list[str], rules: list[Obj]) -> None:
+    def add(
+        name: str,
+        parents: list[Obj],
+        hostnames: list[str],
+        rules: list[tuple[str, Obj]],
+    ) -> None:
         route: Obj = {
             "apiVersion": _GATEWAY_API_VERSION,
             "kind": "HTTPRoute",
@@ -581,22 +601,25 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
             "spec": {
                 "parentRefs": parents,
                 **({"hostnames": hostnames} if hostnames else {}),
-                "rules": rules,
+                "rules": [rule for _, rule in rules],
             },
         }
-        routes[object_key(route)] = route
+        routes[object_key(route)] = _Route(route, tuple(field for field, _ in rules))
 
     annotations = plan.annotations
     for host, paths in sorted(by_host.items()):
         base = _base_name(plan, host)
         name = names.get(base, base)
-        rules: list[Obj] = []
+        rules: list[tuple[str, Obj]] = []
         for path in paths:
             rules.extend(
-                _rules(path, annotations, canaries.get(path.key), refused=annotations.refused)
+                (path.field, rule)
+                for rule in _rules(
+                    path, annotations, canaries.get(path.key), refused=annotations.refused
+                )
             )
         if annotations.app_root and not annotations.refused:
-            rules.insert(0, _app_root_rule(annotations.app_root))
+            rules.insert(0, (f"{APP_ROOT} annotation", _app_root_rule(annotations.app_root)))
         redirect = annotations.force_ssl_redirect or (
             annotations.ssl_redirect and host in context.tls_hosts
         )
@@ -613,7 +636,10 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
                 f"{name}-https-redirect"[:_MAX_NAME],
                 [_parent(target, HTTP_LISTENER)],
                 hostnames,
-                [_https_redirect_rule(path, annotations.ssl_redirect_status) for path in paths],
+                [
+                    (path.field, _https_redirect_rule(path, annotations.ssl_redirect_status))
+                    for path in paths
+                ],
             )
         else:
             add(name, [_parent(target, None)], hostnames, rules)
@@ -629,7 +655,10 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
             names.get(base, base),
             [_parent(target, None)],
             [],
-            _rules(default_path, annotations, None, refused=annotations.refused),
+            [
+                (default_path.field, rule)
+                for rule in _rules(default_path, annotations, None, refused=annotations.refused)
+            ],
         )
     return routes
 
