@@ -119,6 +119,8 @@ class Cluster:
     namespace: str
     class_name: str
     provider: LocalProvider
+    # IngressClasses naming this spec.controller are this controller's
+    ingress_controller: str = ""
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -277,6 +279,7 @@ async def cluster(
 ) -> AsyncIterator[Cluster]:
     suffix = uuid.uuid4().hex[:8]
     controller_name = f"agc-controller.io/e2e-{suffix}"
+    ingress_controller = f"agc-controller.io/e2e-ingress-{suffix}"
     class_name = f"agc-e2e-{suffix}"
     await create_gateway_class(kube, class_name, controller_name)
     provider = LocalProvider(state_dir=dataplane_dir)
@@ -284,13 +287,21 @@ async def cluster(
     controller = Controller(
         api,
         settings=Settings(controller_name=controller_name, workers=2, leader_election=False),
-        translate_settings=local_translate_settings(controller_name),
+        translate_settings=attrs.evolve(
+            local_translate_settings(controller_name), ingress_controller=ingress_controller
+        ),
         provider=provider,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(controller.run(stop))
     try:
-        yield Cluster(kube=kube, namespace=namespace, class_name=class_name, provider=provider)
+        yield Cluster(
+            kube=kube,
+            namespace=namespace,
+            class_name=class_name,
+            provider=provider,
+            ingress_controller=ingress_controller,
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

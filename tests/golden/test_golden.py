@@ -177,9 +177,7 @@ def test_ingress_round_trip(case: Path) -> None:
     with: translated as any Gateway's, they give the same model (but for the Gateway's
     name and class)."""
     served = _translations(case)
-    converted = [
-        doc for doc in yaml.safe_load_all(render_gateway_api(served)) if doc is not None
-    ]
+    converted = [doc for doc in yaml.safe_load_all(render_gateway_api(served)) if doc is not None]
     kept = [o for o in _objects(case) if o["kind"] not in ("Ingress", "IngressClass")]
     gateway_class = {
         "apiVersion": "gateway.networking.k8s.io/v1",

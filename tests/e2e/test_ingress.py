@@ -1,0 +1,412 @@
+"""Ingress with real traffic through the local data plane: rules, TLS, the default
+backend, two Ingresses merged on one host, refused snippets, each annotation we
+convert, and the round trip (the Ingresses and their `-o gateway-api` conversion,
+served side by side, answer the same requests the same way)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+
+from agc_controller.providers.local.capabilities import local_translate_settings
+from agc_controller.render import Migration, translate_all
+from agc_controller.render.documents import render_gateway_api
+from agc_controller.translate import Snapshot
+from devcluster.netns import BackendNamespace
+from tests.e2e.certs import CertificateAuthority
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_http_routing import get
+from tests.e2e.test_https import curl
+
+NGINX = "nginx.ingress.kubernetes.io/"
+AGIC = "appgw.ingress.kubernetes.io/"
+
+
+@pytest.fixture(scope="module")
+def echo(backends: BackendNamespace) -> dict[str, str]:
+    return {name: backends.start_echo(f"ing-{name}") for name in ("web", "api", "next", "fallback")}
+
+
+@pytest.fixture
+async def ingress_class(cluster: Cluster) -> AsyncIterator[str]:
+    name = cluster.class_name
+    api = client.NetworkingV1Api(cluster.kube)
+    await api.create_ingress_class(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": name},
+            "spec": {"controller": cluster.ingress_controller},
+        }
+    )
+    yield name
+    await api.delete_ingress_class(name)
+
+
+def ingress(
+    name: str,
+    host: str,
+    paths: list[tuple[str, str, str]],
+    *,
+    class_name: str,
+    annotations: dict[str, str] | None = None,
+    tls: str | None = None,
+) -> dict[str, Any]:
+    """An Ingress for `host` with a path per (path, pathType, Service) in `paths`."""
+    spec: dict[str, Any] = {
+        "ingressClassName": class_name,
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": path,
+                            "pathType": path_type,
+                            "backend": {"service": {"name": svc, "port": {"number": 80}}},
+                        }
+                        for path, path_type, svc in paths
+                    ]
+                },
+            }
+        ],
+    }
+    if tls:
+        spec["tls"] = [{"hosts": [host], "secretName": tls}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": spec,
+    }
+
+
+async def ingress_address(cluster: Cluster, name: str) -> str:
+    api = client.NetworkingV1Api(cluster.kube)
+    async with asyncio.timeout(30):
+        while True:
+            obj = await api.read_namespaced_ingress(name, cluster.namespace)
+            lb = obj.status.load_balancer if obj.status else None
+            if lb and lb.ingress:
+                return str(lb.ingress[0].ip)
+            await asyncio.sleep(0.05)
+
+
+async def reasons(cluster: Cluster, name: str) -> set[str]:
+    events = await client.EventsV1Api(cluster.kube).list_namespaced_event(cluster.namespace)
+    return {
+        str(e.reason)
+        for e in events.items
+        if e.regarding and e.regarding.kind == "Ingress" and e.regarding.name == name
+    }
+
+
+async def answer(address: str, path: str, **kwargs: Any) -> tuple[int, str | None]:
+    """Status and the backend that answered (None: the gateway itself did)."""
+    status, headers, body = await get(address, path, **kwargs)
+    return status, (body or {}).get("name") if headers.get("X-Backend") else None
+
+
+async def until_answer(
+    address: str, path: str, want: tuple[int, str | None], **kwargs: Any
+) -> None:
+    async with asyncio.timeout(20):
+        while await answer(address, path, **kwargs) != want:
+            await asyncio.sleep(0.05)
+
+
+async def test_rules_tls_default_backend_merge_and_refused_snippets(
+    cluster: Cluster, echo: dict[str, str], ingress_class: str, tmp_path: Path
+) -> None:
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    ca = CertificateAuthority()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca.pem)
+    await cluster.apply(ca.issue("shop.example.com").secret("shop-tls"))
+    shop = "shop.example.com"
+    await cluster.apply(
+        ingress(
+            "storefront", shop, [("/", "Prefix", "web")], class_name=ingress_class, tls="shop-tls"
+        )
+    )
+    address = await ingress_address(cluster, "storefront")
+    await until_answer(address, "/", (200, "ing-web"), host=shop)
+    # a younger Ingress adds a path to the host; its "/" stays the older one's (made in
+    # the same second, "older" is decided by namespace/name, as ingress-nginx does)
+    await cluster.apply(
+        ingress(
+            "webshop-api",
+            shop,
+            [("/api", "Prefix", "api"), ("/", "Prefix", "next")],
+            class_name=ingress_class,
+        )
+    )
+    await until_answer(address, "/api/orders", (200, "ing-api"), host=shop)
+    assert await answer(address, "/", host=shop) == (200, "ing-web")
+    assert await answer(address, "/apiary", host=shop) == (200, "ing-web")
+    assert "PathConflict" in await reasons(cluster, "webshop-api")
+    # the default backend takes what no rule matches
+    await cluster.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "fallback"},
+            "spec": {
+                "ingressClassName": ingress_class,
+                "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
+            },
+        }
+    )
+    await until_answer(address, "/anything", (200, "ing-fallback"), host="other.example.com")
+    assert await ingress_address(cluster, "fallback") == address
+    # HTTPS with the Ingress's own certificate
+    reply = await curl(address, shop, ca_file, path="/api/x")
+    assert (reply.exit_code, reply.status, reply.subject) == (0, 200, "CN=shop.example.com")
+    # a snippet: never configuration; the Ingress's paths answer 500, nothing else moves
+    await cluster.apply(
+        ingress(
+            "sneaky",
+            "sneaky.example.com",
+            [("/", "Prefix", "web")],
+            class_name=ingress_class,
+            annotations={NGINX + "configuration-snippet": "return 200 'owned';"},
+        )
+    )
+    await until_answer(address, "/", (500, None), host="sneaky.example.com")
+    assert "AnnotationRefused" in await reasons(cluster, "sneaky")
+    assert await answer(address, "/", host=shop) == (200, "ing-web")
+
+
+def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
+    """One Ingress per annotation (group) we convert."""
+    web = [("/", "Prefix", "web")]
+    return [
+        ingress(
+            "rewrite",
+            "rewrite.example.com",
+            [("/app", "Prefix", "web")],
+            class_name=class_name,
+            annotations={
+                NGINX + "rewrite-target": "/",
+                NGINX + "upstream-vhost": "internal.example.com",
+            },
+        ),
+        ingress(
+            "regex",
+            "regex.example.com",
+            [("/api/v[0-9]+", "ImplementationSpecific", "api")],
+            class_name=class_name,
+            annotations={NGINX + "use-regex": "true"},
+        ),
+        ingress(
+            "approot",
+            "approot.example.com",
+            web,
+            class_name=class_name,
+            annotations={NGINX + "app-root": "/app1"},
+        ),
+        ingress(
+            "secure",
+            "secure.example.com",
+            web,
+            class_name=class_name,
+            tls=tls,
+            annotations={NGINX + "ssl-redirect": "true"},
+        ),
+        ingress(
+            "forced",
+            "forced.example.com",
+            web,
+            class_name=class_name,
+            annotations={NGINX + "force-ssl-redirect": "true"},
+        ),
+        ingress(
+            "moved",
+            "moved.example.com",
+            web,
+            class_name=class_name,
+            annotations={NGINX + "permanent-redirect": "https://new.example.com/landing"},
+        ),
+        ingress(
+            "away",
+            "away.example.com",
+            web,
+            class_name=class_name,
+            annotations={NGINX + "temporal-redirect": "http://elsewhere.example.com/"},
+        ),
+        ingress("primary", "canary.example.com", web, class_name=class_name),
+        ingress(
+            "primary-canary",
+            "canary.example.com",
+            [("/", "Prefix", "next")],
+            class_name=class_name,
+            annotations={
+                NGINX + "canary": "true",
+                NGINX + "canary-weight": "100",
+                NGINX + "canary-by-header": "X-Canary",
+                NGINX + "canary-by-cookie": "canary",
+            },
+        ),
+        ingress(
+            "cors",
+            "cors.example.com",
+            web,
+            class_name=class_name,
+            annotations={
+                NGINX + "enable-cors": "true",
+                NGINX + "cors-allow-origin": "https://a.example.com",
+            },
+        ),
+        ingress(
+            "slow",
+            "slow.example.com",
+            web,
+            class_name=class_name,
+            annotations={NGINX + "proxy-read-timeout": "1"},
+        ),
+        ingress(
+            "agic",
+            "agic.example.com",
+            [("/hello/*", "ImplementationSpecific", "api")],
+            class_name=class_name,
+            annotations={
+                AGIC + "backend-path-prefix": "/test/",
+                AGIC + "backend-hostname": "backend.example.com",
+                AGIC + "request-timeout": "1",
+            },
+        ),
+        ingress(
+            "agic-tls",
+            "agic-tls.example.com",
+            web,
+            class_name=class_name,
+            annotations={AGIC + "ssl-redirect": "true"},
+        ),
+    ]
+
+
+# (host, path, request headers) the round trip asks both ways
+REQUESTS: list[tuple[str, str, dict[str, str]]] = [
+    ("rewrite.example.com", "/app/x", {}),
+    ("regex.example.com", "/API/V2/users", {}),
+    ("regex.example.com", "/api/vx", {}),
+    ("approot.example.com", "/", {}),
+    ("approot.example.com", "/other", {}),
+    ("secure.example.com", "/", {}),
+    ("forced.example.com", "/a", {}),
+    ("moved.example.com", "/x", {}),
+    ("away.example.com", "/x", {}),
+    ("canary.example.com", "/", {}),
+    ("canary.example.com", "/", {"X-Canary": "never"}),
+    ("canary.example.com", "/", {"Cookie": "a=b; canary=never"}),
+    ("cors.example.com", "/", {"Origin": "https://a.example.com"}),
+    ("agic.example.com", "/hello/world", {}),
+    ("agic-tls.example.com", "/", {}),
+]
+
+
+async def full_answer(address: str, host: str, path: str, headers: dict[str, str]) -> Any:
+    status, got, body = await get(address, path, host=host, headers=headers)
+    return (
+        status,
+        got.get("Location"),
+        got.get("Access-Control-Allow-Origin"),
+        {k: body.get(k) for k in ("name", "path", "host")} if isinstance(body, dict) else None,
+    )
+
+
+async def test_annotations_and_the_round_trip(
+    cluster: Cluster, echo: dict[str, str], ingress_class: str
+) -> None:
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    ca = CertificateAuthority()
+    await cluster.apply(ca.issue("secure.example.com").secret("secure-tls"))
+    objects = annotated(ingress_class, "secure-tls")
+    for obj in objects:
+        await cluster.apply(obj)
+    address = await ingress_address(cluster, "agic-tls")
+    await until_answer(address, "/", (301, None), host="agic-tls.example.com")
+
+    status, _, body = await get(address, "/app/x", host="rewrite.example.com")
+    assert (status, body["path"], body["host"]) == (200, "/", "internal.example.com")
+    assert await answer(address, "/API/V2/users", host="regex.example.com") == (200, "ing-api")
+    assert (await answer(address, "/api/vx", host="regex.example.com"))[0] == 404
+    status, headers, _ = await get(address, "/", host="approot.example.com")
+    assert (status, headers["Location"]) == (302, "http://approot.example.com/app1")
+    assert await answer(address, "/other", host="approot.example.com") == (200, "ing-web")
+    status, headers, _ = await get(address, "/a?b=c", host="secure.example.com")
+    assert (status, headers["Location"]) == (308, "https://secure.example.com/a?b=c")
+    assert (await get(address, "/", host="forced.example.com"))[0] == 308
+    status, headers, _ = await get(address, "/x", host="moved.example.com")
+    assert (status, headers["Location"]) == (301, "https://new.example.com/landing")
+    status, headers, _ = await get(address, "/x", host="away.example.com")
+    assert (status, headers["Location"]) == (302, "http://elsewhere.example.com/")
+    canary = "canary.example.com"
+    assert await answer(address, "/", host=canary) == (200, "ing-next")
+    assert await answer(address, "/", host=canary, headers={"X-Canary": "never"}) == (
+        200,
+        "ing-web",
+    )
+    assert await answer(address, "/", host=canary, headers={"Cookie": "canary=never"}) == (
+        200,
+        "ing-web",
+    )
+    assert await answer(
+        address, "/", host=canary, headers={"X-Canary": "always", "Cookie": "canary=never"}
+    ) == (200, "ing-next")
+    status, headers, _ = await get(
+        address,
+        "/",
+        host="cors.example.com",
+        method="OPTIONS",
+        headers={"Origin": "https://a.example.com", "Access-Control-Request-Method": "GET"},
+    )
+    assert status in (200, 204)
+    assert headers["Access-Control-Allow-Origin"] == "https://a.example.com"
+    assert (await get(address, "/?delay=3", host="slow.example.com"))[0] == 504
+    status, _, body = await get(address, "/hello/world", host="agic.example.com")
+    assert (status, body["path"], body["host"]) == (200, "/test/world", "backend.example.com")
+    assert (await get(address, "/hello/world?delay=3", host="agic.example.com"))[0] == 504
+    status, headers, _ = await get(address, "/", host="agic-tls.example.com")
+    assert (status, headers["Location"]) == (301, "https://agic-tls.example.com/")
+
+    # the round trip: the same Ingresses, converted, applied as Gateway API objects
+    namespaced = [
+        {**o, "metadata": {**o["metadata"], "namespace": cluster.namespace}} for o in objects
+    ]
+    ingress_class_obj = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": ingress_class},
+        "spec": {"controller": cluster.ingress_controller},
+    }
+    translations = translate_all(
+        Snapshot.from_objects([ingress_class_obj, *namespaced]),
+        local_translate_settings("unused"),
+        migration=Migration(namespace=cluster.namespace, gateway_class=cluster.class_name),
+    )
+    converted = [d for d in yaml.safe_load_all(render_gateway_api(translations)) if d]
+    for obj in converted:
+        await cluster.apply(obj)
+    (gateway,) = [o for o in converted if o["kind"] == "Gateway"]
+    await cluster.wait_observed(gateway["metadata"]["name"], 1)
+    gateway_obj = await cluster.custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io",
+        "v1",
+        cluster.namespace,
+        "gateways",
+        gateway["metadata"]["name"],
+    )
+    migrated = str(gateway_obj["status"]["addresses"][0]["value"])
+    assert migrated != address
+    for host, path, headers in REQUESTS:
+        served = await full_answer(address, host, path, headers)
+        assert await full_answer(migrated, host, path, headers) == served, (host, path, headers)
