@@ -36,6 +36,7 @@ NETNS = "agc-examples"
 SUBNET_TAG = 250
 BACKENDS = ("blue", "green")  # at 10.213.250.2 and .3, in that order
 GATEWAY = ("default", "example")
+INGRESS = ("default", "shop")  # examples/50-ingress.yaml
 TLS_SECRET = "example-tls"
 
 
@@ -166,6 +167,19 @@ def _programmed_since(condition: dict[str, Any], generation: int, since: datetim
     return transition >= since
 
 
+async def ingress_address(api: client.ApiClient, *, within: float = 30.0) -> str | None:
+    """The example Ingress's address once its status has one (None: not in time)."""
+    networking = client.NetworkingV1Api(api)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        ingress = await networking.read_namespaced_ingress(INGRESS[1], INGRESS[0])
+        lb = ingress.status.load_balancer if ingress.status else None
+        if lb and lb.ingress and lb.ingress[0].ip:
+            return str(lb.ingress[0].ip)
+        await asyncio.sleep(0.2)
+    return None
+
+
 @attrs.frozen
 class CurlCheck:
     """One curl line of the banner and the request that shows it works."""
@@ -186,10 +200,14 @@ class CurlCheck:
 
 
 HOST = "app.example.com"
+INGRESS_HOST = "shop.example.com"
 
 
-def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]:
-    """The banner's curl lines for the programmed `gateway`."""
+def curl_checks(
+    gateway: dict[str, Any], *, port_offset: int, ingress: str | None = None
+) -> list[CurlCheck]:
+    """The banner's curl lines for the programmed `gateway`, and for the example
+    Ingress at address `ingress` (none: no line for it)."""
     address = gateway["status"]["addresses"][0]["value"]
     http, https = 80 + port_offset, 443 + port_offset
     h = f"-H 'Host: {HOST}'"
@@ -202,6 +220,26 @@ def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]
     ) -> CurlCheck:
         return CurlCheck(command, url, HOST, headers, frozenset(backends))
 
+    ingress_checks = []
+    if ingress is not None:
+        shop = f"http://{ingress}:{http}"
+        ingress_checks = [
+            CurlCheck(
+                f"curl -s -H 'Host: {INGRESS_HOST}' {shop}/blue  # Ingress -> blue",
+                f"{shop}/blue",
+                INGRESS_HOST,
+                (),
+                frozenset({"blue"}),
+            ),
+            CurlCheck(
+                f"{codes} -H 'Host: {INGRESS_HOST}' {shop}/; echo  # app-root -> 302",
+                f"{shop}/",
+                INGRESS_HOST,
+                (),
+                frozenset(),
+                status=302,
+            ),
+        ]
     return [
         check(
             f"curl -s {h} {base}/blue            # path routing -> blue", f"{base}/blue", ["blue"]
@@ -236,6 +274,7 @@ def curl_checks(gateway: dict[str, Any], *, port_offset: int) -> list[CurlCheck]
             f"https://{address}:{https}/blue",
             ["blue"],
         ),
+        *ingress_checks,
     ]
 
 
@@ -268,6 +307,7 @@ async def _try(session: aiohttp.ClientSession, check: CurlCheck) -> str:
         async with session.get(
             check.url,
             headers={"Host": check.host, **dict(check.headers)},
+            allow_redirects=False,
             ssl=False,  # the example's certificate is self-signed (curl -k)
             server_hostname=check.host if https else None,
         ) as response:
@@ -320,6 +360,6 @@ def describe(
         "",
         # kubectl of the control plane's own version, built with it
         f"  export KUBECONFIG={kubeconfig} PATH={kubectl.parent}:$PATH",
-        "  kubectl get gateways,httproutes -A; kubectl apply -f examples/30-routes.yaml",
+        "  kubectl get gateways,httproutes,ingresses -A; kubectl apply -f examples/30-routes.yaml",
     ]
     return "\n".join(lines)

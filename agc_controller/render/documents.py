@@ -289,6 +289,7 @@ def _migrate(
                 name=name,
                 gateway_class=migration.gateway_class,
                 controller_name=settings.controller_name,
+                redirect_codes=settings.capabilities.redirect_status_codes,
             ),
         )
     return conversions

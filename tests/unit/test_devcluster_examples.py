@@ -74,6 +74,20 @@ def test_each_check_sends_what_its_curl_line_sends() -> None:
     assert (https.url, https.host) == ("https://127.77.25.4:8443/blue", "app.example.com")
 
 
+def test_the_ingress_lines_go_to_the_ingress_address() -> None:
+    *_, https, shop, root = examples.curl_checks(GATEWAY, port_offset=8000, ingress="127.77.9.9")
+    assert https.host == "app.example.com"
+    assert shop.command == (
+        "curl -s -H 'Host: shop.example.com' http://127.77.9.9:8080/blue  # Ingress -> blue"
+    )
+    assert (shop.url, shop.host, shop.backends) == (
+        "http://127.77.9.9:8080/blue",
+        "shop.example.com",
+        {"blue"},
+    )
+    assert (root.url, root.status) == ("http://127.77.9.9:8080/", 302)
+
+
 def _condition(status: str, generation: int, when: str) -> dict[str, object]:
     return {
         "type": "Programmed",

@@ -93,6 +93,7 @@ def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarge
         name=class_name,
         gateway_class=f"{SERVED_NAMESPACE}/{class_name}",
         controller_name=settings.controller_name,
+        redirect_codes=settings.capabilities.redirect_status_codes,
     )
 
 

@@ -66,6 +66,9 @@ class GatewayTarget:
     name: str
     gateway_class: str
     controller_name: str
+    # the redirect status codes the provider serves: an HTTPS redirect it cannot send
+    # as 308 goes out as 301 (as AGIC's does)
+    redirect_codes: frozenset[int] = frozenset({301, 302, 303, 307, 308})
 
 
 @attrs.frozen
@@ -624,6 +627,9 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
             annotations.ssl_redirect and host in context.tls_hosts
         )
         hostnames = [host] if host else []
+        https_status = annotations.ssl_redirect_status
+        if https_status not in target.redirect_codes:
+            https_status = 301
         if redirect:
             https = [
                 _parent(target, listener)
@@ -637,7 +643,7 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
                 [_parent(target, HTTP_LISTENER)],
                 hostnames,
                 [
-                    (path.field, _https_redirect_rule(path, annotations.ssl_redirect_status))
+                    (path.field, _https_redirect_rule(path, https_status))
                     for path in paths
                 ],
             )
