@@ -123,6 +123,7 @@ NOT_CHECKED = (
     "`agc-controller translate`",
     "Gateway API v1.6.1 conformance",
     "In-cluster data plane",
+    "Ingress (",
     "Istio mTLS",
 )
 # flags every row leaves to others: the provider's name, a number
