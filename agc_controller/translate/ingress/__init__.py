@@ -30,7 +30,7 @@ from agc_controller.translate.ingress.convert import (
     Conversion,
     ConversionMemo,
     GatewayTarget,
-    convert_ingresses,
+    conversion_steps,
 )
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.settings import TranslateSettings
@@ -205,7 +205,9 @@ def ingress_translation_steps(
         )
     ingresses = class_ingresses(snapshot.ingresses, snapshot.ingress_classes, class_name)
     target = served_gateway(class_name, settings)
-    conversion = convert_ingresses(ingresses, snapshot.services, target, memo=memo.conversion)
+    conversion = yield from conversion_steps(
+        ingresses, snapshot.services, target, memo=memo.conversion
+    )
     gateway_key = f"{target.namespace}/{target.name}"
     derived = attrs.evolve(
         snapshot,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -121,6 +121,10 @@ class _Plan:
     # the Services read (by port name), as they were: reused while the same objects
     services: tuple[tuple[str, Obj | None], ...]
 
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(path.host for path in self.paths)
+
 
 @attrs.frozen
 class _Context:
@@ -168,6 +172,10 @@ class ConversionMemo:
         return value
 
 
+# Ingresses conversion_steps goes through between two pauses (~5 us each when reused)
+INGRESSES_PER_STEP = 500
+
+
 def convert_ingresses(
     ingresses: Mapping[str, Obj],
     services: Mapping[str, Obj],
@@ -176,11 +184,31 @@ def convert_ingresses(
     memo: ConversionMemo | None = None,
 ) -> Conversion:
     """The Gateway API objects serving `ingresses` (all of one class)."""
-    memo = memo if memo is not None else ConversionMemo()
-    plans = sorted(
-        (_reused_plan(memo, key, ingress, services) for key, ingress in ingresses.items()),
-        key=lambda p: p.order,
-    )
+    steps = conversion_steps(ingresses, services, target, memo=memo or ConversionMemo())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            conversion: Conversion = done.value
+            return conversion
+
+
+def conversion_steps(
+    ingresses: Mapping[str, Obj],
+    services: Mapping[str, Obj],
+    target: GatewayTarget,
+    *,
+    memo: ConversionMemo,
+) -> Generator[None, None, Conversion]:
+    """`convert_ingresses` in steps: it pauses (yields None) after every
+    INGRESSES_PER_STEP Ingresses of each pass over them, so a caller on an event
+    loop lets other work run meanwhile."""
+    plans = []
+    for i, (key, ingress) in enumerate(ingresses.items(), start=1):
+        plans.append(_reused_plan(memo, key, ingress, services))
+        if i % INGRESSES_PER_STEP == 0:
+            yield
+    plans.sort(key=lambda p: p.order)
     memo.plans = {p.key: p for p in plans}
     notes: dict[str, list[Note]] = {p.key: list(p.notes) for p in plans}
 
@@ -210,7 +238,11 @@ def convert_ingresses(
     routes: dict[str, Obj] = {}
     origins: dict[str, str] = {}
     rule_fields: dict[str, tuple[str, ...]] = {}
-    for plan in primaries:
+    yield
+    for i, plan in enumerate(primaries, start=1):
+        if i % INGRESSES_PER_STEP == 0:
+            yield
+        redirects = plan.annotations.ssl_redirect or plan.annotations.force_ssl_redirect
         context = _Context(
             dropped=frozenset(dropped.get(plan.key, ())),
             canaries=tuple(
@@ -219,8 +251,9 @@ def convert_ingresses(
                     key=lambda item: item[0],
                 )
             ),
-            https_listeners=listeners,
-            tls_hosts=tls_hosts,
+            # only what the routes read: another host's new certificate changes none
+            https_listeners=listeners if redirects else (),
+            tls_hosts=tls_hosts.intersection(plan.hosts) if redirects else frozenset(),
             default_backend=plan.key == default_owner,
             renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
         )
@@ -642,10 +675,7 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
                 f"{name}-https-redirect"[:_MAX_NAME],
                 [_parent(target, HTTP_LISTENER)],
                 hostnames,
-                [
-                    (path.field, _https_redirect_rule(path, https_status))
-                    for path in paths
-                ],
+                [(path.field, _https_redirect_rule(path, https_status)) for path in paths],
             )
         else:
             add(name, [_parent(target, None)], hostnames, rules)
