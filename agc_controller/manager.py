@@ -222,6 +222,16 @@ class Controller:
         )
         controller_name = self._translate_settings.controller_name
         settings = await self._features_served(self._translate_settings)
+        events = (
+            EventRecorder(
+                self._api,
+                reporting_controller=controller_name,
+                reporting_instance=self._settings.identity,
+                clock=self._clock,
+            )
+            if self._record_events
+            else None
+        )
         reconciler = Reconciler(
             cache=cache,
             settings=settings,
@@ -229,14 +239,7 @@ class Controller:
             writer=StatusWriter(self._api, controller_name=controller_name, clock=self._clock),
             clock=self._clock,
             metrics=self.metrics,
-            events=EventRecorder(
-                self._api,
-                reporting_controller=controller_name,
-                reporting_instance=self._settings.identity,
-                clock=self._clock,
-            )
-            if self._record_events
-            else None,
+            events=events,
         )
         async with asyncio.TaskGroup() as tg:
             informer_tasks = [
@@ -244,6 +247,7 @@ class Controller:
             ]
             lag = tg.create_task(self.metrics.watch_loop_lag(self._clock), name="loop-lag")
             fetcher = tg.create_task(jwks.run(), name="jwks")
+            posting = tg.create_task(events.run(), name="events") if events else None
             election = leading = None
             if await self._synced_before(stop, watched):
                 election = (
@@ -261,7 +265,7 @@ class Controller:
                     await election
                 await self._release_lease()
             self.metrics.set_leader(False)
-            for task in (*informer_tasks, lag, fetcher):
+            for task in (*informer_tasks, lag, fetcher, *([posting] if posting else [])):
                 task.cancel()
         log.info("controller_stopped")
 

@@ -95,11 +95,11 @@ class Reconciler:
     _written: dict[ObjectKey, dict[int, DesiredStatus]] = attrs.field(factory=dict, init=False)
     # IngressClass -> what its last translation can reuse
     _ingress_memos: dict[ObjectKey, IngressMemo] = attrs.field(factory=dict, init=False)
-    # IngressClass -> Ingress uid -> the notes last recorded as Events on it (each note
-    # is recorded when it first applies, not on every reconcile)
-    _ingress_notes: dict[ObjectKey, dict[str, frozenset[Note]]] = attrs.field(
-        factory=dict, init=False
-    )
+    # IngressClass -> Ingress uid -> what was last announced on it: its generation,
+    # its notes (the translation's tuple, the same object while unchanged) and the
+    # notes recorded as Events (each note is recorded when it first applies, not on
+    # every reconcile)
+    _ingress_notes: dict[ObjectKey, dict[str, _Announced]] = attrs.field(factory=dict, init=False)
 
     async def reconcile(self, key: ObjectKey) -> None:
         if key.kind == r.INGRESS_CLASS.kind:
@@ -180,15 +180,16 @@ class Reconciler:
         if translation.load_balancer is None:
             del self._ingress_memos[key]
             self._ingress_notes.pop(key, None)
+            self._written.pop(key, None)
             await self.provider.delete(ingress_gateway_key(key.name))
             return
         result = await self._apply(translation.load_balancer)
-        await self._write_all(list(translation.ingress_statuses(result)))
-        await self._announce_ingresses(key, translation, result)
+        await self._write_all(list(translation.ingress_statuses(result)), remember=key)
+        self._announce_ingresses(key, translation, result)
         if result.temporary:
             raise TemporaryError(result.message)
 
-    async def _announce_ingresses(
+    def _announce_ingresses(
         self, key: ObjectKey, translation: IngressTranslation, result: ApplyResult
     ) -> None:
         """Record each note on an Ingress once, when it first applies; and, once per
@@ -196,31 +197,43 @@ class Reconciler:
         notes = translation.notes(result)
         addresses = ", ".join(a.value for a in result.addresses)
         known = self._ingress_notes.get(key, {})
-        now: dict[str, frozenset[Note]] = {}
-        for store_key, ingress in sorted(translation.ingresses.items()):
+        now: dict[str, _Announced] = {}
+        pending: list[tuple[dict[str, Any], Note]] = []
+        for store_key, ingress in translation.ingresses.items():
             meta = ingress["metadata"]
-            current = set(notes.get(store_key, ()))
+            uid, generation = str(meta.get("uid", "")), meta.get("generation", 1)
+            own = notes.get(store_key, ())
+            before = known.get(uid)
+            if (
+                before is not None
+                and before.notes is own
+                and before.generation == generation
+                and before.programmed == result.programmed
+            ):
+                now[uid] = before  # the same as last time: nothing to look at
+                continue
+            current = set(own)
             if result.programmed:
                 current.add(
                     Note(
                         "Normal",
                         "Programmed",
-                        f"Generation {meta.get('generation', 1)} is programmed"
+                        f"Generation {generation} is programmed"
                         + (f", served at {addresses}" if addresses else ""),
                     )
                 )
-            uid = str(meta.get("uid", ""))
-            now[uid] = frozenset(current)
-            if self.events is None:
-                continue
-            for note in sorted(current - known.get(uid, frozenset()), key=_note_order):
-                await self.events.record(
+            recorded = before.recorded if before is not None else frozenset()
+            pending += [(ingress, n) for n in sorted(current - recorded, key=_note_order)]
+            now[uid] = _Announced(generation, own, result.programmed, frozenset(current))
+        self._ingress_notes[key] = now
+        if self.events is not None:
+            for ingress, note in pending:
+                self.events.record_soon(
                     ingress,
                     r.INGRESS,
                     GatewayEvent(note.type, note.reason, note.message),
                     action="Translate",
                 )
-        self._ingress_notes[key] = now
 
     async def _apply(self, model: LoadBalancer) -> ApplyResult:
         """The provider's outcome; a `PermanentError` is the Gateway's `Programmed=False`."""
@@ -300,6 +313,18 @@ class Reconciler:
         else:
             kind = status.kind
         return self.cache.get(kind, namespaced_name(status.namespace, status.name))
+
+
+@attrs.frozen
+class _Announced:
+    """What was last announced on one Ingress."""
+
+    generation: object
+    # the translation's notes for it (compared by identity: unchanged, the same tuple)
+    notes: tuple[Note, ...]
+    programmed: bool
+    # the notes recorded as Events (those that still apply)
+    recorded: frozenset[Note]
 
 
 async def _in_steps(steps: Generator[None, None, T]) -> T:

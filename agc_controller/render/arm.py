@@ -156,7 +156,7 @@ def azure_results(gateways: Mapping[str, GatewayTranslation]) -> dict[str, Apply
 
 
 def render_arm(translations: Translations) -> str:
-    offline = _offline(translations.gateways)
+    offline = _offline(translations.programmed_gateways())
     out: dict[str, Any] = {"gateways": offline.outcome, "applicationGateway": offline.body}
     if offline.firewall_policies:
         out["firewallPolicies"] = dict(sorted(offline.firewall_policies.items()))

@@ -204,6 +204,19 @@ class Translations:
     def result_for(self, translation: GatewayTranslation) -> ApplyResult | None:
         return self.results.get(translation.gateway.namespaced_name)
 
+    def programmed_gateways(self) -> dict[str, GatewayTranslation]:
+        """Every Gateway a provider would program: the input's, then each IngressClass's
+        derived one ("namespace/name")."""
+        return {**self.gateways, **_derived(self.ingress_classes)}
+
+
+def _derived(ingress_classes: Mapping[str, IngressTranslation]) -> dict[str, GatewayTranslation]:
+    return {
+        t.gateway.gateway.namespaced_name: t.gateway
+        for t in ingress_classes.values()
+        if t.gateway is not None
+    }
+
 
 def translate_all(
     snapshot: Snapshot,
@@ -229,11 +242,7 @@ def translate_all(
         for name in sorted(snapshot.ingress_classes)
         if (t := _translate_ingress_class(snapshot, name, settings)).gateway is not None
     }
-    derived = {
-        t.gateway.gateway.namespaced_name: t.gateway
-        for t in ingress_classes.values()
-        if t.gateway is not None
-    }
+    derived = _derived(ingress_classes)
     results = {
         key: result
         for key, t in (*gateways.items(), *derived.items())
@@ -328,7 +337,7 @@ def _ingress_classes(translations: Translations, *, model: bool) -> dict[str, An
                     "status": plain(s),
                     "events": plain(notes.get(f"{s.namespace}/{s.name}", ())),
                 }
-                for s in t.ingress_statuses(result)
+                for s in sorted(t.ingress_statuses(result), key=lambda s: (s.namespace, s.name))
             }
         }
         if model:

@@ -61,7 +61,7 @@ def render_nginx(translations: Translations, *, host: HostPaths, sockets: Path) 
     """The text of `-o nginx`, as rendered on a host with `host`'s paths and
     its sockets under `sockets` (the golden tests fix both)."""
     out: list[str] = []
-    for key, translation in translations.gateways.items():
+    for key, translation in translations.programmed_gateways().items():
         out.append(f"# ===== Gateway {key}")
         model = translation.load_balancer
         result = translations.result_for(translation)

@@ -7,7 +7,10 @@ Status conditions are the record; Events are the notification a person sees in
   recovered. A reconcile that changes nothing emits nothing, however often it
   runs.
 - Ingress has no conditions: Events are its record (the caller emits each note
-  once, when it first applies; see controller/worker.py).
+  once, when it first applies; see controller/worker.py). They are queued
+  (`record_soon`) and posted by `run`, off the reconcile's path: a first pass
+  over thousands of Ingresses records one each, and a new Ingress must not wait
+  for them. A full backlog drops (and logs) the newest.
 - Recording is best effort: a failed POST is logged and dropped, never raised
   (it must not re-queue a key whose status is already written), and it is
   bounded by a timeout so a slow apiserver cannot hold a worker.
@@ -33,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 # seconds one Event POST may take before it is given up
 POST_TIMEOUT = 5.0
+# Events queued by record_soon and not posted yet, at most; and posts in flight
+BACKLOG = 10_000
+SENDERS = 4
 # the API refuses a longer note
 _MAX_NOTE = 1024
 
@@ -79,6 +85,28 @@ class EventRecorder:
         self._controller = reporting_controller
         self._instance = reporting_instance
         self._clock = clock
+        self._backlog: asyncio.Queue[tuple[dict[str, Any], Resource, GatewayEvent, str]] = (
+            asyncio.Queue(maxsize=BACKLOG)
+        )
+
+    def record_soon(
+        self, regarding: dict[str, Any], resource: Resource, event: GatewayEvent, *, action: str
+    ) -> None:
+        """Queue `event` on `regarding` for `run` to post."""
+        try:
+            self._backlog.put_nowait((regarding, resource, event, action))
+        except asyncio.QueueFull:
+            log.warning("event_dropped", reason=event.reason, backlog=BACKLOG)
+
+    async def run(self) -> None:
+        """Post what `record_soon` queued, SENDERS at a time, until cancelled."""
+
+        async def sender() -> None:
+            while True:
+                regarding, resource, event, action = await self._backlog.get()
+                await self.record(regarding, resource, event, action=action)
+
+        await asyncio.gather(*(sender() for _ in range(SENDERS)))
 
     async def gateway_event(self, gateway: dict[str, Any], event: GatewayEvent) -> None:
         """Record `event` on `gateway` (the object as cached)."""

@@ -25,6 +25,10 @@ And once: 1,000 HTTPRoutes applied at once (32 in flight) onto 1,000 existing:
 the time from the last create's answer until every one is Accepted at its
 generation and the listener's attachedRoutes is exact.
 
+Then Ingress, the same way: one IngressClass of ours whose Ingresses (one host
+each) grow to 100 / 1,000 / 3,000 (BENCH_SCALE_INGRESS_SIZES), and at each size
+new Ingress -> first 200 (as for routes: from the create's answer, 100 of them).
+
 Where the machine has two cores or more, the data plane (the gateway's NGINX and
 the backend) runs on CPU 1, and while wrk runs (on CPU 1 too) the control plane
 (etcd, kube-apiserver, the controller and this script's API clients) is kept on
@@ -65,6 +69,11 @@ from tests.bench.plane import REPO, control_plane, create_all, rss_mib
 from tests.bench.plane import wrk as plane_wrk
 
 SIZES = tuple(int(s) for s in os.environ.get("BENCH_SCALE_SIZES", "100,1000,3000,5000").split(","))
+INGRESS_SIZES = tuple(
+    int(s) for s in os.environ.get("BENCH_SCALE_INGRESS_SIZES", "100,1000,3000").split(",") if s
+)
+INGRESS_CONTROLLER = "agc-controller.io/scale-bench-ingress"
+INGRESS_CLASS = "scale"
 NS = "scale"
 GW = "gateway.networking.k8s.io"
 CONTROLLER = "agc-controller.io/scale-bench"
@@ -166,6 +175,41 @@ def catch_all(i: int) -> dict[str, Any]:
             backend_rule("RegularExpression", f"/health-{i}/[0-9]+"),
         ],
     )
+
+
+def ingress(name: str, host: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "ingressClassName": INGRESS_CLASS,
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": "svc", "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+async def first_200(session: aiohttp.ClientSession, url: str, host: str) -> None:
+    """Until a GET of `url` with Host `host` answers 200 (polled every millisecond)."""
+    while True:
+        async with session.get(url, headers={"Host": host}) as response:
+            await response.read()
+            if response.status == 200:
+                return
+        await asyncio.sleep(0.001)
 
 
 def endpoint_slice(addresses: list[str]) -> dict[str, Any]:
@@ -307,8 +351,13 @@ def master_and_workers(pid_file: Path) -> list[int]:
 
 
 async def stop_nginx(state_dir: Path) -> None:
+    """Stop every NGINX the controller left serving: the Gateway's and the IngressClass's."""
+    masters = [int(p.read_text()) for p in sorted(state_dir.glob("*/nginx.pid"))]  # noqa: ASYNC240 (a few bytes at exit)
+    await asyncio.gather(*(_stop_master(m) for m in masters))
+
+
+async def _stop_master(master: int) -> None:
     try:
-        master = nginx_pids(state_dir)[0]
         os.kill(master, signal.SIGQUIT)
         for _ in range(100):
             await asyncio.sleep(0.1)
@@ -348,14 +397,7 @@ class Bench:
                     plural="httproutes",
                 )
                 accepted = time.perf_counter()
-                while True:
-                    async with session.get(
-                        f"http://{self.address}/", headers={"Host": hostname}
-                    ) as response:
-                        await response.read()
-                        if response.status == 200:
-                            break
-                    await asyncio.sleep(0.001)
+                await first_200(session, f"http://{self.address}/", hostname)
                 samples.append((time.perf_counter() - accepted) * 1000)
         print(
             f"[bench] {size}: new route -> 200, in order (ms):",
@@ -432,6 +474,81 @@ class Bench:
             )
 
 
+class IngressBench:
+    """Ingresses of one class of ours, one host each, and new ones timed to their first 200."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.networking = client.NetworkingV1Api(api)
+        self.count = 0
+        self.address = ""
+
+    async def grow(self, size: int) -> None:
+        """Ingresses up to `size`, until the last one is served and every one has its
+        address in its status (the controller is done with them)."""
+        await create_all(
+            self.api,
+            [
+                ("ingresses", ingress(f"ing-{i:05d}", f"ing-{i}.example.com"))
+                for i in range(self.count, size)
+            ],
+        )
+        self.count = size
+        async with asyncio.timeout(300):
+            while not self.address:
+                obj = await self.networking.read_namespaced_ingress("ing-00000", NS)
+                lb = obj.status.load_balancer if obj.status else None
+                if lb and lb.ingress:
+                    self.address = str(lb.ingress[0].ip)
+                else:
+                    await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession() as session:
+                await first_200(session, f"http://{self.address}/", f"ing-{size - 1}.example.com")
+            while True:
+                listed = await self.networking.list_namespaced_ingress(NS)
+                if all(i.status and i.status.load_balancer.ingress for i in listed.items):
+                    return
+                await asyncio.sleep(0.2)
+
+    async def propagation(self, size: int) -> list[float]:
+        samples = []
+        names = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(PROBES):
+                name, host = f"probe-ing-{size}-{i}", f"probe-ing-{size}-{i}.example.com"
+                names.append(name)
+                await server_side_apply(self.api, ingress(name, host), plural="ingresses")
+                created = time.perf_counter()
+                await first_200(session, f"http://{self.address}/", host)
+                samples.append((time.perf_counter() - created) * 1000)
+        print(
+            f"[bench] {size}: new Ingress -> 200, in order (ms):",
+            *(f"{v:.0f}" for v in samples),
+            file=sys.stderr,
+        )
+        for name in names:
+            await self.networking.delete_namespaced_ingress(name, NS)
+        return sorted(samples)
+
+
+async def measure_ingresses(api: client.ApiClient) -> None:
+    await client.NetworkingV1Api(api).create_ingress_class(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": INGRESS_CLASS},
+            "spec": {"controller": INGRESS_CONTROLLER},
+        }
+    )
+    ingresses = IngressBench(api)
+    rows = []
+    for size in INGRESS_SIZES:
+        await ingresses.grow(size)
+        rows.append((size, await ingresses.propagation(size)))
+        print(f"[bench] {size} Ingresses measured", file=sys.stderr)
+    print_ingress_table(rows)
+
+
 class LoopLag:
     """The controller's event-loop lag histogram, read from its /metrics."""
 
@@ -477,6 +594,8 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
             "--no-leader-elect",
             "--controller-name",
             CONTROLLER,
+            "--ingress-controller",
+            INGRESS_CONTROLLER,
             "--provider",
             "local",
             "--local-state-dir",
@@ -569,13 +688,14 @@ async def run(plane: ControlPlane, workdir: Path, endpoints: list[str]) -> None:
                 )
                 print(f"[bench] {size} host routes measured", file=sys.stderr)
             print_table(rows, bulk)
+            await measure_ingresses(api)
         finally:
             following.cancel()
             controller.terminate()
             await asyncio.wait_for(controller.wait(), 30)
-            # `agc-controller run` leaves its NGINX serving for the next controller to
-            # adopt; a bench must not leave it behind (a later run's NGINX would share
-            # the address with it through reuseport)
+            # `agc-controller run` leaves its NGINXes serving for the next controller to
+            # adopt; a bench must not leave them behind (a later run's NGINX would share
+            # the address with them through reuseport)
             await stop_nginx(state_dir)
 
 
@@ -610,6 +730,20 @@ def print_table(rows: list[tuple[Any, ...]], bulk: float | None) -> None:
         print(
             f"1,000 HTTPRoutes applied at once onto 1,000: all Accepted with exact "
             f"attachedRoutes {bulk * 1000:.0f} ms after the last create was answered"
+        )
+
+
+def print_ingress_table(rows: list[tuple[int, list[float]]]) -> None:
+    if not rows:
+        return
+    print(
+        "\nOne IngressClass, N Ingresses (one host each); through kube-apiserver\n"
+        f"{'N':>5} | {'new Ingress -> 200 p50/p99/max':>31}"
+    )
+    for size, probes in rows:
+        p99 = probes[max(0, round(len(probes) * 0.99) - 1)]
+        print(
+            f"{size:>5} | {statistics.median(probes):>11.1f} / {p99:>6.1f} / {probes[-1]:>6.1f} ms"
         )
 
 

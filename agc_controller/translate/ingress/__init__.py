@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Mapping
+from typing import TypeVar
 
 import attrs
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
-from agc_controller.core.status import ApplyResult, GatewayAddress, IngressStatus
+from agc_controller.core.status import ApplyResult, GatewayAddress, IngressStatus, RouteStatus
 from agc_controller.translate import GatewayTranslation, Memo, Snapshot, translation_steps
 from agc_controller.translate.ingress.annotations import Note
 from agc_controller.translate.ingress.convert import (
@@ -54,6 +55,7 @@ __all__ = [
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 SERVED_NAMESPACE = "ingressclass.agc-controller.io"
+T = TypeVar("T")
 
 
 def requested_class(ingress: Obj) -> str:
@@ -99,10 +101,28 @@ def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarge
 
 @attrs.define
 class IngressMemo:
-    """What the last translation of one IngressClass can lend the next."""
+    """What the last translation of one IngressClass can lend the next. What it
+    reports is kept as the same objects while unchanged, so the caller skips
+    unchanged Ingresses by identity (as it does route statuses)."""
 
     conversion: ConversionMemo = attrs.field(factory=ConversionMemo)
     gateway: Memo = attrs.field(factory=Memo)
+    # Ingress store key -> its last status
+    statuses: dict[str, IngressStatus] = attrs.field(factory=dict)
+    # route store key -> (its status, its rules' Ingress fields, the notes made of them)
+    route_notes: dict[str, tuple[object, tuple[str, ...], tuple[Note, ...]]] = attrs.field(
+        factory=dict
+    )
+    # Ingress store key -> its last notes
+    notes: dict[str, tuple[Note, ...]] = attrs.field(factory=dict)
+
+    def kept(self, table: dict[str, T], key: str, value: T) -> T:
+        """`value`, or the one `table` holds for `key` when equal."""
+        previous = table.get(key)
+        if previous is not None and previous == value:
+            return previous
+        table[key] = value
+        return value
 
 
 @attrs.frozen
@@ -113,6 +133,7 @@ class IngressTranslation:
     conversion: Conversion | None
     # Ingress store key -> the Ingress (those of the class)
     ingresses: Mapping[str, Obj]
+    memo: IngressMemo = attrs.field(factory=IngressMemo, eq=False)
 
     @property
     def load_balancer(self) -> LoadBalancer | None:
@@ -123,35 +144,44 @@ class IngressTranslation:
         addresses: tuple[GatewayAddress, ...] = (
             result.addresses if result is not None and result.programmed else ()
         )
-        return tuple(
-            IngressStatus(
-                namespace=ingress["metadata"].get("namespace", ""),
-                name=ingress["metadata"]["name"],
-                addresses=addresses,
-            )
-            for _, ingress in sorted(self.ingresses.items())
-        )
+        known = self.memo.statuses
+        statuses = {}
+        for key, ingress in self.ingresses.items():
+            status = known.get(key)
+            if status is None or status.addresses != addresses:
+                status = IngressStatus(
+                    namespace=ingress["metadata"].get("namespace", ""),
+                    name=ingress["metadata"]["name"],
+                    addresses=addresses,
+                )
+            statuses[key] = status
+        self.memo.statuses = statuses
+        return tuple(statuses.values())
 
     def notes(self, result: ApplyResult | None) -> dict[str, tuple[Note, ...]]:
         """Ingress store key -> what its owner should hear about now: the conversion's
         notes, what translation found wrong with the routes made of it, and the data
-        plane's refusal."""
+        plane's refusal. Ingresses with nothing to hear about are left out."""
         if self.conversion is None or self.gateway is None:
             return {}
+        memo = self.memo
         found: dict[str, dict[Note, None]] = {
             key: dict.fromkeys(notes) for key, notes in self.conversion.notes.items()
         }
+        route_notes = {}
         for status in self.gateway.route_statuses:
             route_key = f"{status.namespace}/{status.name}"
             origin = self.conversion.origins.get(route_key)
             if origin is None:
                 continue
             fields = self.conversion.rule_fields.get(route_key, ())
-            for parent in status.parents:
-                for cond in parent.conditions:
-                    if _is_problem(cond.type, cond.status):
-                        message = _in_ingress_terms(cond.message, status.name, fields)
-                        found[origin][Note("Warning", cond.reason, message)] = None
+            known = memo.route_notes.get(route_key)
+            if known is None or known[0] is not status or known[1] != fields:
+                known = (status, fields, _route_notes(status, fields))
+            route_notes[route_key] = known
+            if known[2]:
+                found.setdefault(origin, {}).update(dict.fromkeys(known[2]))
+        memo.route_notes = route_notes
         for listener in self.gateway.node.listeners if self.gateway.node else ():
             origin = self.conversion.listener_origins.get(listener.name)
             if origin is None:
@@ -163,12 +193,25 @@ class IngressTranslation:
                         cond.reason,
                         f"HTTPS for {listener.hostname or 'every host'}: {cond.message}",
                     )
-                    found[origin][note] = None
+                    found.setdefault(origin, {})[note] = None
         if result is not None and not result.programmed:
             refusal = Note("Warning", "NotProgrammed", f"{result.reason}: {result.message}")
-            for notes in found.values():
-                notes[refusal] = None
-        return {key: tuple(notes) for key, notes in found.items()}
+            for key in self.ingresses:
+                found.setdefault(key, {})[refusal] = None
+        reported = {key: memo.kept(memo.notes, key, tuple(n)) for key, n in found.items()}
+        memo.notes = {k: memo.notes[k] for k in reported}
+        return reported
+
+
+def _route_notes(status: RouteStatus, fields: tuple[str, ...]) -> tuple[Note, ...]:
+    """What a derived route's status says is wrong, about the Ingress it comes from."""
+    notes: dict[Note, None] = {}
+    for parent in status.parents:
+        for cond in parent.conditions:
+            if _is_problem(cond.type, cond.status):
+                message = _in_ingress_terms(cond.message, status.name, fields)
+                notes[Note("Warning", cond.reason, message)] = None
+    return tuple(notes)
 
 
 _RULE_FIELD = re.compile(r"spec\.rules\[(\d+)\]")
@@ -225,7 +268,11 @@ def ingress_translation_steps(
     )
     translation = yield from translation_steps(derived, gateway_key, settings, memo=memo.gateway)
     return IngressTranslation(
-        class_name=class_name, gateway=translation, conversion=conversion, ingresses=ingresses
+        class_name=class_name,
+        gateway=translation,
+        conversion=conversion,
+        ingresses=ingresses,
+        memo=memo,
     )
 
 

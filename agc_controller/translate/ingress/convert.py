@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import defaultdict
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -84,7 +85,8 @@ class Conversion:
     rule_fields: Mapping[str, tuple[str, ...]]
     # HTTPS listener name -> the Ingress whose TLS entry gives its certificate
     listener_origins: Mapping[str, str]
-    # Ingress store key -> what its owner should hear about (Events)
+    # Ingress store key -> what its owner should hear about (Events); only Ingresses
+    # with something to hear about
     notes: Mapping[str, tuple[Note, ...]]
 
 
@@ -98,9 +100,11 @@ class _Path:
     match: tuple[tuple[str, str], ...]  # the Gateway API path match, as items
     backend: tuple[tuple[str, Any], ...] | None  # the backendRef, as items; None: none
     field: str  # where it is in the Ingress, for messages
+    # (host, path type, path value): what two Ingresses' paths are compared by
+    key: _PathKey = attrs.field(init=False)
 
-    @property
-    def key(self) -> _PathKey:
+    @key.default
+    def _key(self) -> _PathKey:
         match = dict(self.match)
         return (self.host, match["type"], match["value"])
 
@@ -120,6 +124,16 @@ class _Plan:
     tls: tuple[tuple[tuple[str, ...], str | None], ...]
     # the Services read (by port name), as they were: reused while the same objects
     services: tuple[tuple[str, Obj | None], ...]
+    # (namespace, name) of each route it makes, before collisions are settled
+    route_names: tuple[tuple[str, str], ...] = attrs.field(init=False)
+
+    @route_names.default
+    def _route_names(self) -> tuple[tuple[str, str], ...]:
+        namespace = self.ingress["metadata"].get("namespace", "")
+        bases = {_base_name(self, path.host) for path in self.paths}
+        if self.default_backend is not None:
+            bases.add(_default_name(self))
+        return tuple((namespace, base) for base in sorted(bases))
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -210,7 +224,8 @@ def conversion_steps(
             yield
     plans.sort(key=lambda p: p.order)
     memo.plans = {p.key: p for p in plans}
-    notes: dict[str, list[Note]] = {p.key: list(p.notes) for p in plans}
+    # what the Ingresses decide about each other, by Ingress
+    notes: defaultdict[str, list[Note]] = defaultdict(list)
 
     primaries = [p for p in plans if p.annotations.canary is None]
     owners: dict[_PathKey, str] = {}
@@ -278,7 +293,9 @@ def conversion_steps(
         origins=origins,
         rule_fields=rule_fields,
         listener_origins={_https_listener_name(h): k for h, k in tls_origins.items()},
-        notes={k: tuple(v) for k, v in notes.items()},
+        notes={
+            p.key: (*p.notes, *notes.get(p.key, ())) for p in plans if p.notes or p.key in notes
+        },
     )
 
 
@@ -535,12 +552,9 @@ def _renamed(plans: Iterable[_Plan]) -> dict[str, dict[str, str]]:
     claimed: dict[tuple[str, str], str] = {}
     renamed: dict[str, dict[str, str]] = {}
     for plan in plans:
-        namespace = plan.ingress["metadata"].get("namespace", "")
-        bases = {_base_name(plan, path.host) for path in plan.paths}
-        if plan.default_backend is not None:
-            bases.add(_default_name(plan))
-        for base in sorted(bases):
-            owner = claimed.setdefault((namespace, base), plan.key)
+        for name in plan.route_names:
+            base = name[1]
+            owner = claimed.setdefault(name, plan.key)
             if owner != plan.key or len(base) > _MAX_NAME:
                 digest = hashlib.sha256(f"{plan.key}|{base}".encode()).hexdigest()[:10]
                 renamed.setdefault(plan.key, {})[base] = f"{base[: _MAX_NAME - 11]}-{digest}"
