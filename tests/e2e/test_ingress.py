@@ -107,6 +107,14 @@ async def reasons(cluster: Cluster, name: str) -> set[str]:
     }
 
 
+async def until_reason(cluster: Cluster, name: str, reason: str) -> None:
+    """Until Ingress `name` has an Event with `reason` (they are posted off the
+    reconcile's path, so they may come after the traffic changed)."""
+    async with asyncio.timeout(20):
+        while reason not in await reasons(cluster, name):
+            await asyncio.sleep(0.1)
+
+
 async def answer(address: str, path: str, **kwargs: Any) -> tuple[int, str | None]:
     """Status and the backend that answered (None: the gateway itself did)."""
     status, headers, body = await get(address, path, **kwargs)
@@ -151,7 +159,7 @@ async def test_rules_tls_default_backend_merge_and_refused_snippets(
     await until_answer(address, "/api/orders", (200, "ing-api"), host=shop)
     assert await answer(address, "/", host=shop) == (200, "ing-web")
     assert await answer(address, "/apiary", host=shop) == (200, "ing-web")
-    assert "PathConflict" in await reasons(cluster, "webshop-api")
+    await until_reason(cluster, "webshop-api", "PathConflict")
     # the default backend takes what no rule matches
     await cluster.apply(
         {
@@ -180,7 +188,7 @@ async def test_rules_tls_default_backend_merge_and_refused_snippets(
         )
     )
     await until_answer(address, "/", (500, None), host="sneaky.example.com")
-    assert "AnnotationRefused" in await reasons(cluster, "sneaky")
+    await until_reason(cluster, "sneaky", "AnnotationRefused")
     assert await answer(address, "/", host=shop) == (200, "ing-web")
 
 
