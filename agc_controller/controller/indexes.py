@@ -15,6 +15,7 @@ from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
 from agc_controller.translate import ingress
 from agc_controller.translate.graph import jwt
+from agc_controller.translate.ingress.annotations import access_references
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]
@@ -229,28 +230,32 @@ def ingress_class_name(obj: Obj) -> Iterable[str]:
 
 
 def ingress_backend_services(obj: Obj) -> Iterable[str]:
-    """The Services an Ingress's rules and default backend name."""
+    """The Services an Ingress's rules and default backend name, and its auth-url's."""
     spec = obj.get("spec") or {}
     backends = [spec.get("defaultBackend") or {}]
     for rule in spec.get("rules") or []:
         backends += [p.get("backend") or {} for p in (rule.get("http") or {}).get("paths") or []]
     namespace = obj["metadata"].get("namespace", "")
-    return sorted(
-        {
-            namespaced_name(namespace, str(service["name"]))
-            for backend in backends
-            if (service := backend.get("service")) and service.get("name")
-        }
-    )
+    found = {
+        namespaced_name(namespace, str(service["name"]))
+        for backend in backends
+        if (service := backend.get("service")) and service.get("name")
+    }
+    _, auth_service = access_references(obj["metadata"].get("annotations") or {}, namespace)
+    if auth_service:
+        found.add(auth_service)
+    return sorted(found)
 
 
 def ingress_certificate_refs(obj: Obj) -> Iterable[str]:
-    """ "Secret/ns/name" of the Secrets an Ingress's TLS entries name."""
+    """The Secrets ("Secret/ns/name") an Ingress's TLS entries and auth-secret name."""
     namespace = obj["metadata"].get("namespace", "")
-    return sorted(
-        {
-            f"Secret/{namespace}/{entry['secretName']}"
-            for entry in (obj.get("spec") or {}).get("tls") or []
-            if entry.get("secretName")
-        }
-    )
+    found = {
+        f"Secret/{namespace}/{entry['secretName']}"
+        for entry in (obj.get("spec") or {}).get("tls") or []
+        if entry.get("secretName")
+    }
+    secret, _ = access_references(obj["metadata"].get("annotations") or {}, namespace)
+    if secret:
+        found.add(f"Secret/{secret}")
+    return sorted(found)

@@ -28,9 +28,11 @@ LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
 # Secret keys a Gateway can use: kubernetes.io/tls certificate and key, the CA
 # bundle / revocation list for client or backend certificate validation, and an
-# AuthPolicy's htpasswd file and JWKS. API-key Secrets (their own type) keep all
-# their data.
-SECRET_DATA_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt", "ca.crl", ".htpasswd", "jwks.json"})
+# AuthPolicy's htpasswd file (".htpasswd", or ingress-nginx's "auth") and JWKS.
+# API-key Secrets (their own type) keep all their data.
+SECRET_DATA_KEYS = frozenset(
+    {"tls.crt", "tls.key", "ca.crt", "ca.crl", ".htpasswd", "auth", "jwks.json"}
+)
 # ConfigMap keys a Gateway can use: the CA bundle of BackendTLSPolicy.caCertificateRefs,
 # and the JWKS of an AuthPolicy's JWT provider.
 CONFIG_MAP_DATA_KEYS = frozenset({"ca.crt", "jwks.json"})

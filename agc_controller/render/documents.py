@@ -299,6 +299,7 @@ def _migrate(
                 gateway_class=migration.gateway_class,
                 controller_name=settings.controller_name,
                 redirect_codes=settings.capabilities.redirect_status_codes,
+                rate_limit_burst=settings.capabilities.rate_limit_burst,
             ),
         )
     return conversions
@@ -397,6 +398,11 @@ def render_gateway_api(translations: Translations) -> str:
             conversion.gateway,
             *(conversion.reference_grants[k] for k in sorted(conversion.reference_grants)),
             *(conversion.http_routes[k] for k in sorted(conversion.http_routes)),
+            *(
+                policies[k]
+                for _, policies in sorted(conversion.policies.items())
+                for k in sorted(policies)
+            ),
         ]
         documents.extend(_applicable(o) for o in objects)
     if len(lines) == 1:

@@ -21,6 +21,7 @@ from agc_controller.translate import Snapshot
 from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
+from tests.e2e.test_auth import HTPASSWD, basic, secret
 from tests.e2e.test_http_routing import get
 from tests.e2e.test_https import curl
 
@@ -418,3 +419,107 @@ async def test_annotations_and_the_round_trip(
     for host, path, headers in REQUESTS:
         served = await full_answer(address, host, path, headers)
         assert await full_answer(migrated, host, path, headers) == served, (host, path, headers)
+
+
+async def test_access_rate_limit_and_affinity_annotations(
+    cluster: Cluster, echo: dict[str, str], ingress_class: str
+) -> None:
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    await secret(cluster, "users", {"auth": HTPASSWD}, "Opaque")
+    web = [("/", "Prefix", "web")]
+    for obj in [
+        ingress(
+            "allowed",
+            "allowed.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "whitelist-source-range": "127.0.0.0/8, 10.0.0.0/8"},
+        ),
+        ingress(
+            "denied",
+            "denied.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "denylist-source-range": "127.0.0.0/8"},
+        ),
+        ingress(
+            "basic",
+            "basic.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={
+                NGINX + "auth-type": "basic",
+                NGINX + "auth-secret": "users",
+                NGINX + "auth-realm": "Staff",
+            },
+        ),
+        ingress(
+            "checked",
+            "checked.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={
+                NGINX + "auth-url": f"http://api.{cluster.namespace}.svc.cluster.local/check",
+                NGINX + "auth-response-headers": "X-Backend",
+            },
+        ),
+        ingress(
+            "refusing",
+            "refusing.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "auth-url": "http://api/check?status=403"},
+        ),
+        ingress(
+            "external",
+            "external.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "auth-url": "https://login.example.org/check"},
+        ),
+        ingress(
+            "limited",
+            "limited.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "limit-rpm": "2", NGINX + "limit-burst-multiplier": "1"},
+        ),
+        ingress(
+            "sticky",
+            "sticky.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={
+                NGINX + "affinity": "cookie",
+                NGINX + "session-cookie-name": "route",
+                NGINX + "session-cookie-max-age": "3600",
+            },
+        ),
+    ]:
+        await cluster.apply(obj)
+    address = await ingress_address(cluster, "sticky")
+    await until_answer(address, "/", (200, "ing-web"), host="allowed.example.com")
+
+    # address lists: the test client is 127.0.0.1
+    assert (await get(address, "/", host="denied.example.com"))[0] == 403
+    # basic: the htpasswd file under ingress-nginx's key "auth"
+    status, headers, _ = await get(address, "/", host="basic.example.com")
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Basic realm="Staff", charset="UTF-8"')
+    assert await answer(
+        address, "/", host="basic.example.com", headers=basic("alice", "s3cret")
+    ) == (200, "ing-web")
+    # auth-url: the check (the api echo) answers 200, then its answer is the client's
+    assert await answer(address, "/", host="checked.example.com") == (200, "ing-web")
+    assert (await get(address, "/", host="refusing.example.com"))[0] == 403
+    # an auth-url outside the cluster cannot be honoured: not served, never unguarded
+    assert (await get(address, "/", host="external.example.com"))[0] == 500
+    await until_reason(cluster, "external", "InvalidAnnotation")
+    # limit-rpm 2, burst 2: the third request in a row is refused
+    codes = [(await get(address, "/", host="limited.example.com"))[0] for _ in range(3)]
+    assert codes == [200, 200, 429]
+    # affinity: a permanent cookie of the given name
+    _, headers, _ = await get(address, "/", host="sticky.example.com")
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith("route=")
+    assert "Max-Age=3600" in cookie

@@ -66,6 +66,8 @@ from agc_controller.translate.validate import duration_ms, is_request_path, is_t
 
 KIND = "AuthPolicy"
 HTPASSWD_KEY = ".htpasswd"
+# the keys an htpasswd file may be under: ours, and ingress-nginx's auth-file
+HTPASSWD_KEYS = frozenset({HTPASSWD_KEY, "auth"})
 CIDRS_MAX = 64
 KEYS_MAX = 1024
 USERS_MAX = 1024
@@ -349,23 +351,26 @@ def _basic(
     )
     if problem or secret is None:
         return None, problem
-    text = _text(secret, HTPASSWD_KEY)
+    key = config.get("key", HTPASSWD_KEY)
+    if key not in HTPASSWD_KEYS:
+        return None, f"spec.basic.key must be one of {', '.join(sorted(HTPASSWD_KEYS))}"
+    text = _text(secret, key)
     if text is None:
-        return None, f"spec.basic.secretRef: the Secret has no {HTPASSWD_KEY!r} key (base64 text)"
+        return None, f"spec.basic.secretRef: the Secret has no {key!r} key (base64 text)"
     users: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         user, sep, hashed = line.strip().partition(":")
         if not sep or not user or ":" in hashed:
-            return None, f"spec.basic.secretRef: {HTPASSWD_KEY} line {n} is not user:hash"
+            return None, f"spec.basic.secretRef: {key} line {n} is not user:hash"
         if not hashed.startswith(_HASH_PREFIXES):
             return None, (
-                f"spec.basic.secretRef: {HTPASSWD_KEY} line {n} ({user[:32]!r}) has a hash "
+                f"spec.basic.secretRef: {key} line {n} ({user[:32]!r}) has a hash "
                 "this data plane cannot verify; use bcrypt (htpasswd -B), SHA-256/512-crypt "
                 "or {SHA}"
             )
         users[user] = hashed
     if not users or len(users) > USERS_MAX:
-        return None, f"spec.basic.secretRef: {HTPASSWD_KEY} must hold 1 to {USERS_MAX} users"
+        return None, f"spec.basic.secretRef: {key} must hold 1 to {USERS_MAX} users"
     return BasicAuth(users=tuple(sorted(users.items())), realm=realm), None

@@ -96,6 +96,7 @@ def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarge
         gateway_class=f"{SERVED_NAMESPACE}/{class_name}",
         controller_name=settings.controller_name,
         redirect_codes=settings.capabilities.redirect_status_codes,
+        rate_limit_burst=settings.capabilities.rate_limit_burst,
     )
 
 
@@ -182,6 +183,19 @@ class IngressTranslation:
             if known[2]:
                 found.setdefault(origin, {}).update(dict.fromkeys(known[2]))
         memo.route_notes = route_notes
+        for policy in self.gateway.policy_statuses:
+            origin = self.conversion.policy_origins.get(
+                (policy.kind, f"{policy.namespace}/{policy.name}")
+            )
+            if origin is None:
+                continue
+            for ancestor in policy.ancestors:
+                for cond in ancestor.conditions:
+                    if _is_problem(cond.type, cond.status):
+                        note = Note(
+                            "Warning", cond.reason, f"{policy.kind} {policy.name}: {cond.message}"
+                        )
+                        found.setdefault(origin, {})[note] = None
         for listener in self.gateway.node.listeners if self.gateway.node else ():
             origin = self.conversion.listener_origins.get(listener.name)
             if origin is None:
@@ -263,6 +277,12 @@ def ingress_translation_steps(
         udp_routes={},
         listener_sets={},
         reference_grants=conversion.reference_grants,
+        rate_limit_policies=conversion.policies.get("RateLimitPolicy", {}),
+        auth_policies=conversion.policies.get("AuthPolicy", {}),
+        health_check_policies={},
+        load_balancing_policies={},
+        waf_policies={},
+        backend_tls_policies={},
         ingress_classes={},
         ingresses={},
     )

@@ -21,6 +21,7 @@ notes (problems) it found.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -43,6 +44,12 @@ class Annotation:
     handling: Handling
     # what it becomes, or why it is not honoured (docs/ingress.md shows it)
     text: str
+    # it guards access: when its value cannot be used, the Ingress is not served
+    guards: bool = False
+
+
+def _guard(text: str) -> Annotation:
+    return Annotation("converted", text, guards=True)
 
 
 def _table(prefix: str, entries: Mapping[str, Annotation]) -> dict[str, Annotation]:
@@ -98,23 +105,31 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             ),
             "upstream-vhost": Annotation("converted", "URLRewrite hostname"),
             "proxy-body-size": Annotation("unsupported", "not supported yet"),
-            "whitelist-source-range": Annotation("guarding", "not supported yet"),
-            "denylist-source-range": Annotation("guarding", "not supported yet"),
+            "whitelist-source-range": _guard("an AuthPolicy's ipAccess.allow"),
+            "denylist-source-range": _guard("an AuthPolicy's ipAccess.deny"),
             "backend-protocol": Annotation("unsupported", "not supported yet"),
-            "affinity": Annotation("unsupported", "not supported yet"),
-            "session-cookie-name": Annotation("unsupported", "not supported yet"),
-            "session-cookie-max-age": Annotation("unsupported", "not supported yet"),
-            "session-cookie-path": Annotation("unsupported", "not supported yet"),
-            "auth-type": Annotation("guarding", "not supported yet"),
-            "auth-secret": Annotation("guarding", "not supported yet"),
-            "auth-realm": Annotation("guarding", "not supported yet"),
-            "auth-url": Annotation("guarding", "not supported yet"),
-            "auth-signin": Annotation("guarding", "not supported yet"),
-            "auth-response-headers": Annotation("guarding", "not supported yet"),
+            "affinity": Annotation("converted", "`cookie`: the rules' sessionPersistence"),
+            "session-cookie-name": Annotation("converted", "sessionPersistence.sessionName"),
+            "session-cookie-max-age": Annotation(
+                "converted", "sessionPersistence.absoluteTimeout, a permanent cookie"
+            ),
+            "session-cookie-path": Annotation(
+                "unsupported", "Gateway API's session cookie has no path"
+            ),
+            "auth-type": _guard("`basic`: an AuthPolicy's basic (htpasswd)"),
+            "auth-secret": _guard("the AuthPolicy's basic.secretRef (key `auth`)"),
+            "auth-secret-type": _guard("`auth-file` only"),
+            "auth-realm": _guard("the AuthPolicy's basic.realm"),
+            "auth-url": _guard("an AuthPolicy's externalAuth (an in-cluster Service URL)"),
+            "auth-signin": Annotation(
+                "unsupported", "no sign-in redirect: a refused request gets the check's answer"
+            ),
+            "auth-response-headers": _guard("the AuthPolicy's externalAuth.headersToBackend"),
             "ssl-passthrough": Annotation("unsupported", "not supported yet"),
             "custom-http-errors": Annotation("unsupported", "not supported yet"),
-            "limit-rps": Annotation("unsupported", "not supported yet"),
-            "limit-rpm": Annotation("unsupported", "not supported yet"),
+            "limit-rps": Annotation("converted", "a RateLimitPolicy per second, per client"),
+            "limit-rpm": Annotation("converted", "a RateLimitPolicy per minute, per client"),
+            "limit-burst-multiplier": Annotation("converted", "the RateLimitPolicy's burst"),
             "limit-connections": Annotation("unsupported", "not supported yet"),
             "enable-modsecurity": Annotation("guarding", "not supported yet"),
             "configuration-snippet": _RAW,
@@ -135,7 +150,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "backend-protocol": Annotation("unsupported", "not supported yet"),
             "connection-draining": Annotation("unsupported", "not supported yet"),
             "connection-draining-timeout": Annotation("unsupported", "not supported yet"),
-            "cookie-based-affinity": Annotation("unsupported", "not supported yet"),
+            "cookie-based-affinity": Annotation(
+                "converted", "sessionPersistence (cookie ApplicationGatewayAffinity)"
+            ),
             "cookie-based-affinity-distinct-name": Annotation("unsupported", "not supported yet"),
             "use-private-ip": Annotation("unsupported", "not supported yet"),
             "override-frontend-port": Annotation("unsupported", "not supported yet"),
@@ -195,6 +212,36 @@ class Redirect:
 
 
 @attrs.frozen
+class BasicAuth:
+    secret_namespace: str  # "": the Ingress's
+    secret_name: str
+    realm: str
+
+
+@attrs.frozen
+class ExternalAuth:
+    service: str
+    namespace: str  # "": the Ingress's
+    port: int
+    path: str
+    headers: tuple[str, ...]
+
+
+@attrs.frozen
+class RateLimit:
+    requests: int
+    unit: Literal["Second", "Minute"]
+    burst: int
+
+
+@attrs.frozen
+class Affinity:
+    cookie: str
+    # seconds: a permanent cookie that long; None: a session cookie
+    max_age: int | None = None
+
+
+@attrs.frozen
 class Annotations:
     """The parsed values of one Ingress's annotations (None / False: not set)."""
 
@@ -215,6 +262,13 @@ class Annotations:
     # Gateway API duration of timeouts.backendRequest
     backend_timeout: str | None = None
     upstream_host: str | None = None
+    # access: client address lists, a way of signing in, a rate limit, affinity
+    ip_allow: tuple[str, ...] = ()
+    ip_deny: tuple[str, ...] = ()
+    basic: BasicAuth | None = None
+    external_auth: ExternalAuth | None = None
+    rate_limit: RateLimit | None = None
+    affinity: Affinity | None = None
 
 
 # the CORS defaults of ingress-nginx
@@ -393,9 +447,20 @@ def parse_annotations(annotations: Mapping[str, str]) -> tuple[Annotations, tupl
         try:
             parsed = step(parsed, ours)
         except _Invalid as e:
-            notes.append(
-                Note("Warning", "InvalidAnnotation", f"{', '.join(present)}: {e}; ignored")
-            )
+            if any(ANNOTATIONS[k].guards for k in present):
+                parsed = attrs.evolve(parsed, refused=True)
+                notes.append(
+                    Note(
+                        "Warning",
+                        "InvalidAnnotation",
+                        f"{', '.join(present)}: {e}; they guard access: the Ingress is not "
+                        "served (its paths answer 500)",
+                    )
+                )
+            else:
+                notes.append(
+                    Note("Warning", "InvalidAnnotation", f"{', '.join(present)}: {e}; ignored")
+                )
     return parsed, tuple(notes)
 
 
@@ -482,6 +547,120 @@ def _upstream_host(parsed: Annotations, values: Mapping[str, str]) -> Annotation
     return attrs.evolve(parsed, upstream_host=_hostname(value)) if value is not None else parsed
 
 
+def _cidrs(value: str) -> tuple[str, ...]:
+    found = []
+    for item in _list(value):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise _Invalid(f"{item!r} is not an address or CIDR range") from None
+    if not found:
+        raise _Invalid("no address range given")
+    return tuple(found)
+
+
+def _addresses(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    allow = values.get(NGINX + "whitelist-source-range")
+    deny = values.get(NGINX + "denylist-source-range")
+    return attrs.evolve(
+        parsed,
+        ip_allow=_cidrs(allow) if allow is not None else (),
+        ip_deny=_cidrs(deny) if deny is not None else (),
+    )
+
+
+def _basic(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    kind = values.get(NGINX + "auth-type")
+    secret = values.get(NGINX + "auth-secret")
+    if kind is None and secret is None:
+        return parsed
+    if kind != "basic":
+        raise _Invalid(f"auth-type {kind!r}: only basic is supported")
+    if not secret:
+        raise _Invalid("auth-type basic needs auth-secret")
+    if values.get(NGINX + "auth-secret-type", "auth-file") != "auth-file":
+        raise _Invalid("auth-secret-type: only auth-file (an htpasswd file under key auth)")
+    namespace, _, name = secret.strip().rpartition("/")
+    realm = values.get(NGINX + "auth-realm", "Authentication Required")
+    if not realm or any(ch in realm for ch in '"\\') or not realm.isprintable():
+        raise _Invalid(f"auth-realm {realm!r} must be printable, without quotes")
+    return attrs.evolve(
+        parsed, basic=BasicAuth(secret_namespace=namespace, secret_name=name, realm=realm[:128])
+    )
+
+
+# an in-cluster Service's URL: <service>[.<namespace>[.svc[.<cluster domain>]]]
+_SERVICE_HOST = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.([a-z0-9]([-a-z0-9]*[a-z0-9])?))?(\.svc(\..+)?)?$"
+)
+
+
+def _external_auth(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    url = values.get(NGINX + "auth-url")
+    if url is None:
+        return parsed
+    if parsed.basic is not None:
+        raise _Invalid("auth-url and auth-type basic together: one way of signing in only")
+    parts = urlsplit(url.strip())
+    found = _SERVICE_HOST.match(parts.hostname or "")
+    if parts.scheme != "http" or not found:
+        raise _Invalid(
+            f"auth-url {url!r}: only an in-cluster Service over plain HTTP "
+            "(http://<service>.<namespace>[.svc…][:port]/path) is supported"
+        )
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise _Invalid(f"auth-url {url!r} has an invalid port") from None
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    headers = tuple(_header_name(h) for h in _list(values.get(NGINX + "auth-response-headers", "")))
+    return attrs.evolve(
+        parsed,
+        external_auth=ExternalAuth(
+            service=found.group(1),
+            namespace=found.group(4) or "",
+            port=port,
+            path=path,
+            headers=headers,
+        ),
+    )
+
+
+def _rate_limit(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    rps = values.get(NGINX + "limit-rps")
+    rpm = values.get(NGINX + "limit-rpm")
+    if rps is None and rpm is None:
+        return parsed
+    multiplier = _int(values.get(NGINX + "limit-burst-multiplier", "5"), 1, 1000)
+    unit: Literal["Second", "Minute"] = "Second" if rps is not None else "Minute"
+    requests = _int(rps if rps is not None else rpm or "", 1, 1_000_000)
+    limit = RateLimit(requests=requests, unit=unit, burst=min(requests * multiplier, 1_000_000))
+    return attrs.evolve(parsed, rate_limit=limit)
+
+
+def _affinity(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    agic = values.get(AGIC + "cookie-based-affinity")
+    if agic is not None:
+        if not _bool(agic):
+            return parsed
+        return attrs.evolve(parsed, affinity=Affinity(cookie="ApplicationGatewayAffinity"))
+    kind = values.get(NGINX + "affinity")
+    if kind is None:
+        return parsed
+    if kind != "cookie":
+        raise _Invalid(f"affinity {kind!r}: only cookie is supported")
+    max_age = values.get(NGINX + "session-cookie-max-age")
+    return attrs.evolve(
+        parsed,
+        affinity=Affinity(
+            cookie=_cookie_name(values.get(NGINX + "session-cookie-name", "INGRESSCOOKIE")),
+            max_age=_int(max_age, 1, 99999 * 3600) if max_age is not None else None,
+        ),
+    )
+
+
 # (the annotations a step reads, the step): a step's failure drops what it reads
 _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
@@ -496,4 +675,40 @@ _STEPS = (
         _timeouts,
     ),
     ((NGINX + "upstream-vhost", AGIC + "backend-hostname"), _upstream_host),
+    ((NGINX + "whitelist-source-range", NGINX + "denylist-source-range"), _addresses),
+    (
+        (
+            NGINX + "auth-type",
+            NGINX + "auth-secret",
+            NGINX + "auth-secret-type",
+            NGINX + "auth-realm",
+        ),
+        _basic,
+    ),
+    ((NGINX + "auth-url", NGINX + "auth-response-headers"), _external_auth),
+    ((NGINX + "limit-rps", NGINX + "limit-rpm", NGINX + "limit-burst-multiplier"), _rate_limit),
+    (
+        (
+            NGINX + "affinity",
+            NGINX + "session-cookie-name",
+            NGINX + "session-cookie-max-age",
+            AGIC + "cookie-based-affinity",
+        ),
+        _affinity,
+    ),
 )
+
+
+def access_references(
+    annotations: Mapping[str, str], namespace: str
+) -> tuple[str | None, str | None]:
+    """The Secret ("namespace/name") and Service the access annotations name, if any:
+    the controller gathers them with the Ingress."""
+    parsed, _ = parse_annotations(annotations)
+    secret = service = None
+    if parsed.basic is not None:
+        secret = f"{parsed.basic.secret_namespace or namespace}/{parsed.basic.secret_name}"
+    if parsed.external_auth is not None:
+        external = parsed.external_auth
+        service = f"{external.namespace or namespace}/{external.service}"
+    return secret, service

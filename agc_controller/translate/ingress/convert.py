@@ -42,6 +42,7 @@ from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.ingress.annotations import (
     APP_ROOT,
+    Affinity,
     Annotations,
     Canary,
     Note,
@@ -54,6 +55,9 @@ T = TypeVar("T")
 HTTP_PORT = 80
 HTTPS_PORT = 443
 HTTP_LISTENER = "http"
+# the name suffix of a route redirecting plain HTTP to https
+_REDIRECT = "-https-redirect"
+_POLICY_API_VERSION = "agc-controller.io/v1alpha1"
 _GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
 # a route name longer than this gets a digest instead of its tail
 _MAX_NAME = 253
@@ -70,6 +74,8 @@ class GatewayTarget:
     # the redirect status codes the provider serves: an HTTPS redirect it cannot send
     # as 308 goes out as 301 (as AGIC's does)
     redirect_codes: frozenset[int] = frozenset({301, 302, 303, 307, 308})
+    # whether the provider's rate limits take a burst (Application Gateway's do not)
+    rate_limit_burst: bool = True
 
 
 @attrs.frozen
@@ -81,6 +87,10 @@ class Conversion:
     reference_grants: Mapping[str, Obj]
     # route store key -> the Ingress (store key) it comes from
     origins: Mapping[str, str]
+    # policy kind (ours) -> store key -> the policies the Ingresses' annotations make
+    policies: Mapping[str, Mapping[str, Obj]]
+    # (policy kind, store key) -> the Ingress it comes from
+    policy_origins: Mapping[tuple[str, str], str]
     # route store key -> the Ingress field each of its rules comes from, by index
     rule_fields: Mapping[str, tuple[str, ...]]
     # HTTPS listener name -> the Ingress whose TLS entry gives its certificate
@@ -163,6 +173,17 @@ class _Route:
     obj: Obj
     # the Ingress field each of its rules comes from, by rule index
     fields: tuple[str, ...]
+    # the Ingress's access annotations govern it (not an HTTPS redirect)
+    governed: bool = True
+
+
+@attrs.frozen
+class _Built:
+    """An Ingress's objects: its routes and the policies its annotations make."""
+
+    routes: Mapping[str, _Route]
+    # policy kind -> store key -> policy
+    policies: Mapping[str, Mapping[str, Obj]]
 
 
 @attrs.define
@@ -170,9 +191,7 @@ class ConversionMemo:
     """Plans and routes of the last conversion, reused while their inputs are the same."""
 
     plans: dict[str, _Plan] = attrs.field(factory=dict)
-    routes: dict[str, tuple[_Plan, _Context, GatewayTarget, dict[str, _Route]]] = attrs.field(
-        factory=dict
-    )
+    routes: dict[str, tuple[_Plan, _Context, GatewayTarget, _Built]] = attrs.field(factory=dict)
     # the class-wide objects (Gateway, grants) by name, kept while equal
     shared: dict[str, object] = attrs.field(factory=dict)
 
@@ -253,6 +272,8 @@ def conversion_steps(
     routes: dict[str, Obj] = {}
     origins: dict[str, str] = {}
     rule_fields: dict[str, tuple[str, ...]] = {}
+    policies: dict[str, dict[str, Obj]] = {}
+    policy_origins: dict[tuple[str, str], str] = {}
     yield
     for i, plan in enumerate(primaries, start=1):
         if i % INGRESSES_PER_STEP == 0:
@@ -272,10 +293,15 @@ def conversion_steps(
             default_backend=plan.key == default_owner,
             renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
         )
-        for key, route in _reused_routes(memo, plan, context, target).items():
+        built = _reused_routes(memo, plan, context, target)
+        for key, route in built.routes.items():
             routes[key] = route.obj
             origins[key] = plan.key
             rule_fields[key] = route.fields
+        for kind, objects in built.policies.items():
+            for key, policy in objects.items():
+                policies.setdefault(kind, {})[key] = policy
+                policy_origins[(kind, key)] = plan.key
     memo.routes = {k: v for k, v in memo.routes.items() if k in memo.plans}
     return Conversion(
         gateway_class=memo.stable(
@@ -289,7 +315,9 @@ def conversion_steps(
         ),
         gateway=memo.stable("gateway", _gateway(target, certificates)),
         http_routes=routes,
-        reference_grants=memo.stable("grants", grants),
+        policies=policies,
+        policy_origins=policy_origins,
+        reference_grants=memo.stable("grants", {**grants, **_policy_grants(policies, target)}),
         origins=origins,
         rule_fields=rule_fields,
         listener_origins={_https_listener_name(h): k for h, k in tls_origins.items()},
@@ -314,13 +342,14 @@ def _reused_plan(
 
 def _reused_routes(
     memo: ConversionMemo, plan: _Plan, context: _Context, target: GatewayTarget
-) -> dict[str, _Route]:
+) -> _Built:
     known = memo.routes.get(plan.key)
     if known is not None and known[0] is plan and known[1] == context and known[2] == target:
         return known[3]
     routes = _routes(plan, context, target)
-    memo.routes[plan.key] = (plan, context, target, routes)
-    return routes
+    built = _Built(routes=routes, policies=_policies(plan, routes, target))
+    memo.routes[plan.key] = (plan, context, target, built)
+    return built
 
 
 # --- one Ingress on its own -------------------------------------------------------
@@ -654,7 +683,9 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
                 "rules": [rule for _, rule in rules],
             },
         }
-        routes[object_key(route)] = _Route(route, tuple(field for field, _ in rules))
+        routes[object_key(route)] = _Route(
+            route, tuple(field for field, _ in rules), governed=not name.endswith(_REDIRECT)
+        )
 
     annotations = plan.annotations
     for host, paths in sorted(by_host.items()):
@@ -686,7 +717,7 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
             if https:
                 add(name, https, hostnames, rules)
             add(
-                f"{name}-https-redirect"[:_MAX_NAME],
+                f"{name[: _MAX_NAME - len(_REDIRECT)]}{_REDIRECT}",
                 [_parent(target, HTTP_LISTENER)],
                 hostnames,
                 [(path.field, _https_redirect_rule(path, https_status)) for path in paths],
@@ -744,6 +775,8 @@ def _rules(
             out["backendRefs"] = backends
         if timeouts and not redirect:
             out["timeouts"] = timeouts
+        if annotations.affinity is not None and not redirect:
+            out["sessionPersistence"] = _session_persistence(annotations.affinity)
         return out
 
     if canary is None or primary is None or redirect:
@@ -829,6 +862,116 @@ def _filters(match: Obj, annotations: Annotations) -> tuple[list[Obj], Obj | Non
         {"backendRequest": annotations.backend_timeout} if annotations.backend_timeout else None
     )
     return filters, timeouts
+
+
+def _session_persistence(affinity: Affinity) -> Obj:
+    persistence: Obj = {"sessionName": affinity.cookie, "type": "Cookie"}
+    if affinity.max_age is not None:
+        persistence["absoluteTimeout"] = f"{affinity.max_age}s"
+        persistence["cookieConfig"] = {"lifetimeType": "Permanent"}
+    return persistence
+
+
+def _policies(
+    plan: _Plan, routes: Mapping[str, _Route], target: GatewayTarget
+) -> dict[str, dict[str, Obj]]:
+    """The policies the Ingress's annotations make: one of each kind per route it
+    governs (named as the route), so a policy never outgrows its targetRefs."""
+    annotations = plan.annotations
+    if annotations.refused:
+        return {}
+    specs: list[tuple[str, Obj]] = []
+    auth = _auth_spec(annotations)
+    if auth:
+        specs.append(("AuthPolicy", auth))
+    if annotations.rate_limit is not None:
+        limit = annotations.rate_limit
+        budget: Obj = {"requests": limit.requests, "unit": limit.unit}
+        if target.rate_limit_burst:
+            budget["burst"] = limit.burst
+        specs.append(("RateLimitPolicy", {"limit": budget, "key": {"type": "ClientIP"}}))
+    found: dict[str, dict[str, Obj]] = {}
+    for key, route in sorted(routes.items()):
+        if not route.governed:
+            continue
+        meta = route.obj["metadata"]
+        for kind, spec in specs:
+            found.setdefault(kind, {})[key] = {
+                "apiVersion": _POLICY_API_VERSION,
+                "kind": kind,
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "generation": meta["generation"],
+                    "creationTimestamp": meta["creationTimestamp"],
+                },
+                "spec": {
+                    "targetRefs": [
+                        {"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": meta["name"]}
+                    ],
+                    **spec,
+                },
+            }
+    return found
+
+
+def _auth_spec(annotations: Annotations) -> Obj:
+    """The AuthPolicy spec (without targets) of the Ingress's access annotations."""
+    spec: Obj = {}
+    if annotations.ip_allow or annotations.ip_deny:
+        access: Obj = {}
+        if annotations.ip_deny:
+            access["deny"] = list(annotations.ip_deny)
+        if annotations.ip_allow:
+            access["allow"] = list(annotations.ip_allow)
+        spec["ipAccess"] = access
+    if annotations.basic is not None:
+        ref: Obj = {"name": annotations.basic.secret_name}
+        if annotations.basic.secret_namespace:
+            ref["namespace"] = annotations.basic.secret_namespace
+        spec["basic"] = {"secretRef": ref, "key": "auth", "realm": annotations.basic.realm}
+    if annotations.external_auth is not None:
+        external = annotations.external_auth
+        backend: Obj = {"name": external.service, "port": external.port}
+        if external.namespace:
+            backend["namespace"] = external.namespace
+        spec["externalAuth"] = {"backendRef": backend, "path": external.path}
+        if external.headers:
+            spec["externalAuth"]["headersToBackend"] = list(external.headers)
+    return spec
+
+
+def _policy_grants(
+    policies: Mapping[str, Mapping[str, Obj]], target: GatewayTarget
+) -> dict[str, Obj]:
+    """ReferenceGrants for AuthPolicies naming a Secret or Service of another namespace."""
+    wanted: dict[str, set[tuple[str, str, str]]] = {}
+    for policy in policies.get("AuthPolicy", {}).values():
+        namespace = policy["metadata"]["namespace"]
+        spec = policy["spec"]
+        refs = [("Secret", (spec.get("basic") or {}).get("secretRef"))]
+        refs.append(("Service", (spec.get("externalAuth") or {}).get("backendRef")))
+        for kind, ref in refs:
+            if ref and ref.get("namespace", namespace) != namespace:
+                wanted.setdefault(ref["namespace"], set()).add((namespace, kind, ref["name"]))
+    return {
+        namespaced_name(to_namespace, f"{target.name}-auth"): {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": f"{target.name}-auth", "namespace": to_namespace},
+            "spec": {
+                "from": [
+                    {"group": "agc-controller.io", "kind": "AuthPolicy", "namespace": ns}
+                    for ns in sorted({f for f, _, _ in refs})
+                ],
+                "to": [
+                    {"group": "", "kind": kind, "name": name}
+                    for kind, name in sorted({(k, n) for _, k, n in refs})
+                ],
+            },
+        }
+        for to_namespace, refs in sorted(wanted.items())
+    }
 
 
 def _app_root_rule(app_root: str) -> Obj:
