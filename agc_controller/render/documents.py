@@ -398,6 +398,7 @@ def render_gateway_api(translations: Translations) -> str:
             conversion.gateway,
             *(conversion.reference_grants[k] for k in sorted(conversion.reference_grants)),
             *(conversion.http_routes[k] for k in sorted(conversion.http_routes)),
+            *(conversion.tls_routes[k] for k in sorted(conversion.tls_routes)),
             *(
                 policies[k]
                 for _, policies in sorted(conversion.policies.items())

@@ -131,7 +131,11 @@ async def until_answer(
 
 
 async def test_rules_tls_default_backend_merge_and_refused_snippets(
-    cluster: Cluster, echo: dict[str, str], ingress_class: str, tmp_path: Path
+    cluster: Cluster,
+    backends: BackendNamespace,
+    echo: dict[str, str],
+    ingress_class: str,
+    tmp_path: Path,
 ) -> None:
     for name, address in echo.items():
         await cluster.service(name, [address])
@@ -191,6 +195,44 @@ async def test_rules_tls_default_backend_merge_and_refused_snippets(
     await until_answer(address, "/", (500, None), host="sneaky.example.com")
     await until_reason(cluster, "sneaky", "AnnotationRefused")
     assert await answer(address, "/", host=shop) == (200, "ing-web")
+
+    # ssl-passthrough: the backend's own certificate reaches the client; the other
+    # hosts on 443 are still terminated by the gateway
+    pair = ca.issue("pass.example.com")
+    (tmp_path / "backend.crt").write_text(pair.cert_pem)
+    (tmp_path / "backend.key").write_text(pair.key_pem)
+    tls_backend = backends.start_echo(
+        "ing-tls",
+        port=8443,
+        args=(
+            "--tls-cert",
+            str(tmp_path / "backend.crt"),
+            "--tls-key",
+            str(tmp_path / "backend.key"),
+        ),
+    )
+    await cluster.service("tls", [tls_backend], port=8443, target_port=8443)
+    passthrough = ingress(
+        "pass",
+        "pass.example.com",
+        [("/", "Prefix", "tls")],
+        class_name=ingress_class,
+        annotations={NGINX + "ssl-passthrough": "true"},
+    )
+    passthrough["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {
+        "number": 8443
+    }
+    await cluster.apply(passthrough)
+
+    async def passed_through() -> bool:
+        reply = await curl(address, "pass.example.com", ca_file)
+        return (reply.exit_code, reply.status, reply.subject) == (0, 200, "CN=pass.example.com")
+
+    async with asyncio.timeout(20):
+        while not await passed_through():
+            await asyncio.sleep(0.1)
+    reply = await curl(address, shop, ca_file, path="/api/x")
+    assert (reply.status, reply.subject) == (200, "CN=shop.example.com")
 
 
 def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:

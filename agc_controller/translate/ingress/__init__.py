@@ -272,7 +272,7 @@ def ingress_translation_steps(
         gateways={gateway_key: conversion.gateway},
         http_routes=conversion.http_routes,
         grpc_routes={},
-        tls_routes={},
+        tls_routes=conversion.tls_routes,
         tcp_routes={},
         udp_routes={},
         listener_sets={},

@@ -125,7 +125,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
                 "unsupported", "no sign-in redirect: a refused request gets the check's answer"
             ),
             "auth-response-headers": _guard("the AuthPolicy's externalAuth.headersToBackend"),
-            "ssl-passthrough": Annotation("unsupported", "not supported yet"),
+            "ssl-passthrough": Annotation(
+                "converted", "a TLS listener (Passthrough) and a TLSRoute per host"
+            ),
             "custom-http-errors": Annotation("unsupported", "not supported yet"),
             "limit-rps": Annotation("converted", "a RateLimitPolicy per second, per client"),
             "limit-rpm": Annotation("converted", "a RateLimitPolicy per minute, per client"),
@@ -269,6 +271,8 @@ class Annotations:
     external_auth: ExternalAuth | None = None
     rate_limit: RateLimit | None = None
     affinity: Affinity | None = None
+    # TLS to its hosts goes to the backend of "/" as it is (by SNI)
+    ssl_passthrough: bool = False
 
 
 # the CORS defaults of ingress-nginx
@@ -478,6 +482,10 @@ def _ssl(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     )
 
 
+def _passthrough(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    return attrs.evolve(parsed, ssl_passthrough=_bool(values[NGINX + "ssl-passthrough"]))
+
+
 def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
 
@@ -665,6 +673,7 @@ def _affinity(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
 _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
     ((NGINX + "use-regex",), _use_regex),
+    ((NGINX + "ssl-passthrough",), _passthrough),
     ((NGINX + "rewrite-target", AGIC + "backend-path-prefix"), _rewrite),
     ((NGINX + "app-root",), _app_root),
     ((NGINX + "permanent-redirect", NGINX + "temporal-redirect"), _redirects),

@@ -85,6 +85,8 @@ class Conversion:
     # store key -> object
     http_routes: Mapping[str, Obj]
     reference_grants: Mapping[str, Obj]
+    # TLSRoutes of ssl-passthrough hosts, by store key
+    tls_routes: Mapping[str, Obj]
     # route store key -> the Ingress (store key) it comes from
     origins: Mapping[str, str]
     # policy kind (ours) -> store key -> the policies the Ingresses' annotations make
@@ -263,7 +265,8 @@ def conversion_steps(
                     )
                 )
     canaries = _canaries(plans, owners, notes)
-    certificates, tls_origins, grants = _tls(plans, target, notes)
+    passthrough = _passthrough(plans, notes)
+    certificates, tls_origins, grants = _tls(plans, target, notes, passthrough)
     listeners = tuple((_https_listener_name(host), host) for host in sorted(certificates))
     tls_hosts = frozenset(h for h in certificates if h)
     default_owner = _default_backend_owner(plans, notes)
@@ -313,12 +316,16 @@ def conversion_steps(
                 "spec": {"controllerName": target.controller_name},
             },
         ),
-        gateway=memo.stable("gateway", _gateway(target, certificates)),
+        gateway=memo.stable("gateway", _gateway(target, certificates, passthrough)),
         http_routes=routes,
+        tls_routes=memo.stable("tls_routes", _tls_routes(passthrough, plans, target)),
         policies=policies,
         policy_origins=policy_origins,
         reference_grants=memo.stable("grants", {**grants, **_policy_grants(policies, target)}),
-        origins=origins,
+        origins={
+            **origins,
+            **{f"{p.namespace}/{p.route_name}": p.origin for p in passthrough.values()},
+        },
         rule_fields=rule_fields,
         listener_origins={_https_listener_name(h): k for h, k in tls_origins.items()},
         notes={
@@ -502,11 +509,93 @@ def _canaries(
     return found
 
 
+@attrs.frozen
+class _Passthrough:
+    """One host whose TLS goes through to a backend (ssl-passthrough)."""
+
+    origin: str  # the Ingress
+    namespace: str
+    route_name: str
+    backend: tuple[tuple[str, Any], ...]
+
+
+def _passthrough(
+    plans: Iterable[_Plan], notes: defaultdict[str, list[Note]]
+) -> dict[str, _Passthrough]:
+    """Host -> where its TLS goes, for the oldest ssl-passthrough Ingress naming it: the
+    backend of its path "/" (or its first path)."""
+    found: dict[str, _Passthrough] = {}
+    for plan in plans:
+        annotations = plan.annotations
+        if not annotations.ssl_passthrough or annotations.refused or annotations.canary:
+            continue
+        by_host: dict[str, list[_Path]] = {}
+        for path in plan.paths:
+            by_host.setdefault(path.host, []).append(path)
+        for host, paths in sorted(by_host.items()):
+            root = next((p for p in paths if dict(p.match)["value"] == "/"), paths[0])
+            if not host or root.backend is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "InvalidAnnotation",
+                        f"{root.field}: ssl-passthrough needs a host and a Service backend",
+                    )
+                )
+                continue
+            held = found.get(host)
+            if held is not None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "PathConflict",
+                        f"host {host}: its TLS already goes through to the older Ingress "
+                        f"{held.origin}",
+                    )
+                )
+                continue
+            found[host] = _Passthrough(
+                origin=plan.key,
+                namespace=plan.ingress["metadata"].get("namespace", ""),
+                route_name=f"{_base_name(plan, host)[: _MAX_NAME - 12]}-passthrough",
+                backend=root.backend,
+            )
+    return found
+
+
+def _tls_routes(
+    passthrough: Mapping[str, _Passthrough], plans: Iterable[_Plan], target: GatewayTarget
+) -> dict[str, Obj]:
+    created = {p.key: p.ingress["metadata"].get("creationTimestamp") for p in plans}
+    return {
+        f"{p.namespace}/{p.route_name}": {
+            "apiVersion": _GATEWAY_API_VERSION,
+            "kind": "TLSRoute",
+            "metadata": {
+                "name": p.route_name,
+                "namespace": p.namespace,
+                "generation": 1,
+                "creationTimestamp": created.get(p.origin),
+            },
+            "spec": {
+                "parentRefs": [_parent(target, _tls_listener_name(host))],
+                "hostnames": [host],
+                "rules": [{"backendRefs": [dict(p.backend)]}],
+            },
+        }
+        for host, p in sorted(passthrough.items())
+    }
+
+
 def _tls(
-    plans: Iterable[_Plan], target: GatewayTarget, notes: dict[str, list[Note]]
+    plans: Iterable[_Plan],
+    target: GatewayTarget,
+    notes: dict[str, list[Note]],
+    passthrough: Mapping[str, _Passthrough],
 ) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, Obj]]:
     """TLS host ("" every host) -> its Secret (namespace, name); TLS host -> the Ingress
-    giving it; and the ReferenceGrants the Gateway needs to use them."""
+    giving it; and the ReferenceGrants the Gateway needs to use them. A host whose TLS
+    goes through to a backend has no certificate here."""
     certificates: dict[str, tuple[str, str]] = {}  # host -> (Secret namespace, name)
     origins: dict[str, str] = {}  # host -> the Ingress giving its certificate
     for plan in plans:
@@ -524,6 +613,17 @@ def _tls(
                 )
                 continue
             for host in hosts or ("",):
+                if host in passthrough:
+                    notes[plan.key].append(
+                        Note(
+                            "Warning",
+                            "TLSConflict",
+                            f"spec.tls[{i}]: host {host}'s TLS goes through to a backend "
+                            f"(ssl-passthrough of {passthrough[host].origin}); {namespace}/"
+                            f"{secret} is not used",
+                        )
+                    )
+                    continue
                 held = certificates.setdefault(host, (namespace, secret))
                 origins.setdefault(host, plan.key)
                 if held != (namespace, secret):
@@ -593,7 +693,11 @@ def _renamed(plans: Iterable[_Plan]) -> dict[str, dict[str, str]]:
 # --- building the objects ------------------------------------------------------------
 
 
-def _gateway(target: GatewayTarget, certificates: Mapping[str, tuple[str, str]]) -> Obj:
+def _gateway(
+    target: GatewayTarget,
+    certificates: Mapping[str, tuple[str, str]],
+    passthrough: Mapping[str, _Passthrough],
+) -> Obj:
     every_namespace = {"namespaces": {"from": "All"}}
     listeners: list[Obj] = [
         {
@@ -615,6 +719,17 @@ def _gateway(target: GatewayTarget, certificates: Mapping[str, tuple[str, str]])
                     _https_listener(host, secret, every_namespace)
                     for host, secret in sorted(certificates.items())
                 ),
+                *(
+                    {
+                        "name": _tls_listener_name(host),
+                        "port": HTTPS_PORT,
+                        "protocol": "TLS",
+                        "hostname": host,
+                        "tls": {"mode": "Passthrough"},
+                        "allowedRoutes": {**every_namespace, "kinds": [{"kind": "TLSRoute"}]},
+                    }
+                    for host in sorted(passthrough)
+                ),
             ],
         },
     }
@@ -630,6 +745,10 @@ def _https_listener(host: str, secret: tuple[str, str], allowed: Obj) -> Obj:
     }
     listener["allowedRoutes"] = allowed
     return listener
+
+
+def _tls_listener_name(host: str) -> str:
+    return _https_listener_name(host).replace("https", "tls", 1)
 
 
 def _https_listener_name(host: str) -> str:
