@@ -15,7 +15,7 @@ from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
 from agc_controller.translate import ingress
 from agc_controller.translate.graph import jwt
-from agc_controller.translate.ingress.annotations import access_references
+from agc_controller.translate.ingress.annotations import referenced_objects
 
 Obj = dict[str, Any]
 Indexer = Callable[[Obj], Iterable[str]]
@@ -241,9 +241,8 @@ def ingress_backend_services(obj: Obj) -> Iterable[str]:
         for backend in backends
         if (service := backend.get("service")) and service.get("name")
     }
-    _, auth_service = access_references(obj["metadata"].get("annotations") or {}, namespace)
-    if auth_service:
-        found.add(auth_service)
+    _, named = referenced_objects(obj["metadata"].get("annotations") or {}, namespace)
+    found.update(named)
     return sorted(found)
 
 
@@ -255,7 +254,6 @@ def ingress_certificate_refs(obj: Obj) -> Iterable[str]:
         for entry in (obj.get("spec") or {}).get("tls") or []
         if entry.get("secretName")
     }
-    secret, _ = access_references(obj["metadata"].get("annotations") or {}, namespace)
-    if secret:
-        found.add(f"Secret/{secret}")
+    secrets, _ = referenced_objects(obj["metadata"].get("annotations") or {}, namespace)
+    found.update(f"Secret/{secret}" for secret in secrets)
     return sorted(found)

@@ -394,11 +394,17 @@ def render_gateway_api(translations: Translations) -> str:
         for key, notes in sorted(conversion.notes.items()):
             for note in notes:
                 lines.append(f"# {key}: {note.reason}: {_comment(note.message)}")
+        for service, port in sorted(conversion.h2c_ports):
+            lines.append(
+                f"# Service {service}: give port {port} appProtocol: kubernetes.io/h2c "
+                "(backend-protocol GRPC)"
+            )
         objects = [
             conversion.gateway,
             *(conversion.reference_grants[k] for k in sorted(conversion.reference_grants)),
             *(conversion.http_routes[k] for k in sorted(conversion.http_routes)),
             *(conversion.tls_routes[k] for k in sorted(conversion.tls_routes)),
+            *(conversion.backend_tls_policies[k] for k in sorted(conversion.backend_tls_policies)),
             *(
                 policies[k]
                 for _, policies in sorted(conversion.policies.items())

@@ -17,7 +17,7 @@ index of the offending filter or match.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -48,6 +48,8 @@ class Capabilities:
     backend_filters: bool = True
     mirrors: bool = True
     cors: bool = True
+    # HTTPRoute backends spoken to in HTTP/2 without TLS (appProtocol kubernetes.io/h2c)
+    h2c_backends: bool = True
     retries: bool = True
     # the most retries a rule may ask for (retry.attempts); None: no limit
     retry_attempts_max: int | None = None
@@ -209,6 +211,15 @@ class Capabilities:
         elif balancing.max_requests is not None and not self.circuit_breaker:
             problem = "spec.circuitBreaker"
         return f"{problem} is not supported by the {self.provider} provider" if problem else None
+
+    def backends_problem(self, field: str, protocols: Iterable[str]) -> str | None:
+        """Why one rule's backends (their protocols) cannot be programmed; None if they can."""
+        if not self.h2c_backends and "h2c" in protocols:
+            return (
+                f"{field}.backendRefs: a Service port with appProtocol kubernetes.io/h2c "
+                f"(HTTP/2 to the backend) is not supported by the {self.provider} provider"
+            )
+        return None
 
     def rule_problem(self, field: str, rule: Mapping[str, Any]) -> str | None:
         """The first unsupported field of one raw route rule, as a message; None if none."""

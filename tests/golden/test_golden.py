@@ -179,6 +179,14 @@ def test_ingress_round_trip(case: Path) -> None:
     served = _translations(case)
     converted = [doc for doc in yaml.safe_load_all(render_gateway_api(served)) if doc is not None]
     kept = [o for o in _objects(case) if o["kind"] not in ("Ingress", "IngressClass")]
+    # what the printed comments ask for: appProtocol h2c where an Ingress spoke gRPC
+    h2c = {port for c in served.migration.values() for port in c.h2c_ports}
+    for obj in kept:
+        if obj["kind"] == "Service":
+            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            for port in obj["spec"]["ports"]:
+                if (key, port["port"]) in h2c:
+                    port["appProtocol"] = "kubernetes.io/h2c"
     gateway_class = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "GatewayClass",

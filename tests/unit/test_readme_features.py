@@ -70,7 +70,10 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         flag("session_persistence_timeouts"),
     ),
     "Backend TLS": (feature("BackendTLSPolicy"), flag("backend_tls_subject_alt_names")),
-    "GRPCRoute": (lambda s: (GATEWAY_GROUP, "GRPCRoute") in s.route_kinds,),
+    "GRPCRoute": (
+        lambda s: (GATEWAY_GROUP, "GRPCRoute") in s.route_kinds,
+        flag("h2c_backends"),  # an HTTPRoute's h2c (gRPC) backends
+    ),
     "TLSRoute": (
         lambda s: (GATEWAY_GROUP, "TLSRoute") in s.route_kinds and "TLS" in s.protocols,
         lambda s: s.tls_modes >= {"Passthrough", "Terminate"},

@@ -68,6 +68,8 @@ AZURE_CAPABILITIES = Capabilities(
     backend_filters=False,
     mirrors=False,
     cors=False,
+    # Application Gateway v2 speaks HTTP/1.1 (or HTTPS) to its backends
+    h2c_backends=False,
     retries=False,
     redirect_status_codes=frozenset({301, 302, 303, 307}),
     redirect_prefix_replace=False,

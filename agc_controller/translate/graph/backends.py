@@ -18,7 +18,9 @@ from agc_controller.translate.model import BackendProtocol, Endpoint, HeaderModi
 from agc_controller.translate.refgrants import Ref, ReferenceGrants
 from agc_controller.translate.snapshot import Obj, Snapshot
 
-_APP_PROTOCOLS: dict[str, BackendProtocol] = {"kubernetes.io/h2c": "h2c", "kubernetes.io/ws": "ws"}
+# the appProtocol of a Service port spoken to in HTTP/2 without TLS (gRPC)
+H2C_APP_PROTOCOL = "kubernetes.io/h2c"
+_APP_PROTOCOLS: dict[str, BackendProtocol] = {H2C_APP_PROTOCOL: "h2c", "kubernetes.io/ws": "ws"}
 
 
 @attrs.frozen

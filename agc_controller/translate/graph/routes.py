@@ -132,6 +132,12 @@ def build_route(
             if unsupported := capabilities.rule_problem(f"spec.rules[{i}]", raw):
                 raise RuleInvalid(c.R_UNSUPPORTED_VALUE, unsupported)
             rule, problems = parser.parse(i, raw)
+            if kind == "HTTPRoute" and (
+                unsupported := capabilities.backends_problem(
+                    f"spec.rules[{i}]", (b.protocol for b in rule.backends)
+                )
+            ):
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, unsupported)
         except RuleInvalid as e:
             dropped.append((i, e.reason, f"Dropped Rule {i}: {e}"))
             continue

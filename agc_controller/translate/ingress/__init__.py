@@ -26,6 +26,7 @@ from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress, IngressStatus, RouteStatus
 from agc_controller.translate import GatewayTranslation, Memo, Snapshot, translation_steps
+from agc_controller.translate.graph.backends import H2C_APP_PROTOCOL
 from agc_controller.translate.ingress.annotations import Note
 from agc_controller.translate.ingress.convert import (
     Conversion,
@@ -277,12 +278,13 @@ def ingress_translation_steps(
         udp_routes={},
         listener_sets={},
         reference_grants=conversion.reference_grants,
+        services=_speaking_h2c(snapshot.services, conversion.h2c_ports, memo.conversion),
+        backend_tls_policies=conversion.backend_tls_policies,
         rate_limit_policies=conversion.policies.get("RateLimitPolicy", {}),
         auth_policies=conversion.policies.get("AuthPolicy", {}),
         health_check_policies={},
         load_balancing_policies={},
         waf_policies={},
-        backend_tls_policies={},
         ingress_classes={},
         ingresses={},
     )
@@ -294,6 +296,33 @@ def ingress_translation_steps(
         ingresses=ingresses,
         memo=memo,
     )
+
+
+def _speaking_h2c(
+    services: Mapping[str, Obj], ports: frozenset[tuple[str, int]], memo: ConversionMemo
+) -> Mapping[str, Obj]:
+    """`services`, those with ports an Ingress speaks gRPC to (backend-protocol GRPC)
+    given appProtocol kubernetes.io/h2c there (kept as the same objects while equal)."""
+    if not ports:
+        return services
+    patched = dict(services)
+    for key in {service for service, _ in ports}:
+        service = services.get(key)
+        if service is None:
+            continue
+        spec = service.get("spec") or {}
+        copy = {
+            **service,
+            "spec": {
+                **spec,
+                "ports": [
+                    {**p, "appProtocol": H2C_APP_PROTOCOL} if (key, p.get("port")) in ports else p
+                    for p in spec.get("ports") or []
+                ],
+            },
+        }
+        patched[key] = memo.stable(f"service:{key}", copy)
+    return patched
 
 
 def _is_ours(ingress_class: Obj, settings: TranslateSettings) -> bool:

@@ -107,7 +107,12 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "proxy-body-size": Annotation("unsupported", "not supported yet"),
             "whitelist-source-range": _guard("an AuthPolicy's ipAccess.allow"),
             "denylist-source-range": _guard("an AuthPolicy's ipAccess.deny"),
-            "backend-protocol": Annotation("unsupported", "not supported yet"),
+            "backend-protocol": Annotation(
+                "converted", "GRPC: the Service port's appProtocol h2c; HTTPS: a BackendTLSPolicy"
+            ),
+            "proxy-ssl-verify": Annotation("converted", "`on`: HTTPS backends are verified"),
+            "proxy-ssl-secret": Annotation("converted", "the BackendTLSPolicy's CA (ca.crt)"),
+            "proxy-ssl-name": Annotation("converted", "the BackendTLSPolicy's hostname"),
             "affinity": Annotation("converted", "`cookie`: the rules' sessionPersistence"),
             "session-cookie-name": Annotation("converted", "sessionPersistence.sessionName"),
             "session-cookie-max-age": Annotation(
@@ -149,7 +154,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "backend-hostname": Annotation("converted", "URLRewrite hostname"),
             "ssl-redirect": Annotation("converted", "301 RequestRedirect to https"),
             "request-timeout": Annotation("converted", "timeouts.backendRequest"),
-            "backend-protocol": Annotation("unsupported", "not supported yet"),
+            "backend-protocol": Annotation(
+                "converted", "https: a BackendTLSPolicy (system CAs, backend-hostname)"
+            ),
             "connection-draining": Annotation("unsupported", "not supported yet"),
             "connection-draining-timeout": Annotation("unsupported", "not supported yet"),
             "cookie-based-affinity": Annotation(
@@ -244,6 +251,17 @@ class Affinity:
 
 
 @attrs.frozen
+class BackendProtocol:
+    """How an Ingress's backends are spoken to: h2c (gRPC), or TLS verified against
+    the CA in a Secret (None: the system's) for a hostname."""
+
+    h2c: bool = False
+    tls: bool = False
+    ca_secret: str | None = None  # "namespace/name" or "name"
+    hostname: str = ""
+
+
+@attrs.frozen
 class Annotations:
     """The parsed values of one Ingress's annotations (None / False: not set)."""
 
@@ -273,6 +291,8 @@ class Annotations:
     affinity: Affinity | None = None
     # TLS to its hosts goes to the backend of "/" as it is (by SNI)
     ssl_passthrough: bool = False
+    # how its backends are spoken to, when not plain HTTP/1.1
+    backend_protocol: BackendProtocol | None = None
 
 
 # the CORS defaults of ingress-nginx
@@ -486,6 +506,44 @@ def _passthrough(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, ssl_passthrough=_bool(values[NGINX + "ssl-passthrough"]))
 
 
+def _backend_protocol(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    agic = values.get(AGIC + "backend-protocol")
+    if agic is not None:
+        if agic.strip().lower() == "http":
+            return parsed
+        if agic.strip().lower() != "https":
+            raise _Invalid(f"backend-protocol {agic!r} is not http or https")
+        host = values.get(AGIC + "backend-hostname")
+        if host is None:
+            raise _Invalid("backend-protocol https needs backend-hostname: the name verified")
+        return attrs.evolve(
+            parsed, backend_protocol=BackendProtocol(tls=True, hostname=_hostname(host))
+        )
+    kind = values.get(NGINX + "backend-protocol", "HTTP").strip().upper()
+    if kind in ("HTTP", "AUTO_HTTP"):
+        return parsed
+    if kind == "GRPC":
+        return attrs.evolve(parsed, backend_protocol=BackendProtocol(h2c=True))
+    if kind != "HTTPS":
+        raise _Invalid(f"backend-protocol {kind}: only HTTP, HTTPS and GRPC are supported")
+    if values.get(NGINX + "proxy-ssl-verify", "off").strip().lower() != "on":
+        raise _Invalid(
+            "backend-protocol HTTPS without proxy-ssl-verify on: backends are always "
+            "verified here (Gateway API has no unverified TLS); set proxy-ssl-verify, "
+            "proxy-ssl-secret and proxy-ssl-name"
+        )
+    host = values.get(NGINX + "proxy-ssl-name", values.get(NGINX + "upstream-vhost"))
+    if host is None:
+        raise _Invalid("backend-protocol HTTPS needs proxy-ssl-name: the name verified")
+    secret = values.get(NGINX + "proxy-ssl-secret")
+    return attrs.evolve(
+        parsed,
+        backend_protocol=BackendProtocol(
+            tls=True, ca_secret=secret.strip() if secret else None, hostname=_hostname(host)
+        ),
+    )
+
+
 def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
 
@@ -674,6 +732,16 @@ _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
     ((NGINX + "use-regex",), _use_regex),
     ((NGINX + "ssl-passthrough",), _passthrough),
+    (
+        (
+            NGINX + "backend-protocol",
+            NGINX + "proxy-ssl-verify",
+            NGINX + "proxy-ssl-secret",
+            NGINX + "proxy-ssl-name",
+            AGIC + "backend-protocol",
+        ),
+        _backend_protocol,
+    ),
     ((NGINX + "rewrite-target", AGIC + "backend-path-prefix"), _rewrite),
     ((NGINX + "app-root",), _app_root),
     ((NGINX + "permanent-redirect", NGINX + "temporal-redirect"), _redirects),
@@ -708,16 +776,23 @@ _STEPS = (
 )
 
 
-def access_references(
+def referenced_objects(
     annotations: Mapping[str, str], namespace: str
-) -> tuple[str | None, str | None]:
-    """The Secret ("namespace/name") and Service the access annotations name, if any:
-    the controller gathers them with the Ingress."""
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Secrets and Services ("namespace/name") the annotations name: the
+    controller gathers them with the Ingress."""
     parsed, _ = parse_annotations(annotations)
-    secret = service = None
+    secrets, services = [], []
     if parsed.basic is not None:
-        secret = f"{parsed.basic.secret_namespace or namespace}/{parsed.basic.secret_name}"
+        secrets.append(f"{parsed.basic.secret_namespace or namespace}/{parsed.basic.secret_name}")
+    if parsed.backend_protocol is not None and parsed.backend_protocol.ca_secret:
+        secrets.append(in_namespace(parsed.backend_protocol.ca_secret, namespace))
     if parsed.external_auth is not None:
         external = parsed.external_auth
-        service = f"{external.namespace or namespace}/{external.service}"
-    return secret, service
+        services.append(f"{external.namespace or namespace}/{external.service}")
+    return tuple(secrets), tuple(services)
+
+
+def in_namespace(reference: str, namespace: str) -> str:
+    """ "namespace/name" of an annotation's reference ("name" or "namespace/name")."""
+    return reference if "/" in reference else f"{namespace}/{reference}"

@@ -44,8 +44,10 @@ from agc_controller.translate.ingress.annotations import (
     APP_ROOT,
     Affinity,
     Annotations,
+    BackendProtocol,
     Canary,
     Note,
+    in_namespace,
     parse_annotations,
 )
 from agc_controller.translate.snapshot import Obj
@@ -87,6 +89,11 @@ class Conversion:
     reference_grants: Mapping[str, Obj]
     # TLSRoutes of ssl-passthrough hosts, by store key
     tls_routes: Mapping[str, Obj]
+    # (Service "namespace/name", port) that speak h2c (backend-protocol GRPC): the
+    # Service port's appProtocol, as `-o gateway-api` notes
+    h2c_ports: frozenset[tuple[str, int]]
+    # BackendTLSPolicies of backends spoken to over TLS, by store key
+    backend_tls_policies: Mapping[str, Obj]
     # route store key -> the Ingress (store key) it comes from
     origins: Mapping[str, str]
     # policy kind (ours) -> store key -> the policies the Ingresses' annotations make
@@ -266,6 +273,7 @@ def conversion_steps(
                 )
     canaries = _canaries(plans, owners, notes)
     passthrough = _passthrough(plans, notes)
+    speaking = _backend_protocols(plans, notes)
     certificates, tls_origins, grants = _tls(plans, target, notes, passthrough)
     listeners = tuple((_https_listener_name(host), host) for host in sorted(certificates))
     tls_hosts = frozenset(h for h in certificates if h)
@@ -319,6 +327,15 @@ def conversion_steps(
         gateway=memo.stable("gateway", _gateway(target, certificates, passthrough)),
         http_routes=routes,
         tls_routes=memo.stable("tls_routes", _tls_routes(passthrough, plans, target)),
+        h2c_ports=memo.stable(
+            "h2c",
+            frozenset(
+                (service, port)
+                for (service, port), (_, protocol) in speaking.items()
+                if protocol.h2c
+            ),
+        ),
+        backend_tls_policies=memo.stable("backend_tls", _backend_tls_policies(speaking)),
         policies=policies,
         policy_origins=policy_origins,
         reference_grants=memo.stable("grants", {**grants, **_policy_grants(policies, target)}),
@@ -507,6 +524,87 @@ def _canaries(
                 continue
             taken[path.key] = (path.backend, canary)
     return found
+
+
+def _backend_protocols(
+    plans: Iterable[_Plan], notes: defaultdict[str, list[Note]]
+) -> dict[tuple[str, int], tuple[str, BackendProtocol]]:
+    """(Service, port) -> (the Ingress deciding it, how it is spoken to), for the
+    backends of Ingresses with backend-protocol: the oldest decides a Service port."""
+    found: dict[tuple[str, int], tuple[str, BackendProtocol]] = {}
+    for plan in plans:
+        protocol = plan.annotations.backend_protocol
+        if protocol is None or plan.annotations.refused:
+            continue
+        namespace = plan.ingress["metadata"].get("namespace", "")
+        if protocol.ca_secret and not in_namespace(protocol.ca_secret, namespace).startswith(
+            f"{namespace}/"
+        ):
+            notes[plan.key].append(
+                Note(
+                    "Warning",
+                    "InvalidAnnotation",
+                    f"proxy-ssl-secret {protocol.ca_secret}: a backend's CA must be in the "
+                    "Service's namespace (a BackendTLSPolicy's CA references are local); "
+                    "backend-protocol is not used",
+                )
+            )
+            continue
+        refs = [p.backend for p in plan.paths if p.backend is not None]
+        if plan.default_backend is not None:
+            refs.append(plan.default_backend)
+        for items in refs:
+            ref = dict(items)
+            if ref.get("kind") or "port" not in ref:
+                continue
+            key = (f"{namespace}/{ref['name']}", int(ref["port"]))
+            held = found.setdefault(key, (plan.key, protocol))
+            if held[1] != protocol:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "BackendProtocolConflict",
+                        f"Service {key[0]} port {key[1]} is spoken to as the older Ingress "
+                        f"{held[0]} says; this Ingress's backend-protocol is not used for it",
+                    )
+                )
+    return found
+
+
+def _backend_tls_policies(
+    speaking: Mapping[tuple[str, int], tuple[str, BackendProtocol]],
+) -> dict[str, Obj]:
+    """A BackendTLSPolicy per Service spoken to over TLS (all its ports: Gateway API's
+    port sections name ports, which Ingress backends need not)."""
+    policies: dict[str, Obj] = {}
+    for (service, _), (_, protocol) in sorted(speaking.items()):
+        if not protocol.tls:
+            continue
+        namespace, _, name = service.partition("/")
+        validation: Obj = {"hostname": protocol.hostname}
+        if protocol.ca_secret:
+            # in the Service's namespace (others are refused in _backend_protocols)
+            ca_name = protocol.ca_secret.rpartition("/")[2]
+            validation["caCertificateRefs"] = [{"group": "", "kind": "Secret", "name": ca_name}]
+        else:
+            validation["wellKnownCACertificates"] = "System"
+        policies.setdefault(
+            f"{namespace}/{name}-backend-tls",
+            {
+                "apiVersion": _GATEWAY_API_VERSION,
+                "kind": "BackendTLSPolicy",
+                "metadata": {
+                    "name": f"{name}-backend-tls",
+                    "namespace": namespace,
+                    "generation": 1,
+                },
+                "spec": {
+                    "targetRefs": [{"group": "", "kind": "Service", "name": name}],
+                    "validation": validation,
+                },
+            },
+        )
+    return policies
 
 
 @attrs.frozen
