@@ -300,6 +300,7 @@ def _migrate(
                 controller_name=settings.controller_name,
                 redirect_codes=settings.capabilities.redirect_status_codes,
                 rate_limit_burst=settings.capabilities.rate_limit_burst,
+                waf_policy_reference=settings.capabilities.waf_policy_reference,
             ),
         )
     return conversions
@@ -405,6 +406,10 @@ def render_gateway_api(translations: Translations) -> str:
             *(conversion.http_routes[k] for k in sorted(conversion.http_routes)),
             *(conversion.tls_routes[k] for k in sorted(conversion.tls_routes)),
             *(conversion.backend_tls_policies[k] for k in sorted(conversion.backend_tls_policies)),
+            *(
+                conversion.health_check_policies[k]
+                for k in sorted(conversion.health_check_policies)
+            ),
             *(
                 policies[k]
                 for _, policies in sorted(conversion.policies.items())

@@ -42,5 +42,6 @@ def test_each_row_says_how_the_annotation_is_handled() -> None:
             assert becomes.startswith("not supported"), name
             assert (local, azure) == ("not supported", "not supported"), name
         else:
-            assert local == "done", name
+            # a guard the local data plane cannot honour keeps the Ingress from being served
+            assert local == "done" or (annotation.guards and local.startswith("not served")), name
             assert not becomes.startswith(("not supported", "refused")), name

@@ -98,6 +98,7 @@ def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarge
         controller_name=settings.controller_name,
         redirect_codes=settings.capabilities.redirect_status_codes,
         rate_limit_burst=settings.capabilities.rate_limit_burst,
+        waf_policy_reference=settings.capabilities.waf_policy_reference,
     )
 
 
@@ -282,9 +283,9 @@ def ingress_translation_steps(
         backend_tls_policies=conversion.backend_tls_policies,
         rate_limit_policies=conversion.policies.get("RateLimitPolicy", {}),
         auth_policies=conversion.policies.get("AuthPolicy", {}),
-        health_check_policies={},
+        health_check_policies=conversion.health_check_policies,
         load_balancing_policies={},
-        waf_policies={},
+        waf_policies=conversion.policies.get("WebApplicationFirewallPolicy", {}),
         ingress_classes={},
         ingresses={},
     )

@@ -138,7 +138,12 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "limit-rpm": Annotation("converted", "a RateLimitPolicy per minute, per client"),
             "limit-burst-multiplier": Annotation("converted", "the RateLimitPolicy's burst"),
             "limit-connections": Annotation("unsupported", "not supported yet"),
-            "enable-modsecurity": Annotation("guarding", "not supported yet"),
+            "enable-modsecurity": Annotation(
+                "converted", "a WebApplicationFirewallPolicy in Detection mode (the CRS, logs only)"
+            ),
+            "enable-owasp-core-rules": Annotation(
+                "converted", "the Core Rule Set (always on with enable-modsecurity)"
+            ),
             "configuration-snippet": _RAW,
             "server-snippet": _RAW,
             "location-snippet": _RAW,
@@ -165,16 +170,22 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "cookie-based-affinity-distinct-name": Annotation("unsupported", "not supported yet"),
             "use-private-ip": Annotation("unsupported", "not supported yet"),
             "override-frontend-port": Annotation("unsupported", "not supported yet"),
-            "health-probe-hostname": Annotation("unsupported", "not supported yet"),
-            "health-probe-port": Annotation("unsupported", "not supported yet"),
-            "health-probe-path": Annotation("unsupported", "not supported yet"),
-            "health-probe-status-codes": Annotation("unsupported", "not supported yet"),
-            "health-probe-interval": Annotation("unsupported", "not supported yet"),
-            "health-probe-timeout": Annotation("unsupported", "not supported yet"),
-            "health-probe-unhealthy-threshold": Annotation("unsupported", "not supported yet"),
+            "health-probe-hostname": Annotation("converted", "a HealthCheckPolicy's http.host"),
+            "health-probe-port": Annotation("converted", "the HealthCheckPolicy's port"),
+            "health-probe-path": Annotation("converted", "the HealthCheckPolicy's http.path"),
+            "health-probe-status-codes": Annotation(
+                "converted", "the HealthCheckPolicy's status ranges"
+            ),
+            "health-probe-interval": Annotation("converted", "the HealthCheckPolicy's interval"),
+            "health-probe-timeout": Annotation("converted", "the HealthCheckPolicy's timeout"),
+            "health-probe-unhealthy-threshold": Annotation(
+                "converted", "the HealthCheckPolicy's unhealthyThreshold"
+            ),
             "appgw-ssl-certificate": Annotation("unsupported", "not supported yet"),
             "appgw-trusted-root-certificate": Annotation("unsupported", "not supported yet"),
-            "waf-policy-for-path": Annotation("guarding", "not supported yet"),
+            "waf-policy-for-path": _guard(
+                "a WebApplicationFirewallPolicy naming the WAF policy by id (azure only)"
+            ),
             "rewrite-rule-set": Annotation("unsupported", "not supported yet"),
         },
     ),
@@ -293,6 +304,11 @@ class Annotations:
     ssl_passthrough: bool = False
     # how its backends are spoken to, when not plain HTTP/1.1
     backend_protocol: BackendProtocol | None = None
+    # the HealthCheckPolicy `default` block of its backends' Services (AGC's fields)
+    health_probe: Mapping[str, object] | None = None
+    # web application firewall: Detection with the CRS, or an Azure WAF policy by id
+    waf_detection: bool = False
+    waf_policy_id: str | None = None
 
 
 # the CORS defaults of ingress-nginx
@@ -544,6 +560,60 @@ def _backend_protocol(parsed: Annotations, values: Mapping[str, str]) -> Annotat
     )
 
 
+def _status_ranges(value: str) -> list[dict[str, int]]:
+    ranges = []
+    for item in _list(value):
+        start, _, end = item.partition("-")
+        low = _int(start, 100, 599)
+        ranges.append({"start": low, "end": _int(end, low, 599) if end else low})
+    if not ranges:
+        raise _Invalid("no status code given")
+    return ranges
+
+
+def _health_probe(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    def get(name: str) -> str | None:
+        return values.get(AGIC + "health-probe-" + name)
+
+    http: dict[str, object] = {}
+    if (host := get("hostname")) is not None:
+        http["host"] = _hostname(host)
+    if (path := get("path")) is not None:
+        http["path"] = _path(path)
+    if (codes := get("status-codes")) is not None:
+        http["match"] = {"statusCodes": _status_ranges(codes)}
+    probe: dict[str, object] = {"http": http}
+    if (port := get("port")) is not None:
+        probe["port"] = _int(port, 1, 65535)
+    if (interval := get("interval")) is not None:
+        probe["interval"] = f"{_int(interval, 1, 86400)}s"
+    if (timeout := get("timeout")) is not None:
+        probe["timeout"] = f"{_int(timeout, 1, 86400)}s"
+    if (threshold := get("unhealthy-threshold")) is not None:
+        probe["unhealthyThreshold"] = _int(threshold, 1, 20)
+    return attrs.evolve(parsed, health_probe=probe)
+
+
+# an Azure resource id of a WAF policy
+_WAF_POLICY_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
+    r"ApplicationGatewayWebApplicationFirewallPolicies/[^/]+$",
+    re.IGNORECASE,
+)
+
+
+def _firewall(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    policy_id = values.get(AGIC + "waf-policy-for-path")
+    if policy_id is not None:
+        if not _WAF_POLICY_ID.match(policy_id.strip()):
+            raise _Invalid(f"waf-policy-for-path {policy_id!r} is not a WAF policy's resource id")
+        parsed = attrs.evolve(parsed, waf_policy_id=policy_id.strip())
+    enabled = values.get(NGINX + "enable-modsecurity")
+    if enabled is not None and _bool(enabled) and parsed.waf_policy_id is None:
+        parsed = attrs.evolve(parsed, waf_detection=True)
+    return parsed
+
+
 def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
 
@@ -732,6 +802,29 @@ _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
     ((NGINX + "use-regex",), _use_regex),
     ((NGINX + "ssl-passthrough",), _passthrough),
+    (
+        tuple(
+            AGIC + "health-probe-" + name
+            for name in (
+                "hostname",
+                "port",
+                "path",
+                "status-codes",
+                "interval",
+                "timeout",
+                "unhealthy-threshold",
+            )
+        ),
+        _health_probe,
+    ),
+    (
+        (
+            AGIC + "waf-policy-for-path",
+            NGINX + "enable-modsecurity",
+            NGINX + "enable-owasp-core-rules",
+        ),
+        _firewall,
+    ),
     (
         (
             NGINX + "backend-protocol",

@@ -76,6 +76,8 @@ class GatewayTarget:
     # the redirect status codes the provider serves: an HTTPS redirect it cannot send
     # as 308 goes out as 301 (as AGIC's does)
     redirect_codes: frozenset[int] = frozenset({301, 302, 303, 307, 308})
+    # whether the provider takes a WAF policy of its own by id (Application Gateway's)
+    waf_policy_reference: bool = True
     # whether the provider's rate limits take a burst (Application Gateway's do not)
     rate_limit_burst: bool = True
 
@@ -94,6 +96,8 @@ class Conversion:
     h2c_ports: frozenset[tuple[str, int]]
     # BackendTLSPolicies of backends spoken to over TLS, by store key
     backend_tls_policies: Mapping[str, Obj]
+    # HealthCheckPolicies of backends an Ingress has probe annotations for, by store key
+    health_check_policies: Mapping[str, Obj]
     # route store key -> the Ingress (store key) it comes from
     origins: Mapping[str, str]
     # policy kind (ours) -> store key -> the policies the Ingresses' annotations make
@@ -175,6 +179,8 @@ class _Context:
     default_backend: bool
     # route base name -> name, where two Ingresses' names would collide
     renamed: tuple[tuple[str, str], ...]
+    # not served, for what the provider cannot do (its own annotations aside)
+    refused: bool = False
 
 
 @attrs.frozen
@@ -278,6 +284,8 @@ def conversion_steps(
     listeners = tuple((_https_listener_name(host), host) for host in sorted(certificates))
     tls_hosts = frozenset(h for h in certificates if h)
     default_owner = _default_backend_owner(plans, notes)
+    unserved = _beyond_the_provider(plans, target, notes)
+    checked = _health_checks(plans, notes)
     renamed = _renamed(plans)
 
     routes: dict[str, Obj] = {}
@@ -303,6 +311,7 @@ def conversion_steps(
             tls_hosts=tls_hosts.intersection(plan.hosts) if redirects else frozenset(),
             default_backend=plan.key == default_owner,
             renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
+            refused=plan.key in unserved,
         )
         built = _reused_routes(memo, plan, context, target)
         for key, route in built.routes.items():
@@ -336,6 +345,7 @@ def conversion_steps(
             ),
         ),
         backend_tls_policies=memo.stable("backend_tls", _backend_tls_policies(speaking)),
+        health_check_policies=memo.stable("health", _health_check_policies(checked)),
         policies=policies,
         policy_origins=policy_origins,
         reference_grants=memo.stable("grants", {**grants, **_policy_grants(policies, target)}),
@@ -371,7 +381,10 @@ def _reused_routes(
     if known is not None and known[0] is plan and known[1] == context and known[2] == target:
         return known[3]
     routes = _routes(plan, context, target)
-    built = _Built(routes=routes, policies=_policies(plan, routes, target))
+    built = _Built(
+        routes=routes,
+        policies={} if context.refused else _policies(plan, routes, target),
+    )
     memo.routes[plan.key] = (plan, context, target, built)
     return built
 
@@ -526,6 +539,80 @@ def _canaries(
     return found
 
 
+def _beyond_the_provider(
+    plans: Iterable[_Plan], target: GatewayTarget, notes: defaultdict[str, list[Note]]
+) -> frozenset[str]:
+    """The Ingresses whose access guards the provider cannot honour: not served."""
+    unserved = set()
+    for plan in plans:
+        if plan.annotations.waf_policy_id and not target.waf_policy_reference:
+            unserved.add(plan.key)
+            notes[plan.key].append(
+                Note(
+                    "Warning",
+                    "UnsupportedAnnotation",
+                    "appgw.ingress.kubernetes.io/waf-policy-for-path: a WAF policy by id is "
+                    "Application Gateway's; this data plane cannot apply it, so the Ingress is "
+                    "not served (its paths answer 500) rather than served unprotected",
+                )
+            )
+    return frozenset(unserved)
+
+
+def _backend_refs(plan: _Plan) -> set[tuple[str, int]]:
+    """(Service "namespace/name", port) of every Service backend the Ingress names."""
+    namespace = plan.ingress["metadata"].get("namespace", "")
+    refs = [p.backend for p in plan.paths if p.backend is not None]
+    if plan.default_backend is not None:
+        refs.append(plan.default_backend)
+    found = set()
+    for items in refs:
+        ref = dict(items)
+        if not ref.get("kind") and "port" in ref:
+            found.add((f"{namespace}/{ref['name']}", int(ref["port"])))
+    return found
+
+
+def _health_checks(
+    plans: Iterable[_Plan], notes: defaultdict[str, list[Note]]
+) -> dict[str, Mapping[str, object]]:
+    """Service -> its probe (`default` block), from the oldest Ingress with probe
+    annotations sending to it."""
+    found: dict[str, tuple[str, Mapping[str, object]]] = {}
+    for plan in plans:
+        probe = plan.annotations.health_probe
+        if probe is None or plan.annotations.refused:
+            continue
+        for service in sorted({s for s, _ in _backend_refs(plan)}):
+            held = found.setdefault(service, (plan.key, probe))
+            if held[1] != probe:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "HealthProbeConflict",
+                        f"Service {service} is probed as the older Ingress {held[0]} says; "
+                        "this Ingress's health-probe annotations are not used for it",
+                    )
+                )
+    return {service: probe for service, (_, probe) in found.items()}
+
+
+def _health_check_policies(probes: Mapping[str, Mapping[str, object]]) -> dict[str, Obj]:
+    policies = {}
+    for service, probe in sorted(probes.items()):
+        namespace, _, name = service.partition("/")
+        policies[f"{namespace}/{name}-health"] = {
+            "apiVersion": _POLICY_API_VERSION,
+            "kind": "HealthCheckPolicy",
+            "metadata": {"name": f"{name}-health", "namespace": namespace, "generation": 1},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": name}],
+                "default": dict(probe),
+            },
+        }
+    return policies
+
+
 def _backend_protocols(
     plans: Iterable[_Plan], notes: defaultdict[str, list[Note]]
 ) -> dict[tuple[str, int], tuple[str, BackendProtocol]]:
@@ -550,14 +637,7 @@ def _backend_protocols(
                 )
             )
             continue
-        refs = [p.backend for p in plan.paths if p.backend is not None]
-        if plan.default_backend is not None:
-            refs.append(plan.default_backend)
-        for items in refs:
-            ref = dict(items)
-            if ref.get("kind") or "port" not in ref:
-                continue
-            key = (f"{namespace}/{ref['name']}", int(ref["port"]))
+        for key in sorted(_backend_refs(plan)):
             held = found.setdefault(key, (plan.key, protocol))
             if held[1] != protocol:
                 notes[plan.key].append(
@@ -905,6 +985,7 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
         )
 
     annotations = plan.annotations
+    refused = annotations.refused or context.refused
     for host, paths in sorted(by_host.items()):
         base = _base_name(plan, host)
         name = names.get(base, base)
@@ -912,11 +993,9 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
         for path in paths:
             rules.extend(
                 (path.field, rule)
-                for rule in _rules(
-                    path, annotations, canaries.get(path.key), refused=annotations.refused
-                )
+                for rule in _rules(path, annotations, canaries.get(path.key), refused=refused)
             )
-        if annotations.app_root and not annotations.refused:
+        if annotations.app_root and not refused:
             rules.insert(0, (f"{APP_ROOT} annotation", _app_root_rule(annotations.app_root)))
         redirect = annotations.force_ssl_redirect or (
             annotations.ssl_redirect and host in context.tls_hosts
@@ -955,7 +1034,7 @@ def _routes(plan: _Plan, context: _Context, target: GatewayTarget) -> dict[str, 
             [],
             [
                 (default_path.field, rule)
-                for rule in _rules(default_path, annotations, None, refused=annotations.refused)
+                for rule in _rules(default_path, annotations, None, refused=refused)
             ],
         )
     return routes
@@ -1107,6 +1186,11 @@ def _policies(
         if target.rate_limit_burst:
             budget["burst"] = limit.burst
         specs.append(("RateLimitPolicy", {"limit": budget, "key": {"type": "ClientIP"}}))
+    if annotations.waf_policy_id is not None:
+        firewall: Obj = {"webApplicationFirewall": {"id": annotations.waf_policy_id}}
+        specs.append(("WebApplicationFirewallPolicy", firewall))
+    elif annotations.waf_detection:
+        specs.append(("WebApplicationFirewallPolicy", {"mode": "Detection"}))
     found: dict[str, dict[str, Obj]] = {}
     for key, route in sorted(routes.items()):
         if not route.governed:
