@@ -39,6 +39,7 @@ from agc_controller.translate.ingress import (
     class_ingresses,
     default_class,
     ingress_translation_steps,
+    provider_annotations,
     requested_class,
 )
 from agc_controller.translate.ingress.convert import Conversion, GatewayTarget, convert_ingresses
@@ -301,6 +302,9 @@ def _migrate(
                 redirect_codes=settings.capabilities.redirect_status_codes,
                 rate_limit_burst=settings.capabilities.rate_limit_burst,
                 waf_policy_reference=settings.capabilities.waf_policy_reference,
+                annotations=provider_annotations(snapshot.ingress_classes[name])
+                if name in snapshot.ingress_classes
+                else (),
             ),
         )
     return conversions

@@ -49,6 +49,7 @@ __all__ = [
     "default_class",
     "ingress_gateway_key",
     "ingress_translation_steps",
+    "provider_annotations",
     "requested_class",
     "served_gateway",
 ]
@@ -89,7 +90,25 @@ def class_ingresses(
     }
 
 
-def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarget:
+# IngressClass annotations that are about the class itself, not the data plane's settings
+_CLASS_OWN_ANNOTATIONS = ("ingressclass.kubernetes.io/", "kubectl.kubernetes.io/")
+
+
+def provider_annotations(ingress_class: Obj) -> tuple[tuple[str, str], ...]:
+    """The IngressClass's annotations the derived Gateway carries: provider settings
+    (for azure, `azure.agc-controller.io/…`: which Application Gateway, which frontend)."""
+    return tuple(
+        sorted(
+            (k, str(v))
+            for k, v in (ingress_class["metadata"].get("annotations") or {}).items()
+            if not k.startswith(_CLASS_OWN_ANNOTATIONS)
+        )
+    )
+
+
+def served_gateway(
+    class_name: str, settings: TranslateSettings, ingress_class: Obj | None = None
+) -> GatewayTarget:
     """Where the controller puts the Gateway it derives for IngressClass `class_name`."""
     return GatewayTarget(
         namespace=SERVED_NAMESPACE,
@@ -99,6 +118,7 @@ def served_gateway(class_name: str, settings: TranslateSettings) -> GatewayTarge
         redirect_codes=settings.capabilities.redirect_status_codes,
         rate_limit_burst=settings.capabilities.rate_limit_burst,
         waf_policy_reference=settings.capabilities.waf_policy_reference,
+        annotations=provider_annotations(ingress_class) if ingress_class else (),
     )
 
 
@@ -263,7 +283,7 @@ def ingress_translation_steps(
             class_name=class_name, gateway=None, conversion=None, ingresses={}
         )
     ingresses = class_ingresses(snapshot.ingresses, snapshot.ingress_classes, class_name)
-    target = served_gateway(class_name, settings)
+    target = served_gateway(class_name, settings, ingress_class)
     conversion = yield from conversion_steps(
         ingresses, snapshot.services, target, memo=memo.conversion
     )

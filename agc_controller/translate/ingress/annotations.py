@@ -168,7 +168,10 @@ ANNOTATIONS: Mapping[str, Annotation] = {
                 "converted", "sessionPersistence (cookie ApplicationGatewayAffinity)"
             ),
             "cookie-based-affinity-distinct-name": Annotation("unsupported", "not supported yet"),
-            "use-private-ip": Annotation("unsupported", "not supported yet"),
+            "use-private-ip": Annotation(
+                "unsupported",
+                "not per Ingress: give the IngressClass azure.agc-controller.io/frontend: private",
+            ),
             "override-frontend-port": Annotation("unsupported", "not supported yet"),
             "health-probe-hostname": Annotation("converted", "a HealthCheckPolicy's http.host"),
             "health-probe-port": Annotation("converted", "the HealthCheckPolicy's port"),

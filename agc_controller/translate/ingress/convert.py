@@ -78,6 +78,9 @@ class GatewayTarget:
     redirect_codes: frozenset[int] = frozenset({301, 302, 303, 307, 308})
     # whether the provider takes a WAF policy of its own by id (Application Gateway's)
     waf_policy_reference: bool = True
+    # the Gateway's annotations: the IngressClass's provider settings (e.g. which
+    # Application Gateway, which frontend), as a Gateway's annotations carry them
+    annotations: tuple[tuple[str, str], ...] = ()
     # whether the provider's rate limits take a burst (Application Gateway's do not)
     rate_limit_burst: bool = True
 
@@ -888,7 +891,12 @@ def _gateway(
     return {
         "apiVersion": _GATEWAY_API_VERSION,
         "kind": "Gateway",
-        "metadata": {"name": target.name, "namespace": target.namespace, "generation": 1},
+        "metadata": {
+            "name": target.name,
+            "namespace": target.namespace,
+            "generation": 1,
+            **({"annotations": dict(target.annotations)} if target.annotations else {}),
+        },
         "spec": {
             "gatewayClassName": target.gateway_class,
             "listeners": [
