@@ -21,6 +21,7 @@ re-announce what its predecessor already reported).
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
@@ -180,6 +181,7 @@ class Reconciler:
         if translation.load_balancer is None:
             del self._ingress_memos[key]
             self._ingress_notes.pop(key, None)
+            self.metrics.set_ingress_warnings(key.name, {})
             self._written.pop(key, None)
             await self.provider.delete(ingress_gateway_key(key.name))
             return
@@ -195,6 +197,14 @@ class Reconciler:
         """Record each note on an Ingress once, when it first applies; and, once per
         generation, where a programmed Ingress is served."""
         notes = translation.notes(result)
+        self.metrics.set_ingress_warnings(
+            key.name,
+            collections.Counter(
+                reason
+                for own in notes.values()
+                for reason in {n.reason for n in own if n.type == "Warning"}
+            ),
+        )
         addresses = ", ".join(a.value for a in result.addresses)
         known = self._ingress_notes.get(key, {})
         now: dict[str, _Announced] = {}

@@ -24,6 +24,7 @@ sets (never object names), so the number of series stays bounded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -132,6 +133,15 @@ class ControllerMetrics:
             buckets=_LAG_BUCKETS,
             registry=self.registry,
         )
+        self._ingress_warnings = Gauge(
+            "agc_ingress_warnings",
+            "Ingresses with a Warning of this reason in force (e.g. UnsupportedAnnotation, "
+            "AnnotationRefused): what their Events say, countable.",
+            ["reason"],
+            registry=self.registry,
+        )
+        # IngressClass -> reason -> its Ingresses with such a Warning
+        self._warnings: dict[str, Mapping[str, int]] = {}
         self._leader = Gauge(
             "agc_leader",
             "1 while this replica holds the leader lease (or runs without election), else 0.",
@@ -164,6 +174,15 @@ class ControllerMetrics:
         self._apply.labels(provider=provider, outcome=outcome).observe(seconds)
         if outcome == "error":
             self._apply_errors.labels(provider=provider).inc()
+
+    def set_ingress_warnings(self, ingress_class: str, counts: Mapping[str, int]) -> None:
+        """The Ingresses of `ingress_class` with a Warning of each reason, now (a reason
+        gone everywhere stays as 0)."""
+        before = self._warnings.get(ingress_class, {})
+        self._warnings[ingress_class] = dict(counts)
+        for reason in set(before) | set(counts):
+            total = sum(c.get(reason, 0) for c in self._warnings.values())
+            self._ingress_warnings.labels(reason=reason).set(total)
 
     def set_leader(self, leading: bool) -> None:
         self._leader.set(1 if leading else 0)

@@ -106,7 +106,10 @@ async def azure(env: Env, control_plane: ControlPlane, tmp_path: Path) -> AsyncI
             settings=Settings(
                 controller_name=env.controller_name, workers=2, leader_election=False
             ),
-            translate_settings=azure_translate_settings(env.controller_name),
+            translate_settings=attrs.evolve(
+                azure_translate_settings(env.controller_name),
+                ingress_controller=f"{env.controller_name}-ingress",
+            ),
             provider=provider,
         )
         stop = asyncio.Event()
@@ -187,6 +190,83 @@ async def test_put_body_status_and_unsupported_features(azure: Azure) -> None:
     partial = (await route_conditions("mixed"))["PartiallyInvalid"]
     assert "Dropped Rule 1: spec.rules[1].matches[0].headers" in partial["message"]
     assert azure.calls.counts[("PUT", 201)] >= 1
+
+
+async def test_ingress_goes_to_the_application_gateway(azure: Azure) -> None:
+    """An IngressClass of ours on the azure provider: its Ingresses' paths become path
+    rules, the Ingress gets the frontend's address, and what Application Gateway
+    cannot do (a canary's header match) reaches the Ingress as an Event."""
+    env = azure.env
+    await azure.endpoints("web", ["10.2.0.5"])
+    networking = client.NetworkingV1Api(env.kube)
+    class_name = f"{env.class_name}-ingress"
+    await networking.create_ingress_class(
+        {
+            "metadata": {"name": class_name},
+            "spec": {"controller": f"{env.controller_name}-ingress"},
+        }
+    )
+    try:
+        for name, annotations in (
+            ("shop", {}),
+            (
+                "shop-canary",
+                {
+                    "nginx.ingress.kubernetes.io/canary": "true",
+                    "nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+                },
+            ),
+        ):
+            await networking.create_namespaced_ingress(
+                env.namespace,
+                {
+                    "metadata": {"name": name, "annotations": annotations},
+                    "spec": {
+                        "ingressClassName": class_name,
+                        "rules": [
+                            {
+                                "host": "shop.example.com",
+                                "http": {
+                                    "paths": [
+                                        {
+                                            "path": "/app",
+                                            "pathType": "Prefix",
+                                            "backend": {
+                                                "service": {
+                                                    "name": "web",
+                                                    "port": {"number": 80},
+                                                }
+                                            },
+                                        }
+                                    ]
+                                },
+                            }
+                        ],
+                    },
+                },
+            )
+        await eventually(lambda: _is(["/app", "/app/*"] in azure.paths()))
+        listeners = [ls["properties"] for ls in azure.props()["httpListeners"]]
+        assert any(p.get("hostNames") == ["shop.example.com"] for p in listeners)
+
+        async def addressed() -> bool:
+            ingress = await networking.read_namespaced_ingress("shop", env.namespace)
+            lb = ingress.status.load_balancer if ingress.status else None
+            return bool(lb and lb.ingress and lb.ingress[0].ip == "203.0.113.10")
+
+        await eventually(addressed)
+
+        async def reported() -> bool:
+            events = await client.EventsV1Api(env.kube).list_namespaced_event(env.namespace)
+            return any(
+                e.regarding.name == "shop" and e.reason == "UnsupportedValue"
+                for e in events.items
+                if e.regarding
+            )
+
+        await eventually(reported)
+    finally:
+        await networking.delete_ingress_class(class_name)
 
 
 async def test_burst_of_edits_coalesces(azure: Azure) -> None:

@@ -75,6 +75,18 @@ def test_reconcile_apply_and_leader_series() -> None:
     assert value(reg, "agc_leader") == 0
 
 
+def test_ingress_warnings_add_up_over_classes_and_drop_to_zero() -> None:
+    metrics = ControllerMetrics(provider="memory")
+    reg = metrics.registry
+    metrics.set_ingress_warnings("a", {"UnsupportedAnnotation": 2, "PathConflict": 1})
+    metrics.set_ingress_warnings("b", {"UnsupportedAnnotation": 3})
+    assert value(reg, "agc_ingress_warnings", reason="UnsupportedAnnotation") == 5
+    assert value(reg, "agc_ingress_warnings", reason="PathConflict") == 1
+    metrics.set_ingress_warnings("a", {})
+    assert value(reg, "agc_ingress_warnings", reason="UnsupportedAnnotation") == 3
+    assert value(reg, "agc_ingress_warnings", reason="PathConflict") == 0
+
+
 def test_provider_series_are_process_wide_and_in_every_registry() -> None:
     first = ControllerMetrics(provider="local").registry
     second = ControllerMetrics(provider="azure").registry
