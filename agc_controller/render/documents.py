@@ -43,6 +43,7 @@ from agc_controller.translate.ingress import (
     requested_class,
 )
 from agc_controller.translate.ingress.convert import Conversion, GatewayTarget, convert_ingresses
+from agc_controller.translate.steps import run_to_end
 
 # the outcome assumed for every accepted Gateway: programmed at a TEST-NET address
 ASSUMED_RESULT = ApplyResult(
@@ -263,13 +264,7 @@ def translate_all(
 def _translate_ingress_class(
     snapshot: Snapshot, name: str, settings: TranslateSettings
 ) -> IngressTranslation:
-    steps = ingress_translation_steps(snapshot, name, settings, memo=IngressMemo())
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            translation: IngressTranslation = done.value
-            return translation
+    return run_to_end(ingress_translation_steps(snapshot, name, settings, memo=IngressMemo()))
 
 
 def _migrate(

@@ -69,6 +69,7 @@ from agc_controller.translate.programmed import listener_programmed, with_progra
 from agc_controller.translate.refgrants import ReferenceGrants
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
+from agc_controller.translate.steps import run_to_end
 
 T = TypeVar("T")
 
@@ -158,13 +159,7 @@ def translate_gateway(
     `memo` carries sub-results from this Gateway's previous translation (memo.py):
     the result is the same with or without it, only cheaper with it.
     """
-    steps = translation_steps(snapshot, key, settings, memo=memo or Memo())
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            translation: GatewayTranslation = done.value
-            return translation
+    return run_to_end(translation_steps(snapshot, key, settings, memo=memo or Memo()))
 
 
 def translation_steps(

@@ -212,6 +212,28 @@ async def first_200(session: aiohttp.ClientSession, url: str, host: str) -> None
         await asyncio.sleep(0.001)
 
 
+async def time_to_200(
+    api: client.ApiClient,
+    url: str,
+    plural: str,
+    objects: list[dict[str, Any]],
+    hosts: list[str],
+    *,
+    what: str,
+) -> list[float]:
+    """Apply each object in turn and time it, from the API server's answer to the first
+    200 from `url` with its host (ms, sorted; printed in order too)."""
+    samples = []
+    async with aiohttp.ClientSession() as session:
+        for obj, host in zip(objects, hosts, strict=True):
+            await server_side_apply(api, obj, plural=plural)
+            answered = time.perf_counter()
+            await first_200(session, url, host)
+            samples.append((time.perf_counter() - answered) * 1000)
+    print(f"[bench] {what} -> 200, in order (ms):", *(f"{v:.0f}" for v in samples), file=sys.stderr)
+    return sorted(samples)
+
+
 def endpoint_slice(addresses: list[str]) -> dict[str, Any]:
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -385,28 +407,18 @@ class Bench:
         return seen - last
 
     async def propagation(self, size: int) -> list[float]:
-        samples = []
-        names = []
-        async with aiohttp.ClientSession() as session:
-            for i in range(PROBES):
-                name, hostname = f"probe-{size}-{i}", f"probe-{size}-{i}.example.com"
-                names.append(name)
-                await server_side_apply(
-                    self.api,
-                    route(name, hostname=hostname, rules=[backend_rule()]),
-                    plural="httproutes",
-                )
-                accepted = time.perf_counter()
-                await first_200(session, f"http://{self.address}/", hostname)
-                samples.append((time.perf_counter() - accepted) * 1000)
-        print(
-            f"[bench] {size}: new route -> 200, in order (ms):",
-            *(f"{v:.0f}" for v in samples),
-            file=sys.stderr,
+        names = [f"probe-{size}-{i}" for i in range(PROBES)]
+        samples = await time_to_200(
+            self.api,
+            f"http://{self.address}/",
+            "httproutes",
+            [route(n, hostname=f"{n}.example.com", rules=[backend_rule()]) for n in names],
+            [f"{n}.example.com" for n in names],
+            what=f"{size}: new route",
         )
         await delete_routes(self.custom, names)
         await self.tracker.wait_for(lambda: self.tracker.converged(size + CATCH_ALLS))
-        return sorted(samples)
+        return samples
 
     async def edits(self) -> list[float]:
         samples = []
@@ -511,24 +523,18 @@ class IngressBench:
                 await asyncio.sleep(0.2)
 
     async def propagation(self, size: int) -> list[float]:
-        samples = []
-        names = []
-        async with aiohttp.ClientSession() as session:
-            for i in range(PROBES):
-                name, host = f"probe-ing-{size}-{i}", f"probe-ing-{size}-{i}.example.com"
-                names.append(name)
-                await server_side_apply(self.api, ingress(name, host), plural="ingresses")
-                created = time.perf_counter()
-                await first_200(session, f"http://{self.address}/", host)
-                samples.append((time.perf_counter() - created) * 1000)
-        print(
-            f"[bench] {size}: new Ingress -> 200, in order (ms):",
-            *(f"{v:.0f}" for v in samples),
-            file=sys.stderr,
+        names = [f"probe-ing-{size}-{i}" for i in range(PROBES)]
+        samples = await time_to_200(
+            self.api,
+            f"http://{self.address}/",
+            "ingresses",
+            [ingress(n, f"{n}.example.com") for n in names],
+            [f"{n}.example.com" for n in names],
+            what=f"{size}: new Ingress",
         )
         for name in names:
             await self.networking.delete_namespaced_ingress(name, NS)
-        return sorted(samples)
+        return samples
 
 
 async def measure_ingresses(api: client.ApiClient) -> None:

@@ -24,6 +24,7 @@ from tests.e2e.conftest import Cluster
 from tests.e2e.test_auth import HTPASSWD, basic, secret
 from tests.e2e.test_http_routing import get
 from tests.e2e.test_https import curl
+from tests.e2e.test_streams import start_tls_echo
 
 NGINX = "nginx.ingress.kubernetes.io/"
 AGIC = "appgw.ingress.kubernetes.io/"
@@ -198,19 +199,7 @@ async def test_rules_tls_default_backend_merge_and_refused_snippets(
 
     # ssl-passthrough: the backend's own certificate reaches the client; the other
     # hosts on 443 are still terminated by the gateway
-    pair = ca.issue("pass.example.com")
-    (tmp_path / "backend.crt").write_text(pair.cert_pem)
-    (tmp_path / "backend.key").write_text(pair.key_pem)
-    tls_backend = backends.start_echo(
-        "ing-tls",
-        port=8443,
-        args=(
-            "--tls-cert",
-            str(tmp_path / "backend.crt"),
-            "--tls-key",
-            str(tmp_path / "backend.key"),
-        ),
-    )
+    tls_backend = start_tls_echo(backends, ca, "pass.example.com", tmp_path, "ing-tls")
     await cluster.service("tls", [tls_backend], port=8443, target_port=8443)
     passthrough = ingress(
         "pass",

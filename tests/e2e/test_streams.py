@@ -116,6 +116,26 @@ async def test_udp_route_echo(cluster: Cluster, echo: dict[str, str]) -> None:
     assert await asyncio.to_thread(exchange, b"hello") == b"stream-a:hello"
 
 
+def start_tls_echo(
+    backends: BackendNamespace, ca: CertificateAuthority, host: str, directory: Path, name: str
+) -> str:
+    """An echo backend `name` serving TLS on port 8443 with its own certificate for
+    `host` (from `ca`, files kept in `directory`); its address."""
+    pair = ca.issue(host)
+    (directory / "backend.crt").write_text(pair.cert_pem)
+    (directory / "backend.key").write_text(pair.key_pem)
+    return backends.start_echo(
+        name,
+        port=8443,
+        args=(
+            "--tls-cert",
+            str(directory / "backend.crt"),
+            "--tls-key",
+            str(directory / "backend.key"),
+        ),
+    )
+
+
 async def test_tls_passthrough_terminate_and_https(
     cluster: Cluster, backends: BackendNamespace, echo: dict[str, str], tmp_path: Path
 ) -> None:
@@ -125,19 +145,7 @@ async def test_tls_passthrough_terminate_and_https(
     ca = CertificateAuthority()
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text(ca.pem)
-    backend_pair = ca.issue("abc.example.com")
-    (tmp_path / "backend.crt").write_text(backend_pair.cert_pem)
-    (tmp_path / "backend.key").write_text(backend_pair.key_pem)
-    tls_backend = backends.start_echo(
-        "stream-tls",
-        port=8443,
-        args=(
-            "--tls-cert",
-            str(tmp_path / "backend.crt"),
-            "--tls-key",
-            str(tmp_path / "backend.key"),
-        ),
-    )
+    tls_backend = start_tls_echo(backends, ca, "abc.example.com", tmp_path, "stream-tls")
     await cluster.service("tls", [tls_backend], port=8443, target_port=8443)
     await cluster.service("a", [echo["a"]])
     await cluster.apply(ca.issue("www.example.org").secret("gateway-cert"))

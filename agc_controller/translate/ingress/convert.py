@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -51,8 +51,11 @@ from agc_controller.translate.ingress.annotations import (
     parse_annotations,
 )
 from agc_controller.translate.snapshot import Obj
+from agc_controller.translate.steps import run_to_end
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 HTTP_PORT = 80
 HTTPS_PORT = 443
@@ -235,13 +238,7 @@ def convert_ingresses(
     memo: ConversionMemo | None = None,
 ) -> Conversion:
     """The Gateway API objects serving `ingresses` (all of one class)."""
-    steps = conversion_steps(ingresses, services, target, memo=memo or ConversionMemo())
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            conversion: Conversion = done.value
-            return conversion
+    return run_to_end(conversion_steps(ingresses, services, target, memo=memo or ConversionMemo()))
 
 
 def conversion_steps(
@@ -576,27 +573,42 @@ def _backend_refs(plan: _Plan) -> set[tuple[str, int]]:
     return found
 
 
+def _oldest_claims(
+    claims: Iterable[tuple[str, K, V]],
+    notes: defaultdict[str, list[Note]],
+    conflict: Callable[[K, str], Note],
+) -> dict[K, tuple[str, V]]:
+    """Key -> (the Ingress holding it, its value), for claims (Ingress, key, value) in
+    age order: the first claim of a key holds it; a later, different one is told
+    `conflict(key, holder)`."""
+    found: dict[K, tuple[str, V]] = {}
+    for ingress, key, value in claims:
+        held = found.setdefault(key, (ingress, value))
+        if held[1] != value:
+            notes[ingress].append(conflict(key, held[0]))
+    return found
+
+
 def _health_checks(
     plans: Iterable[_Plan], notes: defaultdict[str, list[Note]]
 ) -> dict[str, Mapping[str, object]]:
     """Service -> its probe (`default` block), from the oldest Ingress with probe
     annotations sending to it."""
-    found: dict[str, tuple[str, Mapping[str, object]]] = {}
-    for plan in plans:
-        probe = plan.annotations.health_probe
-        if probe is None or plan.annotations.refused:
-            continue
-        for service in sorted({s for s, _ in _backend_refs(plan)}):
-            held = found.setdefault(service, (plan.key, probe))
-            if held[1] != probe:
-                notes[plan.key].append(
-                    Note(
-                        "Warning",
-                        "HealthProbeConflict",
-                        f"Service {service} is probed as the older Ingress {held[0]} says; "
-                        "this Ingress's health-probe annotations are not used for it",
-                    )
-                )
+    found = _oldest_claims(
+        (
+            (plan.key, service, probe)
+            for plan in plans
+            if (probe := plan.annotations.health_probe) is not None and not plan.annotations.refused
+            for service in sorted({s for s, _ in _backend_refs(plan)})
+        ),
+        notes,
+        lambda service, holder: Note(
+            "Warning",
+            "HealthProbeConflict",
+            f"Service {service} is probed as the older Ingress {holder} says; this "
+            "Ingress's health-probe annotations are not used for it",
+        ),
+    )
     return {service: probe for service, (_, probe) in found.items()}
 
 
@@ -621,7 +633,7 @@ def _backend_protocols(
 ) -> dict[tuple[str, int], tuple[str, BackendProtocol]]:
     """(Service, port) -> (the Ingress deciding it, how it is spoken to), for the
     backends of Ingresses with backend-protocol: the oldest decides a Service port."""
-    found: dict[tuple[str, int], tuple[str, BackendProtocol]] = {}
+    claims = []
     for plan in plans:
         protocol = plan.annotations.backend_protocol
         if protocol is None or plan.annotations.refused:
@@ -640,18 +652,17 @@ def _backend_protocols(
                 )
             )
             continue
-        for key in sorted(_backend_refs(plan)):
-            held = found.setdefault(key, (plan.key, protocol))
-            if held[1] != protocol:
-                notes[plan.key].append(
-                    Note(
-                        "Warning",
-                        "BackendProtocolConflict",
-                        f"Service {key[0]} port {key[1]} is spoken to as the older Ingress "
-                        f"{held[0]} says; this Ingress's backend-protocol is not used for it",
-                    )
-                )
-    return found
+        claims += [(plan.key, key, protocol) for key in sorted(_backend_refs(plan))]
+    return _oldest_claims(
+        claims,
+        notes,
+        lambda key, holder: Note(
+            "Warning",
+            "BackendProtocolConflict",
+            f"Service {key[0]} port {key[1]} is spoken to as the older Ingress {holder} "
+            "says; this Ingress's backend-protocol is not used for it",
+        ),
+    )
 
 
 def _backend_tls_policies(
