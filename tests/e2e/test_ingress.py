@@ -18,10 +18,12 @@ from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.render import Migration, translate_all
 from agc_controller.render.documents import render_gateway_api
 from agc_controller.translate import Snapshot
+from agc_controller.translate.ingress import SERVED_NAMESPACE
 from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_auth import HTPASSWD, basic, secret
+from tests.e2e.test_healthcheck import set_health
 from tests.e2e.test_http_routing import get
 from tests.e2e.test_https import curl
 from tests.e2e.test_streams import start_tls_echo
@@ -554,3 +556,139 @@ async def test_access_rate_limit_and_affinity_annotations(
     cookie = headers["Set-Cookie"]
     assert cookie.startswith("route=")
     assert "Max-Age=3600" in cookie
+
+
+async def test_more_annotations_with_traffic(
+    cluster: Cluster,
+    backends: BackendNamespace,
+    echo: dict[str, str],
+    ingress_class: str,
+    tmp_path: Path,
+) -> None:
+    """Rate per second, canary by header value, a redirect's code, AGIC's affinity, the
+    send timeout, HTTPS backends verified, ModSecurity in Detection, AGIC's probes."""
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    ca = CertificateAuthority()
+    tls_backend = start_tls_echo(backends, ca, "secure.internal", tmp_path, "ing-secure")
+    await cluster.service("secure", [tls_backend], port=8443, target_port=8443)
+    await secret(cluster, "backend-ca", {"ca.crt": ca.pem}, "Opaque")
+    healthy, failing = backends.start_echo("ing-h1"), backends.start_echo("ing-h2")
+    await cluster.service("probed", [healthy, failing])
+    web = [("/", "Prefix", "web")]
+    secure = ingress(
+        "secure-backend",
+        "secure-backend.example.com",
+        [("/", "Prefix", "secure")],
+        class_name=ingress_class,
+        annotations={
+            NGINX + "backend-protocol": "HTTPS",
+            NGINX + "proxy-ssl-verify": "on",
+            NGINX + "proxy-ssl-secret": "backend-ca",
+            NGINX + "proxy-ssl-name": "secure.internal",
+        },
+    )
+    secure["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": 8443}
+    for obj in [
+        ingress(
+            "per-second",
+            "rps.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "limit-rps": "1", NGINX + "limit-burst-multiplier": "1"},
+        ),
+        ingress("versioned", "version.example.com", web, class_name=ingress_class),
+        ingress(
+            "versioned-canary",
+            "version.example.com",
+            [("/", "Prefix", "next")],
+            class_name=ingress_class,
+            annotations={
+                NGINX + "canary": "true",
+                NGINX + "canary-by-header": "X-Version",
+                NGINX + "canary-by-header-value": "v2",
+            },
+        ),
+        ingress(
+            "moved-308",
+            "moved308.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={
+                NGINX + "permanent-redirect": "https://new.example.com/",
+                NGINX + "permanent-redirect-code": "308",
+            },
+        ),
+        ingress(
+            "agic-sticky",
+            "agic-sticky.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={AGIC + "cookie-based-affinity": "true"},
+        ),
+        ingress(
+            "slow-send",
+            "send.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "proxy-send-timeout": "1"},
+        ),
+        secure,
+        ingress(
+            "inspected",
+            "inspected.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "enable-modsecurity": "true"},
+        ),
+        ingress(
+            "probed",
+            "probed.example.com",
+            [("/", "Prefix", "probed")],
+            class_name=ingress_class,
+            annotations={
+                AGIC + "health-probe-path": "/__health",
+                AGIC + "health-probe-interval": "1",
+                AGIC + "health-probe-unhealthy-threshold": "1",
+            },
+        ),
+    ]:
+        await cluster.apply(obj)
+    address = await ingress_address(cluster, "probed")
+    await until_answer(address, "/", (200, "ing-web"), host="inspected.example.com")
+
+    codes = [(await get(address, "/", host="rps.example.com"))[0] for _ in range(2)]
+    assert codes == [200, 429]
+    version = "version.example.com"
+    assert await answer(address, "/", host=version, headers={"X-Version": "v2"}) == (
+        200,
+        "ing-next",
+    )
+    assert await answer(address, "/", host=version, headers={"X-Version": "v1"}) == (
+        200,
+        "ing-web",
+    )
+    status, headers, _ = await get(address, "/", host="moved308.example.com")
+    assert (status, headers["Location"]) == (308, "https://new.example.com/")
+    _, headers, _ = await get(address, "/", host="agic-sticky.example.com")
+    assert headers["Set-Cookie"].startswith("ApplicationGatewayAffinity=")
+    assert (await get(address, "/?delay=3", host="send.example.com"))[0] == 504
+    # the backend's certificate verified against the Secret's CA for proxy-ssl-name
+    await until_answer(address, "/", (200, "ing-secure"), host="secure-backend.example.com")
+    # Detection: the attack is let through, and logged with the policy's name
+    attack = "/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    assert (await get(address, attack, host="inspected.example.com"))[0] == 200
+    log = cluster.provider.state_dir / f"{SERVED_NAMESPACE}_{ingress_class}" / "waf.log"
+    async with asyncio.timeout(20):
+        while not (log.exists() and "inspected-inspected.example.com" in log.read_text()):
+            await asyncio.sleep(0.1)
+    # AGIC's probe: the endpoint failing it leaves the rotation
+    await set_health(failing, 503)
+
+    async def only_healthy() -> bool:
+        seen = {(await answer(address, "/", host="probed.example.com"))[1] for _ in range(8)}
+        return seen == {"ing-h1"}
+
+    async with asyncio.timeout(20):
+        while not await only_healthy():
+            await asyncio.sleep(0.2)
