@@ -43,6 +43,8 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
             ix.PARENT_LISTENER_SETS: ix.route_parent_listener_sets,
             ix.BACKEND_SERVICES: ix.route_backend_services,
             ix.NAMESPACE: ix.namespace_of,
+            # HTTPRoute rules name our HTTPRouteFilters (other kinds: none)
+            ix.EXTENSION_REFS: ix.route_filter_refs,
         }
         for route in ROUTE_KINDS
     },
@@ -209,6 +211,12 @@ class Cache:
                 if (document := self.remote_jwks.get(url)) is not None
             },
             waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),
+            route_filters={
+                k: o
+                for route_key in routes[r.HTTP_ROUTE.kind]
+                for k in self.store(r.HTTP_ROUTE.kind).index_values(ix.EXTENSION_REFS, route_key)
+                if (o := self.get(r.HTTP_ROUTE_FILTER.kind, k)) is not None
+            },
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={

@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agc_controller.core.keys import ObjectKey, namespaced_name
-from agc_controller.core.resources import GATEWAY_GROUP, LISTENER_SET
+from agc_controller.core.resources import (
+    GATEWAY_GROUP,
+    HTTP_ROUTE_FILTER,
+    LISTENER_SET,
+    POLICY_GROUP,
+)
 from agc_controller.translate import ingress
 from agc_controller.translate.graph import jwt
 from agc_controller.translate.ingress.annotations import referenced_objects
@@ -34,6 +39,7 @@ TARGET_SERVICES = "target-services"  # policies -> "ns/service"
 TARGETS = "targets"  # our policies -> "Gateway/ns/name", "Service/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
 JWKS_URLS = "jwks-urls"  # AuthPolicies -> the JWKS URLs their JWT providers name
+EXTENSION_REFS = "extension-refs"  # HTTPRoutes -> "ns/name" of our HTTPRouteFilters
 INGRESS_CLASS = "ingress-class"  # Ingresses -> the class they name ("" none: the default)
 
 
@@ -118,6 +124,21 @@ def route_backend_services(obj: Obj) -> Iterable[str]:
             if f.get("type") == "RequestMirror":
                 refs.append((f.get("requestMirror") or {}).get("backendRef") or {})
     return sorted(set(_service_refs(refs, namespace)))
+
+
+def route_filter_refs(obj: Obj) -> Iterable[str]:
+    """Our HTTPRouteFilters ("ns/name") an HTTPRoute's rules name in ExtensionRef filters."""
+    namespace = obj["metadata"]["namespace"]
+    return sorted(
+        {
+            namespaced_name(namespace, str(ref.get("name")))
+            for rule in (obj.get("spec") or {}).get("rules") or []
+            for f in rule.get("filters") or []
+            if f.get("type") == "ExtensionRef"
+            and (ref := f.get("extensionRef") or {}).get("group") == POLICY_GROUP
+            and ref.get("kind") == HTTP_ROUTE_FILTER.kind
+        }
+    )
 
 
 def gateway_class_name(obj: Obj) -> Iterable[str]:

@@ -72,6 +72,13 @@ class Mapper:
             return self._via_material(f"{kind}/{namespace}/{name}")
         if kind == r.REFERENCE_GRANT.kind:
             return self._via_grant(obj)
+        if kind == r.HTTP_ROUTE_FILTER.kind:
+            return {
+                gateway_key(g)
+                for g in self.cache.gateways_of_routes(
+                    ix.EXTENSION_REFS, namespaced_name(namespace, name)
+                )
+            }
         if kind == r.INGRESS_CLASS.kind:
             # which class is the default decides where Ingresses naming none belong
             return {

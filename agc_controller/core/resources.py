@@ -66,6 +66,10 @@ WAF_POLICY = Resource(
     "WebApplicationFirewallPolicy",
     namespaced=True,
 )
+# our ExtensionRef filter for HTTPRoute rules (a regex path rewrite)
+HTTP_ROUTE_FILTER = Resource(
+    POLICY_GROUP, "v1alpha1", "httproutefilters", "HTTPRouteFilter", namespaced=True
+)
 REFERENCE_GRANT = Resource(
     GATEWAY_GROUP, "v1", "referencegrants", "ReferenceGrant", namespaced=True
 )
@@ -101,6 +105,7 @@ BY_KIND = {
         LOAD_BALANCING_POLICY,
         AUTH_POLICY,
         WAF_POLICY,
+        HTTP_ROUTE_FILTER,
         REFERENCE_GRANT,
         SERVICE,
         ENDPOINT_SLICE,

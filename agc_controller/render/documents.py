@@ -69,6 +69,7 @@ TRANSLATED_KINDS = frozenset(
         "BackendLoadBalancingPolicy",
         "AuthPolicy",
         "WebApplicationFirewallPolicy",
+        "HTTPRouteFilter",
         "ReferenceGrant",
         "Service",
         "EndpointSlice",

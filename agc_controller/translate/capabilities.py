@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from agc_controller.core.resources import HTTP_ROUTE_FILTER, POLICY_GROUP
 from agc_controller.translate.model import (
     Auth,
     BackendHealth,
@@ -50,6 +51,8 @@ class Capabilities:
     cors: bool = True
     # HTTPRoute backends spoken to in HTTP/2 without TLS (appProtocol kubernetes.io/h2c)
     h2c_backends: bool = True
+    # our HTTPRouteFilter's path rewrite by a regular expression and its groups
+    regex_rewrites: bool = True
     retries: bool = True
     # the most retries a rule may ask for (retry.attempts); None: no limit
     retry_attempts_max: int | None = None
@@ -301,6 +304,10 @@ class Capabilities:
             path_type = ((f.get("urlRewrite") or {}).get("path") or {}).get("type")
             if path_type == "ReplacePrefixMatch" and not self.rewrite_prefix_replace:
                 return f"{field}.urlRewrite.path.type 'ReplacePrefixMatch'"
+        if kind == "ExtensionRef" and not self.regex_rewrites:
+            ref = f.get("extensionRef") or {}
+            if (ref.get("group"), ref.get("kind")) == (POLICY_GROUP, HTTP_ROUTE_FILTER.kind):
+                return f"{field}.extensionRef (HTTPRouteFilter: a regex path rewrite)"
         return None
 
 

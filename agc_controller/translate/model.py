@@ -146,8 +146,11 @@ class Redirect:
 @attrs.frozen
 class UrlRewrite:
     hostname: str | None = None
-    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch", "ReplaceRegexMatch"] | None = None
+    # the new path, prefix, or (ReplaceRegexMatch) substitution, \1-\9 for the groups
     path_value: str | None = None
+    # ReplaceRegexMatch: the PCRE whose first match in the path is replaced
+    path_pattern: str | None = None
 
 
 @attrs.frozen

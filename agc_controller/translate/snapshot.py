@@ -52,6 +52,8 @@ class Snapshot:
     remote_jwks: Mapping[str, RemoteDocument] = attrs.field(factory=dict)
     # our WebApplicationFirewallPolicies, found as the RateLimitPolicies are
     waf_policies: Mapping[str, Obj] = attrs.field(factory=dict)
+    # our HTTPRouteFilters the routes name in ExtensionRef filters
+    route_filters: Mapping[str, Obj] = attrs.field(factory=dict)
     reference_grants: Mapping[str, Obj] = attrs.field(factory=dict)
     services: Mapping[str, Obj] = attrs.field(factory=dict)
     # EndpointSlices of one Service, keyed by "namespace/service-name"
@@ -91,6 +93,7 @@ class Snapshot:
             load_balancing_policies=by_kind.get("BackendLoadBalancingPolicy", {}),
             auth_policies=by_kind.get("AuthPolicy", {}),
             waf_policies=by_kind.get("WebApplicationFirewallPolicy", {}),
+            route_filters=by_kind.get("HTTPRouteFilter", {}),
             reference_grants=by_kind.get("ReferenceGrant", {}),
             services=by_kind.get("Service", {}),
             endpoint_slices={k: tuple(v) for k, v in slices.items()},

@@ -78,6 +78,7 @@ NGINX_CASES = (
     "httproute-filter-backend-header-modifier",
     "httproute-filter-redirect",
     "httproute-filter-rewrite",
+    "httproute-filter-regex-rewrite",  # our HTTPRouteFilter: ngx.re.sub's template
     "httproute-filter-mirror",
     "httproute-filter-cors",
     "httproute-timeouts",

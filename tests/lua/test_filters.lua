@@ -66,6 +66,22 @@ function T.replace_prefix_match_keeps_the_rest_of_the_path()
   t.eq(rewritten("", "/api/users"), "/users")
 end
 
+function T.replace_regex_match_replaces_the_first_match_with_its_groups()
+  local rule = compiled()
+  local function rewritten(pattern, template, path)
+    return filters.new_path(
+      { path_type = "ReplaceRegexMatch", path_pattern = pattern, path_value = template }, rule, path
+    )
+  end
+  -- ingress-nginx's rewrite-target /$2 on path /something(/|$)(.*), the whole path
+  t.eq(rewritten("(?i)^(?:/something(/|$)(.*)).*", "/${2}", "/Something/new/x"), "/new/x")
+  t.eq(rewritten("(?i)^(?:/something(/|$)(.*)).*", "/${2}", "/something"), "/")
+  -- a part of the path; a literal dollar
+  t.eq(rewritten("/v[0-9]+/", "/api$$/", "/a/v2/b"), "/a/api$/b")
+  -- no match: the path is kept
+  t.eq(rewritten("^/other", "/x", "/api/a"), nil)
+end
+
 function T.replace_full_path_and_no_path()
   local rule = compiled()
   t.eq(filters.new_path({ path_type = "ReplaceFullPath", path_value = "/x" }, rule, "/api/a"), "/x")

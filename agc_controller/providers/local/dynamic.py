@@ -12,6 +12,7 @@ than the Lua router (see state.RouterState.streams).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -127,7 +128,20 @@ def _redirect(r: alb.Redirect | None) -> state.Redirect | None:
 def _rewrite(r: alb.UrlRewrite | None) -> state.Rewrite | None:
     if r is None:
         return None
+    if r.path_type == "ReplaceRegexMatch" and r.path_value is not None:
+        # the model's \1 groups as ngx.re.sub's ${1}; a literal $ as $$
+        template = _GROUP.sub(r"${\1}", r.path_value.replace("$", "$$"))
+        return state.Rewrite(
+            hostname=r.hostname,
+            path_type=r.path_type,
+            path_value=template,
+            path_pattern=r.path_pattern,
+        )
     return state.Rewrite(hostname=r.hostname, path_type=r.path_type, path_value=r.path_value)
+
+
+# \1 to \9 in a ReplaceRegexMatch substitution
+_GROUP = re.compile(r"\\([1-9])")
 
 
 def _cors(c: alb.Cors | None) -> state.Cors | None:

@@ -118,9 +118,12 @@ class Rewrite:
 
     # the Host header sent upstream
     hostname: str | None = None
-    # the path the backend sees, as in Redirect
-    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch"] | None = None
+    # the path the backend sees, as in Redirect; or ReplaceRegexMatch: the first match
+    # of `path_pattern` (a PCRE) in the path is replaced by `path_value`, a template
+    # of ngx.re.sub ($1 / ${1} the groups, $$ a dollar)
+    path_type: Literal["ReplaceFullPath", "ReplacePrefixMatch", "ReplaceRegexMatch"] | None = None
     path_value: str | None = None
+    path_pattern: str | None = None
 
 
 @attrs.frozen

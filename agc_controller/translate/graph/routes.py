@@ -17,7 +17,8 @@ from typing import Any, Literal
 import attrs
 
 from agc_controller.core import conditions as c
-from agc_controller.core.keys import ObjectKey
+from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import HTTP_ROUTE_FILTER, POLICY_GROUP
 from agc_controller.core.status import ParentReference
 from agc_controller.translate import validate
 from agc_controller.translate.capabilities import FULL, Capabilities
@@ -310,7 +311,7 @@ class _RuleParser:
         elif kind == "RequestRedirect" and self.kind == "HTTPRoute":
             into.redirect = _redirect(f"{field}.requestRedirect", raw.get("requestRedirect") or {})
         elif kind == "URLRewrite" and self.kind == "HTTPRoute":
-            into.rewrite = _rewrite(f"{field}.urlRewrite", raw.get("urlRewrite") or {})
+            into.add_rewrite(field, _rewrite(f"{field}.urlRewrite", raw.get("urlRewrite") or {}))
         elif kind == "RequestMirror":
             mirror = self._mirror(
                 f"{field}.requestMirror", raw.get("requestMirror") or {}, problems
@@ -319,6 +320,8 @@ class _RuleParser:
                 into.mirrors.append(mirror)
         elif kind == "CORS" and self.kind == "HTTPRoute":
             into.cors = _cors(f"{field}.cors", raw.get("cors") or {})
+        elif kind == "ExtensionRef" and self._route_filter(field, raw, into, problems):
+            pass
         elif kind == "ExtensionRef":
             ref = raw.get("extensionRef") or {}
             problems.append(
@@ -333,6 +336,33 @@ class _RuleParser:
             raise RuleInvalid(
                 c.R_UNSUPPORTED_VALUE, f"{field}.type {kind!r} is not supported on {self.kind}"
             )
+
+    def _route_filter(
+        self, field: str, raw: Obj, into: _Filters, problems: list[BackendProblem]
+    ) -> bool:
+        """An ExtensionRef to our HTTPRouteFilter: its rewrite joins the rule's (True),
+        or its requests get 500 when it is missing (True, with the problem listed).
+        False: not ours."""
+        ref = raw.get("extensionRef") or {}
+        if self.kind != "HTTPRoute" or (ref.get("group"), ref.get("kind")) != (
+            POLICY_GROUP,
+            HTTP_ROUTE_FILTER.kind,
+        ):
+            return False
+        name = namespaced_name(self.namespace, str(ref.get("name", "")))
+        found = self.snapshot.route_filters.get(name)
+        if found is None:
+            problems.append(
+                BackendProblem(
+                    c.R_BACKEND_NOT_FOUND,
+                    f"{field}.extensionRef: HTTPRouteFilter {name} not found; its requests "
+                    "get HTTP 500",
+                )
+            )
+            into.extension_ref_problem = True
+            return True
+        into.add_rewrite(field, _regex_rewrite(f"{field} (HTTPRouteFilter {name})", found))
+        return True
 
     def _mirror(self, field: str, raw: Obj, problems: list[BackendProblem]) -> MirrorNode | None:
         backend, problem = resolve_backend(
@@ -366,6 +396,25 @@ class _Filters:
     mirrors: list[MirrorNode] = attrs.field(factory=list)
     cors: Cors | None = None
     extension_ref_problem: bool = False
+
+    def add_rewrite(self, field: str, rewrite: UrlRewrite) -> None:
+        """A rule's URL rewrites combine: one may rewrite the host, one the path."""
+        known = self.rewrite
+        if known is None:
+            self.rewrite = rewrite
+            return
+        if (known.hostname and rewrite.hostname) or (known.path_type and rewrite.path_type):
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE,
+                f"{field}: a rule rewrites the host once and the path once",
+            )
+        self.rewrite = attrs.evolve(
+            known,
+            hostname=known.hostname or rewrite.hostname,
+            path_type=known.path_type or rewrite.path_type,
+            path_value=known.path_value if known.path_type else rewrite.path_value,
+            path_pattern=known.path_pattern if known.path_type else rewrite.path_pattern,
+        )
 
     def has_route_only_filters(self) -> bool:
         return bool(self.redirect or self.rewrite or self.mirrors or self.cors)
@@ -493,6 +542,33 @@ def _rewrite(field: str, raw: Obj) -> UrlRewrite:
         raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.hostname: {problem}")
     path_type, path_value = _path_modifier(f"{field}.path", raw.get("path"))
     return UrlRewrite(hostname=hostname, path_type=path_type, path_value=path_value)
+
+
+# \1 to \9 in a substitution: the pattern's capture groups
+_GROUP_REFERENCE = re.compile(r"\\([1-9])")
+
+
+def _regex_rewrite(field: str, route_filter: Obj) -> UrlRewrite:
+    """The path rewrite of an HTTPRouteFilter (the CRD checked its shape)."""
+    path = (((route_filter.get("spec") or {}).get("urlRewrite") or {}).get("path")) or {}
+    spec = path.get("replaceRegexMatch") or {}
+    pattern, substitution = str(spec.get("pattern", "")), str(spec.get("substitution", ""))
+    if path.get("type") != "ReplaceRegexMatch":
+        raise RuleInvalid(
+            c.R_UNSUPPORTED_VALUE, f"{field}: urlRewrite.path.type must be ReplaceRegexMatch"
+        )
+    if problem := validate.regex(pattern):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: pattern: {problem}")
+    groups = re.compile(pattern).groups
+    if any(int(n) > groups for n in _GROUP_REFERENCE.findall(substitution)):
+        raise RuleInvalid(
+            c.R_UNSUPPORTED_VALUE,
+            f"{field}: substitution {substitution[:64]!r} names a group the pattern lacks "
+            f"(it has {groups})",
+        )
+    if problem := validate.path(_GROUP_REFERENCE.sub("x", substitution) or "/"):
+        raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: substitution: {problem}")
+    return UrlRewrite(path_type="ReplaceRegexMatch", path_value=substitution, path_pattern=pattern)
 
 
 def _cors(field: str, raw: Obj) -> Cors:

@@ -162,6 +162,10 @@ local function compile_rule(rule)
     retry = rule.retry,
     limit = ratelimit.compile(rule.limit),
   }
+  if rule.rewrite and rule.rewrite.path_type == "ReplaceRegexMatch" then
+    local ok, err = check_regex("rewrite", rule.rewrite.path_pattern)
+    if not ok then return nil, err end
+  end
   if path_type == "PathPrefix" then
     -- segment-aware: "/v2" and "/v2/" both match "/v2", "/v2/" and "/v2/x"
     local prefix = path_value

@@ -65,6 +65,12 @@ end
 -- `rule`; nil when it keeps the path.
 function _M.new_path(spec, rule, path)
   if spec.path_type == "ReplaceFullPath" then return spec.path_value end
+  if spec.path_type == "ReplaceRegexMatch" then
+    -- the first match is replaced (the pattern was compiled when the rule was)
+    local new, n = ngx.re.sub(path, spec.path_pattern, spec.path_value, "jo")
+    if n and n > 0 then return new end
+    return nil
+  end
   if spec.path_type == "ReplacePrefixMatch" then
     return replace_prefix(path, rule.prefix or "", spec.path_value)
   end
