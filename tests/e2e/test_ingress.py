@@ -241,6 +241,13 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
             },
         ),
         ingress(
+            "captured",
+            "captured.example.com",
+            [("/something(/|$)(.*)", "ImplementationSpecific", "web")],
+            class_name=class_name,
+            annotations={NGINX + "use-regex": "true", NGINX + "rewrite-target": "/$2"},
+        ),
+        ingress(
             "regex",
             "regex.example.com",
             [("/api/v[0-9]+", "ImplementationSpecific", "api")],
@@ -337,6 +344,7 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
 # (host, path, request headers) the round trip asks both ways
 REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("rewrite.example.com", "/app/x", {}),
+    ("captured.example.com", "/Something/new/x", {}),
     ("regex.example.com", "/API/V2/users", {}),
     ("regex.example.com", "/api/vx", {}),
     ("approot.example.com", "/", {}),
@@ -379,6 +387,9 @@ async def test_annotations_and_the_round_trip(
 
     status, _, body = await get(address, "/app/x", host="rewrite.example.com")
     assert (status, body["path"], body["host"]) == (200, "/", "internal.example.com")
+    # rewrite-target with a capture group: the rest of the path, case-insensitive match
+    status, _, body = await get(address, "/Something/new/x?q=1", host="captured.example.com")
+    assert (status, body["path"]) == (200, "/new/x?q=1")
     assert await answer(address, "/API/V2/users", host="regex.example.com") == (200, "ing-api")
     assert (await answer(address, "/api/vx", host="regex.example.com"))[0] == 404
     status, headers, _ = await get(address, "/", host="approot.example.com")

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.resources import BY_KIND, POLICY_GROUP
 from agc_controller.core.status import ApplyResult
-from agc_controller.kube import api_client_from_kubeconfig
+from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.manager import Controller
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.settings import Settings
@@ -510,3 +510,76 @@ async def test_tlsroute_on_our_gateway_gets_status(env: Env, running: Running) -
 
     await eventually(rejected)
     assert await _attached(env, "gw", 0)
+
+
+async def test_a_route_follows_the_httproutefilter_it_names(env: Env, running: Running) -> None:
+    """A rule naming a missing HTTPRouteFilter is unresolved; creating the filter, then
+    breaking it, reaches the route through the filter's own watch."""
+    await env.service()
+    await env.gateway("gw")
+    await env.create(
+        "httproutes",
+        {
+            "apiVersion": f"{GW}/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "rewritten"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [
+                    {
+                        "filters": [
+                            {
+                                "type": "ExtensionRef",
+                                "extensionRef": {
+                                    "group": POLICY_GROUP,
+                                    "kind": "HTTPRouteFilter",
+                                    "name": "strip",
+                                },
+                            }
+                        ],
+                        "backendRefs": [{"name": "web", "port": 80}],
+                    }
+                ],
+            },
+        },
+    )
+
+    async def route_condition(type_: str) -> dict[str, Any]:
+        parents = our_parents(await env.get("httproutes", "rewritten"), env.controller_name)
+        return condition(parents[0]["conditions"], type_) if parents else {}
+
+    async def resolved(status: str) -> bool:
+        return (await route_condition("ResolvedRefs")).get("status") == status
+
+    await eventually(lambda: resolved("False"))
+    assert "HTTPRouteFilter" in (await route_condition("ResolvedRefs"))["message"]
+
+    async def apply_filter(substitution: str) -> None:
+        body = {
+            "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
+            "kind": "HTTPRouteFilter",
+            "metadata": {"name": "strip", "namespace": env.namespace},
+            "spec": {
+                "urlRewrite": {
+                    "path": {
+                        "type": "ReplaceRegexMatch",
+                        "replaceRegexMatch": {
+                            "pattern": "^/v1(/.*)$",
+                            "substitution": substitution,
+                        },
+                    }
+                }
+            },
+        }
+        await server_side_apply(env.kube, body, plural="httproutefilters")
+
+    await apply_filter("\\1")
+    await eventually(lambda: resolved("True"))
+    # a group the pattern lacks: the rule is dropped, the route says why
+    await apply_filter("/\\2")
+
+    async def dropped() -> bool:
+        return (await route_condition("Accepted")).get("status") == "False"
+
+    await eventually(dropped)
+    assert "names a group the pattern lacks" in (await route_condition("Accepted"))["message"]

@@ -78,6 +78,9 @@ function T.replace_regex_match_replaces_the_first_match_with_its_groups()
   t.eq(rewritten("(?i)^(?:/something(/|$)(.*)).*", "/${2}", "/something"), "/")
   -- a part of the path; a literal dollar
   t.eq(rewritten("/v[0-9]+/", "/api$$/", "/a/v2/b"), "/a/api$/b")
+  -- a group that brings no leading "/": one is added
+  t.eq(rewritten("^/v1/?(.*)$", "${1}", "/v1/users"), "/users")
+  t.eq(rewritten("^/v1/?(.*)$", "${1}", "/v1"), "/")
   -- no match: the path is kept
   t.eq(rewritten("^/other", "/x", "/api/a"), nil)
 end

@@ -566,7 +566,8 @@ def _regex_rewrite(field: str, route_filter: Obj) -> UrlRewrite:
             f"{field}: substitution {substitution[:64]!r} names a group the pattern lacks "
             f"(it has {groups})",
         )
-    if problem := validate.path(_GROUP_REFERENCE.sub("x", substitution) or "/"):
+    # a group may bring the leading "/" (the data plane adds one when it does not)
+    if problem := validate.path(_GROUP_REFERENCE.sub("/x", substitution) or "/"):
         raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: substitution: {problem}")
     return UrlRewrite(path_type="ReplaceRegexMatch", path_value=substitution, path_pattern=pattern)
 

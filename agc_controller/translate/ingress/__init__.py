@@ -306,6 +306,7 @@ def ingress_translation_steps(
         health_check_policies=conversion.health_check_policies,
         load_balancing_policies={},
         waf_policies=conversion.policies.get("WebApplicationFirewallPolicy", {}),
+        route_filters=conversion.policies.get("HTTPRouteFilter", {}),
         ingress_classes={},
         ingresses={},
     )

@@ -63,7 +63,8 @@ ANNOTATIONS: Mapping[str, Annotation] = {
         NGINX,
         {
             "rewrite-target": Annotation(
-                "converted", "URLRewrite ReplaceFullPath (capture groups: not supported)"
+                "converted",
+                "URLRewrite ReplaceFullPath; with capture groups an HTTPRouteFilter (regex)",
             ),
             "use-regex": Annotation(
                 "converted", "paths become case-insensitive RegularExpression matches"
@@ -617,6 +618,18 @@ def _firewall(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return parsed
 
 
+# $1 to $9 in rewrite-target: the path's capture groups
+_CAPTURE = re.compile(r"\$([1-9])")
+
+
+def capture_template(target: str) -> str | None:
+    """rewrite-target with its $1-$9 as an HTTPRouteFilter substitution's \\1-\\9; None
+    when it has none (a fixed path)."""
+    if not _CAPTURE.search(target):
+        return None
+    return _CAPTURE.sub(r"\\\1", target)
+
+
 def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
 
@@ -625,12 +638,10 @@ def _rewrite(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     target = values.get(NGINX + "rewrite-target")
     prefix = values.get(AGIC + "backend-path-prefix")
     if target is not None:
-        if "$" in target:
-            raise _Invalid(
-                f"rewrite-target {target!r} uses capture groups, which cannot be expressed "
-                "in Gateway API (URLRewrite takes a fixed path)"
-            )
         parsed = attrs.evolve(parsed, rewrite_target=_path(target))
+        if _CAPTURE.search(target):
+            # as in ingress-nginx, capture groups make the paths regular expressions
+            parsed = attrs.evolve(parsed, use_regex=True)
     if prefix is not None:
         parsed = attrs.evolve(parsed, backend_path_prefix=_path(prefix))
     return parsed

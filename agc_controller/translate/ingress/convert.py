@@ -47,6 +47,7 @@ from agc_controller.translate.ingress.annotations import (
     BackendProtocol,
     Canary,
     Note,
+    capture_template,
     in_namespace,
     parse_annotations,
 )
@@ -62,7 +63,8 @@ HTTPS_PORT = 443
 HTTP_LISTENER = "http"
 # the name suffix of a route redirecting plain HTTP to https
 _REDIRECT = "-https-redirect"
-_POLICY_API_VERSION = "agc-controller.io/v1alpha1"
+_POLICY_GROUP = "agc-controller.io"
+_POLICY_API_VERSION = f"{_POLICY_GROUP}/v1alpha1"
 _GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
 # a route name longer than this gets a digest instead of its tail
 _MAX_NAME = 253
@@ -129,6 +131,8 @@ class _Path:
     match: tuple[tuple[str, str], ...]  # the Gateway API path match, as items
     backend: tuple[tuple[str, Any], ...] | None  # the backendRef, as items; None: none
     field: str  # where it is in the Ingress, for messages
+    # the HTTPRouteFilter rewriting it (rewrite-target with capture groups), by name
+    rewrite_filter: str | None = None
     # (host, path type, path value): what two Ingresses' paths are compared by
     key: _PathKey = attrs.field(init=False)
 
@@ -407,6 +411,7 @@ def _plan(key: str, ingress: Obj, services: Mapping[str, Obj]) -> _Plan:
         return tuple(ref.items())
 
     paths: list[_Path] = []
+    captures = capture_template(annotations.rewrite_target) if annotations.rewrite_target else None
     for i, rule in enumerate(spec.get("rules") or []):
         host = str(rule.get("host") or "").lower()
         for j, path in enumerate((rule.get("http") or {}).get("paths") or []):
@@ -417,6 +422,7 @@ def _plan(key: str, ingress: Obj, services: Mapping[str, Obj]) -> _Plan:
                     match=tuple(_path_match(path, annotations).items()),
                     backend=backend_ref(path.get("backend") or {}, f"{field}.backend"),
                     field=field,
+                    rewrite_filter=f"{meta['name']}-rewrite-{i}-{j}" if captures else None,
                 )
             )
     default = spec.get("defaultBackend")
@@ -1079,7 +1085,7 @@ def _rules(
         # no backend: every request it matches answers 500
         return [{"matches": [match]}]
     primary = dict(path.backend) if path.backend is not None else None
-    filters, timeouts = _filters(match, annotations)
+    filters, timeouts = _filters(match, annotations, path)
     redirect = annotations.redirect is not None
 
     def rule(matches: list[Obj], backends: list[Obj]) -> Obj:
@@ -1139,7 +1145,7 @@ def _rules(
     return rules
 
 
-def _filters(match: Obj, annotations: Annotations) -> tuple[list[Obj], Obj | None]:
+def _filters(match: Obj, annotations: Annotations, path: _Path) -> tuple[list[Obj], Obj | None]:
     """The filters and timeouts an Ingress's annotations give each of its rules."""
     redirect = annotations.redirect
     if redirect is not None:
@@ -1154,7 +1160,18 @@ def _filters(match: Obj, annotations: Annotations) -> tuple[list[Obj], Obj | Non
         return [{"type": "RequestRedirect", "requestRedirect": spec}], None
     filters: list[Obj] = []
     rewrite: Obj = {}
-    if annotations.rewrite_target is not None:
+    if annotations.rewrite_target is not None and path.rewrite_filter is not None:
+        filters.append(
+            {
+                "type": "ExtensionRef",
+                "extensionRef": {
+                    "group": _POLICY_GROUP,
+                    "kind": "HTTPRouteFilter",
+                    "name": path.rewrite_filter,
+                },
+            }
+        )
+    elif annotations.rewrite_target is not None:
         rewrite["path"] = {"type": "ReplaceFullPath", "replaceFullPath": annotations.rewrite_target}
     elif annotations.backend_path_prefix is not None:
         if match["path"]["type"] == "PathPrefix":
@@ -1211,6 +1228,9 @@ def _policies(
     elif annotations.waf_detection:
         specs.append(("WebApplicationFirewallPolicy", {"mode": "Detection"}))
     found: dict[str, dict[str, Obj]] = {}
+    filters = _rewrite_filters(plan)
+    if filters:
+        found["HTTPRouteFilter"] = filters
     for key, route in sorted(routes.items()):
         if not route.governed:
             continue
@@ -1233,6 +1253,44 @@ def _policies(
                 },
             }
     return found
+
+
+def _rewrite_filters(plan: _Plan) -> dict[str, Obj]:
+    """The HTTPRouteFilters of rewrite-target with capture groups: one per path, the path's
+    regular expression matched from the start of the path, which (as nginx's rewrite
+    does) it replaces whole."""
+    target = plan.annotations.rewrite_target
+    substitution = capture_template(target) if target else None
+    if substitution is None:
+        return {}
+    namespace = plan.ingress["metadata"].get("namespace", "")
+    found = {}
+    for path in plan.paths:
+        if path.rewrite_filter is None:
+            continue
+        value = path.key[2]
+        found[f"{namespace}/{path.rewrite_filter}"] = {
+            "apiVersion": _POLICY_API_VERSION,
+            "kind": "HTTPRouteFilter",
+            "metadata": {"name": path.rewrite_filter, "namespace": namespace},
+            "spec": {
+                "urlRewrite": {
+                    "path": {
+                        "type": "ReplaceRegexMatch",
+                        "replaceRegexMatch": {
+                            "pattern": f"(?i)^(?:{_unwrapped(value)}).*",
+                            "substitution": substitution,
+                        },
+                    }
+                }
+            },
+        }
+    return found
+
+
+def _unwrapped(regex: str) -> str:
+    """The Ingress path inside `_path_match`'s RegularExpression form."""
+    return regex.removeprefix("(?i)(?:").removesuffix(").*")
 
 
 def _auth_spec(annotations: Annotations) -> Obj:

@@ -68,8 +68,9 @@ function _M.new_path(spec, rule, path)
   if spec.path_type == "ReplaceRegexMatch" then
     -- the first match is replaced (the pattern was compiled when the rule was)
     local new, n = ngx.re.sub(path, spec.path_pattern, spec.path_value, "jo")
-    if n and n > 0 then return new end
-    return nil
+    if not n or n == 0 then return nil end
+    if new:sub(1, 1) ~= "/" then new = "/" .. new end
+    return new
   end
   if spec.path_type == "ReplacePrefixMatch" then
     return replace_prefix(path, rule.prefix or "", spec.path_value)
