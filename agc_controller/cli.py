@@ -388,6 +388,7 @@ def _run(args: argparse.Namespace) -> int:
                     replicas=args.dataplane_replicas,
                     service_type=args.dataplane_service_type,
                     resources=args.dataplane_resources,
+                    home_namespace=args.lease_namespace,
                 ),
             ),
             health=health,

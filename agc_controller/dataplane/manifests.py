@@ -3,7 +3,10 @@
 Per Gateway, in the Gateway's namespace, all with the same name (`object_name`)
 and owned by the Gateway (ownerReferences, so the garbage collector removes
 them with it; owner references cannot cross namespaces, which is why nothing
-goes to a namespace of its own):
+goes to a namespace of its own). The Gateway an IngressClass's Ingresses are
+served as exists only in translation: its data plane lives in the controller's
+namespace, owned by the IngressClass (a cluster-scoped owner may own objects of
+any namespace), named `agc-ingress-<class>`:
 
 - Secret: the configuration's manifest (config.py), watched by the agent, and
   its shard Secrets `<name>-s<kk>` (the only objects named otherwise), which
@@ -41,6 +44,7 @@ from agc_controller.dataplane.config import (
     shard_name,
 )
 from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
+from agc_controller.translate.ingress import SERVED_NAMESPACE
 from agc_controller.translate.model import LoadBalancer
 
 # the agent's state directory in the pod (an emptyDir; the root filesystem is read-only)
@@ -71,15 +75,31 @@ class InvalidOverride(PermanentError, ValueError):
     """A data-plane annotation on the Gateway or its class has a value we cannot use."""
 
 
+@attrs.frozen
+class Owner:
+    """What a data plane's objects belong to (their ownerReference)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+
 def object_name(gateway: ObjectKey) -> str:
     """The name of every data-plane object of `gateway`: a DNS-1035 label (a Service
-    name), `agc-<gateway>` when that is one, else a sanitised prefix and a digest."""
-    plain = f"agc-{gateway.name}"
+    name), `agc-<gateway>` when that is one (`agc-ingress-<class>` for an IngressClass's),
+    else a sanitised prefix and a digest."""
+    plain = f"agc-ingress-{gateway.name}" if serves_ingress(gateway) else f"agc-{gateway.name}"
     if len(plain) <= 63 and _DNS_LABEL.match(plain):
         return plain
     stem = re.sub(r"[^a-z0-9-]+", "-", gateway.name.lower())[:50].strip("-")
     digest = hashlib.sha256(gateway.name.encode()).hexdigest()[:8]
     return f"agc-{stem}-{digest}" if stem else f"agc-{digest}"
+
+
+def serves_ingress(gateway: ObjectKey) -> bool:
+    """Whether `gateway` is the one an IngressClass's Ingresses are served as."""
+    return gateway.namespace == SERVED_NAMESPACE
 
 
 def controller_label(controller_name: str) -> str:
@@ -98,7 +118,9 @@ class DataPlane:
     """Everything the manifests of one Gateway's data plane are made from."""
 
     gateway: ObjectKey
-    gateway_uid: str
+    # where the objects live, and what owns them
+    namespace: str
+    owner: Owner
     controller_name: str
     settings: DataPlaneSettings
     replicas: int
@@ -114,7 +136,8 @@ class DataPlane:
         cls,
         model: LoadBalancer,
         *,
-        gateway_uid: str,
+        namespace: str,
+        owner: Owner,
         controller_name: str,
         settings: DataPlaneSettings,
     ) -> DataPlane:
@@ -122,7 +145,8 @@ class DataPlane:
         annotations = dict(model.annotations)
         return cls(
             gateway=model.gateway,
-            gateway_uid=gateway_uid,
+            namespace=namespace,
+            owner=owner,
             controller_name=controller_name,
             settings=settings,
             replicas=_replicas(annotations.get(REPLICAS_ANNOTATION), settings.replicas),
@@ -194,7 +218,7 @@ class DataPlane:
             "metadata": self._metadata(),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.name},
             "subjects": [
-                {"kind": "ServiceAccount", "name": self.name, "namespace": self.gateway.namespace}
+                {"kind": "ServiceAccount", "name": self.name, "namespace": self.namespace}
             ],
         }
 
@@ -327,15 +351,15 @@ class DataPlane:
         }
         return {
             "name": name or self.name,
-            "namespace": self.gateway.namespace,
+            "namespace": self.namespace,
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [
                 {
-                    "apiVersion": "gateway.networking.k8s.io/v1",
-                    "kind": "Gateway",
-                    "name": self.gateway.name,
-                    "uid": self.gateway_uid,
+                    "apiVersion": self.owner.api_version,
+                    "kind": self.owner.kind,
+                    "name": self.owner.name,
+                    "uid": self.owner.uid,
                     "controller": True,
                 }
             ],

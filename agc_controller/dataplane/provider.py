@@ -49,7 +49,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from agc_controller.core import conditions as c
 from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, namespaced_name
-from agc_controller.core.resources import GATEWAY, SECRET, SERVICE, Resource
+from agc_controller.core.resources import GATEWAY, INGRESS_CLASS, SECRET, SERVICE, Resource
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.dataplane.config import (
     SHARDS,
@@ -62,9 +62,11 @@ from agc_controller.dataplane.manifests import (
     FIELD_MANAGER,
     LABEL_CONTROLLER,
     DataPlane,
+    Owner,
     controller_label,
     gateway_of,
     object_name,
+    serves_ingress,
 )
 from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.dataplane.shards import ShardedState
@@ -82,7 +84,6 @@ from agc_controller.runtime.permissions import (
     PermissionProblems,
     PermissionReportingListWatcher,
 )
-from agc_controller.translate.ingress import SERVED_NAMESPACE
 from agc_controller.translate.model import LoadBalancer
 
 log = structlog.get_logger(__name__)
@@ -245,16 +246,6 @@ class DeploymentProvider:
 
     async def apply(self, model: LoadBalancer) -> ApplyResult:
         key = model.gateway
-        if key.namespace == SERVED_NAMESPACE:
-            # its data plane would need a home namespace and an owner the Gateway's
-            # objects cannot give it
-            return ApplyResult(
-                programmed=False,
-                reason=c.R_INVALID,
-                message="Ingress is not served by the local provider's deployment mode yet; "
-                "run the local data plane as processes (--local-dataplane process) or use "
-                "the azure provider.",
-            )
         if any(a.value for a in model.addresses):
             return ApplyResult(
                 programmed=False,
@@ -269,14 +260,16 @@ class DeploymentProvider:
         # UnsafeValue, ConfigTooLarge and InvalidOverride are permanent: the worker
         # reports them as Programmed=False
         check_static(config.needs, self._static_settings)
-        uid = await self._gateway_uid(key)
-        if uid is None:
+        owner = await self._owner(key)
+        if owner is None:
             return ApplyResult(
                 programmed=False, reason=c.R_PENDING, message="The Gateway is being deleted."
             )
+        uid = owner.uid
         plane = DataPlane.for_model(
             model,
-            gateway_uid=uid,
+            namespace=self._home(key),
+            owner=owner,
             controller_name=self._controller_name,
             settings=self._settings,
         )
@@ -380,7 +373,7 @@ class DeploymentProvider:
             name = shard_name(object_name(key), shard)
             if shard not in keep and (
                 (key, SECRET.kind, name) in self._applied
-                or self._secrets.store.get(namespaced_name(key.namespace, name)) is not None
+                or self._secrets.store.get(namespaced_name(self._home(key), name)) is not None
             ):
                 present.append(name)
         return present
@@ -391,7 +384,7 @@ class DeploymentProvider:
         self._states.pop(gateway, None)
         name = object_name(gateway)
         managed = self._secrets.store.get(
-            namespaced_name(gateway.namespace, name)
+            namespaced_name(self._home(gateway), name)
         ) is not None or any(record[0] == gateway for record in self._applied)
         if not managed:
             return
@@ -408,7 +401,7 @@ class DeploymentProvider:
         name = name or object_name(gateway)
         self._applied.pop((gateway, resource.kind, name), None)
         with contextlib.suppress(_NotFound):
-            await self._call("DELETE", resource.object_path(name, gateway.namespace))
+            await self._call("DELETE", resource.object_path(name, self._home(gateway)))
 
     def _fresh(self, record: _Record, uid: str, digest: str) -> bool:
         """Whether `record` was applied with `digest` for `uid` less than RESYNC ago."""
@@ -456,7 +449,7 @@ class DeploymentProvider:
     def _stored(self, key: ObjectKey, resource: Resource) -> KubeObject | None:
         """`key`'s `resource` object: the informer's copy, else as this replica wrote it."""
         informer = self._secrets if resource == SECRET else self._services
-        cached = informer.store.get(namespaced_name(key.namespace, object_name(key)))
+        cached = informer.store.get(namespaced_name(self._home(key), object_name(key)))
         if cached is not None:
             return cached
         applied = self._applied.get((key, resource.kind, object_name(key)))
@@ -497,7 +490,7 @@ class DeploymentProvider:
             # written again at the next reconcile, unless this replica deleted it
             # itself (then it left no record)
             if gone and self._applied.pop((key, kind, name), None) is not None:
-                self._requeue(key)
+                self._requeue(_work_key(key))
             return
         if gone:
             # recreate it (and the objects no informer watches) at the next reconcile
@@ -507,18 +500,33 @@ class DeploymentProvider:
         event = self._waiters.get(key)
         if event is not None:
             event.set()
-        self._requeue(key)
+        self._requeue(_work_key(key))
 
-    async def _gateway_uid(self, key: ObjectKey) -> str | None:
-        """The Gateway's uid (owner references need it); None if it is gone or going."""
+    def _home(self, key: ObjectKey) -> str:
+        """The namespace `key`'s data plane lives in: the Gateway's, or for the Gateway
+        an IngressClass's Ingresses are served as, the controller's."""
+        return self._settings.home_namespace if serves_ingress(key) else key.namespace
+
+    async def _owner(self, key: ObjectKey) -> Owner | None:
+        """What owns `key`'s data plane: the Gateway, or the IngressClass; None if it is
+        gone or going (owner references need its uid)."""
+        resource = INGRESS_CLASS if serves_ingress(key) else GATEWAY
         try:
-            gateway = await self._call("GET", GATEWAY.object_path(key.name, key.namespace))
+            owner = await self._call(
+                "GET",
+                resource.object_path(key.name, None if serves_ingress(key) else key.namespace),
+            )
         except _NotFound:
             return None
-        metadata = gateway.get("metadata") or {}
+        metadata = owner.get("metadata") or {}
         if metadata.get("deletionTimestamp"):
             return None
-        return str(metadata["uid"])
+        return Owner(
+            api_version=resource.api_version,
+            kind=resource.kind,
+            name=key.name,
+            uid=str(metadata["uid"]),
+        )
 
     async def _call(self, method: str, path: str) -> dict[str, Any]:
         try:
@@ -535,6 +543,12 @@ class DeploymentProvider:
                 raise _NotFound from e
             raise
         return result
+
+
+def _work_key(gateway: ObjectKey) -> ObjectKey:
+    """The controller's work key for `gateway`'s data plane: the Gateway's, or the
+    IngressClass's for the Gateway its Ingresses are served as."""
+    return ObjectKey(INGRESS_CLASS.kind, "", gateway.name) if serves_ingress(gateway) else gateway
 
 
 class _NotFound(Exception):

@@ -37,3 +37,6 @@ class DataPlaneSettings:
     resources: dict[str, Any] = attrs.field(factory=dict)
     # the agent's /healthz, /readyz and /metrics port in the pod
     health_port: int = 8081
+    # the controller's namespace: the data planes of IngressClasses live there (their
+    # Gateway exists only in translation)
+    home_namespace: str = "default"

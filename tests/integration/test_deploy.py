@@ -844,3 +844,81 @@ async def test_a_missing_provisioning_verb_is_logged_and_retried(
 
 async def _exists(kube: client.ApiClient, kind: str, namespace: str, name: str) -> bool:
     return await get_object(kube, kind, namespace, name) is not None
+
+
+@pytest.mark.parametrize("provider", ["local"])
+async def test_deployment_mode_serves_an_ingress_class_from_the_controllers_namespace(
+    kube: client.ApiClient,
+    controller_manager: ControlPlane,
+    install: Install,
+    env: Env,
+    start_controller: Any,
+) -> None:
+    """provider local in the chart: the chart's IngressClass gets a data plane of its
+    own in the controller's namespace, owned by the IngressClass, its Ingresses' paths
+    in its Secrets; deleting the class removes it."""
+    start_controller("ingress")
+    await env.service()
+    networking = client.NetworkingV1Api(kube)
+    await networking.create_namespaced_ingress(
+        env.namespace,
+        {
+            "metadata": {"name": "shop"},
+            "spec": {
+                "ingressClassName": install.class_name,
+                "rules": [
+                    {
+                        "host": "shop.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/cart",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "web", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    name = f"agc-ingress-{install.class_name}"
+
+    async def provisioned() -> bool:
+        return all(
+            [await get_object(kube, kind, install.namespace, name) for kind in DATAPLANE_KINDS]
+        )
+
+    await eventually(provisioned)
+    ingress_class = await networking.read_ingress_class(install.class_name)
+    deployment = await get_object(kube, "Deployment", install.namespace, name)
+    assert deployment["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "name": install.class_name,
+            "uid": ingress_class.metadata.uid,
+            "controller": True,
+        }
+    ]
+    assert await delivered_paths(kube, install.namespace, name) == {"/cart"}
+
+    # no agent runs here: the Ingress hears that its data plane has not reported yet
+    async def told() -> bool:
+        # core/v1's view: kube-controller-manager's Events here have no eventTime, which
+        # events.k8s.io's client model refuses
+        events = await client.CoreV1Api(kube).list_namespaced_event(env.namespace)
+        return any(
+            e.involved_object.name == "shop" and e.reason == "NotProgrammed" for e in events.items
+        )
+
+    await eventually(told)
+    await networking.delete_ingress_class(install.class_name)
+
+    async def gone() -> bool:
+        return not any(
+            [await get_object(kube, kind, install.namespace, name) for kind in DATAPLANE_KINDS]
+        )
+
+    await eventually(gone, within=60)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.dataplane.manifests import DataPlane
+from agc_controller.dataplane.manifests import DataPlane, Owner
 from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.translate.model import Frontend, LoadBalancer
 
@@ -23,7 +23,11 @@ def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number(
         hosts=(),
     )
     plane = DataPlane.for_model(
-        model, gateway_uid="uid", controller_name="c", settings=DataPlaneSettings(image="i")
+        model,
+        namespace="default",
+        owner=Owner(api_version="gateway.networking.k8s.io/v1", kind="Gateway", name="gw", uid="u"),
+        controller_name="c",
+        settings=DataPlaneSettings(image="i"),
     )
     ports = plane.service()["spec"]["ports"]
     assert [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in ports] == [

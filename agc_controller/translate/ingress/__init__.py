@@ -283,6 +283,11 @@ def ingress_translation_steps(
             class_name=class_name, gateway=None, conversion=None, ingresses={}
         )
     ingresses = class_ingresses(snapshot.ingresses, snapshot.ingress_classes, class_name)
+    if not ingresses:
+        # nothing to serve: no data plane (an installed class costs nothing until used)
+        return IngressTranslation(
+            class_name=class_name, gateway=None, conversion=None, ingresses={}
+        )
     target = served_gateway(class_name, settings, ingress_class)
     conversion = yield from conversion_steps(
         ingresses, snapshot.services, target, memo=memo.conversion
