@@ -505,6 +505,7 @@ def _rules(
             backend_timeout_ms=rule.backend_timeout_ms,
             retry=rule.retry,
             session_persistence=rule.session_persistence,
+            max_body_bytes=rule.max_body_bytes,
             rate_limit=governing.rate_limit,
             auth=governing.auth,
             waf=governing.waf,

@@ -51,8 +51,8 @@ class Capabilities:
     cors: bool = True
     # HTTPRoute backends spoken to in HTTP/2 without TLS (appProtocol kubernetes.io/h2c)
     h2c_backends: bool = True
-    # our HTTPRouteFilter's path rewrite by a regular expression and its groups
-    regex_rewrites: bool = True
+    # our HTTPRouteFilter: a path rewrite by a regular expression, a body size limit
+    route_filters: bool = True
     retries: bool = True
     # the most retries a rule may ask for (retry.attempts); None: no limit
     retry_attempts_max: int | None = None
@@ -304,10 +304,10 @@ class Capabilities:
             path_type = ((f.get("urlRewrite") or {}).get("path") or {}).get("type")
             if path_type == "ReplacePrefixMatch" and not self.rewrite_prefix_replace:
                 return f"{field}.urlRewrite.path.type 'ReplacePrefixMatch'"
-        if kind == "ExtensionRef" and not self.regex_rewrites:
+        if kind == "ExtensionRef" and not self.route_filters:
             ref = f.get("extensionRef") or {}
             if (ref.get("group"), ref.get("kind")) == (POLICY_GROUP, HTTP_ROUTE_FILTER.kind):
-                return f"{field}.extensionRef (HTTPRouteFilter: a regex path rewrite)"
+                return f"{field}.extensionRef (HTTPRouteFilter)"
         return None
 
 

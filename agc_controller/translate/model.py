@@ -437,6 +437,8 @@ class Rule:
     # milliseconds; None = the data plane's default, 0 = disabled
     request_timeout_ms: int | None = None
     backend_timeout_ms: int | None = None
+    # bytes a request body may have (our HTTPRouteFilter): more is answered 413
+    max_body_bytes: int | None = None
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
     rate_limit: RateLimit | None = None

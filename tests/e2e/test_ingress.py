@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from kubernetes_asyncio import client
@@ -644,6 +645,13 @@ async def test_more_annotations_with_traffic(
             class_name=ingress_class,
             annotations={NGINX + "proxy-send-timeout": "1"},
         ),
+        ingress(
+            "uploads",
+            "uploads.example.com",
+            web,
+            class_name=ingress_class,
+            annotations={NGINX + "proxy-body-size": "1k"},
+        ),
         secure,
         ingress(
             "inspected",
@@ -684,6 +692,20 @@ async def test_more_annotations_with_traffic(
     _, headers, _ = await get(address, "/", host="agic-sticky.example.com")
     assert headers["Set-Cookie"].startswith("ApplicationGatewayAffinity=")
     assert (await get(address, "/?delay=3", host="send.example.com"))[0] == 504
+    # proxy-body-size 1k: by Content-Length, and a chunked body by its length
+    uploads = "uploads.example.com"
+    assert (await get(address, "/", host=uploads, method="POST", data="x" * 500))[0] == 200
+    assert (await get(address, "/", host=uploads, method="POST", data="x" * 2000))[0] == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 500
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://{address}/", headers={"Host": uploads}, data=chunks()) as response,
+    ):
+        assert response.status == 413
     # the backend's certificate verified against the Secret's CA for proxy-ssl-name
     await until_answer(address, "/", (200, "ing-secure"), host="secure-backend.example.com")
     # Detection: the attack is let through, and logged with the policy's name

@@ -60,7 +60,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: 308 in s.capabilities.redirect_status_codes,
         flag("redirect_prefix_replace"),
         flag("rewrite_prefix_replace"),
-        flag("regex_rewrites"),  # our HTTPRouteFilter (ExtensionRef)
+        flag("route_filters"),  # our HTTPRouteFilter (ExtensionRef): its regex rewrite
     ),
     "Weighted traffic splitting": (always, flag("weighted_backends")),
     "Request mirroring": (flag("mirrors"),),

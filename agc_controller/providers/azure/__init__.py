@@ -70,7 +70,7 @@ AZURE_CAPABILITIES = Capabilities(
     cors=False,
     # Application Gateway v2 speaks HTTP/1.1 (or HTTPS) to its backends
     h2c_backends=False,
-    regex_rewrites=False,
+    route_filters=False,
     retries=False,
     redirect_status_codes=frozenset({301, 302, 303, 307}),
     redirect_prefix_replace=False,

@@ -216,6 +216,7 @@ def _rule(r: alb.Rule) -> state.Rule:
         cors=_cors(r.cors),
         timeout_ms=r.request_timeout_ms,
         backend_timeout_ms=r.backend_timeout_ms,
+        max_body=r.max_body_bytes,
         session=_session(r.session_persistence),
         retry=_retry(r.retry),
         limit=_rate_limit(r.rate_limit),

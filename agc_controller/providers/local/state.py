@@ -274,6 +274,8 @@ class Rule:
     # are set (the balancer applies one to connect, send and read)
     timeout_ms: int | None = None
     backend_timeout_ms: int | None = None
+    # bytes a request body may have (413 beyond)
+    max_body: int | None = None
     # keep a client on one endpoint of the chosen backend
     session: Session | None = None
     # None: one try

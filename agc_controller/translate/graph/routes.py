@@ -80,6 +80,8 @@ class RuleNode:
     backend_timeout_ms: int | None = None
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
+    # bytes a request body may have (our HTTPRouteFilter); None: no limit
+    max_body_bytes: int | None = None
     # GRPCRoute only: the precedence rank of each match (same order as `matches`)
     grpc_ranks: tuple[GrpcRank, ...] = ()
 
@@ -266,6 +268,7 @@ class _RuleParser:
                 session_persistence=_session_persistence(
                     f"{field}.sessionPersistence", raw.get("sessionPersistence")
                 ),
+                max_body_bytes=filters.max_body_bytes,
                 grpc_ranks=grpc_ranks,
             ),
             problems,
@@ -361,7 +364,14 @@ class _RuleParser:
             )
             into.extension_ref_problem = True
             return True
-        into.add_rewrite(field, _regex_rewrite(f"{field} (HTTPRouteFilter {name})", found))
+        spec = found.get("spec") or {}
+        where = f"{field} (HTTPRouteFilter {name})"
+        if "urlRewrite" in spec:
+            into.add_rewrite(field, _regex_rewrite(where, found))
+        if "requestBody" in spec:
+            if into.max_body_bytes is not None:
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: a rule takes one body limit")
+            into.max_body_bytes = _max_body(where, spec["requestBody"])
         return True
 
     def _mirror(self, field: str, raw: Obj, problems: list[BackendProblem]) -> MirrorNode | None:
@@ -396,6 +406,7 @@ class _Filters:
     mirrors: list[MirrorNode] = attrs.field(factory=list)
     cors: Cors | None = None
     extension_ref_problem: bool = False
+    max_body_bytes: int | None = None
 
     def add_rewrite(self, field: str, rewrite: UrlRewrite) -> None:
         """A rule's URL rewrites combine: one may rewrite the host, one the path."""
@@ -542,6 +553,20 @@ def _rewrite(field: str, raw: Obj) -> UrlRewrite:
         raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}.hostname: {problem}")
     path_type, path_value = _path_modifier(f"{field}.path", raw.get("path"))
     return UrlRewrite(hostname=hostname, path_type=path_type, path_value=path_value)
+
+
+# the largest body limit: 1 TiB
+MAX_BODY_BYTES = 2**40
+
+
+def _max_body(field: str, raw: Obj) -> int:
+    value = raw.get("maxBytes") if isinstance(raw, dict) else None
+    if not isinstance(value, int) or not 0 < value <= MAX_BODY_BYTES:
+        raise RuleInvalid(
+            c.R_UNSUPPORTED_VALUE,
+            f"{field}: requestBody.maxBytes must be a whole number from 1 to {MAX_BODY_BYTES}",
+        )
+    return value
 
 
 # \1 to \9 in a substitution: the pattern's capture groups

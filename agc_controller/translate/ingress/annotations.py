@@ -105,7 +105,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
                 "unsupported", "Gateway API has no connect timeout; the data plane's applies"
             ),
             "upstream-vhost": Annotation("converted", "URLRewrite hostname"),
-            "proxy-body-size": Annotation("unsupported", "not supported yet"),
+            "proxy-body-size": Annotation(
+                "converted", "an HTTPRouteFilter's requestBody.maxBytes (413 beyond)"
+            ),
             "whitelist-source-range": _guard("an AuthPolicy's ipAccess.allow"),
             "denylist-source-range": _guard("an AuthPolicy's ipAccess.deny"),
             "backend-protocol": Annotation(
@@ -310,6 +312,8 @@ class Annotations:
     backend_protocol: BackendProtocol | None = None
     # the HealthCheckPolicy `default` block of its backends' Services (AGC's fields)
     health_probe: Mapping[str, object] | None = None
+    # the largest request body (proxy-body-size); None: no limit
+    max_body_bytes: int | None = None
     # web application firewall: Detection with the CRS, or an Azure WAF policy by id
     waf_detection: bool = False
     waf_policy_id: str | None = None
@@ -630,6 +634,22 @@ def capture_template(target: str) -> str | None:
     return _CAPTURE.sub(r"\\\1", target)
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)\s*$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _body_size(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    value = values[NGINX + "proxy-body-size"]
+    found = _SIZE.match(value)
+    if not found:
+        raise _Invalid(f"{value!r} is not a size (bytes, or with k, m or g)")
+    size = int(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+    if size > 2**40:
+        raise _Invalid(f"{value!r} is over 1 TiB")
+    # 0: no limit, as in NGINX's client_max_body_size
+    return attrs.evolve(parsed, max_body_bytes=size or None)
+
+
 def _use_regex(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     return attrs.evolve(parsed, use_regex=_bool(values[NGINX + "use-regex"]))
 
@@ -816,6 +836,7 @@ _STEPS = (
     ((AGIC + "ssl-redirect", NGINX + "ssl-redirect", NGINX + "force-ssl-redirect"), _ssl),
     ((NGINX + "use-regex",), _use_regex),
     ((NGINX + "ssl-passthrough",), _passthrough),
+    ((NGINX + "proxy-body-size",), _body_size),
     (
         tuple(
             AGIC + "health-probe-" + name

@@ -131,8 +131,8 @@ class _Path:
     match: tuple[tuple[str, str], ...]  # the Gateway API path match, as items
     backend: tuple[tuple[str, Any], ...] | None  # the backendRef, as items; None: none
     field: str  # where it is in the Ingress, for messages
-    # the HTTPRouteFilter rewriting it (rewrite-target with capture groups), by name
-    rewrite_filter: str | None = None
+    # the HTTPRouteFilter of its rules (a capture rewrite, a body limit), by name
+    filter_name: str | None = None
     # (host, path type, path value): what two Ingresses' paths are compared by
     key: _PathKey = attrs.field(init=False)
 
@@ -412,6 +412,7 @@ def _plan(key: str, ingress: Obj, services: Mapping[str, Obj]) -> _Plan:
 
     paths: list[_Path] = []
     captures = capture_template(annotations.rewrite_target) if annotations.rewrite_target else None
+    filtered = captures is not None or annotations.max_body_bytes is not None
     for i, rule in enumerate(spec.get("rules") or []):
         host = str(rule.get("host") or "").lower()
         for j, path in enumerate((rule.get("http") or {}).get("paths") or []):
@@ -422,7 +423,7 @@ def _plan(key: str, ingress: Obj, services: Mapping[str, Obj]) -> _Plan:
                     match=tuple(_path_match(path, annotations).items()),
                     backend=backend_ref(path.get("backend") or {}, f"{field}.backend"),
                     field=field,
-                    rewrite_filter=f"{meta['name']}-rewrite-{i}-{j}" if captures else None,
+                    filter_name=f"{meta['name']}-filter-{i}-{j}" if filtered else None,
                 )
             )
     default = spec.get("defaultBackend")
@@ -1160,18 +1161,19 @@ def _filters(match: Obj, annotations: Annotations, path: _Path) -> tuple[list[Ob
         return [{"type": "RequestRedirect", "requestRedirect": spec}], None
     filters: list[Obj] = []
     rewrite: Obj = {}
-    if annotations.rewrite_target is not None and path.rewrite_filter is not None:
+    if path.filter_name is not None:
         filters.append(
             {
                 "type": "ExtensionRef",
                 "extensionRef": {
                     "group": _POLICY_GROUP,
                     "kind": "HTTPRouteFilter",
-                    "name": path.rewrite_filter,
+                    "name": path.filter_name,
                 },
             }
         )
-    elif annotations.rewrite_target is not None:
+    captures = annotations.rewrite_target and capture_template(annotations.rewrite_target)
+    if annotations.rewrite_target is not None and not captures:
         rewrite["path"] = {"type": "ReplaceFullPath", "replaceFullPath": annotations.rewrite_target}
     elif annotations.backend_path_prefix is not None:
         if match["path"]["type"] == "PathPrefix":
@@ -1228,7 +1230,7 @@ def _policies(
     elif annotations.waf_detection:
         specs.append(("WebApplicationFirewallPolicy", {"mode": "Detection"}))
     found: dict[str, dict[str, Obj]] = {}
-    filters = _rewrite_filters(plan)
+    filters = _path_filters(plan)
     if filters:
         found["HTTPRouteFilter"] = filters
     for key, route in sorted(routes.items()):
@@ -1255,35 +1257,37 @@ def _policies(
     return found
 
 
-def _rewrite_filters(plan: _Plan) -> dict[str, Obj]:
-    """The HTTPRouteFilters of rewrite-target with capture groups: one per path, the path's
-    regular expression matched from the start of the path, which (as nginx's rewrite
-    does) it replaces whole."""
-    target = plan.annotations.rewrite_target
-    substitution = capture_template(target) if target else None
-    if substitution is None:
-        return {}
+def _path_filters(plan: _Plan) -> dict[str, Obj]:
+    """The HTTPRouteFilters of the Ingress's paths, one each: rewrite-target with
+    capture groups (the path's regular expression matched from the start of the path,
+    which, as nginx's rewrite does, it replaces whole) and proxy-body-size."""
+    annotations = plan.annotations
+    substitution = (
+        capture_template(annotations.rewrite_target) if annotations.rewrite_target else None
+    )
     namespace = plan.ingress["metadata"].get("namespace", "")
     found = {}
     for path in plan.paths:
-        if path.rewrite_filter is None:
+        if path.filter_name is None:
             continue
-        value = path.key[2]
-        found[f"{namespace}/{path.rewrite_filter}"] = {
+        spec: Obj = {}
+        if substitution is not None:
+            spec["urlRewrite"] = {
+                "path": {
+                    "type": "ReplaceRegexMatch",
+                    "replaceRegexMatch": {
+                        "pattern": f"(?i)^(?:{_unwrapped(path.key[2])}).*",
+                        "substitution": substitution,
+                    },
+                }
+            }
+        if annotations.max_body_bytes is not None:
+            spec["requestBody"] = {"maxBytes": annotations.max_body_bytes}
+        found[f"{namespace}/{path.filter_name}"] = {
             "apiVersion": _POLICY_API_VERSION,
             "kind": "HTTPRouteFilter",
-            "metadata": {"name": path.rewrite_filter, "namespace": namespace},
-            "spec": {
-                "urlRewrite": {
-                    "path": {
-                        "type": "ReplaceRegexMatch",
-                        "replaceRegexMatch": {
-                            "pattern": f"(?i)^(?:{_unwrapped(value)}).*",
-                            "substitution": substitution,
-                        },
-                    }
-                }
-            },
+            "metadata": {"name": path.filter_name, "namespace": namespace},
+            "spec": spec,
         }
     return found
 

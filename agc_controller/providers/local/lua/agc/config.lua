@@ -158,6 +158,7 @@ local function compile_rule(rule)
     cors = rule.cors,
     timeout_ms = rule.timeout_ms,
     backend_timeout_ms = rule.backend_timeout_ms,
+    max_body = rule.max_body,
     session = rule.session,
     retry = rule.retry,
     limit = ratelimit.compile(rule.limit),

@@ -192,6 +192,24 @@ local function forward(state, rule, backend, mirrored, ctx)
   end
 end
 
+-- Whether the request's body has at most `max` bytes: by its Content-Length, or
+-- (chunked) by reading it, which only rules with a limit do.
+function _M.body_within(max)
+  local length = tonumber(ngx_var.http_content_length or "")
+  if length then return length <= max end
+  if not ngx_var.http_transfer_encoding then return true end
+  ngx_req.read_body()
+  local data = ngx_req.get_body_data()
+  if data then return #data <= max end
+  local path = ngx_req.get_body_file()
+  if not path then return true end
+  local file = io.open(path, "rb")
+  if not file then return false end
+  local size = file:seek("end")
+  file:close()
+  return size ~= nil and size <= max
+end
+
 -- While the controller drains keep-alive connections ahead of a reload (see
 -- control.drain), a request first moves to @agc_drain, the same routing under
 -- keepalive_timeout 0: its response says "Connection: close" and the connection
@@ -217,6 +235,7 @@ function _M.route(drained)
   -- a limit keyed by a JWT claim waits for the verified token (after auth)
   local limit = rule.limit
   if limit and not limit.claim and not ratelimit.check(limit, ctx) then return end
+  if rule.max_body and not _M.body_within(rule.max_body) then return ngx.exit(413) end
   -- after the limit (a flood is turned away before it costs inspections), before
   -- the credentials (what reaches an authorization Service has been inspected)
   if rule.waf and not waf.inspect(rule.waf) then return end
