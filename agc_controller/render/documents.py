@@ -42,7 +42,8 @@ from agc_controller.translate.ingress import (
     provider_annotations,
     requested_class,
 )
-from agc_controller.translate.ingress.convert import Conversion, GatewayTarget, convert_ingresses
+from agc_controller.translate.ingress.convert import Conversion, convert_ingresses
+from agc_controller.translate.ingress.plan import GatewayTarget
 from agc_controller.translate.steps import run_to_end
 
 # the outcome assumed for every accepted Gateway: programmed at a TEST-NET address

@@ -1,0 +1,328 @@
+"""What the Ingresses of one class decide together: who holds a path, a host's
+certificate, the default backend, a backend's protocol or probe; which canary
+shadows what; which hosts pass TLS through; which route names would collide.
+In age order (creation time, then namespace/name): the older Ingress wins, the
+younger one is told (a note)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from agc_controller.core.keys import namespaced_name
+from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.translate.ingress.annotations import (
+    BackendProtocol,
+    Canary,
+    Note,
+    in_namespace,
+)
+from agc_controller.translate.ingress.plan import (
+    MAX_NAME,
+    GatewayTarget,
+    Path,
+    PathKey,
+    Plan,
+    backend_refs,
+    base_name,
+)
+from agc_controller.translate.snapshot import Obj
+
+K = TypeVar("K", bound=Hashable)
+
+
+V = TypeVar("V")
+
+
+def shadowing_canaries(
+    plans: Iterable[Plan], owners: Mapping[PathKey, str], notes: dict[str, list[Note]]
+) -> dict[str, dict[PathKey, tuple[tuple[tuple[str, Any], ...], Canary]]]:
+    """Primary Ingress -> its paths shadowed by a canary -> (canary backend, settings)."""
+    found: dict[str, dict[PathKey, tuple[tuple[tuple[str, Any], ...], Canary]]] = {}
+    for plan in plans:
+        canary = plan.annotations.canary
+        if canary is None or plan.annotations.refused:
+            # a refused canary shadows nothing: its share stays with the primary
+            continue
+        for path in plan.paths:
+            primary = owners.get(path.key)
+            if primary is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "CanaryWithoutPrimary",
+                        f"{path.field}: no Ingress serves host {path.host or '*'} path "
+                        f"{path.key[2]} for this canary to shadow",
+                    )
+                )
+                continue
+            taken = found.setdefault(primary, {})
+            if path.key in taken or path.backend is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "PathConflict",
+                        f"{path.field}: an older canary already shadows host "
+                        f"{path.host or '*'} path {path.key[2]}",
+                    )
+                )
+                continue
+            taken[path.key] = (path.backend, canary)
+    return found
+
+
+def beyond_the_provider(
+    plans: Iterable[Plan], target: GatewayTarget, notes: defaultdict[str, list[Note]]
+) -> frozenset[str]:
+    """The Ingresses whose access guards the provider cannot honour: not served."""
+    unserved = set()
+    for plan in plans:
+        if plan.annotations.waf_policy_id and not target.waf_policy_reference:
+            unserved.add(plan.key)
+            notes[plan.key].append(
+                Note(
+                    "Warning",
+                    "UnsupportedAnnotation",
+                    "appgw.ingress.kubernetes.io/waf-policy-for-path: a WAF policy by id is "
+                    "Application Gateway's; this data plane cannot apply it, so the Ingress is "
+                    "not served (its paths answer 500) rather than served unprotected",
+                )
+            )
+    return frozenset(unserved)
+
+
+def _oldest_claims(
+    claims: Iterable[tuple[str, K, V]],
+    notes: defaultdict[str, list[Note]],
+    conflict: Callable[[K, str], Note],
+) -> dict[K, tuple[str, V]]:
+    """Key -> (the Ingress holding it, its value), for claims (Ingress, key, value) in
+    age order: the first claim of a key holds it; a later, different one is told
+    `conflict(key, holder)`."""
+    found: dict[K, tuple[str, V]] = {}
+    for ingress, key, value in claims:
+        held = found.setdefault(key, (ingress, value))
+        if held[1] != value:
+            notes[ingress].append(conflict(key, held[0]))
+    return found
+
+
+def health_checks(
+    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
+) -> dict[str, Mapping[str, object]]:
+    """Service -> its probe (`default` block), from the oldest Ingress with probe
+    annotations sending to it."""
+    found = _oldest_claims(
+        (
+            (plan.key, service, probe)
+            for plan in plans
+            if (probe := plan.annotations.health_probe) is not None and not plan.annotations.refused
+            for service in sorted({s for s, _ in backend_refs(plan)})
+        ),
+        notes,
+        lambda service, holder: Note(
+            "Warning",
+            "HealthProbeConflict",
+            f"Service {service} is probed as the older Ingress {holder} says; this "
+            "Ingress's health-probe annotations are not used for it",
+        ),
+    )
+    return {service: probe for service, (_, probe) in found.items()}
+
+
+def backend_protocols(
+    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
+) -> dict[tuple[str, int], tuple[str, BackendProtocol]]:
+    """(Service, port) -> (the Ingress deciding it, how it is spoken to), for the
+    backends of Ingresses with backend-protocol: the oldest decides a Service port."""
+    claims = []
+    for plan in plans:
+        protocol = plan.annotations.backend_protocol
+        if protocol is None or plan.annotations.refused:
+            continue
+        namespace = plan.ingress["metadata"].get("namespace", "")
+        if protocol.ca_secret and not in_namespace(protocol.ca_secret, namespace).startswith(
+            f"{namespace}/"
+        ):
+            notes[plan.key].append(
+                Note(
+                    "Warning",
+                    "InvalidAnnotation",
+                    f"proxy-ssl-secret {protocol.ca_secret}: a backend's CA must be in the "
+                    "Service's namespace (a BackendTLSPolicy's CA references are local); "
+                    "backend-protocol is not used",
+                )
+            )
+            continue
+        claims += [(plan.key, key, protocol) for key in sorted(backend_refs(plan))]
+    return _oldest_claims(
+        claims,
+        notes,
+        lambda key, holder: Note(
+            "Warning",
+            "BackendProtocolConflict",
+            f"Service {key[0]} port {key[1]} is spoken to as the older Ingress {holder} "
+            "says; this Ingress's backend-protocol is not used for it",
+        ),
+    )
+
+
+@attrs.frozen
+class Passthrough:
+    """One host whose TLS goes through to a backend (ssl-passthrough)."""
+
+    origin: str  # the Ingress
+    namespace: str
+    route_name: str
+    backend: tuple[tuple[str, Any], ...]
+
+
+def passthrough_hosts(
+    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
+) -> dict[str, Passthrough]:
+    """Host -> where its TLS goes, for the oldest ssl-passthrough Ingress naming it: the
+    backend of its path "/" (or its first path)."""
+    found: dict[str, Passthrough] = {}
+    for plan in plans:
+        annotations = plan.annotations
+        if not annotations.ssl_passthrough or annotations.refused or annotations.canary:
+            continue
+        by_host: dict[str, list[Path]] = {}
+        for path in plan.paths:
+            by_host.setdefault(path.host, []).append(path)
+        for host, paths in sorted(by_host.items()):
+            root = next((p for p in paths if dict(p.match)["value"] == "/"), paths[0])
+            if not host or root.backend is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "InvalidAnnotation",
+                        f"{root.field}: ssl-passthrough needs a host and a Service backend",
+                    )
+                )
+                continue
+            held = found.get(host)
+            if held is not None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "PathConflict",
+                        f"host {host}: its TLS already goes through to the older Ingress "
+                        f"{held.origin}",
+                    )
+                )
+                continue
+            found[host] = Passthrough(
+                origin=plan.key,
+                namespace=plan.ingress["metadata"].get("namespace", ""),
+                route_name=f"{base_name(plan, host)[: MAX_NAME - 12]}-passthrough",
+                backend=root.backend,
+            )
+    return found
+
+
+def tls_certificates(
+    plans: Iterable[Plan],
+    target: GatewayTarget,
+    notes: dict[str, list[Note]],
+    passthrough: Mapping[str, Passthrough],
+) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, Obj]]:
+    """TLS host ("" every host) -> its Secret (namespace, name); TLS host -> the Ingress
+    giving it; and the ReferenceGrants the Gateway needs to use them. A host whose TLS
+    goes through to a backend has no certificate here."""
+    certificates: dict[str, tuple[str, str]] = {}  # host -> (Secret namespace, name)
+    origins: dict[str, str] = {}  # host -> the Ingress giving its certificate
+    for plan in plans:
+        if plan.annotations.canary is not None:
+            continue
+        namespace = plan.ingress["metadata"].get("namespace", "")
+        for i, (hosts, secret) in enumerate(plan.tls):
+            if secret is None:
+                notes[plan.key].append(
+                    Note(
+                        "Warning",
+                        "TLSSecretMissing",
+                        f"spec.tls[{i}] names no secretName: its hosts are not served over HTTPS",
+                    )
+                )
+                continue
+            for host in hosts or ("",):
+                if host in passthrough:
+                    notes[plan.key].append(
+                        Note(
+                            "Warning",
+                            "TLSConflict",
+                            f"spec.tls[{i}]: host {host}'s TLS goes through to a backend "
+                            f"(ssl-passthrough of {passthrough[host].origin}); {namespace}/"
+                            f"{secret} is not used",
+                        )
+                    )
+                    continue
+                held = certificates.setdefault(host, (namespace, secret))
+                origins.setdefault(host, plan.key)
+                if held != (namespace, secret):
+                    notes[plan.key].append(
+                        Note(
+                            "Warning",
+                            "TLSConflict",
+                            f"spec.tls[{i}]: host {host or '*'} already has Secret "
+                            f"{held[0]}/{held[1]} from an older Ingress; {namespace}/{secret} "
+                            "is not used",
+                        )
+                    )
+    by_namespace: dict[str, set[str]] = {}
+    for namespace, secret in certificates.values():
+        if namespace != target.namespace:
+            by_namespace.setdefault(namespace, set()).add(secret)
+    grants = {
+        namespaced_name(namespace, target.name): {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": target.name, "namespace": namespace},
+            "spec": {
+                "from": [
+                    {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": target.namespace}
+                ],
+                "to": [{"group": "", "kind": "Secret", "name": s} for s in sorted(secrets)],
+            },
+        }
+        for namespace, secrets in sorted(by_namespace.items())
+    }
+    return certificates, origins, grants
+
+
+def default_backend_owner(plans: Iterable[Plan], notes: dict[str, list[Note]]) -> str | None:
+    owner: str | None = None
+    for plan in plans:
+        if plan.default_backend is None or plan.annotations.canary is not None:
+            continue
+        if owner is None:
+            owner = plan.key
+            continue
+        notes[plan.key].append(
+            Note(
+                "Warning",
+                "DefaultBackendConflict",
+                f"spec.defaultBackend is not used: the older Ingress {owner} gives the "
+                "class's default backend",
+            )
+        )
+    return owner
+
+
+def renamed_routes(plans: Iterable[Plan]) -> dict[str, dict[str, str]]:
+    """Route names that two Ingresses would share get a digest of the Ingress and host."""
+    claimed: dict[tuple[str, str], str] = {}
+    renamed: dict[str, dict[str, str]] = {}
+    for plan in plans:
+        for name in plan.route_names:
+            base = name[1]
+            owner = claimed.setdefault(name, plan.key)
+            if owner != plan.key or len(base) > MAX_NAME:
+                digest = hashlib.sha256(f"{plan.key}|{base}".encode()).hexdigest()[:10]
+                renamed.setdefault(plan.key, {})[base] = f"{base[: MAX_NAME - 11]}-{digest}"
+    return renamed
