@@ -27,9 +27,9 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress, IngressStatus, RouteStatus
 from agc_controller.translate import GatewayTranslation, Memo, Snapshot, translation_steps
 from agc_controller.translate.graph.backends import H2C_APP_PROTOCOL
-from agc_controller.translate.ingress.annotations import Note
 from agc_controller.translate.ingress.convert import Conversion, ConversionMemo, conversion_steps
 from agc_controller.translate.ingress.plan import GatewayTarget
+from agc_controller.translate.ingress.values import Note
 from agc_controller.translate.model import LoadBalancer
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj

@@ -35,9 +35,6 @@ from typing import TypeVar
 
 import attrs
 
-from agc_controller.translate.ingress.annotations import (
-    Note,
-)
 from agc_controller.translate.ingress.objects import (
     Built,
     Context,
@@ -67,6 +64,7 @@ from agc_controller.translate.ingress.together import (
     shadowing_canaries,
     tls_certificates,
 )
+from agc_controller.translate.ingress.values import Note
 from agc_controller.translate.snapshot import Obj
 from agc_controller.translate.steps import run_to_end
 

@@ -12,14 +12,6 @@ import attrs
 from agc_controller.core.keys import namespaced_name, object_key
 from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.hostnames import intersect
-from agc_controller.translate.ingress.annotations import (
-    APP_ROOT,
-    Affinity,
-    Annotations,
-    BackendProtocol,
-    Canary,
-    capture_template,
-)
 from agc_controller.translate.ingress.plan import (
     MAX_NAME,
     GatewayTarget,
@@ -33,6 +25,14 @@ from agc_controller.translate.ingress.plan import (
 )
 from agc_controller.translate.ingress.together import (
     Passthrough,
+)
+from agc_controller.translate.ingress.values import (
+    APP_ROOT,
+    Affinity,
+    Annotations,
+    BackendProtocol,
+    Canary,
+    capture_template,
 )
 from agc_controller.translate.snapshot import Obj
 

@@ -10,12 +10,8 @@ from typing import Any
 import attrs
 
 from agc_controller.core.keys import namespaced_name
-from agc_controller.translate.ingress.annotations import (
-    Annotations,
-    Note,
-    capture_template,
-    parse_annotations,
-)
+from agc_controller.translate.ingress.annotations import parse_annotations
+from agc_controller.translate.ingress.values import Annotations, Note, capture_template
 from agc_controller.translate.snapshot import Obj
 
 # a route name longer than this gets a digest instead of its tail

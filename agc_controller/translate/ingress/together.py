@@ -15,12 +15,7 @@ import attrs
 
 from agc_controller.core.keys import namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP
-from agc_controller.translate.ingress.annotations import (
-    BackendProtocol,
-    Canary,
-    Note,
-    in_namespace,
-)
+from agc_controller.translate.ingress.annotations import in_namespace
 from agc_controller.translate.ingress.plan import (
     MAX_NAME,
     GatewayTarget,
@@ -30,6 +25,7 @@ from agc_controller.translate.ingress.plan import (
     backend_refs,
     base_name,
 )
+from agc_controller.translate.ingress.values import BackendProtocol, Canary, Note
 from agc_controller.translate.snapshot import Obj
 
 K = TypeVar("K", bound=Hashable)
