@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 import yaml
 from kubernetes_asyncio import client
@@ -24,6 +25,7 @@ from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_auth import HTPASSWD, basic, secret
+from tests.e2e.test_grpc import GRPC_ECHO, eventually_served
 from tests.e2e.test_healthcheck import set_health
 from tests.e2e.test_http_routing import get
 from tests.e2e.test_https import curl
@@ -90,6 +92,21 @@ def ingress(
         "metadata": {"name": name, "annotations": annotations or {}},
         "spec": spec,
     }
+
+
+# a path "/" to Service "web"
+WEB = [("/", "Prefix", "web")]
+
+
+def on(
+    class_name: str,
+    name: str,
+    host: str,
+    annotations: dict[str, str],
+    paths: list[tuple[str, str, str]] = WEB,
+) -> dict[str, Any]:
+    """An Ingress of class `class_name` for `host` with `annotations` (paths: "/" to web)."""
+    return ingress(name, host, paths, class_name=class_name, annotations=annotations)
 
 
 async def ingress_address(cluster: Cluster, name: str) -> str:
@@ -229,7 +246,6 @@ async def test_rules_tls_default_backend_merge_and_refused_snippets(
 
 def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
     """One Ingress per annotation (group) we convert."""
-    web = [("/", "Prefix", "web")]
     return [
         ingress(
             "rewrite",
@@ -255,43 +271,29 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
             class_name=class_name,
             annotations={NGINX + "use-regex": "true"},
         ),
-        ingress(
-            "approot",
-            "approot.example.com",
-            web,
-            class_name=class_name,
-            annotations={NGINX + "app-root": "/app1"},
-        ),
+        on(class_name, "approot", "approot.example.com", {NGINX + "app-root": "/app1"}),
         ingress(
             "secure",
             "secure.example.com",
-            web,
+            WEB,
             class_name=class_name,
             tls=tls,
             annotations={NGINX + "ssl-redirect": "true"},
         ),
-        ingress(
-            "forced",
-            "forced.example.com",
-            web,
-            class_name=class_name,
-            annotations={NGINX + "force-ssl-redirect": "true"},
-        ),
-        ingress(
+        on(class_name, "forced", "forced.example.com", {NGINX + "force-ssl-redirect": "true"}),
+        on(
+            class_name,
             "moved",
             "moved.example.com",
-            web,
-            class_name=class_name,
-            annotations={NGINX + "permanent-redirect": "https://new.example.com/landing"},
+            {NGINX + "permanent-redirect": "https://new.example.com/landing"},
         ),
-        ingress(
+        on(
+            class_name,
             "away",
             "away.example.com",
-            web,
-            class_name=class_name,
-            annotations={NGINX + "temporal-redirect": "http://elsewhere.example.com/"},
+            {NGINX + "temporal-redirect": "http://elsewhere.example.com/"},
         ),
-        ingress("primary", "canary.example.com", web, class_name=class_name),
+        ingress("primary", "canary.example.com", WEB, class_name=class_name),
         ingress(
             "primary-canary",
             "canary.example.com",
@@ -304,23 +306,16 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
                 NGINX + "canary-by-cookie": "canary",
             },
         ),
-        ingress(
+        on(
+            class_name,
             "cors",
             "cors.example.com",
-            web,
-            class_name=class_name,
-            annotations={
+            {
                 NGINX + "enable-cors": "true",
                 NGINX + "cors-allow-origin": "https://a.example.com",
             },
         ),
-        ingress(
-            "slow",
-            "slow.example.com",
-            web,
-            class_name=class_name,
-            annotations={NGINX + "proxy-read-timeout": "1"},
-        ),
+        on(class_name, "slow", "slow.example.com", {NGINX + "proxy-read-timeout": "1"}),
         ingress(
             "agic",
             "agic.example.com",
@@ -332,13 +327,7 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
                 AGIC + "request-timeout": "1",
             },
         ),
-        ingress(
-            "agic-tls",
-            "agic-tls.example.com",
-            web,
-            class_name=class_name,
-            annotations={AGIC + "ssl-redirect": "true"},
-        ),
+        on(class_name, "agic-tls", "agic-tls.example.com", {AGIC + "ssl-redirect": "true"}),
     ]
 
 
@@ -472,28 +461,24 @@ async def test_access_rate_limit_and_affinity_annotations(
     for name, address in echo.items():
         await cluster.service(name, [address])
     await secret(cluster, "users", {"auth": HTPASSWD}, "Opaque")
-    web = [("/", "Prefix", "web")]
     for obj in [
-        ingress(
+        on(
+            ingress_class,
             "allowed",
             "allowed.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "whitelist-source-range": "127.0.0.0/8, 10.0.0.0/8"},
+            {NGINX + "whitelist-source-range": "127.0.0.0/8, 10.0.0.0/8"},
         ),
-        ingress(
+        on(
+            ingress_class,
             "denied",
             "denied.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "denylist-source-range": "127.0.0.0/8"},
+            {NGINX + "denylist-source-range": "127.0.0.0/8"},
         ),
-        ingress(
+        on(
+            ingress_class,
             "basic",
             "basic.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={
+            {
                 NGINX + "auth-type": "basic",
                 NGINX + "auth-secret": "users",
                 NGINX + "auth-realm": "Staff",
@@ -502,40 +487,36 @@ async def test_access_rate_limit_and_affinity_annotations(
         ingress(
             "checked",
             "checked.example.com",
-            web,
+            WEB,
             class_name=ingress_class,
             annotations={
                 NGINX + "auth-url": f"http://api.{cluster.namespace}.svc.cluster.local/check",
                 NGINX + "auth-response-headers": "X-Backend",
             },
         ),
-        ingress(
+        on(
+            ingress_class,
             "refusing",
             "refusing.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "auth-url": "http://api/check?status=403"},
+            {NGINX + "auth-url": "http://api/check?status=403"},
         ),
-        ingress(
+        on(
+            ingress_class,
             "external",
             "external.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "auth-url": "https://login.example.org/check"},
+            {NGINX + "auth-url": "https://login.example.org/check"},
         ),
-        ingress(
+        on(
+            ingress_class,
             "limited",
             "limited.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "limit-rpm": "2", NGINX + "limit-burst-multiplier": "1"},
+            {NGINX + "limit-rpm": "2", NGINX + "limit-burst-multiplier": "1"},
         ),
-        ingress(
+        on(
+            ingress_class,
             "sticky",
             "sticky.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={
+            {
                 NGINX + "affinity": "cookie",
                 NGINX + "session-cookie-name": "route",
                 NGINX + "session-cookie-max-age": "3600",
@@ -587,7 +568,7 @@ async def test_more_annotations_with_traffic(
     await secret(cluster, "backend-ca", {"ca.crt": ca.pem}, "Opaque")
     healthy, failing = backends.start_echo("ing-h1"), backends.start_echo("ing-h2")
     await cluster.service("probed", [healthy, failing])
-    web = [("/", "Prefix", "web")]
+    await cluster.service("grpc", [backends.start_echo("ing-grpc", module=GRPC_ECHO)])
     secure = ingress(
         "secure-backend",
         "secure-backend.example.com",
@@ -600,16 +581,22 @@ async def test_more_annotations_with_traffic(
             NGINX + "proxy-ssl-name": "secure.internal",
         },
     )
+    grpc_ingress = ingress(
+        "grpc",
+        "grpc-ingress.example.com",
+        [("/", "Prefix", "grpc")],
+        class_name=ingress_class,
+        annotations={NGINX + "backend-protocol": "GRPC"},
+    )
     secure["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": 8443}
     for obj in [
-        ingress(
+        on(
+            ingress_class,
             "per-second",
             "rps.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "limit-rps": "1", NGINX + "limit-burst-multiplier": "1"},
+            {NGINX + "limit-rps": "1", NGINX + "limit-burst-multiplier": "1"},
         ),
-        ingress("versioned", "version.example.com", web, class_name=ingress_class),
+        ingress("versioned", "version.example.com", WEB, class_name=ingress_class),
         ingress(
             "versioned-canary",
             "version.example.com",
@@ -621,44 +608,30 @@ async def test_more_annotations_with_traffic(
                 NGINX + "canary-by-header-value": "v2",
             },
         ),
-        ingress(
+        on(
+            ingress_class,
             "moved-308",
             "moved308.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={
+            {
                 NGINX + "permanent-redirect": "https://new.example.com/",
                 NGINX + "permanent-redirect-code": "308",
             },
         ),
-        ingress(
+        on(
+            ingress_class,
             "agic-sticky",
             "agic-sticky.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={AGIC + "cookie-based-affinity": "true"},
+            {AGIC + "cookie-based-affinity": "true"},
         ),
-        ingress(
-            "slow-send",
-            "send.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "proxy-send-timeout": "1"},
-        ),
-        ingress(
-            "uploads",
-            "uploads.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "proxy-body-size": "1k"},
-        ),
+        on(ingress_class, "slow-send", "send.example.com", {NGINX + "proxy-send-timeout": "1"}),
+        on(ingress_class, "uploads", "uploads.example.com", {NGINX + "proxy-body-size": "1k"}),
         secure,
-        ingress(
+        grpc_ingress,
+        on(
+            ingress_class,
             "inspected",
             "inspected.example.com",
-            web,
-            class_name=ingress_class,
-            annotations={NGINX + "enable-modsecurity": "true"},
+            {NGINX + "enable-modsecurity": "true"},
         ),
         ingress(
             "probed",
@@ -715,6 +688,11 @@ async def test_more_annotations_with_traffic(
     async with asyncio.timeout(20):
         while not (log.exists() and "inspected-inspected.example.com" in log.read_text()):
             await asyncio.sleep(0.1)
+    # backend-protocol GRPC: h2c to the backend (the plain port takes gRPC as well)
+    options = [("grpc.default_authority", "grpc-ingress.example.com")]
+    async with grpc.aio.insecure_channel(f"{address}:80", options=options) as channel:
+        reply = await eventually_served(channel, "/agc.test.Echo/Call")
+    assert reply["name"] == "ing-grpc"
     # AGIC's probe: the endpoint failing it leaves the rotation
     await set_health(failing, 503)
 
