@@ -551,24 +551,8 @@ async def test_access_rate_limit_and_affinity_annotations(
     assert "Max-Age=3600" in cookie
 
 
-async def test_more_annotations_with_traffic(
-    cluster: Cluster,
-    backends: BackendNamespace,
-    echo: dict[str, str],
-    ingress_class: str,
-    tmp_path: Path,
-) -> None:
-    """Rate per second, canary by header value, a redirect's code, AGIC's affinity, the
-    send timeout, HTTPS backends verified, ModSecurity in Detection, AGIC's probes."""
-    for name, address in echo.items():
-        await cluster.service(name, [address])
-    ca = CertificateAuthority()
-    tls_backend = start_tls_echo(backends, ca, "secure.internal", tmp_path, "ing-secure")
-    await cluster.service("secure", [tls_backend], port=8443, target_port=8443)
-    await secret(cluster, "backend-ca", {"ca.crt": ca.pem}, "Opaque")
-    healthy, failing = backends.start_echo("ing-h1"), backends.start_echo("ing-h2")
-    await cluster.service("probed", [healthy, failing])
-    await cluster.service("grpc", [backends.start_echo("ing-grpc", module=GRPC_ECHO)])
+def more_annotated(ingress_class: str) -> list[dict[str, Any]]:
+    """The Ingresses of test_more_annotations_with_traffic."""
     secure = ingress(
         "secure-backend",
         "secure-backend.example.com",
@@ -589,7 +573,7 @@ async def test_more_annotations_with_traffic(
         annotations={NGINX + "backend-protocol": "GRPC"},
     )
     secure["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": 8443}
-    for obj in [
+    return [
         on(
             ingress_class,
             "per-second",
@@ -629,6 +613,12 @@ async def test_more_annotations_with_traffic(
         grpc_ingress,
         on(
             ingress_class,
+            "admin",
+            "admin.example.com",
+            {AGIC + "override-frontend-port": "8080"},
+        ),
+        on(
+            ingress_class,
             "inspected",
             "inspected.example.com",
             {NGINX + "enable-modsecurity": "true"},
@@ -644,7 +634,28 @@ async def test_more_annotations_with_traffic(
                 AGIC + "health-probe-unhealthy-threshold": "1",
             },
         ),
-    ]:
+    ]
+
+
+async def test_more_annotations_with_traffic(
+    cluster: Cluster,
+    backends: BackendNamespace,
+    echo: dict[str, str],
+    ingress_class: str,
+    tmp_path: Path,
+) -> None:
+    """Rate per second, canary by header value, a redirect's code, AGIC's affinity, the
+    send timeout, HTTPS backends verified, ModSecurity in Detection, AGIC's probes."""
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    ca = CertificateAuthority()
+    tls_backend = start_tls_echo(backends, ca, "secure.internal", tmp_path, "ing-secure")
+    await cluster.service("secure", [tls_backend], port=8443, target_port=8443)
+    await secret(cluster, "backend-ca", {"ca.crt": ca.pem}, "Opaque")
+    healthy, failing = backends.start_echo("ing-h1"), backends.start_echo("ing-h2")
+    await cluster.service("probed", [healthy, failing])
+    await cluster.service("grpc", [backends.start_echo("ing-grpc", module=GRPC_ECHO)])
+    for obj in more_annotated(ingress_class):
         await cluster.apply(obj)
     address = await ingress_address(cluster, "probed")
     await until_answer(address, "/", (200, "ing-web"), host="inspected.example.com")
@@ -688,6 +699,11 @@ async def test_more_annotations_with_traffic(
     async with asyncio.timeout(20):
         while not (log.exists() and "inspected-inspected.example.com" in log.read_text()):
             await asyncio.sleep(0.1)
+    # AGIC's frontend port: the host is served there, not on 80; the others stay on 80
+    admin = "admin.example.com"
+    await until_answer(address, "/", (200, "ing-web"), host=admin, port=8080)
+    assert (await get(address, "/", host=admin))[0] == 404
+    assert await answer(address, "/", host="inspected.example.com") == (200, "ing-web")
     # backend-protocol GRPC: h2c to the backend (the plain port takes gRPC as well)
     options = [("grpc.default_authority", "grpc-ingress.example.com")]
     async with grpc.aio.insecure_channel(f"{address}:80", options=options) as channel:

@@ -177,7 +177,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
                 "unsupported",
                 "not per Ingress: give the IngressClass azure.agc-controller.io/frontend: private",
             ),
-            "override-frontend-port": Annotation("unsupported", "not supported yet"),
+            "override-frontend-port": Annotation(
+                "converted", "listeners on that port for the Ingress's hosts, instead of 80/443"
+            ),
             "health-probe-hostname": Annotation("converted", "a HealthCheckPolicy's http.host"),
             "health-probe-port": Annotation("converted", "the HealthCheckPolicy's port"),
             "health-probe-path": Annotation("converted", "the HealthCheckPolicy's http.path"),

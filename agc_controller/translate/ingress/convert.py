@@ -58,6 +58,7 @@ from agc_controller.translate.ingress.together import (
     backend_protocols,
     beyond_the_provider,
     default_backend_owner,
+    frontend_ports,
     health_checks,
     passthrough_hosts,
     renamed_routes,
@@ -178,6 +179,7 @@ def conversion_steps(
     certificates, tls_origins, grants = tls_certificates(plans, target, notes, passthrough)
     listeners = tuple((https_listener_name(host), host) for host in sorted(certificates))
     tls_hosts = frozenset(h for h in certificates if h)
+    ports = frontend_ports(primaries, certificates)
     default_owner = default_backend_owner(plans, notes)
     unserved = beyond_the_provider(plans, target, notes)
     checked = health_checks(plans, notes)
@@ -204,6 +206,7 @@ def conversion_steps(
             # only what the routes read: another host's new certificate changes none
             https_listeners=listeners if redirects else (),
             tls_hosts=tls_hosts.intersection(plan.hosts) if redirects else frozenset(),
+            parents=ports.parents(plan, listeners),
             default_backend=plan.key == default_owner,
             renamed=tuple(sorted(renamed.get(plan.key, {}).items())),
             refused=plan.key in unserved,
@@ -220,7 +223,9 @@ def conversion_steps(
     memo.routes = {k: v for k, v in memo.routes.items() if k in memo.plans}
     return Conversion(
         gateway_class=memo.stable("gateway_class", build_gateway_class(target)),
-        gateway=memo.stable("gateway", build_gateway(target, certificates, passthrough)),
+        gateway=memo.stable(
+            "gateway", build_gateway(target, certificates, passthrough, ports.listeners)
+        ),
         http_routes=routes,
         tls_routes=memo.stable("tls_routes", build_tls_routes(passthrough, plans, target)),
         h2c_ports=memo.stable(

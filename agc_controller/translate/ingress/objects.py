@@ -13,6 +13,9 @@ from agc_controller.core.keys import namespaced_name, object_key
 from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.ingress.plan import (
+    HTTP_LISTENER,
+    HTTP_PORT,
+    HTTPS_PORT,
     MAX_NAME,
     GatewayTarget,
     Path,
@@ -25,6 +28,7 @@ from agc_controller.translate.ingress.plan import (
 )
 from agc_controller.translate.ingress.together import (
     Passthrough,
+    PortListener,
 )
 from agc_controller.translate.ingress.values import (
     APP_ROOT,
@@ -35,15 +39,6 @@ from agc_controller.translate.ingress.values import (
     capture_template,
 )
 from agc_controller.translate.snapshot import Obj
-
-HTTP_PORT = 80
-
-
-HTTPS_PORT = 443
-
-
-HTTP_LISTENER = "http"
-
 
 # the name suffix of a route redirecting plain HTTP to https
 _REDIRECT = "-https-redirect"
@@ -76,6 +71,9 @@ class Context:
     renamed: tuple[tuple[str, str], ...]
     # not served, for what the provider cannot do (its own annotations aside)
     refused: bool = False
+    # the listeners (name, hostname or "") its routes attach to by name; None: every
+    # listener, by naming none (no Ingress of the class has a frontend port of its own)
+    parents: tuple[tuple[str, str], ...] | None = None
 
 
 @attrs.frozen
@@ -186,6 +184,7 @@ def build_gateway(
     target: GatewayTarget,
     certificates: Mapping[str, tuple[str, str]],
     passthrough: Mapping[str, Passthrough],
+    port_listeners: Iterable[PortListener] = (),
 ) -> Obj:
     every_namespace = {"namespaces": {"from": "All"}}
     listeners: list[Obj] = [
@@ -224,9 +223,29 @@ def build_gateway(
                     }
                     for host in sorted(passthrough)
                 ),
+                *(_port_listener(listener, every_namespace) for listener in port_listeners),
             ],
         },
     }
+
+
+def _port_listener(port_listener: PortListener, allowed: Obj) -> Obj:
+    """A listener on a frontend port an Ingress asks for (override-frontend-port)."""
+    listener: Obj = {
+        "name": port_listener.name,
+        "port": port_listener.port,
+        "protocol": port_listener.protocol,
+    }
+    if port_listener.hostname:
+        listener["hostname"] = port_listener.hostname
+    if port_listener.certificate is not None:
+        namespace, name = port_listener.certificate
+        listener["tls"] = {
+            "mode": "Terminate",
+            "certificateRefs": [{"kind": "Secret", "namespace": namespace, "name": name}],
+        }
+    listener["allowedRoutes"] = allowed
+    return listener
 
 
 def _https_listener(host: str, secret: tuple[str, str], allowed: Obj) -> Obj:
@@ -313,7 +332,7 @@ def build_routes(plan: Plan, context: Context, target: GatewayTarget) -> dict[st
                 [(path.field, _https_redirect_rule(path, https_status)) for path in paths],
             )
         else:
-            add(name, [_parent(target, None)], hostnames, rules)
+            add(name, _parents(target, context, host), hostnames, rules)
     if context.default_backend and plan.default_backend is not None:
         base = default_name(plan)
         default_path = Path(
@@ -324,7 +343,7 @@ def build_routes(plan: Plan, context: Context, target: GatewayTarget) -> dict[st
         )
         add(
             names.get(base, base),
-            [_parent(target, None)],
+            _parents(target, context, ""),
             [],
             [
                 (default_path.field, rule)
@@ -332,6 +351,18 @@ def build_routes(plan: Plan, context: Context, target: GatewayTarget) -> dict[st
             ],
         )
     return routes
+
+
+def _parents(target: GatewayTarget, context: Context, host: str) -> list[Obj]:
+    """A route's parentRefs: every listener (naming none), or the Ingress's listeners
+    that serve `host` by name."""
+    if context.parents is None:
+        return [_parent(target, None)]
+    return [
+        _parent(target, name)
+        for name, listener_host in context.parents
+        if intersect(listener_host or None, host or None) is not None
+    ]
 
 
 def _parent(target: GatewayTarget, section: str | None) -> Obj:

@@ -17,6 +17,14 @@ from agc_controller.translate.snapshot import Obj
 # a route name longer than this gets a digest instead of its tail
 MAX_NAME = 253
 
+HTTP_PORT = 80
+
+
+HTTPS_PORT = 443
+
+
+HTTP_LISTENER = "http"
+
 
 @attrs.frozen
 class GatewayTarget:
@@ -230,6 +238,11 @@ def https_listener_name(host: str) -> str:
     if len(name) > MAX_NAME:
         name = name[: MAX_NAME - 11] + "-" + hashlib.sha256(host.encode()).hexdigest()[:10]
     return name
+
+
+def port_listener_names(port: int, host: str) -> tuple[str, str]:
+    """The HTTP and HTTPS listener names of `host` on an overriding frontend port."""
+    return f"http-{port}", https_listener_name(host).replace("https", f"https-{port}", 1)
 
 
 def tls_listener_name(host: str) -> str:

@@ -17,6 +17,7 @@ from agc_controller.core.keys import namespaced_name
 from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.translate.ingress.annotations import in_namespace
 from agc_controller.translate.ingress.plan import (
+    HTTP_LISTENER,
     MAX_NAME,
     GatewayTarget,
     Path,
@@ -24,6 +25,7 @@ from agc_controller.translate.ingress.plan import (
     Plan,
     backend_refs,
     base_name,
+    port_listener_names,
 )
 from agc_controller.translate.ingress.values import BackendProtocol, Canary, Note
 from agc_controller.translate.snapshot import Obj
@@ -322,3 +324,55 @@ def renamed_routes(plans: Iterable[Plan]) -> dict[str, dict[str, str]]:
                 digest = hashlib.sha256(f"{plan.key}|{base}".encode()).hexdigest()[:10]
                 renamed.setdefault(plan.key, {})[base] = f"{base[: MAX_NAME - 11]}-{digest}"
     return renamed
+
+
+@attrs.frozen
+class PortListener:
+    """A listener on a frontend port an Ingress asks for."""
+
+    name: str
+    port: int
+    protocol: str  # HTTP or HTTPS
+    hostname: str  # "" every host
+    certificate: tuple[str, str] | None  # HTTPS: the Secret (namespace, name)
+
+
+@attrs.frozen
+class FrontendPorts:
+    """Listeners on ports Ingresses ask for instead of 80/443 (AGIC's
+    override-frontend-port), and which listeners each Ingress's routes take."""
+
+    listeners: tuple[PortListener, ...] = ()
+
+    def parents(
+        self, plan: Plan, https: tuple[tuple[str, str], ...]
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The listeners (name, hostname) `plan`'s routes attach to: its own port's, or,
+        once some Ingress has a port of its own, the usual ones by name (a route naming
+        no listener would take every port's); None: every listener, by naming none."""
+        if not self.listeners:
+            return None
+        port = plan.annotations.frontend_port
+        if port is None:
+            return ((HTTP_LISTENER, ""), *https)
+        return tuple((ls.name, ls.hostname) for ls in self.listeners if ls.port == port)
+
+
+def frontend_ports(
+    plans: Iterable[Plan], certificates: Mapping[str, tuple[str, str]]
+) -> FrontendPorts:
+    """The listeners of the Ingresses with a frontend port of their own: HTTPS on it for
+    their hosts with a certificate, HTTP on it for the others."""
+    found: dict[str, PortListener] = {}
+    for plan in plans:
+        port = plan.annotations.frontend_port
+        if port is None or plan.annotations.refused:
+            continue
+        for host in sorted(plan.hosts):
+            http, https = port_listener_names(port, host)
+            secret = certificates.get(host) if host else None
+            if secret is not None:
+                found.setdefault(https, PortListener(https, port, "HTTPS", host, secret))
+            else:
+                found.setdefault(http, PortListener(http, port, "HTTP", "", None))
+    return FrontendPorts(listeners=tuple(found[name] for name in sorted(found)))

@@ -134,6 +134,8 @@ class Annotations:
     health_probe: Mapping[str, object] | None = None
     # the largest request body (proxy-body-size); None: no limit
     max_body_bytes: int | None = None
+    # the port its hosts are served on instead of 80 / 443 (AGIC's override-frontend-port)
+    frontend_port: int | None = None
     # web application firewall: Detection with the CRS, or an Azure WAF policy by id
     waf_detection: bool = False
     waf_policy_id: str | None = None
@@ -401,6 +403,11 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)\s*$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
+def _frontend_port(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    port = _int(values[AGIC + "override-frontend-port"], 1, 65535)
+    return attrs.evolve(parsed, frontend_port=None if port in (80, 443) else port)
+
+
 def _body_size(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     value = values[NGINX + "proxy-body-size"]
     found = _SIZE.match(value)
@@ -599,6 +606,7 @@ STEPS = (
     ((NGINX + "use-regex",), _use_regex),
     ((NGINX + "ssl-passthrough",), _passthrough),
     ((NGINX + "proxy-body-size",), _body_size),
+    ((AGIC + "override-frontend-port",), _frontend_port),
     (
         tuple(
             AGIC + "health-probe-" + name
