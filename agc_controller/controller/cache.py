@@ -211,12 +211,7 @@ class Cache:
                 if (document := self.remote_jwks.get(url)) is not None
             },
             waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),
-            route_filters={
-                k: o
-                for route_key in routes[r.HTTP_ROUTE.kind]
-                for k in self.store(r.HTTP_ROUTE.kind).index_values(ix.EXTENSION_REFS, route_key)
-                if (o := self.get(r.HTTP_ROUTE_FILTER.kind, k)) is not None
-            },
+            route_filters=self._route_filters(routes[r.HTTP_ROUTE.kind]),
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={
@@ -286,6 +281,19 @@ class Cache:
             secrets=self._material(material, "Secret", r.SECRET.kind),
             namespaces=self._all(r.NAMESPACE.kind),
         )
+
+    def _route_filters(self, routes: Iterable[str]) -> dict[str, Obj]:
+        """Our HTTPRouteFilters the HTTPRoutes `routes` name (none cached: no lookups)."""
+        filters = self.store(r.HTTP_ROUTE_FILTER.kind)
+        if not len(filters):
+            return {}
+        store = self.store(r.HTTP_ROUTE.kind)
+        return {
+            k: o
+            for route_key in routes
+            for k in store.index_values(ix.EXTENSION_REFS, route_key)
+            if (o := filters.get(k)) is not None
+        }
 
     def snapshot_for_class(self, name: str) -> Snapshot:
         gateway_class = self.get(r.GATEWAY_CLASS.kind, name)
