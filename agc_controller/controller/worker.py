@@ -16,6 +16,12 @@ recorded only after the status write succeeded and only when `Programmed`
 changed status — judged against what this replica last wrote for that object
 (uid), or, the first time, against the cached status (so a new leader does not
 re-announce what its predecessor already reported).
+
+An IngressClass key reconciles the same way: its Ingresses are translated as
+the one Gateway they are served as (translate/ingress), the provider programs
+it, and each Ingress gets `status.loadBalancer` and, Ingress having no
+conditions, Events: each note once, when it first applies (kept per uid; a new
+leader repeats them), queued and posted off the reconcile's path.
 """
 
 from __future__ import annotations
