@@ -94,6 +94,7 @@ def ingress(
     }
 
 
+ORIGIN = "https://a.example.com"
 # a path "/" to Service "web"
 WEB = [("/", "Prefix", "web")]
 
@@ -313,6 +314,11 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
             {
                 NGINX + "enable-cors": "true",
                 NGINX + "cors-allow-origin": "https://a.example.com",
+                NGINX + "cors-allow-methods": "GET, POST",
+                NGINX + "cors-allow-headers": "X-Api-Key",
+                NGINX + "cors-expose-headers": "X-Trace",
+                NGINX + "cors-allow-credentials": "true",
+                NGINX + "cors-max-age": "600",
             },
         ),
         on(class_name, "slow", "slow.example.com", {NGINX + "proxy-read-timeout": "1"}),
@@ -362,6 +368,47 @@ async def full_answer(address: str, host: str, path: str, headers: dict[str, str
     )
 
 
+async def check_cors(address: str) -> None:
+    """The CORS Ingress's preflight and actual answers carry its cors-* annotations."""
+    status, headers, _ = await get(
+        address,
+        "/",
+        host="cors.example.com",
+        method="OPTIONS",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"},
+    )
+    assert status in (200, 204)
+    assert headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert headers["Access-Control-Allow-Methods"].replace(" ", "") == "GET,POST"
+    assert headers["Access-Control-Allow-Headers"].lower() == "x-api-key"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert headers["Access-Control-Max-Age"] == "600"
+    _, headers, _ = await get(address, "/", host="cors.example.com", headers={"Origin": ORIGIN})
+    assert headers["Access-Control-Expose-Headers"].lower() == "x-trace"
+
+
+async def check_version_canaries(address: str) -> None:
+    """Canaries by a header's value and by a pattern of it."""
+    version = "version.example.com"
+    assert await answer(address, "/", host=version, headers={"X-Version": "v2"}) == (
+        200,
+        "ing-next",
+    )
+    assert await answer(address, "/", host=version, headers={"X-Version": "v1"}) == (
+        200,
+        "ing-web",
+    )
+    pattern = "pattern.example.com"
+    assert await answer(address, "/", host=pattern, headers={"X-Version": "v4"}) == (
+        200,
+        "ing-next",
+    )
+    assert await answer(address, "/", host=pattern, headers={"X-Version": "v2"}) == (
+        200,
+        "ing-web",
+    )
+
+
 async def test_annotations_and_the_round_trip(
     cluster: Cluster, echo: dict[str, str], ingress_class: str
 ) -> None:
@@ -405,15 +452,7 @@ async def test_annotations_and_the_round_trip(
     assert await answer(
         address, "/", host=canary, headers={"X-Canary": "always", "Cookie": "canary=never"}
     ) == (200, "ing-next")
-    status, headers, _ = await get(
-        address,
-        "/",
-        host="cors.example.com",
-        method="OPTIONS",
-        headers={"Origin": "https://a.example.com", "Access-Control-Request-Method": "GET"},
-    )
-    assert status in (200, 204)
-    assert headers["Access-Control-Allow-Origin"] == "https://a.example.com"
+    await check_cors(address)
     assert (await get(address, "/?delay=3", host="slow.example.com"))[0] == 504
     status, _, body = await get(address, "/hello/world", host="agic.example.com")
     assert (status, body["path"], body["host"]) == (200, "/test/world", "backend.example.com")
@@ -592,6 +631,18 @@ def more_annotated(ingress_class: str) -> list[dict[str, Any]]:
                 NGINX + "canary-by-header-value": "v2",
             },
         ),
+        on(ingress_class, "pattern", "pattern.example.com", {}),
+        ingress(
+            "pattern-canary",
+            "pattern.example.com",
+            [("/", "Prefix", "next")],
+            class_name=ingress_class,
+            annotations={
+                NGINX + "canary": "true",
+                NGINX + "canary-by-header": "X-Version",
+                NGINX + "canary-by-header-pattern": "^v[3-9]$",
+            },
+        ),
         on(
             ingress_class,
             "moved-308",
@@ -662,15 +713,7 @@ async def test_more_annotations_with_traffic(
 
     codes = [(await get(address, "/", host="rps.example.com"))[0] for _ in range(2)]
     assert codes == [200, 429]
-    version = "version.example.com"
-    assert await answer(address, "/", host=version, headers={"X-Version": "v2"}) == (
-        200,
-        "ing-next",
-    )
-    assert await answer(address, "/", host=version, headers={"X-Version": "v1"}) == (
-        200,
-        "ing-web",
-    )
+    await check_version_canaries(address)
     status, headers, _ = await get(address, "/", host="moved308.example.com")
     assert (status, headers["Location"]) == (308, "https://new.example.com/")
     _, headers, _ = await get(address, "/", host="agic-sticky.example.com")
