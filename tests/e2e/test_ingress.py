@@ -110,6 +110,23 @@ def on(
     return ingress(name, host, paths, class_name=class_name, annotations=annotations)
 
 
+def canary_pair(
+    class_name: str, name: str, host: str, annotations: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Ingress `name` for `host` ("/" to web) and its canary `<name>-canary` ("/" to
+    next) with `annotations` besides canary: "true"."""
+    return [
+        ingress(name, host, WEB, class_name=class_name),
+        ingress(
+            f"{name}-canary",
+            host,
+            [("/", "Prefix", "next")],
+            class_name=class_name,
+            annotations={NGINX + "canary": "true", **annotations},
+        ),
+    ]
+
+
 async def ingress_address(cluster: Cluster, name: str) -> str:
     api = client.NetworkingV1Api(cluster.kube)
     async with asyncio.timeout(30):
@@ -294,14 +311,11 @@ def annotated(class_name: str, tls: str) -> list[dict[str, Any]]:
             "away.example.com",
             {NGINX + "temporal-redirect": "http://elsewhere.example.com/"},
         ),
-        ingress("primary", "canary.example.com", WEB, class_name=class_name),
-        ingress(
-            "primary-canary",
+        *canary_pair(
+            class_name,
+            "primary",
             "canary.example.com",
-            [("/", "Prefix", "next")],
-            class_name=class_name,
-            annotations={
-                NGINX + "canary": "true",
+            {
                 NGINX + "canary-weight": "100",
                 NGINX + "canary-by-header": "X-Canary",
                 NGINX + "canary-by-cookie": "canary",
@@ -619,26 +633,20 @@ def more_annotated(ingress_class: str) -> list[dict[str, Any]]:
             "rps.example.com",
             {NGINX + "limit-rps": "1", NGINX + "limit-burst-multiplier": "1"},
         ),
-        ingress("versioned", "version.example.com", WEB, class_name=ingress_class),
-        ingress(
-            "versioned-canary",
+        *canary_pair(
+            ingress_class,
+            "versioned",
             "version.example.com",
-            [("/", "Prefix", "next")],
-            class_name=ingress_class,
-            annotations={
-                NGINX + "canary": "true",
+            {
                 NGINX + "canary-by-header": "X-Version",
                 NGINX + "canary-by-header-value": "v2",
             },
         ),
-        on(ingress_class, "pattern", "pattern.example.com", {}),
-        ingress(
-            "pattern-canary",
+        *canary_pair(
+            ingress_class,
+            "pattern",
             "pattern.example.com",
-            [("/", "Prefix", "next")],
-            class_name=ingress_class,
-            annotations={
-                NGINX + "canary": "true",
+            {
                 NGINX + "canary-by-header": "X-Version",
                 NGINX + "canary-by-header-pattern": "^v[3-9]$",
             },
