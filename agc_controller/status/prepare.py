@@ -13,6 +13,9 @@ what `desired` says (no write is needed). Invariants of the result:
   attachedListenerSets and supportedFeatures are exactly the desired ones (each
   listener's conditions merged against the stored listener of the same name).
   Status fields the model does not decide are kept as stored.
+- Ingress: `status.loadBalancer.ingress` is exactly the desired addresses (an
+  IP or a hostname each); the rest as stored. Ingress has no conditions, so its
+  status is never stale.
 - Route `status.parents` / policy `status.ancestors`: entries of other
   controllers, and ours whose parent/ancestor is a Gateway other than
   `desired.gateway` (or, for a route, a ListenerSet outside

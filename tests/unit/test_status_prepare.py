@@ -14,6 +14,7 @@ from agc_controller.core.status import (
     GatewayAddress,
     GatewayClassStatus,
     GatewayStatus,
+    IngressStatus,
     ListenerSetStatus,
     ListenerStatus,
     ParentReference,
@@ -547,3 +548,21 @@ def test_stale_when_stored_generation_is_newer_than_any_desired_condition() -> N
 def test_rfc3339_is_utc_seconds_with_z() -> None:
     assert rfc3339(0) == EPOCH
     assert rfc3339(1714557600.75) == "2024-05-01T10:00:00Z"
+
+
+def test_ingress_status_is_its_addresses_and_keeps_the_rest() -> None:
+    desired = IngressStatus(
+        namespace="shop",
+        name="web",
+        addresses=(GatewayAddress("IPAddress", "10.0.0.1"), GatewayAddress("Hostname", "lb.io")),
+    )
+    stored: dict[str, Any] = {"metadata": {"generation": 4}, "status": {"loadBalancer": {}}}
+    new = prepare(stored, desired)
+    assert new == {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}, {"hostname": "lb.io"}]}}
+    # written already: nothing to do; Ingress has no conditions, so never stale
+    assert prepare({**stored, "status": new}, desired) is None
+    assert not is_stale(stored, desired)
+    # not programmed: no address, other status fields kept
+    unaddressed = IngressStatus(namespace="shop", name="web", addresses=())
+    kept = {"metadata": {}, "status": {**new, "other": 1}}
+    assert prepare(kept, unaddressed) == {"loadBalancer": {}, "other": 1}
