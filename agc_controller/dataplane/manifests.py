@@ -89,12 +89,14 @@ def object_name(gateway: ObjectKey) -> str:
     """The name of every data-plane object of `gateway`: a DNS-1035 label (a Service
     name), `agc-<gateway>` when that is one (`agc-ingress-<class>` for an IngressClass's),
     else a sanitised prefix and a digest."""
-    plain = f"agc-ingress-{gateway.name}" if serves_ingress(gateway) else f"agc-{gateway.name}"
+    prefix = "agc-ingress" if serves_ingress(gateway) else "agc"
+    plain = f"{prefix}-{gateway.name}"
     if len(plain) <= 63 and _DNS_LABEL.match(plain):
         return plain
-    stem = re.sub(r"[^a-z0-9-]+", "-", gateway.name.lower())[:50].strip("-")
+    # within the 63 characters of a label, digest included
+    stem = re.sub(r"[^a-z0-9-]+", "-", gateway.name.lower())[: 53 - len(prefix)].strip("-")
     digest = hashlib.sha256(gateway.name.encode()).hexdigest()[:8]
-    return f"agc-{stem}-{digest}" if stem else f"agc-{digest}"
+    return f"{prefix}-{stem}-{digest}" if stem else f"{prefix}-{digest}"
 
 
 def serves_ingress(gateway: ObjectKey) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.dataplane.manifests import DataPlane, Owner
+from agc_controller.dataplane.manifests import DataPlane, Owner, object_name
 from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.translate.model import Frontend, LoadBalancer
+from agc_controller.translate.ingress import SERVED_NAMESPACE
 
 
 def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number() -> None:
@@ -35,3 +36,13 @@ def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number(
         ("port-5353", 5353, 5353, "TCP"),
         ("udp-5353", 5353, 5353, "UDP"),
     ]
+
+
+def test_object_names_are_labels_and_an_ingress_class_s_differ_from_a_gateway_s() -> None:
+    long = "x" * 80
+    gateway = object_name(ObjectKey("Gateway", "default", long))
+    ingress = object_name(ObjectKey("Gateway", SERVED_NAMESPACE, long))
+    assert (len(gateway), len(ingress)) == (63, 63)
+    assert gateway.startswith("agc-x") and ingress.startswith("agc-ingress-x")
+    assert object_name(ObjectKey("Gateway", SERVED_NAMESPACE, "agc")) == "agc-ingress-agc"
+    assert object_name(ObjectKey("Gateway", "default", "agc")) == "agc-agc"
