@@ -5,8 +5,8 @@ from __future__ import annotations
 from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.manifests import DataPlane, Owner, object_name
 from agc_controller.dataplane.settings import DataPlaneSettings
-from agc_controller.translate.model import Frontend, LoadBalancer
 from agc_controller.translate.ingress import SERVED_NAMESPACE
+from agc_controller.translate.model import Frontend, LoadBalancer
 
 
 def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number() -> None:
@@ -43,6 +43,7 @@ def test_object_names_are_labels_and_an_ingress_class_s_differ_from_a_gateway_s(
     gateway = object_name(ObjectKey("Gateway", "default", long))
     ingress = object_name(ObjectKey("Gateway", SERVED_NAMESPACE, long))
     assert (len(gateway), len(ingress)) == (63, 63)
-    assert gateway.startswith("agc-x") and ingress.startswith("agc-ingress-x")
+    assert gateway.startswith("agc-x")
+    assert ingress.startswith("agc-ingress-x")
     assert object_name(ObjectKey("Gateway", SERVED_NAMESPACE, "agc")) == "agc-ingress-agc"
     assert object_name(ObjectKey("Gateway", "default", "agc")) == "agc-agc"
