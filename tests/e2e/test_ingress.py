@@ -401,6 +401,17 @@ async def check_cors(address: str) -> None:
     assert headers["Access-Control-Expose-Headers"].lower() == "x-trace"
 
 
+async def check_distinct_cookies(address: str) -> None:
+    """AGIC's distinct affinity cookie names: one per path."""
+    names = set()
+    for path in ("/a", "/b"):
+        _, headers, _ = await get(address, path, host="sticky-paths.example.com")
+        name = headers["Set-Cookie"].split("=", 1)[0]
+        assert name.startswith("ApplicationGatewayAffinity-")
+        names.add(name)
+    assert len(names) == 2
+
+
 async def check_version_canaries(address: str) -> None:
     """Canaries by a header's value and by a pattern of it."""
     version = "version.example.com"
@@ -670,6 +681,16 @@ def more_annotated(ingress_class: str) -> list[dict[str, Any]]:
         on(ingress_class, "uploads", "uploads.example.com", {NGINX + "proxy-body-size": "1k"}),
         secure,
         grpc_ingress,
+        ingress(
+            "sticky-paths",
+            "sticky-paths.example.com",
+            [("/a", "Prefix", "web"), ("/b", "Prefix", "web")],
+            class_name=ingress_class,
+            annotations={
+                AGIC + "cookie-based-affinity": "true",
+                AGIC + "cookie-based-affinity-distinct-name": "true",
+            },
+        ),
         on(
             ingress_class,
             "admin",
@@ -722,6 +743,7 @@ async def test_more_annotations_with_traffic(
     codes = [(await get(address, "/", host="rps.example.com"))[0] for _ in range(2)]
     assert codes == [200, 429]
     await check_version_canaries(address)
+    await check_distinct_cookies(address)
     status, headers, _ = await get(address, "/", host="moved308.example.com")
     assert (status, headers["Location"]) == (308, "https://new.example.com/")
     _, headers, _ = await get(address, "/", host="agic-sticky.example.com")

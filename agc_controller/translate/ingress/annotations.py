@@ -172,7 +172,9 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "cookie-based-affinity": Annotation(
                 "converted", "sessionPersistence (cookie ApplicationGatewayAffinity)"
             ),
-            "cookie-based-affinity-distinct-name": Annotation("unsupported", "not supported yet"),
+            "cookie-based-affinity-distinct-name": Annotation(
+                "converted", "a cookie name of its own per path"
+            ),
             "use-private-ip": Annotation(
                 "unsupported",
                 "not per Ingress: give the IngressClass azure.agc-controller.io/frontend: private",

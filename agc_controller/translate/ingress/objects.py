@@ -3,6 +3,7 @@ Ingress's routes, rules and filters, the policies its annotations make."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -397,7 +398,7 @@ def _rules(
         if timeouts and not redirect:
             out["timeouts"] = timeouts
         if annotations.affinity is not None and not redirect:
-            out["sessionPersistence"] = _session_persistence(annotations.affinity)
+            out["sessionPersistence"] = _session_persistence(annotations.affinity, path)
         return out
 
     if canary is None or primary is None or redirect:
@@ -497,8 +498,12 @@ def _filters(match: Obj, annotations: Annotations, path: Path) -> tuple[list[Obj
     return filters, timeouts
 
 
-def _session_persistence(affinity: Affinity) -> Obj:
-    persistence: Obj = {"sessionName": affinity.cookie, "type": "Cookie"}
+def _session_persistence(affinity: Affinity, path: Path) -> Obj:
+    name = affinity.cookie
+    if affinity.distinct:
+        # AGIC's distinct names: one per path (a host and path belong to one Ingress)
+        name += "-" + hashlib.sha256(f"{path.host}{path.key[2]}".encode()).hexdigest()[:8]
+    persistence: Obj = {"sessionName": name, "type": "Cookie"}
     if affinity.max_age is not None:
         persistence["absoluteTimeout"] = f"{affinity.max_age}s"
         persistence["cookieConfig"] = {"lifetimeType": "Permanent"}

@@ -85,6 +85,8 @@ class Affinity:
     cookie: str
     # seconds: a permanent cookie that long; None: a session cookie
     max_age: int | None = None
+    # each path's cookie gets a name of its own (`<cookie>-<digest of host and path>`)
+    distinct: bool = False
 
 
 @attrs.frozen
@@ -583,7 +585,11 @@ def _affinity(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     if agic is not None:
         if not _bool(agic):
             return parsed
-        return attrs.evolve(parsed, affinity=Affinity(cookie="ApplicationGatewayAffinity"))
+        distinct = values.get(AGIC + "cookie-based-affinity-distinct-name", "false")
+        return attrs.evolve(
+            parsed,
+            affinity=Affinity(cookie="ApplicationGatewayAffinity", distinct=_bool(distinct)),
+        )
     kind = values.get(NGINX + "affinity")
     if kind is None:
         return parsed
@@ -668,6 +674,7 @@ STEPS = (
             NGINX + "session-cookie-name",
             NGINX + "session-cookie-max-age",
             AGIC + "cookie-based-affinity",
+            AGIC + "cookie-based-affinity-distinct-name",
         ),
         _affinity,
     ),
