@@ -2,7 +2,9 @@
 
 Invariants:
 - Every port is chosen free on 127.0.0.1 at start, so parallel control planes on
-  one machine never collide.
+  one machine never collide. The apiserver listens on loopback only, unless a
+  real node's pods must reach it (`node_address`: then on every address, and it
+  publishes `node_address` as the `kubernetes` Service's endpoint).
 - Children die with us: each is started in its own session with PR_SET_PDEATHSIG,
   and `stop()` terminates them by PID (SIGTERM, then SIGKILL after a grace period).
 - `start()` returns only when `/readyz` answers ok; a child that exits early
@@ -27,7 +29,7 @@ from pathlib import Path
 import attrs
 import yaml
 
-from devcluster.pki import ClusterPki, ensure_cluster_pki
+from devcluster.pki import ClusterPki, client_certificate, ensure_cluster_pki
 
 _SERVICE_CIDR = "10.96.0.0/16"
 _SERVICE_CLUSTER_IP = "10.96.0.1"
@@ -50,6 +52,11 @@ class ControlPlaneBinaries:
     crds: Path
     # the kubectl of the same Kubernetes version, for people and tests
     kubectl: Path
+
+    @property
+    def kube_scheduler(self) -> Path:
+        """Built for a real node only (`hack/testenv.sh node`): the node agent binds its pods."""
+        return self.kube_apiserver.with_name("kube-scheduler")
 
     @classmethod
     def from_testenv(cls, testenv_dir: Path) -> ControlPlaneBinaries:
@@ -138,6 +145,8 @@ class ControlPlane:
     binaries: ControlPlaneBinaries
     workdir: Path
     etcd_data_dir: Path | None = None
+    # an address of this host that a real node's pods reach it at (devcluster.node)
+    node_address: str | None = None
     # the children we started, in start order (stopped in reverse)
     _children: list[_Child] = attrs.field(factory=list, init=False)
     _pki: ClusterPki | None = attrs.field(default=None, init=False)
@@ -163,7 +172,11 @@ class ControlPlane:
         """Start etcd and kube-apiserver and wait until the apiserver is ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        self._pki = ensure_cluster_pki(self.workdir / "pki", service_cluster_ip=_SERVICE_CLUSTER_IP)
+        self._pki = ensure_cluster_pki(
+            self.workdir / "pki",
+            service_cluster_ip=_SERVICE_CLUSTER_IP,
+            node_address=self.node_address,
+        )
         etcd_port, etcd_peer_port = free_port(), free_port()
         self._apiserver_port = free_port()
         data_dir = self.etcd_data_dir or self.workdir / "etcd"
@@ -211,8 +224,8 @@ class ControlPlane:
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={'0.0.0.0' if self.node_address else '127.0.0.1'}",
+                f"--advertise-address={self.node_address or '127.0.0.1'}",
                 f"--secure-port={self._apiserver_port}",
                 f"--tls-cert-file={pki.apiserver.cert}",
                 f"--tls-private-key-file={pki.apiserver.key}",
@@ -223,11 +236,21 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={_SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # one replica of everything: nothing to elect between apiservers
-                "--endpoint-reconciler-type=none",
+                # one apiserver: without pods to reach it, nothing publishes its address;
+                # with them, the kubernetes Service's endpoint is node_address
+                f"--endpoint-reconciler-type={'lease' if self.node_address else 'none'}",
+                # a node's InternalIP is its only reachable address (pods/log, exec)
+                "--kubelet-preferred-address-types=InternalIP",
                 "--v=1",
             ],
         )
+
+    def client_kubeconfig(self, name: str, *, user: str, group: str | None = None) -> Path:
+        """A kubeconfig for `user` (in `group`), with a certificate of its own."""
+        pair = client_certificate(self.pki, name, user=user, group=group)
+        path = self.workdir / f"{name}.kubeconfig"
+        self._write_kubeconfig(path, pair.cert, pair.key, user)
+        return path
 
     def start_controller_manager(self, *, timeout: float = 30.0) -> None:
         """Start kube-controller-manager (deployments, replicasets, endpointslices, ...)."""
@@ -263,6 +286,31 @@ class ControlPlane:
         )
         self._wait(
             "kube-controller-manager",
+            timeout,
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
+        )
+
+    def start_scheduler(self, *, timeout: float = 30.0) -> None:
+        """Start kube-scheduler (for a real node: the node agent binds its pods itself)."""
+        if any(c.name == "kube-scheduler" for c in self._children):
+            return
+        kubeconfig = self.client_kubeconfig("kube-scheduler", user="system:kube-scheduler")
+        port = free_port()
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries.kube_scheduler),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        self._wait(
+            "kube-scheduler",
             timeout,
             lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", _insecure_context()),
         )

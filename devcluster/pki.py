@@ -1,8 +1,9 @@
 """Certificates for the local control plane.
 
 One CA signs the apiserver's serving certificate and every client certificate
-(admin, kube-controller-manager). Keys are ECDSA P-256: fast to generate and
-accepted by every Kubernetes component. Files are written 0600.
+(admin, kube-controller-manager, and a test node's kubelet, kube-proxy and
+kube-scheduler). Keys are ECDSA P-256: fast to generate and accepted by every
+Kubernetes component. Files are written 0600.
 """
 
 from __future__ import annotations
@@ -104,8 +105,14 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def ensure_cluster_pki(directory: Path, *, service_cluster_ip: str) -> ClusterPki:
-    """Create the PKI under `directory` unless a complete one is already there."""
+def ensure_cluster_pki(
+    directory: Path, *, service_cluster_ip: str, node_address: str | None = None
+) -> ClusterPki:
+    """Create the PKI under `directory` unless a complete one is already there.
+
+    `node_address`, when pods reach the apiserver at an address of the host's
+    (a real node's pod network), is one more name of the apiserver's certificate.
+    """
     directory.mkdir(parents=True, exist_ok=True)
 
     def pair(name: str) -> KeyPair:
@@ -152,6 +159,7 @@ def ensure_cluster_pki(directory: Path, *, service_cluster_ip: str) -> ClusterPk
                 x509.DNSName("kubernetes.default.svc.cluster.local"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address(service_cluster_ip)),
+                *([x509.IPAddress(ipaddress.ip_address(node_address))] if node_address else []),
             ],
         ),
         (pki.admin, _name("agc-admin", "system:masters"), [ExtendedKeyUsageOID.CLIENT_AUTH], []),
@@ -185,3 +193,30 @@ def ensure_cluster_pki(directory: Path, *, service_cluster_ip: str) -> ClusterPk
         )
     )
     return pki
+
+
+def client_certificate(pki: ClusterPki, name: str, *, user: str, group: str | None) -> KeyPair:
+    """A client certificate for `user` (in `group`) signed by the cluster CA; made once."""
+    pair = KeyPair(
+        cert=pki.ca.cert.with_name(f"{name}.crt"), key=pki.ca.key.with_name(f"{name}.key")
+    )
+    if pair.cert.exists() and pair.key.exists():
+        return pair
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca.key} is not an EC key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        subject=_name(user, group),
+        public_key=key.public_key(),
+        issuer=ca_cert.subject,
+        signer=ca_key,
+        is_ca=False,
+        now=datetime.datetime.now(datetime.UTC),
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        sans=[],
+    )
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pair.key, _key_pem(key))
+    return pair

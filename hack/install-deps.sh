@@ -20,31 +20,21 @@ packages=(python3 python3-venv ca-certificates curl etcd-server nginx libnginx-m
 say() { printf '[deps] %s\n' "$*" >&2; }
 fail() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# shellcheck source=hack/packages.sh
+source "$repo/hack/packages.sh"
+ensure_packages "${packages[@]}"
+# The nginx package starts Debian's own NGINX on port 80, the port the local data
+# plane's example Gateway listens on. Only one installed here, just now, is stopped.
+if [[ " ${installed_now[*]} " == *" nginx "* ]]; then
   sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || fail "installing ${missing[*]} needs root; run as root or install sudo."
-    sudo=sudo
-  fi
-  say "installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq || fail "apt-get update failed; check that Debian's package mirror is reachable."
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || fail "apt-get install ${missing[*]} failed; run it by hand to see why."
-  # The nginx package starts Debian's own NGINX on port 80, the port the local data
-  # plane's example Gateway listens on. Only one installed here, just now, is stopped.
-  if [[ " ${missing[*]} " == *" nginx "* ]]; then
-    if [ -d /run/systemd/system ] && systemctl is-active --quiet nginx.service; then
-      $sudo systemctl disable --now --quiet nginx.service
-      say "stopped and disabled nginx.service (Debian's NGINX, installed just now, takes port 80)"
-    elif [ -x /etc/init.d/nginx ] && [ -f /run/nginx.pid ]; then
-      $sudo /etc/init.d/nginx stop >/dev/null
-      $sudo update-rc.d nginx disable >/dev/null 2>&1 || say "could not keep it from starting at boot: run update-rc.d nginx disable"
-      say "stopped and disabled Debian's NGINX service (installed just now, it takes port 80)"
-    fi
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+  if [ -d /run/systemd/system ] && systemctl is-active --quiet nginx.service; then
+    $sudo systemctl disable --now --quiet nginx.service
+    say "stopped and disabled nginx.service (Debian's NGINX, installed just now, takes port 80)"
+  elif [ -x /etc/init.d/nginx ] && [ -f /run/nginx.pid ]; then
+    $sudo /etc/init.d/nginx stop >/dev/null
+    $sudo update-rc.d nginx disable >/dev/null 2>&1 || say "could not keep it from starting at boot: run update-rc.d nginx disable"
+    say "stopped and disabled Debian's NGINX service (installed just now, it takes port 80)"
   fi
 fi
 

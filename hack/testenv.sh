@@ -4,7 +4,9 @@
 #     pinned in hack/testenv/go.mod, built with Go 1.26 (Go 1.27's JSON default
 #     breaks the apiserver's /openapi/v2 and so `kubectl apply`);
 #   - the Gateway API CRDs (standard and experimental) from the
-#     sigs.k8s.io/gateway-api Go module.
+#     sigs.k8s.io/gateway-api Go module;
+#   - with the argument `node`, also kube-scheduler, kubelet and kube-proxy from
+#     the same modules, for a real node (hack/node.sh asks for them).
 # etcd is Debian's etcd-server package (hack/install-deps.sh installs it).
 #
 # Everything lands in $AGC_CACHE_DIR (default: .cache/ in the checkout, git-ignored),
@@ -43,7 +45,7 @@ build_binary() {  # name, step label
 
 fetch_crds() {
   [ -f "$out/crds/standard/.done" ] && [ -f "$out/crds/experimental/.done" ] && return 0
-  say "[4/4] fetching Gateway API $gwapi_version CRDs from the sigs.k8s.io/gateway-api Go module"
+  say "[4/$steps] fetching Gateway API $gwapi_version CRDs from the sigs.k8s.io/gateway-api Go module"
   local dir
   dir=$(cd "$repo/hack/testenv" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$gwapi_version" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') \
@@ -56,9 +58,16 @@ fetch_crds() {
   done
 }
 
+steps=4
+if [ "${1:-}" = node ]; then steps=7; fi
 mkdir -p "$out/bin"
-build_binary kube-apiserver "[1/4]"
-build_binary kube-controller-manager "[2/4]"
-build_binary kubectl "[3/4]"
+build_binary kube-apiserver "[1/$steps]"
+build_binary kube-controller-manager "[2/$steps]"
+build_binary kubectl "[3/$steps]"
 fetch_crds
+if [ "$steps" = 7 ]; then
+  build_binary kube-scheduler "[5/7]"
+  build_binary kubelet "[6/7]"
+  build_binary kube-proxy "[7/7]"
+fi
 echo "$out"

@@ -1,0 +1,325 @@
+"""The Helm chart installed onto a real node, run from the images deploy/Dockerfile builds.
+
+What a user gets from `helm install` and `kubectl apply`, with nothing in between:
+- the controller Deployment (2 replicas, leader election) from the controller
+  image, as uid 65532, Ready through its probes;
+- per Gateway, the data-plane Deployment the controller provisions, from the
+  data-plane image, serving through its pods and its Service (kube-proxy);
+- a route change reaches the data plane without an NGINX reload;
+- the leader killed: the standby takes over and programs the next change, and
+  traffic never fails meanwhile (wrk, which never retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.cluster.conftest import REPO, Cluster
+from tests.e2e.load import Load
+
+NAMESPACE = "agc-system"
+RELEASE = "agc"
+APP = "demo"
+T = TypeVar("T")
+
+# the backend: the controller image's Python answering with its pod's name
+BACKEND = """
+import http.server, os
+NAME = os.environ["POD_NAME"].encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(NAME)))
+        self.end_headers()
+        self.wfile.write(NAME)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8080), Handler).serve_forever()
+"""
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, within: float = 90.0) -> T:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (value := probe()) is not None:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+
+
+def http_get(url: str, *, host: str | None = None) -> tuple[int, str] | None:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return None
+
+
+def condition(obj: dict[str, Any], type_: str) -> str | None:
+    return next(
+        (c["status"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_),
+        None,
+    )
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Cluster:
+    helm = subprocess.run(
+        [str(REPO / "hack" / "helm.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout.split()[-1]
+    controller, dataplane = cluster.images["agc-controller"], cluster.images["agc-dataplane"]
+    values = {
+        "image.repository": controller.rsplit(":", 1)[0],
+        "image.tag": controller.rsplit(":", 1)[1],
+        "image.pullPolicy": "Never",
+        "dataplane.image.repository": dataplane.rsplit(":", 1)[0],
+        "dataplane.image.tag": dataplane.rsplit(":", 1)[1],
+        "dataplane.image.pullPolicy": "Never",
+        # no load balancer here: the host reaches the Service at its ClusterIP
+        "dataplane.serviceType": "ClusterIP",
+    }
+    subprocess.run(
+        [
+            helm,
+            f"--kubeconfig={cluster.plane.kubeconfig}",
+            "install",
+            RELEASE,
+            str(REPO / "deploy" / "chart" / "agc-controller"),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout=180s",
+            *[arg for k, v in values.items() for arg in ("--set", f"{k}={v}")],
+        ],
+        check=True,
+        capture_output=True,
+    )
+    cluster.kubectl("apply", "-f", "-", manifest=_demo(cluster.images["agc-controller"]))
+    return cluster
+
+
+def _demo(image: str) -> str:
+    backend = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": APP},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": image,
+                            "imagePullPolicy": "Never",
+                            "command": ["python3", "-c", BACKEND],
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                }
+                            ],
+                            "ports": [{"containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}},
+        backend,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": APP},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": APP},
+            "spec": {
+                "gatewayClassName": "agc",
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            },
+        },
+        _route(["/"]),
+    ]
+    return "\n---\n".join(json.dumps(o) for o in objects)
+
+
+def _route(paths: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": APP},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["web.example"],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": p}} for p in paths],
+                    "backendRefs": [{"name": "web", "port": 80}],
+                }
+            ],
+        },
+    }
+
+
+def _pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
+    return pods
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return pod["metadata"].get("deletionTimestamp") is None and condition(pod, "Ready") == "True"
+
+
+def _ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]] | None:
+    """The two pods `selector` selects, once both are ready (each Deployment here has two)."""
+    pods = [p for p in _pods(cluster, namespace, selector) if _ready(p)]
+    return pods if len(pods) == 2 else None
+
+
+def _data_plane_pods(cluster: Cluster) -> list[dict[str, Any]] | None:
+    return _ready_pods(cluster, APP, "app.kubernetes.io/name=agc-dataplane")
+
+
+def _programmed_gateway(cluster: Cluster) -> dict[str, Any] | None:
+    gateway = cluster.get("gateway", "-n", APP, "gw")
+    return gateway if condition(gateway, "Programmed") == "True" else None
+
+
+def _reloads(pod_ip: str) -> float:
+    with urllib.request.urlopen(f"http://{pod_ip}:8081/metrics", timeout=3) as response:
+        text = response.read().decode()
+    match = re.search(r"^agc_dataplane_nginx_reloads_total (\S+)$", text, re.M)
+    assert match, "the data plane's metrics have no reload counter"
+    return float(match.group(1))
+
+
+def _leader(cluster: Cluster) -> str:
+    """The pod holding the Lease (its identity is `<pod name>_<pid>`)."""
+    lease = cluster.get("lease", "-n", NAMESPACE, "agc-controller")
+    holder: str = lease["spec"].get("holderIdentity") or ""
+    return holder.rsplit("_", 1)[0]
+
+
+def _other_leader(cluster: Cluster, old: str) -> str | None:
+    holder = _leader(cluster)
+    return holder if holder and holder != old else None
+
+
+def _serves(ip: str, path: str, status: int) -> bool | None:
+    answer = http_get(f"http://{ip}{path}", host="web.example")
+    return True if answer is not None and answer[0] == status else None
+
+
+def test_the_controller_runs_from_its_image_as_non_root_and_one_replica_leads(
+    release: Cluster,
+) -> None:
+    pods = _pods(release, NAMESPACE, "app.kubernetes.io/name=agc-controller")
+    assert len(pods) == 2
+    assert all(_ready(p) for p in pods)
+    for pod in pods:
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"] == release.images["agc-controller"]
+        assert status["user"]["linux"]["uid"] == 65532
+    assert _leader(release) in {p["metadata"]["name"] for p in pods}
+    assert release.get("pdb", "-n", NAMESPACE)["items"], "the chart's PodDisruptionBudget"
+
+
+def test_traffic_reaches_the_backends_through_the_data_plane_pods_and_service(
+    release: Cluster,
+) -> None:
+    gateway = wait_for("the Gateway to be Programmed", lambda: _programmed_gateway(release))
+    pods = wait_for("two ready data-plane pods", lambda: _data_plane_pods(release))
+    for pod in pods:
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"] == release.images["agc-dataplane"]
+        assert status["user"]["linux"]["uid"] == 65532
+    backends = {
+        p["metadata"]["name"]
+        for p in wait_for("two ready backends", lambda: _ready_pods(release, APP, "app=web"))
+    }
+    # the Gateway's address is its Service's ClusterIP (kube-proxy) and each pod serves too
+    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
+    for ip in [address, *(p["status"]["podIP"] for p in pods)]:
+        seen: set[str] = set()
+        for _ in range(20):
+            answer = wait_for(
+                f"an answer at {ip}", lambda ip=ip: http_get(f"http://{ip}/", host="web.example")
+            )
+            assert answer[0] == 200, answer
+            seen.add(answer[1])
+        assert seen == backends, f"{ip} balanced over {seen}, not {backends}"
+        other = http_get(f"http://{ip}/", host="other.example")
+        assert other is not None
+        assert other[0] == 404, other
+
+
+def test_a_route_change_reaches_the_data_plane_pods_without_a_reload(release: Cluster) -> None:
+    wait_for("the Gateway to be Programmed", lambda: _programmed_gateway(release))
+    ips = [
+        p["status"]["podIP"] for p in wait_for("data-plane pods", lambda: _data_plane_pods(release))
+    ]
+    for ip in ips:
+        wait_for(f"{ip} to serve /", lambda ip=ip: _serves(ip, "/", 200))
+    reloads = {ip: _reloads(ip) for ip in ips}
+    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/a", "/b"])))
+    for ip in ips:
+        wait_for(f"{ip} to stop serving /", lambda ip=ip: _serves(ip, "/", 404), within=30)
+        assert _serves(ip, "/a", 200)
+        assert _serves(ip, "/b/c", 200)
+    assert {ip: _reloads(ip) for ip in ips} == reloads
+
+
+async def test_the_leader_killed_a_standby_takes_over_and_traffic_never_fails(
+    release: Cluster,
+) -> None:
+    gateway = await asyncio.to_thread(
+        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
+    )
+    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
+    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/a"])))
+    await asyncio.to_thread(wait_for, "/a served", lambda: _serves(address, "/a", 200))
+    leader = _leader(release)
+    async with Load(f"http://{address}/a", host="web.example", seconds=12) as load:
+        await asyncio.sleep(1)
+        release.kubectl("delete", "pod", "-n", NAMESPACE, leader, "--grace-period=0", "--force")
+        standby = await asyncio.to_thread(
+            wait_for,
+            "a standby to take the Lease",
+            lambda: _other_leader(release, leader),
+            within=30,
+        )
+        # the new leader programs the next change
+        release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/a", "/after"])))
+        await asyncio.to_thread(
+            wait_for,
+            "the change after the failover",
+            lambda: _serves(address, "/after", 200),
+            within=30,
+        )
+    assert standby != leader
+    assert load.result is not None
+    assert load.result.requests > 0
+    assert load.result.failed == 0, load.result.output
