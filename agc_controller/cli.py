@@ -283,6 +283,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the address NGINX binds the listener ports on (env AGC_DATAPLANE_LISTEN_ADDRESS)",
     )
     dataplane.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=float(_env("AGC_DRAIN_SECONDS", "5")),
+        help="on SIGTERM, seconds of telling clients to close their keep-alive connections "
+        "before NGINX stops: the time this pod's endpoint removal takes to reach every proxy "
+        "(env AGC_DRAIN_SECONDS); keep it below terminationGracePeriodSeconds",
+    )
+    dataplane.add_argument(
         "--health-address",
         default=_env("AGC_HEALTH_ADDRESS", ":8081"),
         help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
@@ -423,6 +431,7 @@ async def _run_dataplane(args: argparse.Namespace, health: tuple[str, int] | Non
             pod=args.pod_name,
             state_dir=args.state_dir.resolve(),
             listen_address=args.listen_address,
+            drain_seconds=args.drain_seconds,
         )
         await run_agent(agent, health=health, stop=stop)
 

@@ -32,7 +32,10 @@ Invariants:
 - A deleted Secret stops nothing: the last configuration keeps serving.
 - Readiness (/readyz) is "a configuration is serving": NGINX runs the first
   version this agent applied. Until then the reasons say what is missing.
-- SIGTERM: stop watching, stop NGINX gracefully (in-flight requests finish), exit.
+- SIGTERM: stop watching; drain (`drain_seconds`: every response closes its
+  keep-alive connection, so clients reconnect to the pods that stay, while this
+  pod's endpoint removal reaches kube-proxy and load balancers); stop NGINX
+  gracefully (in-flight requests finish); exit.
 """
 
 from __future__ import annotations
@@ -126,10 +129,12 @@ class Agent:
         pod: str,
         state_dir: Path,
         listen_address: str = "0.0.0.0",
+        drain_seconds: float = 5.0,
         static_settings: StaticSettings | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._api = api
+        self._drain_seconds = drain_seconds
         self._namespace = namespace
         self._secret = secret
         self._pod = pod
@@ -194,8 +199,9 @@ class Agent:
         return reasons
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set, then stop NGINX gracefully."""
+        """Serve until `stop` is set, then drain and stop NGINX gracefully."""
         self._nginx.prepare()
+        drain = 0.0
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -204,11 +210,12 @@ class Agent:
                     tg.create_task(self._report_loop(), name="report"),
                 ]
                 await stop.wait()
-                self._log.info("agent_stopping")
+                self._log.info("agent_stopping", drain_seconds=self._drain_seconds)
+                drain = self._drain_seconds
                 for task in tasks:
                     task.cancel()
         finally:
-            await self._nginx.stop()
+            await self._nginx.stop(drain=drain)
         self._log.info("agent_stopped")
 
     async def _apply_loop(self) -> None:

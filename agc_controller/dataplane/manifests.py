@@ -277,8 +277,8 @@ class DataPlane:
                 "periodSeconds": 10,
                 "failureThreshold": 3,
             },
-            # keep serving while the endpoint removal reaches every proxy and load balancer
-            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+            # no preStop hook: on SIGTERM the agent drains for --drain-seconds (5), serving
+            # while the endpoint removal reaches every proxy and load balancer, then stops
             "securityContext": {
                 "allowPrivilegeEscalation": False,
                 "readOnlyRootFilesystem": True,

@@ -7,7 +7,8 @@ What a user gets from `helm install` and `kubectl apply`, with nothing in betwee
   data-plane image, serving through its pods and its Service (kube-proxy);
 - a route change reaches the data plane without an NGINX reload;
 - the leader killed: the standby takes over and programs the next change, and
-  traffic never fails meanwhile (wrk, which never retries).
+  traffic never fails meanwhile (wrk, which never retries);
+- a rolling update of the data-plane Deployment under load loses no request.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ import http.server, os
 NAME = os.environ["POD_NAME"].encode()
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out as two writes: without this, Nagle and delayed ACKs
+    # hold every answer for 40 ms
+    disable_nagle_algorithm = True
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(len(NAME)))
@@ -228,6 +232,14 @@ def _other_leader(cluster: Cluster, old: str) -> str | None:
     return holder if holder and holder != old else None
 
 
+def _none_of(cluster: Cluster, old: set[str]) -> set[str] | None:
+    """The data-plane pods, once none of `old` is left."""
+    names = {
+        p["metadata"]["name"] for p in _pods(cluster, APP, "app.kubernetes.io/name=agc-dataplane")
+    }
+    return None if names & old else names
+
+
 def _serves(ip: str, path: str, status: int) -> bool | None:
     answer = http_get(f"http://{ip}{path}", host="web.example")
     return True if answer is not None and answer[0] == status else None
@@ -320,6 +332,38 @@ async def test_the_leader_killed_a_standby_takes_over_and_traffic_never_fails(
             within=30,
         )
     assert standby != leader
+    assert load.result is not None
+    assert load.result.requests > 0
+    assert load.result.failed == 0, load.result.output
+
+
+async def test_a_rolling_update_of_the_data_plane_loses_no_request(release: Cluster) -> None:
+    gateway = await asyncio.to_thread(
+        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
+    )
+    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
+    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/"])))
+    await asyncio.to_thread(wait_for, "/ served", lambda: _serves(address, "/", 200))
+    old = {
+        p["metadata"]["name"] for p in _pods(release, APP, "app.kubernetes.io/name=agc-dataplane")
+    }
+    (deployment,) = release.kubectl(
+        "get", "deploy", "-n", APP, "-l", "app.kubernetes.io/name=agc-dataplane", "-o", "name"
+    ).split()
+    async with Load(f"http://{address}/", host="web.example", seconds=30) as load:
+        await asyncio.sleep(1)
+        release.kubectl("rollout", "restart", "-n", APP, deployment)
+        await asyncio.to_thread(
+            release.kubectl, "rollout", "status", "-n", APP, deployment, "--timeout=60s"
+        )
+        # the old pods drain (5 s) and stop while the load still runs
+        pods = await asyncio.to_thread(
+            wait_for,
+            "the old data-plane pods to be gone",
+            lambda: _none_of(release, old),
+            within=25,
+        )
+    assert len(pods) == 2
     assert load.result is not None
     assert load.result.requests > 0
     assert load.result.failed == 0, load.result.output

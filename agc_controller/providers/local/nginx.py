@@ -342,12 +342,21 @@ class NginxInstance:
             raise NginxError(f"the data plane refused the update: {body.strip()}")
         self.parts, self.parts_static = dict(parts), static_id
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Stop NGINX gracefully: in-flight requests finish.
+
+        With `drain` seconds, drain mode comes first (see `_drain`) and lasts that
+        long, so that clients on keep-alive connections are told to close and open
+        new ones (elsewhere, once this pod's endpoint is removed) instead of having
+        their idle connection closed under them when NGINX exits.
+        """
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if drain > 0 and self._running() and await self._drain(drain + _DRAIN_EXPIRY):
+            await asyncio.sleep(drain)
         if self._running():
             assert self._pid is not None
             os.kill(self._pid, signal.SIGQUIT)  # graceful: finish in-flight requests
