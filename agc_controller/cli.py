@@ -36,6 +36,8 @@ from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
 from agc_controller.factory import PROVIDERS, LocalOptions, open_provider
 from agc_controller.kube.client import api_client
 from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
+from agc_controller.providers.local import LocalProvider
+from agc_controller.providers.local.static import ACCESS_LOGS, StaticSettings
 from agc_controller.runtime.health import parse_address, serving_health
 from agc_controller.settings import LOCAL_DATAPLANE_MODES, Settings
 from agc_controller.translate import Snapshot
@@ -95,6 +97,13 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         default=int(_env("AGC_LOCAL_PORT_OFFSET", "0")),
         help="local provider: add this to listener ports when binding, e.g. 8000 to run "
         "without root (env AGC_LOCAL_PORT_OFFSET)",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=ACCESS_LOGS,
+        default=_env("AGC_ACCESS_LOG", "file"),
+        help="local provider: one JSON line per request into each Gateway's access.log under "
+        "--local-state-dir (file), to standard output (stdout), or none (env AGC_ACCESS_LOG)",
     )
     parser.add_argument(
         "--workers",
@@ -283,6 +292,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the address NGINX binds the listener ports on (env AGC_DATAPLANE_LISTEN_ADDRESS)",
     )
     dataplane.add_argument(
+        "--access-log",
+        choices=ACCESS_LOGS,
+        default=_env("AGC_ACCESS_LOG", "stdout"),
+        help="one JSON line per request to standard output, the container's log (stdout), "
+        "into access.log under --state-dir (file), or none (env AGC_ACCESS_LOG)",
+    )
+    dataplane.add_argument(
         "--drain-seconds",
         type=float,
         default=float(_env("AGC_DRAIN_SECONDS", "5")),
@@ -387,6 +403,7 @@ def _run(args: argparse.Namespace) -> int:
             local=LocalOptions(
                 args.local_state_dir.resolve(),
                 args.local_port_offset,
+                access_log=args.access_log,
                 stop_on_exit=False,
                 dataplane=args.local_dataplane,
                 deployment=DataPlaneSettings(
@@ -432,6 +449,7 @@ async def _run_dataplane(args: argparse.Namespace, health: tuple[str, int] | Non
             state_dir=args.state_dir.resolve(),
             listen_address=args.listen_address,
             drain_seconds=args.drain_seconds,
+            static_settings=StaticSettings(access_log=args.access_log),
         )
         await run_agent(agent, health=health, stop=stop)
 
@@ -522,10 +540,16 @@ async def run_controller(
             leader_retry_period=leader_retry_period,
             shutdown_grace=shutdown_grace,
         )
+        before_scrape = None
+        if isinstance(data_plane, LocalProvider):
+            # this host's NGINXes: their request counters join the controller's metrics
+            controller.metrics.registry.register(data_plane.traffic)
+            before_scrape = data_plane.refresh_traffic_metrics
         async with serving_health(
             health,
             not_ready_reasons=controller.not_ready_reasons,
             registry=controller.metrics.registry,
+            before_scrape=before_scrape,
         ):
             helper = asyncio.create_task(once_running(api)) if once_running else None
             try:

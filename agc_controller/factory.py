@@ -20,6 +20,7 @@ from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
+from agc_controller.providers.local.static import AccessLog, StaticSettings
 from agc_controller.providers.memory import MemoryProvider
 from agc_controller.runtime.metrics import record_arm_request, record_nginx_reload
 from agc_controller.settings import LOCAL_DATAPLANE_MODES
@@ -34,6 +35,8 @@ class LocalOptions:
     state_dir: Path
     # added to every listener port when binding (run without root: e.g. 8000)
     port_offset: int = 0
+    # where each NGINX writes its access log (StaticSettings.access_log)
+    access_log: AccessLog = "file"
     # stop the data planes when the controller exits; False keeps traffic flowing
     # through a restart or failover (the next controller adopts them)
     stop_on_exit: bool = True
@@ -79,6 +82,7 @@ async def open_provider(
         provider = LocalProvider(
             state_dir=local.state_dir,
             port_offset=local.port_offset,
+            static_settings=StaticSettings(access_log=local.access_log),
             on_reload=lambda: record_nginx_reload(success=True),
             stop_on_close=local.stop_on_exit,
         )

@@ -160,7 +160,9 @@ class Controller:
         self._api = api
         self._settings = settings
         self._clock = clock or SystemClock()
-        self.metrics = metrics or ControllerMetrics(provider=provider.name)
+        self.metrics = metrics or ControllerMetrics(
+            provider=provider.name, lease_name=settings.lease_name
+        )
         self.queue: WorkQueue[ObjectKey] = WorkQueue(clock=self._clock, metrics=self.metrics)
         self._translate_settings = translate_settings
         self._provider = provider

@@ -45,7 +45,7 @@ if ! bah inspect --type image "$base" >/dev/null 2>&1; then
     || fail "debootstrap failed (log: $cache/images/debootstrap.log); check that $mirror is reachable."
   if [ ${#host_cas[@]} -gt 0 ]; then
     cp "${host_cas[@]}" "$rootfs/usr/local/share/ca-certificates/"
-    chroot "$rootfs" update-ca-certificates >/dev/null
+    chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
   fi
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   container=$(bah from scratch)

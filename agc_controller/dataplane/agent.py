@@ -48,7 +48,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Info
 
 from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import namespaced_name
@@ -64,6 +64,7 @@ from agc_controller.dataplane.config import (
     decode_shard,
     shard_name,
 )
+from agc_controller.dataplane.manifests import GATEWAY_ANNOTATION
 from agc_controller.informers import (
     ApiListWatcher,
     ApiStatusError,
@@ -75,6 +76,7 @@ from agc_controller.informers import (
 from agc_controller.kube.client import get_json
 from agc_controller.providers.local import program
 from agc_controller.providers.local.environment import instance_layout
+from agc_controller.providers.local.metrics import TrafficMetrics
 from agc_controller.providers.local.nginx import NginxError, NginxInstance, PortInUse
 from agc_controller.providers.local.static import StaticSettings, UnsafeValue
 from agc_controller.runtime.health import serving_health
@@ -117,6 +119,14 @@ class AgentMetrics:
             "agent does not hold).",
             registry=self.registry,
         )
+        self.config = Info(
+            "agc_dataplane_config",
+            "The configuration version NGINX serves (the manifest's version).",
+            registry=self.registry,
+        )
+        # NGINX's request counters (metrics.py), read at each scrape
+        self.traffic = TrafficMetrics()
+        self.registry.register(self.traffic)
 
 
 class Agent:
@@ -161,6 +171,8 @@ class Agent:
         )
         self._informer.add_handler(self)
         self._log = log.bind(secret=f"{namespace}/{secret}", pod=pod)
+        # the Gateway's namespace/name (the Secret's annotation), the label of its traffic
+        self._gateway = namespaced_name(namespace, secret)
         # set by every Secret event; the apply loop reads the store when it wakes
         self._changed = asyncio.Event()
         # the last version handled (applied or refused), and the one NGINX serves
@@ -197,6 +209,11 @@ class Agent:
         if self._refusal is not None:
             reasons.append(f"configuration refused: {self._refusal}")
         return reasons
+
+    async def refresh_traffic_metrics(self) -> None:
+        """Read NGINX's request counters for the scrape under way."""
+        if self.serving_version is not None:
+            await self.metrics.traffic.refresh({self._gateway: self._nginx})
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain and stop NGINX gracefully."""
@@ -271,6 +288,8 @@ class Agent:
         self._handled = self.serving_version = version
         self._refusal = None
         self._backoff.reset()
+        self._gateway = annotations.get(GATEWAY_ANNOTATION) or self._gateway
+        self.metrics.config.info({"version": version})
         self.metrics.applies.labels(outcome="applied").inc()
         self._log.info("configuration_applied", version=version, reloads=self._nginx.reloads)
         self._send(Report(version=version, accepted=True, pod=self._pod))
@@ -393,6 +412,9 @@ def _describe(error: BaseException) -> str:
 async def run_agent(agent: Agent, *, health: tuple[str, int] | None, stop: asyncio.Event) -> None:
     """Run `agent` with its probe/metrics endpoint until `stop` is set."""
     async with serving_health(
-        health, not_ready_reasons=agent.not_ready_reasons, registry=agent.metrics.registry
+        health,
+        not_ready_reasons=agent.not_ready_reasons,
+        registry=agent.metrics.registry,
+        before_scrape=agent.refresh_traffic_metrics,
     ):
         await agent.run(stop)

@@ -7,15 +7,17 @@
 - `/readyz` answers 200 when `not_ready_reasons()` is empty and 503 with the
   reasons (one per line) otherwise; the rules are the controller's
   (`Controller.not_ready_reasons`).
-- `/metrics` is the Prometheus text format of one registry.
+- `/metrics` is the Prometheus text format of one registry, after
+  `before_scrape()` (if given) refreshed what it collects from elsewhere: the
+  local data plane's counters, read from NGINX's control socket.
 
-Handlers only read in-memory state: no I/O, so a probe is never slower than
+The probes only read in-memory state: no I/O, so a probe is never slower than
 the loop itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -39,13 +41,18 @@ async def serving_health(
     *,
     not_ready_reasons: Callable[[], list[str]],
     registry: CollectorRegistry,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[HealthServer | None]:
     """The endpoint on `address` for the duration of the block; None: no endpoint."""
     if address is None:
         yield None
         return
     server = HealthServer(
-        not_ready_reasons=not_ready_reasons, registry=registry, host=address[0], port=address[1]
+        not_ready_reasons=not_ready_reasons,
+        registry=registry,
+        host=address[0],
+        port=address[1],
+        before_scrape=before_scrape,
     )
     await server.start()
     try:
@@ -62,9 +69,11 @@ class HealthServer:
         registry: CollectorRegistry,
         host: str,
         port: int,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._not_ready_reasons = not_ready_reasons
         self._registry = registry
+        self._before_scrape = before_scrape
         self._host = host
         self._requested_port = port  # 0: any free port (tests)
         self._runner: web.AppRunner | None = None
@@ -100,6 +109,8 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        if self._before_scrape is not None:
+            await self._before_scrape()
         return web.Response(
             body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -17,6 +17,12 @@ that holds it (a translation, a decode, a collection) delays every other one —
 informer events, status writes, probes; this series shows how long such steps
 are, which no per-reconcile duration can.
 
+Names: where a series means what client-go's work queue or controller-runtime
+measures, it has their name and labels (workqueue_*{name}, controller_runtime_
+reconcile_*{controller}, leader_election_master_status{name}), so dashboards
+and alerts written for Kubernetes controllers work unchanged; `controller` is
+the kind of key reconciled (Gateway, GatewayClass, IngressClass...).
+
 Invariants: recording never raises and never awaits (the work queue calls the
 `QueueMetrics` methods on its hot path); label values come from small fixed
 sets (never object names), so the number of series stays bounded.
@@ -37,6 +43,15 @@ ReconcileOutcome = Literal["success", "requeued", "error"]
 # provider apply outcomes: programmed; rejected (ApplyResult.programmed False);
 # raised (a temporary failure the queue retries)
 ApplyOutcome = Literal["programmed", "rejected", "error"]
+
+# controller-runtime's names for the outcomes
+_RESULTS: Mapping[ReconcileOutcome, str] = {
+    "success": "success",
+    "requeued": "requeue",
+    "error": "error",
+}
+# the `name` label of the work queue's series (the leader's is the Lease's name)
+QUEUE_NAME = "agc-controller"
 
 # seconds between two looks at the event loop's lag
 LAG_INTERVAL = 0.01
@@ -73,42 +88,67 @@ def record_arm_request(*, method: str, status_code: int) -> None:
 class ControllerMetrics:
     """The series of one controller. Implements `QueueMetrics` for its work queue."""
 
-    def __init__(self, *, provider: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        lease_name: str = "agc-controller",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         for shared in (NGINX_RELOADS, ARM_REQUESTS):
             self.registry.register(shared)
+        queue = {"name": QUEUE_NAME}
         self._depth = Gauge(
-            "agc_workqueue_depth",
+            "workqueue_depth",
             "Keys waiting in the work queue for a worker.",
+            ["name"],
             registry=self.registry,
-        )
+        ).labels(**queue)
         self._adds = Counter(
-            "agc_workqueue_adds",
+            "workqueue_adds",
             "Keys added to the work queue (deduplicated adds not counted).",
+            ["name"],
             registry=self.registry,
-        )
+        ).labels(**queue)
         self._retries = Counter(
-            "agc_workqueue_retries",
+            "workqueue_retries",
             "Failed keys re-queued through the rate limiter.",
+            ["name"],
             registry=self.registry,
-        )
+        ).labels(**queue)
         self._queue_latency = Histogram(
-            "agc_workqueue_queue_duration_seconds",
+            "workqueue_queue_duration_seconds",
             "How long a key waited in the work queue before a worker took it.",
+            ["name"],
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
-        )
+        ).labels(**queue)
         self._work_duration = Histogram(
-            "agc_workqueue_work_duration_seconds",
+            "workqueue_work_duration_seconds",
             "How long a worker held a key.",
+            ["name"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        ).labels(**queue)
+        self._reconcile_time = Histogram(
+            "controller_runtime_reconcile_time_seconds",
+            "Duration of one reconcile, by kind of key.",
+            ["controller"],
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
-        self._reconcile = Histogram(
-            "agc_reconcile_duration_seconds",
-            "Duration of one reconcile, by kind of key and outcome.",
-            ["kind", "outcome"],
-            buckets=_DURATION_BUCKETS,
+        self._reconciles = Counter(
+            "controller_runtime_reconcile",
+            "Reconciles by kind of key and result (success, requeue: a temporary error "
+            "retried, error: an unexpected one).",
+            ["controller", "result"],
+            registry=self.registry,
+        )
+        self._reconcile_errors = Counter(
+            "controller_runtime_reconcile_errors",
+            "Reconciles that failed with an unexpected error, by kind of key.",
+            ["controller"],
             registry=self.registry,
         )
         self._apply = Histogram(
@@ -143,10 +183,11 @@ class ControllerMetrics:
         # IngressClass -> reason -> its Ingresses with such a Warning
         self._warnings: dict[str, Mapping[str, int]] = {}
         self._leader = Gauge(
-            "agc_leader",
+            "leader_election_master_status",
             "1 while this replica holds the leader lease (or runs without election), else 0.",
+            ["name"],
             registry=self.registry,
-        )
+        ).labels(name=lease_name)
 
     # QueueMetrics
 
@@ -168,7 +209,10 @@ class ControllerMetrics:
     # controller
 
     def observe_reconcile(self, *, kind: str, outcome: ReconcileOutcome, seconds: float) -> None:
-        self._reconcile.labels(kind=kind, outcome=outcome).observe(seconds)
+        self._reconcile_time.labels(controller=kind).observe(seconds)
+        self._reconciles.labels(controller=kind, result=_RESULTS[outcome]).inc()
+        if outcome == "error":
+            self._reconcile_errors.labels(controller=kind).inc()
 
     def observe_apply(self, *, provider: str, outcome: ApplyOutcome, seconds: float) -> None:
         self._apply.labels(provider=provider, outcome=outcome).observe(seconds)

@@ -5,6 +5,7 @@ What a user gets from `helm install` and `kubectl apply`, with nothing in betwee
   image, as uid 65532, Ready through its probes;
 - per Gateway, the data-plane Deployment the controller provisions, from the
   data-plane image, serving through its pods and its Service (kube-proxy);
+- each data-plane pod's /metrics counts the requests it answered;
 - a route change reaches the data plane without an NGINX reload;
 - the leader killed: the standby takes over and programs the next change, and
   traffic never fails meanwhile (wrk, which never retries);
@@ -286,6 +287,34 @@ def test_traffic_reaches_the_backends_through_the_data_plane_pods_and_service(
         other = http_get(f"http://{ip}/", host="other.example")
         assert other is not None
         assert other[0] == 404, other
+
+
+def _counted(pod_ip: str, **labels: str) -> float:
+    """The sum of agc_dataplane_requests_total over the series with these labels."""
+    with urllib.request.urlopen(f"http://{pod_ip}:8081/metrics", timeout=3) as response:
+        text = response.read().decode()
+    total = 0.0
+    for match in re.finditer(r"^agc_dataplane_requests_total\{(.*)\} (\S+)$", text, re.M):
+        series = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if all(series.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def test_the_data_plane_pods_count_the_requests_they_answer(release: Cluster) -> None:
+    wait_for("the Gateway to be Programmed", lambda: _programmed_gateway(release))
+    pod = wait_for("data-plane pods", lambda: _data_plane_pods(release))[0]
+    ip = pod["status"]["podIP"]
+    wait_for(f"{ip} to serve /", lambda: _serves(ip, "/", 200))
+    served = {"gateway": f"{APP}/gw", "route": f"{APP}/web", "code": "2xx"}
+    unrouted = {"gateway": f"{APP}/gw", "route": "", "code": "4xx"}
+    before = _counted(ip, **served), _counted(ip, **unrouted)
+    for _ in range(10):
+        assert _serves(ip, "/", 200)
+    answer = http_get(f"http://{ip}/", host="other.example")
+    assert answer is not None
+    assert answer[0] == 404
+    assert (_counted(ip, **served), _counted(ip, **unrouted)) == (before[0] + 10, before[1] + 1)
 
 
 def test_a_route_change_reaches_the_data_plane_pods_without_a_reload(release: Cluster) -> None:

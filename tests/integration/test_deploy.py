@@ -37,6 +37,8 @@ from agc_controller.dataplane.config import (
     decode_shard,
     shard_name,
 )
+from agc_controller.dataplane.manifests import APP as DATAPLANE_APP
+from agc_controller.dataplane.manifests import LABEL_NAME
 from agc_controller.providers.azure.settings import AzureSettings
 from devcluster import ControlPlane
 from devcluster.controlplane import free_port
@@ -263,6 +265,36 @@ def chart_env(manifest: str) -> dict[str, str]:
     deployment = next(doc for doc in documents(manifest) if doc["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
+
+
+def test_the_charts_monitors_and_dashboard(helm: Path, namespace: str) -> None:
+    values = {"metrics.serviceMonitor.enabled": "true", "metrics.grafanaDashboard.enabled": "true"}
+    docs = documents(helm_template(helm, release="mon", namespace=namespace, values=values))
+    by_kind = {d["kind"]: d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor")}
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")
+    )
+    # the ServiceMonitor selects the metrics Service by its labels, on its port's name
+    monitor = by_kind["ServiceMonitor"]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["endpoints"]] == [
+        p["name"] for p in service["spec"]["ports"]
+    ]
+    # the PodMonitor finds the data-plane pods the controller provisions, anywhere
+    pods = by_kind["PodMonitor"]["spec"]
+    assert pods["namespaceSelector"] == {"any": True}
+    assert pods["selector"]["matchLabels"] == {LABEL_NAME: DATAPLANE_APP}
+    assert [e["port"] for e in pods["podMetricsEndpoints"]] == ["health"]
+    (dashboard,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+    ]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = CHART / "dashboards" / "agc-controller.json"
+    assert json.loads(dashboard["data"]["agc-controller.json"]) == json.loads(shipped.read_text())
+    # without a PodMonitor for a provider with no data-plane pods
+    azure = {**values, "provider": "azure", "azure.subscriptionId": "s"}
+    docs = documents(helm_template(helm, release="mon", namespace=namespace, values=azure))
+    assert [d["kind"] for d in docs if d["kind"].endswith("Monitor")] == ["ServiceMonitor"]
 
 
 def test_the_charts_azure_values_reach_the_controller(helm: Path, namespace: str) -> None:

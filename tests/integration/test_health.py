@@ -108,25 +108,26 @@ async def test_metrics_after_a_reconcile(env: Env, served: Served) -> None:
     assert status == 200
     got = samples(text)
 
-    def value(name: str, **labels: str) -> float:
-        return got[(name, frozenset(labels.items()))]
+    def value(metric: str, **labels: str) -> float:
+        return got[(metric, frozenset(labels.items()))]
 
-    assert value("agc_workqueue_adds_total") >= 2  # the class and the Gateway
-    assert value("agc_workqueue_depth") >= 0
-    assert value("agc_workqueue_queue_duration_seconds_count") >= 2
-    assert value("agc_workqueue_work_duration_seconds_count") >= 2
-    assert value("agc_workqueue_retries_total") >= 0
-    assert value("agc_reconcile_duration_seconds_count", kind="Gateway", outcome="success") >= 1
+    assert value("workqueue_adds_total", name="agc-controller") >= 2  # the class and the Gateway
+    assert value("workqueue_depth", name="agc-controller") >= 0
+    assert value("workqueue_queue_duration_seconds_count", name="agc-controller") >= 2
+    assert value("workqueue_work_duration_seconds_count", name="agc-controller") >= 2
+    assert value("workqueue_retries_total", name="agc-controller") >= 0
+    assert value("controller_runtime_reconcile_total", controller="Gateway", result="success") >= 1
     assert (
-        value("agc_reconcile_duration_seconds_count", kind="GatewayClass", outcome="success") >= 1
+        value("controller_runtime_reconcile_total", controller="GatewayClass", result="success")
+        >= 1
     )
-    assert 0 < value("agc_reconcile_duration_seconds_sum", kind="Gateway", outcome="success") < 60
+    assert 0 < value("controller_runtime_reconcile_time_seconds_sum", controller="Gateway") < 60
     applies = value(
         "agc_provider_apply_duration_seconds_count", provider="memory", outcome="programmed"
     )
     assert applies >= 1
     assert value("agc_provider_apply_errors_total", provider="memory") == 0
-    assert value("agc_leader") == 1
+    assert value("leader_election_master_status", name="agc-controller") == 1
     families = {family.name for family in text_string_to_metric_families(text)}
     # fed by the local and azure providers; declared (with no samples) until they count
     assert {"agc_nginx_reloads", "agc_arm_requests"} <= families

@@ -52,6 +52,7 @@ http {{
   lua_shared_dict agc_ratelimit 1m;
   lua_shared_dict agc_health 1m;
   lua_shared_dict agc_inflight 1m;
+  lua_shared_dict agc_metrics 1m;
   client_body_buffer_size 16m;
   server {{
     listen unix:{sock};

@@ -17,9 +17,9 @@ from agc_controller.runtime.metrics import (
 from tests.unit.test_queue import FakeClock
 
 
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    sample = registry.get_sample_value(name, labels)
-    assert sample is not None, f"{name}{labels} is not exposed"
+def value(registry: CollectorRegistry, metric: str, **labels: str) -> float:
+    sample = registry.get_sample_value(metric, labels)
+    assert sample is not None, f"{metric}{labels} is not exposed"
     return sample
 
 
@@ -31,20 +31,20 @@ async def test_queue_reports_adds_depth_latency_work_and_retries() -> None:
     queue.add("a")
     queue.add("a")  # deduplicated: not an add
     queue.add("b")
-    assert value(reg, "agc_workqueue_adds_total") == 2
-    assert value(reg, "agc_workqueue_depth") == 2
+    assert value(reg, "workqueue_adds_total", name="agc-controller") == 2
+    assert value(reg, "workqueue_depth", name="agc-controller") == 2
 
     clock.now += 3
     key = await asyncio.wait_for(queue.get(), 2)
-    assert value(reg, "agc_workqueue_depth") == 1
-    assert value(reg, "agc_workqueue_queue_duration_seconds_count") == 1
-    assert value(reg, "agc_workqueue_queue_duration_seconds_sum") == 3
+    assert value(reg, "workqueue_depth", name="agc-controller") == 1
+    assert value(reg, "workqueue_queue_duration_seconds_count", name="agc-controller") == 1
+    assert value(reg, "workqueue_queue_duration_seconds_sum", name="agc-controller") == 3
     clock.now += 0.25
     queue.add_rate_limited(key)
     queue.done(key)
-    assert value(reg, "agc_workqueue_retries_total") == 1
-    assert value(reg, "agc_workqueue_work_duration_seconds_count") == 1
-    assert value(reg, "agc_workqueue_work_duration_seconds_sum") == 0.25
+    assert value(reg, "workqueue_retries_total", name="agc-controller") == 1
+    assert value(reg, "workqueue_work_duration_seconds_count", name="agc-controller") == 1
+    assert value(reg, "workqueue_work_duration_seconds_sum", name="agc-controller") == 0.25
     queue.shutdown()
 
 
@@ -58,7 +58,8 @@ def test_reconcile_apply_and_leader_series() -> None:
     metrics.observe_apply(provider="memory", outcome="error", seconds=0.5)
     metrics.set_leader(True)
     assert (
-        value(reg, "agc_reconcile_duration_seconds_count", kind="Gateway", outcome="success") == 1
+        value(reg, "controller_runtime_reconcile_total", controller="Gateway", result="success")
+        == 1
     )
     assert (
         value(
@@ -70,9 +71,9 @@ def test_reconcile_apply_and_leader_series() -> None:
         == 1
     )
     assert value(reg, "agc_provider_apply_errors_total", provider="memory") == 1
-    assert value(reg, "agc_leader") == 1
+    assert value(reg, "leader_election_master_status", name="agc-controller") == 1
     metrics.set_leader(False)
-    assert value(reg, "agc_leader") == 0
+    assert value(reg, "leader_election_master_status", name="agc-controller") == 0
 
 
 def test_ingress_warnings_add_up_over_classes_and_drop_to_zero() -> None:

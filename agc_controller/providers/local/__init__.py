@@ -40,6 +40,7 @@ from agc_controller.providers.local import waf
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
 from agc_controller.providers.local.environment import instance_layout
+from agc_controller.providers.local.metrics import TrafficMetrics
 from agc_controller.providers.local.nginx import NginxError, NginxInstance, PortInUse
 from agc_controller.providers.local.ports import PortHolder, port_holder
 from agc_controller.providers.local.state import STREAM_PART
@@ -74,9 +75,17 @@ class LocalProvider:
     # each Gateway's router state, kept between applies and updated by difference
     _states: dict[ObjectKey, StateParts] = attrs.field(factory=dict)
 
+    # the request counters of every NGINX here, read at each scrape (metrics.py)
+    traffic: TrafficMetrics = attrs.field(factory=TrafficMetrics)
+
     @property
     def reloads(self) -> int:
         return sum(i.reloads for i in self._instances.values())
+
+    async def refresh_traffic_metrics(self) -> None:
+        await self.traffic.refresh(
+            {key.namespaced_name: instance for key, instance in self._instances.items()}
+        )
 
     async def apply(self, model: LoadBalancer) -> ApplyResult:
         key = model.gateway

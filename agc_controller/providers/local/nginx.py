@@ -32,6 +32,7 @@ import signal
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import attrs
@@ -494,6 +495,14 @@ class NginxInstance:
             wanted, self.parts = self.parts, None  # a new master holds nothing yet
             await self.push(wanted, self.parts_static)
         log.info("nginx_restarted", gateway=self.name, pid=self._process.pid)
+
+    async def traffic_snapshot(self) -> dict[str, Any]:
+        """The request counters of this NGINX (lua/agc/metrics.lua, snapshot())."""
+        status, text = await self._request("GET", None, path="/metrics")
+        if status != 200:
+            raise NginxError(f"GET /metrics answered {status}: {text[:200]}")
+        snapshot: dict[str, Any] = json.loads(text)
+        return snapshot
 
     async def _request(
         self, method: str, body: bytes | None, *, path: str = "/config"

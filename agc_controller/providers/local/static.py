@@ -140,6 +140,11 @@ class InstanceLayout:
         return self.waf_dir / f"{rule_set}.conf"
 
     @property
+    def access_log(self) -> Path:
+        """One JSON line per request (StaticSettings.access_log "file")."""
+        return self.prefix / "access.log"
+
+    @property
     def waf_audit_log(self) -> Path:
         """What the firewall matched, one JSON document per request (ModSecurity's
         audit log): the workers write it."""
@@ -148,6 +153,10 @@ class InstanceLayout:
     @property
     def fallback_cert(self) -> tuple[Path, Path]:
         return self.tls_dir / "fallback.crt", self.tls_dir / "fallback.key"
+
+
+AccessLog = Literal["file", "stdout", "off"]
+ACCESS_LOGS: tuple[AccessLog, ...] = ("file", "stdout", "off")
 
 
 @attrs.frozen
@@ -162,7 +171,14 @@ class StaticSettings:
     # the shared dict holding rate-limit buckets (lua/agc/ratelimit.lua): ~100 bytes
     # a key, so 16 MiB tracks ~150,000 clients within their burst window
     rate_limit_size_mb: int = 16
+    # the shared dict of request counters (lua/agc/metrics.lua): ~16 keys of ~100
+    # bytes a route (status classes, backends, histogram buckets), so 16 MiB holds
+    # ~10,000 routes' counters; beyond that the least recently used keys go
+    metrics_size_mb: int = 16
     system_ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+    # one JSON line per request (_ACCESS_LOG_FORMAT): "file" (<prefix>/access.log),
+    # "stdout" (a data-plane pod's: the container log), or "off"
+    access_log: AccessLog = "file"
 
 
 _STATIC_ID = "__agc_static_id__"
@@ -206,6 +222,44 @@ def static_files(needs: StaticNeeds, layout: InstanceLayout) -> dict[Path, tuple
     return files
 
 
+# One JSON line per request. The path is logged without its query (which may
+# carry an API key, see AuthPolicy), values are JSON-escaped, so a header or path
+# can never break a line. request_id is the client's X-Request-ID or NGINX's own;
+# traceparent the client's when it is valid W3C Trace Context, else one started
+# here from the request id (flags 00: not sampled, as no span is recorded);
+# both are passed to the backend (_CORRELATION_HEADERS).
+_ACCESS_LOG_FORMAT = (
+    '{"time":"$time_iso8601","request_id":"$agc_request_id","traceparent":"$agc_traceparent",'
+    '"client":"$remote_addr","method":"$request_method","host":"$host","path":"$agc_log_path",'
+    '"protocol":"$server_protocol","status":$status,"bytes_sent":$bytes_sent,'
+    '"duration":$request_time,"route":"$agc_route","upstream":"$upstream_addr",'
+    '"upstream_status":"$upstream_status","upstream_duration":"$upstream_response_time",'
+    '"user_agent":"$http_user_agent"}'
+)
+_CORRELATION_HEADERS = (("X-Request-ID", "$agc_request_id"), ("traceparent", "$agc_traceparent"))
+
+
+def _access_log(layout: InstanceLayout, settings: StaticSettings) -> list[str]:
+    # the correlation variables (maps are evaluated only when a variable is read)
+    out = [
+        '  map $http_x_request_id $agc_request_id { "" $request_id; default $http_x_request_id; }',
+        '  map $request_id $agc_span_id { "~^(?<agc_span>[0-9a-f]{16})" $agc_span; }',
+        "  map $http_traceparent $agc_traceparent {",
+        '    "~^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$" $http_traceparent;',
+        "    default 00-$request_id-$agc_span_id-00;",
+        "  }",
+    ]
+    if settings.access_log == "off":
+        return [*out, "  access_log off;"]
+    target = "/dev/stdout" if settings.access_log == "stdout" else _path(layout.access_log)
+    return [
+        *out,
+        '  map $request_uri $agc_log_path { "~^(?<agc_path>[^?]*)" $agc_path; }',
+        f"  log_format agc_json escape=json '{_ACCESS_LOG_FORMAT}';",
+        f"  access_log {target} agc_json buffer=64k flush=1s;",
+    ]
+
+
 def _render(
     address: str, needs: StaticNeeds, layout: InstanceLayout, settings: StaticSettings
 ) -> str:
@@ -234,7 +288,7 @@ def _render(
         f"events {{ worker_connections {int(settings.worker_connections)}; }}",
         *_stream_block(host, needs, layout),
         "http {",
-        "  access_log off;",
+        *_access_log(layout, settings),
         f"  client_body_temp_path {prefix}/tmp/body;",
         f"  proxy_temp_path {prefix}/tmp/proxy;",
         f"  fastcgi_temp_path {prefix}/tmp/fastcgi;",
@@ -248,6 +302,8 @@ def _render(
         "  lua_shared_dict agc_health 4m;",
         # requests in flight and endpoint arrivals (lua/agc/strategies.lua)
         "  lua_shared_dict agc_inflight 8m;",
+        # request counters (lua/agc/metrics.lua): ~100 bytes a key, ~16 keys a route
+        f"  lua_shared_dict agc_metrics {int(settings.metrics_size_mb)}m;",
         # every module loaded in the master, before the workers fork: the workers
         # (user nobody) never read the files, which may sit where only root can
         # (a checkout under /root), and share the loaded code
@@ -279,6 +335,8 @@ def _render(
         "  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "  proxy_set_header X-Forwarded-Proto $scheme;",
         "  proxy_set_header X-Forwarded-Host $host;",
+        *(f"  proxy_set_header {name} {value};" for name, value in _CORRELATION_HEADERS),
+        *(f"  grpc_set_header {name} {value};" for name, value in _CORRELATION_HEADERS),
         "  grpc_set_header Host $agc_upstream_host;",
         "  grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "  grpc_set_header X-Forwarded-Proto $scheme;",
@@ -313,15 +371,21 @@ def _render(
         ],
         "  server {",
         f"    listen unix:{_path(layout.control_socket)};",
+        # the controller's and the agent's own requests: not traffic
+        "    access_log off;",
         "    client_body_buffer_size 64m;",
-        # declares the variable proxy_set_header reads above for a Gateway with no
-        # HTTP listener (only TLS passthrough, TCP or UDP), whose servers set none
+        # declares the variables proxy_set_header and the access log read above for a
+        # Gateway with no HTTP listener (only TLS passthrough, TCP or UDP), whose
+        # servers set none
         '    set $agc_upstream_host "";',
+        '    set $agc_route "";',
         '    location = /config { content_by_lua_block { require("agc.control").handle() } }',
         # which static configuration the answering worker runs (reload confirmation)
         '    location = /static { content_by_lua_block { require("agc.control").static() } }',
         # drain mode ahead of a reload (nginx.py)
         '    location = /drain { content_by_lua_block { require("agc.control").drain() } }',
+        # request counters for the agent's or the controller's /metrics (metrics.py)
+        '    location = /metrics { content_by_lua_block { require("agc.control").metrics() } }',
         # gRPC health probes (lua/agc/health.lua): the prober's HTTP/1.1 request, sent
         # on as grpc.health.v1.Health/Check over HTTP/2 to the endpoint it names
         "    location = /grpc-health {",
@@ -370,6 +434,8 @@ def _render(
             # subrequest, and mirror subrequests share (and would reset) these
             "      set $agc_upstream_host $http_host;",
             '      set $agc_ctx "";',
+            # the matched route's namespace/name, for the access log (router.lua)
+            '      set $agc_route "";',
             *[f'      set $agc_mirror{i} "";' for i in range(4)],
             '      access_by_lua_block { require("agc.router").route() }',
             "      proxy_pass http://agc_backend;",
@@ -466,6 +532,8 @@ def _waf_locations(needs: StaticNeeds, layout: InstanceLayout) -> list[str]:
             f"    location = /_agc_waf/{rule_set} {{",
             "      internal;",
             "      log_subrequest on;",
+            # the request it inspects is logged, not this subrequest
+            "      access_log off;",
             "      modsecurity on;",
             f"      modsecurity_rules_file {nginx_string(str(layout.waf_rules(rule_set)))};",
             f"      modsecurity_transaction_id {policy}/$request_id;",

@@ -2,8 +2,11 @@
 -- PATCH /config with an update of some parts of the state (config.apply_delta),
 -- PUT /config with the whole state as one document; GET /config returns the version;
 -- GET /static the id of the static configuration the answering worker runs;
--- PUT /drain?seconds=N drain mode for N seconds (0: off), see router.route.
+-- PUT /drain?seconds=N drain mode for N seconds (0: off), see router.route;
+-- GET /metrics the request counters (agc.metrics).
+local cjson = require("cjson.safe")
 local config = require("agc.config")
+local metrics = require("agc.metrics")
 
 local _M = {}
 
@@ -41,6 +44,11 @@ end
 
 function _M.static()
   ngx.say(config.static_id())
+end
+
+function _M.metrics()
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(metrics.snapshot()))
 end
 
 function _M.drain()

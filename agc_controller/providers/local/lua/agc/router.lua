@@ -24,6 +24,7 @@ local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
 local health = require("agc.health")
+local metrics = require("agc.metrics")
 local ratelimit = require("agc.ratelimit")
 local strategies = require("agc.strategies")
 local waf = require("agc.waf")
@@ -232,6 +233,8 @@ function _M.route(drained)
   if not rule then return ngx.exit(404) end
 
   local ctx = ngx.ctx
+  ctx.route = rule.route
+  ngx_var.agc_route = rule.route
   -- a limit keyed by a JWT claim waits for the verified token (after auth)
   local limit = rule.limit
   if limit and not limit.claim and not ratelimit.check(limit, ctx) then return end
@@ -301,8 +304,8 @@ function _M.mirror(n)
 end
 
 -- Log phase: give back the in-flight slots the request took (agc.strategies),
--- tell passive ejection how its endpoint answered (agc.health), then drop the
--- request's stashed context.
+-- tell passive ejection how its endpoint answered (agc.health), count the request
+-- (agc.metrics), then drop the request's stashed context.
 function _M.log()
   -- only the firewall's subrequests are logged (log_subrequest, static.py): theirs
   -- is ModSecurity's audit log, and they took nothing here
@@ -310,10 +313,12 @@ function _M.log()
   local ctx = ctxstash.get()
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
+  local upstream_status = ctx.backend and last_upstream_status()
   if ctx.passive then
-    local status = last_upstream_status()
-    health.observe(ctx.endpoint.health_key, not status or status >= 500, ctx.passive)
+    health.observe(ctx.endpoint.health_key, not upstream_status or upstream_status >= 500, ctx.passive)
   end
+  metrics.observe(ctx.route, ctx.backend, ngx.status, tonumber(ngx_var.request_time) or 0,
+    upstream_status, ctx.backend ~= nil)
   ctxstash.release()
 end
 
