@@ -121,19 +121,22 @@ class Node:
         if self.plane.node_address != NODE_ADDRESS:
             raise NodeError(f"the control plane must run with node_address={NODE_ADDRESS}")
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = self.state_dir.with_name(self.state_dir.name + ".lock").open("wb")
+        lock = self.state_dir.with_name(self.state_dir.name + ".lock").open("wb")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             raise NodeError(
                 f"another test node runs on this host ({self.state_dir}); one at a time"
             ) from None
         if not self.state_dir.exists() and _kube_chains():
+            lock.close()
             raise NodeError(
                 "this host has Kubernetes iptables chains (KUBE-*) that no test node left: "
                 "it looks like a Kubernetes node. The test node would replace them; run the "
                 "tests on another machine."
             )
+        self._lock = lock
         self._remove_leftovers()
         try:
             self._start(images, timeout)
@@ -183,7 +186,10 @@ class Node:
         self._wait("kubelet", timeout, self._node_ready)
 
     def stop(self) -> None:
-        """Stop every pod, then the node's processes; remove what it made (module doc)."""
+        """Stop every pod, then the node's processes; remove what it made (module doc).
+        A node that did not start (another held the host) has nothing to stop."""
+        if self._lock is None:
+            return
         kubelet = next((p for name, p in self._children if name == "kubelet"), None)
         if kubelet is not None:
             _terminate(kubelet)
@@ -202,9 +208,8 @@ class Node:
         while self._children:
             _terminate(self._children.pop()[1])
         self._remove_leftovers()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        self._lock.close()
+        self._lock = None
 
     def logs(self, *, lines: int = 60) -> str:
         """The tail of each of the node's logs, for a failed test."""

@@ -127,6 +127,7 @@ NOT_CHECKED = (
     "`agc-controller translate`",
     "Gateway API v1.6.1 conformance",
     "In-cluster data plane",
+    "Observability",
     "Ingress (",
     "Istio mTLS",
 )
