@@ -9,7 +9,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv testenv helm node run test lint typecheck check bench conformance
+.PHONY: help deps venv testenv helm node istiod run test lint typecheck check bench conformance
 
 help:
 	@echo "make run    start the embedded default (local control plane + controller)"
@@ -17,6 +17,7 @@ help:
 	@echo "make testenv  build the test control plane (kube-apiserver, kube-controller-manager, CRDs)"
 	@echo "make helm   build helm (for the chart in deploy/chart) into the cache"
 	@echo "make node   build the tests' real node (kubelet, kube-proxy, containerd, runc) and both images"
+	@echo "make istiod build istiod, the mesh CA of the mesh tests (docs/mesh.md)"
 	@echo "make bench  translation, controller, data plane and azure benchmarks (numbers, no assertions)"
 	@echo "make conformance  the Gateway API conformance suite against the local data plane (root; make test runs it too)"
 
@@ -44,6 +45,10 @@ helm: deps
 node: deps
 	@hack/node.sh >/dev/null && hack/images.sh >/dev/null
 
+# tests/e2e/test_mesh.py runs a real istiod as the mesh's CA
+istiod: deps
+	@hack/istiod.sh >/dev/null
+
 # The dev cluster (devcluster/) is not installed: the repository root is its path.
 run: deps venv
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && \
@@ -64,7 +69,7 @@ check: lint typecheck
 # failure here, for each pass of the whole suite; with PYTEST_ARGS (say `-k NAME`)
 # one pass may select nothing, as long as another ran tests.
 TEST_CHANNELS := $(or $(AGC_GATEWAY_API_CHANNEL),standard experimental)
-test: deps venv check helm node
+test: deps venv check helm node istiod
 	@AGC_TESTENV="$$(hack/testenv.sh)" && export AGC_TESTENV && ran=0 && \
 	  for channel in $(TEST_CHANNELS); do \
 	    echo "[test] Gateway API $$channel channel"; \

@@ -33,7 +33,13 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.agent import Agent, run_agent
 from agc_controller.dataplane.manifests import STATE_DIR
 from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
-from agc_controller.factory import PROVIDERS, LocalOptions, open_provider
+from agc_controller.factory import (
+    PROVIDERS,
+    LocalOptions,
+    MeshOptions,
+    check_mesh,
+    open_provider,
+)
 from agc_controller.kube.client import api_client
 from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
 from agc_controller.providers.local import LocalProvider
@@ -104,6 +110,28 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         default=_env("AGC_ACCESS_LOG", "file"),
         help="local provider: one JSON line per request into each Gateway's access.log under "
         "--local-state-dir (file), to standard output (stdout), or none (env AGC_ACCESS_LOG)",
+    )
+    parser.add_argument(
+        "--mesh-identity",
+        metavar="NAMESPACE/SERVICEACCOUNT",
+        default=_env("AGC_MESH_IDENTITY", ""),
+        help="local provider: reach Services in Istio-injected namespaces over the mesh's mTLS, "
+        "as this service account's workload identity (docs/mesh.md; env AGC_MESH_IDENTITY)",
+    )
+    parser.add_argument(
+        "--mesh-ca-address",
+        default=_env("AGC_MESH_CA_ADDRESS", "istiod.istio-system.svc:15012"),
+        help="istiod's certificate service, host:port (env AGC_MESH_CA_ADDRESS)",
+    )
+    parser.add_argument(
+        "--mesh-ca-server-name",
+        default=_env("AGC_MESH_CA_SERVER_NAME", "istiod.istio-system.svc"),
+        help="the name istiod's serving certificate carries (env AGC_MESH_CA_SERVER_NAME)",
+    )
+    parser.add_argument(
+        "--mesh-trust-domain",
+        default=_env("AGC_MESH_TRUST_DOMAIN", "cluster.local"),
+        help="the mesh's trust domain (env AGC_MESH_TRUST_DOMAIN)",
     )
     parser.add_argument(
         "--workers",
@@ -394,6 +422,11 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"agc-controller: --health-address: {e}", file=sys.stderr)
         return 2
+    try:
+        mesh = _mesh_options(args)
+    except ValueError as e:
+        print(f"agc-controller: --mesh-identity: {e}", file=sys.stderr)
+        return 2
     asyncio.run(
         run_controller(
             args.kubeconfig,
@@ -406,6 +439,7 @@ def _run(args: argparse.Namespace) -> int:
                 access_log=args.access_log,
                 stop_on_exit=False,
                 dataplane=args.local_dataplane,
+                mesh=mesh,
                 deployment=DataPlaneSettings(
                     image=args.dataplane_image,
                     image_pull_policy=args.dataplane_image_pull_policy,
@@ -422,6 +456,22 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _mesh_options(args: argparse.Namespace) -> MeshOptions | None:
+    if not args.mesh_identity:
+        return None
+    namespace, _, service_account = args.mesh_identity.partition("/")
+    if not namespace or not service_account or "/" in service_account:
+        raise ValueError(f"{args.mesh_identity!r} is not NAMESPACE/SERVICEACCOUNT")
+    check_mesh(args.provider, args.local_dataplane)
+    return MeshOptions(
+        namespace=namespace,
+        service_account=service_account,
+        ca_address=args.mesh_ca_address,
+        ca_server_name=args.mesh_ca_server_name,
+        trust_domain=args.mesh_trust_domain,
+    )
 
 
 def _dataplane(args: argparse.Namespace) -> int:

@@ -98,15 +98,16 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def spawn_logged(
-    argv: list[str], log: Path, *, env: Mapping[str, str] | None = None
+    argv: list[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` (environment `env`, default ours) with its output appended to
+    """Start `argv` (environment `env`, default ours; in `cwd`) with its output appended to
     `log`, in a session of its own (a terminal's Ctrl-C reaches the parent only,
     which stops children in order), and ended when its parent dies."""
     with log.open("ab") as out:
         return subprocess.Popen(
             argv,
             env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -9,6 +9,9 @@ served a request and what the gateway changed on the way.
 - `?key=<k>&fail_times=<n>` answers the first n requests with key k with
   `fail_status` (default 500), after `fail_delay` seconds if given, later ones
   normally, and reports the count as "attempt" (retry tests).
+- `?close=1` closes the connection after the answer.
+- Over TLS with client certificates, "client_cert" (the subject), "client_uris"
+  (URI names: a SPIFFE identity) and "client_serial" describe the client's.
 - WebSocket upgrades on /ws echo messages back.
 - GET /__seen lists the paths received so far.
 - GET /__health answers 200 (health-check tests), or the status a
@@ -63,7 +66,7 @@ def make_app(name: str, *, status: int = 200, delay: float = 0.0) -> web.Applica
                 await asyncio.sleep(float(request.query.get("fail_delay", "0")))
         body = await request.read()
         peer = request.transport.get_extra_info("peercert") if request.transport else None
-        return web.json_response(
+        response = web.json_response(
             {
                 "name": name,
                 "path": request.path_qs,
@@ -73,11 +76,20 @@ def make_app(name: str, *, status: int = 200, delay: float = 0.0) -> web.Applica
                 "body_length": len(body),
                 "remote": request.remote,
                 "client_cert": dict(x[0] for x in peer["subject"]) if peer else None,
+                # a workload certificate's identity (SPIFFE) is a URI name alone
+                "client_uris": [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+                if peer
+                else None,
+                "client_serial": peer.get("serialNumber") if peer else None,
                 "attempt": attempt,
             },
             status=answer,
             headers={"X-Backend": name},
         )
+        if request.query.get("close"):
+            # this connection ends with the answer: the next request opens a new one
+            response.force_close()
+        return response
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

@@ -535,6 +535,8 @@ def _backend(backend: ResolvedBackend, gateway: GatewayNode, policies: Policies)
         valid=valid,
         protocol=backend.protocol,
         tls=tls,
+        # a BackendTLSPolicy is the Service owner's explicit choice: it wins over the mesh
+        mesh=backend.mesh and tls is None,
         request_headers=backend.request_headers,
         response_headers=backend.response_headers,
     )

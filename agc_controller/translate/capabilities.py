@@ -58,6 +58,9 @@ class Capabilities:
     retry_attempts_max: int | None = None
     # header modifier `add` (append to an existing header); `set`/`remove` are assumed
     header_add: bool = True
+    # Services in Istio-injected namespaces are reached over the mesh's mTLS with the
+    # gateway's workload identity (docs/mesh.md): an opt-in setting, not a default
+    mesh: bool = False
     redirect_status_codes: frozenset[int] = _ALL_REDIRECT_CODES
     redirect_prefix_replace: bool = True
     rewrite_prefix_replace: bool = True

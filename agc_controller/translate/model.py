@@ -105,6 +105,8 @@ class Backend:
     valid: bool
     protocol: BackendProtocol = "http"
     tls: BackendTLS | None = None
+    # over the Istio mesh's mTLS, with the gateway's workload identity (docs/mesh.md)
+    mesh: bool = False
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
 

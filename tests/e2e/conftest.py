@@ -4,10 +4,11 @@ local provider running against the session's real kube-apiserver."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from kubernetes_asyncio import client
 from agc_controller.core.resources import BY_KIND, POLICY_GROUP
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.manager import Controller
+from agc_controller.mesh import WorkloadIdentity
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.settings import Settings
@@ -277,6 +279,21 @@ class Cluster:
 async def cluster(
     kube: client.ApiClient, namespace: str, control_plane: ControlPlane, dataplane_dir: Path
 ) -> AsyncIterator[Cluster]:
+    async with running_controller(kube, namespace, control_plane, dataplane_dir) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    kube: client.ApiClient,
+    namespace: str,
+    control_plane: ControlPlane,
+    dataplane_dir: Path,
+    *,
+    mesh: Callable[[client.ApiClient, LocalProvider], WorkloadIdentity] | None = None,
+) -> AsyncIterator[Cluster]:
+    """The controller with a GatewayClass of its own; `mesh`: reach Services in
+    Istio-injected namespaces over mesh mTLS, with the identity it makes."""
     suffix = uuid.uuid4().hex[:8]
     controller_name = f"agc-controller.io/e2e-{suffix}"
     ingress_controller = f"agc-controller.io/e2e-ingress-{suffix}"
@@ -288,12 +305,15 @@ async def cluster(
         api,
         settings=Settings(controller_name=controller_name, workers=2, leader_election=False),
         translate_settings=attrs.evolve(
-            local_translate_settings(controller_name), ingress_controller=ingress_controller
+            local_translate_settings(controller_name, mesh=mesh is not None),
+            ingress_controller=ingress_controller,
         ),
         provider=provider,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(controller.run(stop))
+    identity = mesh(api, provider) if mesh else None
+    renewing = asyncio.create_task(identity.run()) if identity else None
     try:
         yield Cluster(
             kube=kube,
@@ -303,6 +323,10 @@ async def cluster(
             ingress_controller=ingress_controller,
         )
     finally:
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         stop.set()
         await asyncio.wait_for(task, 30)
         await provider.close()

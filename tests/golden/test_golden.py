@@ -6,7 +6,8 @@ the ALB model and every status translation decides, with the provider result
 fixed to "programmed at 192.0.2.1". Certificate material appears as a digest.
 Cases named `azure-<kind>-<scenario>` are translated with the azure provider's
 settings (its capabilities), `local-<kind>-<scenario>` with the local NGINX data
-plane's, every other case with every capability on.
+plane's, `mesh-<kind>-<scenario>` with the local data plane's and mesh mTLS on
+(docs/mesh.md), every other case with every capability on.
 
 Second tier, the local data plane: for the cases in NGINX_CASES (together they
 cover every feature the router implements), `<case>.nginx` holds what
@@ -55,6 +56,7 @@ SETTINGS = TranslateSettings(
 )
 AZURE_SETTINGS = azure_translate_settings(SETTINGS.controller_name)
 LOCAL_SETTINGS = local_translate_settings(SETTINGS.controller_name)
+MESH_SETTINGS = local_translate_settings(SETTINGS.controller_name, mesh=True)
 # fixed so that the files show translation, not a provider: "programmed at 192.0.2.1"
 RESULT = ASSUMED_RESULT
 
@@ -98,6 +100,7 @@ NGINX_CASES = (
     "backendloadbalancingpolicy-basic",  # strategies, slow start, circuit breaker
     "authpolicy-basic",  # IP lists, API keys (digests), basic (htpasswd)
     "webapplicationfirewallpolicy-precedence",  # inspection locations, rule sets, escaping
+    "mesh-httproute-injected-namespaces",  # mesh mTLS locations, BackendTLSPolicy first
 )
 
 
@@ -114,7 +117,7 @@ def _objects(case: Path) -> list[dict[str, Any]]:
 
 
 def _settings(case: Path) -> TranslateSettings:
-    return {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS}.get(
+    return {"azure": AZURE_SETTINGS, "local": LOCAL_SETTINGS, "mesh": MESH_SETTINGS}.get(
         case.name.split("-", 1)[0], SETTINGS
     )
 

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "informers": 3,
     "status": 3,
     "runtime": 4,
+    "mesh": 4,
     "providers": 5,
     "dataplane": 6,
     "controller": 7,

@@ -131,9 +131,10 @@ NOT_CHECKED = (
     "Ingress (",
     "Istio mTLS",
 )
-# flags every row leaves to others: the provider's name, a number
+# flags every row leaves to others: the provider's name, a number, a user's opt-in
 UNCLAIMED = {
     "provider",
+    "mesh",
     "retry_attempts_max",
     "session_persistence_types",
     "redirect_status_codes",

@@ -30,12 +30,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import aiohttp
 import attrs
 import structlog
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.mesh import WorkloadCertificate
 from agc_controller.providers.local import waf
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
@@ -77,6 +79,11 @@ class LocalProvider:
 
     # the request counters of every NGINX here, read at each scrape (metrics.py)
     traffic: TrafficMetrics = attrs.field(factory=TrafficMetrics)
+    # the gateway's Istio workload certificate (agc_controller/mesh), given to every
+    # NGINX here; None: none yet (mesh backends answer 503 until one arrives)
+    mesh_certificate: WorkloadCertificate | None = attrs.field(default=None, repr=False)
+    # why the mesh certificate is missing or stale, from whoever obtains it
+    mesh_problem: Callable[[], str | None] = lambda: None
 
     @property
     def reloads(self) -> int:
@@ -111,12 +118,29 @@ class LocalProvider:
                 message=_port_in_use_message(e, model, port_offset=self.port_offset, holder=holder),
                 temporary=True,
             )
+        message = f"Programmed on the local data plane at {address}"
+        if needs.mesh and self.mesh_certificate is None:
+            why = self.mesh_problem() or "it has not been issued yet"
+            message += (
+                f"; backends in the Istio mesh answer 503 until the gateway has its mesh "
+                f"certificate ({why})"
+            )
         return ApplyResult(
             programmed=True,
             reason=c.R_PROGRAMMED,
-            message=f"Programmed on the local data plane at {address}",
+            message=message,
             addresses=(GatewayAddress(type="IPAddress", value=address),),
         )
+
+    async def use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
+        """Give every NGINX here the gateway's new mesh workload certificate."""
+        self.mesh_certificate = certificate
+        for key, instance in list(self._instances.items()):
+            try:
+                await instance.set_mesh_certificate(certificate.chain_pem, certificate.key_pem)
+            except (NginxError, OSError, aiohttp.ClientError) as e:
+                # it is kept: the instance sends it again when its NGINX starts afresh
+                log.warning("mesh_certificate_not_delivered", gateway=str(key), error=str(e))
 
     async def delete(self, gateway: ObjectKey) -> None:
         self._states.pop(gateway, None)
@@ -139,6 +163,9 @@ class LocalProvider:
                 name=key.namespaced_name,
                 on_reload=self.on_reload,
             )
+            if self.mesh_certificate is not None:
+                chain, key_pem = self.mesh_certificate.chain_pem, self.mesh_certificate.key_pem
+                instance.mesh_certificate = (chain, key_pem)
             instance.prepare()
             self._instances[key] = instance
         return instance

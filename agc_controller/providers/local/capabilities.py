@@ -4,6 +4,8 @@ provider's are in providers/azure)."""
 
 from __future__ import annotations
 
+import attrs
+
 from agc_controller.core.resources import GATEWAY_GROUP
 from agc_controller.providers.local.dynamic import RETRY_ATTEMPTS_MAX
 from agc_controller.translate import TranslateSettings
@@ -71,8 +73,9 @@ LOCAL_CAPABILITIES = Capabilities(
 )
 
 
-def local_translate_settings(controller_name: str) -> TranslateSettings:
-    """Translation settings for Gateways served by the local NGINX data plane."""
+def local_translate_settings(controller_name: str, *, mesh: bool = False) -> TranslateSettings:
+    """Translation settings for Gateways served by the local NGINX data plane;
+    `mesh`: Services in Istio-injected namespaces are reached over mesh mTLS."""
     return TranslateSettings(
         controller_name=controller_name,
         supported_features=LOCAL_FEATURES,
@@ -82,5 +85,5 @@ def local_translate_settings(controller_name: str) -> TranslateSettings:
             (GATEWAY_GROUP, kind)
             for kind in ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
         ),
-        capabilities=LOCAL_CAPABILITIES,
+        capabilities=attrs.evolve(LOCAL_CAPABILITIES, mesh=mesh),
     )

@@ -85,6 +85,8 @@ class StaticNeeds:
     streams: tuple[StreamListen, ...] = ()
     # one inspection location per firewall rule set (lua/agc/waf.lua)
     waf: tuple[alb.WafRuleSet, ...] = ()
+    # some backend is reached over Istio mesh mTLS (the @agc_mesh locations)
+    mesh: bool = False
 
 
 def _modifier(m: alb.HeaderModifier | None) -> state.HeaderModifier | None:
@@ -320,6 +322,7 @@ def _target(
         endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
         tls=tls[b.tls] if b.tls is not None else None,
+        mesh=b.mesh,
         health=_health(policies.health.probe if policies.health else None),
         passive=None
         if policies.health is None or policies.health.passive is None
@@ -410,7 +413,11 @@ def _listeners(model: LoadBalancer, port_offset: int) -> state.RouterState:
 
 
 def _needs(
-    model: LoadBalancer, port_offset: int, h2c_ports: set[int], tls: tuple[BackendTLS, ...]
+    model: LoadBalancer,
+    port_offset: int,
+    h2c_ports: set[int],
+    tls: tuple[BackendTLS, ...],
+    mesh: bool,
 ) -> StaticNeeds:
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
@@ -439,6 +446,7 @@ def _needs(
         backend_tls=tls,
         streams=streams,
         waf=model.waf_rule_sets,
+        mesh=mesh,
     )
 
 
@@ -519,7 +527,8 @@ def router_state(
         streams=_streams(model, port_offset),
     )
     h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
-    return router, _needs(model, port_offset, h2c_ports, tls)
+    mesh = any(b.mesh for b in targets.values())
+    return router, _needs(model, port_offset, h2c_ports, tls, mesh)
 
 
 def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str, Any], StaticNeeds]:
@@ -642,7 +651,8 @@ class StateParts:
             for key, stream in _streams(model, self._port_offset).items()
         )
         h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
-        return parts, _needs(model, self._port_offset, h2c_ports, tls)
+        mesh = any(e.backend.mesh for e in self._backends.values())
+        return parts, _needs(model, self._port_offset, h2c_ports, tls, mesh)
 
     def _use_rule(self, r: alb.Rule) -> None:
         key = rule_id(r)
@@ -672,8 +682,8 @@ class StateParts:
             self._backends[key] = _BackendEntry(users=1, backend=b)
             return
         # the id already names the Service port and protocol, and endpoints are the
-        # model's table's: of a Backend, only its TLS setting shapes the Target
-        if entry.backend is not b and entry.backend.tls != b.tls:
+        # model's table's: of a Backend, only its TLS settings shape the Target
+        if entry.backend is not b and (entry.backend.tls, entry.backend.mesh) != (b.tls, b.mesh):
             entry.backend, entry.text = b, None
         entry.users += 1
 

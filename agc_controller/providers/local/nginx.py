@@ -132,6 +132,9 @@ class NginxInstance:
     parts: dict[str, bytes] | None = None
     # the static id the parts were pushed for
     parts_static: str | None = None
+    # the gateway's mesh workload certificate (chain PEM, key PEM), sent again to a
+    # master that starts afresh (its shared memory starts empty); None: none yet
+    mesh_certificate: tuple[str, str] | None = attrs.field(default=None, repr=False)
     # the firewall rule sets of the running static config (kept while unused: see
     # program's `_keeping_loaded`)
     waf_rule_sets: tuple[WafRuleSet, ...] = ()
@@ -207,8 +210,24 @@ class NginxInstance:
         else:
             await self._start()
             await self._confirm(static_id, logged_from)
+            await self._send_mesh_certificate()
         self.static_text = text
         return True
+
+    async def set_mesh_certificate(self, chain_pem: str, key_pem: str) -> None:
+        """Hand NGINX the gateway's mesh workload certificate (lua/agc/mesh.lua): no
+        reload; connections opened from now on present it."""
+        self.mesh_certificate = (chain_pem, key_pem)
+        await self._send_mesh_certificate()
+
+    async def _send_mesh_certificate(self) -> None:
+        if self.mesh_certificate is None or not self._running():
+            return
+        chain, key = self.mesh_certificate
+        body = json.dumps({"chain": chain, "key": key}).encode()
+        status, answer = await self._request("PUT", body, path="/mesh")
+        if status != 200:
+            raise NginxError(f"the data plane refused the mesh certificate: {answer.strip()}")
 
     async def _drain(self, seconds: float) -> bool:
         """Drain mode on for `seconds` (0: off); True if NGINX took it.
@@ -494,6 +513,7 @@ class NginxInstance:
         if self.parts is not None and self.parts_static is not None:
             wanted, self.parts = self.parts, None  # a new master holds nothing yet
             await self.push(wanted, self.parts_static)
+        await self._send_mesh_certificate()
         log.info("nginx_restarted", gateway=self.name, pid=self._process.pid)
 
     async def traffic_snapshot(self) -> dict[str, Any]:

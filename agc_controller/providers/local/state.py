@@ -337,6 +337,8 @@ class Target:
     # index of the upstream TLS setting (static.py's @agc_tls_<n> location);
     # None: plain text
     tls: int | None = None
+    # over the Istio mesh's mTLS (static.py's @agc_mesh locations, lua/agc/mesh.lua)
+    mesh: bool = False
     # how worker 0 probes the endpoints (lua/agc/prober.lua); None: not at all
     health: HealthCheck | None = None
     # passive ejection (lua/agc/health.lua); None: none

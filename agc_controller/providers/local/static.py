@@ -359,6 +359,7 @@ def _render(
             for name in (
                 "agc_backend",
                 *(f"agc_backend_tls_{i}" for i in range(len(needs.backend_tls))),
+                *(["agc_backend_mesh"] if needs.mesh else []),
             )
             for line in (
                 f"  upstream {name} {{",
@@ -386,6 +387,8 @@ def _render(
         '    location = /drain { content_by_lua_block { require("agc.control").drain() } }',
         # request counters for the agent's or the controller's /metrics (metrics.py)
         '    location = /metrics { content_by_lua_block { require("agc.control").metrics() } }',
+        # the gateway's mesh workload certificate, at every renewal (lua/agc/mesh.lua)
+        '    location = /mesh { content_by_lua_block { require("agc.control").mesh() } }',
         # gRPC health probes (lua/agc/health.lua): the prober's HTTP/1.1 request, sent
         # on as grpc.health.v1.Health/Check over HTTP/2 to the endpoint it names
         "    location = /grpc-health {",
@@ -437,6 +440,12 @@ def _render(
             # the matched route's namespace/name, for the access log (router.lua)
             '      set $agc_route "";',
             *[f'      set $agc_mirror{i} "";' for i in range(4)],
+            # the mesh certificate for @agc_mesh (lua/agc/mesh.lua sets them)
+            *(
+                ['      set $agc_mesh_cert "";', '      set $agc_mesh_key "";']
+                if needs.mesh
+                else []
+            ),
             '      access_by_lua_block { require("agc.router").route() }',
             "      proxy_pass http://agc_backend;",
             "    }",
@@ -487,6 +496,8 @@ def _render(
         ]
         for index, tls in enumerate(needs.backend_tls):
             out += _backend_tls_location(index, tls, layout, settings)
+        if needs.mesh:
+            out += _MESH_LOCATIONS
         # Retry policies. Connection failures NGINX retries at once (the balancer
         # grants the tries). An answer with one of the policy's codes comes back
         # into the same location (error_page), where the router counts it, waits
@@ -693,6 +704,25 @@ def _stream_servers(
             "  }",
         ]
     return out
+
+
+# Backends in the Istio mesh (docs/mesh.md): the gateway presents its workload
+# certificate, loaded per connection from variables (lua/agc/mesh.lua), so a
+# renewal needs no reload. The backend's certificate is not verified here:
+# NGINX 1.22 checks a peer certificate only against a DNS name or IP address,
+# and Istio's workload certificates carry a SPIFFE URI alone.
+_MESH_LOCATIONS = [
+    "    location @agc_mesh {",
+    "      proxy_pass https://agc_backend_mesh;",
+    "      proxy_ssl_certificate data:$agc_mesh_cert;",
+    "      proxy_ssl_certificate_key data:$agc_mesh_key;",
+    "    }",
+    "    location @agc_mesh_grpc {",
+    "      grpc_pass grpcs://agc_backend_mesh;",
+    "      grpc_ssl_certificate data:$agc_mesh_cert;",
+    "      grpc_ssl_certificate_key data:$agc_mesh_key;",
+    "    }",
+]
 
 
 def _backend_tls_location(

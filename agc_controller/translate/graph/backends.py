@@ -35,6 +35,8 @@ class ResolvedBackend:
     protocol: BackendProtocol = "http"
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
+    # the Service's namespace is in the Istio mesh (and mesh mTLS is on): see in_mesh
+    mesh: bool = False
 
 
 @attrs.frozen
@@ -62,6 +64,7 @@ def resolve_backend(
     snapshot: Snapshot,
     grants: ReferenceGrants,
     default_protocol: BackendProtocol,
+    mesh: bool = False,
     from_group: str = GATEWAY_GROUP,
     request_headers: HeaderModifier | None = None,
     response_headers: HeaderModifier | None = None,
@@ -118,9 +121,21 @@ def resolve_backend(
             protocol=protocol,
             request_headers=request_headers,
             response_headers=response_headers,
+            mesh=mesh and in_mesh(snapshot.namespaces.get(namespace)),
         ),
         None,
     )
+
+
+def in_mesh(namespace: Obj | None) -> bool:
+    """Whether Istio injects sidecars into the namespace's pods: the label
+    `istio-injection: enabled`, or a revision label `istio.io/rev` (Istio's own
+    rule; `istio-injection: disabled` wins over a revision)."""
+    labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    injection = labels.get("istio-injection")
+    if injection is not None:
+        return bool(injection == "enabled")
+    return bool(labels.get("istio.io/rev"))
 
 
 def ready_endpoints(

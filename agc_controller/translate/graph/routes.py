@@ -127,7 +127,9 @@ def build_route(
     rules: list[RuleNode] = []
     dropped: list[tuple[int, str, str]] = []
     unresolved: list[BackendProblem] = []
-    parser = _RuleParser(kind=kind, namespace=namespace, snapshot=snapshot, grants=grants)
+    parser = _RuleParser(
+        kind=kind, namespace=namespace, snapshot=snapshot, grants=grants, mesh=capabilities.mesh
+    )
     raw_rules = spec.get("rules") or [{}]
     for i, raw in enumerate(raw_rules):
         try:
@@ -178,6 +180,8 @@ class _RuleParser:
     namespace: str
     snapshot: Snapshot
     grants: ReferenceGrants
+    # backends in Istio-injected namespaces go over mesh mTLS (Capabilities.mesh)
+    mesh: bool
 
     @property
     def _default_protocol(self) -> BackendProtocol:
@@ -228,6 +232,7 @@ class _RuleParser:
                 snapshot=self.snapshot,
                 grants=self.grants,
                 default_protocol=self._default_protocol,
+                mesh=self.mesh,
                 request_headers=ref_filters.request_headers,
                 response_headers=ref_filters.response_headers,
             )
@@ -383,6 +388,7 @@ class _RuleParser:
             snapshot=self.snapshot,
             grants=self.grants,
             default_protocol=self._default_protocol,
+            mesh=self.mesh,
         )
         if problem:
             problems.append(problem)

@@ -48,6 +48,7 @@
 --   backends   { [id] = Target }
 --     Target     endpoints = { {addr, port} }, protocol ("http" | "h2c" | "ws"),
 --                tls? (index of the static config's @agc_tls_<n> location),
+--                mesh? (over Istio mesh mTLS: lua/agc/mesh.lua),
 --                health? (HealthCheck: lua/agc/health.lua), passive? (the same),
 --                lb? (LoadBalancing: lua/agc/strategies.lua)
 --   certs      { {cert, key} } PEM

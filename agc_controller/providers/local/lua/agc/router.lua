@@ -23,6 +23,7 @@ local auth = require("agc.auth")
 local ctxstash = require("agc.ctxstash")
 local filters = require("agc.filters")
 local match = require("agc.match")
+local mesh = require("agc.mesh")
 local health = require("agc.health")
 local metrics = require("agc.metrics")
 local ratelimit = require("agc.ratelimit")
@@ -178,8 +179,9 @@ local function forward(state, rule, backend, mirrored, ctx)
   ctx.retry = rule.retry
   ctx.backend = backend.id
   ctx.timeout_ms = rule.backend_timeout_ms or rule.timeout_ms
-  if target.protocol == "h2c" or target.tls then
+  if target.protocol == "h2c" or target.tls or target.mesh then
     ctxstash.save()
+    if target.mesh then return mesh.forward(target.protocol == "h2c") end
     if target.tls then return ngx.exec("@agc_tls_" .. target.tls) end
     return ngx.exec("@agc_grpc")
   end
