@@ -251,12 +251,13 @@ def _access_log(layout: InstanceLayout, settings: StaticSettings) -> list[str]:
     ]
     if settings.access_log == "off":
         return [*out, "  access_log off;"]
-    target = "/dev/stdout" if settings.access_log == "stdout" else _path(layout.access_log)
+    # a file: unlike the sockets' paths, no length limit
+    target = str(layout.access_log) if settings.access_log == "file" else "/dev/stdout"
     return [
         *out,
         '  map $request_uri $agc_log_path { "~^(?<agc_path>[^?]*)" $agc_path; }',
         f"  log_format agc_json escape=json '{_ACCESS_LOG_FORMAT}';",
-        f"  access_log {target} agc_json buffer=64k flush=1s;",
+        f"  access_log {nginx_string(target)} agc_json buffer=64k flush=1s;",
     ]
 
 
