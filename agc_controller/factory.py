@@ -27,6 +27,7 @@ from agc_controller.mesh import (
     WorkloadIdentity,
     spiffe_id,
 )
+from agc_controller.mesh.verify import EndpointVerifier
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
@@ -122,21 +123,20 @@ async def open_provider(
             static_settings=StaticSettings(access_log=local.access_log),
             on_reload=lambda: record_nginx_reload(success=True),
             stop_on_close=local.stop_on_exit,
+            requeue=requeue,
         )
-        identity = None
+        mesh = None
         if local.mesh is not None:
             if api is None:
                 raise ValueError("mesh mTLS needs an API client (tokens and the mesh's roots)")
-            identity = mesh_identity(local.mesh, api, provider)
-            provider.mesh_problem = lambda: identity.problem if identity else None
-        renewing = asyncio.create_task(identity.run(), name="mesh-identity") if identity else None
+            mesh = asyncio.create_task(mesh_for(local.mesh, api, provider).run(), name="mesh")
         try:
             yield provider, local_settings
         finally:
-            if renewing is not None:
-                renewing.cancel()
+            if mesh is not None:
+                mesh.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
+                    await mesh
             await provider.close()
     elif name == "azure":
         # imported only when chosen: the Azure SDK adds tens of MiB to every process
@@ -159,16 +159,35 @@ async def open_provider(
         raise ValueError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
 
 
-def mesh_identity(
-    mesh: MeshOptions, api: client.ApiClient, provider: LocalProvider
-) -> WorkloadIdentity:
-    """The gateway's workload identity: its service account's tokens, istiod's CA,
-    the roots istiod publishes into that namespace; every renewal to every NGINX."""
-    return WorkloadIdentity(
-        spiffe_id=spiffe_id(mesh.trust_domain, mesh.namespace, mesh.service_account),
-        ca=IstioCA(mesh.ca_address, server_name=mesh.ca_server_name),
-        token=TokenRequest(api, mesh.namespace, mesh.service_account),
-        roots=RootsConfigMap(api, mesh.namespace),
-        clock=SystemClock(),
+@attrs.frozen
+class Mesh:
+    """Mesh mTLS for a LocalProvider: its workload identity and its endpoint checks."""
+
+    identity: WorkloadIdentity
+    verifier: EndpointVerifier
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.identity.run(), name="mesh-identity")
+            tasks.create_task(self.verifier.run(), name="mesh-verifier")
+
+
+def mesh_for(options: MeshOptions, api: client.ApiClient, provider: LocalProvider) -> Mesh:
+    """The gateway's workload identity (its service account's tokens, istiod's CA, the
+    roots istiod publishes into that namespace; every renewal to every NGINX of
+    `provider`) and the checks on mesh endpoints, wired into `provider`."""
+    clock = SystemClock()
+    verifier = EndpointVerifier(
+        trust_domain=options.trust_domain, clock=clock, on_change=provider.requeue_mesh_gateways
+    )
+    identity = WorkloadIdentity(
+        spiffe_id=spiffe_id(options.trust_domain, options.namespace, options.service_account),
+        ca=IstioCA(options.ca_address, server_name=options.ca_server_name),
+        token=TokenRequest(api, options.namespace, options.service_account),
+        roots=RootsConfigMap(api, options.namespace),
+        clock=clock,
         on_change=provider.use_mesh_certificate,
     )
+    provider.mesh_verifier = verifier
+    provider.mesh_problem = lambda: identity.problem
+    return Mesh(identity=identity, verifier=verifier)

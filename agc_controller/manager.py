@@ -408,15 +408,20 @@ class Controller:
     async def _build_informers(self) -> Sequence[tuple[Resource, Informer]]:
         served = self._served
         informers = []
-        for resource in WATCHED:
+        # with mesh mTLS on, the sidecar pods' service accounts (what endpoints must prove)
+        mesh = self._translate_settings.capabilities.mesh
+        for resource in (*WATCHED, *([r.POD] if mesh else [])):
             group_version = resource.api_version
             if group_version not in served:
                 served[group_version] = await served_resources(self._api, group_version)
             if resource.plural not in served[group_version]:
                 log.warning("resource_not_served", kind=resource.kind, api_version=group_version)
                 continue
+            selector = r.MESH_POD_SELECTOR if resource == r.POD else None
             list_watcher = PermissionReportingListWatcher(
-                ApiListWatcher(self._api, resource), resource, self.permissions
+                ApiListWatcher(self._api, resource, label_selector=selector),
+                resource,
+                self.permissions,
             )
             informer = Informer(
                 resource,

@@ -73,7 +73,10 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.BACKEND_SERVICES: ix.auth_policy_backend_services,
         ix.JWKS_URLS: ix.auth_policy_jwks_urls,
     },
-    r.ENDPOINT_SLICE.kind: {ix.SERVICE_NAME: ix.endpoint_slice_service},
+    r.ENDPOINT_SLICE.kind: {
+        ix.SERVICE_NAME: ix.endpoint_slice_service,
+        ix.POD_TARGETS: ix.endpoint_slice_pods,
+    },
     r.INGRESS.kind: {
         ix.INGRESS_CLASS: ix.ingress_class_name,
         ix.BACKEND_SERVICES: ix.ingress_backend_services,
@@ -221,7 +224,22 @@ class Cache:
             secrets=self._material(material, "Secret", r.SECRET.kind),
             config_maps=self._material(material, "ConfigMap", r.CONFIG_MAP.kind),
             namespaces=self._all(r.NAMESPACE.kind),
+            pods=self._mesh_pods(services),
         )
+
+    def _mesh_pods(self, services: Iterable[str]) -> dict[str, Obj]:
+        """The sidecar pods behind the Services' endpoints (none watched: no lookups)."""
+        pods = self.store(r.POD.kind)
+        if not len(pods):
+            return {}
+        slices = self.store(r.ENDPOINT_SLICE.kind)
+        return {
+            p: o
+            for s in services
+            for endpoint_slice in slices.by_index(ix.SERVICE_NAME, s)
+            for p in ix.endpoint_slice_pods(endpoint_slice)
+            if (o := pods.get(p)) is not None
+        }
 
     def _attached_policies(
         self,

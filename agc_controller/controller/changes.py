@@ -59,6 +59,10 @@ def _namespace(obj: KubeObject) -> tuple[Any, ...]:
     return (_meta(obj, "labels"),)
 
 
+def _pod(obj: KubeObject) -> tuple[Any, ...]:
+    return ((obj.get("spec") or {}).get("serviceAccountName"),)
+
+
 # kind -> the part of an object translation reads
 _VIEWS: Mapping[str, View] = {
     r.SERVICE.kind: _service,
@@ -66,6 +70,7 @@ _VIEWS: Mapping[str, View] = {
     r.SECRET.kind: _secret,
     r.CONFIG_MAP.kind: _config_map,
     r.NAMESPACE.kind: _namespace,
+    r.POD.kind: _pod,
 }
 
 

@@ -20,6 +20,7 @@ from agc_controller.core.resources import (
 )
 from agc_controller.translate import ingress
 from agc_controller.translate.graph import jwt
+from agc_controller.translate.graph.backends import target_pod
 from agc_controller.translate.ingress.annotations import referenced_objects
 
 Obj = dict[str, Any]
@@ -38,6 +39,7 @@ CERTIFICATE_REFS = (
 TARGET_SERVICES = "target-services"  # policies -> "ns/service"
 TARGETS = "targets"  # our policies -> "Gateway/ns/name", "Service/ns/name", ...
 SERVICE_NAME = "service-name"  # EndpointSlices -> "ns/service"
+POD_TARGETS = "pod-targets"  # EndpointSlices -> "ns/pod" of the pods behind their endpoints
 JWKS_URLS = "jwks-urls"  # AuthPolicies -> the JWKS URLs their JWT providers name
 EXTENSION_REFS = "extension-refs"  # HTTPRoutes -> "ns/name" of our HTTPRouteFilters
 INGRESS_CLASS = "ingress-class"  # Ingresses -> the class they name ("" none: the default)
@@ -198,6 +200,16 @@ def endpoint_slice_service(obj: Obj) -> Iterable[str]:
     meta = obj["metadata"]
     service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
     return [f"{meta['namespace']}/{service}"] if service else []
+
+
+def endpoint_slice_pods(obj: Obj) -> Iterable[str]:
+    """The pods ("ns/name") an EndpointSlice's endpoints say they are."""
+    namespace = obj["metadata"]["namespace"]
+    return [
+        key
+        for endpoint in obj.get("endpoints") or []
+        if (key := target_pod(endpoint, namespace)) is not None
+    ]
 
 
 def policy_targets(obj: Obj) -> Iterable[str]:

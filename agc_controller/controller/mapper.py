@@ -61,6 +61,15 @@ class Mapper:
             return self._via_service(namespaced_name(namespace, name))
         if kind == r.ENDPOINT_SLICE.kind:
             return {k for s in ix.endpoint_slice_service(obj) for k in self._via_service(s)}
+        if kind == r.POD.kind:
+            # a sidecar pod's service account is what its endpoints must prove
+            slices = self.cache.store(r.ENDPOINT_SLICE.kind)
+            return {
+                k
+                for endpoint_slice in slices.by_index(ix.POD_TARGETS, f"{namespace}/{name}")
+                for s in ix.endpoint_slice_service(endpoint_slice)
+                for k in self._via_service(s)
+            }
         if kind == r.BACKEND_TLS_POLICY.kind:
             keys = {k for s in ix.policy_target_services(obj) for k in self._via_service(s)}
             return keys | {gateway_key(g) for g in ix.policy_ancestor_gateways(obj)}

@@ -80,6 +80,11 @@ ENDPOINT_SLICE = Resource(
 SECRET = Resource("", "v1", "secrets", "Secret", namespaced=True)
 CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+# watched with mesh mTLS on, and only pods with an Istio sidecar (MESH_POD_SELECTOR):
+# the service account a mesh endpoint must prove it runs as
+POD = Resource("", "v1", "pods", "Pod", namespaced=True)
+# the label Istio's injector puts on the pods it gives a sidecar
+MESH_POD_SELECTOR = "security.istio.io/tlsMode=istio"
 INGRESS_CLASS = Resource(
     "networking.k8s.io", "v1", "ingressclasses", "IngressClass", namespaced=False
 )

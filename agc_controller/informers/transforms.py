@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from agc_controller.core.resources import API_KEY_SECRET_TYPE, CONFIG_MAP, SECRET, Resource
+from agc_controller.core.resources import (
+    API_KEY_SECRET_TYPE,
+    CONFIG_MAP,
+    POD,
+    SECRET,
+    Resource,
+)
 from agc_controller.informers.store import KubeObject
 
 Transform = Callable[[KubeObject], KubeObject]
@@ -74,8 +80,28 @@ def trim_config_map(obj: KubeObject) -> KubeObject:
     return _trim(obj, CONFIG_MAP_DATA_KEYS)
 
 
+def trim_pod(obj: KubeObject) -> KubeObject:
+    """Identity and the service account of a Pod: all the mesh reads (a pod's spec
+    and status are most of its size, and a cluster has many)."""
+    metadata = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "kind": obj.get("kind", "Pod"),
+        "metadata": {
+            key: metadata[key]
+            for key in ("name", "namespace", "uid", "resourceVersion")
+            if key in metadata
+        },
+        "spec": {
+            "serviceAccountName": (obj.get("spec") or {}).get("serviceAccountName", "default")
+        },
+    }
+
+
 def transform_for(resource: Resource) -> Transform:
     """The transform an informer on `resource` should use."""
+    if resource == POD:
+        return trim_pod
     if resource == SECRET:
         return trim_secret
     if resource == CONFIG_MAP:

@@ -44,7 +44,7 @@ import attrs
 
 from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.build import HostTables
-from agc_controller.translate.graph.backends import EndpointSource, ready_endpoints
+from agc_controller.translate.graph.backends import EndpointSource, ready_endpoints, target_pod
 from agc_controller.translate.model import Endpoint
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -97,6 +97,16 @@ def recording(snapshot: Snapshot) -> tuple[Snapshot, Callable[[], frozenset[Inpu
         return frozenset((field, key) for field, view in views.items() for key in view.seen)
 
     return attrs.evolve(snapshot, **views), reads
+
+
+def _pods_of(slices: tuple[Obj, ...], snapshot: Snapshot) -> tuple[Obj | None, ...]:
+    """The pods the slices' endpoints target, as the snapshot has them (None: absent)."""
+    return tuple(
+        snapshot.pods.get(key)
+        for s in slices
+        for endpoint in s.get("endpoints") or []
+        if (key := target_pod(endpoint, s["metadata"]["namespace"])) is not None
+    )
 
 
 def _same(a: object, b: object) -> bool:
@@ -156,7 +166,7 @@ class Memo:
     # the host tables of the last model (build.py)
     hosts: HostTables = attrs.field(factory=HostTables)
     # backend name -> (its source, the EndpointSlices read, its ready endpoints)
-    _endpoints: dict[str, tuple[EndpointSource, tuple[Obj, ...], tuple[Endpoint, ...]]] = (
+    _endpoints: dict[str, tuple[EndpointSource, tuple[Obj | None, ...], tuple[Endpoint, ...]]] = (
         attrs.field(factory=dict)
     )
     # the previous value of a translation-wide object, by name (kept when equal)
@@ -185,14 +195,18 @@ class Memo:
         """The ready endpoints of every backend in `wanted`, by name (sorted); a
         backend whose EndpointSlices are the same objects as last time keeps its
         endpoints without reading them again."""
-        found: dict[str, tuple[EndpointSource, tuple[Obj, ...], tuple[Endpoint, ...]]] = {}
+        # name -> (its source, the objects its endpoints read, its endpoints)
+        found: dict[str, tuple[EndpointSource, tuple[Obj | None, ...], tuple[Endpoint, ...]]] = {}
         for name in sorted(wanted):
             source = wanted[name]
             slices = snapshot.endpoint_slices.get(source.service.namespaced_name, ())
+            # a mesh backend's endpoints also read the pods behind them
+            read = (*slices, *_pods_of(slices, snapshot)) if source.mesh else slices
             known = self._endpoints.get(name)
-            if known is not None and known[0] == source and _same(known[1], slices):
+            if known is not None and known[0] == source and _same(known[1], read):
                 found[name] = known
             else:
-                found[name] = (source, slices, ready_endpoints(slices, source.port_name))
+                pods = snapshot.pods if source.mesh else None
+                found[name] = (source, read, ready_endpoints(slices, source.port_name, pods))
         self._endpoints = found
         return {name: entry[2] for name, entry in found.items()}

@@ -68,6 +68,9 @@ class Frontend:
 class Endpoint:
     address: str
     port: int
+    # mesh backends: the service account ("ns/name") of the sidecar pod behind the
+    # endpoint, the identity it must prove; None: not in the mesh, or no such pod known
+    service_account: str | None = None
 
 
 @attrs.frozen

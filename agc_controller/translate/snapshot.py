@@ -61,6 +61,8 @@ class Snapshot:
     secrets: Mapping[str, Obj] = attrs.field(factory=dict)
     config_maps: Mapping[str, Obj] = attrs.field(factory=dict)
     namespaces: Mapping[str, Obj] = attrs.field(factory=dict)
+    # pods with an Istio sidecar behind the Services' endpoints ("ns/name"; mesh mTLS on)
+    pods: Mapping[str, Obj] = attrs.field(factory=dict)
     # networking.k8s.io: every IngressClass, and the Ingresses one translation reads
     ingress_classes: Mapping[str, Obj] = attrs.field(factory=dict)
     ingresses: Mapping[str, Obj] = attrs.field(factory=dict)
@@ -100,6 +102,7 @@ class Snapshot:
             secrets=by_kind.get("Secret", {}),
             config_maps=by_kind.get("ConfigMap", {}),
             namespaces=by_kind.get("Namespace", {}),
+            pods=by_kind.get("Pod", {}),
             ingress_classes=by_kind.get("IngressClass", {}),
             ingresses=by_kind.get("Ingress", {}),
         )

@@ -75,3 +75,25 @@ class CertificateAuthority:
             )
         cert = builder.sign(self.key, hashes.SHA256())
         return Pair(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
+
+    def issue_uri(self, uri: str) -> Pair:
+        """A workload certificate as a mesh CA makes one: no subject, one URI name,
+        for servers and clients alike."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return Pair(cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))

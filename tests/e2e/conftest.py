@@ -17,9 +17,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from agc_controller.core.resources import BY_KIND, POLICY_GROUP
+from agc_controller.factory import Mesh
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.manager import Controller
-from agc_controller.mesh import WorkloadIdentity
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.capabilities import local_translate_settings
 from agc_controller.settings import Settings
@@ -123,6 +123,8 @@ class Cluster:
     provider: LocalProvider
     # IngressClasses naming this spec.controller are this controller's
     ingress_controller: str = ""
+    # mesh mTLS: the gateway's identity and the checks on mesh endpoints
+    mesh: Mesh | None = None
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -290,10 +292,10 @@ async def running_controller(
     control_plane: ControlPlane,
     dataplane_dir: Path,
     *,
-    mesh: Callable[[client.ApiClient, LocalProvider], WorkloadIdentity] | None = None,
+    mesh: Callable[[client.ApiClient, LocalProvider], Mesh] | None = None,
 ) -> AsyncIterator[Cluster]:
     """The controller with a GatewayClass of its own; `mesh`: reach Services in
-    Istio-injected namespaces over mesh mTLS, with the identity it makes."""
+    Istio-injected namespaces over mesh mTLS, as what it makes."""
     suffix = uuid.uuid4().hex[:8]
     controller_name = f"agc-controller.io/e2e-{suffix}"
     ingress_controller = f"agc-controller.io/e2e-ingress-{suffix}"
@@ -310,10 +312,11 @@ async def running_controller(
         ),
         provider=provider,
     )
+    provider.requeue = controller.queue.add
     stop = asyncio.Event()
     task = asyncio.create_task(controller.run(stop))
-    identity = mesh(api, provider) if mesh else None
-    renewing = asyncio.create_task(identity.run()) if identity else None
+    meshed = mesh(api, provider) if mesh else None
+    renewing = asyncio.create_task(meshed.run()) if meshed else None
     try:
         yield Cluster(
             kube=kube,
@@ -321,6 +324,7 @@ async def running_controller(
             class_name=class_name,
             provider=provider,
             ingress_controller=ingress_controller,
+            mesh=meshed,
         )
     finally:
         if renewing is not None:

@@ -19,9 +19,11 @@ from pathlib import Path
 import attrs
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from agc_controller.core.clock import SystemClock
-from agc_controller.factory import MeshOptions, mesh_identity
+from agc_controller.factory import Mesh, MeshOptions, mesh_for
+from agc_controller.kube import server_side_apply
 from agc_controller.mesh import (
     IstioCA,
     RootsConfigMap,
@@ -36,6 +38,7 @@ from devcluster import ControlPlane
 from devcluster.istiod import SERVER_NAME, Istiod
 from devcluster.netns import BackendNamespace
 from tests.conftest import new_namespace
+from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster, running_controller
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
@@ -64,9 +67,14 @@ def istiod(
 
 
 async def service_account(kube: client.ApiClient, namespace: str, name: str) -> None:
-    await client.CoreV1Api(kube).create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
-    )
+    """Service account `name` (already there is as good)."""
+    try:
+        await client.CoreV1Api(kube).create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+    except ApiException as e:
+        if e.status != 409:
+            raise
 
 
 async def roots_published(kube: client.ApiClient, namespace: str) -> str:
@@ -124,65 +132,116 @@ async def mesh_cluster(
         ca_server_name=SERVER_NAME,
     )
 
-    def identity(api: client.ApiClient, provider: LocalProvider) -> WorkloadIdentity:
-        return mesh_identity(options, api, provider)
+    def mesh(api: client.ApiClient, provider: LocalProvider) -> Mesh:
+        return mesh_for(options, api, provider)
 
     async with running_controller(
-        kube, namespace, control_plane, dataplane_dir, mesh=identity
+        kube, namespace, control_plane, dataplane_dir, mesh=mesh
     ) as running:
         yield running
 
 
-async def mesh_backend(
-    kube: client.ApiClient,
-    istiod: Istiod,
-    backends: BackendNamespace,
-    tmp_path: Path,
-    namespace: str,
-) -> str:
-    """An echo backend with a workload certificate of namespace/backend, which
-    requires client certificates from the mesh; returns its address."""
-    certificate = await workload_certificate(kube, istiod, namespace, "backend")
-    (tmp_path / "chain.pem").write_text(certificate.chain_pem)
-    (tmp_path / "key.pem").write_text(certificate.key_pem)
-    (tmp_path / "roots.pem").write_text(certificate.roots_pem)
-    args = (
-        *("--tls-cert", str(tmp_path / "chain.pem"), "--tls-key", str(tmp_path / "key.pem")),
-        *("--client-ca", str(tmp_path / "roots.pem")),
-    )
-    return backends.start_echo(f"mesh-{uuid.uuid4().hex[:6]}", args=args)
+@attrs.frozen
+class MeshBackends:
+    """Echo backends standing in for sidecars in one injected namespace: each has
+    a workload certificate and requires one from the mesh of its clients."""
 
+    kube: client.ApiClient
+    istiod: Istiod
+    backends: BackendNamespace
+    directory: Path
+    namespace: str
 
-async def in_namespace_service(cluster: Cluster, namespace: str, name: str, address: str) -> None:
-    """A Service with a hand-made EndpointSlice in `namespace`, which the test
-    namespace's routes may name (ReferenceGrant)."""
-    other = attrs.evolve(cluster, namespace=namespace)
-    await other.service(name, [address])
-    await other.apply(
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1beta1",
-            "kind": "ReferenceGrant",
-            "metadata": {"name": f"from-{cluster.namespace}"},
+    async def start(
+        self, name: str, *, account: str, proves: str | None = None, other_ca: bool = False
+    ) -> str:
+        """A backend whose pod runs as `account`, presenting a certificate for `proves`
+        (default: the same account) from istiod, or (`other_ca`) from a CA of its own;
+        returns its address."""
+        proves = proves or account
+        if other_ca:
+            stranger = CertificateAuthority("not-the-mesh")
+            pair = stranger.issue_uri(spiffe_id("cluster.local", self.namespace, proves))
+            chain, key = pair.cert_pem, pair.key_pem
+        else:
+            await service_account(self.kube, self.namespace, account)
+            issued = await workload_certificate(self.kube, self.istiod, self.namespace, proves)
+            chain, key = issued.chain_pem, issued.key_pem
+        roots = await roots_published(self.kube, self.namespace)
+        files = {"chain": chain, "key": key, "roots": roots}
+        for kind, text in files.items():
+            (self.directory / f"{name}-{kind}.pem").write_text(text)
+        args = (
+            *("--tls-cert", str(self.directory / f"{name}-chain.pem")),
+            *("--tls-key", str(self.directory / f"{name}-key.pem")),
+            *("--client-ca", str(self.directory / f"{name}-roots.pem")),
+        )
+        address = self.backends.start_echo(f"{name}-{uuid.uuid4().hex[:6]}", args=args)
+        await self._pod_and_service(name, account, address)
+        return address
+
+    async def _pod_and_service(self, name: str, account: str, address: str) -> None:
+        """The pod the endpoint says it is (never scheduled: only its service account
+        and the injector's label matter here), a Service and its EndpointSlice."""
+        core = client.CoreV1Api(self.kube)
+        pod = {
+            "metadata": {"name": name, "labels": {"security.istio.io/tlsMode": "istio"}},
             "spec": {
-                "from": [
-                    {
-                        "group": "gateway.networking.k8s.io",
-                        "kind": "HTTPRoute",
-                        "namespace": cluster.namespace,
-                    }
-                ],
-                "to": [{"group": "", "kind": "Service"}],
+                "serviceAccountName": account,
+                "containers": [{"name": "app", "image": "registry.invalid/echo"}],
             },
         }
-    )
+        await core.create_namespaced_pod(self.namespace, pod)
+        service = {
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }
+        await core.create_namespaced_service(self.namespace, service)
+        endpoint_slice = {
+            "metadata": {
+                "name": f"{name}-1",
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {
+                    "addresses": [address],
+                    "conditions": {"ready": True},
+                    "targetRef": {"kind": "Pod", "name": name, "namespace": self.namespace},
+                }
+            ],
+        }
+        await client.DiscoveryV1Api(self.kube).create_namespaced_endpoint_slice(
+            self.namespace, endpoint_slice
+        )
+
+
+async def grant_routes_from(kube: client.ApiClient, namespace: str, routes_namespace: str) -> None:
+    """Let HTTPRoutes of `routes_namespace` name Services of `namespace`."""
+    grant = {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": f"from-{routes_namespace}", "namespace": namespace},
+        "spec": {
+            "from": [
+                {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "HTTPRoute",
+                    "namespace": routes_namespace,
+                }
+            ],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    }
+    await server_side_apply(kube, grant, plural="referencegrants")
 
 
 @attrs.frozen
 class MeshGateway:
     cluster: Cluster
     address: str
-    # the identity the gateway presents, from the mesh's CA
-    identity: MeshOptions
+    mesh: MeshBackends
 
 
 @pytest.fixture
@@ -195,42 +254,35 @@ async def mesh_gateway(
     backends: BackendNamespace,
     tmp_path: Path,
 ) -> MeshGateway:
-    """A Gateway with /mesh to a Service in an injected namespace (its endpoint a
-    mesh workload) and /plain to an ordinary one."""
-    secure = await mesh_backend(kube, istiod, backends, tmp_path, mesh_namespace)
-    await in_namespace_service(mesh_cluster, mesh_namespace, "secure", secure)
+    """A Gateway with /mesh to an honest mesh workload, /plain to an ordinary
+    Service, and every other /<name> to the mesh Service <name>."""
+    mesh = MeshBackends(kube, istiod, backends, tmp_path, mesh_namespace)
+    await grant_routes_from(kube, mesh_namespace, mesh_cluster.namespace)
+    await mesh.start("honest", account="backend")
     await mesh_cluster.service("plain", [backends.start_echo("plain-backend")])
     address = await mesh_cluster.gateway("gw", HTTP)
-    await mesh_cluster.route(
-        "r",
+    rules = [
         {
-            "parentRefs": [{"name": "gw"}],
-            "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/mesh"}}],
-                    "backendRefs": [{"name": "secure", "namespace": mesh_namespace, "port": 80}],
-                },
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/plain"}}],
-                    "backendRefs": [{"name": "plain", "port": 80}],
-                },
-            ],
-        },
+            "matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"}}],
+            "backendRefs": [{"name": name, "namespace": mesh_namespace, "port": 80}],
+        }
+        for name in ("honest", "impostor", "stranger", "unknown")
+    ]
+    rules.append(
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/plain"}}],
+            "backendRefs": [{"name": "plain", "port": 80}],
+        }
     )
-    identity = MeshOptions(
-        namespace=mesh_cluster.namespace,
-        service_account=GATEWAY_SA,
-        ca_address=istiod.ca_address,
-        ca_server_name=SERVER_NAME,
-    )
-    return MeshGateway(cluster=mesh_cluster, address=address, identity=identity)
+    await mesh_cluster.route("r", {"parentRefs": [{"name": "gw"}], "rules": rules})
+    return MeshGateway(cluster=mesh_cluster, address=address, mesh=mesh)
 
 
 async def test_mesh_backend_sees_the_gateway_identity_and_others_are_unaffected(
     mesh_gateway: MeshGateway,
 ) -> None:
     address = mesh_gateway.address
-    _, _, body = await eventually_status(address, "/mesh", 200)
+    _, _, body = await eventually_status(address, "/honest", 200)
     # the gateway presented its own workload identity, issued by the mesh's CA
     gateway_namespace = mesh_gateway.cluster.namespace
     assert body["client_uris"] == [spiffe_id("cluster.local", gateway_namespace, GATEWAY_SA)]
@@ -240,22 +292,42 @@ async def test_mesh_backend_sees_the_gateway_identity_and_others_are_unaffected(
     assert plain["client_uris"] is None
 
 
+async def test_an_endpoint_that_is_not_who_its_pod_runs_as_gets_no_traffic(
+    mesh_gateway: MeshGateway,
+) -> None:
+    address, mesh = mesh_gateway.address, mesh_gateway.mesh
+    await eventually_status(address, "/honest", 200)
+    # a mesh certificate, but for another service account than its pod's
+    await mesh.start("impostor", account="backend", proves="intruder")
+    # the right name, from a CA that is not the mesh's
+    await mesh.start("stranger", account="backend", other_ca=True)
+    for path in ("/impostor", "/stranger"):
+        # translated and programmed (the Service exists) and answering 503: never sent
+        status, _, _ = await eventually_status(address, path, 503)
+        assert status == 503
+    # the honest one keeps serving beside them
+    status, _, body = await get(address, "/honest")
+    assert status == 200
+    assert body["name"].startswith("honest-")
+
+
 async def test_certificate_rotation_under_load_fails_no_request(
-    mesh_gateway: MeshGateway, kube: client.ApiClient
+    mesh_gateway: MeshGateway,
 ) -> None:
     address, provider = mesh_gateway.address, mesh_gateway.cluster.provider
-    _, _, before = await eventually_status(address, "/mesh?close=1", 200)
+    _, _, before = await eventually_status(address, "/honest?close=1", 200)
     first = provider.mesh_certificate
     assert first is not None
     # a renewal, as the identity's loop makes at half the certificate's lifetime
-    identity = mesh_identity(mesh_gateway.identity, kube, provider)
-    async with Load(f"http://{address}/mesh", seconds=6, connections=8) as load:
+    async with Load(f"http://{address}/honest", seconds=6, connections=8) as load:
         await asyncio.sleep(2)
-        await provider.use_mesh_certificate(await identity.renew(first.roots_pem))
+        mesh = mesh_gateway.cluster.mesh
+        assert mesh is not None
+        await provider.use_mesh_certificate(await mesh.identity.renew(first.roots_pem))
     assert load.result is not None
     assert load.result.requests > 100, load.result.output
     assert load.result.failed == 0, load.result.output
     # a connection opened after the renewal presents the new certificate
-    _, _, after = await get(address, "/mesh?close=1")
+    _, _, after = await get(address, "/honest?close=1")
     assert after["client_uris"] == before["client_uris"]
     assert after["client_serial"] != before["client_serial"]

@@ -38,6 +38,7 @@ from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress
 from agc_controller.mesh import WorkloadCertificate
+from agc_controller.mesh.verify import EndpointVerifier
 from agc_controller.providers.local import waf
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
@@ -84,6 +85,12 @@ class LocalProvider:
     mesh_certificate: WorkloadCertificate | None = attrs.field(default=None, repr=False)
     # why the mesh certificate is missing or stale, from whoever obtains it
     mesh_problem: Callable[[], str | None] = lambda: None
+    # which mesh endpoints proved their identity; None: mesh mTLS is off
+    mesh_verifier: EndpointVerifier | None = None
+    # try a Gateway again (its mesh endpoints' verdicts changed)
+    requeue: Callable[[ObjectKey], None] = lambda _: None
+    # the Gateways with backends in the mesh
+    _mesh_gateways: set[ObjectKey] = attrs.field(factory=set)
 
     @property
     def reloads(self) -> int:
@@ -103,7 +110,15 @@ class LocalProvider:
         parts = self._states.get(key)
         if parts is None:
             parts = self._states[key] = StateParts(port_offset=self.port_offset)
-        encoded, needs = parts.build(model)
+        verifier = self.mesh_verifier
+        encoded, needs = parts.build(model, verifier)
+        # endpoints never checked: checked now, so a new route or pod gets traffic at once
+        if verifier is not None and verifier.unchecked() and await verifier.settle():
+            encoded, needs = parts.build(model, verifier)
+        if needs.mesh:
+            self._mesh_gateways.add(key)
+        else:
+            self._mesh_gateways.discard(key)
         instance = self._instance(key)
         try:
             # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
@@ -135,6 +150,8 @@ class LocalProvider:
     async def use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
         """Give every NGINX here the gateway's new mesh workload certificate."""
         self.mesh_certificate = certificate
+        if self.mesh_verifier is not None:
+            self.mesh_verifier.use_certificate(certificate)
         for key, instance in list(self._instances.items()):
             try:
                 await instance.set_mesh_certificate(certificate.chain_pem, certificate.key_pem)
@@ -142,8 +159,14 @@ class LocalProvider:
                 # it is kept: the instance sends it again when its NGINX starts afresh
                 log.warning("mesh_certificate_not_delivered", gateway=str(key), error=str(e))
 
+    def requeue_mesh_gateways(self) -> None:
+        """Try every Gateway with mesh backends again (verdicts on endpoints changed)."""
+        for key in sorted(self._mesh_gateways, key=str):
+            self.requeue(key)
+
     async def delete(self, gateway: ObjectKey) -> None:
         self._states.pop(gateway, None)
+        self._mesh_gateways.discard(gateway)
         instance = self._instances.pop(gateway, None)
         if instance is not None:
             await instance.stop()

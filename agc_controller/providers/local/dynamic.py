@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -310,14 +310,27 @@ class _BackendPolicies:
         return cls(model.health_checks.get(name), model.load_balancing.get(name))
 
 
+class MeshEndpoints(Protocol):
+    """Which endpoints of mesh backends proved their identity (mesh/verify.py)."""
+
+    # moves whenever a verdict changes (the mesh backends are encoded again)
+    generation: int
+
+    def allows(self, endpoint: alb.Endpoint) -> bool: ...
+
+
 def _target(
     b: Backend,
     tls: dict[BackendTLS, int],
     endpoints: tuple[alb.Endpoint, ...],
     policies: _BackendPolicies,
+    mesh: MeshEndpoints | None,
 ) -> state.Target:
     # every rule sending to one Service port sees the same endpoints, TLS and policies
     lb = policies.load_balancing
+    if b.mesh:
+        # only endpoints that proved to be who their pods run as get traffic
+        endpoints = tuple(e for e in endpoints if mesh is not None and mesh.allows(e))
     return state.Target(
         endpoints=tuple(state.Endpoint(addr=e.address, port=e.port) for e in endpoints),
         protocol=b.protocol,
@@ -496,7 +509,7 @@ def _streams(model: LoadBalancer, port_offset: int) -> dict[str, state.Stream]:
 
 
 def router_state(
-    model: LoadBalancer, *, port_offset: int = 0
+    model: LoadBalancer, *, port_offset: int = 0, mesh: MeshEndpoints | None = None
 ) -> tuple[state.RouterState, StaticNeeds]:
     """The router's state, and what the static config needs (from scratch; StateParts
     keeps the same between builds and updates it by difference)."""
@@ -521,19 +534,23 @@ def router_state(
                 tls_index,
                 model.endpoints.get(b.name, ()),
                 _BackendPolicies.of(model, b.name),
+                mesh,
             )
             for key, b in targets.items()
         },
         streams=_streams(model, port_offset),
     )
     h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
-    mesh = any(b.mesh for b in targets.values())
-    return router, _needs(model, port_offset, h2c_ports, tls, mesh)
+    uses_mesh = any(b.mesh for b in targets.values())
+    return router, _needs(model, port_offset, h2c_ports, tls, uses_mesh)
 
 
-def build_state(model: LoadBalancer, *, port_offset: int = 0) -> tuple[dict[str, Any], StaticNeeds]:
-    """The router's state as the JSON document it is sent as, and the static needs."""
-    router, needs = router_state(model, port_offset=port_offset)
+def build_state(
+    model: LoadBalancer, *, port_offset: int = 0, mesh: MeshEndpoints | None = None
+) -> tuple[dict[str, Any], StaticNeeds]:
+    """The router's state as the JSON document it is sent as, and the static needs
+    (`mesh`: which mesh endpoints may get traffic; None: none)."""
+    router, needs = router_state(model, port_offset=port_offset, mesh=mesh)
     document: dict[str, Any] = state.to_json(router)
     return document, needs
 
@@ -596,10 +613,14 @@ class StateParts:
         self._rules: dict[str, _RuleEntry] = {}
         self._backends: dict[str, _BackendEntry] = {}
         self._tls: tuple[BackendTLS, ...] = ()
+        # the MeshEndpoints generation the mesh backends were encoded with
+        self._mesh_generation: int | None = None
         # the frontends the listener part was made from, and its text
         self._listeners: tuple[tuple[alb.Frontend, ...], bytes] | None = None
 
-    def build(self, model: LoadBalancer) -> tuple[dict[str, bytes], StaticNeeds]:
+    def build(
+        self, model: LoadBalancer, mesh: MeshEndpoints | None = None
+    ) -> tuple[dict[str, bytes], StaticNeeds]:
         seen: set[str] = set()
         for host in model.hosts:
             name = f"h:{host.listener}:{host.hostname}"
@@ -632,11 +653,17 @@ class StateParts:
             for entry in self._backends.values():
                 entry.text = None
         tls_index = {t: i for i, t in enumerate(tls)}
+        generation = None if mesh is None else mesh.generation
+        if generation != self._mesh_generation:
+            self._mesh_generation = generation
+            for entry in self._backends.values():
+                if entry.backend.mesh:
+                    entry.text = None
         for entry in self._backends.values():
             endpoints = model.endpoints.get(entry.backend.name, ())
             policies = _BackendPolicies.of(model, entry.backend.name)
             if entry.text is None or entry.endpoints is not endpoints or entry.policies != policies:
-                target = _target(entry.backend, tls_index, endpoints, policies)
+                target = _target(entry.backend, tls_index, endpoints, policies, mesh)
                 entry.text = encode(state.to_json(target))
                 entry.endpoints, entry.policies = endpoints, policies
         if self._listeners is None or self._listeners[0] != model.frontends:
@@ -651,8 +678,8 @@ class StateParts:
             for key, stream in _streams(model, self._port_offset).items()
         )
         h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
-        mesh = any(e.backend.mesh for e in self._backends.values())
-        return parts, _needs(model, self._port_offset, h2c_ports, tls, mesh)
+        uses_mesh = any(e.backend.mesh for e in self._backends.values())
+        return parts, _needs(model, self._port_offset, h2c_ports, tls, uses_mesh)
 
     def _use_rule(self, r: alb.Rule) -> None:
         key = rule_id(r)

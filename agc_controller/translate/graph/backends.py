@@ -7,7 +7,7 @@ HTTP 500 for that share of traffic (Gateway API), so it becomes a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -47,6 +47,8 @@ class EndpointSource:
     service: ObjectKey
     # the Service port's name, as the EndpointSlices' ports carry it (None: unnamed)
     port_name: str | None
+    # over mesh mTLS: each endpoint names the service account of its sidecar pod
+    mesh: bool = False
 
 
 @attrs.frozen
@@ -139,10 +141,13 @@ def in_mesh(namespace: Obj | None) -> bool:
 
 
 def ready_endpoints(
-    endpoint_slices: tuple[Obj, ...], port_name: str | None
+    endpoint_slices: tuple[Obj, ...],
+    port_name: str | None,
+    pods: Mapping[str, Obj] | None = None,
 ) -> tuple[Endpoint, ...]:
     """Ready endpoints of one Service port (named `port_name`, None when unnamed)
-    in the Service's EndpointSlices, sorted and de-duplicated.
+    in the Service's EndpointSlices, sorted and de-duplicated; with `pods` (a mesh
+    backend's), each names the service account of the sidecar pod it targets.
 
     EndpointSlice ports carry the Service port's name ("" when unnamed);
     `ready` unset counts as ready (the API's own rule).
@@ -162,18 +167,38 @@ def ready_endpoints(
         )
         if target is None:
             continue
+        namespace = endpoint_slice["metadata"]["namespace"]
         for endpoint in endpoint_slice.get("endpoints") or []:
             if (endpoint.get("conditions") or {}).get("ready") is False:
                 continue
+            account = None if pods is None else _service_account(endpoint, namespace, pods)
             for address in endpoint.get("addresses") or []:
-                found.add(Endpoint(address=str(address), port=int(target)))
-    return tuple(sorted(found, key=lambda e: (e.address, e.port)))
+                found.add(Endpoint(address=str(address), port=int(target), service_account=account))
+    return tuple(sorted(found, key=lambda e: (e.address, e.port, e.service_account or "")))
+
+
+def target_pod(endpoint: Obj, namespace: str) -> str | None:
+    """The pod ("ns/name") an EndpointSlice endpoint says it is (`namespace`: the
+    slice's), if it names one."""
+    ref = endpoint.get("targetRef") or {}
+    if ref.get("kind") != "Pod" or not ref.get("name"):
+        return None
+    return f"{ref.get('namespace') or namespace}/{ref['name']}"
+
+
+def _service_account(endpoint: Obj, namespace: str, pods: Mapping[str, Obj]) -> str | None:
+    key = target_pod(endpoint, namespace)
+    pod = pods.get(key) if key else None
+    if key is None or pod is None:
+        return None
+    account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    return f"{key.partition('/')[0]}/{account}"
 
 
 def endpoint_sources(backends: Iterable[ResolvedBackend]) -> tuple[EndpointSource, ...]:
     """Where each valid backend among `backends` takes its endpoints from."""
     return tuple(
-        EndpointSource(name=b.name, service=b.service, port_name=b.port_name)
+        EndpointSource(name=b.name, service=b.service, port_name=b.port_name, mesh=b.mesh)
         for b in backends
         if b.valid and b.service is not None
     )
