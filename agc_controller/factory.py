@@ -187,6 +187,7 @@ def mesh_for(options: MeshOptions, api: client.ApiClient, provider: LocalProvide
         roots=RootsConfigMap(api, options.namespace),
         clock=clock,
         on_change=provider.use_mesh_certificate,
+        on_problem=provider.requeue_mesh_gateways,
     )
     provider.mesh_verifier = verifier
     provider.mesh_problem = lambda: identity.problem

@@ -23,6 +23,8 @@ OVERLAPPING_TLS_CONFIG = "OverlappingTLSConfig"
 PARTIALLY_INVALID = "PartiallyInvalid"
 SUPPORTED_VERSION = "SupportedVersion"
 INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
+# ours: whether the gateway has its Istio workload identity (docs/mesh.md)
+MESH_IDENTITY = "agc-controller.io/MeshIdentity"
 
 # reasons (shared by several types where the API reuses a name)
 R_ACCEPTED = "Accepted"
@@ -64,6 +66,10 @@ R_TARGET_NOT_FOUND = "TargetNotFound"
 R_NOT_ALLOWED = "NotAllowed"
 R_PARENT_NOT_ACCEPTED = "ParentNotAccepted"
 R_PARENT_NOT_PROGRAMMED = "ParentNotProgrammed"
+# MeshIdentity
+R_CERTIFICATE_ISSUED = "CertificateIssued"
+R_RENEWAL_FAILING = "RenewalFailing"
+R_CERTIFICATE_AUTHORITY_UNAVAILABLE = "CertificateAuthorityUnavailable"
 
 
 # a leading API field path such as `spec.rules[0].matches` (never re-cased)

@@ -220,6 +220,16 @@ DesiredStatus = (
 
 
 @attrs.frozen
+class ProviderCondition:
+    """A Gateway condition only the provider can decide (beyond Programmed)."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@attrs.frozen
 class ApplyResult:
     """What a data plane reported after programming one Gateway.
 
@@ -238,3 +248,5 @@ class ApplyResult:
     addresses: tuple[GatewayAddress, ...] = ()
     # listener name -> why the provider could not program it
     listener_problems: Mapping[str, str] = attrs.field(factory=dict)
+    # the Gateway's conditions of the provider's own (e.g. its mesh identity)
+    conditions: tuple[ProviderCondition, ...] = ()

@@ -137,6 +137,8 @@ class WorkloadIdentity:
     clock: Clock
     # called with every new certificate, before the previous one is half spent
     on_change: Callable[[WorkloadCertificate], Awaitable[None]]
+    # called when `problem` changes (appears, changes or clears)
+    on_problem: Callable[[], None] = lambda: None
     # the lifetime asked for; istiod may grant less (its max-workload-cert-ttl)
     validity_s: int = 24 * 3600
     roots_poll_s: float = 60.0
@@ -168,20 +170,25 @@ class WorkloadIdentity:
                 roots = await self.roots()
                 if self._due(roots):
                     self.current = await self.renew(roots)
-                    self.problem = None
                     log.info(
                         "mesh_certificate_renewed",
                         spiffe_id=self.spiffe_id,
                         not_after=self.current.not_after,
                     )
                     await self.on_change(self.current)
+                self._set_problem(None)
                 delay = RETRY_MIN_S
                 await self.clock.sleep(self._wait())
             except MeshError as e:
-                self.problem = str(e)
+                self._set_problem(str(e))
                 log.warning("mesh_certificate_failed", spiffe_id=self.spiffe_id, error=str(e))
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    def _set_problem(self, problem: str | None) -> None:
+        if problem != self.problem:
+            self.problem = problem
+            self.on_problem()
 
     def _due(self, roots: str) -> bool:
         return (

@@ -122,10 +122,14 @@ class GatewayTranslation:
             programmed = c.true(c.PROGRAMMED, c.R_PROGRAMMED, result.message, g)
         else:
             programmed = c.false(c.PROGRAMMED, result.reason, result.message, g)
+        own = tuple(
+            c.condition(pc.type, "True" if pc.status else "False", pc.reason, pc.message, g)
+            for pc in (result.conditions if result else ())
+        )
         return GatewayStatus(
             namespace=node.key.namespace,
             name=node.key.name,
-            conditions=with_programmed(node.conditions, programmed),
+            conditions=(*with_programmed(node.conditions, programmed), *own),
             listeners=tuple(listeners),
             addresses=result.addresses if result else (),
             attached_listener_sets=self.attached_listener_sets,

@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -22,6 +23,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agc_controller.core.clock import SystemClock
+from agc_controller.core.conditions import MESH_IDENTITY
 from agc_controller.factory import Mesh, MeshOptions, mesh_for
 from agc_controller.kube import server_side_apply
 from agc_controller.mesh import (
@@ -35,6 +37,7 @@ from agc_controller.mesh import (
 from agc_controller.mesh.sources import ROOTS_CONFIGMAP
 from agc_controller.providers.local import LocalProvider
 from devcluster import ControlPlane
+from devcluster.controlplane import free_port
 from devcluster.istiod import SERVER_NAME, Istiod
 from devcluster.netns import BackendNamespace
 from tests.conftest import new_namespace
@@ -237,6 +240,19 @@ async def grant_routes_from(kube: client.ApiClient, namespace: str, routes_names
     await server_side_apply(kube, grant, plural="referencegrants")
 
 
+async def mesh_identity_condition(cluster: Cluster, reason: str) -> dict[str, Any]:
+    """The Gateway's MeshIdentity condition, once its reason is `reason`."""
+    async with asyncio.timeout(20):
+        while True:
+            gateway = await cluster.custom.get_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", cluster.namespace, "gateways", "gw"
+            )
+            for condition in (gateway.get("status") or {}).get("conditions") or []:
+                if (condition["type"], condition["reason"]) == (MESH_IDENTITY, reason):
+                    return dict(condition)
+            await asyncio.sleep(0.1)
+
+
 @attrs.frozen
 class MeshGateway:
     cluster: Cluster
@@ -285,7 +301,12 @@ async def test_mesh_backend_sees_the_gateway_identity_and_others_are_unaffected(
     _, _, body = await eventually_status(address, "/honest", 200)
     # the gateway presented its own workload identity, issued by the mesh's CA
     gateway_namespace = mesh_gateway.cluster.namespace
-    assert body["client_uris"] == [spiffe_id("cluster.local", gateway_namespace, GATEWAY_SA)]
+    identity = spiffe_id("cluster.local", gateway_namespace, GATEWAY_SA)
+    assert body["client_uris"] == [identity]
+    # and says so in its status
+    condition = await mesh_identity_condition(mesh_gateway.cluster, "CertificateIssued")
+    assert condition["status"] == "True"
+    assert identity in condition["message"]
     # a Service outside the mesh is spoken to as before: plain HTTP
     _, _, plain = await eventually_status(address, "/plain", 200)
     assert plain["name"] == "plain-backend"
@@ -331,3 +352,52 @@ async def test_certificate_rotation_under_load_fails_no_request(
     _, _, after = await get(address, "/honest?close=1")
     assert after["client_uris"] == before["client_uris"]
     assert after["client_serial"] != before["client_serial"]
+
+
+async def test_without_its_ca_the_gateway_says_why_and_mesh_backends_answer_503(
+    *,
+    kube: client.ApiClient,
+    namespace: str,
+    control_plane: ControlPlane,
+    dataplane_dir: Path,
+    istiod: Istiod,
+    mesh_namespace: str,
+    backends: BackendNamespace,
+    tmp_path: Path,
+) -> None:
+    await service_account(kube, namespace, GATEWAY_SA)
+    nobody = MeshOptions(
+        namespace=namespace,
+        service_account=GATEWAY_SA,
+        ca_address=f"127.0.0.1:{free_port()}",  # nothing listens there
+        ca_server_name=SERVER_NAME,
+    )
+    async with running_controller(
+        kube,
+        namespace,
+        control_plane,
+        dataplane_dir,
+        mesh=lambda api, provider: mesh_for(nobody, api, provider),
+    ) as cluster:
+        mesh = MeshBackends(kube, istiod, backends, tmp_path, mesh_namespace)
+        await grant_routes_from(kube, mesh_namespace, namespace)
+        await mesh.start("honest", account="backend")
+        await cluster.service("plain", [backends.start_echo("plain-backend")])
+        address = await cluster.gateway("gw", HTTP)
+        rules = [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/honest"}}],
+                "backendRefs": [{"name": "honest", "namespace": mesh_namespace, "port": 80}],
+            },
+            {"backendRefs": [{"name": "plain", "port": 80}]},
+        ]
+        await cluster.route("r", {"parentRefs": [{"name": "gw"}], "rules": rules})
+        condition = await mesh_identity_condition(cluster, "CertificateAuthorityUnavailable")
+        assert condition["status"] == "False"
+        assert "UNAVAILABLE" in condition["message"]
+        assert nobody.ca_address in condition["message"]
+        status, _, _ = await get(address, "/honest")
+        assert status == 503
+        # the rest of the Gateway serves
+        status, _, _ = await get(address, "/")
+        assert status == 200

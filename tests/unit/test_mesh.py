@@ -196,6 +196,8 @@ async def test_renews_at_half_life_follows_new_roots_and_backs_off_on_failure() 
         roots_poll_s=600,
     )
     istiod.identity = identity
+    problem_changes: list[str | None] = []
+    identity.on_problem = lambda: problem_changes.append(identity.problem)
     task = asyncio.create_task(identity.run())
 
     async def until(condition: object) -> None:
@@ -226,6 +228,8 @@ async def test_renews_at_half_life_follows_new_roots_and_backs_off_on_failure() 
     assert clock.sleeps[before : before + 3] == [1.0, 2.0, 4.0]
     assert istiod.problems[-1] == "istiod at test refused the certificate request: UNAVAILABLE"
     assert identity.problem is None  # cleared by the success
+    # told once when it appeared (the same problem thrice) and once when it cleared
+    assert problem_changes == [istiod.problems[-1], None]
     assert len(set(istiod.tokens)) == len(istiod.tokens)  # a token read for every request
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

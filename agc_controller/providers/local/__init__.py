@@ -36,7 +36,8 @@ import structlog
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
-from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.core.status import ApplyResult, GatewayAddress, ProviderCondition
+from agc_controller.core.timefmt import rfc3339
 from agc_controller.mesh import WorkloadCertificate
 from agc_controller.mesh.verify import EndpointVerifier
 from agc_controller.providers.local import waf
@@ -133,18 +134,42 @@ class LocalProvider:
                 message=_port_in_use_message(e, model, port_offset=self.port_offset, holder=holder),
                 temporary=True,
             )
-        message = f"Programmed on the local data plane at {address}"
-        if needs.mesh and self.mesh_certificate is None:
-            why = self.mesh_problem() or "it has not been issued yet"
-            message += (
-                f"; backends in the Istio mesh answer 503 until the gateway has its mesh "
-                f"certificate ({why})"
-            )
         return ApplyResult(
             programmed=True,
             reason=c.R_PROGRAMMED,
-            message=message,
+            message=f"Programmed on the local data plane at {address}",
             addresses=(GatewayAddress(type="IPAddress", value=address),),
+            conditions=(self._mesh_identity(),) if needs.mesh else (),
+        )
+
+    def _mesh_identity(self) -> ProviderCondition:
+        """Whether this Gateway's mesh backends can be reached: the gateway's workload
+        certificate, and why it is missing or cannot be renewed."""
+        certificate, problem = self.mesh_certificate, self.mesh_problem()
+        if certificate is None:
+            return ProviderCondition(
+                type=c.MESH_IDENTITY,
+                status=False,
+                reason=c.R_CERTIFICATE_AUTHORITY_UNAVAILABLE if problem else c.R_PENDING,
+                message=f"Backends in the mesh answer 503 until the mesh's CA signs the "
+                f"gateway's workload certificate: {problem or 'waiting for it'}",
+            )
+        presents = (
+            f"The gateway presents {certificate.spiffe_id} to backends in the mesh, "
+            f"valid until {rfc3339(certificate.not_after)}"
+        )
+        if problem:
+            return ProviderCondition(
+                type=c.MESH_IDENTITY,
+                status=True,
+                reason=c.R_RENEWAL_FAILING,
+                message=f"{presents}; renewing it fails: {problem}",
+            )
+        return ProviderCondition(
+            type=c.MESH_IDENTITY,
+            status=True,
+            reason=c.R_CERTIFICATE_ISSUED,
+            message=f"{presents} and renewed at half its lifetime",
         )
 
     async def use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
@@ -152,6 +177,8 @@ class LocalProvider:
         self.mesh_certificate = certificate
         if self.mesh_verifier is not None:
             self.mesh_verifier.use_certificate(certificate)
+        # their MeshIdentity condition names it
+        self.requeue_mesh_gateways()
         for key, instance in list(self._instances.items()):
             try:
                 await instance.set_mesh_certificate(certificate.chain_pem, certificate.key_pem)
