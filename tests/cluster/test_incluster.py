@@ -80,11 +80,26 @@ def condition(obj: dict[str, Any], type_: str) -> str | None:
     )
 
 
-@pytest.fixture(scope="module")
-def release(cluster: Cluster) -> Cluster:
-    helm = subprocess.run(
+def helm(cluster: Cluster, *args: str) -> None:
+    """helm (hack/helm.sh builds it) on the test cluster, with the chart of this tree."""
+    binary = subprocess.run(
         [str(REPO / "hack" / "helm.sh")], check=True, stdout=subprocess.PIPE, text=True
     ).stdout.split()[-1]
+    done = subprocess.run(
+        [binary, f"--kubeconfig={cluster.plane.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
+
+
+CHART = str(REPO / "deploy" / "chart" / "agc-controller")
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Cluster:
     controller, dataplane = cluster.images["agc-controller"], cluster.images["agc-dataplane"]
     values = {
         "image.repository": controller.rsplit(":", 1)[0],
@@ -96,22 +111,17 @@ def release(cluster: Cluster) -> Cluster:
         # no load balancer here: the host reaches the Service at its ClusterIP
         "dataplane.serviceType": "ClusterIP",
     }
-    subprocess.run(
-        [
-            helm,
-            f"--kubeconfig={cluster.plane.kubeconfig}",
-            "install",
-            RELEASE,
-            str(REPO / "deploy" / "chart" / "agc-controller"),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--wait",
-            "--timeout=180s",
-            *[arg for k, v in values.items() for arg in ("--set", f"{k}={v}")],
-        ],
-        check=True,
-        capture_output=True,
+    helm(
+        cluster,
+        "install",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout=180s",
+        *[arg for k, v in values.items() for arg in ("--set", f"{k}={v}")],
     )
     cluster.kubectl("apply", "-f", "-", manifest=_demo(cluster.images["agc-controller"]))
     return cluster
@@ -233,10 +243,12 @@ def _other_leader(cluster: Cluster, old: str) -> str | None:
     return holder if holder and holder != old else None
 
 
-def _none_of(cluster: Cluster, old: set[str]) -> set[str] | None:
-    """The data-plane pods, once none of `old` is left."""
+def _none_of(
+    cluster: Cluster, old: set[str], *, namespace: str = APP, app: str = "agc-dataplane"
+) -> set[str] | None:
+    """The pods of `app` (the data plane's by default), once none of `old` is left."""
     names = {
-        p["metadata"]["name"] for p in _pods(cluster, APP, "app.kubernetes.io/name=agc-dataplane")
+        p["metadata"]["name"] for p in _pods(cluster, namespace, f"app.kubernetes.io/name={app}")
     }
     return None if names & old else names
 
@@ -308,13 +320,22 @@ def test_the_data_plane_pods_count_the_requests_they_answer(release: Cluster) ->
     wait_for(f"{ip} to serve /", lambda: _serves(ip, "/", 200))
     served = {"gateway": f"{APP}/gw", "route": f"{APP}/web", "code": "2xx"}
     unrouted = {"gateway": f"{APP}/gw", "route": "", "code": "4xx"}
+    time.sleep(1.5)  # the requests so far reach the counters (workers flush every second)
     before = _counted(ip, **served), _counted(ip, **unrouted)
     for _ in range(10):
         assert _serves(ip, "/", 200)
     answer = http_get(f"http://{ip}/", host="other.example")
     assert answer is not None
     assert answer[0] == 404
-    assert (_counted(ip, **served), _counted(ip, **unrouted)) == (before[0] + 10, before[1] + 1)
+    # each worker adds its counts every second (lua/agc/metrics.lua)
+    want = (before[0] + 10, before[1] + 1)
+    wait_for(
+        "the requests counted",
+        lambda: (_counted(ip, **served), _counted(ip, **unrouted)) == want or None,
+        within=10,
+    )
+    time.sleep(1.5)  # one more flush: nothing else is counted
+    assert (_counted(ip, **served), _counted(ip, **unrouted)) == want
 
 
 def test_a_route_change_reaches_the_data_plane_pods_without_a_reload(release: Cluster) -> None:
@@ -396,3 +417,65 @@ async def test_a_rolling_update_of_the_data_plane_loses_no_request(release: Clus
     assert load.result is not None
     assert load.result.requests > 0
     assert load.result.failed == 0, load.result.output
+
+
+async def test_a_helm_upgrade_rolls_controller_and_data_plane_and_loses_no_request(
+    release: Cluster,
+) -> None:
+    """What an operator's `helm upgrade` does: new controller pods (leadership
+    moves), whose leader gives every data plane its new settings (a rolling update
+    of the data-plane pods); traffic never notices, and the next change is served."""
+    gateway = await asyncio.to_thread(
+        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
+    )
+    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
+    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/"])))
+    await asyncio.to_thread(wait_for, "/ served", lambda: _serves(address, "/", 200))
+    controllers = {
+        p["metadata"]["name"]
+        for p in _pods(release, NAMESPACE, "app.kubernetes.io/name=agc-controller")
+    }
+    data_planes = {
+        p["metadata"]["name"] for p in _pods(release, APP, "app.kubernetes.io/name=agc-dataplane")
+    }
+    async with Load(f"http://{address}/", host="web.example", seconds=45) as load:
+        await asyncio.sleep(1)
+        await asyncio.to_thread(
+            helm,
+            release,
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "dataplane.resources.requests.cpu=60m",
+            "--wait",
+            "--timeout=120s",
+        )
+        await asyncio.to_thread(
+            wait_for,
+            "new controller pods",
+            lambda: _none_of(release, controllers, namespace=NAMESPACE, app="agc-controller"),
+            within=60,
+        )
+        # the old data-plane pods drain (5 s) and stop while the load still runs
+        new_data_planes = await asyncio.to_thread(
+            wait_for,
+            "the data-plane pods replaced",
+            lambda: _none_of(release, data_planes),
+            within=60,
+        )
+    assert len(new_data_planes) == 2
+    (pod,) = _pods(release, APP, "app.kubernetes.io/name=agc-dataplane")[:1]
+    requests = pod["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["cpu"] == "60m"
+    assert load.result is not None
+    assert load.result.requests > 0
+    assert load.result.failed == 0, load.result.output
+    # the upgraded controller serves the next change
+    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/", "/upgraded"])))
+    await asyncio.to_thread(
+        wait_for, "the change after the upgrade", lambda: _serves(address, "/upgraded", 200)
+    )

@@ -107,30 +107,65 @@ def _read(log: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
     return {e["request_id"]: e for e in entries if e["request_id"] in ids}
 
 
-async def test_the_controller_exports_each_gateways_request_counters(
-    cluster: Cluster, echo: str
-) -> None:
-    address = await _served(cluster, echo)
-    for _ in range(3):
-        await get(address, "/", host="obs.example")
+async def _exported(cluster: Cluster) -> str:
     await cluster.provider.refresh_traffic_metrics()
     registry = CollectorRegistry()
     registry.register(cluster.provider.traffic)
-    text = generate_latest(registry).decode()
+    return generate_latest(registry).decode()
+
+
+def _series(text: str, name: str, **labels: str) -> float:
+    """The sum of metric `name` over the series carrying these labels."""
+    total = 0.0
+    for found, value in re.findall(rf"^{name}\{{(.*)\}} (\S+)$", text, re.M):
+        series = dict(re.findall(r'(\w+)="([^"]*)"', found))
+        if all(series.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+async def _until_counted(cluster: Cluster, name: str, want: float, **labels: str) -> str:
+    """The exported metrics once `name` over `labels` reached `want` (workers add
+    their counts every second: lua/agc/metrics.lua)."""
+    async with asyncio.timeout(10):
+        while True:
+            text = await _exported(cluster)
+            if _series(text, name, **labels) >= want:
+                return text
+            await asyncio.sleep(0.2)
+
+
+async def test_the_controller_exports_each_gateways_request_counters(
+    cluster: Cluster, echo: str, backends: BackendNamespace
+) -> None:
+    address = await _served(cluster, echo)
     gateway = f"{cluster.namespace}/gw"
-    counted = [
-        float(value)
-        for labels, value in re.findall(r"^agc_dataplane_requests_total\{(.*)\} (\S+)$", text, re.M)
-        if f'gateway="{gateway}"' in labels
-        and f'route="{cluster.namespace}/web"' in labels
-        and 'code="2xx"' in labels
-    ]
-    # _served's own requests and these three
-    assert sum(counted) >= 4
+    route = f"{cluster.namespace}/web"
+    served = {"gateway": gateway, "route": route, "code": "2xx"}
+    await asyncio.sleep(1.5)  # _served's requests reach the counters (a flush)
+    before = _series(await _exported(cluster), "agc_dataplane_requests_total", **served)
+    for _ in range(3):
+        await get(address, "/", host="obs.example")
+    text = await _until_counted(cluster, "agc_dataplane_requests_total", before + 3, **served)
+    await asyncio.sleep(1.5)  # one more flush: nothing else is counted
+    text = await _exported(cluster)
+    assert _series(text, "agc_dataplane_requests_total", **served) == before + 3
     assert f'agc_dataplane_connections{{gateway="{gateway}",state="active"}}' in text
-    assert re.search(
-        rf'^agc_dataplane_request_duration_seconds_count\{{gateway="{gateway}",'
-        rf'route="{cluster.namespace}/web"\}} (\S+)$',
-        text,
-        re.M,
+    assert _series(text, "agc_dataplane_request_duration_seconds_count", route=route) >= 3
+
+    # a backend that refuses connections: 502, counted as the backend's failure
+    await cluster.service("gone", [backends.add_address()])
+    await cluster.route(
+        "broken",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["broken.example"],
+            "rules": [{"backendRefs": [{"name": "gone", "port": 80}]}],
+        },
     )
+    await eventually_status(address, "/", 502, host="broken.example")
+    broken = {"gateway": gateway, "route": f"{cluster.namespace}/broken"}
+    text = await _until_counted(cluster, "agc_dataplane_upstream_errors_total", 1, **broken)
+    errors = _series(text, "agc_dataplane_upstream_errors_total", **broken)
+    assert errors == _series(text, "agc_dataplane_requests_total", code="5xx", **broken)
+    assert _series(text, "agc_dataplane_upstream_errors_total", route=route) == 0

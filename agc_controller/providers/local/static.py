@@ -317,8 +317,12 @@ def _render(
             if module not in ("agc.config", "agc.health")
         ),
         "  }",
-        # worker 0 probes the endpoints HealthCheckPolicies ask about (lua/agc/prober.lua)
-        '  init_worker_by_lua_block { require("agc.prober").start() }',
+        # worker 0 probes the endpoints HealthCheckPolicies ask about (lua/agc/prober.lua);
+        # every worker adds its request counts to the shared dict (lua/agc/metrics.lua)
+        "  init_worker_by_lua_block {",
+        '    require("agc.prober").start()',
+        '    require("agc.metrics").start()',
+        "  }",
         "  server_tokens off;",
         # $agc_ctx is set in `location /` only; a request refused before it (a bad
         # request line) still runs the log phase, which reads it

@@ -315,12 +315,17 @@ function _M.log()
   local ctx = ctxstash.get()
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
-  local upstream_status = ctx.backend and last_upstream_status()
-  if ctx.passive then
-    health.observe(ctx.endpoint.health_key, not upstream_status or upstream_status >= 500, ctx.passive)
+  local status = ngx.status
+  -- a request answered below 500 had its last try answer so; only the others
+  -- read which (the variable is a list of every try's status, to parse)
+  local failed = false
+  if ctx.backend and (status >= 500 or ctx.passive) then
+    local upstream_status = last_upstream_status()
+    failed = not upstream_status or upstream_status >= 500
   end
-  metrics.observe(ctx.route, ctx.backend, ngx.status, tonumber(ngx_var.request_time) or 0,
-    upstream_status, ctx.backend ~= nil)
+  if ctx.passive then health.observe(ctx.endpoint.health_key, failed, ctx.passive) end
+  metrics.observe(ctx.route, ctx.backend, status, ngx.now() - ngx.req.start_time(),
+    failed and status >= 500)
   ctxstash.release()
 end
 
