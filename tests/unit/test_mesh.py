@@ -23,7 +23,11 @@ EPOCH = 1_700_000_000.0
 class CA:
     """A mesh CA for the tests: signs a CSR's public key and SANs, like istiod."""
 
-    def __init__(self, name: str = "mesh-root", *, issuer: CA | None = None) -> None:
+    def __init__(
+        self, name: str = "mesh-root", *, issuer: CA | None = None, start: float = EPOCH
+    ) -> None:
+        # its certificates' notBefore (seconds since the epoch)
+        self.start = start
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
         signer = issuer or self
@@ -52,7 +56,7 @@ def _certificate(
     lifetime_s: float,
     san: x509.SubjectAlternativeName | None = None,
 ) -> x509.Certificate:
-    start = datetime.datetime.fromtimestamp(EPOCH, datetime.UTC)
+    start = datetime.datetime.fromtimestamp(signer.start, datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
