@@ -17,6 +17,7 @@ from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.status import Condition
 from agc_controller.translate.capabilities import Capabilities
+from agc_controller.translate.graph.backends import in_mesh
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName
 from agc_controller.translate.snapshot import Obj, Snapshot
@@ -38,6 +39,9 @@ class PolicyNode:
     # Accepted=False reason/message (the policy cannot be used), if any
     accepted_problem: tuple[str, str] | None
     resolved_problem: tuple[str, str] | None
+    # its Services are in an Istio-injected namespace and mesh mTLS is on: the policy
+    # is used instead of the mesh's mTLS (docs/mesh.md), and says so
+    overrides_mesh: bool = False
 
     def conditions(self, *, conflicted_with: ObjectKey | None) -> tuple[Condition, ...]:
         g = self.generation
@@ -51,6 +55,14 @@ class PolicyNode:
             )
         elif self.accepted_problem:
             accepted = c.false(c.ACCEPTED, *self.accepted_problem, g)
+        elif self.overrides_mesh:
+            accepted = c.true(
+                c.ACCEPTED,
+                c.R_ACCEPTED,
+                f"The policy is accepted; it takes precedence over the mesh's mTLS for its "
+                f"Services (namespace {self.key.namespace} is Istio-injected)",
+                g,
+            )
         else:
             accepted = c.true(c.ACCEPTED, c.R_ACCEPTED, "The policy is accepted", g)
         if self.resolved_problem:
@@ -163,6 +175,9 @@ def _build_policy(obj: Obj, snapshot: Snapshot, capabilities: Capabilities) -> P
         subject_alt_names=tuple(sans),
         accepted_problem=accepted_problem,
         resolved_problem=resolved_problem,
+        overrides_mesh=bool(attached)
+        and capabilities.mesh
+        and in_mesh(snapshot.namespaces.get(namespace)),
     )
 
 
