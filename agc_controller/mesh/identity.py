@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agc_controller.core.clock import Clock
-from agc_controller.mesh.ca import IstioCA
 from agc_controller.mesh.errors import MeshError
 
 log = structlog.get_logger(__name__)
@@ -47,6 +46,14 @@ class Secret(Protocol):
     """Something read fresh at each use: a token, the mesh's root certificates."""
 
     async def __call__(self) -> str: ...
+
+
+class Signer(Protocol):
+    """The mesh's CA (ca.IstioCA): a signed chain, the leaf first, for a CSR."""
+
+    async def sign(
+        self, csr_pem: str, *, token: str, roots_pem: str, validity_s: int
+    ) -> list[str]: ...
 
 
 @attrs.frozen
@@ -129,7 +136,7 @@ class WorkloadIdentity:
     """Keeps the workload certificate of one SPIFFE ID current (module doc)."""
 
     spiffe_id: str
-    ca: IstioCA
+    ca: Signer
     # a service-account token with the istio-ca audience, for that service account
     token: Secret
     # the mesh's root certificates (PEM), e.g. from the istio-ca-root-cert ConfigMap

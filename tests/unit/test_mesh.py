@@ -192,7 +192,7 @@ async def test_renews_at_half_life_follows_new_roots_and_backs_off_on_failure() 
 
     identity = WorkloadIdentity(
         spiffe_id=ID,
-        ca=istiod,  # type: ignore[arg-type]
+        ca=istiod,
         token=token,
         roots=read_roots,
         clock=clock,
