@@ -479,3 +479,70 @@ async def test_a_helm_upgrade_rolls_controller_and_data_plane_and_loses_no_reque
     await asyncio.to_thread(
         wait_for, "the change after the upgrade", lambda: _serves(address, "/upgraded", 200)
     )
+
+
+def _infra_gateway(labels: dict[str, str], annotations: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "infra", "namespace": APP},
+            "spec": {
+                "gatewayClassName": "agc",
+                "infrastructure": {"labels": labels, "annotations": annotations},
+                "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}],
+            },
+        }
+    )
+
+
+def _carried(
+    cluster: Cluster, labels: dict[str, str], annotations: dict[str, str], missing: list[str]
+) -> list[str] | None:
+    """The kinds of the infra Gateway's data-plane objects, once every one of them
+    (its ready pods included) carries the labels and annotations; else what is
+    missing goes into `missing` (for the failure's message)."""
+    selector = "gateway.networking.k8s.io/gateway-name=infra"
+    items = cluster.get("deployments,services,serviceaccounts", "-n", APP, "-l", selector)["items"]
+    missing.clear()
+    for deployment in (o for o in items if o["kind"] == "Deployment"):
+        # its pods carry its selector's labels (the Gateway's name may not fit a label)
+        match = deployment["spec"]["selector"]["matchLabels"]
+        pod_selector = ",".join(f"{k}={v}" for k, v in match.items())
+        items += cluster.get("pods", "-n", APP, "-l", pod_selector)["items"]
+    pods = [o for o in items if o["kind"] == "Pod" and not o["metadata"].get("deletionTimestamp")]
+    if len(pods) != 2 or not all(_ready(p) for p in pods):
+        missing.append(f"{len(pods)} pods, ready: {[_ready(p) for p in pods]}")
+    for obj in items:
+        meta = obj["metadata"]
+        for kind, want in (("labels", labels), ("annotations", annotations)):
+            if lacking := want.items() - (meta.get(kind) or {}).items():
+                missing.append(f"{obj['kind']}/{meta['name']} lacks {kind} {dict(lacking)}")
+    return None if missing else sorted({o["kind"] for o in items})
+
+
+def _until_carried(
+    cluster: Cluster, labels: dict[str, str], annotations: dict[str, str]
+) -> list[str]:
+    missing: list[str] = []
+    try:
+        return wait_for(
+            "the infrastructure on every object",
+            lambda: _carried(cluster, labels, annotations, missing),
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}; still: {missing}") from None
+
+
+def test_a_gateways_infrastructure_labels_and_annotations_reach_its_data_plane(
+    release: Cluster,
+) -> None:
+    """GatewayInfrastructurePropagation: spec.infrastructure's labels and
+    annotations on every object made for the Gateway, and changes follow."""
+    first = ({"team": "payments"}, {"example.com/cost-center": "42"})
+    release.kubectl("apply", "-f", "-", manifest=_infra_gateway(*first))
+    assert _until_carried(release, *first) == ["Deployment", "Pod", "Service", "ServiceAccount"]
+    second = ({"team": "checkout"}, {"example.com/cost-center": "7"})
+    release.kubectl("apply", "-f", "-", manifest=_infra_gateway(*second))
+    _until_carried(release, *second)
+    release.kubectl("delete", "gateway", "-n", APP, "infra")
