@@ -28,3 +28,21 @@ def test_the_dev_cluster_is_not_a_command_of_the_controller(
         main(["local"])
     assert exited.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--mesh-identity", "gateway"], "'gateway' is not NAMESPACE/SERVICEACCOUNT"),
+        (["--mesh-identity", "a/b/c"], "is not NAMESPACE/SERVICEACCOUNT"),
+        (["--mesh-identity", "a/b", "--provider", "azure"], "Application Gateway v2 cannot"),
+        (["--mesh-identity", "a/b", "--local-dataplane", "deployment"], "in-cluster data planes"),
+    ],
+)
+def test_mesh_options_that_cannot_be_served_are_refused_before_anything_starts(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agc-controller: --mesh-identity: ")
+    assert says in err
