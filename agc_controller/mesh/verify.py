@@ -18,7 +18,8 @@ endpoint that changes hands between two checks is found at the next one.
   stands until then, so a renewal never takes an endpoint out of service.
 - Every change of a verdict moves `generation` and calls `on_change`, so the
   data planes send the changed backends again.
-- An endpoint no build has asked about for `forget_s` is forgotten.
+- The data planes say which mesh endpoints they use (`use`, per Gateway): those
+  are checked again; the verdicts of others are forgotten.
 - Refusals are logged with the identity the endpoint presented.
 """
 
@@ -68,14 +69,15 @@ class EndpointVerifier:
     on_change: Callable[[], None] = lambda: None
     recheck_s: float = 60.0
     retry_s: float = 5.0
-    forget_s: float = 600.0
     # moves whenever a verdict changes
     generation: int = 0
     # TLS as the gateway's workload certificate; None: nothing can be checked yet
     _context: ssl.SSLContext | None = None
     _verdicts: dict[Key, Verdict] = attrs.field(factory=dict)
-    # when a build last asked about each key
-    _asked: dict[Key, float] = attrs.field(factory=dict)
+    # asked about by `allows` and never checked: `settle` checks them
+    _pending: set[Key] = attrs.field(factory=set)
+    # the mesh endpoints each Gateway's data plane uses (`use`)
+    _used: dict[str, frozenset[Key]] = attrs.field(factory=dict)
 
     def use_certificate(self, certificate: WorkloadCertificate) -> None:
         """Check from now on as `certificate`, against its roots: every verdict is
@@ -89,27 +91,41 @@ class EndpointVerifier:
         if endpoint.service_account is None:
             return False
         key = (endpoint.address, endpoint.port, endpoint.service_account)
-        self._asked[key] = self.clock.monotonic()
         verdict = self._verdicts.get(key)
+        if verdict is None:
+            self._pending.add(key)
         return verdict is not None and verdict.ok
 
+    def use(self, gateway: str, endpoints: Iterable[Endpoint]) -> None:
+        """The mesh endpoints `gateway`'s data plane now uses (none: it is gone)."""
+        keys = frozenset(
+            (e.address, e.port, e.service_account)
+            for e in endpoints
+            if e.service_account is not None
+        )
+        if keys:
+            self._used[gateway] = keys
+        else:
+            self._used.pop(gateway, None)
+
     def unchecked(self) -> bool:
-        return any(key not in self._verdicts for key in self._asked)
+        return any(key not in self._verdicts for key in self._pending)
 
     async def settle(self) -> bool:
         """Check every endpoint asked about and never checked; True if a verdict changed."""
-        return await self._check([k for k in self._asked if k not in self._verdicts])
+        pending, self._pending = self._pending, set()
+        return await self._check([k for k in pending if k not in self._verdicts])
 
     async def run(self) -> None:
-        """Check verdicts again as they come due; forget endpoints no one asks about."""
+        """Check the verdicts of the endpoints in use again as they come due; forget
+        the others."""
         while True:
             await self.clock.sleep(min(self.retry_s, self.recheck_s))
+            used = frozenset().union(*self._used.values())
+            for key in [k for k in self._verdicts if k not in used]:
+                del self._verdicts[key]
             now = self.clock.monotonic()
-            for key in [k for k, at in self._asked.items() if now - at > self.forget_s]:
-                del self._asked[key]
-                self._verdicts.pop(key, None)
-            due = [k for k in self._asked if self._due(k, now)]
-            if await self._check(due):
+            if await self._check([k for k in used if self._due(k, now)]):
                 self.on_change()
 
     def _due(self, key: Key, now: float) -> bool:

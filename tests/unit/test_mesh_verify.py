@@ -114,7 +114,9 @@ async def test_only_the_endpoint_proving_its_pods_identity_passes(mesh: dict[str
     assert not any(verifier.allows(e) for e in everyone)
     assert verifier.unchecked()
     assert await verifier.settle() is False
+    # the certificate arrives; the data plane builds again (the provider requeues)
     verifier.use_certificate(gateway_certificate(ca))
+    assert not any(verifier.allows(e) for e in everyone)
     assert await verifier.settle() is True
     assert not verifier.unchecked()
     allowed = {name for name, port in ports.items() if verifier.allows(endpoint(port))}
@@ -148,6 +150,7 @@ async def test_a_verdict_that_changes_moves_the_generation_and_calls_on_change(
     assert not verifier.allows(moved)
     assert verifier.generation == generation  # it never had traffic: nothing changed
     # a renewal keeps the verdicts in force until the next round checks them again
+    verifier.use("web/gw", [honest])
     verifier.use_certificate(gateway_certificate(ca))
     assert verifier.allows(honest)
     await run_until(verifier, clock, lambda: clock.now >= verifier.recheck_s * 2)
@@ -171,3 +174,27 @@ async def run_until(verifier: EndpointVerifier, clock: Clock, done: object) -> N
                 await asyncio.sleep(0.01)
     finally:
         task.cancel()
+
+
+async def test_the_verdicts_of_endpoints_no_data_plane_uses_are_forgotten(
+    mesh: dict[str, object],
+) -> None:
+    ports = mesh["ports"]
+    assert isinstance(ports, dict)
+    ca = mesh["ca"]
+    assert isinstance(ca, CA)
+    clock = Clock()
+    verifier = EndpointVerifier(trust_domain=TRUST, clock=clock)
+    verifier.use_certificate(gateway_certificate(ca))
+    honest = endpoint(ports["honest"])
+    verifier.allows(honest)
+    await verifier.settle()
+    verifier.use("web/gw", [honest])
+    await run_until(verifier, clock, lambda: clock.now >= verifier.retry_s * 2)
+    assert verifier.allows(honest)
+    # the Gateway is gone: at the next round its endpoints' verdicts go too
+    verifier.use("web/gw", [])
+    start = clock.now
+    await run_until(verifier, clock, lambda: clock.now >= start + verifier.retry_s * 2)
+    assert not verifier.allows(honest)
+    assert verifier.unchecked()

@@ -120,6 +120,8 @@ class LocalProvider:
             self._mesh_gateways.add(key)
         else:
             self._mesh_gateways.discard(key)
+        if verifier is not None:
+            verifier.use(key.namespaced_name, parts.mesh_endpoints(model))
         instance = self._instance(key)
         try:
             # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
@@ -194,6 +196,8 @@ class LocalProvider:
     async def delete(self, gateway: ObjectKey) -> None:
         self._states.pop(gateway, None)
         self._mesh_gateways.discard(gateway)
+        if self.mesh_verifier is not None:
+            self.mesh_verifier.use(gateway.namespaced_name, ())
         instance = self._instances.pop(gateway, None)
         if instance is not None:
             await instance.stop()

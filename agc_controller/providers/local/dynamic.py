@@ -681,6 +681,15 @@ class StateParts:
         uses_mesh = any(e.backend.mesh for e in self._backends.values())
         return parts, _needs(model, self._port_offset, h2c_ports, tls, uses_mesh)
 
+    def mesh_endpoints(self, model: LoadBalancer) -> list[alb.Endpoint]:
+        """The endpoints of the mesh backends of the last build (of `model`)."""
+        return [
+            e
+            for entry in self._backends.values()
+            if entry.backend.mesh
+            for e in model.endpoints.get(entry.backend.name, ())
+        ]
+
     def _use_rule(self, r: alb.Rule) -> None:
         key = rule_id(r)
         entry = self._rules.get(key)
