@@ -10,8 +10,10 @@
 #   - the pods' sandbox ("pause") image: hack/node/pause.go in an image of its
 #     own, an OCI archive that containerd imports (no registry is reachable);
 #   - and the Debian packages they need: CNI plugins (bridge, host-local,
-#     portmap), iptables and conntrack for kube-proxy, libseccomp for runc,
-#     buildah for the image.
+#     portmap), iptables and conntrack for kube-proxy, libseccomp, gcc and the C
+#     library's headers for runc (cgo; apt installs no recommended packages, so
+#     gcc comes without them, and every Go build after it uses cgo), buildah for
+#     the image.
 #
 # Everything lands in $AGC_CACHE_DIR (default: .cache/ in the checkout) under a
 # directory named after the versions, so a second run is a no-op. Prints three
@@ -31,7 +33,7 @@ fail() { printf '[node] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # shellcheck source=hack/packages.sh
 source "$repo/hack/packages.sh"
-ensure_packages containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc buildah
+ensure_packages containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc libc6-dev buildah
 # shellcheck source=hack/buildah.sh
 source "$repo/hack/buildah.sh"
 
