@@ -87,6 +87,8 @@ bootstrap() {
   if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
   bind /proc proc
   bind /sys sysfs
+  # a new sysfs has no cgroup hierarchies mounted: the tests' kubelet needs the host's
+  bind /sys/fs/cgroup bind
   bind /dev bind
   bind /run tmpfs
   git clone -q "$repo" "$root/root/agc-controller"
