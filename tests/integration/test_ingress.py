@@ -223,7 +223,12 @@ async def test_ingress_without_a_class_belongs_to_the_default_class(
         return "/plain" in served_paths(memory, ingresses.class_name)
 
     await eventually(plain_served)
-    assert await ingresses.status("classless")
+
+    async def classless_status() -> bool:
+        # written after the data plane took it: a moment after it is served
+        return bool(await ingresses.status("classless"))
+
+    await eventually(classless_status)
 
 
 async def test_deleting_the_class_removes_its_gateway(
