@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from agc_controller.mesh import WorkloadCertificate
@@ -71,8 +72,16 @@ async def serve(
     return server, server.sockets[0].getsockname()[1]
 
 
+@attrs.frozen
+class Mesh:
+    ca: CA
+    # name -> the port of the TLS server standing for that endpoint
+    ports: dict[str, int]
+    servers: dict[str, asyncio.Server]
+
+
 @pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[dict[str, object]]:
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     # valid now: the handshakes are real
     now = time.time() - 3600
     ca, stranger = CA("mesh", start=now), CA("stranger", start=now)
@@ -88,11 +97,11 @@ async def mesh(tmp_path: Path) -> AsyncIterator[dict[str, object]]:
         ),
     }
     try:
-        yield {
-            "ca": ca,
-            "ports": {name: port for name, (_, port) in servers.items()},
-            "servers": {name: server for name, (server, _) in servers.items()},
-        }
+        yield Mesh(
+            ca=ca,
+            ports={name: port for name, (_, port) in servers.items()},
+            servers={name: server for name, (server, _) in servers.items()},
+        )
     finally:
         for server, _ in servers.values():
             server.close()
@@ -103,11 +112,8 @@ def endpoint(port: int, account: str | None = "shop/cart") -> Endpoint:
     return Endpoint(address="127.0.0.1", port=port, service_account=account)
 
 
-async def test_only_the_endpoint_proving_its_pods_identity_passes(mesh: dict[str, object]) -> None:
-    ports = mesh["ports"]
-    assert isinstance(ports, dict)
-    ca = mesh["ca"]
-    assert isinstance(ca, CA)
+async def test_only_the_endpoint_proving_its_pods_identity_passes(mesh: Mesh) -> None:
+    ports, ca = mesh.ports, mesh.ca
     verifier = EndpointVerifier(trust_domain=TRUST, clock=Clock())
     everyone = [endpoint(port) for port in ports.values()]
     # nothing passes before a check, and nothing can be checked without a certificate
@@ -126,12 +132,9 @@ async def test_only_the_endpoint_proving_its_pods_identity_passes(mesh: dict[str
 
 
 async def test_a_verdict_that_changes_moves_the_generation_and_calls_on_change(
-    mesh: dict[str, object],
+    mesh: Mesh,
 ) -> None:
-    ports = mesh["ports"]
-    assert isinstance(ports, dict)
-    ca = mesh["ca"]
-    assert isinstance(ca, CA)
+    ports, ca = mesh.ports, mesh.ca
     clock = Clock()
     changes: list[int] = []
     verifier = EndpointVerifier(
@@ -157,10 +160,8 @@ async def test_a_verdict_that_changes_moves_the_generation_and_calls_on_change(
     assert verifier.allows(honest)
     assert changes == []  # rechecks that agree change nothing
     # the endpoint goes away: its next check fails, and that is a change
-    servers = mesh["servers"]
-    assert isinstance(servers, dict)
-    servers["honest"].close()
-    await servers["honest"].wait_closed()
+    mesh.servers["honest"].close()
+    await mesh.servers["honest"].wait_closed()
     await run_until(verifier, clock, lambda: bool(changes))
     assert not verifier.allows(honest)
     assert changes == [generation + 1]
@@ -177,12 +178,9 @@ async def run_until(verifier: EndpointVerifier, clock: Clock, done: object) -> N
 
 
 async def test_the_verdicts_of_endpoints_no_data_plane_uses_are_forgotten(
-    mesh: dict[str, object],
+    mesh: Mesh,
 ) -> None:
-    ports = mesh["ports"]
-    assert isinstance(ports, dict)
-    ca = mesh["ca"]
-    assert isinstance(ca, CA)
+    ports, ca = mesh.ports, mesh.ca
     clock = Clock()
     verifier = EndpointVerifier(trust_domain=TRUST, clock=clock)
     verifier.use_certificate(gateway_certificate(ca))
