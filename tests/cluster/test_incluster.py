@@ -253,6 +253,15 @@ def _none_of(
     return None if names & old else names
 
 
+def _serving(cluster: Cluster, path: str) -> str:
+    """The Gateway's address, once it is Programmed and its route serves only `path`."""
+    gateway = wait_for("the Gateway to be Programmed", lambda: _programmed_gateway(cluster))
+    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
+    cluster.kubectl("apply", "-f", "-", manifest=json.dumps(_route([path])))
+    wait_for(f"{path} served", lambda: _serves(address, path, 200))
+    return str(address)
+
+
 def _serves(ip: str, path: str, status: int) -> bool | None:
     answer = http_get(f"http://{ip}{path}", host="web.example")
     return True if answer is not None and answer[0] == status else None
@@ -357,12 +366,7 @@ def test_a_route_change_reaches_the_data_plane_pods_without_a_reload(release: Cl
 async def test_the_leader_killed_a_standby_takes_over_and_traffic_never_fails(
     release: Cluster,
 ) -> None:
-    gateway = await asyncio.to_thread(
-        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
-    )
-    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
-    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/a"])))
-    await asyncio.to_thread(wait_for, "/a served", lambda: _serves(address, "/a", 200))
+    address = await asyncio.to_thread(_serving, release, "/a")
     leader = _leader(release)
     async with Load(f"http://{address}/a", host="web.example", seconds=12) as load:
         await asyncio.sleep(1)
@@ -388,12 +392,7 @@ async def test_the_leader_killed_a_standby_takes_over_and_traffic_never_fails(
 
 
 async def test_a_rolling_update_of_the_data_plane_loses_no_request(release: Cluster) -> None:
-    gateway = await asyncio.to_thread(
-        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
-    )
-    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
-    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/"])))
-    await asyncio.to_thread(wait_for, "/ served", lambda: _serves(address, "/", 200))
+    address = await asyncio.to_thread(_serving, release, "/")
     old = {
         p["metadata"]["name"] for p in _pods(release, APP, "app.kubernetes.io/name=agc-dataplane")
     }
@@ -425,12 +424,7 @@ async def test_a_helm_upgrade_rolls_controller_and_data_plane_and_loses_no_reque
     """What an operator's `helm upgrade` does: new controller pods (leadership
     moves), whose leader gives every data plane its new settings (a rolling update
     of the data-plane pods); traffic never notices, and the next change is served."""
-    gateway = await asyncio.to_thread(
-        wait_for, "the Gateway to be Programmed", lambda: _programmed_gateway(release)
-    )
-    (address,) = [a["value"] for a in gateway["status"]["addresses"]]
-    release.kubectl("apply", "-f", "-", manifest=json.dumps(_route(["/"])))
-    await asyncio.to_thread(wait_for, "/ served", lambda: _serves(address, "/", 200))
+    address = await asyncio.to_thread(_serving, release, "/")
     controllers = {
         p["metadata"]["name"]
         for p in _pods(release, NAMESPACE, "app.kubernetes.io/name=agc-controller")
