@@ -9,7 +9,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv testenv helm node istiod run test lint typecheck check bench conformance
+.PHONY: help deps venv testenv helm node istiod run test lint typecheck check bench conformance conformance-in-cluster
 
 help:
 	@echo "make run    start the embedded default (local control plane + controller)"
@@ -20,6 +20,7 @@ help:
 	@echo "make istiod build istiod, the mesh CA of the mesh tests (docs/mesh.md)"
 	@echo "make bench  translation, controller, data plane and azure benchmarks (numbers, no assertions)"
 	@echo "make conformance  the Gateway API conformance suite against the local data plane (root; make test runs it too)"
+	@echo "make conformance-in-cluster  the same against the Helm chart on a real node (root; make test runs it too)"
 
 deps:
 	@hack/install-deps.sh
@@ -81,6 +82,7 @@ test: deps venv check helm node istiod
 	  done && \
 	  if [ $$ran -eq 0 ]; then echo "[test] ERROR: PYTEST_ARGS selected no test" >&2; exit 1; fi
 	@$(MAKE) --no-print-directory conformance
+	@$(MAKE) --no-print-directory conformance-in-cluster
 
 # The official Gateway API conformance suite (conformance/README.md): passes when the
 # failing tests are exactly conformance/known-failures.txt and nothing else failed.
@@ -89,6 +91,12 @@ test: deps venv check helm node istiod
 CONFORMANCE_ARGS ?=
 conformance: deps venv
 	@$(PY) hack/conformance.py $(CONFORMANCE_ARGS)
+
+# The same suite against the Helm chart installed onto a real node (kubelet,
+# containerd) from the images hack/images.sh builds: a data-plane Deployment per
+# Gateway, the suite's backends from images of their own (conformance/README.md).
+conformance-in-cluster: deps venv node
+	@$(PY) hack/conformance.py --in-cluster $(CONFORMANCE_ARGS)
 
 # Benchmarks print numbers; they assert nothing about speed.
 bench: deps venv

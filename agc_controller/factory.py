@@ -102,7 +102,9 @@ async def open_provider(
     The local provider's deployment mode needs `api` (it writes the data-plane
     objects) and `requeue` (it re-queues a Gateway when its data plane reports).
     """
-    local_settings = local_translate_settings(controller_name, mesh=local.mesh is not None)
+    local_settings = local_translate_settings(
+        controller_name, mesh=local.mesh is not None, deployment=local.dataplane == "deployment"
+    )
     if local.mesh is not None:
         check_mesh(name, local.dataplane)
     if name == "local" and local.dataplane == "deployment":

@@ -220,6 +220,17 @@ class ControlPlane:
     def _start_apiserver(self) -> None:
         etcd_url = self._etcd_url
         pki = self.pki
+        # a real node's kubelet (node_address) authenticates the apiserver by a client
+        # certificate for pods/log, exec and port-forward; admin, as kubeadm makes it
+        kubelet_client = []
+        if self.node_address:
+            pair = client_certificate(
+                pki, "apiserver-kubelet-client", user="kube-apiserver", group="system:masters"
+            )
+            kubelet_client = [
+                f"--kubelet-client-certificate={pair.cert}",
+                f"--kubelet-client-key={pair.key}",
+            ]
         self._spawn(
             "kube-apiserver",
             [
@@ -242,6 +253,7 @@ class ControlPlane:
                 f"--endpoint-reconciler-type={'lease' if self.node_address else 'none'}",
                 # a node's InternalIP is its only reachable address (pods/log, exec)
                 "--kubelet-preferred-address-types=InternalIP",
+                *kubelet_client,
                 "--v=1",
             ],
         )

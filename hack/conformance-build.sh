@@ -4,6 +4,8 @@
 #     from conformance/ with `go test -c`;
 #   - echo-basic: the suite's echo backend, from the same module;
 #   - coredns: the suite's DNS backend, from conformance/coredns/.
+# The two backends are static (no cgo): the node agent runs them as processes,
+# and hack/conformance-images.sh puts them into images of their own.
 # With Go 1.26, as hack/testenv.sh builds the control plane (same pinned
 # toolchain, read from that script).
 #
@@ -39,7 +41,7 @@ inputs_digest() {  # dir, name patterns...: digest of the Go version and the mat
   local patterns=() p
   for p in "$@"; do patterns+=(-o -name "$p"); done
   {
-    echo "$go_version"
+    echo "$go_version static"
     find "$dir" -maxdepth 1 -type f \( -false "${patterns[@]}" \) -print0 | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1
 }
@@ -62,9 +64,9 @@ build() {  # name, step label, module dir, inputs digest, command (runs in the m
 
 mkdir -p "$out/bin"
 build echo-basic 1/3 "$src" "$(inputs_digest "$src" go.mod go.sum)" \
-  go build -trimpath -o "$out/bin/echo-basic.tmp" sigs.k8s.io/gateway-api/conformance/echo-basic
+  env CGO_ENABLED=0 go build -trimpath -o "$out/bin/echo-basic.tmp" sigs.k8s.io/gateway-api/conformance/echo-basic
 build coredns 2/3 "$src/coredns" "$(inputs_digest "$src/coredns" go.mod go.sum '*.go')" \
-  go build -trimpath -o "$out/bin/coredns.tmp" github.com/coredns/coredns
+  env CGO_ENABLED=0 go build -trimpath -o "$out/bin/coredns.tmp" github.com/coredns/coredns
 build conformance.test 3/3 "$src" "$(inputs_digest "$src" go.mod go.sum '*.go')" \
   go test -c -trimpath -o "$out/bin/conformance.test.tmp" .
 echo "$out"

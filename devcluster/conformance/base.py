@@ -13,6 +13,8 @@ REPO = REPO_ROOT
 GATEWAY_API_VERSION = (REPO / "hack" / "gateway-api-version").read_text().strip()
 KNOWN_FAILURES = REPO / "conformance" / "known-failures.txt"
 REPORT = REPO / "conformance" / "reports" / GATEWAY_API_VERSION / "agc-controller-report.yaml"
+# the in-cluster run's (--in-cluster: the Helm chart, a data-plane Deployment per Gateway)
+IN_CLUSTER_REPORT = REPORT.with_name("agc-controller-in-cluster-report.yaml")
 
 GATEWAY_CLASS = "agc-controller"
 PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC", "GATEWAY-TLS", "GATEWAY-TCP", "GATEWAY-UDP")

@@ -1,5 +1,10 @@
-"""Starting what the suite runs against: the control plane with the CRDs, the node
-agent (the suite's pods as local processes), the controller and our GatewayClass.
+"""Starting what the suite runs against, one of two ways:
+- embedded: the control plane with the CRDs, the node agent (the suite's pods
+  as local processes), the controller (NGINX processes of its own) and our
+  GatewayClass;
+- in cluster: the control plane with a real node (devcluster.cluster), the
+  suite's backends from images, and the Helm chart from our images, whose
+  GatewayClass is ours and whose Gateways each get a data-plane Deployment.
 
 Each step registers its teardown before it can fail, and waits until what it
 started answers (or says, with the tail of the child's log, why not). Cluster
@@ -12,10 +17,12 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -25,12 +32,14 @@ from kubernetes_asyncio.client.rest import ApiException
 from agc_controller.kube import api_client_from_kubeconfig, server_side_apply
 from agc_controller.translate.settings import DEFAULT_CONTROLLER_NAME
 from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
+from devcluster.cluster import CHART, RealCluster, image_values, install_chart
 from devcluster.conformance.base import (
     COREDNS_IMAGE,
     ECHO_IMAGE,
     GATEWAY_API_VERSION,
     GATEWAY_CLASS,
     GW,
+    REPO,
     RunError,
     Teardown,
     say,
@@ -38,6 +47,7 @@ from devcluster.conformance.base import (
 from devcluster.conformance.processes import Child, stop_nginx
 from devcluster.conformance.rundirs import keep_dataplane
 from devcluster.controlplane import free_port, tail
+from devcluster.node import NodeBinaries
 
 # measured on 2 cores: node registered ~2 s, controller ready ~3 s, GatewayClass ~1 s
 _START_TIMEOUT = 90.0
@@ -80,10 +90,22 @@ async def _apply_gateway_class(kubeconfig: Path, controller: Child) -> frozenset
     }
     async with await api_client_from_kubeconfig(kubeconfig) as api:
         await server_side_apply(api, gateway_class, plural="gatewayclasses")
+    return await _accepted_features(
+        kubeconfig,
+        controller.check_alive,
+        f"the controller's log ({controller.log}) ends with:\n{tail(controller.log, lines=40)}",
+    )
+
+
+async def _accepted_features(
+    kubeconfig: Path, check_alive: Callable[[], None], where_to_look: str
+) -> frozenset[str]:
+    """Our GatewayClass's status.supportedFeatures once it is Accepted."""
+    async with await api_client_from_kubeconfig(kubeconfig) as api:
         custom = client.CustomObjectsApi(api)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
-            controller.check_alive()
+            check_alive()
             status = (
                 await custom.get_cluster_custom_object(GW, "v1", "gatewayclasses", GATEWAY_CLASS)
             ).get("status") or {}
@@ -97,8 +119,7 @@ async def _apply_gateway_class(kubeconfig: Path, controller: Child) -> frozenset
             await asyncio.sleep(0.2)
     raise RunError(
         f"GatewayClass {GATEWAY_CLASS} was not Accepted with supportedFeatures within "
-        f"{_START_TIMEOUT:.0f}s; the controller's log ({controller.log}) ends with:\n"
-        f"{tail(controller.log, lines=40)}"
+        f"{_START_TIMEOUT:.0f}s; {where_to_look}"
     )
 
 
@@ -155,8 +176,8 @@ def start_node_agent(kubeconfig: Path, binaries: Path, run_dir: Path, teardown: 
 
 @attrs.frozen(kw_only=True)
 class StartedController:
-    # the controller's --local-state-dir, where NGINX runs
-    dataplane: Path
+    # the controller's --local-state-dir, where NGINX runs (None: in cluster)
+    dataplane: Path | None
     # our GatewayClass's status.supportedFeatures once it was Accepted
     claimed_features: frozenset[str]
 
@@ -189,3 +210,83 @@ def start_controller(kubeconfig: Path, run_dir: Path, teardown: Teardown) -> Sta
     features = asyncio.run(_apply_gateway_class(kubeconfig, controller))
     say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(sorted(features))}")
     return StartedController(dataplane=dataplane, claimed_features=features)
+
+
+# the chart's release, the namespace it goes to, and its values beyond our images:
+# the suite reaches each Gateway at its Service's ClusterIP (kube-proxy on this
+# host; no load balancer here), one pod per Gateway and one controller are plenty
+# for a suite that sends one request at a time, and the GatewayClass is ours
+CHART_RELEASE = "agc"
+CHART_NAMESPACE = "agc-system"
+_CHART_VALUES = {
+    "replicas": "1",
+    "dataplane.replicas": "1",
+    "dataplane.serviceType": "ClusterIP",
+    "gatewayClass.name": GATEWAY_CLASS,
+}
+
+
+def start_in_cluster(
+    testenv: Path,
+    *,
+    node: NodeBinaries,
+    images: Mapping[str, Path],
+    backends: Mapping[str, Path],
+    run_dir: Path,
+    channel: str,
+    teardown: Teardown,
+) -> tuple[Path, StartedController]:
+    """The control plane and a real node with our `images` and the suite's
+    `backends` loaded (reference → OCI archive), the chart installed from our
+    images, and our GatewayClass Accepted; the kubeconfig and what the
+    controller claims."""
+    cluster = RealCluster(
+        testenv=testenv, node_binaries=node, workdir=run_dir / "control-plane", channel=channel
+    )
+    (run_dir / "etcd-dir").write_text(str(cluster.etcd_dir))  # found again if killed
+    teardown.append(("the cluster", cluster.stop))
+    say("starting the control plane and a node (kubelet, containerd, kube-proxy)")
+    cluster.start([*images.values(), *backends.values()])
+    kubeconfig = cluster.plane.kubeconfig
+    teardown.append(("the controller's log", lambda: _save_controller_log(cluster, run_dir)))
+    say(f"installing the chart ({CHART.relative_to(REPO)}) into {CHART_NAMESPACE}")
+    try:
+        install_chart(
+            kubeconfig,
+            release=CHART_RELEASE,
+            namespace=CHART_NAMESPACE,
+            values={**image_values(images), **_CHART_VALUES},
+        )
+    except RuntimeError as e:
+        raise RunError(f"{e}; the node's logs end with:\n{cluster.logs()}") from None
+    features = asyncio.run(
+        _accepted_features(
+            kubeconfig,
+            lambda: None,
+            f"see the controller's log (kubectl -n {CHART_NAMESPACE} logs "
+            f"deployment/{CHART_RELEASE}-agc-controller, KUBECONFIG={kubeconfig})",
+        )
+    )
+    say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(sorted(features))}")
+    return kubeconfig, StartedController(dataplane=None, claimed_features=features)
+
+
+def _save_controller_log(cluster: RealCluster, run_dir: Path) -> None:
+    """The controller pods' logs into the run directory, before the cluster goes."""
+    done = subprocess.run(
+        [
+            str(cluster.plane.binaries.kubectl),
+            f"--kubeconfig={cluster.plane.kubeconfig}",
+            "logs",
+            "--namespace",
+            CHART_NAMESPACE,
+            "--selector",
+            "app.kubernetes.io/name=agc-controller",
+            "--prefix",
+            "--tail=-1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    (run_dir / "controller.log").write_text(done.stdout + done.stderr)

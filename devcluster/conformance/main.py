@@ -54,11 +54,14 @@ import time
 from pathlib import Path
 
 from agc_controller import __version__
+from devcluster.cluster import build_images, build_node
 from devcluster.conformance.base import (
     GATEWAY_CLASS,
     IMPLEMENTATION,
+    IN_CLUSTER_REPORT,
     KNOWN_FAILURES,
     PROFILES,
+    REPORT,
     UNUSABLE_ADDRESS,
     USABLE_ADDRESS,
     Interrupted,
@@ -66,7 +69,12 @@ from devcluster.conformance.base import (
     Teardown,
     say,
 )
-from devcluster.conformance.cluster import start_control_plane, start_controller, start_node_agent
+from devcluster.conformance.cluster import (
+    start_control_plane,
+    start_controller,
+    start_in_cluster,
+    start_node_agent,
+)
 from devcluster.conformance.features import (
     SUPPORTED_FEATURES,
     expected_claim,
@@ -132,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Gateway API CRD channel (default: %(default)s; conformance/README.md says why)",
     )
     parser.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="run against the Helm chart installed onto a real node (kubelet, containerd) "
+        "from our images, a data-plane Deployment per Gateway, instead of the embedded "
+        "controller with NGINX processes; its own report",
+    )
+    parser.add_argument(
         "--run-test",
         metavar="NAME",
         help="run one test (e.g. HTTPRouteSimpleSameNamespace); passes when it passes; the "
@@ -189,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     # read first: a malformed list stops the run before it starts anything
+    dataplane = "deployment" if args.in_cluster else "process"
     expected = Expected(
         known_failures=read_known_failures(KNOWN_FAILURES),
-        features=expected_claim(read_pinned_features(SUPPORTED_FEATURES), args.channel),
+        features=expected_claim(read_pinned_features(SUPPORTED_FEATURES, dataplane), args.channel),
     )
     lock = lock_host()
     teardown.append(("the host lock", lock.close))
@@ -202,11 +218,23 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
     prune_old_runs(runs, run_dir)
     say(f"run directory: {run_dir}")
 
-    testenv = build("testenv.sh")
     binaries = build("conformance-build.sh") / "bin"
-    kubeconfig = start_control_plane(testenv, run_dir, args.channel, teardown)
-    start_node_agent(kubeconfig, binaries, run_dir, teardown)
-    controller = start_controller(kubeconfig, run_dir, teardown)
+    if args.in_cluster:
+        testenv, node = build_node()
+        kubeconfig, controller = start_in_cluster(
+            testenv,
+            node=node,
+            images=build_images(),
+            backends=build_images("conformance-images.sh"),
+            run_dir=run_dir,
+            channel=args.channel,
+            teardown=teardown,
+        )
+    else:
+        testenv = build("testenv.sh")
+        kubeconfig = start_control_plane(testenv, run_dir, args.channel, teardown)
+        start_node_agent(kubeconfig, binaries, run_dir, teardown)
+        controller = start_controller(kubeconfig, run_dir, teardown)
 
     report_path = run_dir / "report.yaml"
     argv = [
@@ -223,10 +251,15 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         f"-version={__version__}",
         f"-contact={IMPLEMENTATION['contact']}",
         f"-agc-dump-dir={run_dir / 'failures'}",
-        f"-agc-dataplane-dir={controller.dataplane}",
-        f"-usable-address={USABLE_ADDRESS}",
-        f"-unusable-address={UNUSABLE_ADDRESS}",
     ]  # fmt: skip
+    if controller.dataplane is None:
+        argv.append("-mode=in-cluster")
+    else:
+        argv += [
+            f"-agc-dataplane-dir={controller.dataplane}",
+            f"-usable-address={USABLE_ADDRESS}",
+            f"-unusable-address={UNUSABLE_ADDRESS}",
+        ]
     if args.run_test:
         argv.append(f"-run-test={args.run_test}")
     if args.keep:
@@ -248,6 +281,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         exit_code=code,
         claimed_features=controller.claimed_features,
         report_path=report_path,
+        committed_report=IN_CLUSTER_REPORT if args.in_cluster else REPORT,
         run_dir=run_dir,
         expected=expected,
         focused=bool(focused),

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from devcluster.conformance.base import REPO, REPORT
+from devcluster.conformance.base import REPO
 from devcluster.conformance.suiteoutput import SuiteResults, output_by_test
 from devcluster.conformance.verdict import Expected, SuiteRun, summarize
 
@@ -27,11 +27,13 @@ def judge(
     exit_code: int,
     claimed_features: frozenset[str],
     report_path: Path,
+    committed_report: Path,
     run_dir: Path,
     expected: Expected,
     focused: bool,
 ) -> bool:
-    """Print the summary (also to summary.txt); publish the report of a passing full run."""
+    """Print the summary (also to summary.txt); publish the report of a passing full
+    run as `committed_report`."""
     report = yaml.safe_load(report_path.read_text()) if report_path.exists() else None
     run = SuiteRun(
         results=results, exit_code=exit_code, report=report, claimed_features=claimed_features
@@ -41,7 +43,7 @@ def judge(
     (run_dir / "summary.txt").write_text(summary.getvalue())
     print(summary.getvalue(), end="")
     if report is not None:
-        print(f"  Report: {publish(report_path, REPORT, passed=ok, focused=focused)}")
+        print(f"  Report: {publish(report_path, committed_report, passed=ok, focused=focused)}")
     if failed := results.named("FAIL"):
         by_test = output_by_test(run_dir / "suite.log")
         for name in failed:

@@ -12,24 +12,19 @@ is attached to the report.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from agc_controller.kube import api_client_from_kubeconfig
-from devcluster import ControlPlane, ControlPlaneBinaries, install_gateway_api_crds
-from devcluster.node import NODE_ADDRESS, Node, NodeBinaries, archive_image
+from devcluster.cluster import RealCluster, build_images, build_node
+from devcluster.controlplane import ControlPlane
+from devcluster.node import Node
 
-REPO = Path(__file__).resolve().parents[2]
-_nodes: list[Node] = []
+_clusters: list[RealCluster] = []
 
 
 @attrs.frozen
@@ -56,61 +51,30 @@ class Cluster:
         return got
 
 
-def _script_lines(script: str, *args: str) -> list[str]:
-    out = subprocess.run(
-        [str(REPO / "hack" / script), *args], check=True, stdout=subprocess.PIPE, text=True
-    )
-    return out.stdout.strip().splitlines()
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    testenv, node_bin, pause = _script_lines("node.sh")[-3:]
-    archives = [Path(line.split()[1]) for line in _script_lines("images.sh")]
-    etcd_dir = Path(tempfile.mkdtemp(prefix="agc-etcd-", dir="/dev/shm"))
-    plane = ControlPlane(
-        binaries=ControlPlaneBinaries.from_testenv(Path(testenv)),
+    testenv, node_binaries = build_node()
+    images = build_images()
+    real = RealCluster(
+        testenv=testenv,
+        node_binaries=node_binaries,
         workdir=tmp_path_factory.mktemp("cluster-control-plane"),
-        etcd_data_dir=etcd_dir,
-        node_address=NODE_ADDRESS,
-    )
-    node = Node(
-        plane=plane,
-        binaries=NodeBinaries(
-            testenv_bin=Path(testenv) / "bin", node_bin=Path(node_bin), pause_archive=Path(pause)
-        ),
-        # a fixed place, so that a run killed outright is cleaned up by the next one
-        state_dir=Path(tempfile.gettempdir()) / "agc-test-node",
     )
     try:
-        plane.start()
-        plane.start_controller_manager()
-        asyncio.run(_install_crds(plane))
-        node.start(archives)
-        _nodes.append(node)
+        real.start(list(images.values()))
+        _clusters.append(real)
         yield Cluster(
-            plane=plane,
-            node=node,
-            images={
-                archive_image(a).split("/")[-1].split(":")[0]: archive_image(a) for a in archives
-            },
+            plane=real.plane,
+            node=real.node,
+            images={ref.rsplit("/", 1)[-1].split(":")[0]: ref for ref in images},
         )
     finally:
-        node.stop()
-        plane.stop()
-        shutil.rmtree(etcd_dir, ignore_errors=True)
-
-
-async def _install_crds(plane: ControlPlane) -> None:
-    api = await api_client_from_kubeconfig(plane.kubeconfig)
-    async with api:
-        await install_gateway_api_crds(api, plane.binaries.crds, channel="standard")
+        real.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _nodes and "cluster" in getattr(item, "fixturenames", ()):
-        report.sections.append(("node logs", _nodes[-1].logs()))
-        report.sections.append(("control plane logs", _nodes[-1].plane.logs()))
+    if report.failed and _clusters and "cluster" in getattr(item, "fixturenames", ()):
+        report.sections.append(("node and control plane logs", _clusters[-1].logs()))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -25,7 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.cluster.conftest import REPO, Cluster
+from devcluster.cluster import CHART, helm, image_values, install_chart
+from tests.cluster.conftest import Cluster
 from tests.e2e.load import Load
 
 NAMESPACE = "agc-system"
@@ -80,48 +80,17 @@ def condition(obj: dict[str, Any], type_: str) -> str | None:
     )
 
 
-def helm(cluster: Cluster, *args: str) -> None:
-    """helm (hack/helm.sh builds it) on the test cluster, with the chart of this tree."""
-    binary = subprocess.run(
-        [str(REPO / "hack" / "helm.sh")], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout.split()[-1]
-    done = subprocess.run(
-        [binary, f"--kubeconfig={cluster.plane.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
-
-
-CHART = str(REPO / "deploy" / "chart" / "agc-controller")
-
-
 @pytest.fixture(scope="module")
 def release(cluster: Cluster) -> Cluster:
-    controller, dataplane = cluster.images["agc-controller"], cluster.images["agc-dataplane"]
-    values = {
-        "image.repository": controller.rsplit(":", 1)[0],
-        "image.tag": controller.rsplit(":", 1)[1],
-        "image.pullPolicy": "Never",
-        "dataplane.image.repository": dataplane.rsplit(":", 1)[0],
-        "dataplane.image.tag": dataplane.rsplit(":", 1)[1],
-        "dataplane.image.pullPolicy": "Never",
-        # no load balancer here: the host reaches the Service at its ClusterIP
-        "dataplane.serviceType": "ClusterIP",
-    }
-    helm(
-        cluster,
-        "install",
-        RELEASE,
-        CHART,
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        "--wait",
-        "--timeout=180s",
-        *[arg for k, v in values.items() for arg in ("--set", f"{k}={v}")],
+    install_chart(
+        cluster.plane.kubeconfig,
+        release=RELEASE,
+        namespace=NAMESPACE,
+        values={
+            **image_values(cluster.images.values()),
+            # no load balancer here: the host reaches the Service at its ClusterIP
+            "dataplane.serviceType": "ClusterIP",
+        },
     )
     cluster.kubectl("apply", "-f", "-", manifest=_demo(cluster.images["agc-controller"]))
     return cluster
@@ -277,8 +246,12 @@ def test_the_controller_runs_from_its_image_as_non_root_and_one_replica_leads(
         (status,) = pod["status"]["containerStatuses"]
         assert status["image"] == release.images["agc-controller"]
         assert status["user"]["linux"]["uid"] == 65532
-    assert _leader(release) in {p["metadata"]["name"] for p in pods}
+    leader = _leader(release)
+    assert leader in {p["metadata"]["name"] for p in pods}
     assert release.get("pdb", "-n", NAMESPACE)["items"], "the chart's PodDisruptionBudget"
+    # pods/log: the apiserver reads the container's log from the kubelet, which
+    # authenticates it by its client certificate (what `kubectl logs` does)
+    assert "leader_acquired" in release.kubectl("logs", "-n", NAMESPACE, leader)
 
 
 def test_traffic_reaches_the_backends_through_the_data_plane_pods_and_service(
@@ -436,10 +409,10 @@ async def test_a_helm_upgrade_rolls_controller_and_data_plane_and_loses_no_reque
         await asyncio.sleep(1)
         await asyncio.to_thread(
             helm,
-            release,
+            release.plane.kubeconfig,
             "upgrade",
             RELEASE,
-            CHART,
+            str(CHART),
             "--namespace",
             NAMESPACE,
             "--reuse-values",

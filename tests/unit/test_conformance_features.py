@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agc_controller.providers.local.capabilities import LOCAL_FEATURES
+from agc_controller.providers.local.capabilities import (
+    DEPLOYMENT_FEATURES,
+    LOCAL_FEATURES,
+    local_translate_settings,
+)
 from devcluster.conformance.base import RunError
 from devcluster.conformance.features import (
     SUPPORTED_FEATURES,
@@ -18,17 +22,32 @@ from devcluster.conformance.features import (
 )
 
 
-def test_the_pinned_features_are_the_local_providers() -> None:
-    pinned = read_pinned_features(SUPPORTED_FEATURES)
-    assert sorted(pinned) == sorted(LOCAL_FEATURES), (
-        f"{SUPPORTED_FEATURES.name} differs from LOCAL_FEATURES: "
-        f"only pinned {sorted(pinned - LOCAL_FEATURES)}, "
-        f"only in LOCAL_FEATURES {sorted(LOCAL_FEATURES - pinned)}"
+@pytest.mark.parametrize(
+    ("dataplane", "features", "deployment"),
+    [("process", LOCAL_FEATURES, False), ("deployment", DEPLOYMENT_FEATURES, True)],
+)
+def test_the_pinned_features_are_the_local_providers(
+    dataplane: str, features: frozenset[str], deployment: bool
+) -> None:
+    pinned = read_pinned_features(SUPPORTED_FEATURES, dataplane)
+    assert sorted(pinned) == sorted(features), (
+        f"{SUPPORTED_FEATURES.name} differs for the {dataplane} data plane: "
+        f"only pinned {sorted(pinned - features)}, "
+        f"only claimed {sorted(features - pinned)}"
     )
+    settings = local_translate_settings("example.com/gateway-controller", deployment=deployment)
+    assert settings.supported_features == features
+
+
+def test_the_data_planes_differ_in_static_addresses_and_infrastructure() -> None:
+    process = read_pinned_features(SUPPORTED_FEATURES, "process")
+    deployment = read_pinned_features(SUPPORTED_FEATURES, "deployment")
+    assert process - deployment == {"GatewayStaticAddresses"}
+    assert deployment - process == {"GatewayInfrastructurePropagation"}
 
 
 def test_the_standard_channel_claims_no_experimental_field() -> None:
-    pinned = read_pinned_features(SUPPORTED_FEATURES)
+    pinned = read_pinned_features(SUPPORTED_FEATURES, "process")
     assert expected_claim(pinned, "experimental") == pinned
     standard = expected_claim(pinned, "standard")
     assert pinned - standard == {
@@ -41,7 +60,14 @@ def test_the_standard_channel_claims_no_experimental_field() -> None:
 def test_comments_and_blank_lines_are_not_features(tmp_path: Path) -> None:
     path = tmp_path / "features.txt"
     path.write_text("# claimed\n\nGateway  # core\nHTTPRoute\n")
-    assert read_pinned_features(path) == {"Gateway", "HTTPRoute"}
+    assert read_pinned_features(path, "process") == {"Gateway", "HTTPRoute"}
+
+
+def test_a_feature_marked_with_a_data_plane_is_claimed_by_it_alone(tmp_path: Path) -> None:
+    path = tmp_path / "features.txt"
+    path.write_text("Gateway\nGatewayA @deployment\nGatewayB  @process  # bound\n")
+    assert read_pinned_features(path, "process") == {"Gateway", "GatewayB"}
+    assert read_pinned_features(path, "deployment") == {"Gateway", "GatewayA"}
 
 
 @pytest.mark.parametrize(
@@ -50,6 +76,8 @@ def test_comments_and_blank_lines_are_not_features(tmp_path: Path) -> None:
         ("HTTPRoute\nGateway\n", ":2: Gateway comes before HTTPRoute"),
         ("Gateway\nGateway\n", ":2: Gateway comes twice"),
         ("Gateway HTTPRoute\n", ":1: expected one feature name"),
+        ("Gateway @cluster\n", ":1: @cluster is not a data plane"),
+        ("Gateway @deployment\nGateway @process\n", ":2: Gateway comes twice"),
     ],
 )
 def test_a_list_not_sorted_or_not_one_per_line_is_refused(
@@ -58,7 +86,7 @@ def test_a_list_not_sorted_or_not_one_per_line_is_refused(
     path = tmp_path / "features.txt"
     path.write_text(text)
     with pytest.raises(RunError, match=why):
-        read_pinned_features(path)
+        read_pinned_features(path, "process")
 
 
 def test_a_claim_is_compared_both_ways() -> None:

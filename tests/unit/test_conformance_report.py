@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devcluster.conformance import report as report_module
 from devcluster.conformance.main import _parser, focus
 from devcluster.conformance.report import judge, publish
 from devcluster.conformance.suiteoutput import SuiteResults
@@ -70,10 +69,9 @@ def test_no_other_run_touches_the_report(
     [(("pass.log", 0), True), (("test-fails.log", 1), False), (("cleanup-fails.log", 1), False)],
 )
 def test_judge_publishes_only_what_passes(
-    committed: Path, monkeypatch: pytest.MonkeyPatch, suite: tuple[str, int], published: bool
+    committed: Path, suite: tuple[str, int], published: bool
 ) -> None:
     output, exit_code = suite
-    monkeypatch.setattr(report_module, "REPORT", committed)
     run_dir = committed.parent / "run"
     run_dir.mkdir()
     shutil.copyfile(OUTPUTS / output, run_dir / "suite.log")
@@ -86,6 +84,7 @@ def test_judge_publishes_only_what_passes(
         exit_code=exit_code,
         claimed_features=claimed,
         report_path=write(run_dir / "report.yaml", CHANGED),
+        committed_report=committed,
         run_dir=run_dir,
         expected=Expected(known_failures={}, features=claimed),
         focused=False,

@@ -61,6 +61,14 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
 )
 
 
+# The data-plane Deployment per Gateway (--local-dataplane deployment) differs in
+# two: its Service gets its addresses from the cluster, so spec.addresses is
+# refused (AddressNotUsable) rather than bound, and it is made of Kubernetes
+# objects, which carry spec.infrastructure's labels and annotations.
+DEPLOYMENT_FEATURES = (LOCAL_FEATURES - {"GatewayStaticAddresses"}) | {
+    "GatewayInfrastructurePropagation"
+}
+
 # NGINX checks an upstream certificate against the name it sends as SNI, and
 # only that: it cannot check other subjectAltNames. Retries on status codes are
 # internal redirects, and NGINX allows a request ten (dynamic.RETRY_ATTEMPTS_MAX).
@@ -73,12 +81,15 @@ LOCAL_CAPABILITIES = Capabilities(
 )
 
 
-def local_translate_settings(controller_name: str, *, mesh: bool = False) -> TranslateSettings:
+def local_translate_settings(
+    controller_name: str, *, mesh: bool = False, deployment: bool = False
+) -> TranslateSettings:
     """Translation settings for Gateways served by the local NGINX data plane;
-    `mesh`: Services in Istio-injected namespaces are reached over mesh mTLS."""
+    `mesh`: Services in Istio-injected namespaces are reached over mesh mTLS;
+    `deployment`: each Gateway's data plane is a Deployment (DEPLOYMENT_FEATURES)."""
     return TranslateSettings(
         controller_name=controller_name,
-        supported_features=LOCAL_FEATURES,
+        supported_features=DEPLOYMENT_FEATURES if deployment else LOCAL_FEATURES,
         protocols=frozenset({"HTTP", "HTTPS", "TLS", "TCP", "UDP"}),
         tls_modes=frozenset({"Passthrough", "Terminate"}),
         route_kinds=frozenset(
