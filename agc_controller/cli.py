@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -193,6 +194,16 @@ def _add_dataplane_options(parser: argparse.ArgumentParser) -> None:
         "dataplane.agc-controller.io/service-type says otherwise (env AGC_DATAPLANE_SERVICE_TYPE)",
     )
     parser.add_argument(
+        "--dataplane-static-addresses",
+        type=_networks,
+        # a string default goes through `type` too: a bad environment value is a usage error
+        default=_env("AGC_DATAPLANE_STATIC_ADDRESSES", ""),
+        metavar="CIDR[,CIDR...]",
+        help="deployment mode: the ranges a Gateway's spec.addresses may name; each address "
+        "becomes an external IP of its Service, for one Gateway at a time (default: none, "
+        "spec.addresses is refused) (env AGC_DATAPLANE_STATIC_ADDRESSES)",
+    )
+    parser.add_argument(
         "--dataplane-resources",
         type=_json_object,
         default=_json_object(_env("AGC_DATAPLANE_RESOURCES", "{}")),
@@ -204,6 +215,14 @@ def _add_dataplane_options(parser: argparse.ArgumentParser) -> None:
 def _names(text: str) -> tuple[str, ...]:
     """A comma-separated list of names ("" is none)."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of CIDRs ("" is none)."""
+    try:
+        return tuple(ipaddress.ip_network(cidr, strict=True) for cidr in _names(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -448,6 +467,7 @@ def _run(args: argparse.Namespace) -> int:
                     service_type=args.dataplane_service_type,
                     resources=args.dataplane_resources,
                     home_namespace=args.lease_namespace,
+                    static_addresses=args.dataplane_static_addresses,
                 ),
             ),
             health=health,

@@ -103,7 +103,10 @@ async def open_provider(
     objects) and `requeue` (it re-queues a Gateway when its data plane reports).
     """
     local_settings = local_translate_settings(
-        controller_name, mesh=local.mesh is not None, deployment=local.dataplane == "deployment"
+        controller_name,
+        mesh=local.mesh is not None,
+        deployment=local.dataplane == "deployment",
+        static_addresses=bool(local.deployment.static_addresses),
     )
     if local.mesh is not None:
         check_mesh(name, local.dataplane)

@@ -37,6 +37,7 @@ import attrs
 
 from agc_controller.core.errors import PermanentError
 from agc_controller.core.keys import ObjectKey
+from agc_controller.dataplane.addresses import requested_addresses
 from agc_controller.dataplane.config import (
     DIGEST_ANNOTATION,
     SHARDS,
@@ -132,6 +133,8 @@ class DataPlane:
     ports: tuple[tuple[int, str], ...]
     infrastructure_labels: tuple[tuple[str, str], ...] = ()
     infrastructure_annotations: tuple[tuple[str, str], ...] = ()
+    # the addresses the Gateway requested, the Service's spec.externalIPs (addresses.py)
+    external_ips: tuple[str, ...] = ()
 
     @classmethod
     def for_model(
@@ -160,6 +163,7 @@ class DataPlane:
             ),
             infrastructure_labels=model.infrastructure_labels,
             infrastructure_annotations=model.infrastructure_annotations,
+            external_ips=requested_addresses(model.addresses),
         )
 
     @property
@@ -225,24 +229,22 @@ class DataPlane:
         }
 
     def service(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": self._metadata(),
-            "spec": {
-                "type": self.service_type,
-                "selector": self.selector,
-                "ports": [
-                    {
-                        "name": f"{'udp' if transport == 'UDP' else 'port'}-{port}",
-                        "port": port,
-                        "targetPort": port,
-                        "protocol": transport,
-                    }
-                    for port, transport in self.ports
-                ],
-            },
+        spec: dict[str, Any] = {
+            "type": self.service_type,
+            "selector": self.selector,
+            "ports": [
+                {
+                    "name": f"{'udp' if transport == 'UDP' else 'port'}-{port}",
+                    "port": port,
+                    "targetPort": port,
+                    "protocol": transport,
+                }
+                for port, transport in self.ports
+            ],
         }
+        if self.external_ips:
+            spec["externalIPs"] = list(self.external_ips)
+        return {"apiVersion": "v1", "kind": "Service", "metadata": self._metadata(), "spec": spec}
 
     def deployment(self) -> dict[str, Any]:
         settings = self.settings

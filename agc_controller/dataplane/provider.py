@@ -6,7 +6,8 @@ static needs, and refuse early what no NGINX would take (`check_static`) →
 server-side apply the ServiceAccount, Role, RoleBinding, the shard Secrets
 that changed, the manifest Secret, the Service and Deployment (manifests.py),
 then delete the shards the manifest no longer lists (config.py says why in
-this order) → addresses from the Service → `Programmed` from the agents' report.
+this order) → addresses from the Service (the requested ones, its external IPs,
+if any: addresses.py) → `Programmed` from the agents' report.
 A shard too large for a Secret is refused before anything is written.
 
 Programmed means "the data plane runs this configuration": True only when an
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 from collections.abc import Callable, Collection
 from typing import Any
@@ -51,6 +53,7 @@ from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY, INGRESS_CLASS, SECRET, SERVICE, Resource
 from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.dataplane.addresses import address_problems, requested_addresses
 from agc_controller.dataplane.config import (
     SHARDS,
     Manifest,
@@ -246,12 +249,19 @@ class DeploymentProvider:
 
     async def apply(self, model: LoadBalancer) -> ApplyResult:
         key = model.gateway
-        if any(a.value for a in model.addresses):
+        wanted = requested_addresses(model.addresses)
+        if wanted and (
+            problems := address_problems(
+                key,
+                wanted,
+                ranges=self._settings.static_addresses,
+                holders=self._external_ip_holders(),
+            )
+        ):
             return ApplyResult(
                 programmed=False,
                 reason=c.R_ADDRESS_NOT_USABLE,
-                message="spec.addresses: the data-plane Service gets its addresses from the "
-                "cluster; requesting specific ones is not supported.",
+                message=f"spec.addresses: {'; '.join(problems)}.",
             )
         state = self._states.get(key)
         if state is None:
@@ -314,7 +324,11 @@ class DeploymentProvider:
         return await self._result(key, plane, config.version)
 
     async def _result(self, key: ObjectKey, plane: DataPlane, version: str) -> ApplyResult:
-        addresses = service_addresses(self._service(key))
+        addresses = (
+            tuple(GatewayAddress(type="IPAddress", value=ip) for ip in plane.external_ips)
+            if plane.external_ips and plane.ports
+            else service_addresses(self._service(key))
+        )
         if not addresses:
             return ApplyResult(
                 programmed=False,
@@ -457,6 +471,23 @@ class DeploymentProvider:
 
     def _service(self, key: ObjectKey) -> KubeObject | None:
         return self._stored(key, SERVICE)
+
+    def _external_ip_holders(self) -> dict[str, ObjectKey]:
+        """External IP → the Gateway whose data-plane Service has it: the informer's
+        Services, where this replica wrote one since, as it wrote it."""
+        services = {
+            (gateway, object_name(gateway)): service
+            for service in self._services.store.list()
+            if (gateway := gateway_of(service)) is not None
+        }
+        for (gateway, kind, name), applied in self._applied.items():
+            if kind == SERVICE.kind:
+                services[gateway, name] = applied.stored
+        return {
+            str(ipaddress.ip_address(ip)): gateway
+            for (gateway, _), service in services.items()
+            for ip in (service.get("spec") or {}).get("externalIPs") or []
+        }
 
     def _report(self, key: ObjectKey) -> Report | None:
         secret = self._stored(key, SECRET)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import attrs
@@ -40,3 +41,6 @@ class DataPlaneSettings:
     # the controller's namespace: the data planes of IngressClasses live there (their
     # Gateway exists only in translation)
     home_namespace: str = "default"
+    # the ranges a Gateway's spec.addresses may name (its Service's external IPs:
+    # addresses.py); none: spec.addresses is refused
+    static_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()

@@ -39,7 +39,10 @@ from devcluster.conformance.base import (
     GATEWAY_API_VERSION,
     GATEWAY_CLASS,
     GW,
+    IN_CLUSTER_STATIC_ADDRESSES,
+    IN_CLUSTER_USABLE_ADDRESS,
     REPO,
+    USABLE_ADDRESS,
     RunError,
     Teardown,
     say,
@@ -178,6 +181,8 @@ def start_node_agent(kubeconfig: Path, binaries: Path, run_dir: Path, teardown: 
 class StartedController:
     # the controller's --local-state-dir, where NGINX runs (None: in cluster)
     dataplane: Path | None
+    # an address a Gateway may request (GatewayStaticAddresses)
+    usable_address: str
     # our GatewayClass's status.supportedFeatures once it was Accepted
     claimed_features: frozenset[str]
 
@@ -209,7 +214,9 @@ def start_controller(kubeconfig: Path, run_dir: Path, teardown: Teardown) -> Sta
     _wait_http_ok(f"http://127.0.0.1:{health_port}/readyz", controller, "the controller")
     features = asyncio.run(_apply_gateway_class(kubeconfig, controller))
     say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(sorted(features))}")
-    return StartedController(dataplane=dataplane, claimed_features=features)
+    return StartedController(
+        dataplane=dataplane, usable_address=USABLE_ADDRESS, claimed_features=features
+    )
 
 
 # the chart's release, the namespace it goes to, and its values beyond our images:
@@ -222,6 +229,7 @@ _CHART_VALUES = {
     "replicas": "1",
     "dataplane.replicas": "1",
     "dataplane.serviceType": "ClusterIP",
+    "dataplane.staticAddresses": "{" + IN_CLUSTER_STATIC_ADDRESSES + "}",
     "gatewayClass.name": GATEWAY_CLASS,
 }
 
@@ -268,7 +276,9 @@ def start_in_cluster(
         )
     )
     say(f"GatewayClass {GATEWAY_CLASS} accepted; supportedFeatures: {', '.join(sorted(features))}")
-    return kubeconfig, StartedController(dataplane=None, claimed_features=features)
+    return kubeconfig, StartedController(
+        dataplane=None, usable_address=IN_CLUSTER_USABLE_ADDRESS, claimed_features=features
+    )
 
 
 def _save_controller_log(cluster: RealCluster, run_dir: Path) -> None:

@@ -63,7 +63,6 @@ from devcluster.conformance.base import (
     PROFILES,
     REPORT,
     UNUSABLE_ADDRESS,
-    USABLE_ADDRESS,
     Interrupted,
     RunError,
     Teardown,
@@ -251,15 +250,13 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         f"-version={__version__}",
         f"-contact={IMPLEMENTATION['contact']}",
         f"-agc-dump-dir={run_dir / 'failures'}",
+        f"-usable-address={controller.usable_address}",
+        f"-unusable-address={UNUSABLE_ADDRESS}",
     ]  # fmt: skip
     if controller.dataplane is None:
         argv.append("-mode=in-cluster")
     else:
-        argv += [
-            f"-agc-dataplane-dir={controller.dataplane}",
-            f"-usable-address={USABLE_ADDRESS}",
-            f"-unusable-address={UNUSABLE_ADDRESS}",
-        ]
+        argv.append(f"-agc-dataplane-dir={controller.dataplane}")
     if args.run_test:
         argv.append(f"-run-test={args.run_test}")
     if args.keep:

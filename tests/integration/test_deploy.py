@@ -49,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "chart" / "agc-controller"
 # the chart's default Lease name
 LEASE = "agc-controller"
+# the chart's dataplane.staticAddresses in these tests: nothing routes to them
+STATIC_ADDRESSES = "10.217.3.0/24"
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +137,7 @@ def install(
                 "ingressClass.name": f"agc-{suffix}",
                 "ingressController": f"agc-controller.io/test-ingress-{suffix}",
                 "dataplane.imagePullSecrets": "{registry-a,registry-b}",
+                "dataplane.staticAddresses": "{" + STATIC_ADDRESSES + "}",
             },
         ),
         namespace=namespace,
@@ -835,6 +838,67 @@ async def test_deployment_mode_provisions_each_gateway_its_data_plane(
     controller.process.wait()
     await env.custom.delete_namespaced_custom_object(GW, "v1", env.namespace, "gateways", "gw")
     await eventually(lambda: gone("gw"), within=60)
+
+
+@pytest.mark.parametrize("provider", ["local"])
+async def test_deployment_mode_gives_a_requested_address_in_range_to_one_gateway(
+    kube: client.ApiClient, install: Install, env: Env, start_controller: Any
+) -> None:
+    """spec.addresses in the chart's dataplane.staticAddresses become external IPs of
+    the Gateway's Service and its status.addresses; one outside them, or held by
+    another Gateway, leaves it unprogrammed (AddressNotUsable), saying why."""
+    start_controller("addresses")
+    await env.service()
+    for gateway in ("gw", "other"):
+        await env.gateway(gateway)
+
+    async def programmed(gateway: str) -> dict[str, Any]:
+        """The Programmed condition, {} until it is the current generation's."""
+        obj = await env.get("gateways", gateway)
+        found = condition((obj.get("status") or {}).get("conditions"), "Programmed")
+        current = found.get("observedGeneration") == obj["metadata"]["generation"]
+        return found if current else {}
+
+    async def settled(gateway: str) -> bool:
+        return bool(await programmed(gateway))
+
+    async def external_ips(gateway: str) -> list[str]:
+        service = await get_object(kube, "Service", env.namespace, f"agc-{gateway}")
+        return list((service or {}).get("spec", {}).get("externalIPs") or [])
+
+    async def request(gateway: str, *values: str) -> dict[str, Any]:
+        await env.patch(
+            "gateways",
+            gateway,
+            {"spec": {"addresses": [{"type": "IPAddress", "value": v} for v in values]}},
+        )
+        await eventually(lambda: settled(gateway))
+        return await programmed(gateway)
+
+    outside = await request("gw", "192.0.2.10")
+    assert outside["reason"] == "AddressNotUsable"
+    assert (
+        f"192.0.2.10 is outside the ranges this controller assigns ({STATIC_ADDRESSES})"
+        in (outside["message"])
+    )
+    inside = await request("gw", "10.217.3.7")
+    assert inside["reason"] == "Pending"  # no agent runs here
+    assert await external_ips("gw") == ["10.217.3.7"]
+    status = (await env.get("gateways", "gw"))["status"]
+    assert status["addresses"] == [{"type": "IPAddress", "value": "10.217.3.7"}]
+
+    taken = await request("other", "10.217.3.7", "10.217.3.8")
+    assert taken["reason"] == "AddressNotUsable"
+    assert "10.217.3.7 is in use by Gateway" in taken["message"]
+    assert await external_ips("other") == []
+
+    # given up, the address is the cluster's again
+    await env.patch("gateways", "gw", {"spec": {"addresses": None}})
+    await eventually(lambda: settled("gw"))
+    assert await external_ips("gw") == []
+    service = await get_object(kube, "Service", env.namespace, "agc-gw")
+    status = (await env.get("gateways", "gw"))["status"]
+    assert status["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
 
 
 @pytest.mark.parametrize("provider", ["local"])

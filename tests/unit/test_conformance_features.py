@@ -35,15 +35,19 @@ def test_the_pinned_features_are_the_local_providers(
         f"only pinned {sorted(pinned - features)}, "
         f"only claimed {sorted(features - pinned)}"
     )
-    settings = local_translate_settings("example.com/gateway-controller", deployment=deployment)
+    settings = local_translate_settings(
+        "example.com/gateway-controller", deployment=deployment, static_addresses=True
+    )
     assert settings.supported_features == features
 
 
-def test_the_data_planes_differ_in_static_addresses_and_infrastructure() -> None:
+def test_a_deployment_claims_infrastructure_and_static_addresses_only_with_ranges() -> None:
     process = read_pinned_features(SUPPORTED_FEATURES, "process")
     deployment = read_pinned_features(SUPPORTED_FEATURES, "deployment")
-    assert process - deployment == {"GatewayStaticAddresses"}
     assert deployment - process == {"GatewayInfrastructurePropagation"}
+    assert process <= deployment
+    without_ranges = local_translate_settings("example.com/gateway-controller", deployment=True)
+    assert deployment - without_ranges.supported_features == {"GatewayStaticAddresses"}
 
 
 def test_the_standard_channel_claims_no_experimental_field() -> None:

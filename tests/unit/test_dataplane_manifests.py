@@ -1,12 +1,15 @@
-"""The in-cluster data plane's Service: one port per listener port and transport."""
+"""The in-cluster data plane's Service: one port per listener port and transport, and the
+requested addresses as external IPs."""
 
 from __future__ import annotations
+
+import attrs
 
 from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.manifests import DataPlane, Owner, object_name
 from agc_controller.dataplane.settings import DataPlaneSettings
 from agc_controller.translate.ingress import SERVED_NAMESPACE
-from agc_controller.translate.model import Frontend, LoadBalancer
+from agc_controller.translate.model import Frontend, LoadBalancer, RequestedAddress
 
 
 def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number() -> None:
@@ -36,6 +39,23 @@ def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number(
         ("port-5353", 5353, 5353, "TCP"),
         ("udp-5353", 5353, 5353, "UDP"),
     ]
+    assert "externalIPs" not in plane.service()["spec"]
+    requested = attrs.evolve(
+        model,
+        addresses=(
+            RequestedAddress("IPAddress", "203.0.113.7"),
+            RequestedAddress("IPAddress", ""),
+        ),
+    )
+    with_addresses = DataPlane.for_model(
+        requested,
+        namespace="default",
+        owner=Owner(api_version="gateway.networking.k8s.io/v1", kind="Gateway", name="gw", uid="u"),
+        controller_name="c",
+        settings=DataPlaneSettings(image="i"),
+    )
+    # a requested address is an external IP; an entry without a value asks for nothing
+    assert with_addresses.service()["spec"]["externalIPs"] == ["203.0.113.7"]
 
 
 def test_object_names_are_labels_and_an_ingress_class_s_differ_from_a_gateway_s() -> None:

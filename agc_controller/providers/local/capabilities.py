@@ -61,13 +61,12 @@ LOCAL_FEATURES = CORE_FEATURES | frozenset(
 )
 
 
-# The data-plane Deployment per Gateway (--local-dataplane deployment) differs in
-# two: its Service gets its addresses from the cluster, so spec.addresses is
-# refused (AddressNotUsable) rather than bound, and it is made of Kubernetes
-# objects, which carry spec.infrastructure's labels and annotations.
-DEPLOYMENT_FEATURES = (LOCAL_FEATURES - {"GatewayStaticAddresses"}) | {
-    "GatewayInfrastructurePropagation"
-}
+# The data-plane Deployment per Gateway (--local-dataplane deployment) is made of
+# Kubernetes objects, which carry spec.infrastructure's labels and annotations.
+# Its spec.addresses are its Service's external IPs, from ranges an administrator
+# allows (dataplane/addresses.py): with none allowed, it cannot claim
+# GatewayStaticAddresses.
+DEPLOYMENT_FEATURES = LOCAL_FEATURES | {"GatewayInfrastructurePropagation"}
 
 # NGINX checks an upstream certificate against the name it sends as SNI, and
 # only that: it cannot check other subjectAltNames. Retries on status codes are
@@ -82,14 +81,24 @@ LOCAL_CAPABILITIES = Capabilities(
 
 
 def local_translate_settings(
-    controller_name: str, *, mesh: bool = False, deployment: bool = False
+    controller_name: str,
+    *,
+    mesh: bool = False,
+    deployment: bool = False,
+    static_addresses: bool = False,
 ) -> TranslateSettings:
     """Translation settings for Gateways served by the local NGINX data plane;
     `mesh`: Services in Istio-injected namespaces are reached over mesh mTLS;
-    `deployment`: each Gateway's data plane is a Deployment (DEPLOYMENT_FEATURES)."""
+    `deployment`: each Gateway's data plane is a Deployment (DEPLOYMENT_FEATURES),
+    which serves spec.addresses only with `static_addresses` (ranges allowed)."""
+    features = LOCAL_FEATURES
+    if deployment:
+        features = DEPLOYMENT_FEATURES
+        if not static_addresses:
+            features -= {"GatewayStaticAddresses"}
     return TranslateSettings(
         controller_name=controller_name,
-        supported_features=DEPLOYMENT_FEATURES if deployment else LOCAL_FEATURES,
+        supported_features=features,
         protocols=frozenset({"HTTP", "HTTPS", "TLS", "TCP", "UDP"}),
         tls_modes=frozenset({"Passthrough", "Terminate"}),
         route_kinds=frozenset(
