@@ -62,6 +62,10 @@ BRIDGE = "agcnode0"
 # the node agent's 10.214.0.0/16 and its tests' 10.215.x.0/24
 NODE_ADDRESS = "10.216.0.1"
 POD_SUBNET = "10.216.0.0/24"
+# Addresses a Gateway on the node may request (the chart's dataplane.staticAddresses in
+# the tests): its Service's external IPs, which kube-proxy takes on this host; routed
+# to the bridge, so that nothing sent to one of them ever leaves the host
+STATIC_SUBNET = "10.216.1.0/24"
 CNI_PLUGINS = Path("/usr/lib/cni")
 _IPTABLES_TABLES = ("filter", "nat", "mangle")
 _STOP_GRACE_SECONDS = 10.0
@@ -150,6 +154,7 @@ class Node:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
         _run("ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
+        _run("ip", "route", "add", STATIC_SUBNET, "dev", BRIDGE)
         self._spawn(
             "containerd",
             [str(self.binaries.path("containerd")), "--config", str(self._containerd_config())],

@@ -34,9 +34,7 @@ GW = "gateway.networking.k8s.io"
 USABLE_ADDRESS = "127.78.0.1"
 UNUSABLE_ADDRESS = "192.0.2.10"  # TEST-NET-1 (RFC 5737)
 # In cluster, a requested address becomes an external IP of the Gateway's Service
-# when it is in the chart's dataplane.staticAddresses; nothing is sent to it (kube-proxy
-# would take it on this host). Outside both the pod subnet and the Service range.
-IN_CLUSTER_STATIC_ADDRESSES = "10.216.1.0/24"
+# when it is in the chart's dataplane.staticAddresses: the node's STATIC_SUBNET
 IN_CLUSTER_USABLE_ADDRESS = "10.216.1.1"
 # what main() undoes on exit, in reverse order: (what, how)
 Teardown = list[tuple[str, Callable[[], None]]]

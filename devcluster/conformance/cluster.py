@@ -39,7 +39,6 @@ from devcluster.conformance.base import (
     GATEWAY_API_VERSION,
     GATEWAY_CLASS,
     GW,
-    IN_CLUSTER_STATIC_ADDRESSES,
     IN_CLUSTER_USABLE_ADDRESS,
     REPO,
     USABLE_ADDRESS,
@@ -50,7 +49,7 @@ from devcluster.conformance.base import (
 from devcluster.conformance.processes import Child, stop_nginx
 from devcluster.conformance.rundirs import keep_dataplane
 from devcluster.controlplane import free_port, tail
-from devcluster.node import NodeBinaries
+from devcluster.node import STATIC_SUBNET, NodeBinaries
 
 # measured on 2 cores: node registered ~2 s, controller ready ~3 s, GatewayClass ~1 s
 _START_TIMEOUT = 90.0
@@ -229,7 +228,7 @@ _CHART_VALUES = {
     "replicas": "1",
     "dataplane.replicas": "1",
     "dataplane.serviceType": "ClusterIP",
-    "dataplane.staticAddresses": "{" + IN_CLUSTER_STATIC_ADDRESSES + "}",
+    "dataplane.staticAddresses": "{" + STATIC_SUBNET + "}",
     "gatewayClass.name": GATEWAY_CLASS,
 }
 

@@ -15,6 +15,7 @@ What a user gets from `helm install` and `kubectl apply`, with nothing in betwee
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import time
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from devcluster.cluster import CHART, helm, image_values, install_chart
+from devcluster.node import STATIC_SUBNET
 from tests.cluster.conftest import Cluster
 from tests.e2e.load import Load
 
@@ -90,6 +92,7 @@ def release(cluster: Cluster) -> Cluster:
             **image_values(cluster.images.values()),
             # no load balancer here: the host reaches the Service at its ClusterIP
             "dataplane.serviceType": "ClusterIP",
+            "dataplane.staticAddresses": "{" + STATIC_SUBNET + "}",
         },
     )
     cluster.kubectl("apply", "-f", "-", manifest=_demo(cluster.images["agc-controller"]))
@@ -513,3 +516,36 @@ def test_a_gateways_infrastructure_labels_and_annotations_reach_its_data_plane(
     release.kubectl("apply", "-f", "-", manifest=_infra_gateway(*second))
     _until_carried(release, *second)
     release.kubectl("delete", "gateway", "-n", APP, "infra")
+
+
+def _addresses(cluster: Cluster) -> list[str]:
+    """The Gateway's status.addresses once it is Programmed."""
+    gateway = cluster.get("gateway", "-n", APP, "gw")
+    if condition(gateway, "Programmed") != "True":
+        return []
+    return [a["value"] for a in gateway.get("status", {}).get("addresses", [])]
+
+
+def test_a_requested_address_becomes_the_gateways_and_serves_through_kube_proxy(
+    release: Cluster,
+) -> None:
+    """spec.addresses in the chart's dataplane.staticAddresses: the Service's external
+    IP, which kube-proxy on the node forwards to the data-plane pods; given up, the
+    Gateway's address is its cluster IP again."""
+    cluster_ip = _serving(release, "/")
+    address = str(ipaddress.ip_network(STATIC_SUBNET).network_address + 5)
+    patch = {"spec": {"addresses": [{"type": "IPAddress", "value": address}]}}
+    release.kubectl("patch", "gateway", "-n", APP, "gw", "--type=merge", "-p", json.dumps(patch))
+    try:
+        wait_for(
+            f"{address} as the Gateway's address",
+            lambda: True if _addresses(release) == [address] else None,
+        )
+        service = release.get("service", "-n", APP, "agc-gw")
+        assert service["spec"]["externalIPs"] == [address]
+        wait_for(f"{address} serving", lambda: _serves(address, "/", 200))
+    finally:
+        release.kubectl("patch", "gateway", "-n", APP, "gw", "--type=merge", "-p",
+                        json.dumps({"spec": {"addresses": None}}))  # fmt: skip
+    wait_for("the cluster IP back", lambda: True if _addresses(release) == [cluster_ip] else None)
+    assert "externalIPs" not in release.get("service", "-n", APP, "agc-gw")["spec"]
