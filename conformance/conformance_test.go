@@ -10,7 +10,8 @@
 // the suite's cleanup would delete: the Gateway API objects with their
 // statuses, the Services and EndpointSlices they point at (all of which feed
 // `agc-controller translate` as they are) and, with -agc-dataplane-dir, each
-// Gateway's generated NGINX config and error log.
+// Gateway's generated NGINX config and error log, or, with -agc-dataplane-pods
+// (in cluster), the log of every data-plane pod.
 //
 // hack/conformance.py starts the cluster, the node agent and the controller,
 // then runs this test binary; see README.md.
@@ -27,8 +28,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientset "k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -38,8 +42,18 @@ import (
 )
 
 var (
-	dumpDir      = flag.String("agc-dump-dir", "", "write the cluster state of each failed test here")
-	dataplaneDir = flag.String("agc-dataplane-dir", "", "the controller's --local-state-dir; failed tests copy each Gateway's nginx.conf from it")
+	dumpDir       = flag.String("agc-dump-dir", "", "write the cluster state of each failed test here")
+	dataplaneDir  = flag.String("agc-dataplane-dir", "", "the controller's --local-state-dir; failed tests copy each Gateway's nginx.conf from it")
+	dataplanePods = flag.Bool("agc-dataplane-pods", false, "in cluster: failed tests save the log of every data-plane pod")
+)
+
+// The container of a data-plane pod (agc_controller/dataplane/manifests.py) and
+// the label every data-plane pod carries.
+const (
+	dataplaneContainer = "dataplane"
+	dataplaneSelector  = "app.kubernetes.io/name=agc-dataplane"
+	// the last lines of each pod's log a dump keeps
+	dataplaneLogLines = 2000
 )
 
 // What a failed test's dump holds: enough to replay the translation offline.
@@ -82,7 +96,7 @@ func dumpOnFailure(test *suite.ConformanceTest, c client.Client) {
 			if !t.Failed() {
 				return
 			}
-			if path, err := dumpState(c, name); err != nil {
+			if path, err := dumpState(c, s.Clientset, name); err != nil {
 				t.Logf("agc: could not dump the cluster state: %v", err)
 			} else {
 				t.Logf("agc: cluster state at the failure: %s", path)
@@ -92,7 +106,7 @@ func dumpOnFailure(test *suite.ConformanceTest, c client.Client) {
 	}
 }
 
-func dumpState(c client.Client, test string) (string, error) {
+func dumpState(c client.Client, cs clientset.Interface, test string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := filepath.Join(*dumpDir, test)
@@ -129,7 +143,41 @@ func dumpState(c client.Client, test string) (string, error) {
 			return "", err
 		}
 	}
+	if *dataplanePods {
+		if err := savePodLogs(ctx, cs, dir); err != nil {
+			return "", err
+		}
+	}
 	return dir, nil
+}
+
+// savePodLogs writes the log of each data-plane pod to
+// <dir>/dataplane/<namespace>_<pod>.log (its last dataplaneLogLines lines).
+func savePodLogs(ctx context.Context, cs clientset.Interface, dir string) error {
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: dataplaneSelector})
+	if err != nil {
+		return err
+	}
+	if len(pods.Items) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "dataplane"), 0o755); err != nil {
+		return err
+	}
+	lines := int64(dataplaneLogLines)
+	for _, pod := range pods.Items {
+		options := &corev1.PodLogOptions{Container: dataplaneContainer, TailLines: &lines}
+		data, err := cs.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, options).DoRaw(ctx)
+		if err != nil {
+			// a pod not started yet, or gone meanwhile: say so in its place
+			data = []byte(fmt.Sprintf("agc: no log: %v\n", err))
+		}
+		path := filepath.Join(dir, "dataplane", pod.Namespace+"_"+pod.Name+".log")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // The control plane's own objects say nothing about a Gateway.

@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace, run_dir: Path, teardown: Teardown) -> int:
         f"-unusable-address={UNUSABLE_ADDRESS}",
     ]  # fmt: skip
     if controller.dataplane is None:
-        argv.append("-mode=in-cluster")
+        argv += ["-mode=in-cluster", "-agc-dataplane-pods"]
     else:
         argv.append(f"-agc-dataplane-dir={controller.dataplane}")
     if args.run_test:
