@@ -9,7 +9,9 @@ only addresses inside the ranges its administrator allows
 (`--dataplane-static-addresses`, the chart's `dataplane.staticAddresses`;
 none by default), each to one Gateway at a time. Every requested address
 must be usable, or the Gateway is not programmed (AddressNotUsable); an entry
-without a value asks for nothing more than the cluster's address.
+without a value asks for nothing more than the cluster's address. A Gateway
+refused an address another one holds is tried again when a data-plane Service's
+external IPs change (provider.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ def requested_addresses(requested: Iterable[RequestedAddress]) -> tuple[str, ...
     return tuple(dict.fromkeys(r.value for r in requested if r.value))
 
 
+def held_elsewhere(
+    gateway: ObjectKey, wanted: Iterable[str], holders: Mapping[str, ObjectKey]
+) -> bool:
+    """Whether another Gateway holds one of `wanted` (which may free it later)."""
+    return any(
+        holders.get(str(ip), gateway) != gateway
+        for value in wanted
+        if (ip := _ip(value)) is not None
+    )
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
 def address_problems(
     gateway: ObjectKey,
     wanted: Iterable[str],
@@ -39,9 +59,8 @@ def address_problems(
     another Gateway (`holders`: external IP → the Gateway whose Service has it)."""
     problems = []
     for value in wanted:
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
+        ip = _ip(value)
+        if ip is None:
             problems.append(f"{value!r} is not an IP address")
             continue
         if not any(ip in network for network in ranges):

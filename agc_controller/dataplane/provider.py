@@ -53,7 +53,11 @@ from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY, INGRESS_CLASS, SECRET, SERVICE, Resource
 from agc_controller.core.status import ApplyResult, GatewayAddress
-from agc_controller.dataplane.addresses import address_problems, requested_addresses
+from agc_controller.dataplane.addresses import (
+    address_problems,
+    held_elsewhere,
+    requested_addresses,
+)
 from agc_controller.dataplane.config import (
     SHARDS,
     Manifest,
@@ -131,7 +135,13 @@ def service_addresses(service: KubeObject | None) -> tuple[GatewayAddress, ...]:
 
 
 def _service_signature(obj: KubeObject) -> Any:
-    return ((obj.get("spec") or {}).get("clusterIP"), (obj.get("status") or {}).get("loadBalancer"))
+    spec = obj.get("spec") or {}
+    # external IPs: another Gateway may be waiting for one this Service gives up
+    return (
+        spec.get("clusterIP"),
+        spec.get("externalIPs"),
+        (obj.get("status") or {}).get("loadBalancer"),
+    )
 
 
 def _report_signature(obj: KubeObject) -> Any:
@@ -208,6 +218,9 @@ class DeploymentProvider:
         self._applied: dict[_Record, _Applied] = {}
         # Gateway -> set when its Secret's report may have changed (one reconcile waits per key)
         self._waiters: dict[ObjectKey, asyncio.Event] = {}
+        # Gateways refused an address another Gateway's Service holds: re-queued when
+        # a data-plane Service's external IPs change or it goes
+        self._waiting_for_addresses: set[ObjectKey] = set()
 
     def _informer(
         self,
@@ -250,14 +263,15 @@ class DeploymentProvider:
     async def apply(self, model: LoadBalancer) -> ApplyResult:
         key = model.gateway
         wanted = requested_addresses(model.addresses)
-        if wanted and (
-            problems := address_problems(
-                key,
-                wanted,
-                ranges=self._settings.static_addresses,
-                holders=self._external_ip_holders(),
-            )
-        ):
+        holders = self._external_ip_holders() if wanted else {}
+        problems = address_problems(
+            key, wanted, ranges=self._settings.static_addresses, holders=holders
+        )
+        if held_elsewhere(key, wanted, holders):
+            self._waiting_for_addresses.add(key)
+        else:
+            self._waiting_for_addresses.discard(key)
+        if problems:
             return ApplyResult(
                 programmed=False,
                 reason=c.R_ADDRESS_NOT_USABLE,
@@ -396,6 +410,7 @@ class DeploymentProvider:
         """Remove the data plane of a Gateway that is no longer ours (a deleted Gateway's
         objects go with it through their owner references anyway)."""
         self._states.pop(gateway, None)
+        self._waiting_for_addresses.discard(gateway)
         name = object_name(gateway)
         managed = self._secrets.store.get(
             namespaced_name(self._home(gateway), name)
@@ -515,6 +530,9 @@ class DeploymentProvider:
         key = gateway_of(obj)
         if key is None:
             return
+        if kind == SERVICE.kind:
+            for waiting in self._waiting_for_addresses - {key}:
+                self._requeue(_work_key(waiting))
         name = obj["metadata"]["name"]
         if name != object_name(key):
             # a shard: what it holds decides nothing in the status; a deleted one is

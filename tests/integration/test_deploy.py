@@ -846,7 +846,8 @@ async def test_deployment_mode_gives_a_requested_address_in_range_to_one_gateway
 ) -> None:
     """spec.addresses in the chart's dataplane.staticAddresses become external IPs of
     the Gateway's Service and its status.addresses; one outside them, or held by
-    another Gateway, leaves it unprogrammed (AddressNotUsable), saying why."""
+    another Gateway, leaves it unprogrammed (AddressNotUsable), saying why, until
+    the other Gateway gives it up."""
     start_controller("addresses")
     await env.service()
     for gateway in ("gw", "other"):
@@ -892,13 +893,20 @@ async def test_deployment_mode_gives_a_requested_address_in_range_to_one_gateway
     assert "10.217.3.7 is in use by Gateway" in taken["message"]
     assert await external_ips("other") == []
 
-    # given up, the address is the cluster's again
+    # given up, the address is the cluster's again, and the Gateway that waited for
+    # it gets it without a change of its own
     await env.patch("gateways", "gw", {"spec": {"addresses": None}})
     await eventually(lambda: settled("gw"))
     assert await external_ips("gw") == []
     service = await get_object(kube, "Service", env.namespace, "agc-gw")
     status = (await env.get("gateways", "gw"))["status"]
     assert status["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
+
+    async def other_served() -> bool:
+        return (await programmed("other")).get("reason") == "Pending"
+
+    await eventually(other_served)
+    assert await external_ips("other") == ["10.217.3.7", "10.217.3.8"]
 
 
 @pytest.mark.parametrize("provider", ["local"])

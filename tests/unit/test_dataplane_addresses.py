@@ -6,7 +6,11 @@ from __future__ import annotations
 import ipaddress
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.dataplane.addresses import address_problems, requested_addresses
+from agc_controller.dataplane.addresses import (
+    address_problems,
+    held_elsewhere,
+    requested_addresses,
+)
 from agc_controller.translate.model import RequestedAddress
 
 GW = ObjectKey("Gateway", "apps", "gw")
@@ -51,3 +55,10 @@ def test_without_ranges_every_address_is_refused_saying_how_to_allow_one() -> No
     (problem,) = address_problems(GW, ["203.0.113.1"], ranges=(), holders={})
     assert problem.startswith("203.0.113.1 cannot be assigned: this controller assigns no")
     assert "--dataplane-static-addresses" in problem
+
+
+def test_an_address_another_gateway_holds_is_waited_for_and_no_other_problem_is() -> None:
+    holders = {"203.0.113.9": OTHER, "203.0.113.1": GW}
+    assert held_elsewhere(GW, ["203.0.113.1", "203.0.113.9"], holders)
+    # ours, free, outside the ranges or not an address: nothing to wait for
+    assert not held_elsewhere(GW, ["203.0.113.1", "203.0.113.2", "192.0.2.1", "x"], holders)
