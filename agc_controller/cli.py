@@ -588,7 +588,7 @@ async def run_controller(
         # the provider starts watching before the controller exists; the controller's
         # first pass covers what it saw until then
         if controller is not None:
-            controller.queue.add(key)
+            controller.requeue_data_plane(key)
 
     async with (
         api,

@@ -33,7 +33,13 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from agc_controller.controller.cache import Cache
 from agc_controller.controller.jwks import JwksFetcher
-from agc_controller.controller.mapper import Mapper, class_key, gateway_key, ingress_class_key
+from agc_controller.controller.mapper import (
+    Mapper,
+    class_key,
+    data_plane_key,
+    gateway_key,
+    ingress_class_key,
+)
 from agc_controller.controller.worker import Reconciler, run_worker
 from agc_controller.core import resources as r
 from agc_controller.core.clock import Clock, SystemClock
@@ -392,6 +398,11 @@ class Controller:
 
     def _cached_objects(self) -> int:
         return sum(len(store) for store in self._cache.stores.values()) if self._cache else 0
+
+    def requeue_data_plane(self, gateway: ObjectKey) -> None:
+        """Reconcile again the data plane of a provider's Gateway `gateway` (a
+        provider's callback: a report arrived, an address was let go...)."""
+        self.queue.add(data_plane_key(gateway))
 
     def _enqueue_everything(self, cache: Cache) -> set[ObjectKey]:
         keys = {

@@ -19,6 +19,7 @@ from agc_controller.controller.changes import changes_translation
 from agc_controller.core import resources as r
 from agc_controller.core.keys import ObjectKey, namespaced_name, object_key
 from agc_controller.informers import KubeObject
+from agc_controller.translate.ingress import SERVED_NAMESPACE
 
 Enqueue = Callable[[ObjectKey], None]
 
@@ -35,6 +36,16 @@ def class_key(name: str) -> ObjectKey:
 def ingress_class_key(name: str) -> ObjectKey:
     """The work key of IngressClass `name`: its Ingresses, translated together."""
     return ObjectKey(r.INGRESS_CLASS.kind, "", name)
+
+
+def data_plane_key(gateway: ObjectKey) -> ObjectKey:
+    """The work key that programs the data plane of a provider's Gateway `gateway`:
+    its own, or for the Gateway an IngressClass's Ingresses are served as, the
+    IngressClass's (no Gateway object of that key exists: reconciling it would
+    delete the data plane)."""
+    if gateway.namespace == SERVED_NAMESPACE:
+        return ingress_class_key(gateway.name)
+    return gateway
 
 
 @attrs.frozen

@@ -532,14 +532,14 @@ class DeploymentProvider:
             return
         if kind == SERVICE.kind:
             for waiting in self._waiting_for_addresses - {key}:
-                self._requeue(_work_key(waiting))
+                self._requeue(waiting)
         name = obj["metadata"]["name"]
         if name != object_name(key):
             # a shard: what it holds decides nothing in the status; a deleted one is
             # written again at the next reconcile, unless this replica deleted it
             # itself (then it left no record)
             if gone and self._applied.pop((key, kind, name), None) is not None:
-                self._requeue(_work_key(key))
+                self._requeue(key)
             return
         if gone:
             # recreate it (and the objects no informer watches) at the next reconcile
@@ -549,7 +549,7 @@ class DeploymentProvider:
         event = self._waiters.get(key)
         if event is not None:
             event.set()
-        self._requeue(_work_key(key))
+        self._requeue(key)
 
     def _home(self, key: ObjectKey) -> str:
         """The namespace `key`'s data plane lives in: the Gateway's, or for the Gateway
@@ -592,12 +592,6 @@ class DeploymentProvider:
                 raise _NotFound from e
             raise
         return result
-
-
-def _work_key(gateway: ObjectKey) -> ObjectKey:
-    """The controller's work key for `gateway`'s data plane: the Gateway's, or the
-    IngressClass's for the Gateway its Ingresses are served as."""
-    return ObjectKey(INGRESS_CLASS.kind, "", gateway.name) if serves_ingress(gateway) else gateway
 
 
 class _NotFound(Exception):

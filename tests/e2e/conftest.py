@@ -312,7 +312,7 @@ async def running_controller(
         ),
         provider=provider,
     )
-    provider.requeue = controller.queue.add
+    provider.requeue = controller.requeue_data_plane
     stop = asyncio.Event()
     task = asyncio.create_task(controller.run(stop))
     meshed = mesh(api, provider) if mesh else None

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from agc_controller.controller.cache import Cache
-from agc_controller.controller.mapper import Mapper
+from agc_controller.controller.mapper import Mapper, data_plane_key
 from agc_controller.core.keys import ObjectKey
 from agc_controller.informers import Store
+from agc_controller.translate.ingress import ingress_gateway_key
 
 GATEWAY = ObjectKey("Gateway", "ns", "gw")
 
@@ -95,3 +96,11 @@ def test_adds_and_deletes_always_enqueue(setup: tuple[Mapper, list[ObjectKey], C
     mapper.handler("HTTPRoute").on_add(_route())
     mapper.handler("HTTPRoute").on_delete(_route())
     assert enqueued == [GATEWAY, GATEWAY]
+
+
+def test_a_providers_gateway_is_reconciled_by_its_own_key_or_its_ingress_class() -> None:
+    """A provider re-queues the Gateway it programs; the one an IngressClass's
+    Ingresses are served as exists in translation only, and its IngressClass's key
+    programs it (reconciling a Gateway key that names no Gateway deletes its data plane)."""
+    assert data_plane_key(GATEWAY) == GATEWAY
+    assert data_plane_key(ingress_gateway_key("agc")) == ObjectKey("IngressClass", "", "agc")

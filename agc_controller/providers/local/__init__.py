@@ -108,6 +108,8 @@ class LocalProvider:
             address = self.allocator.address_for(key, model.addresses)
         except AddressProblem as e:
             return ApplyResult(programmed=False, reason=e.reason, message=str(e))
+        finally:
+            self._retry_waiting_for_addresses()
         parts = self._states.get(key)
         if parts is None:
             parts = self._states[key] = StateParts(port_offset=self.port_offset)
@@ -202,6 +204,12 @@ class LocalProvider:
         if instance is not None:
             await instance.stop()
         self.allocator.release(gateway)
+        self._retry_waiting_for_addresses()
+
+    def _retry_waiting_for_addresses(self) -> None:
+        """Gateways refused an address another one held, once one was let go."""
+        for waiting in self.allocator.to_retry():
+            self.requeue(waiting)
 
     async def close(self) -> None:
         if self.stop_on_close:
