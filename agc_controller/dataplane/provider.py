@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -318,7 +319,9 @@ class DeploymentProvider:
                 # a Service needs a port: none while the Gateway has no listener to expose
                 await self._delete(key, SERVICE)
         except ApiException as e:
-            if e.status in (400, 422):
+            # refused as they are: invalid, or forbidden by an admission check (e.g.
+            # DenyServiceExternalIPs) rather than by the controller's RBAC
+            if e.status in (400, 422) or (e.status == 403 and not _denied_by_rbac(e)):
                 return ApplyResult(
                     programmed=False,
                     reason=c.R_INVALID,
@@ -458,7 +461,7 @@ class DeploymentProvider:
                 self._api, manifest, plural=resource.plural, field_manager=FIELD_MANAGER
             )
         except ApiException as e:
-            if e.status == 403:
+            if e.status == 403 and _denied_by_rbac(e):
                 log.error(
                     "permission_denied",
                     verb="patch",
@@ -600,6 +603,17 @@ class _NotFound(Exception):
 
 def _digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+# how the authorizer words a refusal: '... is forbidden: User "..." cannot patch
+# resource "services" in API group ""...'
+_RBAC_DENIAL = re.compile(r"\bcannot \w+ resource\b")
+
+
+def _denied_by_rbac(error: ApiException) -> bool:
+    """Whether a 403 is the authorizer's, not an admission plugin's or policy's
+    refusal of the object itself."""
+    return _RBAC_DENIAL.search(_api_message(error)) is not None
 
 
 def _api_message(error: ApiException) -> str:

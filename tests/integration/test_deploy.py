@@ -910,6 +910,93 @@ async def test_deployment_mode_gives_a_requested_address_in_range_to_one_gateway
 
 
 @pytest.mark.parametrize("provider", ["local"])
+async def test_external_ips_refused_by_admission_leave_the_gateway_invalid_saying_why(
+    kube: client.ApiClient, install: Install, env: Env, start_controller: Any
+) -> None:
+    """A cluster that forbids external IPs (DenyServiceExternalIPs; here a
+    ValidatingAdmissionPolicy answering 403 the same way): the Gateway is Invalid
+    with the apiserver's message, not taken for missing RBAC."""
+    admission = client.AdmissionregistrationV1Api(kube)
+    name = f"deny-external-ips-{install.release}"
+    await admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["services"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.spec.externalIPs)",
+                        "message": "use of external IPs is denied by admission control",
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        }
+    )
+    await admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": env.namespace}
+                    }
+                },
+            },
+        }
+    )
+    try:
+        await eventually(lambda: _external_ips_forbidden(kube, env.namespace))
+        controller = start_controller("admission")
+        await env.service()
+        await env.gateway("gw")
+        await env.patch(
+            "gateways",
+            "gw",
+            {"spec": {"addresses": [{"type": "IPAddress", "value": "10.217.3.9"}]}},
+        )
+
+        async def refused() -> bool:
+            status = (await env.get("gateways", "gw")).get("status") or {}
+            return condition(status.get("conditions"), "Programmed").get("reason") == "Invalid"
+
+        await eventually(refused)
+        status = (await env.get("gateways", "gw"))["status"]
+        message = condition(status["conditions"], "Programmed")["message"]
+        assert message.startswith("The data-plane objects were refused: ")
+        assert "use of external IPs is denied by admission control" in message
+        assert not [e for e in controller.logs() if e.get("event") == "permission_denied"]
+    finally:
+        await admission.delete_validating_admission_policy_binding(name)
+        await admission.delete_validating_admission_policy(name)
+
+
+async def _external_ips_forbidden(kube: client.ApiClient, namespace: str) -> bool:
+    """Whether the apiserver enforces the policy yet (it takes a moment to see it)."""
+    probe = {
+        "metadata": {"name": "probe"},
+        "spec": {"ports": [{"port": 80}], "externalIPs": ["10.217.3.10"]},
+    }
+    try:
+        await client.CoreV1Api(kube).create_namespaced_service(namespace, probe, dry_run="All")
+    except client.ApiException as e:
+        return e.status == 403
+    return False
+
+
+@pytest.mark.parametrize("provider", ["local"])
 async def test_a_missing_provisioning_verb_is_logged_and_retried(
     kube: client.ApiClient,
     control_plane: ControlPlane,
