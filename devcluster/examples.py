@@ -117,6 +117,14 @@ async def forget_previous_status(api: client.ApiClient) -> None:
             raise
 
 
+async def read_gateway(api: client.ApiClient) -> dict[str, Any]:
+    """The example Gateway as it is now."""
+    gw: dict[str, Any] = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GATEWAY_GROUP, "v1", GATEWAY[0], "gateways", GATEWAY[1]
+    )
+    return gw
+
+
 async def wait_programmed(
     api: client.ApiClient,
     *,
@@ -129,14 +137,11 @@ async def wait_programmed(
     its status. Meanwhile each new reason it is not programmed (a port in use, a
     refused configuration; not the passing Pending) goes to `report`, once, and so
     does a wait longer than `patience` seconds; it waits on (the controller retries)."""
-    custom = client.CustomObjectsApi(api)
     reported: set[str] = set()
     loop = asyncio.get_running_loop()
     impatient_at = loop.time() + patience
     while True:
-        gw: dict[str, Any] = await custom.get_namespaced_custom_object(
-            GATEWAY_GROUP, "v1", GATEWAY[0], "gateways", GATEWAY[1]
-        )
+        gw = await read_gateway(api)
         status = gw.get("status") or {}
         conditions = status.get("conditions") or []
         if status.get("addresses") and any(

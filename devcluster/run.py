@@ -163,6 +163,9 @@ def _run_local(args: argparse.Namespace) -> int:
             checks = examples.curl_checks(gateway, port_offset=local.port_offset, ingress=ingress)
             say("the Gateway is programmed; trying the example requests")
             failures = await examples.wait_serving(checks)
+            # read again: the status seen programmed may predate the routes' attaching
+            # (the examples arrive one by one), and the banner shows attachedRoutes
+            gateway = await examples.read_gateway(api)
             print(
                 f"\nagc-controller is running: control plane at {plane.server}, local NGINX "
                 "data plane.\n"
