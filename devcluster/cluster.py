@@ -71,22 +71,18 @@ class RealCluster:
     channel: str = "standard"
     plane: ControlPlane = attrs.field(init=False)
     node: Node = attrs.field(init=False)
-    _etcd_dir: Path = attrs.field(init=False)
+    # etcd's data, on tmpfs: fsync on a shared disk is what a small host waits on
+    etcd_dir: Path = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        # etcd on tmpfs: fsync on a shared disk is what a small host waits on
-        self._etcd_dir = Path(tempfile.mkdtemp(prefix="agc-etcd-", dir="/dev/shm"))
+        self.etcd_dir = Path(tempfile.mkdtemp(prefix="agc-etcd-", dir="/dev/shm"))
         self.plane = ControlPlane(
             binaries=ControlPlaneBinaries.from_testenv(self.testenv),
             workdir=self.workdir,
-            etcd_data_dir=self._etcd_dir,
+            etcd_data_dir=self.etcd_dir,
             node_address=NODE_ADDRESS,
         )
         self.node = Node(plane=self.plane, binaries=self.node_binaries, state_dir=NODE_STATE_DIR)
-
-    @property
-    def etcd_dir(self) -> Path:
-        return self._etcd_dir
 
     def start(self, images: Sequence[Path]) -> None:
         """Everything up, `images` (OCI archives) loaded, the node Ready."""
@@ -98,7 +94,7 @@ class RealCluster:
     def stop(self) -> None:
         self.node.stop()
         self.plane.stop()
-        shutil.rmtree(self._etcd_dir, ignore_errors=True)
+        shutil.rmtree(self.etcd_dir, ignore_errors=True)
 
     def logs(self) -> str:
         """The tail of the node's and the control plane's logs, for a failure."""

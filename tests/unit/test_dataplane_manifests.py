@@ -12,6 +12,16 @@ from agc_controller.translate.ingress import SERVED_NAMESPACE
 from agc_controller.translate.model import Frontend, LoadBalancer, RequestedAddress
 
 
+def _plane(model: LoadBalancer) -> DataPlane:
+    return DataPlane.for_model(
+        model,
+        namespace="default",
+        owner=Owner(api_version="gateway.networking.k8s.io/v1", kind="Gateway", name="gw", uid="u"),
+        controller_name="c",
+        settings=DataPlaneSettings(image="i"),
+    )
+
+
 def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number() -> None:
     model = LoadBalancer(
         gateway=ObjectKey("Gateway", "ns", "gw"),
@@ -26,13 +36,7 @@ def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number(
         ),
         hosts=(),
     )
-    plane = DataPlane.for_model(
-        model,
-        namespace="default",
-        owner=Owner(api_version="gateway.networking.k8s.io/v1", kind="Gateway", name="gw", uid="u"),
-        controller_name="c",
-        settings=DataPlaneSettings(image="i"),
-    )
+    plane = _plane(model)
     ports = plane.service()["spec"]["ports"]
     assert [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in ports] == [
         ("port-80", 80, 80, "TCP"),
@@ -47,13 +51,7 @@ def test_udp_listeners_get_udp_service_ports_beside_tcp_ones_on_the_same_number(
             RequestedAddress("IPAddress", ""),
         ),
     )
-    with_addresses = DataPlane.for_model(
-        requested,
-        namespace="default",
-        owner=Owner(api_version="gateway.networking.k8s.io/v1", kind="Gateway", name="gw", uid="u"),
-        controller_name="c",
-        settings=DataPlaneSettings(image="i"),
-    )
+    with_addresses = _plane(requested)
     # a requested address is an external IP; an entry without a value asks for nothing
     assert with_addresses.service()["spec"]["externalIPs"] == ["203.0.113.7"]
 
