@@ -73,6 +73,8 @@ INDEXES: Mapping[str, Mapping[str, ix.Indexer]] = {
         ix.BACKEND_SERVICES: ix.auth_policy_backend_services,
         ix.JWKS_URLS: ix.auth_policy_jwks_urls,
     },
+    # HTTPRouteFilters' error pages come from a Service
+    r.HTTP_ROUTE_FILTER.kind: {ix.BACKEND_SERVICES: ix.route_filter_backend_services},
     r.ENDPOINT_SLICE.kind: {
         ix.SERVICE_NAME: ix.endpoint_slice_service,
         ix.POD_TARGETS: ix.endpoint_slice_pods,
@@ -164,6 +166,11 @@ class Cache:
                     named_listener_sets.update(
                         store.index_values(ix.PARENT_LISTENER_SETS, route_key)
                     )
+        # the error pages' Services of the routes' HTTPRouteFilters are backends too
+        route_filters = self._route_filters(routes[r.HTTP_ROUTE.kind])
+        filter_store = self.store(r.HTTP_ROUTE_FILTER.kind)
+        for filter_key in route_filters:
+            services.update(filter_store.index_values(ix.BACKEND_SERVICES, filter_key))
         # AuthPolicies target no Service; their authorization Services are backends too
         auth_policies = self._attached_policies(r.AUTH_POLICY, key, routes, services)
         auth_store = self.store(r.AUTH_POLICY.kind)
@@ -214,7 +221,7 @@ class Cache:
                 if (document := self.remote_jwks.get(url)) is not None
             },
             waf_policies=self._attached_policies(r.WAF_POLICY, key, routes, services),
-            route_filters=self._route_filters(routes[r.HTTP_ROUTE.kind]),
+            route_filters=route_filters,
             reference_grants=self._all(r.REFERENCE_GRANT.kind),
             services={s: o for s in services if (o := self.get(r.SERVICE.kind, s))},
             endpoint_slices={

@@ -128,6 +128,14 @@ def route_backend_services(obj: Obj) -> Iterable[str]:
     return sorted(set(_service_refs(refs, namespace)))
 
 
+def route_filter_backend_services(obj: Obj) -> Iterable[str]:
+    """The Service ("ns/service") an HTTPRouteFilter's error pages come from."""
+    ref = ((obj.get("spec") or {}).get("errorPages") or {}).get("backendRef") or {}
+    return (
+        [namespaced_name(obj["metadata"]["namespace"], str(ref["name"]))] if ref.get("name") else []
+    )
+
+
 def route_filter_refs(obj: Obj) -> Iterable[str]:
     """Our HTTPRouteFilters ("ns/name") an HTTPRoute's rules name in ExtensionRef filters."""
     namespace = obj["metadata"]["namespace"]

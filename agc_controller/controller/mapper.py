@@ -144,9 +144,10 @@ class Mapper:
     def _via_service(self, service: str) -> set[ObjectKey]:
         keys = {gateway_key(g) for g in self.cache.gateways_of_routes(ix.BACKEND_SERVICES, service)}
         keys |= self._ingresses_by(ix.BACKEND_SERVICES, service)
-        # an AuthPolicy's authorization Service
-        for policy in self.cache.store(r.AUTH_POLICY.kind).by_index(ix.BACKEND_SERVICES, service):
-            keys |= self.keys_for(r.AUTH_POLICY.kind, policy)
+        # an AuthPolicy's authorization Service, an HTTPRouteFilter's error pages
+        for kind in (r.AUTH_POLICY.kind, r.HTTP_ROUTE_FILTER.kind):
+            for obj in self.cache.store(kind).by_index(ix.BACKEND_SERVICES, service):
+                keys |= self.keys_for(kind, obj)
         return keys
 
     def _via_targets(self, policy: KubeObject) -> set[ObjectKey]:

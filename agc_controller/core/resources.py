@@ -7,6 +7,15 @@ import attrs
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # our own kinds (crds/)
 POLICY_GROUP = "agc-controller.io"
+# objects already on an Application Gateway (made outside the controller), named by
+# Gateway API references of these kinds: certificateRefs, BackendTLSPolicy
+# caCertificateRefs, ExtensionRef filters (translate/graph/appgw.py)
+APPGW_GROUP = "azure.agc-controller.io"
+APPGW_SSL_CERTIFICATE = "SslCertificate"
+APPGW_TRUSTED_ROOT_CERTIFICATE = "TrustedRootCertificate"
+APPGW_REWRITE_RULE_SET = "RewriteRuleSet"
+# a listener's tls.options key: the Key Vault secret of its certificate (azure)
+KEY_VAULT_SECRET_OPTION = "azure.agc-controller.io/key-vault-secret-id"
 # the Secret type holding an AuthPolicy's API keys (client name -> key); informers
 # keep these Secrets' data whole
 API_KEY_SECRET_TYPE = "agc-controller.io/api-key"

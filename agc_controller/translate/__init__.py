@@ -331,11 +331,7 @@ def _route_entry(
             parents=tuple(entries),
             listener_sets=owned_listener_sets(route, parents.gateway.key, view),
         )
-        used = (
-            b
-            for rule in route_node.rules
-            for b in (*rule.backends, *(m.backend for m in rule.mirrors))
-        )
+        used = (b for rule in route_node.rules for b in rule.used_backends())
         result = (tuple(attached), status, endpoint_sources(used) if attached else ())
     return RouteEntry(
         route=route,
@@ -365,7 +361,7 @@ def _policy_statuses(
         for attached in attachments.values()
         for a in attached
         for rule in a.route.rules
-        for backend in (*rule.backends, *(m.backend for m in rule.mirrors))
+        for backend in rule.used_backends()
         if backend.service is not None
     }
     ancestor = ParentReference(name=gateway.name, namespace=gateway.namespace)

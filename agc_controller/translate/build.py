@@ -48,6 +48,7 @@ from agc_controller.translate.model import (
     BackendHealth,
     BackendTLS,
     Endpoint,
+    ErrorPages,
     Frontend,
     Host,
     LoadBalancer,
@@ -164,6 +165,8 @@ def build_load_balancer(
             protocol=cast(Protocol, ls.protocol),
             hostname=ls.hostname,
             certificates=ls.certificates,
+            gateway_certificates=ls.gateway_certificates,
+            key_vault_certificate=ls.key_vault_certificate,
             client_validation=ls.client_validation,
         )
         for ls in sorted(programmable.values(), key=lambda ls: (ls.port, ls.index))
@@ -487,6 +490,12 @@ def _rules(
         Mirror(backend=_backend(m.backend, gateway, policies), percent=m.percent)
         for m in rule.mirrors
     )
+    pages = rule.error_pages
+    error_pages = (
+        None
+        if pages is None
+        else ErrorPages(codes=pages.codes, backend=_backend(pages.backend, gateway, policies))
+    )
     return [
         Rule(
             route=route_key,
@@ -506,6 +515,8 @@ def _rules(
             retry=rule.retry,
             session_persistence=rule.session_persistence,
             max_body_bytes=rule.max_body_bytes,
+            rewrite_rule_set=rule.rewrite_rule_set,
+            error_pages=error_pages,
             rate_limit=governing.rate_limit,
             auth=governing.auth,
             waf=governing.waf,
@@ -527,6 +538,7 @@ def _backend(backend: ResolvedBackend, gateway: GatewayNode, policies: Policies)
                 sni=policy.sni,
                 ca_pem=policy.ca_pem,
                 subject_alt_names=policy.subject_alt_names,
+                gateway_roots=policy.gateway_roots,
                 client_certificate=gateway.backend_client_certificate,
             )
     return Backend(

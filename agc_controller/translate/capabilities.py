@@ -22,7 +22,12 @@ from typing import Any
 
 import attrs
 
-from agc_controller.core.resources import HTTP_ROUTE_FILTER, POLICY_GROUP
+from agc_controller.core.resources import (
+    APPGW_GROUP,
+    APPGW_REWRITE_RULE_SET,
+    HTTP_ROUTE_FILTER,
+    POLICY_GROUP,
+)
 from agc_controller.translate.model import (
     Auth,
     BackendHealth,
@@ -71,11 +76,13 @@ class Capabilities:
     # against these names instead of the SNI hostname
     backend_tls_subject_alt_names: bool = True
     # RateLimitPolicy (graph/ratelimit.py): the units' periods in seconds, keys other
-    # than the client's address (a header, a JWT claim), a burst other than the rate
+    # than the client's address (a header, a JWT claim), a burst other than the rate,
+    # a limit of requests in flight (spec.concurrency)
     rate_limits: bool = True
     rate_limit_periods: frozenset[int] = frozenset({1, 60, 3600})
     rate_limit_request_keys: bool = True
     rate_limit_burst: bool = True
+    rate_limit_concurrency: bool = True
     # AuthPolicy (graph/auth.py): any of it; ways of signing in (not address lists
     # alone); trusted proxies
     auth: bool = True
@@ -95,12 +102,25 @@ class Capabilities:
     )
     slow_start: bool = True
     circuit_breaker: bool = True
+    # connectionDraining: a timeout in other than whole seconds (Application Gateway
+    # counts drainTimeoutInSec)
+    connection_draining_subsecond: bool = True
+    # connectionDraining as written: requests in flight to an endpoint that left are
+    # waited for up to the timeout, and not at all when disabled. Without it they
+    # always finish (the local data plane): the policy is accepted, and its
+    # Accepted message says so (`load_balancing_note`)
+    connection_draining_cutoff: bool = True
     # WebApplicationFirewallPolicy (graph/waf.py): rules described in the policy, and
     # a reference to a WAF policy of Application Gateway's (webApplicationFirewall.id)
     waf_rules: bool = True
     waf_policy_reference: bool = True
     # the Core Rule Set's paranoia level and anomaly threshold other than 1 and 5
     waf_crs_tuning: bool = True
+    # references to objects already on an Application Gateway (graph/appgw.py):
+    # certificates, trusted root certificates, rewrite rule sets
+    application_gateway_children: bool = True
+    # a listener's certificate from Azure Key Vault (its tls.options, graph/appgw.py)
+    key_vault_certificates: bool = True
     # the status codes a block response may have (None: 200-599)
     waf_block_status_codes: frozenset[int] | None = None
     # string match values per custom rule condition (None: the CRD's 100)
@@ -113,7 +133,9 @@ class Capabilities:
         problem = None
         if not self.rate_limits:
             problem = "RateLimitPolicy"
-        elif limit.period_s not in self.rate_limit_periods:
+        elif limit.concurrency is not None and not self.rate_limit_concurrency:
+            problem = "spec.concurrency"
+        elif limit.period_s is not None and limit.period_s not in self.rate_limit_periods:
             unit = {1: "Second", 60: "Minute", 3600: "Hour"}.get(limit.period_s, limit.period_s)
             problem = f"spec.limit.unit {unit}"
         elif limit.key != "ClientIP" and not self.rate_limit_request_keys:
@@ -208,15 +230,45 @@ class Capabilities:
         return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def load_balancing_problem(self, balancing: LoadBalancing) -> str | None:
-        """The first part of a parsed BackendLoadBalancingPolicy the provider cannot honour."""
+        """The first part of a parsed BackendLoadBalancingPolicy the provider cannot honour.
+        A policy is accepted whole or not at all: when its loadBalancing or
+        circuitBreaker is refused, the message says its connectionDraining goes too."""
         problem = None
+        draining = balancing.draining
         if balancing.strategy not in self.load_balancing_strategies:
             problem = f"spec.loadBalancing.strategy {balancing.strategy}"
         elif balancing.slow_start_ms is not None and not self.slow_start:
             problem = "spec.loadBalancing.slowStartWindow"
         elif balancing.max_requests is not None and not self.circuit_breaker:
             problem = "spec.circuitBreaker"
-        return f"{problem} is not supported by the {self.provider} provider" if problem else None
+        elif (
+            not self.connection_draining_subsecond
+            and draining is not None
+            and draining.timeout_ms is not None
+            and draining.timeout_ms % 1000
+        ):
+            return (
+                "spec.connectionDraining.timeout in other than whole seconds is not supported "
+                f"by the {self.provider} provider"
+            )
+        if problem is None:
+            return None
+        problem += f" is not supported by the {self.provider} provider"
+        if draining is not None:
+            problem += "; the policy is refused whole, its spec.connectionDraining included"
+        return problem
+
+    def load_balancing_note(self, balancing: LoadBalancing) -> str | None:
+        """What the provider does otherwise than an accepted BackendLoadBalancingPolicy
+        says, for its Accepted message."""
+        if balancing.draining is None or self.connection_draining_cutoff:
+            return None
+        return (
+            f"spec.connectionDraining is not enforced by the {self.provider} provider: "
+            "requests in flight to an endpoint that leaves always finish (never cut when the "
+            "timeout ends, nor at once when draining is disabled), bounded only by the "
+            "timeouts every request has"
+        )
 
     def backends_problem(self, field: str, protocols: Iterable[str]) -> str | None:
         """Why one rule's backends (their protocols) cannot be programmed; None if they can."""
@@ -307,10 +359,16 @@ class Capabilities:
             path_type = ((f.get("urlRewrite") or {}).get("path") or {}).get("type")
             if path_type == "ReplacePrefixMatch" and not self.rewrite_prefix_replace:
                 return f"{field}.urlRewrite.path.type 'ReplacePrefixMatch'"
-        if kind == "ExtensionRef" and not self.route_filters:
+        if kind == "ExtensionRef":
             ref = f.get("extensionRef") or {}
-            if (ref.get("group"), ref.get("kind")) == (POLICY_GROUP, HTTP_ROUTE_FILTER.kind):
+            group_kind = (ref.get("group"), ref.get("kind"))
+            if group_kind == (POLICY_GROUP, HTTP_ROUTE_FILTER.kind) and not self.route_filters:
                 return f"{field}.extensionRef (HTTPRouteFilter)"
+            if (
+                group_kind == (APPGW_GROUP, APPGW_REWRITE_RULE_SET)
+                and not self.application_gateway_children
+            ):
+                return f"{field}.extensionRef (an Application Gateway {APPGW_REWRITE_RULE_SET})"
         return None
 
 

@@ -61,6 +61,10 @@ class Frontend:
     hostname: str | None
     # HTTPS, and TLS in mode Terminate (a TLS listener without them passes TLS through)
     certificates: tuple[Certificate, ...] = ()
+    # certificates already on the Application Gateway, by name (azure only)
+    gateway_certificates: tuple[str, ...] = ()
+    # the Azure Key Vault secret of its certificate (azure only)
+    key_vault_certificate: str | None = None
     client_validation: ClientValidation | None = None
 
 
@@ -84,9 +88,12 @@ class BackendTLS:
     """TLS from the data plane to a backend (BackendTLSPolicy)."""
 
     sni: str
-    # PEM bundle to verify the backend with; None = the system trust store
+    # PEM bundle to verify the backend with; None (and no gateway_roots) = the
+    # system trust store
     ca_pem: str | None = attrs.field(repr=False)
     subject_alt_names: tuple[SubjectAltName, ...] = ()
+    # trusted root certificates already on the Application Gateway, by name (azure only)
+    gateway_roots: tuple[str, ...] = ()
     # the Gateway's client certificate for backend mTLS (spec.tls.backend)
     client_certificate: Certificate | None = None
 
@@ -166,6 +173,15 @@ class Mirror:
 
 
 @attrs.frozen
+class ErrorPages:
+    """Backend answers with one of `codes` are replaced by what `backend` answers
+    (our HTTPRouteFilter's errorPages; ingress-nginx's custom-http-errors)."""
+
+    codes: tuple[int, ...]
+    backend: Backend
+
+
+@attrs.frozen
 class Cors:
     allow_origins: tuple[str, ...] = ()
     allow_methods: tuple[str, ...] = ()
@@ -232,9 +248,22 @@ class BackendHealth:
 
 
 @attrs.frozen
+class ConnectionDraining:
+    """What becomes of an endpoint that leaves a backend (removed from its
+    EndpointSlices, or no longer ready): with `enabled`, it gets no new requests
+    and those in flight to it may finish for up to `timeout_ms`; without, the
+    provider need not wait for them. What each provider does: docs/policies.md."""
+
+    enabled: bool = True
+    # how long requests in flight may finish; None when not enabled
+    timeout_ms: int | None = 30_000
+
+
+@attrs.frozen
 class LoadBalancing:
-    """How requests spread over a backend's endpoints, and how many may be in
-    flight to it at once (a BackendLoadBalancingPolicy)."""
+    """How requests spread over a backend's endpoints, how many may be in flight
+    to it at once, and what becomes of an endpoint leaving it (a
+    BackendLoadBalancingPolicy)."""
 
     strategy: Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"] = "RoundRobin"
     # ConsistentHash: what a request's endpoint follows (the header or cookie by `hash_name`)
@@ -244,25 +273,33 @@ class LoadBalancing:
     slow_start_ms: int | None = None
     # circuit breaker: requests in flight to the backend at once; more get 503 at once
     max_requests: int | None = None
+    # spec.connectionDraining; None: not set (the provider's own default)
+    draining: ConnectionDraining | None = None
 
 
 @attrs.frozen
 class RateLimit:
     """A RateLimitPolicy in force on a rule: each key may send `requests` per
-    `period_s`, and up to `burst` at once after a pause (a token bucket)."""
+    `period_s`, and up to `burst` at once after a pause (a token bucket), and may
+    have `concurrency` requests in flight at once. A policy sets the rate, the
+    concurrency or both; both apply."""
 
     # the counters' name: the policy and the target it governs through, so that
     # every rule a Gateway-wide policy covers shares one budget, and a route
     # change never resets what was counted
     bucket: str
-    requests: int
-    period_s: int
-    burst: int
+    # the rate (spec.limit): all three set, or (a concurrency limit alone) none
+    requests: int | None = None
+    period_s: int | None = None
+    burst: int | None = None
     # whose requests share a budget: the client's address, one header's value, or one
     # claim of the request's verified JWT
     key: Literal["ClientIP", "Header", "Claim"] = "ClientIP"
     header: str | None = None
     claim: str | None = None
+    # requests each key may have in flight at once (spec.concurrency.requests); one
+    # more is answered 429 at once. None: no such limit
+    concurrency: int | None = None
 
 
 @attrs.frozen
@@ -444,6 +481,9 @@ class Rule:
     backend_timeout_ms: int | None = None
     # bytes a request body may have (our HTTPRouteFilter): more is answered 413
     max_body_bytes: int | None = None
+    # a rewrite rule set already on the Application Gateway, by name (azure only)
+    rewrite_rule_set: str | None = None
+    error_pages: ErrorPages | None = None
     retry: Retry | None = None
     session_persistence: SessionPersistence | None = None
     rate_limit: RateLimit | None = None

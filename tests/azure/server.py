@@ -13,7 +13,11 @@ server over HTTPS (see tls.py), so what it checks is the wire format:
 - Validation in ARM's error format (`{"error": {"code", "message"}}`):
   duplicate child names, dangling sub-resource IDs, duplicate or missing rule
   priorities, two ports with one number, two listeners on one port and host,
-  duplicate paths in a path map, certificates without data, v2 limits.
+  duplicate paths in a path map, certificates without data, v2 limits, and
+  backend settings' connectionDraining as the published schema has it
+  (ApplicationGatewayConnectionDraining: `enabled` and `drainTimeoutInSec`
+  both required, the timeout an integer from 1 to 3600, even with draining
+  off; ARM publishes no error code for it: InvalidRequestFormat stands in).
 - `ApplicationGatewayWebApplicationFirewallPolicies` PUT (a plain PUT, 201 /
   200) / GET / list / DELETE, validated as the published schema says
   (required fields and enums, unique custom rule priorities, base64 block
@@ -116,6 +120,10 @@ _LIMITS = {
 _REWRITE_NOT_SET = frozenset({"connection", "upgrade"})
 _REWRITE_NOT_REMOVED = frozenset({"connection", "upgrade", "host"})
 _REWRITE_HEADERS_MAX = 40
+# ApplicationGatewayConnectionDraining.drainTimeoutInSec (the published schema's bounds:
+# the server's own copy, independent of the provider's)
+_DRAIN_TIMEOUT_MIN_S = 1
+_DRAIN_TIMEOUT_MAX_S = 3600
 _CHILD_COLLECTIONS = (
     "gatewayIPConfigurations",
     "frontendIPConfigurations",
@@ -511,6 +519,7 @@ class ArmServer:
         """Validate a PUT body and turn it into what GET returns (raises ArmError)."""
         props = copy.deepcopy(body.get("properties") or {})
         _validate(gateway_id, props, previous)
+        _validate_key_vault(gateway_id, props, body.get("identity"))
         for collection in _CHILD_COLLECTIONS:
             for child in props.get(collection) or []:
                 child["id"] = f"{gateway_id}/{collection}/{child['name']}"
@@ -535,6 +544,7 @@ class ArmServer:
             "type": "Microsoft.Network/applicationGateways",
             "location": body.get("location", "westeurope"),
             **({"tags": body["tags"]} if "tags" in body else {}),
+            **({"identity": body["identity"]} if "identity" in body else {}),
             "properties": props,
         }
 
@@ -670,6 +680,7 @@ def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
         ports[number] = port["name"]
     _validate_listeners(gateway_id, props)
     _validate_rewrites(props)
+    _validate_backend_settings(props)
     rules = props.get("requestRoutingRules") or []
     with_priority = [r for r in rules if r["properties"].get("priority") is not None]
     if with_priority and len(with_priority) != len(rules):
@@ -761,6 +772,29 @@ def _validate_listeners(gateway_id: str, props: Json) -> None:
             listeners[key] = listener["name"]
 
 
+def _validate_backend_settings(props: Json) -> None:
+    for settings in props.get("backendHttpSettingsCollection") or []:
+        draining = (settings.get("properties") or {}).get("connectionDraining")
+        if draining is None:
+            continue
+        timeout = draining.get("drainTimeoutInSec") if isinstance(draining, dict) else None
+        if (
+            not isinstance(draining, dict)
+            or not isinstance(draining.get("enabled"), bool)
+            or not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not _DRAIN_TIMEOUT_MIN_S <= timeout <= _DRAIN_TIMEOUT_MAX_S
+        ):
+            raise ArmError(
+                400,
+                "InvalidRequestFormat",
+                f"Backend http settings {settings.get('name')}: connectionDraining needs "
+                "enabled (true or false) and drainTimeoutInSec, from "
+                f"{_DRAIN_TIMEOUT_MIN_S} to {_DRAIN_TIMEOUT_MAX_S} seconds "
+                f"(got {json.dumps(draining)[:100]}).",
+            )
+
+
 def _validate_rewrites(props: Json) -> None:
     for rule_set in props.get("rewriteRuleSets") or []:
         for rewrite in rule_set["properties"].get("rewriteRules") or []:
@@ -786,6 +820,31 @@ def _validate_rewrites(props: Json) -> None:
                         f"Rewrite rule set {rule_set['name']} cannot rewrite header "
                         f"{header.get('headerName')}.",
                     )
+
+
+def _validate_key_vault(gateway_id: str, props: Json, identity: Json | None) -> None:
+    """Application Gateway v2 reads a certificate from Key Vault (`keyVaultSecretId`,
+    a secret's identifier) with a user-assigned managed identity of its own, and only
+    with one ("TLS termination with Key Vault certificates", Microsoft Learn). The
+    error code of the refusal is not published: this one is a stand-in."""
+    for cert in props.get("sslCertificates") or []:
+        secret = (cert.get("properties") or {}).get("keyVaultSecretId")
+        if secret is None:
+            continue
+        if not re.fullmatch(r"https://[^/]+/secrets/[^/]+(/[0-9a-fA-F]{32})?/?", secret):
+            raise ArmError(
+                400,
+                "InvalidKeyVaultSecretId",
+                f"Key Vault secret id {secret} of {cert['name']} is not a secret's identifier.",
+            )
+        if not (identity or {}).get("userAssignedIdentities"):
+            raise ArmError(
+                400,
+                "ApplicationGatewayKeyVaultSecretRequiresUserAssignedIdentity",
+                f"Application Gateway {gateway_id}: sslCertificate {cert['name']} references a "
+                "Key Vault secret, which needs a user-assigned identity on the Application "
+                "Gateway.",
+            )
 
 
 def _store_certificates(props: Json, previous: Json | None) -> None:

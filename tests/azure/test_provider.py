@@ -13,6 +13,8 @@ from agc_controller.providers.azure import AzureProvider
 from agc_controller.providers.azure.arm import API_VERSION
 from agc_controller.translate.model import (
     Auth,
+    BackendTLS,
+    Frontend,
     IpAccess,
     LoadBalancer,
     RateLimit,
@@ -474,3 +476,144 @@ async def test_one_gateway_arm_refuses_does_not_block_the_others(
     rejected = len([r for r in arm.requests if r.method == "PUT" and r.status == 400])
     assert (await p.apply(model("gw-a", hostname="a2.example.com", port=8000))).programmed
     assert len([r for r in arm.requests if r.method == "PUT" and r.status == 400]) == rejected
+
+
+def _child(collection: str, name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    gateway = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        f"Microsoft.Network/applicationGateways/{APPLICATION_GATEWAY}"
+    )
+    return {"name": name, "id": f"{gateway}/{collection}/{name}", "properties": properties}
+
+
+def _referring(certificate: str, root: str, rewrite: str) -> LoadBalancer:
+    """model() on HTTPS whose listener, backend and rule name objects on the gateway."""
+    base = model(port=443)
+    host = base.hosts[0]
+    tls = BackendTLS(sni="web.internal.example.com", ca_pem=None, gateway_roots=(root,))
+    rule = attrs.evolve(
+        host.rules[0],
+        backends=(attrs.evolve(host.rules[0].backends[0], tls=tls),),
+        rewrite_rule_set=rewrite,
+    )
+    frontend = Frontend(
+        name="https",
+        port=443,
+        protocol="HTTPS",
+        hostname=None,
+        gateway_certificates=(certificate,),
+    )
+    return attrs.evolve(
+        base,
+        frontends=(frontend,),
+        hosts=(attrs.evolve(host, listener="https", rules=(rule,)),),
+    )
+
+
+async def test_objects_someone_else_made_are_used_by_reference_and_kept(
+    arm: ArmServer, provider: Provider
+) -> None:
+    theirs = {
+        "sslCertificates": _child(
+            "sslCertificates",
+            "their-cert",
+            {"keyVaultSecretId": "https://contoso.vault.azure.net/secrets/wildcard"},
+        ),
+        "trustedRootCertificates": _child(
+            "trustedRootCertificates", "their-root", {"data": "MIIB"}
+        ),
+        "rewriteRuleSets": _child(
+            "rewriteRuleSets",
+            "their-rewrites",
+            {
+                "rewriteRules": [
+                    {
+                        "name": "no-server",
+                        "ruleSequence": 100,
+                        "actionSet": {
+                            "responseHeaderConfigurations": [
+                                {"headerName": "Server", "headerValue": ""}
+                            ]
+                        },
+                    }
+                ]
+            },
+        ),
+    }
+    for collection, child in theirs.items():
+        _props(arm)[collection] = [child]
+    # their certificate comes from Key Vault: the gateway reads it with its own identity
+    arm.gateway(SUBSCRIPTION, RESOURCE_GROUP, APPLICATION_GATEWAY)["identity"] = {
+        "type": "UserAssigned",
+        "userAssignedIdentities": {f"/subscriptions/{SUBSCRIPTION}/uami": {}},
+    }
+    p, _ = provider
+    result = await p.apply(_referring("their-cert", "their-root", "their-rewrites"))
+    assert result.programmed, result.message
+    (listener,) = _props(arm)["httpListeners"]
+    assert listener["properties"]["sslCertificate"]["id"] == theirs["sslCertificates"]["id"]
+    (settings,) = [
+        s for s in _props(arm)["backendHttpSettingsCollection"] if "-be-default-web" in s["name"]
+    ]
+    assert settings["properties"]["trustedRootCertificates"] == [
+        {"id": theirs["trustedRootCertificates"]["id"]}
+    ]
+    (path_map,) = _props(arm)["urlPathMaps"]
+    (path_rule,) = path_map["properties"]["pathRules"]
+    assert path_rule["properties"]["rewriteRuleSet"]["id"] == theirs["rewriteRuleSets"]["id"]
+    for collection, child in theirs.items():
+        # referred to, never changed (ARM adds its own read-only fields)
+        (kept,) = _props(arm)[collection]
+        assert kept["name"] == child["name"], collection
+        assert child["properties"].items() <= kept["properties"].items(), collection
+    puts = len(arm.puts())
+    # one that is not there: ARM would refuse the whole body, so the Gateway is refused
+    # before any PUT and its last configuration keeps serving
+    result = await p.apply(_referring("their-cert", "their-root", "gone"))
+    assert not result.programmed
+    assert "rewriteRuleSets gone is not on the Application Gateway" in result.message
+    assert len(arm.puts()) == puts
+    (path_map,) = _props(arm)["urlPathMaps"]
+    (path_rule,) = path_map["properties"]["pathRules"]
+    assert path_rule["properties"]["rewriteRuleSet"]["id"] == theirs["rewriteRuleSets"]["id"]
+
+
+def _from_key_vault(secret_id: str) -> LoadBalancer:
+    """model() on HTTPS whose listener's certificate comes from Key Vault."""
+    base = model(port=443)
+    frontend = Frontend(
+        name="https", port=443, protocol="HTTPS", hostname=None, key_vault_certificate=secret_id
+    )
+    host = attrs.evolve(base.hosts[0], listener="https")
+    return attrs.evolve(base, frontends=(frontend,), hosts=(host,))
+
+
+async def test_a_key_vault_certificate_needs_the_gateways_user_assigned_identity(
+    arm: ArmServer, provider: Provider
+) -> None:
+    secret = "https://contoso.vault.azure.net/secrets/wildcard"
+    p, _ = provider
+    # without an identity of its own the Application Gateway cannot read the vault: the
+    # Gateway is refused before any PUT (ARM would refuse the whole body)
+    result = await p.apply(_from_key_vault(secret))
+    assert not result.programmed
+    assert "user-assigned managed identity" in result.message
+    assert arm.puts() == []
+    identity = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/appgw-kv"
+    )
+    arm.gateway(SUBSCRIPTION, RESOURCE_GROUP, APPLICATION_GATEWAY)["identity"] = {
+        "type": "UserAssigned",
+        "userAssignedIdentities": {identity: {}},
+    }
+    result = await p.apply(_from_key_vault(secret))
+    assert result.programmed, result.message
+    (certificate,) = _props(arm)["sslCertificates"]
+    assert certificate["properties"]["keyVaultSecretId"] == secret
+    (listener,) = _props(arm)["httpListeners"]
+    assert listener["properties"]["sslCertificate"]["id"] == certificate["id"]
+    # the identity is put back as it was
+    put = arm.puts()[-1].body
+    assert put is not None
+    assert put["identity"]["userAssignedIdentities"] == {identity: {}}

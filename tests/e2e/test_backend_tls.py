@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import Cluster
@@ -94,6 +95,55 @@ async def test_backend_tls_verifies_the_backend(
     assert body["name"] == "tls-backend"
     status, _, _ = await get(address, "/wrong")
     assert 500 <= status < 600  # a certificate that does not match fails fast, never plaintext
+
+
+async def test_error_pages_over_backend_tls(
+    cluster: Cluster, tls_echo: dict[str, str], pki: dict[str, object]
+) -> None:
+    """Custom error pages for a backend spoken to over TLS (the TLS location that
+    intercepts them), from an error backend over TLS too."""
+    backend_ca = pki["backend_ca"]
+    assert isinstance(backend_ca, CertificateAuthority)
+    await cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "backend-ca"},
+            "data": {"ca.crt": backend_ca.pem},
+        }
+    )
+    await cluster.service("good", [tls_echo["tls"]])
+    await cluster.apply(policy("good", "good", "backend.example.com"))
+    await cluster.apply(
+        {
+            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": {"name": "pages"},
+            "spec": {
+                "errorPages": {"statusCodes": [404], "backendRef": {"name": "good", "port": 80}}
+            },
+        }
+    )
+    address = await cluster.gateway("gw", HTTP)
+    pages = {"group": POLICY_GROUP, "kind": "HTTPRouteFilter", "name": "pages"}
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "filters": [{"type": "ExtensionRef", "extensionRef": pages}],
+                    "backendRefs": [{"name": "good", "port": 80}],
+                }
+            ],
+        },
+    )
+    _, _, body = await eventually_status(address, "/app", 200)
+    assert (body["name"], body["path"]) == ("tls-backend", "/app")
+    status, _, body = await get(address, "/app?status=404")
+    # answered by the error page request (path "/"), which went over TLS as well
+    assert (status, body["path"], body["headers"]["X-Code"]) == (404, "/?status=404", "404")
+    assert (await get(address, "/app?status=500"))[0] == 500
 
 
 async def test_gateway_presents_client_certificate(

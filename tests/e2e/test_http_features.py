@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
+from agc_controller.core.resources import POLICY_GROUP
 from devcluster.netns import BackendNamespace
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
@@ -14,7 +15,10 @@ from tests.e2e.test_http_routing import HTTP, eventually_status, get
 
 @pytest.fixture(scope="module")
 def echo(backends: BackendNamespace) -> dict[str, str]:
-    return {name: backends.start_echo(f"feat-{name}") for name in ("main", "mirror-a", "mirror-b")}
+    return {
+        name: backends.start_echo(f"feat-{name}")
+        for name in ("main", "mirror-a", "mirror-b", "errors")
+    }
 
 
 async def test_timeouts(cluster: Cluster, echo: dict[str, str]) -> None:
@@ -91,6 +95,70 @@ async def test_mirrors(cluster: Cluster, echo: dict[str, str]) -> None:
         while "/mirrored-path?x=1" not in await seen("mirror-a"):
             await asyncio.sleep(0.05)
     assert "/mirrored-path?x=1" not in await seen("mirror-b")
+
+
+async def test_error_pages(cluster: Cluster, echo: dict[str, str]) -> None:
+    """HTTPRouteFilter errorPages: the listed answers of the rule's backend are replaced
+    by the error backend's answer to the same request (ingress-nginx's headers)."""
+    await cluster.service("main", [echo["main"]])
+    await cluster.service("errors", [echo["errors"]])
+    address = await cluster.gateway("gw", HTTP)
+    await cluster.apply(
+        {
+            "apiVersion": f"{POLICY_GROUP}/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": {"name": "pages"},
+            "spec": {
+                "errorPages": {
+                    "statusCodes": [404, 503],
+                    "backendRef": {"name": "errors", "port": 80},
+                }
+            },
+        }
+    )
+    pages = {"group": POLICY_GROUP, "kind": "HTTPRouteFilter", "name": "pages"}
+    await cluster.route(
+        "r",
+        {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/app"}}],
+                    "filters": [{"type": "ExtensionRef", "extensionRef": pages}],
+                    "backendRefs": [{"name": "main", "port": 80}],
+                },
+                {"backendRefs": [{"name": "main", "port": 80}]},
+            ],
+        },
+    )
+    await eventually_status(address, "/app", 200)
+    status, _, body = await get(
+        address, "/app/missing?status=404", headers={"Accept": "application/json"}
+    )
+    # the error backend answers (the echo answers the status its query asks for)
+    assert (status, body["name"]) == (404, "feat-errors")
+    assert body["path"] == "/?status=404"
+    sent = body["headers"]
+    assert sent["X-Code"] == "404"
+    assert sent["X-Format"] == "application/json"
+    assert sent["X-Original-URI"] == "/app/missing?status=404"
+    assert (sent["X-Namespace"], sent["X-Route-Name"]) == (cluster.namespace, "r")
+    assert (sent["X-Service-Name"], sent["X-Service-Port"]) == ("main", "80")
+    # the same request: method and body too
+    status, _, body = await get(address, "/app?status=503", method="POST", data="x" * 1000)
+    assert (status, body["name"], body["method"]) == (503, "feat-errors", "POST")
+    assert body["body_length"] == 1000
+    # other answers pass through untouched, as do other rules' errors
+    status, _, body = await get(address, "/app?status=500")
+    assert (status, body["name"]) == (500, "feat-main")
+    status, _, body = await get(address, "/other?status=404")
+    assert (status, body["name"]) == (404, "feat-main")
+    # the error backend gone: its own failure is the answer, never the original page
+    await cluster.endpoints("errors", [])
+    async with asyncio.timeout(10):
+        while (await get(address, "/app?status=404"))[0] != 503:
+            await asyncio.sleep(0.05)
+    assert (await get(address, "/app"))[0] == 200
 
 
 async def test_cors(cluster: Cluster, echo: dict[str, str]) -> None:

@@ -81,6 +81,7 @@ NGINX_CASES = (
     "httproute-filter-redirect",
     "httproute-filter-rewrite",
     "httproute-filter-regex-rewrite",  # our HTTPRouteFilter: ngx.re.sub's template
+    "httproute-filter-error-pages",  # our HTTPRouteFilter: error pages locations, plain and TLS
     "httproute-filter-mirror",
     "httproute-filter-cors",
     "httproute-timeouts",
@@ -96,6 +97,7 @@ NGINX_CASES = (
     "local-tcproute-udproute",  # TCP and UDP stream servers
     "listenerset-route-attachment",  # a ListenerSet's listeners: a new port, hosts by model name
     "ratelimitpolicy-precedence",  # rate limits on rules, from four levels of policy
+    "ratelimitpolicy-concurrency",  # requests in flight, alone and with a rate
     "healthcheckpolicy-basic",  # probes on backends (HTTP, HTTPS, TCP)
     "backendloadbalancingpolicy-basic",  # strategies, slow start, circuit breaker
     "authpolicy-basic",  # IP lists, API keys (digests), basic (htpasswd)

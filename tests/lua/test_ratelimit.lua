@@ -1,6 +1,8 @@
--- Rate limits (agc.ratelimit): the token bucket's arithmetic and its shared dict.
+-- Rate limits (agc.ratelimit): the token bucket's arithmetic and its shared dict,
+-- and the count of each key's requests in flight (concurrency).
 local t = require("t")
 local ratelimit = require("agc.ratelimit")
+local router = require("agc.router")
 
 local function limit(requests, period_s, burst, bucket)
   return ratelimit.compile({
@@ -85,6 +87,121 @@ function T.a_header_key_reads_the_header_variable()
     bucket = "b", requests = 1, period_s = 1, burst = 1, header = "X-Api-Key",
   })
   t.eq(l.var, "http_x_api_key")
+end
+
+local function concurrency(n, extra)
+  local spec = { bucket = "default/in-flight|HTTPRoute/default/r", concurrency = n }
+  for k, v in pairs(extra or {}) do spec[k] = v end
+  return assert(ratelimit.compile(spec))
+end
+
+local function in_flight(slot)
+  return ngx.shared.agc_inflight:get(slot)
+end
+
+-- ngx.exit stubbed: what check answered with, instead of ending the test's request
+local function checked(l, ctx)
+  local real, status = ngx.exit, nil
+  ngx.exit = function(s) status = s end
+  local ok, passed = pcall(ratelimit.check, l, ctx)
+  ngx.exit = real
+  assert(ok, passed)
+  return passed, status
+end
+
+function T.compile_takes_a_concurrency_alone_or_with_a_rate()
+  local alone = concurrency(3)
+  t.eq(alone.concurrency, 3)
+  t.eq(alone.interval, nil, "no rate: no bucket")
+  local both = concurrency(3, { requests = 10, period_s = 1, burst = 10 })
+  t.eq(both.concurrency, 3)
+  t.eq(both.policy, "10;w=1;burst=10")
+  local none, err = ratelimit.compile({ bucket = "b" })
+  t.eq(none, nil)
+  t.eq(err, "rate limit: neither a rate nor a concurrency")
+  none, err = ratelimit.compile({ bucket = "b", concurrency = 0 })
+  t.eq(none, nil)
+  t.eq(err, "rate limit: concurrency must be a number of at least 1")
+end
+
+function T.a_key_has_at_most_its_concurrency_in_flight_and_a_slot_given_back_is_free_again()
+  local l = concurrency(2)
+  local key = fresh_key(l)
+  local ok1, a = ratelimit.enter(l, key)
+  local ok2, b = ratelimit.enter(l, key)
+  t.truthy(ok1 and ok2, "two in flight")
+  t.eq(a, b, "one count per key")
+  t.eq(in_flight(a), 2)
+  t.falsy((ratelimit.enter(l, key)), "a third is refused")
+  t.eq(in_flight(a), 2, "a refused request takes nothing")
+  t.truthy((ratelimit.enter(l, fresh_key(l))), "another key has its own count")
+  ratelimit.leave(a)
+  local ok3 = ratelimit.enter(l, key)
+  t.truthy(ok3, "a slot given back is taken again")
+  ratelimit.leave(a)
+  ratelimit.leave(a)
+  t.eq(in_flight(a), nil, "a key with nothing in flight leaves the dict")
+  ratelimit.leave(a)
+  t.eq(in_flight(a), nil, "a slot given back twice never makes the count negative")
+end
+
+function T.check_takes_the_slot_into_the_context_and_refuses_a_full_key_with_429()
+  local l = concurrency(1)
+  local first = {}
+  local passed, status = checked(l, first)
+  t.truthy(passed)
+  t.eq(status, nil)
+  t.truthy(first.limit_slot, "the slot the log phase gives back")
+  t.eq(first.limit_headers, nil, "no rate: no RateLimit headers")
+  local second = {}
+  passed, status = checked(l, second)
+  t.falsy(passed)
+  t.eq(status, 429)
+  t.eq(second.limit_slot, nil, "a refused request holds no slot")
+  ratelimit.leave(first.limit_slot)
+end
+
+function T.a_request_refused_by_the_rate_holds_its_slot_until_the_log_phase()
+  -- one request a minute, two in flight: the second request is refused by the
+  -- rate, but has its slot (given back once it is answered, by the log phase)
+  local l = concurrency(2, { requests = 1, period_s = 60, burst = 1, bucket = "rate+" .. ngx.now() })
+  local first, second = {}, {}
+  t.truthy((checked(l, first)))
+  t.truthy(first.limit_headers, "the rate's headers")
+  local passed, status = checked(l, second)
+  t.falsy(passed)
+  t.eq(status, 429)
+  t.truthy(second.limit_slot, "taken before the rate refused it")
+  t.eq(in_flight(first.limit_slot), 2)
+  ratelimit.leave(second.limit_slot)
+  ratelimit.leave(first.limit_slot)
+  t.eq(in_flight(first.limit_slot), nil)
+end
+
+function T.a_refused_concurrency_spends_nothing_of_the_rate()
+  local l = concurrency(1, { requests = 1, period_s = 60, burst = 1, bucket = "both+" .. ngx.now() })
+  local slot = select(2, ratelimit.enter(l, l.prefix .. (ngx.var.binary_remote_addr or "")))
+  local refused = {}
+  local _, status = checked(l, refused)
+  t.eq(status, 429)
+  t.eq(ngx.shared.agc_ratelimit:get(l.prefix .. (ngx.var.binary_remote_addr or "")), nil,
+    "the rate's bucket was not touched")
+  ratelimit.leave(slot)
+  t.truthy((checked(l, refused)), "the key's one request a minute is still there")
+  ratelimit.leave(refused.limit_slot)
+end
+
+function T.the_log_phase_gives_the_slot_back()
+  local l = concurrency(1)
+  local ctx = ngx.ctx
+  local key = fresh_key(l)
+  local _, slot = ratelimit.enter(l, key)
+  ctx.limit_slot = slot
+  router.log()
+  t.eq(in_flight(slot), nil)
+  t.truthy((ratelimit.enter(l, key)), "free again")
+  ratelimit.leave(slot)
+  ctx.limit_slot = nil
 end
 
 return T

@@ -127,6 +127,11 @@ FIELDS: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.loadBalancing.consistentHash.name",
     ),
+    (
+        "BackendLoadBalancingPolicy",
+        {"connectionDraining": {"timeout": "VALUE"}},
+        "spec.connectionDraining.timeout",
+    ),
     ("AuthPolicy", {"ipAccess": {"allow": ["VALUE"]}}, "spec.ipAccess.allow[0]"),
     (
         "AuthPolicy",

@@ -90,6 +90,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         lambda s: s.capabilities.rate_limit_periods >= {1, 60, 3600},
         flag("rate_limit_request_keys"),
         flag("rate_limit_burst"),
+        flag("rate_limit_concurrency"),
     ),
     "Access control": (flag("auth"), flag("auth_credentials"), flag("auth_trusted_proxies")),
     "Web application firewall": (
@@ -104,6 +105,10 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         flag("health_check_subsecond"),
         flag("passive_health_checks"),
     ),
+    "Application Gateway objects": (
+        flag("application_gateway_children"),
+        flag("key_vault_certificates"),
+    ),
     "Load balancing": (
         lambda s: (
             s.capabilities.load_balancing_strategies
@@ -111,6 +116,8 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         ),
         flag("slow_start"),
         flag("circuit_breaker"),
+        flag("connection_draining_subsecond"),
+        flag("connection_draining_cutoff"),
     ),
 }
 # rows decided by the providers' code rather than by their tables

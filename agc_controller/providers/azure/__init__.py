@@ -77,10 +77,12 @@ AZURE_CAPABILITIES = Capabilities(
     session_persistence_types=frozenset({"Cookie"}),
     session_persistence_timeouts=False,
     backend_tls_subject_alt_names=False,
-    # a RateLimitRule of a WAF policy (WAF_v2): per client address, per minute
+    # a RateLimitRule of a WAF policy (WAF_v2): per client address, per minute; nothing
+    # counts requests in flight
     rate_limit_periods=frozenset({1, 60}),
     rate_limit_request_keys=False,
     rate_limit_burst=False,
+    rate_limit_concurrency=False,
     # address lists as custom rules of a WAF policy (WAF_v2); no credentials at all
     auth_credentials=False,
     auth_trusted_proxies=False,
@@ -98,10 +100,12 @@ AZURE_CAPABILITIES = Capabilities(
     health_check_healthy_threshold=False,
     health_check_subsecond=False,
     passive_health_checks=False,
-    # Application Gateway v2 balances round robin, and has no slow start or breaker
+    # Application Gateway v2 balances round robin, and has no slow start or breaker;
+    # connection draining is its backend settings' (drainTimeoutInSec: whole seconds)
     load_balancing_strategies=frozenset({"RoundRobin"}),
     slow_start=False,
     circuit_breaker=False,
+    connection_draining_subsecond=False,
 )
 
 

@@ -53,6 +53,7 @@ def build_children(
         gateway_id=gateway_id,
         endpoints=model.endpoints,
         health_checks=model.health_checks,
+        load_balancing=model.load_balancing,
         location=location,
         sku_tier=sku_tier,
     )
@@ -123,6 +124,17 @@ def _action(
     c: Collector, rule: Rule, *, host: Host, scheme: str, listener_for: ListenerFor
 ) -> Json:
     _refuse_unsupported(rule)
+    if rule.rewrite_rule_set is not None and (
+        rule.redirect
+        or rule.request_headers
+        or rule.response_headers
+        or (rule.rewrite and rule.rewrite.path_type)
+    ):
+        raise RuleProblem(
+            f"rewrite rule set {rule.rewrite_rule_set} with a redirect, header modifiers or a "
+            "path rewrite: an Application Gateway path rule takes one rewrite rule set, and a "
+            "redirect none"
+        )
     if rule.redirect is not None:
         return {"redirectConfiguration": add_redirect(c, rule, host, scheme, listener_for)}
     action: Json
@@ -141,7 +153,11 @@ def _action(
             "backendAddressPool": add_empty_pool(c),
             "backendHttpSettings": add_empty_settings(c),
         }
-    rewrite = add_rewrite_set(c, rule)
+    rewrite = (
+        c.external_ref("rewriteRuleSets", rule.rewrite_rule_set)
+        if rule.rewrite_rule_set is not None
+        else add_rewrite_set(c, rule)
+    )
     if rewrite is not None:
         action["rewriteRuleSet"] = rewrite
     if firewall is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from agc_controller.core.keys import ObjectKey
-from agc_controller.translate.model import BackendHealth, Certificate, Endpoint
+from agc_controller.translate.model import BackendHealth, Certificate, Endpoint, LoadBalancing
 
 Json = dict[str, Any]
 
@@ -60,6 +60,9 @@ class GatewayChildren:
     listener_problems: Mapping[str, str] = attrs.field(factory=dict)
     # the WAF policies we own that the children refer to: name -> resource body
     firewall_policies: Mapping[str, Json] = attrs.field(factory=dict)
+    # (collection, name) of children not ours the children refer to: they must be on
+    # the Application Gateway (translate/graph/appgw.py), sorted
+    external: tuple[tuple[str, str], ...] = ()
     # why nothing of this Gateway can be programmed (then `collections` is empty)
     problem: str | None = None
 
@@ -73,6 +76,8 @@ class Collector:
     endpoints: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict)
     # backend name -> its HealthCheckPolicy's probes, if one governs it
     health_checks: Mapping[str, BackendHealth] = attrs.field(factory=dict)
+    # backend name -> its BackendLoadBalancingPolicy (connection draining), if one governs it
+    load_balancing: Mapping[str, LoadBalancing] = attrs.field(factory=dict)
     # the Application Gateway's location and SKU tier (WAF policies need WAF_v2)
     location: str = ""
     sku_tier: str = ""
@@ -81,6 +86,7 @@ class Collector:
     certificates: dict[str, Certificate] = attrs.field(factory=dict)
     listener_problems: dict[str, str] = attrs.field(factory=dict)
     firewall_policies: dict[str, Json] = attrs.field(factory=dict)
+    external: set[tuple[str, str]] = attrs.field(factory=set)
 
     def add(self, collection: str, name: str, properties: Json) -> Json:
         """Add a child (idempotent for an equal child); returns its reference."""
@@ -89,6 +95,12 @@ class Collector:
         if name in taken and taken[name] != child:
             raise ValueError(f"two different {collection} children named {name}")
         taken[name] = child
+        return self.ref(collection, name)
+
+    def external_ref(self, collection: str, name: str) -> Json:
+        """A reference to a child someone else put on the Application Gateway (merge.py
+        refuses the Gateway if it is not there)."""
+        self.external.add((collection, name))
         return self.ref(collection, name)
 
     def ref(self, collection: str, name: str) -> Json:
@@ -114,6 +126,7 @@ class Collector:
             certificates=dict(self.certificates),
             listener_problems=dict(sorted(self.listener_problems.items())),
             firewall_policies=dict(sorted(self.firewall_policies.items())),
+            external=tuple(sorted(self.external)),
         )
 
 

@@ -223,7 +223,11 @@ _EVERY_REQUEST = {
 def _rate_limit_rule(limit: RateLimit) -> dict[str, object]:
     """A RateLimitPolicy as a RateLimitRule: per client address, over a sliding minute
     (a rate per second is the same average rate over the minute)."""
-    assert limit.period_s in (1, 60), limit  # the capabilities refuse other units
+    # the capabilities refuse other units, and a concurrency limit (a policy without a
+    # rate has one): Application Gateway cannot count requests in flight
+    assert limit.concurrency is None, limit
+    assert limit.requests is not None, limit
+    assert limit.period_s in (1, 60), limit
     return {
         "name": "agcRateLimit",
         "priority": 0,

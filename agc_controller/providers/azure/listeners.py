@@ -34,7 +34,7 @@ def add_listener(
     if host.hostname != "*":
         props["hostNames"] = [host.hostname]
     if frontend.protocol == "HTTPS":
-        if frontend.certificates:
+        if frontend.certificates or frontend.gateway_certificates or frontend.key_vault_certificate:
             props["sslCertificate"] = _certificate(c, frontend)
         # a listener with host names picks its certificate by SNI
         props["requireServerNameIndication"] = host.hostname != "*"
@@ -46,12 +46,25 @@ def add_listener(
 
 
 def _certificate(c: Collector, frontend: Frontend) -> Json:
-    if len(frontend.certificates) > 1:
+    key_vault = frontend.key_vault_certificate
+    count = len(frontend.certificates) + len(frontend.gateway_certificates) + bool(key_vault)
+    if count > 1:
         c.problem(
             frontend.name,
-            f"Listener {frontend.name} has {len(frontend.certificates)} certificateRefs; an "
-            "Application Gateway listener serves one certificate, so only the first is used",
+            f"Listener {frontend.name} has {count} certificates; an Application Gateway "
+            "listener serves one, so only the first is used (Key Vault's, then one already "
+            "on the Application Gateway, then a Secret's)",
         )
+    if key_vault is not None:
+        # read by the Application Gateway with its user-assigned identity (merge.py checks
+        # it has one); named after the secret's identifier, so a new one is a new child
+        return c.add(
+            "sslCertificates",
+            naming.child_name(c.gateway, "cert", "kv-" + naming.digest(key_vault, 16)),
+            {"keyVaultSecretId": key_vault},
+        )
+    if frontend.gateway_certificates:
+        return c.external_ref("sslCertificates", frontend.gateway_certificates[0])
     certificate = frontend.certificates[0]
     name = naming.child_name(
         c.gateway, "cert", naming.digest(certificate.cert_pem + certificate.key_pem, 16)

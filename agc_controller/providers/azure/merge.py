@@ -89,7 +89,13 @@ def merge(
         if gateway in hold:
             _keep_existing(merged, props, naming.gateway_tag(gateway))
             continue
-        problem = children.problem or _conflict(merged, children) or _over_limit(merged, children)
+        problem = (
+            children.problem
+            or _missing_external(props, children)
+            or _key_vault_without_identity(current, children)
+            or _conflict(merged, children)
+            or _over_limit(merged, children)
+        )
         if problem is None:
             for collection, items in children.collections.items():
                 merged[collection].extend(copy.deepcopy(list(items)))
@@ -162,6 +168,39 @@ def _listener_hosts(listener: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     port = naming.last_segment(str((p.get("frontendPort") or {}).get("id", ""))).lower()
     hosts = list(p.get("hostNames") or []) + ([p["hostName"]] if p.get("hostName") else [])
     return [(ip, port, h.lower()) for h in hosts] or [(ip, port, "")]
+
+
+def _missing_external(props: Mapping[str, Any], children: GatewayChildren) -> str | None:
+    """Why a child someone else made, which the Gateway names, cannot be used: it is not
+    on the Application Gateway (ARM would refuse the whole body), or it is ours (it
+    comes and goes with a Gateway)."""
+    for collection, name in children.external:
+        if naming.owner_tag(name) is not None:
+            return f"{collection} {name} belongs to agc-controller: name one made outside it"
+        present = {str(ch.get("name", "")).lower() for ch in props.get(collection) or []}
+        if name.lower() not in present:
+            return f"{collection} {name} is not on the Application Gateway"
+    return None
+
+
+def _key_vault_without_identity(
+    current: Mapping[str, Any], children: GatewayChildren
+) -> str | None:
+    """Why the Gateway's Key Vault certificates cannot be read: Application Gateway
+    reads them with a user-assigned identity of its own, which it lacks."""
+    from_key_vault = [
+        cert["name"]
+        for cert in children.collections.get("sslCertificates", ())
+        if properties(cert).get("keyVaultSecretId")
+    ]
+    identity = current.get("identity") or {}
+    if from_key_vault and not identity.get("userAssignedIdentities"):
+        return (
+            f"sslCertificates {from_key_vault[0]} comes from Key Vault, which the Application "
+            "Gateway reads with a user-assigned managed identity: it has none (assign one with "
+            "get on the vault's secrets; docs/azure.md)"
+        )
+    return None
 
 
 def _conflict(merged: Mapping[str, list[Json]], children: GatewayChildren) -> str | None:

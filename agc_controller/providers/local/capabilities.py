@@ -77,6 +77,13 @@ LOCAL_CAPABILITIES = Capabilities(
     # the firewall is ModSecurity with the rules a policy describes; a WAF policy of
     # Application Gateway's is Azure's alone
     waf_policy_reference=False,
+    # an endpoint leaving a backend only stops being picked (lua/agc/balancer.lua):
+    # NGINX cannot end a proxied request from outside it, so requests in flight to
+    # it always finish, whatever connectionDraining says (docs/policies.md)
+    connection_draining_cutoff=False,
+    # objects on an Application Gateway (graph/appgw.py) exist only there
+    application_gateway_children=False,
+    key_vault_certificates=False,
 )
 
 

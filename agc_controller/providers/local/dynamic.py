@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import attrs
@@ -37,6 +38,16 @@ RETRY_ATTEMPTS_MAX = 8
 
 def retry_location(codes: tuple[int, ...]) -> str:
     return "@agc_retry_" + ("_".join(map(str, codes)) or "errors")
+
+
+def error_pages_location(codes: tuple[int, ...], tls_index: int | None = None) -> str:
+    """Where a rule's requests go when its answers with `codes` get custom error pages;
+    the router appends `_tls_<index>` for a backend spoken to over that TLS setting."""
+    return (
+        "@agc_errors_"
+        + "_".join(map(str, codes))
+        + ("" if tls_index is None else f"_tls_{tls_index}")
+    )
 
 
 # every subset of RETRIABLE_CODES: the static config always has all 16 locations,
@@ -87,6 +98,8 @@ class StaticNeeds:
     waf: tuple[alb.WafRuleSet, ...] = ()
     # some backend is reached over Istio mesh mTLS (the @agc_mesh locations)
     mesh: bool = False
+    # (status codes, upstream TLS index or None) of each error pages location
+    error_pages: tuple[tuple[tuple[int, ...], int | None], ...] = ()
 
 
 def _modifier(m: alb.HeaderModifier | None) -> state.HeaderModifier | None:
@@ -224,6 +237,12 @@ def _rule(r: alb.Rule) -> state.Rule:
         limit=_rate_limit(r.rate_limit),
         waf=_waf(r.waf),
         auth=_auth(r.auth),
+        errors=None
+        if r.error_pages is None
+        else state.ErrorPages(
+            location=error_pages_location(r.error_pages.codes),
+            backend=backend_id(r.error_pages.backend),
+        ),
     )
 
 
@@ -287,6 +306,7 @@ def _rate_limit(r: alb.RateLimit | None) -> state.RateLimit | None:
         burst=r.burst,
         header=r.header if r.key == "Header" else None,
         claim=r.claim if r.key == "Claim" else None,
+        concurrency=r.concurrency,
     )
 
 
@@ -295,7 +315,31 @@ def _targets(r: alb.Rule) -> list[Backend]:
     external authorization Service's included."""
     external = r.auth.external if r.auth is not None else None
     checks = (external.backend,) if external is not None else ()
-    return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors), *checks) if b.valid]
+    pages = (r.error_pages.backend,) if r.error_pages is not None else ()
+    return [b for b in (*r.backends, *(mi.backend for mi in r.mirrors), *checks, *pages) if b.valid]
+
+
+# (the status codes, the upstream TLS setting or None) of an error pages location
+_ErrorPagesNeed = tuple[tuple[int, ...], BackendTLS | None]
+
+
+def _error_pages_needs(r: alb.Rule) -> set[_ErrorPagesNeed]:
+    """The error pages locations a rule's requests may go to: one per upstream TLS
+    setting among its backends (router.forward picks by the backend)."""
+    if r.error_pages is None:
+        return set()
+    return {(r.error_pages.codes, b.tls) for b in r.backends if b.valid}
+
+
+def _error_pages_locations(
+    needs: Iterable[_ErrorPagesNeed], tls_index: Mapping[BackendTLS, int]
+) -> tuple[tuple[tuple[int, ...], int | None], ...]:
+    return tuple(
+        sorted(
+            {(codes, None if tls is None else tls_index[tls]) for codes, tls in needs},
+            key=lambda need: (need[0], -1 if need[1] is None else need[1]),
+        )
+    )
 
 
 @attrs.frozen
@@ -431,6 +475,8 @@ def _needs(
     h2c_ports: set[int],
     tls: tuple[BackendTLS, ...],
     mesh: bool,
+    *,
+    error_pages: tuple[tuple[tuple[int, ...], int | None], ...],
 ) -> StaticNeeds:
     # NGINX 1.22 serves either HTTP/1.x or h2c on a plain port, not both: ports
     # with gRPC rules or h2c backends (whose clients speak h2c too) get a protocol
@@ -460,6 +506,7 @@ def _needs(
         streams=streams,
         waf=model.waf_rule_sets,
         mesh=mesh,
+        error_pages=error_pages,
     )
 
 
@@ -542,7 +589,10 @@ def router_state(
     )
     h2c_ports = {h.port + port_offset for h in model.hosts if _speaks_h2c(h)}
     uses_mesh = any(b.mesh for b in targets.values())
-    return router, _needs(model, port_offset, h2c_ports, tls, uses_mesh)
+    error_pages = _error_pages_locations(
+        (need for r in rules.values() for need in _error_pages_needs(r)), tls_index
+    )
+    return router, _needs(model, port_offset, h2c_ports, tls, uses_mesh, error_pages=error_pages)
 
 
 def build_state(
@@ -617,6 +667,8 @@ class StateParts:
         self._mesh_generation: int | None = None
         # the frontends the listener part was made from, and its text
         self._listeners: tuple[tuple[alb.Frontend, ...], bytes] | None = None
+        # error pages locations the rules use -> how many rules use each
+        self._error_pages: Counter[_ErrorPagesNeed] = Counter()
 
     def build(
         self, model: LoadBalancer, mesh: MeshEndpoints | None = None
@@ -679,7 +731,12 @@ class StateParts:
         )
         h2c_ports = {port for _, _, port in self._hosts.values() if port is not None}
         uses_mesh = any(e.backend.mesh for e in self._backends.values())
-        return parts, _needs(model, self._port_offset, h2c_ports, tls, uses_mesh)
+        error_pages = _error_pages_locations(
+            (need for need, users in self._error_pages.items() if users > 0), tls_index
+        )
+        return parts, _needs(
+            model, self._port_offset, h2c_ports, tls, uses_mesh, error_pages=error_pages
+        )
 
     def mesh_endpoints(self, model: LoadBalancer) -> list[alb.Endpoint]:
         """The endpoints of the mesh backends of the last build (of `model`)."""
@@ -698,6 +755,9 @@ class StateParts:
         if entry.rule is not r or not entry.text:
             for backend_key, _ in entry.targets:
                 self._release_backend(backend_key)
+            if entry.text:
+                self._error_pages.subtract(_error_pages_needs(entry.rule))
+            self._error_pages.update(_error_pages_needs(r))
             entry.rule, entry.text = r, encode(state.to_json(_rule(r)))
             entry.targets = tuple((backend_id(b), b) for b in _targets(r))
             for backend_key, b in entry.targets:
@@ -710,6 +770,7 @@ class StateParts:
         if entry.users == 0:
             for backend_key, _ in entry.targets:
                 self._release_backend(backend_key)
+            self._error_pages.subtract(_error_pages_needs(entry.rule))
             del self._rules[key]
 
     def _use_backend(self, key: str, b: Backend) -> None:

@@ -135,6 +135,19 @@ class Mirror:
 
 
 @attrs.frozen
+class ErrorPages:
+    """Custom error pages: the rule's requests go to `location` (the static config
+    intercepts its answers with the codes there; `_tls_<n>` appended for a backend
+    over upstream TLS setting n), and an intercepted answer is replaced by what
+    `backend` answers (router.error_page)."""
+
+    location: str
+    # key into RouterState.backends; absent there when it is not valid (then the
+    # rule has no valid backends either: graph/routes.py fails it)
+    backend: str
+
+
+@attrs.frozen
 class Cors:
     # "*", an origin, or an origin with one "*" label wildcard
     allow_origins: tuple[str, ...] = ()
@@ -164,17 +177,21 @@ class Retry:
 @attrs.frozen
 class RateLimit:
     """A RateLimitPolicy in force: each key may send `requests` per `period_s`,
-    up to `burst` at once after a pause (lua/agc/ratelimit.lua)."""
+    up to `burst` at once after a pause, and have `concurrency` requests in
+    flight at once (lua/agc/ratelimit.lua); either, or both."""
 
     # the counters' name (policy and target): rules sharing it share budgets
     bucket: str
-    requests: int
-    period_s: int
-    burst: int
+    # the rate: all three, or none (a concurrency limit alone)
+    requests: int | None = None
+    period_s: int | None = None
+    burst: int | None = None
     # the header whose value is the key, or the verified JWT claim; neither: the
     # client's address
     header: str | None = None
     claim: str | None = None
+    # requests in flight at once per key (counted in the shared dict agc_inflight)
+    concurrency: int | None = None
 
 
 @attrs.frozen
@@ -280,12 +297,14 @@ class Rule:
     session: Session | None = None
     # None: one try
     retry: Retry | None = None
-    # checked once the rule matched, before anything else it does
+    # checked once the rule matched, before anything else it does (a claim key: after
+    # the credentials); the slot in flight it takes is given back when the request ends
     limit: RateLimit | None = None
     # inspected after the limit, before the credentials are checked
     waf: Waf | None = None
     # checked after the firewall
     auth: Auth | None = None
+    errors: ErrorPages | None = None
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ from agc_controller.providers.local.dynamic import (
     RETRY_CODE_SETS,
     StaticNeeds,
     StreamListen,
+    error_pages_location,
     retry_location,
 )
 from agc_controller.providers.local.state import stream_port
@@ -503,6 +504,7 @@ def _render(
             out += _backend_tls_location(index, tls, layout, settings)
         if needs.mesh:
             out += _MESH_LOCATIONS
+        out += _error_pages_locations(needs, layout, settings)
         # Retry policies. Connection failures NGINX retries at once (the balancer
         # grants the tries). An answer with one of the policy's codes comes back
         # into the same location (error_page), where the router counts it, waits
@@ -733,13 +735,57 @@ _MESH_LOCATIONS = [
 def _backend_tls_location(
     index: int, tls: BackendTLS, layout: InstanceLayout, settings: StaticSettings
 ) -> list[str]:
+    return [
+        f"    location @agc_tls_{index} {{",
+        *_backend_tls_lines(index, tls, layout, settings),
+        "    }",
+    ]
+
+
+def _error_pages_locations(
+    needs: StaticNeeds, layout: InstanceLayout, settings: StaticSettings
+) -> list[str]:
+    """Custom error pages (HTTPRouteFilter errorPages): per set of status codes, and
+    per upstream TLS setting a rule with them sends to, a location that proxies as
+    the plain (or that TLS) one does and hands those answers to @agc_error_page,
+    where the router sends the request to the error backend instead."""
+    if not needs.error_pages:
+        return []
+    out = []
+    for codes, tls_index in needs.error_pages:
+        if not codes or any(not 400 <= code <= 599 for code in codes):
+            raise UnsafeValue(f"error page status codes {codes!r} are not 400-599")
+        proxy = (
+            ["      proxy_pass http://agc_backend;"]
+            if tls_index is None
+            else _backend_tls_lines(tls_index, needs.backend_tls[tls_index], layout, settings)
+        )
+        out += [
+            f"    location {error_pages_location(codes, tls_index)} {{",
+            *proxy,
+            "      proxy_intercept_errors on;",
+            f"      error_page {' '.join(str(int(code)) for code in codes)} = @agc_error_page;",
+            "    }",
+        ]
+    return [
+        *out,
+        "    location @agc_error_page {",
+        '      access_by_lua_block { require("agc.router").error_page() }',
+        "      proxy_pass http://agc_backend;",
+        "    }",
+    ]
+
+
+def _backend_tls_lines(
+    index: int, tls: BackendTLS, layout: InstanceLayout, settings: StaticSettings
+) -> list[str]:
+    """The directives of a location proxying over the upstream TLS setting `index`."""
     if not is_valid_hostname(tls.sni, wildcard=False):
         raise UnsafeValue(f"backend TLS hostname {tls.sni[:64]!r} is not a valid hostname")
     ca = settings.system_ca_bundle
     if tls.ca_pem is not None:
         ca = str(layout.pem_file(tls.ca_pem, "ca"))
     lines = [
-        f"    location @agc_tls_{index} {{",
         f"      proxy_pass https://agc_backend_tls_{index};",
         "      proxy_ssl_server_name on;",
         f"      proxy_ssl_name {nginx_string(tls.sni)};",
@@ -755,5 +801,4 @@ def _backend_tls_location(
             f"      proxy_ssl_certificate {nginx_string(str(cert))};",
             f"      proxy_ssl_certificate_key {nginx_string(str(key))};",
         ]
-    lines.append("    }")
     return lines

@@ -15,8 +15,10 @@ import attrs
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey, namespaced_name
+from agc_controller.core.resources import APPGW_TRUSTED_ROOT_CERTIFICATE
 from agc_controller.core.status import Condition
 from agc_controller.translate.capabilities import Capabilities
+from agc_controller.translate.graph import appgw
 from agc_controller.translate.graph.backends import in_mesh
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.model import SubjectAltName
@@ -36,6 +38,8 @@ class PolicyNode:
     sni: str
     ca_pem: str | None = attrs.field(repr=False)
     subject_alt_names: tuple[SubjectAltName, ...]
+    # trusted root certificates already on the Application Gateway, by name (appgw.py)
+    gateway_roots: tuple[str, ...]
     # Accepted=False reason/message (the policy cannot be used), if any
     accepted_problem: tuple[str, str] | None
     resolved_problem: tuple[str, str] | None
@@ -122,6 +126,7 @@ def _build_policy(obj: Obj, snapshot: Snapshot, capabilities: Capabilities) -> P
     accepted_problem: tuple[str, str] | None = None
     resolved_problem: tuple[str, str] | None = None
     ca_pem: str | None = None
+    gateway_roots: tuple[str, ...] = ()
     attached, unknown_sections = _attached_targets(targets, snapshot)
     hostname = str(validation.get("hostname", ""))
     if problem := precise_hostname(hostname):
@@ -135,20 +140,20 @@ def _build_policy(obj: Obj, snapshot: Snapshot, capabilities: Capabilities) -> P
         )
     elif refs:
         # a policy's CA refs never cross namespaces (they have no namespace field)
+        gateway_roots, problems = _gateway_roots(refs, capabilities)
         resolved = resolve_ca_refs(
             refs,
             field="spec.validation.caCertificateRefs",
             namespace=namespace,
             snapshot=snapshot,
             wrong_kind_reason=c.R_INVALID_KIND,
+            skip=lambda ref: appgw.names(ref, APPGW_TRUSTED_ROOT_CERTIFICATE),
         )
-        if resolved.problems:
-            resolved_problem = (
-                resolved.problems[0][0],
-                c.join_problems([m for _, m in resolved.problems]),
-            )
+        problems += resolved.problems
+        if problems:
+            resolved_problem = (problems[0][0], c.join_problems([m for _, m in problems]))
         ca_pem = resolved.pem
-        if ca_pem is None and accepted_problem is None:
+        if ca_pem is None and not gateway_roots and accepted_problem is None:
             accepted_problem = (
                 c.R_NO_VALID_CA_CERTIFICATE,
                 "spec.validation.caCertificateRefs has no usable CA certificate",
@@ -173,12 +178,36 @@ def _build_policy(obj: Obj, snapshot: Snapshot, capabilities: Capabilities) -> P
         sni=hostname,
         ca_pem=ca_pem,
         subject_alt_names=tuple(sans),
+        gateway_roots=gateway_roots,
         accepted_problem=accepted_problem,
         resolved_problem=resolved_problem,
         overrides_mesh=bool(attached)
         and capabilities.mesh
         and in_mesh(snapshot.namespaces.get(namespace)),
     )
+
+
+def _gateway_roots(
+    refs: list[Obj], capabilities: Capabilities
+) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """The Application Gateway trusted root certificates among a policy's CA refs, and
+    the problems of those that cannot be used."""
+    names: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for i, ref in enumerate(refs):
+        if not appgw.names(ref, APPGW_TRUSTED_ROOT_CERTIFICATE):
+            continue
+        if problem := appgw.problem(f"spec.validation.caCertificateRefs[{i}]", ref, capabilities):
+            # a kind this provider does not have, or a name no Application Gateway child has
+            reason = (
+                c.R_INVALID_CA_CERTIFICATE_REF
+                if capabilities.application_gateway_children
+                else c.R_INVALID_KIND
+            )
+            problems.append((reason, problem))
+        else:
+            names.append(str(ref["name"]))
+    return tuple(names), problems
 
 
 def _attached_targets(

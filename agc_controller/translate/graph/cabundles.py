@@ -35,11 +35,15 @@ def resolve_ca_refs(
     snapshot: Snapshot,
     wrong_kind_reason: str,
     permitted: Callable[[Ref], bool] | None = None,
+    skip: Callable[[Obj], bool] | None = None,
 ) -> CaBundle:
-    """Resolve `refs` (the list at `field`); `namespace` is the referrer's."""
+    """Resolve `refs` (the list at `field`); `namespace` is the referrer's. Refs
+    `skip` picks are the caller's to resolve (kinds only some providers have)."""
     bundles: list[str] = []
     problems: list[tuple[str, str]] = []
     for i, ref in enumerate(refs):
+        if skip is not None and skip(ref):
+            continue
         ref_field = f"{field}[{i}]"
         group, kind = ref.get("group", ""), ref.get("kind", "")
         target = Ref(group, kind, ref.get("namespace") or namespace, str(ref.get("name", "")))

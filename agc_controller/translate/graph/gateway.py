@@ -17,9 +17,15 @@ import attrs
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey, namespaced_name
-from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.resources import (
+    APPGW_SSL_CERTIFICATE,
+    GATEWAY_GROUP,
+    KEY_VAULT_SECRET_OPTION,
+)
 from agc_controller.core.status import Condition, RouteGroupKind
 from agc_controller.translate import pem
+from agc_controller.translate.capabilities import Capabilities
+from agc_controller.translate.graph import appgw
 from agc_controller.translate.graph.cabundles import resolve_ca_refs
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.model import Certificate, ClientValidation, RequestedAddress
@@ -63,6 +69,10 @@ class Listener:
     # a conflict keeps its reason (Conflicted, Accepted and Programmed all say it)
     not_programmable: tuple[str, str] | None
     certificates: tuple[Certificate, ...] = ()
+    # certificates already on the Application Gateway, by name (graph/appgw.py)
+    gateway_certificates: tuple[str, ...] = ()
+    # the Key Vault secret of its certificate (graph/appgw.py)
+    key_vault_certificate: str | None = None
     client_validation: ClientValidation | None = None
 
 
@@ -98,6 +108,10 @@ class _ListenerDraft:
     overlapping: bool = False
     kinds: tuple[RouteGroupKind, ...] = ()
     certificates: tuple[Certificate, ...] = ()
+    # certificates already on the Application Gateway, by name (graph/appgw.py)
+    gateway_certificates: tuple[str, ...] = ()
+    # the Key Vault secret of its certificate (graph/appgw.py)
+    key_vault_certificate: str | None = None
     client_validation: ClientValidation | None = None
     no_certificate: bool = False
 
@@ -150,7 +164,7 @@ def build_gateway(
     frontend_tls = (spec.get("tls") or {}).get("frontend") or {}
     insecure = False
     for d in drafts:
-        _resolve_certificates(d, namespace, snapshot, grants)
+        _resolve_certificates(d, namespace, snapshot, grants, settings.capabilities)
         insecure |= _resolve_client_validation(d, frontend_tls, namespace, snapshot, grants)
 
     gateway_conditions: list[Condition] = []
@@ -300,15 +314,30 @@ def _resolve_certificates(
     namespace: str,
     snapshot: Snapshot,
     grants: ReferenceGrants,
+    capabilities: Capabilities,
     *,
     from_kind: str = "Gateway",
 ) -> None:
     if not d.terminates_tls or d.accepted_problem:
         return
-    refs = (d.spec.get("tls") or {}).get("certificateRefs") or []
+    tls = d.spec.get("tls") or {}
+    secret_id = (tls.get("options") or {}).get(KEY_VAULT_SECRET_OPTION)
+    if secret_id is not None:
+        field = f"spec.listeners[{d.index}].tls.options[{KEY_VAULT_SECRET_OPTION!r}]"
+        if problem := appgw.key_vault_problem(field, secret_id, capabilities):
+            d.resolved_problems.append((c.R_INVALID_CERTIFICATE_REF, problem))
+        else:
+            d.key_vault_certificate = str(secret_id)
+    refs = tls.get("certificateRefs") or []
     certificates = []
     for i, ref in enumerate(refs):
         field = f"spec.listeners[{d.index}].tls.certificateRefs[{i}]"
+        if appgw.names(ref, APPGW_SSL_CERTIFICATE):
+            if problem := appgw.problem(field, ref, capabilities):
+                d.resolved_problems.append((c.R_INVALID_CERTIFICATE_REF, problem))
+            else:
+                d.gateway_certificates += (str(ref["name"]),)
+            continue
         group, kind = ref.get("group", ""), ref.get("kind", "Secret")
         ref_ns = ref.get("namespace") or namespace
         target = Ref(group, kind, ref_ns, str(ref.get("name", "")))
@@ -350,7 +379,7 @@ def _resolve_certificates(
             )
         )
     d.certificates = tuple(certificates)
-    d.no_certificate = not certificates
+    d.no_certificate = not (certificates or d.gateway_certificates or d.key_vault_certificate)
 
 
 def _resolve_client_validation(
@@ -441,6 +470,8 @@ def _freeze(d: _ListenerDraft, generation: int) -> Listener:
         programmable=not_programmable is None,
         not_programmable=not_programmable,
         certificates=d.certificates,
+        gateway_certificates=d.gateway_certificates,
+        key_vault_certificate=d.key_vault_certificate,
         client_validation=d.client_validation,
     )
 
@@ -553,6 +584,8 @@ def build_listener_entries(
             d.port, d.protocol, d.hostname, d.accepted_problem is None
         )
     for d in drafts:
-        _resolve_certificates(d, namespace, snapshot, grants, from_kind=from_kind)
+        _resolve_certificates(
+            d, namespace, snapshot, grants, settings.capabilities, from_kind=from_kind
+        )
         _resolve_client_validation(d, frontend_tls, gateway_namespace, snapshot, grants)
     return tuple(_freeze(d, generation) for d in drafts)

@@ -23,9 +23,10 @@ Status. A policy has one `status.ancestors` entry per Gateway it reaches: the
 Gateway it targets, each Gateway a targeted route is attached to, and each
 Gateway with a route sending to a targeted Service. That Gateway's work item
 decides the entry: Accepted=True when the policy governs one of its targets
-there; False with reason Invalid (the spec, or the provider, cannot honour it:
-the field is named), TargetNotFound (every sectionName there names no
-listener, rule or port) or Conflicted (another policy governs each target).
+there (the message says where the provider does otherwise than the spec says,
+if it does); False with reason Invalid (the spec, or the provider, cannot
+honour it: the field is named), TargetNotFound (every sectionName there names
+no listener, rule or port) or Conflicted (another policy governs each target).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class PolicyNode(Generic[T]):
     value: T | None
     # why not (the field named), when it cannot
     problem: str | None
+    # what the provider does otherwise than the valid spec says (the Accepted message
+    # tells), if anything
+    note: str | None = None
 
 
 @attrs.frozen
@@ -132,13 +136,15 @@ def build_attached(
     *,
     targets: frozenset[tuple[str, str]],
     provider_problem: Callable[[T], str | None],
+    provider_note: Callable[[T], str | None] = lambda _value: None,
     fail_closed: T | None = None,
 ) -> AttachedPolicies[T]:
     """Parse every policy of `kind` and decide which governs each target.
     `targets` are the (group, kind) it may name; `provider_problem` says why the
     provider cannot honour a parsed spec, if it cannot: then the policy is
-    invalid for that reason. An invalid policy governs nothing, unless
-    `fail_closed` is given: then it governs with that value."""
+    invalid for that reason; `provider_note` what the provider does otherwise
+    than a spec it accepts says, if anything. An invalid policy governs nothing,
+    unless `fail_closed` is given: then it governs with that value."""
     nodes = sorted(
         (
             _node(
@@ -147,6 +153,7 @@ def build_attached(
                 parse,
                 targets,
                 provider_problem=provider_problem,
+                provider_note=provider_note,
                 fail_closed=fail_closed,
             )
             for obj in objects
@@ -170,6 +177,7 @@ def _node(
     allowed: frozenset[tuple[str, str]],
     *,
     provider_problem: Callable[[T], str | None],
+    provider_note: Callable[[T], str | None],
     fail_closed: T | None,
 ) -> PolicyNode[T]:
     meta = obj["metadata"]
@@ -184,6 +192,7 @@ def _node(
                 break
     if value is not None and (refused := provider_problem(value)) is not None:
         value, problem = None, refused
+    note = provider_note(value) if value is not None and problem is None else None
     if problem is not None and fail_closed is not None:
         value = fail_closed
         problem += "; requests to its targets are refused until it is fixed"
@@ -194,6 +203,7 @@ def _node(
         targets=targets,
         value=value,
         problem=problem,
+        note=note,
     )
 
 
@@ -307,11 +317,12 @@ def ancestor_conditions(
                 "precedence (older, or first by namespace/name)"
             )
     if governs:
+        provider = [node.note] if node.note is not None else []
         return (
             c.true(
                 c.ACCEPTED,
                 c.R_ACCEPTED,
-                c.join_problems(["The policy is accepted", *lost, *notes]),
+                c.join_problems(["The policy is accepted", *lost, *provider, *notes]),
                 g,
             ),
         )

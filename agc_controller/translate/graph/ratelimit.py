@@ -2,17 +2,21 @@
 
     spec:
       targetRefs: [...]            # graph/policies.py
-      limit:
+      limit:                       # a rate, or (concurrency alone) none
         requests: 10               # per unit, for each key
         unit: Second               # Second | Minute | Hour
         burst: 20                  # at most this many at once after a pause (default: requests)
+      concurrency:                 # a number in flight, or none
+        requests: 5                # each key's requests in flight at once; one more: 429
       key:
         type: ClientIP             # ClientIP (default) | Header | Claim
         header: X-Api-Key          # Header: the header whose value is the key
         claim: sub                 # Claim: the claim of the request's verified JWT
 
-The CRD refuses most bad values with CEL; these checks repeat them (a policy
-may come from a file, `agc-controller translate`) and name the field.
+A policy sets `limit`, `concurrency` or both (both apply to each request); `key`
+is whose requests share the budget and the count in flight alike. The CRD
+refuses most bad values with CEL; these checks repeat them (a policy may come
+from a file, `agc-controller translate`) and name the field.
 Requests without the key header share one budget (the empty value): leaving
 out a header never escapes the limit. A claim key is the verified token's (an
 AuthPolicy with `jwt` on the same rule checks it first; the data plane counts
@@ -67,18 +71,27 @@ def in_force(policy: PolicyNode[RateLimit], target: Target) -> RateLimit:
 
 
 def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
-    limit = spec.get("limit")
-    if not isinstance(limit, dict):
-        return None, "spec.limit is required"
-    requests = limit.get("requests")
-    if not _count(requests):
-        return None, f"spec.limit.requests must be an integer from 1 to {REQUESTS_MAX}"
-    unit = limit.get("unit")
-    if unit not in UNIT_SECONDS:
-        return None, f"spec.limit.unit {str(unit)[:32]!r} is not one of Second, Minute, Hour"
-    burst = limit.get("burst", requests)
-    if not _count(burst):
-        return None, f"spec.limit.burst must be an integer from 1 to {REQUESTS_MAX}"
+    limit, concurrency = spec.get("limit"), spec.get("concurrency")
+    if limit is None and concurrency is None:
+        return None, "spec.limit or spec.concurrency (or both) is required"
+    parsed = RateLimit(bucket="")
+    if limit is not None:
+        limit = limit if isinstance(limit, dict) else {}
+        requests = limit.get("requests")
+        if not _count(requests):
+            return None, f"spec.limit.requests must be an integer from 1 to {REQUESTS_MAX}"
+        unit = limit.get("unit")
+        if unit not in UNIT_SECONDS:
+            return None, f"spec.limit.unit {str(unit)[:32]!r} is not one of Second, Minute, Hour"
+        burst = limit.get("burst", requests)
+        if not _count(burst):
+            return None, f"spec.limit.burst must be an integer from 1 to {REQUESTS_MAX}"
+        parsed = attrs.evolve(parsed, requests=requests, period_s=UNIT_SECONDS[unit], burst=burst)
+    if concurrency is not None:
+        in_flight = concurrency.get("requests") if isinstance(concurrency, dict) else None
+        if not _count(in_flight):
+            return None, f"spec.concurrency.requests must be an integer from 1 to {REQUESTS_MAX}"
+        parsed = attrs.evolve(parsed, concurrency=in_flight)
     key = spec.get("key") or {}
     key_type = key.get("type", "ClientIP")
     header, claim = key.get("header"), key.get("claim")
@@ -94,18 +107,7 @@ def parse_rate_limit(spec: Obj) -> tuple[RateLimit | None, str | None]:
             return None, "spec.key.claim must be a JWT claim name (1-256 printable characters)"
     elif key_type != "ClientIP":
         return None, f"spec.key.type {str(key_type)[:32]!r} is not one of ClientIP, Header, Claim"
-    return (
-        RateLimit(
-            bucket="",
-            requests=requests,
-            period_s=UNIT_SECONDS[unit],
-            burst=burst,
-            key=key_type,
-            header=header,
-            claim=claim,
-        ),
-        None,
-    )
+    return attrs.evolve(parsed, key=key_type, header=header, claim=claim), None
 
 
 def _count(value: object) -> TypeGuard[int]:

@@ -18,10 +18,15 @@ import attrs
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey, namespaced_name
-from agc_controller.core.resources import HTTP_ROUTE_FILTER, POLICY_GROUP
+from agc_controller.core.resources import (
+    APPGW_REWRITE_RULE_SET,
+    HTTP_ROUTE_FILTER,
+    POLICY_GROUP,
+)
 from agc_controller.core.status import ParentReference
 from agc_controller.translate import validate
 from agc_controller.translate.capabilities import FULL, Capabilities
+from agc_controller.translate.graph import appgw
 from agc_controller.translate.graph.backends import BackendProblem, ResolvedBackend, resolve_backend
 from agc_controller.translate.hostnames import is_valid_hostname
 from agc_controller.translate.model import (
@@ -65,6 +70,14 @@ class MirrorNode:
 
 
 @attrs.frozen
+class ErrorPagesNode:
+    """Answers with these statuses are replaced by the backend's (HTTPRouteFilter)."""
+
+    codes: tuple[int, ...]
+    backend: ResolvedBackend
+
+
+@attrs.frozen
 class RuleNode:
     index: int
     name: str | None
@@ -82,8 +95,17 @@ class RuleNode:
     session_persistence: SessionPersistence | None = None
     # bytes a request body may have (our HTTPRouteFilter); None: no limit
     max_body_bytes: int | None = None
+    # a rewrite rule set already on the Application Gateway, by name (graph/appgw.py)
+    rewrite_rule_set: str | None = None
+    # the backend answering in place of the rule's backends for some statuses
+    error_pages: ErrorPagesNode | None = None
     # GRPCRoute only: the precedence rank of each match (same order as `matches`)
     grpc_ranks: tuple[GrpcRank, ...] = ()
+
+    def used_backends(self) -> tuple[ResolvedBackend, ...]:
+        """Every backend the rule may send a request to."""
+        pages = (self.error_pages.backend,) if self.error_pages is not None else ()
+        return (*self.backends, *(m.backend for m in self.mirrors), *pages)
 
 
 @attrs.frozen
@@ -242,6 +264,18 @@ class _RuleParser:
             backends.append(backend)
             if problem:
                 problems.append(problem)
+        if filters.error_pages is not None and (
+            raw.get("retry")
+            or filters.mirrors
+            or any(b.protocol == "h2c" or b.mesh for b in backends)
+        ):
+            # the data plane replaces answers in a location of its own (static.py), which
+            # retries, mirrors, gRPC and the mesh each need for themselves
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE,
+                f"{field}: an HTTPRouteFilter's errorPages cannot go with retries, mirrors, "
+                "h2c (gRPC) backends or backends in the mesh",
+            )
         if filters.extension_ref_problem:
             # an unresolvable extension must fail the requests it covers, never be skipped
             backends = [ResolvedBackend(name="extensionRef", weight=1, valid=False)]
@@ -274,6 +308,8 @@ class _RuleParser:
                     f"{field}.sessionPersistence", raw.get("sessionPersistence")
                 ),
                 max_body_bytes=filters.max_body_bytes,
+                rewrite_rule_set=filters.rewrite_rule_set,
+                error_pages=filters.error_pages,
                 grpc_ranks=grpc_ranks,
             ),
             problems,
@@ -328,7 +364,10 @@ class _RuleParser:
                 into.mirrors.append(mirror)
         elif kind == "CORS" and self.kind == "HTTPRoute":
             into.cors = _cors(f"{field}.cors", raw.get("cors") or {})
-        elif kind == "ExtensionRef" and self._route_filter(field, raw, into, problems):
+        elif kind == "ExtensionRef" and (
+            self._route_filter(field, raw, into, problems)
+            or self._rewrite_rule_set(field, raw, into)
+        ):
             pass
         elif kind == "ExtensionRef":
             ref = raw.get("extensionRef") or {}
@@ -344,6 +383,21 @@ class _RuleParser:
             raise RuleInvalid(
                 c.R_UNSUPPORTED_VALUE, f"{field}.type {kind!r} is not supported on {self.kind}"
             )
+
+    def _rewrite_rule_set(self, field: str, raw: Obj, into: _Filters) -> bool:
+        """An ExtensionRef naming a rewrite rule set on the Application Gateway (True);
+        the capabilities let only the azure provider's rules through. False: not one."""
+        ref = raw.get("extensionRef") or {}
+        if self.kind != "HTTPRoute" or not appgw.names(ref, APPGW_REWRITE_RULE_SET):
+            return False
+        if problem := appgw.name_problem(f"{field}.extensionRef", ref):
+            raise RuleInvalid(c.R_UNSUPPORTED_VALUE, problem)
+        if into.rewrite_rule_set is not None:
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE, f"{field}: a rule takes one {APPGW_REWRITE_RULE_SET}"
+            )
+        into.rewrite_rule_set = str(ref["name"])
+        return True
 
     def _route_filter(
         self, field: str, raw: Obj, into: _Filters, problems: list[BackendProblem]
@@ -377,7 +431,42 @@ class _RuleParser:
             if into.max_body_bytes is not None:
                 raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: a rule takes one body limit")
             into.max_body_bytes = _max_body(where, spec["requestBody"])
+        if "errorPages" in spec:
+            if into.error_pages is not None:
+                raise RuleInvalid(c.R_UNSUPPORTED_VALUE, f"{field}: a rule takes one errorPages")
+            into.error_pages = self._error_pages(where, spec["errorPages"], into, problems)
         return True
+
+    def _error_pages(
+        self, field: str, raw: Obj, into: _Filters, problems: list[BackendProblem]
+    ) -> ErrorPagesNode:
+        codes = raw.get("statusCodes") if isinstance(raw, dict) else None
+        if (
+            not isinstance(codes, list)
+            or not codes
+            or not all(isinstance(code, int) and 400 <= code <= 599 for code in codes)
+        ):
+            raise RuleInvalid(
+                c.R_UNSUPPORTED_VALUE,
+                f"{field}: errorPages.statusCodes must be status codes from 400 to 599",
+            )
+        ref = raw.get("backendRef") or {}
+        backend, problem = resolve_backend(
+            # in the filter's namespace, which is the route's
+            {"name": ref.get("name"), "port": ref.get("port")},
+            field=f"{field}.errorPages.backendRef",
+            route_kind=self.kind,
+            route_namespace=self.namespace,
+            snapshot=self.snapshot,
+            grants=self.grants,
+            default_protocol="http",
+            mesh=self.mesh,
+        )
+        if problem:
+            problems.append(problem)
+            # the rule's requests fail rather than pass the errors through unreplaced
+            into.extension_ref_problem = True
+        return ErrorPagesNode(codes=tuple(sorted(set(codes))), backend=backend)
 
     def _mirror(self, field: str, raw: Obj, problems: list[BackendProblem]) -> MirrorNode | None:
         backend, problem = resolve_backend(
@@ -413,6 +502,8 @@ class _Filters:
     cors: Cors | None = None
     extension_ref_problem: bool = False
     max_body_bytes: int | None = None
+    rewrite_rule_set: str | None = None
+    error_pages: ErrorPagesNode | None = None
 
     def add_rewrite(self, field: str, rewrite: UrlRewrite) -> None:
         """A rule's URL rewrites combine: one may rewrite the host, one the path."""
@@ -434,7 +525,14 @@ class _Filters:
         )
 
     def has_route_only_filters(self) -> bool:
-        return bool(self.redirect or self.rewrite or self.mirrors or self.cors)
+        return bool(
+            self.redirect
+            or self.rewrite
+            or self.mirrors
+            or self.cors
+            or self.rewrite_rule_set
+            or self.error_pages
+        )
 
 
 def _value_matches(field: str, raw: list[Obj] | None, *, header: bool) -> tuple[ValueMatch, ...]:

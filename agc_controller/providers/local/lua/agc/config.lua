@@ -25,7 +25,7 @@
 --     Rule       route ("ns/name"), match = Match, backends = { BackendRef },
 --                req?, resp? (HeaderModifier), redirect?, rewrite?, mirrors = { Mirror },
 --                cors?, timeout_ms?, backend_timeout_ms?, session?, retry?, limit?, waf?,
---                auth?
+--                auth?, errors? (ErrorPages)
 --     Match      path = { type, value }, method?, headers = { ValueMatch },
 --                query = { ValueMatch }
 --     ValueMatch type ("Exact" | "RegularExpression"), name, value
@@ -38,7 +38,10 @@
 --                allow_credentials?, max_age
 --     Session    type ("Cookie" | "Header"), name, absolute_timeout_s?
 --     Retry      attempts, location (a named location of the static config), backoff_ms?
---     RateLimit  bucket, requests, period_s, burst, header? (lua/agc/ratelimit.lua)
+--     ErrorPages location (a named location of the static config; `_tls_<n>` appended
+--                for a backend over upstream TLS setting n), backend (key of `backends`)
+--     RateLimit  bucket, requests?, period_s?, burst? (the rate, or none), header?,
+--                claim?, concurrency? (lua/agc/ratelimit.lua)
 --     Auth       refuse?, deny, allow, trusted_proxies (CIDRs), api_keys? (sha256 hex ->
 --                client), key_header? | key_query?, client_header?, users? (user ->
 --                hash), realm?, external? {backend, path, headers_to_backend, timeout_ms}
@@ -162,7 +165,7 @@ local function compile_rule(rule)
     max_body = rule.max_body,
     session = rule.session,
     retry = rule.retry,
-    limit = ratelimit.compile(rule.limit),
+    errors = rule.errors,
   }
   if rule.rewrite and rule.rewrite.path_type == "ReplaceRegexMatch" then
     local ok, err = check_regex("rewrite", rule.rewrite.path_pattern)
@@ -180,6 +183,8 @@ local function compile_rule(rule)
     if not ok then return nil, err end
   end
   local err
+  c.limit, err = ratelimit.compile(rule.limit)
+  if err then return nil, err end
   c.headers, err = compile_value_matches(m.headers, "header", true)
   if not c.headers then return nil, err end
   c.query, err = compile_value_matches(m.query, "query", false)

@@ -5,6 +5,9 @@ local _M = {}
 local stash, counter = {}, 0
 
 function _M.save()
+  -- stashed already (the request jumped before): the same entry serves again
+  local id = tonumber(ngx.var.agc_ctx)
+  if id and stash[id] == ngx.ctx then return end
   counter = counter + 1
   stash[counter] = ngx.ctx
   ngx.var.agc_ctx = counter

@@ -1,4 +1,5 @@
--- Rate limits (RateLimitPolicy): a token bucket per (policy target, key).
+-- Rate limits (RateLimitPolicy): a token bucket per (policy target, key), and a
+-- count of the key's requests in flight.
 --
 -- Each bucket is one number in the shared dict agc_ratelimit, the generic cell
 -- rate algorithm's "theoretical arrival time": the moment the key's debt is
@@ -15,7 +16,21 @@
 -- admit one request more than the budget left (never more than one per worker).
 -- When the dict is full, its least recently used keys are evicted (they start
 -- afresh).
+--
+-- Concurrency (spec.concurrency, NGINX's limit_conn for our keys): a key's
+-- requests in flight are counted in the shared dict agc_inflight (key "c|" and
+-- the bucket's), with agc.strategies' take, as the circuit breaker counts a
+-- backend's. A request takes its slot when its limit is checked and gives it
+-- back in the log phase (router.log), which runs exactly once for every request
+-- whatever answered it: a later check, the backend, a retry, the client going
+-- away. What the log phase reads must survive ngx.exec, which drops ngx.ctx:
+-- router.forward stashes the context before each jump (agc.ctxstash). A count
+-- back at 0 is deleted, so the dict holds only the keys with requests in flight
+-- (a count per client ever seen would crowd out the backends' counts sharing
+-- it); a request taking a slot in the very instant another worker deletes its
+-- key's 0 goes uncounted, letting one more in while it is in flight.
 local filters = require("agc.filters")
+local strategies = require("agc.strategies")
 
 local _M = {}
 
@@ -25,26 +40,39 @@ local floor, ceil, max = math.floor, math.ceil, math.max
 -- header values longer than this are keyed by their digest (bounded dict keys)
 local KEY_MAX = 64
 
+-- A RateLimit of the router state compiled; nil and a message for one that is
+-- malformed (the controller never sends one).
 function _M.compile(limit)
   if limit == nil then return nil end
-  local interval = limit.period_s / limit.requests
+  local concurrency = limit.concurrency
+  if concurrency ~= nil and (type(concurrency) ~= "number" or concurrency < 1) then
+    return nil, "rate limit: concurrency must be a number of at least 1"
+  end
+  if limit.requests == nil and concurrency == nil then
+    return nil, "rate limit: neither a rate nor a concurrency"
+  end
   local var
   if limit.header then
     var = filters.header_var(limit.header)
   end
-  return {
+  local c = {
     -- a verified JWT's claim keys the budget: checked after the AuthPolicy (router.lua)
     claim = limit.claim,
     -- 16 bytes name the bucket, whatever the length of the policy's name
     prefix = ngx.md5_bin(limit.bucket),
-    interval = interval,
-    capacity = interval * limit.burst,
-    requests = limit.requests,
-    period_s = limit.period_s,
-    burst = limit.burst,
     var = var,
-    policy = limit.requests .. ";w=" .. limit.period_s .. ";burst=" .. limit.burst,
+    concurrency = concurrency,
   }
+  if limit.requests then
+    local interval = limit.period_s / limit.requests
+    c.interval = interval
+    c.capacity = interval * limit.burst
+    c.requests = limit.requests
+    c.period_s = limit.period_s
+    c.burst = limit.burst
+    c.policy = limit.requests .. ";w=" .. limit.period_s .. ";burst=" .. limit.burst
+  end
+  return c
 end
 
 local function client_key(limit, ctx)
@@ -105,10 +133,41 @@ function _M.take(limit, key, now)
   return admitted, headers, admitted and 0 or max(ceil(wait), 1)
 end
 
+-- Take an in-flight slot of `key` (bucket prefix included): false when the key
+-- has `limit.concurrency` requests in flight; else true and the slot's name, to
+-- give back with `leave` (nil when the dict could not count: nothing to give back).
+function _M.enter(limit, key)
+  local slot = "c|" .. key
+  local taken = strategies.take(slot, limit.concurrency)
+  if taken == "full" then return false end
+  return true, taken == "taken" and slot or nil
+end
+
+-- Give back a slot `enter` took (once per request: router.log).
+function _M.leave(slot)
+  local dict = ngx.shared.agc_inflight
+  local n = dict:incr(slot, -1)
+  if n and n <= 0 then dict:delete(slot) end
+end
+
 -- Check the request against `limit`: true to go on, with the headers for the
--- response in `ctx`; otherwise it is answered here, 429 with Retry-After.
+-- response and the in-flight slot taken (ctx.limit_slot, given back by
+-- router.log) in `ctx`; otherwise it is answered here with 429: at once when the
+-- key has all its requests in flight, with Retry-After when over the rate. The
+-- slot is taken first, so a request refused for its concurrency never spends the
+-- rate's budget.
 function _M.check(limit, ctx)
-  local admitted, headers, wait = _M.take(limit, limit.prefix .. client_key(limit, ctx), ngx.now())
+  local key = limit.prefix .. client_key(limit, ctx)
+  if limit.concurrency then
+    local entered, slot = _M.enter(limit, key)
+    if not entered then
+      ngx.exit(429)
+      return false
+    end
+    ctx.limit_slot = slot
+  end
+  if not limit.interval then return true end
+  local admitted, headers, wait = _M.take(limit, key, ngx.now())
   if admitted then
     ctx.limit_headers = headers
     return true

@@ -3,8 +3,9 @@
 --                     421; frontend mTLS: 444 without a valid client certificate)
 --   config.lookup     the listener's host entry for Host
 --   match.first_match the first matching rule (rules arrive in precedence order)
---   ratelimit.check   the rule's rate limit, if a policy sets one (429 over it); one
---                     keyed by a JWT claim after auth.check, on the verified token
+--   ratelimit.check   the rule's rate and concurrency limits, if a policy sets them
+--                     (429 over either; the slot in flight is given back in `log`);
+--                     a limit keyed by a JWT claim after auth.check, on the verified token
 --   waf.inspect       the rule's WebApplicationFirewallPolicy, if any: ModSecurity
 --                     inspects the request (its block response, in Prevention)
 --   answer_cors       preflights answered here; an allowed origin is noted for
@@ -155,10 +156,28 @@ function _M.pick_backend(rule, roll)
   return rule.backends[#rule.backends]
 end
 
+-- Continue in the location that speaks `target`'s protocol when it is not plain
+-- HTTP (the context stashed across the jump: ngx.exec drops it); false: the
+-- current location speaks it. With custom error pages (`errors`), a TLS backend's
+-- location is the one that also intercepts the errors (static.py).
+local function jump_for(target, errors)
+  if not (target.protocol == "h2c" or target.tls or target.mesh) then return false end
+  ctxstash.save()
+  if target.mesh then
+    mesh.forward(target.protocol == "h2c")
+  elseif target.tls then
+    ngx.exec((errors and errors.location .. "_tls_" or "@agc_tls_") .. target.tls)
+  else
+    ngx.exec("@agc_grpc")
+  end
+  return true
+end
+
 -- Hand the request to `backend`: what the balancer and the response filters
 -- need goes into the context, and the request continues in the location that
--- speaks the backend's protocol, carries its retry policy or its mirrors (the
--- context is stashed across the jump: ngx.exec drops it).
+-- speaks the backend's protocol, carries its retry policy, its mirrors or its
+-- custom error pages (the context is stashed across the jump: ngx.exec drops
+-- it). Translation keeps error pages apart from the others but TLS.
 local function forward(state, rule, backend, mirrored, ctx)
   local target = state.backends[backend.id]
   if not target or #target.endpoints == 0 then return ngx.exit(503) end
@@ -179,12 +198,8 @@ local function forward(state, rule, backend, mirrored, ctx)
   ctx.retry = rule.retry
   ctx.backend = backend.id
   ctx.timeout_ms = rule.backend_timeout_ms or rule.timeout_ms
-  if target.protocol == "h2c" or target.tls or target.mesh then
-    ctxstash.save()
-    if target.mesh then return mesh.forward(target.protocol == "h2c") end
-    if target.tls then return ngx.exec("@agc_tls_" .. target.tls) end
-    return ngx.exec("@agc_grpc")
-  end
+  ctx.errors = rule.errors
+  if jump_for(target, rule.errors) then return end
   if rule.retry and rule.retry.attempts > 0 then
     ctxstash.save()
     return ngx.exec(rule.retry.location)
@@ -192,6 +207,10 @@ local function forward(state, rule, backend, mirrored, ctx)
   if mirrored then
     ctxstash.save()
     return ngx.exec("@agc_mirrored")
+  end
+  if rule.errors then
+    ctxstash.save()
+    return ngx.exec(rule.errors.location)
   end
 end
 
@@ -287,6 +306,35 @@ local function last_upstream_status()
   return statuses and tonumber(statuses:match("(%d+)%D*$"))
 end
 
+-- The access phase of @agc_error_page (static.py): the rule's backend answered
+-- with one of its error page codes, which the error pages location intercepted.
+-- The same request goes to the error backend instead, at path "/", told what
+-- happened in ingress-nginx's custom error headers; its answer is the client's.
+function _M.error_page()
+  local ctx = ctxstash.get()
+  local errors = ctx.errors
+  local status = last_upstream_status()
+  local state = config.get()
+  local target = errors and state and state.backends[errors.backend]
+  -- as for any backend without endpoints: never the intercepted answer, whose body is gone
+  if not target or #target.endpoints == 0 then return ngx.exit(503) end
+  local set = ngx_req.set_header
+  set("X-Code", status)
+  set("X-Format", ngx_var.http_accept)
+  set("X-Original-URI", ngx_var.request_uri)
+  local namespace, route = (ctx.route or ""):match("^([^/]*)/(.*)$")
+  set("X-Namespace", namespace)
+  set("X-Route-Name", route)
+  local service, port = (ctx.backend or ""):match("^[^/]*/([^:]*):(%d+)")
+  set("X-Service-Name", service)
+  set("X-Service-Port", port)
+  ngx_req.set_uri("/")
+  -- the rule's backend's settings are not the error backend's
+  ctx.backend = errors.backend
+  ctx.session, ctx.retry, ctx.backend_resp = nil, nil, nil
+  jump_for(target, nil)
+end
+
 -- Every attempt failed and the last answer was intercepted: answer with its status.
 function _M.retries_spent()
   local status = last_upstream_status()
@@ -305,14 +353,16 @@ function _M.mirror(n)
   ngx.ctx.backend = id
 end
 
--- Log phase: give back the in-flight slots the request took (agc.strategies),
--- tell passive ejection how its endpoint answered (agc.health), count the request
--- (agc.metrics), then drop the request's stashed context.
+-- Log phase: give back the in-flight slots the request took (agc.ratelimit's
+-- concurrency, agc.strategies), tell passive ejection how its endpoint answered
+-- (agc.health), count the request (agc.metrics), then drop the request's stashed
+-- context. It runs once per request, however the request was answered.
 function _M.log()
   -- only the firewall's subrequests are logged (log_subrequest, static.py): theirs
   -- is ModSecurity's audit log, and they took nothing here
   if ngx.is_subrequest then return end
   local ctx = ctxstash.get()
+  if ctx.limit_slot then ratelimit.leave(ctx.limit_slot) end
   if ctx.backend_key then strategies.give_back(ctx.backend_key) end
   if ctx.endpoint_key then strategies.give_back(ctx.endpoint_key) end
   local status = ngx.status
