@@ -291,14 +291,11 @@ def _migrate(
         conversions[name] = convert_ingresses(
             ingresses,
             snapshot.services,
-            GatewayTarget(
+            GatewayTarget.serving(
+                settings,
                 namespace=migration.namespace,
                 name=name,
                 gateway_class=migration.gateway_class,
-                controller_name=settings.controller_name,
-                redirect_codes=settings.capabilities.redirect_status_codes,
-                rate_limit_burst=settings.capabilities.rate_limit_burst,
-                waf_policy_reference=settings.capabilities.waf_policy_reference,
                 annotations=provider_annotations(snapshot.ingress_classes[name])
                 if name in snapshot.ingress_classes
                 else (),

@@ -804,3 +804,73 @@ async def test_more_annotations_with_traffic(
     async with asyncio.timeout(20):
         while not await only_healthy():
             await asyncio.sleep(0.2)
+
+
+async def test_error_pages_connection_limit_and_draining_annotations(
+    cluster: Cluster, backends: BackendNamespace, echo: dict[str, str], ingress_class: str
+) -> None:
+    """custom-http-errors with default-backend, limit-connections, and AGIC's
+    connection-draining, each with real traffic."""
+    for name, address in echo.items():
+        await cluster.service(name, [address])
+    leaving, staying = backends.start_echo("ing-d1"), backends.start_echo("ing-d2")
+    await cluster.service("drain", [leaving, staying])
+    for obj in (
+        on(
+            ingress_class,
+            "errors",
+            "errors.example.com",
+            {NGINX + "custom-http-errors": "404,503", NGINX + "default-backend": "fallback"},
+        ),
+        on(ingress_class, "limited", "limited.example.com", {NGINX + "limit-connections": "1"}),
+        ingress(
+            "drained",
+            "drained.example.com",
+            [("/", "Prefix", "drain")],
+            class_name=ingress_class,
+            annotations={
+                AGIC + "connection-draining": "true",
+                AGIC + "connection-draining-timeout": "5",
+            },
+        ),
+    ):
+        await cluster.apply(obj)
+    address = await ingress_address(cluster, "errors")
+    await until_answer(address, "/", (200, "ing-web"), host="errors.example.com")
+    # the listed answers come from default-backend, told the original status
+    _, _, body = await get(address, "/gone?status=404", host="errors.example.com")
+    assert body["name"] == "ing-fallback"
+    assert (body["headers"]["X-Code"], body["headers"]["X-Original-URI"]) == (
+        "404",
+        "/gone?status=404",
+    )
+    assert await answer(address, "/?status=500", host="errors.example.com") == (500, "ing-web")
+    # one request in flight per client address: a second at the same time gets 429
+    await until_answer(address, "/", (200, "ing-web"), host="limited.example.com")
+    both = await asyncio.gather(
+        answer(address, "/?delay=1", host="limited.example.com"),
+        answer(address, "/?delay=1", host="limited.example.com"),
+    )
+    assert sorted(status for status, _ in both) == [200, 429]
+    assert await answer(address, "/", host="limited.example.com") == (200, "ing-web")
+    # draining: requests in flight to an endpoint that leaves finish there; later
+    # ones go to the endpoint that stays
+    await until_answer(address, "/", (200, "ing-d1"), host="drained.example.com")
+    slow = [
+        asyncio.create_task(answer(address, "/?delay=2", host="drained.example.com"))
+        for _ in range(4)
+    ]
+    await asyncio.sleep(0.5)
+    await cluster.endpoints("drain", [staying])
+
+    async def only_staying() -> bool:
+        seen = {(await answer(address, "/", host="drained.example.com"))[1] for _ in range(6)}
+        return seen == {"ing-d2"}
+
+    async with asyncio.timeout(10):
+        while not await only_staying():
+            await asyncio.sleep(0.1)
+    finished = await asyncio.gather(*slow)
+    assert {status for status, _ in finished} == {200}
+    assert "ing-d1" in {name for _, name in finished}
+    assert "UnsupportedAnnotation" not in await reasons(cluster, "drained")

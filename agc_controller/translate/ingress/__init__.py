@@ -106,14 +106,11 @@ def served_gateway(
     class_name: str, settings: TranslateSettings, ingress_class: Obj | None = None
 ) -> GatewayTarget:
     """Where the controller puts the Gateway it derives for IngressClass `class_name`."""
-    return GatewayTarget(
+    return GatewayTarget.serving(
+        settings,
         namespace=SERVED_NAMESPACE,
         name=class_name,
         gateway_class=f"{SERVED_NAMESPACE}/{class_name}",
-        controller_name=settings.controller_name,
-        redirect_codes=settings.capabilities.redirect_status_codes,
-        rate_limit_burst=settings.capabilities.rate_limit_burst,
-        waf_policy_reference=settings.capabilities.waf_policy_reference,
         annotations=provider_annotations(ingress_class) if ingress_class else (),
     )
 
@@ -305,7 +302,7 @@ def ingress_translation_steps(
         rate_limit_policies=conversion.policies.get("RateLimitPolicy", {}),
         auth_policies=conversion.policies.get("AuthPolicy", {}),
         health_check_policies=conversion.health_check_policies,
-        load_balancing_policies={},
+        load_balancing_policies=conversion.policies.get("BackendLoadBalancingPolicy", {}),
         waf_policies=conversion.policies.get("WebApplicationFirewallPolicy", {}),
         route_filters=conversion.policies.get("HTTPRouteFilter", {}),
         ingress_classes={},

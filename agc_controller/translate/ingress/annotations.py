@@ -138,11 +138,20 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "ssl-passthrough": Annotation(
                 "converted", "a TLS listener (Passthrough) and a TLSRoute per host"
             ),
-            "custom-http-errors": Annotation("unsupported", "not supported yet"),
+            "custom-http-errors": Annotation(
+                "converted", "an HTTPRouteFilter's errorPages (the default-backend answers)"
+            ),
+            "default-backend": Annotation(
+                "converted",
+                "the Service answering custom-http-errors (not a fallback for backends "
+                "without endpoints)",
+            ),
             "limit-rps": Annotation("converted", "a RateLimitPolicy per second, per client"),
             "limit-rpm": Annotation("converted", "a RateLimitPolicy per minute, per client"),
             "limit-burst-multiplier": Annotation("converted", "the RateLimitPolicy's burst"),
-            "limit-connections": Annotation("unsupported", "not supported yet"),
+            "limit-connections": Annotation(
+                "converted", "a RateLimitPolicy's concurrency: requests in flight per client"
+            ),
             "enable-modsecurity": Annotation(
                 "converted", "a WebApplicationFirewallPolicy in Detection mode (the CRS, logs only)"
             ),
@@ -167,8 +176,12 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "backend-protocol": Annotation(
                 "converted", "https: a BackendTLSPolicy (system CAs, backend-hostname)"
             ),
-            "connection-draining": Annotation("unsupported", "not supported yet"),
-            "connection-draining-timeout": Annotation("unsupported", "not supported yet"),
+            "connection-draining": Annotation(
+                "converted", "a BackendLoadBalancingPolicy's connectionDraining per Service"
+            ),
+            "connection-draining-timeout": Annotation(
+                "converted", "the connectionDraining timeout (seconds)"
+            ),
             "cookie-based-affinity": Annotation(
                 "converted", "sessionPersistence (cookie ApplicationGatewayAffinity)"
             ),
@@ -193,12 +206,24 @@ ANNOTATIONS: Mapping[str, Annotation] = {
             "health-probe-unhealthy-threshold": Annotation(
                 "converted", "the HealthCheckPolicy's unhealthyThreshold"
             ),
-            "appgw-ssl-certificate": Annotation("unsupported", "not supported yet"),
-            "appgw-trusted-root-certificate": Annotation("unsupported", "not supported yet"),
+            "appgw-ssl-certificate": Annotation(
+                "converted",
+                "its hosts' HTTPS listeners serve that certificate of the Application Gateway "
+                "(a certificateRef of kind SslCertificate)",
+            ),
+            "appgw-trusted-root-certificate": Annotation(
+                "converted",
+                "the BackendTLSPolicy trusts those roots of the Application Gateway "
+                "(caCertificateRefs of kind TrustedRootCertificate)",
+            ),
             "waf-policy-for-path": _guard(
                 "a WebApplicationFirewallPolicy naming the WAF policy by id (azure only)"
             ),
-            "rewrite-rule-set": Annotation("unsupported", "not supported yet"),
+            "rewrite-rule-set": Annotation(
+                "converted",
+                "its rules apply that rewrite rule set of the Application Gateway (an "
+                "ExtensionRef filter of kind RewriteRuleSet)",
+            ),
         },
     ),
 }
@@ -275,6 +300,8 @@ def referenced_objects(
     if parsed.external_auth is not None:
         external = parsed.external_auth
         services.append(f"{external.namespace or namespace}/{external.service}")
+    if parsed.error_pages is not None and parsed.error_pages.service is not None:
+        services.append(f"{namespace}/{parsed.error_pages.service}")
     return tuple(secrets), tuple(services)
 
 

@@ -38,13 +38,16 @@ import attrs
 from agc_controller.translate.ingress.objects import (
     Built,
     Context,
+    backend_tls_policy_key,
     build_backend_tls_policies,
+    build_draining_policies,
     build_gateway,
     build_gateway_class,
     build_health_check_policies,
     build_policies,
     build_routes,
     build_tls_routes,
+    draining_policy_key,
     policy_grants,
 )
 from agc_controller.translate.ingress.plan import (
@@ -57,6 +60,7 @@ from agc_controller.translate.ingress.plan import (
 from agc_controller.translate.ingress.together import (
     backend_protocols,
     beyond_the_provider,
+    connection_draining,
     default_backend_owner,
     frontend_ports,
     health_checks,
@@ -183,13 +187,23 @@ def conversion_steps(
     default_owner = default_backend_owner(plans, notes)
     unserved = beyond_the_provider(plans, target, notes)
     checked = health_checks(plans, notes)
+    draining = connection_draining(plans, notes)
     renamed = renamed_routes(plans)
 
     routes: dict[str, Obj] = {}
     origins: dict[str, str] = {}
     rule_fields: dict[str, tuple[str, ...]] = {}
     policies: dict[str, dict[str, Obj]] = {}
+    # the BackendTLSPolicy of a Service is the oldest Ingress's speaking TLS to it
     policy_origins: dict[tuple[str, str], str] = {}
+    for (service, _), (origin, protocol) in sorted(speaking.items()):
+        if protocol.tls:
+            policy_origins.setdefault(("BackendTLSPolicy", backend_tls_policy_key(service)), origin)
+    drained = memo.stable("draining", build_draining_policies(draining))
+    if drained:
+        policies["BackendLoadBalancingPolicy"] = drained
+        for service, (origin, _) in draining.items():
+            policy_origins[("BackendLoadBalancingPolicy", draining_policy_key(service))] = origin
     yield
     for i, plan in enumerate(primaries, start=1):
         if i % INGRESSES_PER_STEP == 0:

@@ -11,7 +11,12 @@ from typing import Any
 import attrs
 
 from agc_controller.core.keys import namespaced_name, object_key
-from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.resources import (
+    APPGW_GROUP,
+    APPGW_REWRITE_RULE_SET,
+    APPGW_TRUSTED_ROOT_CERTIFICATE,
+    GATEWAY_GROUP,
+)
 from agc_controller.translate.hostnames import intersect
 from agc_controller.translate.ingress.plan import (
     HTTP_LISTENER,
@@ -30,6 +35,7 @@ from agc_controller.translate.ingress.plan import (
 from agc_controller.translate.ingress.together import (
     Passthrough,
     PortListener,
+    TlsCertificate,
 )
 from agc_controller.translate.ingress.values import (
     APP_ROOT,
@@ -111,6 +117,35 @@ def build_health_check_policies(probes: Mapping[str, Mapping[str, object]]) -> d
     return policies
 
 
+def draining_policy_key(service: str) -> str:
+    """The store key of the connection-draining policy of a Service ("namespace/name")."""
+    return f"{service}-draining"
+
+
+def build_draining_policies(
+    draining: Mapping[str, tuple[str, Mapping[str, object]]],
+) -> dict[str, Obj]:
+    """A BackendLoadBalancingPolicy per Service with connection draining."""
+    policies = {}
+    for service, (_, block) in sorted(draining.items()):
+        namespace, _, name = service.partition("/")
+        policies[draining_policy_key(service)] = {
+            "apiVersion": _POLICY_API_VERSION,
+            "kind": "BackendLoadBalancingPolicy",
+            "metadata": {"name": f"{name}-draining", "namespace": namespace, "generation": 1},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": name}],
+                "connectionDraining": dict(block),
+            },
+        }
+    return policies
+
+
+def backend_tls_policy_key(service: str) -> str:
+    """The store key of the BackendTLSPolicy for a Service ("namespace/name")."""
+    return f"{service}-backend-tls"
+
+
 def build_backend_tls_policies(
     speaking: Mapping[tuple[str, int], tuple[str, BackendProtocol]],
 ) -> dict[str, Obj]:
@@ -122,14 +157,19 @@ def build_backend_tls_policies(
             continue
         namespace, _, name = service.partition("/")
         validation: Obj = {"hostname": protocol.hostname}
-        if protocol.ca_secret:
+        if protocol.gateway_roots:
+            validation["caCertificateRefs"] = [
+                {"group": APPGW_GROUP, "kind": APPGW_TRUSTED_ROOT_CERTIFICATE, "name": name}
+                for name in protocol.gateway_roots
+            ]
+        elif protocol.ca_secret:
             # in the Service's namespace (others are refused in backend_protocols)
             ca_name = protocol.ca_secret.rpartition("/")[2]
             validation["caCertificateRefs"] = [{"group": "", "kind": "Secret", "name": ca_name}]
         else:
             validation["wellKnownCACertificates"] = "System"
         policies.setdefault(
-            f"{namespace}/{name}-backend-tls",
+            backend_tls_policy_key(service),
             {
                 "apiVersion": _GATEWAY_API_VERSION,
                 "kind": "BackendTLSPolicy",
@@ -183,7 +223,7 @@ def build_gateway_class(target: GatewayTarget) -> Obj:
 
 def build_gateway(
     target: GatewayTarget,
-    certificates: Mapping[str, tuple[str, str]],
+    certificates: Mapping[str, TlsCertificate],
     passthrough: Mapping[str, Passthrough],
     port_listeners: Iterable[PortListener] = (),
 ) -> Obj:
@@ -210,8 +250,8 @@ def build_gateway(
             "listeners": [
                 *listeners,
                 *(
-                    _https_listener(host, secret, every_namespace)
-                    for host, secret in sorted(certificates.items())
+                    _https_listener(host, certificate, every_namespace)
+                    for host, certificate in sorted(certificates.items())
                 ),
                 *(
                     {
@@ -240,23 +280,19 @@ def _port_listener(port_listener: PortListener, allowed: Obj) -> Obj:
     if port_listener.hostname:
         listener["hostname"] = port_listener.hostname
     if port_listener.certificate is not None:
-        namespace, name = port_listener.certificate
         listener["tls"] = {
             "mode": "Terminate",
-            "certificateRefs": [{"kind": "Secret", "namespace": namespace, "name": name}],
+            "certificateRefs": [port_listener.certificate.ref()],
         }
     listener["allowedRoutes"] = allowed
     return listener
 
 
-def _https_listener(host: str, secret: tuple[str, str], allowed: Obj) -> Obj:
+def _https_listener(host: str, certificate: TlsCertificate, allowed: Obj) -> Obj:
     listener: Obj = {"name": https_listener_name(host), "port": HTTPS_PORT, "protocol": "HTTPS"}
     if host:
         listener["hostname"] = host
-    listener["tls"] = {
-        "mode": "Terminate",
-        "certificateRefs": [{"kind": "Secret", "namespace": secret[0], "name": secret[1]}],
-    }
+    listener["tls"] = {"mode": "Terminate", "certificateRefs": [certificate.ref()]}
     listener["allowedRoutes"] = allowed
     return listener
 
@@ -492,6 +528,17 @@ def _filters(match: Obj, annotations: Annotations, path: Path) -> tuple[list[Obj
         filters.append({"type": "URLRewrite", "urlRewrite": rewrite})
     if annotations.cors is not None:
         filters.append({"type": "CORS", "cors": dict(annotations.cors)})
+    if annotations.rewrite_rule_set is not None:
+        filters.append(
+            {
+                "type": "ExtensionRef",
+                "extensionRef": {
+                    "group": APPGW_GROUP,
+                    "kind": APPGW_REWRITE_RULE_SET,
+                    "name": annotations.rewrite_rule_set,
+                },
+            }
+        )
     timeouts = (
         {"backendRequest": annotations.backend_timeout} if annotations.backend_timeout else None
     )
@@ -522,12 +569,17 @@ def build_policies(
     auth = _auth_spec(annotations)
     if auth:
         specs.append(("AuthPolicy", auth))
+    limits: Obj = {}
     if annotations.rate_limit is not None:
         limit = annotations.rate_limit
         budget: Obj = {"requests": limit.requests, "unit": limit.unit}
         if target.rate_limit_burst:
             budget["burst"] = limit.burst
-        specs.append(("RateLimitPolicy", {"limit": budget, "key": {"type": "ClientIP"}}))
+        limits["limit"] = budget
+    if annotations.concurrency is not None and target.rate_limit_concurrency:
+        limits["concurrency"] = {"requests": annotations.concurrency}
+    if limits:
+        specs.append(("RateLimitPolicy", {**limits, "key": {"type": "ClientIP"}}))
     if annotations.waf_policy_id is not None:
         firewall: Obj = {"webApplicationFirewall": {"id": annotations.waf_policy_id}}
         specs.append(("WebApplicationFirewallPolicy", firewall))
@@ -564,7 +616,8 @@ def build_policies(
 def _path_filters(plan: Plan) -> dict[str, Obj]:
     """The HTTPRouteFilters of the Ingress's paths, one each: rewrite-target with
     capture groups (the path's regular expression matched from the start of the path,
-    which, as nginx's rewrite does, it replaces whole) and proxy-body-size."""
+    which, as nginx's rewrite does, it replaces whole), proxy-body-size and
+    custom-http-errors."""
     annotations = plan.annotations
     substitution = (
         capture_template(annotations.rewrite_target) if annotations.rewrite_target else None
@@ -587,6 +640,12 @@ def _path_filters(plan: Plan) -> dict[str, Obj]:
             }
         if annotations.max_body_bytes is not None:
             spec["requestBody"] = {"maxBytes": annotations.max_body_bytes}
+        if plan.error_backend is not None and annotations.error_pages is not None:
+            name, port = plan.error_backend
+            spec["errorPages"] = {
+                "statusCodes": list(annotations.error_pages.codes),
+                "backendRef": {"name": name, "port": port},
+            }
         found[f"{namespace}/{path.filter_name}"] = {
             "apiVersion": _POLICY_API_VERSION,
             "kind": "HTTPRouteFilter",

@@ -12,6 +12,7 @@ import attrs
 from agc_controller.core.keys import namespaced_name
 from agc_controller.translate.ingress.annotations import parse_annotations
 from agc_controller.translate.ingress.values import Annotations, Note, capture_template
+from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj
 
 # a route name longer than this gets a digest instead of its tail
@@ -42,8 +43,34 @@ class GatewayTarget:
     # the Gateway's annotations: the IngressClass's provider settings (e.g. which
     # Application Gateway, which frontend), as a Gateway's annotations carry them
     annotations: tuple[tuple[str, str], ...] = ()
-    # whether the provider's rate limits take a burst (Application Gateway's do not)
+    # whether the provider's rate limits take a burst, and count requests in flight
+    # (Application Gateway's do neither)
     rate_limit_burst: bool = True
+    rate_limit_concurrency: bool = True
+
+    @classmethod
+    def serving(
+        cls,
+        settings: TranslateSettings,
+        *,
+        namespace: str,
+        name: str,
+        gateway_class: str,
+        annotations: tuple[tuple[str, str], ...],
+    ) -> GatewayTarget:
+        """The target of the provider `settings` describe (what its capabilities allow)."""
+        capabilities = settings.capabilities
+        return cls(
+            namespace=namespace,
+            name=name,
+            gateway_class=gateway_class,
+            controller_name=settings.controller_name,
+            redirect_codes=capabilities.redirect_status_codes,
+            waf_policy_reference=capabilities.waf_policy_reference,
+            annotations=annotations,
+            rate_limit_burst=capabilities.rate_limit_burst,
+            rate_limit_concurrency=capabilities.rate_limit_concurrency,
+        )
 
 
 # (host, path type, path value): a path as Ingresses merge them
@@ -82,6 +109,8 @@ class Plan:
     tls: tuple[tuple[tuple[str, ...], str | None], ...]
     # the Services read (by port name), as they were: reused while the same objects
     services: tuple[tuple[str, Obj | None], ...]
+    # custom-http-errors: the Service (name, port) answering them, if it resolved
+    error_backend: tuple[str, int] | None = None
     # (namespace, name) of each route it makes, before collisions are settled
     route_names: tuple[tuple[str, str], ...] = attrs.field(init=False)
 
@@ -112,9 +141,18 @@ def plan_ingress(key: str, ingress: Obj, services: Mapping[str, Obj]) -> Plan:
             notes.append(Note("Warning", "BackendNotFound", problem))
         return tuple(ref.items())
 
+    error_backend = None
+    if annotations.error_pages is not None:
+        error_backend, problem = _error_backend(
+            annotations.error_pages.service, spec.get("defaultBackend"), namespace, services, read
+        )
+        if problem:
+            notes.append(Note("Warning", "InvalidAnnotation", problem))
     paths: list[Path] = []
     captures = capture_template(annotations.rewrite_target) if annotations.rewrite_target else None
-    filtered = captures is not None or annotations.max_body_bytes is not None
+    filtered = (
+        captures is not None or annotations.max_body_bytes is not None or error_backend is not None
+    )
     for i, rule in enumerate(spec.get("rules") or []):
         host = str(rule.get("host") or "").lower()
         for j, path in enumerate((rule.get("http") or {}).get("paths") or []):
@@ -145,6 +183,7 @@ def plan_ingress(key: str, ingress: Obj, services: Mapping[str, Obj]) -> Plan:
             for entry in spec.get("tls") or []
         ),
         services=tuple(sorted(read.items(), key=lambda item: item[0])),
+        error_backend=error_backend,
     )
 
 
@@ -160,6 +199,35 @@ def _path_match(path: Obj, annotations: Annotations) -> dict[str, str]:
         # AGIC's wildcard form
         value = value[:-2]
     return {"type": "PathPrefix", "value": value.rstrip("/") or "/"}
+
+
+def _error_backend(
+    service: str | None,
+    default: Obj | None,
+    namespace: str,
+    services: Mapping[str, Obj],
+    read: dict[str, Obj | None],
+) -> tuple[tuple[str, int] | None, str | None]:
+    """The Service (name, port) answering custom-http-errors: default-backend's (its
+    first port, as ingress-nginx takes it), or spec.defaultBackend's; and why there
+    is none."""
+    if service is None:
+        ref = ((default or {}).get("service") or {}) if default else {}
+        if not ref:
+            return None, (
+                "custom-http-errors needs nginx.ingress.kubernetes.io/default-backend or a "
+                "spec.defaultBackend Service to answer the errors; not used"
+            )
+        found, problem = _backend_ref(default or {}, namespace, services, read, "spec")
+        if problem or "port" not in found:
+            return None, f"custom-http-errors: {problem or 'spec.defaultBackend has no port'}"
+        return (str(found["name"]), int(found["port"])), None
+    key = namespaced_name(namespace, service)
+    found_service = read[key] = services.get(key)
+    ports = ((found_service or {}).get("spec") or {}).get("ports") or []
+    if not ports:
+        return None, f"default-backend: Service {key} not found (or has no port); not used"
+    return (service, int(ports[0]["port"])), None
 
 
 def _backend_ref(

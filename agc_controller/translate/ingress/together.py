@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import attrs
 
 from agc_controller.core.keys import namespaced_name
-from agc_controller.core.resources import GATEWAY_GROUP
+from agc_controller.core.resources import APPGW_GROUP, APPGW_SSL_CERTIFICATE, GATEWAY_GROUP
 from agc_controller.translate.ingress.annotations import in_namespace
 from agc_controller.translate.ingress.plan import (
     HTTP_LISTENER,
@@ -27,7 +27,7 @@ from agc_controller.translate.ingress.plan import (
     base_name,
     port_listener_names,
 )
-from agc_controller.translate.ingress.values import BackendProtocol, Canary, Note
+from agc_controller.translate.ingress.values import AGIC, BackendProtocol, Canary, Note
 from agc_controller.translate.snapshot import Obj
 
 K = TypeVar("K", bound=Hashable)
@@ -76,9 +76,19 @@ def shadowing_canaries(
 def beyond_the_provider(
     plans: Iterable[Plan], target: GatewayTarget, notes: defaultdict[str, list[Note]]
 ) -> frozenset[str]:
-    """The Ingresses whose access guards the provider cannot honour: not served."""
+    """The Ingresses whose access guards the provider cannot honour: not served. What
+    else it cannot honour is told (and the Ingress served without it)."""
     unserved = set()
     for plan in plans:
+        if plan.annotations.concurrency is not None and not target.rate_limit_concurrency:
+            notes[plan.key].append(
+                Note(
+                    "Warning",
+                    "UnsupportedAnnotation",
+                    "nginx.ingress.kubernetes.io/limit-connections: this data plane counts no "
+                    "requests in flight; ignored",
+                )
+            )
         if plan.annotations.waf_policy_id and not target.waf_policy_reference:
             unserved.add(plan.key)
             notes[plan.key].append(
@@ -130,6 +140,29 @@ def health_checks(
         ),
     )
     return {service: probe for service, (_, probe) in found.items()}
+
+
+def connection_draining(
+    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
+) -> dict[str, tuple[str, Mapping[str, object]]]:
+    """Service -> (the Ingress deciding it, its `connectionDraining` block), from the
+    oldest Ingress with connection-draining sending to it."""
+    return _oldest_claims(
+        (
+            (plan.key, service, draining)
+            for plan in plans
+            if (draining := plan.annotations.connection_draining) is not None
+            and not plan.annotations.refused
+            for service in sorted({s for s, _ in backend_refs(plan)})
+        ),
+        notes,
+        lambda service, holder: Note(
+            "Warning",
+            "ConnectionDrainingConflict",
+            f"Service {service} drains as the older Ingress {holder} says; this Ingress's "
+            "connection-draining is not used for it",
+        ),
+    )
 
 
 def backend_protocols(
@@ -223,21 +256,51 @@ def passthrough_hosts(
     return found
 
 
+@attrs.frozen
+class TlsCertificate:
+    """A TLS host's certificate: a Secret's, or (AGIC's appgw-ssl-certificate) one
+    already on the Application Gateway."""
+
+    namespace: str  # the Secret's; "" for the Application Gateway's
+    name: str
+
+    def ref(self) -> Obj:
+        """Its listener certificateRef."""
+        if not self.namespace:
+            return {"group": APPGW_GROUP, "kind": APPGW_SSL_CERTIFICATE, "name": self.name}
+        return {"kind": "Secret", "namespace": self.namespace, "name": self.name}
+
+    def __str__(self) -> str:
+        if not self.namespace:
+            return f"Application Gateway certificate {self.name}"
+        return f"Secret {self.namespace}/{self.name}"
+
+
 def tls_certificates(
     plans: Iterable[Plan],
     target: GatewayTarget,
     notes: dict[str, list[Note]],
     passthrough: Mapping[str, Passthrough],
-) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, Obj]]:
-    """TLS host ("" every host) -> its Secret (namespace, name); TLS host -> the Ingress
-    giving it; and the ReferenceGrants the Gateway needs to use them. A host whose TLS
-    goes through to a backend has no certificate here."""
-    certificates: dict[str, tuple[str, str]] = {}  # host -> (Secret namespace, name)
+) -> tuple[dict[str, TlsCertificate], dict[str, str], dict[str, Obj]]:
+    """TLS host ("" every host) -> its certificate; TLS host -> the Ingress giving it;
+    and the ReferenceGrants the Gateway needs to use them. A host whose TLS goes
+    through to a backend has no certificate here. An Ingress's appgw-ssl-certificate
+    comes before its TLS entries, for all its hosts."""
+    certificates: dict[str, TlsCertificate] = {}
     origins: dict[str, str] = {}  # host -> the Ingress giving its certificate
     for plan in plans:
         if plan.annotations.canary is not None:
             continue
         namespace = plan.ingress["metadata"].get("namespace", "")
+        entries: list[tuple[str, tuple[str, ...], TlsCertificate]] = []
+        if (on_gateway := plan.annotations.gateway_certificate) is not None:
+            entries.append(
+                (
+                    f"{AGIC}appgw-ssl-certificate",
+                    tuple(sorted(plan.hosts)),
+                    TlsCertificate("", on_gateway),
+                )
+            )
         for i, (hosts, secret) in enumerate(plan.tls):
             if secret is None:
                 notes[plan.key].append(
@@ -248,34 +311,35 @@ def tls_certificates(
                     )
                 )
                 continue
-            for host in hosts or ("",):
+            entries.append((f"spec.tls[{i}]", hosts or ("",), TlsCertificate(namespace, secret)))
+        for field, hosts, certificate in entries:
+            for host in hosts:
                 if host in passthrough:
                     notes[plan.key].append(
                         Note(
                             "Warning",
                             "TLSConflict",
-                            f"spec.tls[{i}]: host {host}'s TLS goes through to a backend "
-                            f"(ssl-passthrough of {passthrough[host].origin}); {namespace}/"
-                            f"{secret} is not used",
+                            f"{field}: host {host}'s TLS goes through to a backend "
+                            f"(ssl-passthrough of {passthrough[host].origin}); {certificate} "
+                            "is not used",
                         )
                     )
                     continue
-                held = certificates.setdefault(host, (namespace, secret))
-                origins.setdefault(host, plan.key)
-                if held != (namespace, secret):
+                held = certificates.setdefault(host, certificate)
+                origin = origins.setdefault(host, plan.key)
+                if held != certificate:
                     notes[plan.key].append(
                         Note(
                             "Warning",
                             "TLSConflict",
-                            f"spec.tls[{i}]: host {host or '*'} already has Secret "
-                            f"{held[0]}/{held[1]} from an older Ingress; {namespace}/{secret} "
-                            "is not used",
+                            f"{field}: host {host or '*'} already has {held} (from Ingress "
+                            f"{origin}); {certificate} is not used",
                         )
                     )
     by_namespace: dict[str, set[str]] = {}
-    for namespace, secret in certificates.values():
-        if namespace != target.namespace:
-            by_namespace.setdefault(namespace, set()).add(secret)
+    for certificate in certificates.values():
+        if certificate.namespace and certificate.namespace != target.namespace:
+            by_namespace.setdefault(certificate.namespace, set()).add(certificate.name)
     grants = {
         namespaced_name(namespace, target.name): {
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
@@ -334,7 +398,7 @@ class PortListener:
     port: int
     protocol: str  # HTTP or HTTPS
     hostname: str  # "" every host
-    certificate: tuple[str, str] | None  # HTTPS: the Secret (namespace, name)
+    certificate: TlsCertificate | None  # HTTPS
 
 
 @attrs.frozen
@@ -359,7 +423,7 @@ class FrontendPorts:
 
 
 def frontend_ports(
-    plans: Iterable[Plan], certificates: Mapping[str, tuple[str, str]]
+    plans: Iterable[Plan], certificates: Mapping[str, TlsCertificate]
 ) -> FrontendPorts:
     """The listeners of the Ingresses with a frontend port of their own: HTTPS on it for
     their hosts with a certificate, HTTP on it for the others."""
@@ -370,9 +434,9 @@ def frontend_ports(
             continue
         for host in sorted(plan.hosts):
             http, https = port_listener_names(port, host)
-            secret = certificates.get(host) if host else None
-            if secret is not None:
-                found.setdefault(https, PortListener(https, port, "HTTPS", host, secret))
+            certificate = certificates.get(host) if host else None
+            if certificate is not None:
+                found.setdefault(https, PortListener(https, port, "HTTPS", host, certificate))
             else:
                 found.setdefault(http, PortListener(http, port, "HTTP", "", None))
     return FrontendPorts(listeners=tuple(found[name] for name in sorted(found)))

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from agc_controller.translate.graph import appgw
+
 NGINX = "nginx.ingress.kubernetes.io/"
 AGIC = "appgw.ingress.kubernetes.io/"
 APP_ROOT = NGINX + "app-root"
@@ -81,6 +83,15 @@ class RateLimit:
 
 
 @attrs.frozen
+class ErrorPages:
+    """custom-http-errors: which answers, and the Service (its name; None: the
+    Ingress's spec.defaultBackend) answering instead (default-backend)."""
+
+    codes: tuple[int, ...]
+    service: str | None
+
+
+@attrs.frozen
 class Affinity:
     cookie: str
     # seconds: a permanent cookie that long; None: a session cookie
@@ -98,6 +109,9 @@ class BackendProtocol:
     tls: bool = False
     ca_secret: str | None = None  # "namespace/name" or "name"
     hostname: str = ""
+    # trusted root certificates already on the Application Gateway, by name (AGIC's
+    # appgw-trusted-root-certificate), instead of the system's CAs
+    gateway_roots: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -127,6 +141,8 @@ class Annotations:
     basic: BasicAuth | None = None
     external_auth: ExternalAuth | None = None
     rate_limit: RateLimit | None = None
+    # requests in flight per client address (limit-connections)
+    concurrency: int | None = None
     affinity: Affinity | None = None
     # TLS to its hosts goes to the backend of "/" as it is (by SNI)
     ssl_passthrough: bool = False
@@ -141,6 +157,14 @@ class Annotations:
     # web application firewall: Detection with the CRS, or an Azure WAF policy by id
     waf_detection: bool = False
     waf_policy_id: str | None = None
+    # objects already on the Application Gateway, by name (AGIC's appgw-ssl-certificate
+    # and rewrite-rule-set): its hosts' certificate, its rules' rewrite rule set
+    gateway_certificate: str | None = None
+    rewrite_rule_set: str | None = None
+    # the BackendLoadBalancingPolicy `connectionDraining` block of its backends'
+    # Services (AGIC's connection-draining)
+    connection_draining: Mapping[str, object] | None = None
+    error_pages: ErrorPages | None = None
 
 
 # the CORS defaults of ingress-nginx
@@ -299,6 +323,9 @@ def _passthrough(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
 
 def _backend_protocol(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     agic = values.get(AGIC + "backend-protocol")
+    roots = values.get(AGIC + "appgw-trusted-root-certificate")
+    if roots is not None and (agic is None or agic.strip().lower() != "https"):
+        raise Invalid("appgw-trusted-root-certificate needs backend-protocol https")
     if agic is not None:
         if agic.strip().lower() == "http":
             return parsed
@@ -307,9 +334,12 @@ def _backend_protocol(parsed: Annotations, values: Mapping[str, str]) -> Annotat
         host = values.get(AGIC + "backend-hostname")
         if host is None:
             raise Invalid("backend-protocol https needs backend-hostname: the name verified")
-        return attrs.evolve(
-            parsed, backend_protocol=BackendProtocol(tls=True, hostname=_hostname(host))
+        protocol = BackendProtocol(
+            tls=True,
+            hostname=_hostname(host),
+            gateway_roots=tuple(_child_name(n) for n in _list(roots or "")),
         )
+        return attrs.evolve(parsed, backend_protocol=protocol)
     kind = values.get(NGINX + "backend-protocol", "HTTP").strip().upper()
     if kind in ("HTTP", "AUTO_HTTP"):
         return parsed
@@ -332,6 +362,22 @@ def _backend_protocol(parsed: Annotations, values: Mapping[str, str]) -> Annotat
         backend_protocol=BackendProtocol(
             tls=True, ca_secret=secret.strip() if secret else None, hostname=_hostname(host)
         ),
+    )
+
+
+def _child_name(value: str) -> str:
+    if not appgw.is_child_name(value):
+        raise Invalid(f"{value!r} is not the name of an Application Gateway object")
+    return value
+
+
+def _gateway_objects(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    certificate = values.get(AGIC + "appgw-ssl-certificate")
+    rewrite = values.get(AGIC + "rewrite-rule-set")
+    return attrs.evolve(
+        parsed,
+        gateway_certificate=_child_name(certificate.strip()) if certificate is not None else None,
+        rewrite_rule_set=_child_name(rewrite.strip()) if rewrite is not None else None,
     )
 
 
@@ -571,6 +617,9 @@ def _external_auth(parsed: Annotations, values: Mapping[str, str]) -> Annotation
 def _rate_limit(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     rps = values.get(NGINX + "limit-rps")
     rpm = values.get(NGINX + "limit-rpm")
+    connections = values.get(NGINX + "limit-connections")
+    if connections is not None:
+        parsed = attrs.evolve(parsed, concurrency=_int(connections, 1, 1_000_000))
     if rps is None and rpm is None:
         return parsed
     multiplier = _int(values.get(NGINX + "limit-burst-multiplier", "5"), 1, 1000)
@@ -578,6 +627,35 @@ def _rate_limit(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
     requests = _int(rps if rps is not None else rpm or "", 1, 1_000_000)
     limit = RateLimit(requests=requests, unit=unit, burst=min(requests * multiplier, 1_000_000))
     return attrs.evolve(parsed, rate_limit=limit)
+
+
+def _draining(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    enabled = values.get(AGIC + "connection-draining")
+    if enabled is None:
+        raise Invalid('connection-draining-timeout needs connection-draining: "true"')
+    if not _bool(enabled):
+        return attrs.evolve(parsed, connection_draining={"enabled": False})
+    timeout = _int(values.get(AGIC + "connection-draining-timeout", "30"), 1, 3600)
+    return attrs.evolve(parsed, connection_draining={"enabled": True, "timeout": f"{timeout}s"})
+
+
+def _error_pages(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
+    codes = values.get(NGINX + "custom-http-errors")
+    service = values.get(NGINX + "default-backend")
+    if codes is None:
+        raise Invalid(
+            "default-backend answers custom-http-errors only (a backend without endpoints "
+            "answers 503): set custom-http-errors"
+        )
+    numbers = tuple(sorted({_int(code, 400, 599) for code in _list(codes)}))
+    if not numbers:
+        raise Invalid("custom-http-errors names no status code")
+    if service is not None and not _HOSTNAME.match(service.strip()):
+        raise Invalid(f"default-backend {service!r} is not a Service name (in the namespace)")
+    return attrs.evolve(
+        parsed,
+        error_pages=ErrorPages(numbers, service.strip() if service is not None else None),
+    )
 
 
 def _affinity(parsed: Annotations, values: Mapping[str, str]) -> Annotations:
@@ -643,9 +721,11 @@ STEPS = (
             NGINX + "proxy-ssl-secret",
             NGINX + "proxy-ssl-name",
             AGIC + "backend-protocol",
+            AGIC + "appgw-trusted-root-certificate",
         ),
         _backend_protocol,
     ),
+    ((AGIC + "appgw-ssl-certificate", AGIC + "rewrite-rule-set"), _gateway_objects),
     ((NGINX + "rewrite-target", AGIC + "backend-path-prefix"), _rewrite),
     ((NGINX + "app-root",), _app_root),
     ((NGINX + "permanent-redirect", NGINX + "temporal-redirect"), _redirects),
@@ -667,7 +747,17 @@ STEPS = (
         _basic,
     ),
     ((NGINX + "auth-url", NGINX + "auth-response-headers"), _external_auth),
-    ((NGINX + "limit-rps", NGINX + "limit-rpm", NGINX + "limit-burst-multiplier"), _rate_limit),
+    (
+        (
+            NGINX + "limit-rps",
+            NGINX + "limit-rpm",
+            NGINX + "limit-burst-multiplier",
+            NGINX + "limit-connections",
+        ),
+        _rate_limit,
+    ),
+    ((AGIC + "connection-draining", AGIC + "connection-draining-timeout"), _draining),
+    ((NGINX + "custom-http-errors", NGINX + "default-backend"), _error_pages),
     (
         (
             NGINX + "affinity",
