@@ -116,6 +116,10 @@ _LIMITS = {
     # Application Gateway v2 limits (Azure subscription and service limits)
     "rewriteRuleSets": 400,
 }
+# a WAF_v2 gateway running the Core Rule Set 3.1 or older (its own WAF configuration)
+# takes at most 40 of each collection limited to 100 above
+_OLD_CRS_VERSIONS = frozenset({"2.2.9", "3.0", "3.1"})
+_OLD_CRS_LIMIT = 40
 # rewrites Application Gateway refuses: headers it does not let a rewrite set, or remove
 _REWRITE_NOT_SET = frozenset({"connection", "upgrade"})
 _REWRITE_NOT_REMOVED = frozenset({"connection", "upgrade", "host"})
@@ -631,6 +635,23 @@ def _ids(value: Any) -> Iterator[str]:
             yield from _ids(item)
 
 
+def _validate_limits(gateway_id: str, props: Json) -> None:
+    waf = props.get("webApplicationFirewallConfiguration") or {}
+    old_crs = (
+        (props.get("sku") or {}).get("tier") == "WAF_v2"
+        and waf.get("enabled")
+        and waf.get("ruleSetVersion") in _OLD_CRS_VERSIONS
+    )
+    for collection, limit in _LIMITS.items():
+        allowed = _OLD_CRS_LIMIT if old_crs and limit == 100 else limit
+        if len(props.get(collection) or []) > allowed:
+            raise ArmError(
+                400,
+                "ApplicationGatewayLimitExceeded",
+                f"Application Gateway {gateway_id} exceeds the limit of {allowed} {collection}.",
+            )
+
+
 def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
     known: set[str] = set()
     for collection in _CHILD_COLLECTIONS:
@@ -648,13 +669,7 @@ def _validate(gateway_id: str, props: Json, previous: Json | None) -> None:
                 )
             names.add(name.lower())
             known.add(f"{gateway_id}/{collection}/{name}".lower())
-    for collection, limit in _LIMITS.items():
-        if len(props.get(collection) or []) > limit:
-            raise ArmError(
-                400,
-                "ApplicationGatewayLimitExceeded",
-                f"Application Gateway {gateway_id} exceeds the limit of {limit} {collection}.",
-            )
+    _validate_limits(gateway_id, props)
     for collection in _CHILD_COLLECTIONS:
         if collection in ("gatewayIPConfigurations", "frontendIPConfigurations"):
             continue

@@ -617,3 +617,32 @@ async def test_a_key_vault_certificate_needs_the_gateways_user_assigned_identity
     put = arm.puts()[-1].body
     assert put is not None
     assert put["identity"]["userAssignedIdentities"] == {identity: {}}
+
+
+async def test_a_gateway_on_the_old_core_rule_set_takes_40_listeners(
+    arm: ArmServer, provider: Provider
+) -> None:
+    props = _props(arm)
+    props["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 2}
+    props["webApplicationFirewallConfiguration"] = {
+        "enabled": True,
+        "firewallMode": "Prevention",
+        "ruleSetType": "OWASP",
+        "ruleSetVersion": "3.1",
+    }
+    base = model()
+    many = attrs.evolve(
+        base,
+        hosts=tuple(attrs.evolve(base.hosts[0], hostname=f"h{i}.example.com") for i in range(41)),
+    )
+    p, _ = provider
+    result = await p.apply(many)
+    assert not result.programmed
+    assert "41 listeners exceed the limit of 40" in result.message
+    assert "Core Rule Set 3.1" in result.message
+    assert arm.calls("PUT") == []
+    # the Core Rule Set 3.2 lifts the limit to 100
+    props["webApplicationFirewallConfiguration"]["ruleSetVersion"] = "3.2"
+    result = await p.apply(many)
+    assert result.programmed, result.message
+    assert len(_props(arm)["httpListeners"]) == 41

@@ -94,7 +94,7 @@ def merge(
             or _missing_external(props, children)
             or _key_vault_without_identity(current, children)
             or _conflict(merged, children)
-            or _over_limit(merged, children)
+            or _over_limit(props, merged, children)
         )
         if problem is None:
             for collection, items in children.collections.items():
@@ -229,11 +229,14 @@ def _conflict(merged: Mapping[str, list[Json]], children: GatewayChildren) -> st
     return None
 
 
-def _over_limit(merged: Mapping[str, list[Json]], children: GatewayChildren) -> str | None:
+def _over_limit(
+    props: Mapping[str, Any], merged: Mapping[str, list[Json]], children: GatewayChildren
+) -> str | None:
     trial = {k: list(v) for k, v in merged.items()}
     for collection, items in children.collections.items():
         trial[collection].extend(items)
-    return limits.check({"properties": trial})
+    # the gateway's own properties too: its SKU and firewall set some limits
+    return limits.check({"properties": {**props, **trial}})
 
 
 def _keep_existing(merged: dict[str, list[Json]], props: Mapping[str, Any], tag: str) -> None:
