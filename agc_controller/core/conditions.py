@@ -25,6 +25,8 @@ SUPPORTED_VERSION = "SupportedVersion"
 INSECURE_FRONTEND_VALIDATION_MODE = "InsecureFrontendValidationMode"
 # ours: whether the gateway has its Istio workload identity (docs/mesh.md)
 MESH_IDENTITY = "agc-controller.io/MeshIdentity"
+# ours: whether the Gateway's Azure DNS records are in place (docs/azure.md)
+DNS_RECORDS = "agc-controller.io/DNSRecords"
 
 # reasons (shared by several types where the API reuses a name)
 R_ACCEPTED = "Accepted"

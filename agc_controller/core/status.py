@@ -241,8 +241,9 @@ class ApplyResult:
     # a Programmed reason: Programmed, Invalid, Pending, AddressNotAssigned, AddressNotUsable
     reason: str
     message: str
-    # True only with programmed=False, when time may lift the refusal (a port another
-    # process holds): the status says so, and the work queue retries with its backoff
+    # True when time may lift a refusal: with programmed=False (a port another process
+    # holds), or a condition of `conditions` pending on something outside (Azure DNS
+    # access): the status says so, and the work queue retries with its backoff
     temporary: bool = False
     # the addresses the Gateway is reachable at (status.addresses)
     addresses: tuple[GatewayAddress, ...] = ()

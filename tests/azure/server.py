@@ -27,6 +27,17 @@ server over HTTPS (see tls.py), so what it checks is the wire format:
   associations are only supported for the Application Gateway WAF_v2 sku");
   a policy still associated cannot be deleted. ARM does not publish the error
   codes of those two refusals: the codes here are descriptive stand-ins.
+- Azure DNS record sets (Microsoft.Network/dnsZones, API 2018-05-01, as the
+  published REST specification and the Azure DNS docs have them): GET (404
+  NotFound when absent), PUT (201 created / 200 replaced) with `If-Match`
+  (the record set must exist with that ETag) and `If-None-Match: *` (it must
+  not exist), both 412 PreconditionFailed otherwise; DELETE (200, or 204 when
+  absent; `If-Match` as for PUT); list by type. The zone must exist
+  (`seed_dns_zone`): 404 ParentResourceNotFound otherwise. Record set names
+  are relative to the zone, case-insensitive, `@` the apex, `*` a wildcard
+  label; a CNAME record set cannot share its name with another record set
+  ("CNAME records ... cannot coexist with other records of the same name"),
+  refused 409 Conflict (ARM publishes no code for it: a stand-in).
 - Injected failures (`inject`), and a record of every request (`requests`).
 
 Like ARM, it fills in IDs, etags, provisioningState and a few defaults the
@@ -97,6 +108,23 @@ _WAF_TRANSFORMS = frozenset(
 )
 _BASE64 = re.compile(
     r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+)
+_DNS_ZONE = (
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.Network/dnsZones/(?P<zone>[^/]+)"
+)
+_DNS_RECORD_SETS = _DNS_ZONE + r"/(?P<type>[A-Za-z]+)"
+_DNS_RECORD_SET = _DNS_RECORD_SETS + r"/(?P<name>[^/]+)"
+# record types the server keeps, with the property each one's records are in (the
+# published RecordSetProperties)
+_DNS_RECORDS = {
+    "A": "ARecords",
+    "AAAA": "AAAARecords",
+    "CNAME": "CNAMERecord",
+    "TXT": "TXTRecords",
+}
+_DNS_NAME = re.compile(
+    r"@|(\*|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_-]{1,63})*"
 )
 _PUBLIC_IP = (
     r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -285,6 +313,43 @@ class ArmServer:
         gateway = next(r for k, r in self.resources.items() if k.endswith(f"/{name}"))
         return str(gateway["properties"]["provisioningState"])
 
+    def seed_dns_zone(self, subscription: str, resource_group: str, zone: str) -> None:
+        """Create a DNS zone, as its owner would (with no record sets but SOA/NS ones,
+        which the server does not keep)."""
+        zone_id = _dns_zone_id(subscription, resource_group, zone)
+        self.resources[zone_id.lower()] = {
+            "id": zone_id,
+            "name": zone,
+            "type": "Microsoft.Network/dnszones",
+            "location": "global",
+            "properties": {"zoneType": "Public"},
+        }
+
+    def record_sets(self, subscription: str, resource_group: str, zone: str) -> dict[str, Json]:
+        """`<TYPE> <relative name>` -> the stored record set, of one zone."""
+        prefix = _dns_zone_id(subscription, resource_group, zone).lower() + "/"
+        return {
+            f"{r['type'].rsplit('/', 1)[1]} {r['name']}": r
+            for k, r in self.resources.items()
+            if k.startswith(prefix)
+        }
+
+    def put_record_set(
+        self,
+        subscription: str,
+        resource_group: str,
+        zone: str,
+        *,
+        record_type: str,
+        name: str,
+        properties: Json,
+    ) -> Json:
+        """Write a record set as someone else would (a person, another controller)."""
+        record_id = f"{_dns_zone_id(subscription, resource_group, zone)}/{record_type}/{name}"
+        stored = self._record_set(record_id, zone, record_type, name, {"properties": properties})
+        self.resources[record_id.lower()] = stored
+        return stored
+
     def inject(self, failure: Failure) -> None:
         self.failures.append(failure)
 
@@ -338,6 +403,10 @@ class ArmServer:
                 return web.json_response(
                     {"value": [r for k, r in self.resources.items() if k.startswith(prefix)]}
                 )
+            if m := re.fullmatch(_DNS_RECORD_SET, path, re.IGNORECASE):
+                return await self._dns_record_set(request, m)
+            if m := re.fullmatch(_DNS_RECORD_SETS, path, re.IGNORECASE):
+                return self._dns_list(request, m)
             if re.fullmatch(_PUBLIC_IP, path):
                 resource = self.resources.get(path.lower())
                 if resource is None:
@@ -450,6 +519,113 @@ class ArmServer:
                 "Retry-After": "0",
             },
         )
+
+    def _dns_zone(self, m: re.Match[str]) -> str:
+        """The zone's resource ID (as created); 404 ParentResourceNotFound if none."""
+        zone_id = _dns_zone_id(m["sub"], m["rg"], m["zone"])
+        zone = self.resources.get(zone_id.lower())
+        if zone is None:
+            raise ArmError(
+                404,
+                "ParentResourceNotFound",
+                f"Can not perform requested operation on nested resource. Parent resource "
+                f"'{m['zone']}' not found.",
+            )
+        return str(zone["id"])
+
+    def _dns_list(self, request: web.Request, m: re.Match[str]) -> web.Response:
+        if request.method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
+        record_type = _dns_type(m["type"])
+        prefix = f"{self._dns_zone(m)}/{record_type}/".lower()
+        return web.json_response(
+            {"value": [r for k, r in sorted(self.resources.items()) if k.startswith(prefix)]}
+        )
+
+    async def _dns_record_set(self, request: web.Request, m: re.Match[str]) -> web.Response:
+        zone_id = self._dns_zone(m)
+        record_type = _dns_type(m["type"])
+        name = m["name"]
+        if not _DNS_NAME.fullmatch(name) or len(name) > 253:
+            raise ArmError(400, "BadRequest", f"The record set name {name!r} is invalid.")
+        record_id = f"{zone_id}/{record_type}/{name}"
+        key = record_id.lower()
+        current = self.resources.get(key)
+        if request.method == "GET":
+            if current is None:
+                raise ArmError(
+                    404,
+                    "NotFound",
+                    f"The resource record '{name}' does not exist in resource group "
+                    f"'{m['rg']}' of subscription '{m['sub']}'.",
+                )
+            return web.json_response(current, headers={"ETag": current["etag"]})
+        if_match = request.headers.get("If-Match")
+        if_none_match = request.headers.get("If-None-Match")
+        if (if_match and (current is None or if_match != current["etag"])) or (
+            if_none_match == "*" and current is not None
+        ):
+            raise ArmError(
+                412,
+                "PreconditionFailed",
+                f"The Record set {name} has been modified (etag mismatch).",
+            )
+        if request.method == "DELETE":
+            if current is None:
+                return web.Response(status=204)
+            del self.resources[key]
+            return web.Response(status=200)
+        if request.method not in ("PUT", "PATCH"):
+            raise ArmError(405, "MethodNotAllowed", f"{request.method} is not supported.")
+        body = json.loads(await request.read())
+        if request.method == "PATCH":
+            if current is None:
+                raise ArmError(404, "NotFound", f"The resource record '{name}' does not exist.")
+            body = {"properties": {**current["properties"], **(body.get("properties") or {})}}
+        self._check_cname(zone_id, record_type, name)
+        stored = self._record_set(record_id, m["zone"], record_type, name, body)
+        self.resources[key] = stored
+        return web.json_response(
+            stored, status=200 if current is not None else 201, headers={"ETag": stored["etag"]}
+        )
+
+    def _check_cname(self, zone_id: str, record_type: str, name: str) -> None:
+        for other in _DNS_RECORDS:
+            if other == record_type or "CNAME" not in (other, record_type):
+                continue
+            if f"{zone_id}/{other}/{name}".lower() in self.resources:
+                raise ArmError(
+                    409,
+                    "Conflict",
+                    f"The record set {name} of type {record_type} conflicts with the "
+                    f"{other} record set of the same name: a CNAME record set cannot share "
+                    "its name with another record set.",
+                )
+
+    def _record_set(
+        self, record_id: str, zone: str, record_type: str, name: str, body: Json
+    ) -> Json:
+        """A record set as ARM stores and returns it."""
+        props = copy.deepcopy(body.get("properties") or {})
+        ttl = props.get("TTL")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 <= ttl <= 2147483647:
+            raise ArmError(400, "BadRequest", f"The TTL of record set {name} is invalid.")
+        records = props.get(_DNS_RECORDS[record_type])
+        if records is None:
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"A record set of type {record_type} needs {_DNS_RECORDS[record_type]}.",
+            )
+        fqdn = f"{zone}." if name == "@" else f"{name}.{zone}."
+        props.update(fqdn=fqdn.lower(), provisioningState="Succeeded")
+        return {
+            "id": record_id,
+            "name": name,
+            "type": f"Microsoft.Network/dnszones/{record_type}",
+            "etag": str(uuid.uuid4()),
+            "properties": props,
+        }
 
     async def _waf_policy(self, request: web.Request, m: re.Match[str]) -> web.Response:
         policy_id = (
@@ -614,6 +790,20 @@ def _validate_waf_policy(policy_id: str, props: Json) -> None:
             for variable in condition.get("matchVariables") or []:
                 if variable.get("variableName") not in _WAF_VARIABLES:
                     raise invalid(f"variableName {variable.get('variableName')} is invalid.")
+
+
+def _dns_zone_id(subscription: str, resource_group: str, zone: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.Network/dnszones/{zone.lower()}"
+    )
+
+
+def _dns_type(record_type: str) -> str:
+    kind = record_type.upper()
+    if kind not in _DNS_RECORDS:
+        raise ArmError(400, "BadRequest", f"The record type {record_type} is not supported.")
+    return kind
 
 
 def _gateway_id(subscription: str, resource_group: str, name: str) -> str:

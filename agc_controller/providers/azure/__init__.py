@@ -19,6 +19,7 @@ from agc_controller.providers.azure.firewall import (
 )
 from agc_controller.providers.azure.settings import (
     APPLICATION_GATEWAY_ANNOTATION,
+    DNS_ZONE_ANNOTATION,
     FRONTEND_ANNOTATION,
     RESOURCE_GROUP_ANNOTATION,
     SUBSCRIPTION_ANNOTATION,
@@ -133,6 +134,7 @@ def azure_translate_settings(controller_name: str = DEFAULT_CONTROLLER_NAME) -> 
 __all__ = [
     "APPLICATION_GATEWAY_ANNOTATION",
     "AZURE_CAPABILITIES",
+    "DNS_ZONE_ANNOTATION",
     "FRONTEND_ANNOTATION",
     "RESOURCE_GROUP_ANNOTATION",
     "SUBSCRIPTION_ANNOTATION",

@@ -1,4 +1,5 @@
-"""The ARM boundary: GET/PUT one Application Gateway through the async SDK.
+"""The ARM boundary: GET/PUT one Application Gateway (and the record sets of an
+Azure DNS zone, dns.py) through the async SDKs.
 
 Bodies travel as ARM REST JSON (never SDK models) so properties the SDK does
 not know survive a GET → PUT round trip. Errors are mapped here, once:
@@ -23,7 +24,9 @@ not know survive a GET → PUT round trip. Errors are mapped here, once:
 Retries exhausted → `ArmTemporaryError`: the work queue retries the Gateway.
 Every failed call is logged with ARM's `x-ms-request-id` and
 `x-ms-correlation-request-id`, which Azure support asks for. Every call names
-the API version (`API_VERSION`), whatever the installed SDK defaults to.
+the API version (`API_VERSION`; `DNS_API_VERSION` for Microsoft.Network/dnsZones),
+whatever the installed SDK defaults to. A DNS record set GET answered 404 is
+the record set's absence, not an error; a missing zone shows in the listing.
 
 The SDK's own retry policy is off (`retry_total=0`) so every HTTP exchange
 passes through this policy once and `on_arm_call` sees each one.
@@ -43,16 +46,18 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.core.pipeline import PipelineResponse
 from azure.core.polling import AsyncLROPoller
+from azure.mgmt.dns.aio import DnsManagementClient
 from azure.mgmt.network.aio import NetworkManagementClient
 
 from agc_controller.core.errors import TemporaryError
 from agc_controller.providers.azure.children import Json
-from agc_controller.providers.azure.settings import AzureSettings, Target
+from agc_controller.providers.azure.settings import AzureSettings, DnsZone, Target
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -63,6 +68,8 @@ BUSY_CODES = frozenset({"RetryableErrorDueToAnotherOperation", "AnotherOperation
 DEFAULT_RETRY_AFTER_S = 10.0
 # the Microsoft.Network API version every call uses (the bodies are written for it)
 API_VERSION = "2024-05-01"
+# the Microsoft.Network/dnsZones API version (its current GA) every DNS call uses
+DNS_API_VERSION = "2018-05-01"
 
 
 class ArmError(Exception):
@@ -192,23 +199,40 @@ class ArmClient:
         self._settings = settings
         self._on_arm_call = on_arm_call
         self._sleep = sleep
-        # one SDK client (connection pool) per subscription
+        # one SDK client (connection pool) per subscription, per SDK
         self._clients: dict[str, NetworkManagementClient] = {}
+        self._dns_clients: dict[str, DnsManagementClient] = {}
+
+    def _options(self) -> dict[str, Any]:
+        """What every SDK client of ours is built with: one endpoint, scope, TLS
+        trust and hook, and no retries of the SDK's own (see the module docstring)."""
+        return {
+            "base_url": self._settings.arm_endpoint,
+            "credential_scopes": [self._settings.scope],
+            "polling_interval": self._settings.polling_interval_s,
+            "retry_total": 0,
+            "raw_response_hook": self._hook,
+            "connection_verify": self._settings.connection_verify,
+        }
 
     def _client(self, subscription_id: str) -> NetworkManagementClient:
         client = self._clients.get(subscription_id)
         if client is None:
-            client = NetworkManagementClient(
+            client = NetworkManagementClient(self._credential, subscription_id, **self._options())
+            self._clients[subscription_id] = client
+        return client
+
+    def _dns_client(self, subscription_id: str) -> DnsManagementClient:
+        client = self._dns_clients.get(subscription_id)
+        if client is None:
+            # api_version here too: a listing's next pages are asked with the client's
+            client = DnsManagementClient(
                 self._credential,
                 subscription_id,
-                base_url=self._settings.arm_endpoint,
-                credential_scopes=[self._settings.scope],
-                polling_interval=self._settings.polling_interval_s,
-                retry_total=0,
-                raw_response_hook=self._hook,
-                connection_verify=self._settings.connection_verify,
+                api_version=DNS_API_VERSION,
+                **self._options(),
             )
-            self._clients[subscription_id] = client
+            self._dns_clients[subscription_id] = client
         return client
 
     def _hook(self, response: PipelineResponse[Any, Any]) -> None:
@@ -327,6 +351,89 @@ class ArmClient:
 
         return await self._retrying(get)
 
+    async def get_record_set(self, zone: DnsZone, record_type: str, name: str) -> Json | None:
+        """A record set (`name` relative to the zone, `@` for its apex), None if absent."""
+        client = self._dns_client(zone.subscription_id)
+
+        async def get() -> Json | None:
+            try:
+                return cast(
+                    Json,
+                    await client.record_sets.get(
+                        zone.resource_group,
+                        zone.name,
+                        name,
+                        record_type,
+                        cls=_raw_json,
+                        api_version=DNS_API_VERSION,
+                    ),
+                )
+            except ResourceNotFoundError as e:
+                if arm_message(e)[0] == "ParentResourceNotFound":
+                    raise
+                return None
+
+        return await self._retrying(get)
+
+    async def list_record_sets(self, zone: DnsZone, record_type: str) -> list[Json]:
+        """Every record set of one type in the zone, as ARM REST JSON."""
+        client = self._dns_client(zone.subscription_id)
+
+        async def listed() -> list[Json]:
+            return [
+                cast(Json, record_set.serialize(keep_readonly=True))
+                async for record_set in client.record_sets.list_by_type(
+                    zone.resource_group, zone.name, record_type, api_version=DNS_API_VERSION
+                )
+            ]
+
+        return await self._retrying(listed)
+
+    async def put_record_set(
+        self, zone: DnsZone, record_type: str, name: str, body: Json, *, etag: str | None
+    ) -> Json:
+        """Create a record set that must not exist yet (`etag` None: If-None-Match: *)
+        or replace the one read with `etag` (If-Match); 412 → `ArmConflict`."""
+        client = self._dns_client(zone.subscription_id)
+        content = json.dumps(body).encode()
+
+        async def put() -> Json:
+            return cast(
+                Json,
+                await client.record_sets.create_or_update(
+                    zone.resource_group,
+                    zone.name,
+                    name,
+                    record_type,
+                    io.BytesIO(content),
+                    if_match=etag,
+                    if_none_match=None if etag else "*",
+                    content_type="application/json",
+                    cls=_raw_json,
+                    api_version=DNS_API_VERSION,
+                ),
+            )
+
+        return await self._retrying(put)
+
+    async def delete_record_set(
+        self, zone: DnsZone, record_type: str, name: str, *, etag: str
+    ) -> None:
+        """Delete the record set read with `etag` (If-Match); 412 → `ArmConflict`."""
+        client = self._dns_client(zone.subscription_id)
+
+        async def delete() -> None:
+            await client.record_sets.delete(
+                zone.resource_group,
+                zone.name,
+                name,
+                record_type,
+                if_match=etag,
+                api_version=DNS_API_VERSION,
+            )
+
+        await self._retrying(delete)
+
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         settings = self._settings
         backoff = tenacity.wait_random_exponential(
@@ -370,3 +477,6 @@ class ArmClient:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        for dns_client in self._dns_clients.values():
+            await dns_client.close()
+        self._dns_clients.clear()

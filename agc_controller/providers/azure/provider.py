@@ -7,6 +7,10 @@ exception; transient trouble raises `ArmTemporaryError` so the work queue
 retries the Gateway with backoff, keeping its previous `Programmed` status.
 A Gateway moved to another Application Gateway (annotation change) is first
 removed from the old one.
+
+A Gateway that names an Azure DNS zone (annotation) then has its host names'
+records kept there (dns.py), whatever became of the Application Gateway part:
+their outcome is a condition of their own, and never changes `Programmed`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import types
 
+import attrs
 import structlog
 from azure.core.credentials_async import AsyncTokenCredential
 
 from agc_controller.core import conditions as c
 from agc_controller.core.keys import ObjectKey
-from agc_controller.core.status import ApplyResult
+from agc_controller.core.status import ApplyResult, ProviderCondition
 from agc_controller.providers.azure.arm import (
     ArmAccessError,
     ArmClient,
@@ -28,9 +33,15 @@ from agc_controller.providers.azure.arm import (
     Sleep,
 )
 from agc_controller.providers.azure.credentials import azure_credential
+from agc_controller.providers.azure.dns import DnsRecords
 from agc_controller.providers.azure.merge import EncodePfx
 from agc_controller.providers.azure.pfx import encode_pfx
-from agc_controller.providers.azure.settings import AzureSettings, Target, placement
+from agc_controller.providers.azure.settings import (
+    AzureSettings,
+    Target,
+    dns_zone,
+    placement,
+)
 from agc_controller.providers.azure.sync import AddressBook, ApplicationGatewaySync, Desired
 from agc_controller.translate.model import LoadBalancer
 
@@ -66,6 +77,8 @@ class AzureProvider:
         self._syncs: dict[Target, ApplicationGatewaySync] = {}
         # where each Gateway was last placed, to remove it from there when it moves or goes
         self._placements: dict[ObjectKey, Target] = {}
+        # the Azure DNS records of the Gateways that name a zone (opt-in)
+        self._dns = DnsRecords(self._arm, resync_s=settings.resync_s)
 
     def sync_for(self, target: Target) -> ApplicationGatewaySync:
         sync = self._syncs.get(target)
@@ -88,6 +101,36 @@ class AzureProvider:
         return sync
 
     async def apply(self, model: LoadBalancer) -> ApplyResult:
+        result = await self._program(model)
+        zone = dns_zone(model)
+        if zone is None:
+            # not (or no longer) asked for: none of its records may stay behind
+            await self._dns.forget(model.gateway)
+            return result
+        if isinstance(zone, str):
+            dns = ProviderCondition(
+                type=c.DNS_RECORDS, status=False, reason=c.R_INVALID, message=zone
+            )
+        elif not result.programmed:
+            dns = ProviderCondition(
+                type=c.DNS_RECORDS,
+                status=False,
+                reason=c.R_PENDING,
+                message="Waiting for the Application Gateway to be programmed",
+            )
+        else:
+            dns = await self._dns.keep(
+                model.gateway, zone, (host.hostname for host in model.hosts), result.addresses
+            )
+        return attrs.evolve(
+            result,
+            conditions=(*result.conditions, dns),
+            # ARM access trouble with the zone (or no address yet): tried again, like
+            # the Application Gateway's
+            temporary=result.temporary or (result.programmed and dns.reason == c.R_PENDING),
+        )
+
+    async def _program(self, model: LoadBalancer) -> ApplyResult:
         where = placement(model, self.settings)
         if isinstance(where, str):
             return ApplyResult(programmed=False, reason=c.R_INVALID, message=where)
@@ -117,6 +160,7 @@ class AzureProvider:
         return result
 
     async def delete(self, gateway: ObjectKey) -> None:
+        await self._dns.forget(gateway)
         target = self._placements.pop(gateway, None)
         if target is None:
             # not applied by this process (e.g. deleted while the controller was down):

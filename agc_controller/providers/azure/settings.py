@@ -9,6 +9,7 @@ Application Gateways (several Gateways may share one).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -22,6 +23,8 @@ SUBSCRIPTION_ANNOTATION = ANNOTATION_PREFIX + "subscription-id"
 RESOURCE_GROUP_ANNOTATION = ANNOTATION_PREFIX + "resource-group"
 APPLICATION_GATEWAY_ANNOTATION = ANNOTATION_PREFIX + "application-gateway"
 FRONTEND_ANNOTATION = ANNOTATION_PREFIX + "frontend"
+# opt-in: the resource ID of the Azure DNS zone to keep the Gateway's records in (dns.py)
+DNS_ZONE_ANNOTATION = ANNOTATION_PREFIX + "dns-zone"
 
 PUBLIC_CLOUD = "https://management.azure.com"
 CREDENTIALS = ("auto", "workload-identity", "managed-identity", "default")
@@ -103,6 +106,52 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.resource_group}/{self.name}"
+
+
+@attrs.frozen
+class DnsZone:
+    """One Azure DNS zone (Microsoft.Network/dnsZones)."""
+
+    subscription_id: str
+    resource_group: str
+    # the zone's domain name: lower case, no trailing dot
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.resource_group}/{self.name}"
+
+
+# ARM matches the provider namespace and type case-insensitively; a zone name is a
+# domain name of at least two labels (Azure DNS takes no single-label zones)
+_DNS_ZONE_ID = re.compile(
+    r"/subscriptions/(?P<sub>[0-9A-Fa-f-]{36})/resourceGroups/(?P<rg>[-\w.()]{1,90})"
+    r"/providers/Microsoft\.Network/dnsZones/(?P<zone>[^/]+)/?",
+    re.IGNORECASE,
+)
+_DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def dns_zone(model: LoadBalancer) -> DnsZone | str | None:
+    """The DNS zone the Gateway's annotations name (None: no DNS records wanted), or why
+    the annotation is not a DNS zone's resource ID."""
+    value = dict(model.annotations).get(DNS_ZONE_ANNOTATION)
+    if value is None:
+        return None
+    m = _DNS_ZONE_ID.fullmatch(value.strip())
+    if m is None:
+        return (
+            f"metadata.annotations[{DNS_ZONE_ANNOTATION!r}] {value[:160]!r} is not a DNS zone's "
+            "resource ID (/subscriptions/<id>/resourceGroups/<group>/providers/"
+            "Microsoft.Network/dnsZones/<zone>)"
+        )
+    zone = m["zone"].lower().rstrip(".")
+    labels = zone.split(".")
+    if len(zone) > 253 or len(labels) < 2 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
+        return (
+            f"metadata.annotations[{DNS_ZONE_ANNOTATION!r}]: {m['zone'][:64]!r} is not a "
+            "DNS zone name"
+        )
+    return DnsZone(subscription_id=m["sub"], resource_group=m["rg"], name=zone)
 
 
 @attrs.frozen
