@@ -419,16 +419,24 @@ class Controller:
     async def _build_informers(self) -> Sequence[tuple[Resource, Informer]]:
         served = self._served
         informers = []
-        # with mesh mTLS on, the sidecar pods' service accounts (what endpoints must prove)
-        mesh = self._translate_settings.capabilities.mesh
-        for resource in (*WATCHED, *([r.POD] if mesh else [])):
+        # with mesh mTLS on, the sidecar pods' service accounts (what endpoints must
+        # prove); for probes from readinessProbes, every pod's probes. Not both: the
+        # mesh runs on the local provider alone (factory.check_mesh), and takes a pod it
+        # finds for one with a sidecar
+        capabilities = self._translate_settings.capabilities
+        pods = capabilities.mesh or capabilities.probes_from_readiness
+        for resource in (*WATCHED, *([r.POD] if pods else [])):
             group_version = resource.api_version
             if group_version not in served:
                 served[group_version] = await served_resources(self._api, group_version)
             if resource.plural not in served[group_version]:
                 log.warning("resource_not_served", kind=resource.kind, api_version=group_version)
                 continue
-            selector = r.MESH_POD_SELECTOR if resource == r.POD else None
+            selector = (
+                r.MESH_POD_SELECTOR
+                if resource == r.POD and not capabilities.probes_from_readiness
+                else None
+            )
             list_watcher = PermissionReportingListWatcher(
                 ApiListWatcher(self._api, resource, label_selector=selector),
                 resource,

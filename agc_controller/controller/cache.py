@@ -231,11 +231,11 @@ class Cache:
             secrets=self._material(material, "Secret", r.SECRET.kind),
             config_maps=self._material(material, "ConfigMap", r.CONFIG_MAP.kind),
             namespaces=self._all(r.NAMESPACE.kind),
-            pods=self._mesh_pods(services),
+            pods=self._backend_pods(services),
         )
 
-    def _mesh_pods(self, services: Iterable[str]) -> dict[str, Obj]:
-        """The sidecar pods behind the Services' endpoints (none watched: no lookups)."""
+    def _backend_pods(self, services: Iterable[str]) -> dict[str, Obj]:
+        """The pods behind the Services' endpoints (none watched: no lookups)."""
         pods = self.store(r.POD.kind)
         if not len(pods):
             return {}
@@ -286,7 +286,7 @@ class Cache:
 
     def snapshot_for_ingress_class(self, name: str) -> Snapshot:
         """What translating IngressClass `name` reads: its Ingresses (by index) and the
-        Services, EndpointSlices and Secrets they name."""
+        Services, EndpointSlices (and pods behind them) and Secrets they name."""
         classes = self._all(r.INGRESS_CLASS.kind)
         store = self.store(r.INGRESS.kind)
         keys = set(store.index_keys(ix.INGRESS_CLASS, name))
@@ -305,6 +305,7 @@ class Cache:
             },
             secrets=self._material(material, "Secret", r.SECRET.kind),
             namespaces=self._all(r.NAMESPACE.kind),
+            pods=self._backend_pods(services),
         )
 
     def _route_filters(self, routes: Iterable[str]) -> dict[str, Obj]:

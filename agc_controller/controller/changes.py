@@ -16,6 +16,8 @@ What translation reads, per kind:
 - Secret: type and data; ConfigMap: data (the informers already trim both to
   the keys a Gateway can use).
 - Namespace: labels (listener `allowedRoutes` selectors).
+- Pod: its service account (the mesh) and httpGet readiness and liveness probes
+  with the ports of their containers (probes derived from them), as trimmed.
 
 Adds and deletes always count.
 """
@@ -60,7 +62,8 @@ def _namespace(obj: KubeObject) -> tuple[Any, ...]:
 
 
 def _pod(obj: KubeObject) -> tuple[Any, ...]:
-    return ((obj.get("spec") or {}).get("serviceAccountName"),)
+    # the informer trims a pod to what is read (informers/transforms.py)
+    return (obj.get("spec"),)
 
 
 # kind -> the part of an object translation reads

@@ -73,7 +73,8 @@ class Mapper:
         if kind == r.ENDPOINT_SLICE.kind:
             return {k for s in ix.endpoint_slice_service(obj) for k in self._via_service(s)}
         if kind == r.POD.kind:
-            # a sidecar pod's service account is what its endpoints must prove
+            # a sidecar pod's service account is what its endpoints must prove, and a
+            # pod's probes are its backend's (graph/readiness.py)
             slices = self.cache.store(r.ENDPOINT_SLICE.kind)
             return {
                 k

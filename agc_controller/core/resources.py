@@ -90,7 +90,8 @@ SECRET = Resource("", "v1", "secrets", "Secret", namespaced=True)
 CONFIG_MAP = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
 NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 # watched with mesh mTLS on, and only pods with an Istio sidecar (MESH_POD_SELECTOR):
-# the service account a mesh endpoint must prove it runs as
+# the service account a mesh endpoint must prove it runs as; all of them where
+# probes come from the pods' readinessProbes (the azure provider)
 POD = Resource("", "v1", "pods", "Pod", namespaced=True)
 # the label Istio's injector puts on the pods it gives a sidecar
 MESH_POD_SELECTOR = "security.istio.io/tlsMode=istio"

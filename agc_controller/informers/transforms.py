@@ -4,6 +4,8 @@ Why: the cache holds every watched object for the life of the process, and the
 bulk of a cluster's bytes is in fields the controller never reads:
 - `metadata.managedFields` and the `kubectl.kubernetes.io/last-applied-configuration`
   annotation often outweigh the object itself (dropped for every kind);
+- a Pod keeps only its service account and its httpGet probes (a cluster has
+  many, and their spec and status are most of their size);
 - Secrets and ConfigMaps are watched cluster-wide only for certificate material,
   yet they also hold Helm release blobs (up to 1 MiB each), service-account
   tokens and application config. Keeping only the data keys a gateway can use
@@ -42,6 +44,8 @@ SECRET_DATA_KEYS = frozenset(
 # ConfigMap keys a Gateway can use: the CA bundle of BackendTLSPolicy.caCertificateRefs,
 # and the JWKS of an AuthPolicy's JWT provider.
 CONFIG_MAP_DATA_KEYS = frozenset({"ca.crt", "jwks.json"})
+# a probe's timing fields a derived probe reads (translate/graph/readiness.py)
+_PROBE_FIELDS = ("periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold")
 # metadata the controller reads of a Secret or ConfigMap (identity, ordering, selection)
 _KEPT_METADATA = (
     "name",
@@ -81,9 +85,17 @@ def trim_config_map(obj: KubeObject) -> KubeObject:
 
 
 def trim_pod(obj: KubeObject) -> KubeObject:
-    """Identity and the service account of a Pod: all the mesh reads (a pod's spec
-    and status are most of its size, and a cluster has many)."""
+    """Identity, the service account (the mesh reads it) and, of each container with
+    an httpGet readinessProbe or livenessProbe, those probes and its ports (a
+    probe derived from them reads them: translate/graph/readiness.py). A pod's
+    spec and status are most of its size, and a cluster has many."""
     metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    containers = [
+        {"ports": _container_ports(container), **probes}
+        for container in spec.get("containers") or []
+        if (probes := _http_probes(container))
+    ]
     return {
         "apiVersion": obj.get("apiVersion", "v1"),
         "kind": obj.get("kind", "Pod"),
@@ -93,7 +105,8 @@ def trim_pod(obj: KubeObject) -> KubeObject:
             if key in metadata
         },
         "spec": {
-            "serviceAccountName": (obj.get("spec") or {}).get("serviceAccountName", "default")
+            "serviceAccountName": spec.get("serviceAccountName", "default"),
+            **({"containers": containers} if containers else {}),
         },
     }
 
@@ -107,6 +120,31 @@ def transform_for(resource: Resource) -> Transform:
     if resource == CONFIG_MAP:
         return trim_config_map
     return drop_managed_fields
+
+
+def _container_ports(container: KubeObject) -> list[KubeObject]:
+    return [
+        {key: port[key] for key in ("name", "containerPort") if key in port}
+        for port in container.get("ports") or []
+    ]
+
+
+def _http_probes(container: KubeObject) -> KubeObject:
+    """The container's readinessProbe and livenessProbe that are httpGet ones, with
+    only their timing and request fields (of the headers, the Host)."""
+    found = {}
+    for kind in ("readinessProbe", "livenessProbe"):
+        probe = container.get(kind) or {}
+        http = probe.get("httpGet")
+        if http is None:
+            continue
+        kept = {key: probe[key] for key in _PROBE_FIELDS if key in probe}
+        kept["httpGet"] = {key: http[key] for key in ("path", "port", "scheme") if key in http}
+        hosts = [h for h in http.get("httpHeaders") or [] if str(h.get("name")).lower() == "host"]
+        if hosts:
+            kept["httpGet"]["httpHeaders"] = hosts
+        found[kind] = kept
+    return found
 
 
 def _trim(obj: KubeObject, data_keys: Collection[str]) -> KubeObject:

@@ -27,6 +27,7 @@ from agc_controller.core.status import (
     RouteStatus,
 )
 from agc_controller.translate.build import RulePolicies, build_load_balancer
+from agc_controller.translate.capabilities import Capabilities
 from agc_controller.translate.graph.attach import Attachment
 from agc_controller.translate.graph.auth import build_auth
 from agc_controller.translate.graph.backends import EndpointSource, endpoint_sources
@@ -284,7 +285,14 @@ def translation_steps(
             ours.rules,
             tables=memo.hosts,
             endpoints=memo.endpoints(snapshot, wanted),
-            health_checks=_by_backend(ours.health_checks, wanted),
+            health_checks=_health_checks(
+                ours.health_checks,
+                wanted=wanted,
+                snapshot=snapshot,
+                memo=memo,
+                capabilities=settings.capabilities,
+                tls=policies,
+            ),
             load_balancing=_by_backend(ours.load_balancing, wanted),
             waf_rule_sets=ours.waf_rule_sets,
         )
@@ -480,6 +488,34 @@ def _our_policies(
             *_attached_policy_statuses(health_checks, where, stream_caveat),
         ],
     )
+
+
+def _health_checks(
+    attached: AttachedPolicies[BackendHealth],
+    *,
+    wanted: Mapping[str, EndpointSource],
+    snapshot: Snapshot,
+    memo: Memo,
+    capabilities: Capabilities,
+    tls: Policies,
+) -> dict[str, BackendHealth]:
+    """Backend name -> its health checks: the HealthCheckPolicy governing it, else,
+    where the provider asks, the probe its pods' readinessProbe describes if that
+    speaks what the backend is spoken to in (HTTPS under a BackendTLSPolicy): one in
+    the other scheme asks a port that speaks the other, and would fail on every pod."""
+    found = _by_backend(attached, wanted)
+    if capabilities.probes_from_readiness:
+        derived = memo.readiness_checks(
+            snapshot, {name: source for name, source in wanted.items() if name not in found}
+        )
+        for name, check in derived.items():
+            source = wanted[name]
+            speaks = (
+                "HTTP" if tls.for_backend(source.service, source.port_name) is None else "HTTPS"
+            )
+            if check.protocol == speaks:
+                found[name] = BackendHealth(probe=check)
+    return dict(sorted(found.items()))
 
 
 def _by_backend(

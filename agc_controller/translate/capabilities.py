@@ -7,12 +7,13 @@ provider's `Capabilities` and drops the rule with a message naming the field
 (`spec.rules[0].matches[1].headers is not supported by the azure provider`);
 a route left without rules is not accepted (see graph.routes).
 
-Invariant: `Capabilities()` (every flag on) accepts everything translation
-itself accepts. BackendTLSPolicy subjectAltNames are the one check that is not
-per rule: a provider without them gets the policy refused (graph.backendtlspolicy),
-which fails the requests to its backends rather than checking less than asked.
-The check reads the raw rule, not the parsed one, so messages keep the exact
-index of the offending filter or match.
+Invariant: `Capabilities()` (every flag on, but the behaviours `mesh` and
+`probes_from_readiness`) accepts everything translation itself accepts.
+BackendTLSPolicy subjectAltNames are the one check that is not per rule: a
+provider without them gets the policy refused (graph.backendtlspolicy), which
+fails the requests to its backends rather than checking less than asked. The
+check reads the raw rule, not the parsed one, so messages keep the exact index
+of the offending filter or match.
 """
 
 from __future__ import annotations
@@ -92,9 +93,16 @@ class Capabilities:
     # other than 1, and intervals / timeouts that are not whole seconds
     health_check_protocols: frozenset[str] = frozenset({"HTTP", "HTTPS", "TCP", "GRPC"})
     health_check_healthy_threshold: bool = True
+    # the most probe failures in a row a HealthCheckPolicy may ask for (None: the CRD's)
+    health_check_unhealthy_threshold_max: int | None = None
     health_check_subsecond: bool = True
     # HealthCheckPolicy passive ejection
     passive_health_checks: bool = True
+    # a backend no HealthCheckPolicy governs is probed as its pods' readinessProbe (else
+    # livenessProbe) httpGet says (graph/readiness.py), as AGIC does: for a load
+    # balancer that marks endpoints down by its own probe. Off where the data plane
+    # follows the EndpointSlices' readiness, which kubelet's run of the probe decides
+    probes_from_readiness: bool = False
     # BackendLoadBalancingPolicy (graph/loadbalancing.py): strategies, slow start, and
     # the circuit breaker's maxRequests
     load_balancing_strategies: frozenset[str] = frozenset(
@@ -227,6 +235,13 @@ class Capabilities:
             check.interval_ms % 1000 or check.timeout_ms % 1000
         ):
             problem = "spec.default.interval or timeout in other than whole seconds"
+        elif (
+            self.health_check_unhealthy_threshold_max is not None
+            and check.unhealthy_threshold > self.health_check_unhealthy_threshold_max
+        ):
+            problem = (
+                f"spec.default.unhealthyThreshold above {self.health_check_unhealthy_threshold_max}"
+            )
         return f"{problem} is not supported by the {self.provider} provider" if problem else None
 
     def load_balancing_problem(self, balancing: LoadBalancing) -> str | None:

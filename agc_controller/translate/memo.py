@@ -26,7 +26,9 @@ identity (the route tables aside: each route's entry checks its own route).
 - Endpoints are not part of a route's result: each backend's come from its
   Service's EndpointSlices once per translation, reused while those are the
   same objects (`endpoints`). An endpoint change touches one entry of the
-  model's endpoint table, never the routes sending to the Service.
+  model's endpoint table, never the routes sending to the Service. The probes
+  derived from a backend's pods (`readiness_checks`) are kept the same way,
+  while its EndpointSlices and the pods they target are the same objects.
 
 Induction keeps it sound: every entry in the memo was valid for the previous
 snapshot, and is reused only if nothing it read differs between that snapshot
@@ -45,7 +47,8 @@ import attrs
 from agc_controller.core.keys import ObjectKey
 from agc_controller.translate.build import HostTables
 from agc_controller.translate.graph.backends import EndpointSource, ready_endpoints, target_pod
-from agc_controller.translate.model import Endpoint
+from agc_controller.translate.graph.readiness import readiness_check
+from agc_controller.translate.model import Endpoint, HealthCheck
 from agc_controller.translate.settings import TranslateSettings
 from agc_controller.translate.snapshot import Obj, Snapshot
 
@@ -97,6 +100,34 @@ def recording(snapshot: Snapshot) -> tuple[Snapshot, Callable[[], frozenset[Inpu
         return frozenset((field, key) for field, view in views.items() for key in view.seen)
 
     return attrs.evolve(snapshot, **views), reads
+
+
+# backend name -> (its source, the snapshot objects its value read, its value)
+_PerBackend = dict[str, tuple[EndpointSource, tuple[Obj | None, ...], V]]
+
+
+def _per_backend(
+    known: _PerBackend[V],
+    snapshot: Snapshot,
+    wanted: Mapping[str, EndpointSource],
+    *,
+    reads_pods: Callable[[EndpointSource], bool],
+    compute: Callable[[EndpointSource, tuple[Obj, ...]], V],
+) -> _PerBackend[V]:
+    """A value per backend in `wanted` computed from its Service's EndpointSlices (and
+    the pods they target, where `reads_pods` says), the `known` one while those are
+    the same objects."""
+    found: _PerBackend[V] = {}
+    for name in sorted(wanted):
+        source = wanted[name]
+        slices = snapshot.endpoint_slices.get(source.service.namespaced_name, ())
+        read = (*slices, *_pods_of(slices, snapshot)) if reads_pods(source) else slices
+        entry = known.get(name)
+        if entry is not None and entry[0] == source and _same(entry[1], read):
+            found[name] = entry
+        else:
+            found[name] = (source, read, compute(source, slices))
+    return found
 
 
 def _pods_of(slices: tuple[Obj, ...], snapshot: Snapshot) -> tuple[Obj | None, ...]:
@@ -166,9 +197,9 @@ class Memo:
     # the host tables of the last model (build.py)
     hosts: HostTables = attrs.field(factory=HostTables)
     # backend name -> (its source, the EndpointSlices read, its ready endpoints)
-    _endpoints: dict[str, tuple[EndpointSource, tuple[Obj | None, ...], tuple[Endpoint, ...]]] = (
-        attrs.field(factory=dict)
-    )
+    _endpoints: _PerBackend[tuple[Endpoint, ...]] = attrs.field(factory=dict)
+    # backend name -> (its source, the EndpointSlices and pods read, its pods' probe)
+    _readiness: _PerBackend[HealthCheck | None] = attrs.field(factory=dict)
     # the previous value of a translation-wide object, by name (kept when equal)
     _shared: dict[str, object] = attrs.field(factory=dict)
 
@@ -178,6 +209,7 @@ class Memo:
         self.routes.clear()
         self.hosts = HostTables()
         self._endpoints.clear()
+        self._readiness.clear()
         self._shared.clear()
 
     def stable(self, name: str, value: T) -> T:
@@ -195,18 +227,29 @@ class Memo:
         """The ready endpoints of every backend in `wanted`, by name (sorted); a
         backend whose EndpointSlices are the same objects as last time keeps its
         endpoints without reading them again."""
-        # name -> (its source, the objects its endpoints read, its endpoints)
-        found: dict[str, tuple[EndpointSource, tuple[Obj | None, ...], tuple[Endpoint, ...]]] = {}
-        for name in sorted(wanted):
-            source = wanted[name]
-            slices = snapshot.endpoint_slices.get(source.service.namespaced_name, ())
+        self._endpoints = _per_backend(
+            self._endpoints,
+            snapshot,
+            wanted,
             # a mesh backend's endpoints also read the pods behind them
-            read = (*slices, *_pods_of(slices, snapshot)) if source.mesh else slices
-            known = self._endpoints.get(name)
-            if known is not None and known[0] == source and _same(known[1], read):
-                found[name] = known
-            else:
-                pods = snapshot.pods if source.mesh else None
-                found[name] = (source, read, ready_endpoints(slices, source.port_name, pods))
-        self._endpoints = found
-        return {name: entry[2] for name, entry in found.items()}
+            reads_pods=lambda source: source.mesh,
+            compute=lambda source, slices: ready_endpoints(
+                slices, source.port_name, snapshot.pods if source.mesh else None
+            ),
+        )
+        return {name: entry[2] for name, entry in self._endpoints.items()}
+
+    def readiness_checks(
+        self, snapshot: Snapshot, wanted: Mapping[str, EndpointSource]
+    ) -> dict[str, HealthCheck]:
+        """The probe the pods of every backend in `wanted` describe, by name, for those
+        whose pods describe one (graph/readiness.py); kept while the backend's
+        EndpointSlices and the pods they target are the same objects."""
+        self._readiness = _per_backend(
+            self._readiness,
+            snapshot,
+            wanted,
+            reads_pods=lambda _: True,
+            compute=lambda source, slices: readiness_check(slices, source.port_name, snapshot.pods),
+        )
+        return {name: check for name, (_, _, check) in self._readiness.items() if check}

@@ -61,7 +61,8 @@ class Snapshot:
     secrets: Mapping[str, Obj] = attrs.field(factory=dict)
     config_maps: Mapping[str, Obj] = attrs.field(factory=dict)
     namespaces: Mapping[str, Obj] = attrs.field(factory=dict)
-    # pods with an Istio sidecar behind the Services' endpoints ("ns/name"; mesh mTLS on)
+    # the pods behind the Services' endpoints ("ns/name"): those with an Istio sidecar
+    # (mesh mTLS on), or all (probes from readinessProbes: graph/readiness.py)
     pods: Mapping[str, Obj] = attrs.field(factory=dict)
     # networking.k8s.io: every IngressClass, and the Ingresses one translation reads
     ingress_classes: Mapping[str, Obj] = attrs.field(factory=dict)

@@ -67,7 +67,8 @@ class Azure:
     async def is_programmed(self, gateway: str, status: str = "True") -> bool:
         return (await self.programmed(gateway)).get("status") == status
 
-    async def endpoints(self, service: str, addresses: list[str]) -> None:
+    async def endpoints(self, service: str, addresses: list[str], pod: str | None = None) -> None:
+        """Ready endpoints of `service` on port 9000 (each the pod `pod`, if named)."""
         await self.env.service(service)
         await client.DiscoveryV1Api(self.env.kube).create_namespaced_endpoint_slice(
             self.env.namespace,
@@ -78,7 +79,14 @@ class Azure:
                 },
                 "addressType": "IPv4",
                 "ports": [{"name": "http", "port": 9000}],
-                "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+                "endpoints": [
+                    {
+                        "addresses": [a],
+                        "conditions": {"ready": True},
+                        **({"targetRef": {"kind": "Pod", "name": pod}} if pod else {}),
+                    }
+                    for a in addresses
+                ],
             },
         )
 
@@ -267,6 +275,47 @@ async def test_ingress_goes_to_the_application_gateway(azure: Azure) -> None:
         await eventually(reported)
     finally:
         await networking.delete_ingress_class(class_name)
+
+
+def _probed_pod(path: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web-0"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "app",
+                    "ports": [{"name": "http", "containerPort": 9000}],
+                    "readinessProbe": {"httpGet": {"path": path, "port": "http"}},
+                }
+            ]
+        },
+    }
+
+
+async def test_a_backends_probe_follows_its_pods_readiness_probe(azure: Azure) -> None:
+    """Without a HealthCheckPolicy, the probe is the pods' readinessProbe (AGIC's
+    behaviour): pods are watched, and a pod replaced by one probing elsewhere (a pod's
+    probes cannot be edited in place) re-programs it."""
+    env = azure.env
+    pods = client.CoreV1Api(env.kube)
+    # no controller-manager here makes the namespace's default account
+    await pods.create_namespaced_service_account(env.namespace, {"metadata": {"name": "default"}})
+    await pods.create_namespaced_pod(env.namespace, _probed_pod("/ready"))
+    await azure.endpoints("web", ["10.2.0.5"], pod="web-0")
+    await env.gateway("gw")
+    await _route(env, "web", "gw", [_prefix("/")])
+
+    def probe_paths() -> list[str]:
+        return [p["properties"]["path"] for p in azure.props().get("probes") or []]
+
+    await eventually(lambda: _is(probe_paths() == ["/ready"]))
+    # the API server's defaults for the times: Kubernetes', not Application Gateway's
+    probe = azure.props()["probes"][0]["properties"]
+    assert (probe["interval"], probe["timeout"], probe["unhealthyThreshold"]) == (10, 1, 3)
+    await pods.delete_namespaced_pod("web-0", env.namespace, grace_period_seconds=0)
+    await pods.create_namespaced_pod(env.namespace, _probed_pod("/healthz"))
+    await eventually(lambda: _is(probe_paths() == ["/healthz"]))
 
 
 async def test_burst_of_edits_coalesces(azure: Azure) -> None:

@@ -104,6 +104,7 @@ CHECKED: dict[str, tuple[Check, ...]] = {
         flag("health_check_healthy_threshold"),
         flag("health_check_subsecond"),
         flag("passive_health_checks"),
+        flag("probes_from_readiness"),  # without a policy, the pods' readinessProbe
     ),
     "Application Gateway objects": (
         flag("application_gateway_children"),
@@ -147,6 +148,7 @@ UNCLAIMED = {
     "session_persistence_types",
     "redirect_status_codes",
     "health_check_protocols",
+    "health_check_unhealthy_threshold_max",
     "load_balancing_strategies",
     "rate_limit_periods",
     "waf_block_status_codes",

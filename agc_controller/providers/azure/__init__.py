@@ -17,6 +17,7 @@ from agc_controller.providers.azure.firewall import (
     MATCH_VALUES_MAX,
     RULE_GROUPS,
 )
+from agc_controller.providers.azure.probes import UNHEALTHY_THRESHOLD_MAX
 from agc_controller.providers.azure.settings import (
     APPLICATION_GATEWAY_ANNOTATION,
     DNS_ZONE_ANNOTATION,
@@ -100,7 +101,12 @@ AZURE_CAPABILITIES = Capabilities(
     health_check_protocols=frozenset({"HTTP"}),
     health_check_healthy_threshold=False,
     health_check_subsecond=False,
+    # ARM's bound for a probe's unhealthyThreshold (probes.py)
+    health_check_unhealthy_threshold_max=UNHEALTHY_THRESHOLD_MAX,
     passive_health_checks=False,
+    # without a policy, the pods' readinessProbe (Application Gateway does not read
+    # the EndpointSlices' readiness: its probe decides alone)
+    probes_from_readiness=True,
     # Application Gateway v2 balances round robin, and has no slow start or breaker;
     # connection draining is its backend settings' (drainTimeoutInSec: whole seconds)
     load_balancing_strategies=frozenset({"RoundRobin"}),

@@ -7,11 +7,17 @@ a BackendTLSPolicy). Translation has refused what a probe cannot say (useTLS,
 TCP and gRPC probes, healthyThreshold other than 1: Application Gateway takes
 an endpoint back after one passed probe, times in other than whole seconds).
 
-Without one: Gateway API has no health checks, and Application Gateway's
-default probe expects 200-399 from `/`, which marks a healthy app that answers
-404 there as down. Our probe asks the same port and protocol with the
-settings' host name and counts any answer below 500 as alive: it detects dead
-pods, not routes.
+Without one, the probe the backend's pods' readinessProbe describes
+(graph/readiness.py: AGIC's behaviour), which translation keeps only where its
+scheme is the one the backend is spoken to in. Its successThreshold is not used
+(one passed probe, as above), its timing is clamped to ARM's bounds, and
+without a Host header its host is the default probe's.
+
+Else: Gateway API has no health checks, and Application Gateway's default
+probe expects 200-399 from `/`, which marks a healthy app that answers 404
+there as down. Our probe asks the same port and protocol with the settings'
+host name and counts any answer below 500 as alive: it detects dead pods, not
+routes.
 """
 
 from __future__ import annotations
@@ -22,46 +28,50 @@ from agc_controller.providers.azure import naming
 from agc_controller.providers.azure.children import Collector, Json
 from agc_controller.translate.model import HealthCheck
 
-INTERVAL_S = 15
-TIMEOUT_S = 10
-UNHEALTHY_THRESHOLD = 3
+DEFAULT_CHECK = HealthCheck(
+    interval_ms=15_000,
+    timeout_ms=10_000,
+    healthy_threshold=1,
+    unhealthy_threshold=3,
+    protocol="HTTP",
+    path="/",
+    status_codes=((200, 499),),
+)
+# ARM's bounds for a probe's interval and timeout (seconds) and unhealthyThreshold
+SECONDS_MAX = 86400
+UNHEALTHY_THRESHOLD_MAX = 20
 
 
 def add_probe(
     c: Collector, *, readable: str, protocol: str, has_host_name: bool, check: HealthCheck | None
 ) -> Json:
-    if check is not None:
-        return _add(c, readable, _policy_probe(check, protocol))
+    return _add(c, readable, _probe(check or DEFAULT_CHECK, protocol, has_host_name))
+
+
+def _probe(check: HealthCheck, protocol: str, has_host_name: bool) -> Json:
     props: Json = {
         "protocol": protocol,
-        "path": "/",
-        "interval": INTERVAL_S,
-        "timeout": TIMEOUT_S,
-        "unhealthyThreshold": UNHEALTHY_THRESHOLD,
-        "match": {"statusCodes": ["200-499"]},
+        "path": check.path or "/",
+        # whole seconds (translation refuses others for a policy; pods count seconds)
+        "interval": _clamp(check.interval_ms // 1000, SECONDS_MAX),
+        "timeout": _clamp(check.timeout_ms // 1000, SECONDS_MAX),
+        "unhealthyThreshold": _clamp(check.unhealthy_threshold, UNHEALTHY_THRESHOLD_MAX),
+        "match": {"statusCodes": [f"{start}-{end}" for start, end in check.status_codes]},
     }
-    if has_host_name:
+    if check.host:
+        props["host"] = check.host
+    elif has_host_name:
         props["pickHostNameFromBackendHttpSettings"] = True
     else:
         # v2 needs a host for probes; pods answer on their IP whatever the Host header
         props["host"] = "localhost"
-    return _add(c, readable, props)
-
-
-def _policy_probe(check: HealthCheck, protocol: str) -> Json:
-    props: Json = {
-        "protocol": protocol,
-        "host": check.host or "localhost",
-        "path": check.path or "/",
-        # whole seconds (translation refuses others); ARM's floor is 1
-        "interval": max(1, check.interval_ms // 1000),
-        "timeout": max(1, check.timeout_ms // 1000),
-        "unhealthyThreshold": check.unhealthy_threshold,
-        "match": {"statusCodes": [f"{start}-{end}" for start, end in check.status_codes]},
-    }
     if check.port is not None:
         props["port"] = check.port
     return props
+
+
+def _clamp(value: int, high: int) -> int:
+    return max(1, min(high, value))
 
 
 def _add(c: Collector, readable: str, props: Json) -> Json:

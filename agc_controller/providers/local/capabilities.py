@@ -84,6 +84,9 @@ LOCAL_CAPABILITIES = Capabilities(
     # objects on an Application Gateway (graph/appgw.py) exist only there
     application_gateway_children=False,
     key_vault_certificates=False,
+    # the data plane balances over the EndpointSlices' ready endpoints, and kubelet
+    # runs each pod's readinessProbe to decide them: probing it again adds nothing
+    probes_from_readiness=False,
 )
 
 
