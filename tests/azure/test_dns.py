@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +68,10 @@ async def zone(arm: ArmServer) -> ArmServer:
     return arm
 
 
-@pytest.fixture
-async def dns_provider(zone: ArmServer) -> AsyncIterator[tuple[AzureProvider, CallCounter]]:
-    counter = CallCounter()
-    p = AzureProvider(settings=settings_for(zone), credential=StaticToken(), on_arm_call=counter)
-    async with p:
-        yield p, counter
-
-
 async def test_records_are_kept_for_the_host_names_in_the_zone(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter], request: Any
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter], request: Any
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     result = await p.apply(
         dns_model("www.example.com", "*.api.example.com", "example.com", "www.other.org")
     )
@@ -127,9 +118,9 @@ async def test_records_are_kept_for_the_host_names_in_the_zone(
 
 
 async def test_records_it_does_not_own_are_reported_and_left_untouched(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     theirs = zone.put_record_set(
         SUBSCRIPTION,
         ZONE_GROUP,
@@ -167,9 +158,9 @@ async def test_records_it_does_not_own_are_reported_and_left_untouched(
 
 
 async def test_a_host_no_longer_served_loses_its_records(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     await p.apply(dns_model("www.example.com", "old.example.com"))
     assert "A old" in records(zone)
     result = await p.apply(dns_model("www.example.com"))
@@ -184,9 +175,9 @@ async def test_a_host_no_longer_served_loses_its_records(
 
 
 async def test_deleting_the_gateway_deletes_all_of_its_records_and_only_them(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     await p.apply(dns_model("www.example.com", "*.example.com", name="gw"))
     await p.apply(dns_model("other.example.com", name="gw2"))
     await p.delete(dns_model(name="gw").gateway)
@@ -194,9 +185,9 @@ async def test_deleting_the_gateway_deletes_all_of_its_records_and_only_them(
 
 
 async def test_removing_the_annotation_deletes_the_records(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     await p.apply(dns_model("www.example.com"))
     result = await p.apply(model("gw"))
     assert result.programmed
@@ -205,9 +196,9 @@ async def test_removing_the_annotation_deletes_the_records(
 
 
 async def test_a_gateway_moved_to_another_zone_leaves_the_old_one(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     zone.seed_dns_zone(SUBSCRIPTION, ZONE_GROUP, "example.net")
     await p.apply(dns_model("www.example.com", "www.example.net"))
     result = await p.apply(
@@ -221,9 +212,9 @@ async def test_a_gateway_moved_to_another_zone_leaves_the_old_one(
 
 
 async def test_a_zone_the_identity_may_not_write_is_pending_and_the_gateway_programmed(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     zone.inject(
         Failure(
             "GET",
@@ -249,9 +240,9 @@ async def test_a_zone_the_identity_may_not_write_is_pending_and_the_gateway_prog
 
 
 async def test_a_missing_zone_is_pending(
-    arm: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    arm: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     missing = ZONE_ID.replace(ZONE, "missing.example")
     result = await p.apply(dns_model("www.missing.example", zone_id=missing))
     assert result.programmed
@@ -262,9 +253,9 @@ async def test_a_missing_zone_is_pending(
 
 
 async def test_an_invalid_annotation_is_reported_and_the_gateway_programmed(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, _ = dns_provider
+    p, _ = provider
     result = await p.apply(dns_model("www.example.com", zone_id="example.com"))
     assert result.programmed
     dns = dns_condition(result)
@@ -301,9 +292,9 @@ async def test_a_concurrent_writer_is_never_clobbered(zone: ArmServer) -> None:
 
 
 async def test_an_update_racing_another_writer_is_read_again(
-    zone: ArmServer, dns_provider: tuple[AzureProvider, CallCounter]
+    zone: ArmServer, provider: tuple[AzureProvider, CallCounter]
 ) -> None:
-    p, counter = dns_provider
+    p, counter = provider
     await p.apply(dns_model("www.example.com"))
     # the Gateway takes the private frontend too; ARM answers the first conditional
     # update with 412 (someone wrote the record set since it was read)

@@ -57,9 +57,8 @@ def policy(name: str, service: str, hostname: str) -> dict[str, object]:
     }
 
 
-async def test_backend_tls_verifies_the_backend(
-    cluster: Cluster, tls_echo: dict[str, str], pki: dict[str, object]
-) -> None:
+async def trust_backend_ca(cluster: Cluster, pki: dict[str, object]) -> None:
+    """The ConfigMap `backend-ca` the policies trust: the backends' CA."""
     backend_ca = pki["backend_ca"]
     assert isinstance(backend_ca, CertificateAuthority)
     await cluster.apply(
@@ -70,6 +69,12 @@ async def test_backend_tls_verifies_the_backend(
             "data": {"ca.crt": backend_ca.pem},
         }
     )
+
+
+async def test_backend_tls_verifies_the_backend(
+    cluster: Cluster, tls_echo: dict[str, str], pki: dict[str, object]
+) -> None:
+    await trust_backend_ca(cluster, pki)
     await cluster.service("good", [tls_echo["tls"]])
     await cluster.service("wrong-name", [tls_echo["tls"]])
     await cluster.apply(policy("good", "good", "backend.example.com"))
@@ -102,16 +107,7 @@ async def test_error_pages_over_backend_tls(
 ) -> None:
     """Custom error pages for a backend spoken to over TLS (the TLS location that
     intercepts them), from an error backend over TLS too."""
-    backend_ca = pki["backend_ca"]
-    assert isinstance(backend_ca, CertificateAuthority)
-    await cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "backend-ca"},
-            "data": {"ca.crt": backend_ca.pem},
-        }
-    )
+    await trust_backend_ca(cluster, pki)
     await cluster.service("good", [tls_echo["tls"]])
     await cluster.apply(policy("good", "good", "backend.example.com"))
     await cluster.apply(
@@ -149,17 +145,9 @@ async def test_error_pages_over_backend_tls(
 async def test_gateway_presents_client_certificate(
     cluster: Cluster, tls_echo: dict[str, str], pki: dict[str, object]
 ) -> None:
-    backend_ca, client_ca = pki["backend_ca"], pki["client_ca"]
-    assert isinstance(backend_ca, CertificateAuthority)
+    client_ca = pki["client_ca"]
     assert isinstance(client_ca, CertificateAuthority)
-    await cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "backend-ca"},
-            "data": {"ca.crt": backend_ca.pem},
-        }
-    )
+    await trust_backend_ca(cluster, pki)
     await cluster.apply(client_ca.issue("gateway-client", client=True).secret("gateway-client"))
     await cluster.service("mtls", [tls_echo["mtls"]])
     await cluster.apply(policy("mtls", "mtls", "backend.example.com"))

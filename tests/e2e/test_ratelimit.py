@@ -39,23 +39,30 @@ async def limited(address: str, path: str, **kwargs: Any) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
-    cluster: Cluster, echo: str
-) -> None:
+async def limited_rule(cluster: Cluster, echo: str, policy: str, **spec: Any) -> tuple[str, int]:
+    """Gateway gw, route r whose rule `limited` sends to web, and RateLimitPolicy
+    `policy` with `spec` on that rule, in force: the address and the reloads before
+    the policy."""
     await cluster.service("web", [echo])
     address = await cluster.gateway("gw", HTTP)
     await cluster.prefix_route("r", "limited", "web", rest=None)
     reloads = cluster.provider.reloads
     await cluster.policy(
         KIND,
-        "ten",
-        limit_policy(
-            {"kind": "HTTPRoute", "name": "r", "sectionName": "limited"},
-            limit={"requests": 10, "unit": "Second"},
-        ),
+        policy,
+        limit_policy({"kind": "HTTPRoute", "name": "r", "sectionName": "limited"}, **spec),
     )
-    await cluster.policy_accepted(KIND, "ten")
+    await cluster.policy_accepted(KIND, policy)
     await limited(address, "/limited")
+    return address, reloads
+
+
+async def test_ten_per_second_pass_and_the_rest_get_429_with_retry_after(
+    cluster: Cluster, echo: str
+) -> None:
+    address, reloads = await limited_rule(
+        cluster, echo, "ten", limit={"requests": 10, "unit": "Second"}
+    )
     await asyncio.sleep(1.5)  # whatever the wait above spent is paid back
 
     # eight clients on kept-alive connections, as fast as the gateway answers, 5 s:
@@ -203,22 +210,14 @@ def statuses(answers: list[tuple[int, CIMultiDictProxy[str], float]]) -> list[in
 async def test_a_request_past_the_concurrency_in_flight_gets_429_at_once_and_slots_come_back(
     cluster: Cluster, echo: str
 ) -> None:
-    await cluster.service("web", [echo])
-    address = await cluster.gateway("gw", HTTP)
-    await cluster.prefix_route("r", "limited", "web", rest=None)
-    reloads = cluster.provider.reloads
     # a rate far above what the test sends, and two in flight per client address
-    await cluster.policy(
-        KIND,
+    address, reloads = await limited_rule(
+        cluster,
+        echo,
         "two-at-once",
-        limit_policy(
-            {"kind": "HTTPRoute", "name": "r", "sectionName": "limited"},
-            limit={"requests": 1000, "unit": "Second"},
-            concurrency={"requests": 2},
-        ),
+        limit={"requests": 1000, "unit": "Second"},
+        concurrency={"requests": 2},
     )
-    await cluster.policy_accepted(KIND, "two-at-once")
-    await limited(address, "/limited")
 
     # three slow requests at once: two pass (each takes the backend's second), the third
     # is answered 429 at once, without Retry-After; the unlimited rule stays open

@@ -174,11 +174,15 @@ def _missing_external(props: Mapping[str, Any], children: GatewayChildren) -> st
     """Why a child someone else made, which the Gateway names, cannot be used: it is not
     on the Application Gateway (ARM would refuse the whole body), or it is ours (it
     comes and goes with a Gateway)."""
+    present = {
+        (collection, str(ch.get("name", "")).lower())
+        for collection in {collection for collection, _ in children.external}
+        for ch in props.get(collection) or []
+    }
     for collection, name in children.external:
         if naming.owner_tag(name) is not None:
             return f"{collection} {name} belongs to agc-controller: name one made outside it"
-        present = {str(ch.get("name", "")).lower() for ch in props.get(collection) or []}
-        if name.lower() not in present:
+        if (collection, name.lower()) not in present:
             return f"{collection} {name} is not on the Application Gateway"
     return None
 

@@ -36,18 +36,17 @@ from typing import TypeVar
 import attrs
 
 from agc_controller.translate.ingress.objects import (
+    DRAINING_POLICIES,
+    HEALTH_CHECK_POLICIES,
     Built,
     Context,
     backend_tls_policy_key,
     build_backend_tls_policies,
-    build_draining_policies,
     build_gateway,
     build_gateway_class,
-    build_health_check_policies,
     build_policies,
     build_routes,
     build_tls_routes,
-    draining_policy_key,
     policy_grants,
 )
 from agc_controller.translate.ingress.plan import (
@@ -58,13 +57,14 @@ from agc_controller.translate.ingress.plan import (
     plan_ingress,
 )
 from agc_controller.translate.ingress.together import (
+    CONNECTION_DRAINING,
+    HEALTH_PROBE,
     backend_protocols,
     beyond_the_provider,
-    connection_draining,
     default_backend_owner,
     frontend_ports,
-    health_checks,
     passthrough_hosts,
+    per_service,
     renamed_routes,
     shadowing_canaries,
     tls_certificates,
@@ -186,8 +186,8 @@ def conversion_steps(
     ports = frontend_ports(primaries, certificates)
     default_owner = default_backend_owner(plans, notes)
     unserved = beyond_the_provider(plans, target, notes)
-    checked = health_checks(plans, notes)
-    draining = connection_draining(plans, notes)
+    checked = per_service(HEALTH_PROBE, plans, notes)
+    draining = per_service(CONNECTION_DRAINING, plans, notes)
     renamed = renamed_routes(plans)
 
     routes: dict[str, Obj] = {}
@@ -199,11 +199,11 @@ def conversion_steps(
     for (service, _), (origin, protocol) in sorted(speaking.items()):
         if protocol.tls:
             policy_origins.setdefault(("BackendTLSPolicy", backend_tls_policy_key(service)), origin)
-    drained = memo.stable("draining", build_draining_policies(draining))
+    drained = memo.stable("draining", DRAINING_POLICIES.build(draining))
     if drained:
-        policies["BackendLoadBalancingPolicy"] = drained
+        policies[DRAINING_POLICIES.kind] = drained
         for service, (origin, _) in draining.items():
-            policy_origins[("BackendLoadBalancingPolicy", draining_policy_key(service))] = origin
+            policy_origins[(DRAINING_POLICIES.kind, DRAINING_POLICIES.key(service))] = origin
     yield
     for i, plan in enumerate(primaries, start=1):
         if i % INGRESSES_PER_STEP == 0:
@@ -251,7 +251,7 @@ def conversion_steps(
             ),
         ),
         backend_tls_policies=memo.stable("backend_tls", build_backend_tls_policies(speaking)),
-        health_check_policies=memo.stable("health", build_health_check_policies(checked)),
+        health_check_policies=memo.stable("health", HEALTH_CHECK_POLICIES.build(checked)),
         policies=policies,
         policy_origins=policy_origins,
         reference_grants=memo.stable("grants", {**grants, **policy_grants(policies, target)}),

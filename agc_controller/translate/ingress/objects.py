@@ -101,44 +101,43 @@ class Built:
     policies: Mapping[str, Mapping[str, Obj]]
 
 
-def build_health_check_policies(probes: Mapping[str, Mapping[str, object]]) -> dict[str, Obj]:
-    policies = {}
-    for service, probe in sorted(probes.items()):
-        namespace, _, name = service.partition("/")
-        policies[f"{namespace}/{name}-health"] = {
-            "apiVersion": _POLICY_API_VERSION,
-            "kind": "HealthCheckPolicy",
-            "metadata": {"name": f"{name}-health", "namespace": namespace, "generation": 1},
-            "spec": {
-                "targetRefs": [{"group": "", "kind": "Service", "name": name}],
-                "default": dict(probe),
-            },
-        }
-    return policies
+@attrs.frozen
+class ServicePolicy:
+    """A policy of ours made per Service from a per-Service setting (together.py)."""
+
+    kind: str
+    # its name is the Service's with this suffix
+    suffix: str
+    # the spec field holding the setting's block
+    field: str
+
+    def key(self, service: str) -> str:
+        """The store key of the policy of a Service ("namespace/name")."""
+        return f"{service}-{self.suffix}"
+
+    def build(self, settings: Mapping[str, tuple[str, Mapping[str, object]]]) -> dict[str, Obj]:
+        """One policy per Service of `settings` (Service -> (origin, block))."""
+        policies = {}
+        for service, (_, block) in sorted(settings.items()):
+            namespace, _, name = service.partition("/")
+            policies[self.key(service)] = {
+                "apiVersion": _POLICY_API_VERSION,
+                "kind": self.kind,
+                "metadata": {
+                    "name": f"{name}-{self.suffix}",
+                    "namespace": namespace,
+                    "generation": 1,
+                },
+                "spec": {
+                    "targetRefs": [{"group": "", "kind": "Service", "name": name}],
+                    self.field: dict(block),
+                },
+            }
+        return policies
 
 
-def draining_policy_key(service: str) -> str:
-    """The store key of the connection-draining policy of a Service ("namespace/name")."""
-    return f"{service}-draining"
-
-
-def build_draining_policies(
-    draining: Mapping[str, tuple[str, Mapping[str, object]]],
-) -> dict[str, Obj]:
-    """A BackendLoadBalancingPolicy per Service with connection draining."""
-    policies = {}
-    for service, (_, block) in sorted(draining.items()):
-        namespace, _, name = service.partition("/")
-        policies[draining_policy_key(service)] = {
-            "apiVersion": _POLICY_API_VERSION,
-            "kind": "BackendLoadBalancingPolicy",
-            "metadata": {"name": f"{name}-draining", "namespace": namespace, "generation": 1},
-            "spec": {
-                "targetRefs": [{"group": "", "kind": "Service", "name": name}],
-                "connectionDraining": dict(block),
-            },
-        }
-    return policies
+HEALTH_CHECK_POLICIES = ServicePolicy("HealthCheckPolicy", "health", "default")
+DRAINING_POLICIES = ServicePolicy("BackendLoadBalancingPolicy", "draining", "connectionDraining")
 
 
 def backend_tls_policy_key(service: str) -> str:

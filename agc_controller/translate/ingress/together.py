@@ -27,7 +27,13 @@ from agc_controller.translate.ingress.plan import (
     base_name,
     port_listener_names,
 )
-from agc_controller.translate.ingress.values import AGIC, BackendProtocol, Canary, Note
+from agc_controller.translate.ingress.values import (
+    AGIC,
+    Annotations,
+    BackendProtocol,
+    Canary,
+    Note,
+)
 from agc_controller.translate.snapshot import Obj
 
 K = TypeVar("K", bound=Hashable)
@@ -119,48 +125,55 @@ def _oldest_claims(
     return found
 
 
-def health_checks(
-    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
-) -> dict[str, Mapping[str, object]]:
-    """Service -> its probe (`default` block), from the oldest Ingress with probe
-    annotations sending to it."""
-    found = _oldest_claims(
-        (
-            (plan.key, service, probe)
-            for plan in plans
-            if (probe := plan.annotations.health_probe) is not None and not plan.annotations.refused
-            for service in sorted({s for s, _ in backend_refs(plan)})
-        ),
-        notes,
-        lambda service, holder: Note(
-            "Warning",
-            "HealthProbeConflict",
-            f"Service {service} is probed as the older Ingress {holder} says; this "
-            "Ingress's health-probe annotations are not used for it",
-        ),
-    )
-    return {service: probe for service, (_, probe) in found.items()}
+@attrs.frozen
+class ServiceSetting:
+    """A setting Ingress annotations give the Services they send to (one per Service:
+    a policy targeting it), and how a conflict over it is told."""
+
+    # the policy block the annotations give, if they give one
+    value_of: Callable[[Annotations], Mapping[str, object] | None]
+    reason: str  # the conflict Event's reason
+    # the conflict Event says "Service <s> <verb> as the older Ingress <i> says; this
+    # Ingress's <annotations> not used for it" (`annotations` ends with its own verb)
+    verb: str
+    annotations: str
 
 
-def connection_draining(
-    plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
+# HealthCheckPolicy `default` blocks, from AGIC's health-probe annotations
+HEALTH_PROBE = ServiceSetting(
+    value_of=lambda a: a.health_probe,
+    reason="HealthProbeConflict",
+    verb="is probed",
+    annotations="health-probe annotations are",
+)
+# BackendLoadBalancingPolicy `connectionDraining` blocks, from AGIC's connection-draining
+CONNECTION_DRAINING = ServiceSetting(
+    value_of=lambda a: a.connection_draining,
+    reason="ConnectionDrainingConflict",
+    verb="drains",
+    annotations="connection-draining is",
+)
+
+
+def per_service(
+    setting: ServiceSetting, plans: Iterable[Plan], notes: defaultdict[str, list[Note]]
 ) -> dict[str, tuple[str, Mapping[str, object]]]:
-    """Service -> (the Ingress deciding it, its `connectionDraining` block), from the
-    oldest Ingress with connection-draining sending to it."""
+    """Service -> (the Ingress deciding it, its block of `setting`), from the oldest
+    Ingress giving one and sending to it."""
     return _oldest_claims(
         (
-            (plan.key, service, draining)
+            (plan.key, service, value)
             for plan in plans
-            if (draining := plan.annotations.connection_draining) is not None
+            if (value := setting.value_of(plan.annotations)) is not None
             and not plan.annotations.refused
             for service in sorted({s for s, _ in backend_refs(plan)})
         ),
         notes,
         lambda service, holder: Note(
             "Warning",
-            "ConnectionDrainingConflict",
-            f"Service {service} drains as the older Ingress {holder} says; this Ingress's "
-            "connection-draining is not used for it",
+            setting.reason,
+            f"Service {service} {setting.verb} as the older Ingress {holder} says; this "
+            f"Ingress's {setting.annotations} not used for it",
         ),
     )
 
