@@ -509,7 +509,8 @@ async def test_tlsroute_on_our_gateway_gets_status(env: Env, running: Running) -
         return accepted.get("reason") == "NotAllowedByListeners"
 
     await eventually(rejected)
-    assert await _attached(env, "gw", 0)
+    # the Gateway's status is written apart from the route's, maybe a moment later
+    await eventually(lambda: _attached(env, "gw", 0))
 
 
 async def test_a_route_follows_the_httproutefilter_it_names(env: Env, running: Running) -> None:
