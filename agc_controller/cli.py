@@ -31,8 +31,8 @@ from kubernetes_asyncio import client
 
 from agc_controller import __version__, logs, render
 from agc_controller.core.keys import ObjectKey
-from agc_controller.dataplane.agent import Agent, run_agent
-from agc_controller.dataplane.manifests import STATE_DIR
+from agc_controller.dataplane.agent import Agent, AgentMesh, run_agent
+from agc_controller.dataplane.manifests import MESH_ROOTS_FILE, MESH_TOKEN_FILE, STATE_DIR
 from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
 from agc_controller.factory import (
     PROVIDERS,
@@ -43,6 +43,7 @@ from agc_controller.factory import (
 )
 from agc_controller.kube.client import api_client
 from agc_controller.manager import LEADER_RETRY_PERIOD, SHUTDOWN_GRACE, Controller
+from agc_controller.mesh import IstioCA, RootsFile, TokenFile, spiffe_id
 from agc_controller.providers.local import LocalProvider
 from agc_controller.providers.local.static import ACCESS_LOGS, StaticSettings
 from agc_controller.runtime.health import parse_address, serving_health
@@ -116,23 +117,15 @@ def add_controller_options(parser: argparse.ArgumentParser) -> None:
         "--mesh-identity",
         metavar="NAMESPACE/SERVICEACCOUNT",
         default=_env("AGC_MESH_IDENTITY", ""),
-        help="local provider: reach Services in Istio-injected namespaces over the mesh's mTLS, "
-        "as this service account's workload identity (docs/mesh.md; env AGC_MESH_IDENTITY)",
+        help="local provider: reach Services in Istio-injected namespaces over the mesh's mTLS "
+        "(docs/mesh.md; env AGC_MESH_IDENTITY). The controller obtains this service account's "
+        "workload identity and checks mesh endpoints with it; NGINX processes present it too, "
+        "while data-plane pods (--local-dataplane deployment) present their own",
     )
-    parser.add_argument(
-        "--mesh-ca-address",
-        default=_env("AGC_MESH_CA_ADDRESS", "istiod.istio-system.svc:15012"),
-        help="istiod's certificate service, host:port (env AGC_MESH_CA_ADDRESS)",
-    )
-    parser.add_argument(
-        "--mesh-ca-server-name",
-        default=_env("AGC_MESH_CA_SERVER_NAME", "istiod.istio-system.svc"),
-        help="the name istiod's serving certificate carries (env AGC_MESH_CA_SERVER_NAME)",
-    )
-    parser.add_argument(
-        "--mesh-trust-domain",
-        default=_env("AGC_MESH_TRUST_DOMAIN", "cluster.local"),
-        help="the mesh's trust domain (env AGC_MESH_TRUST_DOMAIN)",
+    _add_mesh_ca_options(
+        parser,
+        address="istiod.istio-system.svc:15012",
+        address_help="istiod's certificate service, host:port",
     )
     parser.add_argument(
         "--workers",
@@ -148,6 +141,27 @@ def _add_ingress_controller_option(parser: argparse.ArgumentParser) -> None:
         default=_env("AGC_INGRESS_CONTROLLER", DEFAULT_INGRESS_CONTROLLER),
         help="IngressClasses with this spec.controller are ours, and so are their Ingresses "
         "(env AGC_INGRESS_CONTROLLER; AGIC's is azure/application-gateway)",
+    )
+
+
+def _add_mesh_ca_options(
+    parser: argparse.ArgumentParser, *, address: str, address_help: str
+) -> None:
+    """Where istiod signs workload certificates: the controller's and the agent's options."""
+    parser.add_argument(
+        "--mesh-ca-address",
+        default=_env("AGC_MESH_CA_ADDRESS", address),
+        help=f"{address_help} (env AGC_MESH_CA_ADDRESS)",
+    )
+    parser.add_argument(
+        "--mesh-ca-server-name",
+        default=_env("AGC_MESH_CA_SERVER_NAME", "istiod.istio-system.svc"),
+        help="the name istiod's serving certificate carries (env AGC_MESH_CA_SERVER_NAME)",
+    )
+    parser.add_argument(
+        "--mesh-trust-domain",
+        default=_env("AGC_MESH_TRUST_DOMAIN", "cluster.local"),
+        help="the mesh's trust domain (env AGC_MESH_TRUST_DOMAIN)",
     )
 
 
@@ -358,6 +372,27 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("AGC_HEALTH_ADDRESS", ":8081"),
         help="HOST:PORT of /healthz, /readyz and /metrics; empty disables (env AGC_HEALTH_ADDRESS)",
     )
+    _add_mesh_ca_options(
+        dataplane,
+        address="",
+        address_help="istiod's certificate service, host:port; given, the pod obtains its own "
+        "mesh workload certificate, as its service account (env POD_SERVICE_ACCOUNT), for NGINX "
+        "to present to backends in the mesh (docs/mesh.md)",
+    )
+    dataplane.add_argument(
+        "--mesh-token-file",
+        type=Path,
+        default=Path(_env("AGC_MESH_TOKEN_FILE", MESH_TOKEN_FILE)),
+        help="the pod's service-account token with the istio-ca audience, which the kubelet "
+        "keeps fresh (env AGC_MESH_TOKEN_FILE)",
+    )
+    dataplane.add_argument(
+        "--mesh-roots-file",
+        type=Path,
+        default=Path(_env("AGC_MESH_ROOTS_FILE", MESH_ROOTS_FILE)),
+        help="the mesh's root certificates: root-cert.pem of the istio-ca-root-cert ConfigMap, "
+        "mounted (env AGC_MESH_ROOTS_FILE)",
+    )
 
     available = render.outputs()
     translate = commands.add_parser(
@@ -484,7 +519,7 @@ def _mesh_options(args: argparse.Namespace) -> MeshOptions | None:
     namespace, _, service_account = args.mesh_identity.partition("/")
     if not namespace or not service_account or "/" in service_account:
         raise ValueError(f"{args.mesh_identity!r} is not NAMESPACE/SERVICEACCOUNT")
-    check_mesh(args.provider, args.local_dataplane)
+    check_mesh(args.provider)
     return MeshOptions(
         namespace=namespace,
         service_account=service_account,
@@ -500,11 +535,37 @@ def _dataplane(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"agc-controller: --health-address: {e}", file=sys.stderr)
         return 2
-    asyncio.run(_run_dataplane(args, health))
+    try:
+        mesh = _agent_mesh(args)
+    except ValueError as e:
+        print(f"agc-controller: --mesh-ca-address: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(_run_dataplane(args, health, mesh))
     return 0
 
 
-async def _run_dataplane(args: argparse.Namespace, health: tuple[str, int] | None) -> None:
+def _agent_mesh(args: argparse.Namespace) -> AgentMesh | None:
+    """The pod's own mesh identity, when --mesh-ca-address is given."""
+    if not args.mesh_ca_address:
+        return None
+    service_account = os.environ.get("POD_SERVICE_ACCOUNT", "")
+    if not service_account:
+        raise ValueError(
+            "mesh mTLS needs the pod's service account in env POD_SERVICE_ACCOUNT "
+            "(the fieldRef spec.serviceAccountName)"
+        )
+    return AgentMesh(
+        # the pod runs in its Secret's namespace (manifests.py)
+        spiffe_id=spiffe_id(args.mesh_trust_domain, args.namespace, service_account),
+        ca=IstioCA(args.mesh_ca_address, server_name=args.mesh_ca_server_name),
+        token=TokenFile(args.mesh_token_file),
+        roots=RootsFile(args.mesh_roots_file),
+    )
+
+
+async def _run_dataplane(
+    args: argparse.Namespace, health: tuple[str, int] | None, mesh: AgentMesh | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -520,6 +581,7 @@ async def _run_dataplane(args: argparse.Namespace, health: tuple[str, int] | Non
             listen_address=args.listen_address,
             drain_seconds=args.drain_seconds,
             static_settings=StaticSettings(access_log=args.access_log),
+            mesh=mesh,
         )
         await run_agent(agent, health=health, stop=stop)
 

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
+import structlog
 from kubernetes_asyncio import client
 
 from agc_controller.core.clock import SystemClock
 from agc_controller.core.keys import ObjectKey
 from agc_controller.dataplane.provider import DeploymentProvider
-from agc_controller.dataplane.settings import DataPlaneSettings
+from agc_controller.dataplane.settings import DataPlaneMesh, DataPlaneSettings
 from agc_controller.mesh import (
     IstioCA,
     RootsConfigMap,
     TokenRequest,
+    WorkloadCertificate,
     WorkloadIdentity,
     spiffe_id,
 )
+from agc_controller.mesh.support import MeshSupport
 from agc_controller.mesh.verify import EndpointVerifier
 from agc_controller.providers.base import Provider
 from agc_controller.providers.local import LocalProvider
@@ -37,6 +40,8 @@ from agc_controller.runtime.metrics import record_arm_request, record_nginx_relo
 from agc_controller.settings import LOCAL_DATAPLANE_MODES
 from agc_controller.translate import TranslateSettings
 
+log = structlog.get_logger(__name__)
+
 PROVIDERS = ("local", "azure", "memory")
 
 
@@ -44,7 +49,9 @@ PROVIDERS = ("local", "azure", "memory")
 class MeshOptions:
     """Istio mesh mTLS to backends in injected namespaces (docs/mesh.md)."""
 
-    # the gateway's workload identity: its data plane's service account
+    # the workload identity the controller obtains: with NGINX processes (the process
+    # mode), the one they present; with data-plane pods, which each present their own
+    # service account's, the one the controller checks mesh endpoints as
     namespace: str
     service_account: str
     # istiod's certificate service, and the name its serving certificate carries
@@ -53,13 +60,12 @@ class MeshOptions:
     trust_domain: str = "cluster.local"
 
 
-def check_mesh(provider: str, dataplane: str) -> None:
-    """Raise ValueError unless `provider` (and its data-plane mode) serves mesh mTLS."""
-    if provider != "local" or dataplane != "process":
+def check_mesh(provider: str) -> None:
+    """Raise ValueError unless `provider` serves mesh mTLS."""
+    if provider != "local":
         raise ValueError(
-            "mesh mTLS is served by the local provider's NGINX processes only: Application "
-            "Gateway v2 cannot present an Istio workload certificate, and in-cluster data "
-            "planes (--local-dataplane deployment) do not obtain one"
+            "mesh mTLS is served by the local provider's NGINX only: Application Gateway v2 "
+            "cannot present an Istio workload certificate"
         )
 
 
@@ -109,16 +115,30 @@ async def open_provider(
         static_addresses=bool(local.deployment.static_addresses),
     )
     if local.mesh is not None:
-        check_mesh(name, local.dataplane)
+        check_mesh(name)
     if name == "local" and local.dataplane == "deployment":
         if api is None:
             raise ValueError("the local provider's deployment mode needs an API client")
+        settings = local.deployment
+        if local.mesh is not None:
+            # each data-plane pod obtains its own certificate from the same istiod
+            settings = attrs.evolve(
+                settings,
+                mesh=DataPlaneMesh(
+                    ca_address=local.mesh.ca_address,
+                    ca_server_name=local.mesh.ca_server_name,
+                    trust_domain=local.mesh.trust_domain,
+                ),
+            )
         deployments = DeploymentProvider(
-            api, controller_name=controller_name, settings=local.deployment, requeue=requeue
+            api, controller_name=controller_name, settings=settings, requeue=requeue
         )
         deployments.start()
         try:
-            yield deployments, local_settings
+            async with _mesh_checks(
+                local.mesh, api, deployments.mesh, deployments.use_mesh_certificate
+            ):
+                yield deployments, local_settings
         finally:
             await deployments.close()
     elif name == "local":
@@ -130,18 +150,10 @@ async def open_provider(
             stop_on_close=local.stop_on_exit,
             requeue=requeue,
         )
-        mesh = None
-        if local.mesh is not None:
-            if api is None:
-                raise ValueError("mesh mTLS needs an API client (tokens and the mesh's roots)")
-            mesh = asyncio.create_task(mesh_for(local.mesh, api, provider).run(), name="mesh")
         try:
-            yield provider, local_settings
+            async with _mesh_checks(local.mesh, api, provider.mesh, provider.use_mesh_certificate):
+                yield provider, local_settings
         finally:
-            if mesh is not None:
-                mesh.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await mesh
             await provider.close()
     elif name == "azure":
         # imported only when chosen: the Azure SDK adds tens of MiB to every process
@@ -166,7 +178,8 @@ async def open_provider(
 
 @attrs.frozen
 class Mesh:
-    """Mesh mTLS for a LocalProvider: its workload identity and its endpoint checks."""
+    """Mesh mTLS for a local provider: the controller's workload identity and the
+    endpoint checks made with it."""
 
     identity: WorkloadIdentity
     verifier: EndpointVerifier
@@ -177,13 +190,56 @@ class Mesh:
             tasks.create_task(self.verifier.run(), name="mesh-verifier")
 
 
-def mesh_for(options: MeshOptions, api: client.ApiClient, provider: LocalProvider) -> Mesh:
-    """The gateway's workload identity (its service account's tokens, istiod's CA, the
-    roots istiod publishes into that namespace; every renewal to every NGINX of
-    `provider`) and the checks on mesh endpoints, wired into `provider`."""
+@asynccontextmanager
+async def _mesh_checks(
+    options: MeshOptions | None,
+    api: client.ApiClient | None,
+    mesh: MeshSupport,
+    on_certificate: Callable[[WorkloadCertificate], Awaitable[None]],
+) -> AsyncIterator[None]:
+    """Obtain the certificate of `options`' identity and check mesh endpoints with it
+    while inside (nothing when mesh mTLS is off)."""
+    if options is None:
+        yield
+        return
+    if api is None:
+        raise ValueError("mesh mTLS needs an API client (tokens and the mesh's roots)")
+    task = asyncio.create_task(mesh_for(options, api, mesh, on_certificate).run(), name="mesh")
+    task.add_done_callback(lambda done: _mesh_stopped(done, mesh))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _mesh_stopped(task: asyncio.Task[None], mesh: MeshSupport) -> None:
+    """The mesh task ended on its own: a bug. Said in the log and in the Gateways'
+    MeshIdentity conditions, rather than mesh backends answering 503 in silence."""
+    if task.cancelled() or (error := task.exception()) is None:
+        return
+    log.error("mesh_failed", error=repr(error), exc_info=error)
+    mesh.problem = lambda: (
+        f"the controller's mesh certificate and endpoint checks stopped ({error!r}); "
+        "its log says more (mesh_failed), and a restart starts them again"
+    )
+    mesh.requeue_gateways()
+
+
+def mesh_for(
+    options: MeshOptions,
+    api: client.ApiClient,
+    mesh: MeshSupport,
+    on_certificate: Callable[[WorkloadCertificate], Awaitable[None]],
+) -> Mesh:
+    """The workload identity of `options` (its service account's tokens, istiod's CA,
+    the roots istiod publishes into that namespace; every renewal to
+    `on_certificate`) and the checks on mesh endpoints made with it, wired into
+    a provider's `mesh`."""
     clock = SystemClock()
     verifier = EndpointVerifier(
-        trust_domain=options.trust_domain, clock=clock, on_change=provider.requeue_mesh_gateways
+        trust_domain=options.trust_domain, clock=clock, on_change=mesh.requeue_gateways
     )
     identity = WorkloadIdentity(
         spiffe_id=spiffe_id(options.trust_domain, options.namespace, options.service_account),
@@ -191,9 +247,9 @@ def mesh_for(options: MeshOptions, api: client.ApiClient, provider: LocalProvide
         token=TokenRequest(api, options.namespace, options.service_account),
         roots=RootsConfigMap(api, options.namespace),
         clock=clock,
-        on_change=provider.use_mesh_certificate,
-        on_problem=provider.requeue_mesh_gateways,
+        on_change=on_certificate,
+        on_problem=mesh.requeue_gateways,
     )
-    provider.mesh_verifier = verifier
-    provider.mesh_problem = lambda: identity.problem
+    mesh.verifier = verifier
+    mesh.problem = lambda: identity.problem
     return Mesh(identity=identity, verifier=verifier)

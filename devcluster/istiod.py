@@ -6,8 +6,10 @@ does what it does in a cluster: makes its self-signed root CA (the
 `istio-ca-secret` Secret), publishes the roots into every namespace as the
 `istio-ca-root-cert` ConfigMap, and signs workload CSRs on its secure gRPC
 port after a TokenReview of the caller's service-account token. Every port is
-a free one on 127.0.0.1; its working directory is its own, because it writes
-files relative to it.
+a free one on 127.0.0.1 except that secure port (the CA, Istio's 15012), which
+binds to `secure_address`: 127.0.0.1 for the process data plane, the node's
+address (devcluster.node.NODE_ADDRESS) when pods on a real node must reach it.
+Its working directory is its own, because it writes files relative to it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import attrs
 
 from devcluster.controlplane import ControlPlane, free_port, spawn_logged, tail
+from devcluster.spawn import REPO_ROOT
 
 NAMESPACE = "istio-system"
 SERVER_NAME = f"istiod.{NAMESPACE}.svc"
@@ -30,12 +33,22 @@ class IstiodError(RuntimeError):
     pass
 
 
+def build_istiod() -> Path:
+    """The pilot-discovery binary hack/istiod.sh builds (cached: a no-op when built)."""
+    built = subprocess.run(
+        [str(REPO_ROOT / "hack" / "istiod.sh")], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
 @attrs.define
 class Istiod:
     plane: ControlPlane
     binary: Path
     workdir: Path
-    # host:port of the certificate service (Istio's 15012)
+    # the address the certificate service binds to (every other port is on 127.0.0.1)
+    secure_address: str = "127.0.0.1"
+    # host:port of the certificate service (Istio's 15012), on secure_address
     ca_address: str = ""
     _process: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +65,7 @@ class Istiod:
             check=False,
         )
         ports = {name: free_port() for name in ("http", "https", "grpc", "secure", "monitoring")}
-        self.ca_address = f"127.0.0.1:{ports['secure']}"
+        self.ca_address = f"{self.secure_address}:{ports['secure']}"
         env = {
             **os.environ,
             "POD_NAMESPACE": NAMESPACE,
@@ -70,7 +83,7 @@ class Istiod:
             f"--httpAddr=127.0.0.1:{ports['http']}",
             f"--httpsAddr=127.0.0.1:{ports['https']}",
             f"--grpcAddr=127.0.0.1:{ports['grpc']}",
-            f"--secureGRPCAddr=127.0.0.1:{ports['secure']}",
+            f"--secureGRPCAddr={self.ca_address}",
             f"--monitoringAddr=127.0.0.1:{ports['monitoring']}",
             "--ctrlz_port=0",
             "--domain=cluster.local",

@@ -32,6 +32,19 @@ Invariants:
 - A deleted Secret stops nothing: the last configuration keeps serving.
 - Readiness (/readyz) is "a configuration is serving": NGINX runs the first
   version this agent applied. Until then the reasons say what is missing.
+- Mesh mTLS (`mesh`, docs/mesh.md): the pod obtains its own workload
+  certificate from istiod, as an Istio sidecar does: its own projected
+  service-account token, the mesh's roots from the mounted istio-ca-root-cert
+  ConfigMap, and a key made here that never leaves the pod (it goes to NGINX
+  over its control socket only). Each certificate goes to NGINX as it comes,
+  renewed before it is half spent; a delivery that fails is logged, and
+  NginxInstance sends its certificate again to an NGINX that starts afresh.
+  Every report carries
+  the mesh state (the SPIFFE ID and expiry of the certificate NGINX presents,
+  and why there is none or renewal fails); when that state changes after a
+  version was handled, the verdict on that version is reported again with the
+  new state, through the same path (a newer report replaces an unsent one). So
+  a report is written once per version handled, and once per mesh change.
 - SIGTERM: stop watching; drain (`drain_seconds`: every response closes its
   keep-alive connection, so clients reconnect to the pods that stay, while this
   pod's endpoint removal reaches kube-proxy and load balancers); stop NGINX
@@ -45,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
@@ -53,6 +67,7 @@ from prometheus_client import CollectorRegistry, Counter, Info
 from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import namespaced_name
 from agc_controller.core.resources import SECRET
+from agc_controller.core.timefmt import rfc3339
 from agc_controller.dataplane.codec import DecodeError
 from agc_controller.dataplane.config import (
     APPLIED_ANNOTATION,
@@ -74,6 +89,9 @@ from agc_controller.informers import (
     drop_managed_fields,
 )
 from agc_controller.kube.client import get_json
+from agc_controller.mesh import WorkloadCertificate, WorkloadIdentity
+from agc_controller.mesh.identity import Secret as MeshSecret
+from agc_controller.mesh.identity import Signer
 from agc_controller.providers.local import program
 from agc_controller.providers.local.environment import instance_layout
 from agc_controller.providers.local.metrics import TrafficMetrics
@@ -97,6 +115,21 @@ RETRY_AFTER_MAX = 30.0
 
 class _Incomplete(Exception):
     """A shard the manifest lists is not there as listed (yet): not a verdict."""
+
+
+@attrs.frozen(kw_only=True)
+class AgentMesh:
+    """Where the pod's own mesh identity comes from (cli.py: istiod, the mounted
+    token and roots). The private key is made in the pod and never leaves it."""
+
+    # spiffe://<trust domain>/ns/<the pod's namespace>/sa/<the pod's service account>
+    spiffe_id: str
+    # istiod's certificate service (mesh.IstioCA)
+    ca: Signer
+    # the pod's service-account token with the istio-ca audience (mesh.TokenFile)
+    token: MeshSecret
+    # the mesh's root certificates (mesh.RootsFile)
+    roots: MeshSecret
 
 
 class AgentMetrics:
@@ -141,8 +174,10 @@ class Agent:
         listen_address: str = "0.0.0.0",
         drain_seconds: float = 5.0,
         static_settings: StaticSettings | None = None,
+        mesh: AgentMesh | None = None,
         clock: Clock | None = None,
     ) -> None:
+        clock = clock or SystemClock()
         self._api = api
         self._drain_seconds = drain_seconds
         self._namespace = namespace
@@ -165,7 +200,7 @@ class Agent:
                 SECRET,
                 self.permissions,
             ),
-            clock=clock or SystemClock(),
+            clock=clock,
             transform=drop_managed_fields,
             name="configuration",
         )
@@ -186,9 +221,25 @@ class Agent:
         self.serving_version: str | None = None
         # why the last version was refused (for /readyz before anything serves)
         self._refusal: str | None = None
+        # the newest report made (the verdict on the version handled last, with the
+        # mesh state of when it was made); None until a version is handled
+        self._verdict: Report | None = None
         # the newest report not written yet, and its signal
         self._unsent: Report | None = None
         self._report_ready = asyncio.Event()
+        # the pod's workload certificate, kept current; None: mesh mTLS is off.
+        # Its `current` is the certificate NGINX presents (or is given as it starts)
+        self._mesh: WorkloadIdentity | None = None
+        if mesh is not None:
+            self._mesh = WorkloadIdentity(
+                spiffe_id=mesh.spiffe_id,
+                ca=mesh.ca,
+                token=mesh.token,
+                roots=mesh.roots,
+                clock=clock,
+                on_change=self._use_mesh_certificate,
+                on_problem=self._report_mesh_state,
+            )
 
     # informer handler: no I/O, only wake the apply loop
     def on_add(self, obj: KubeObject) -> None:
@@ -226,6 +277,8 @@ class Agent:
                     tg.create_task(self._apply_loop(), name="apply"),
                     tg.create_task(self._report_loop(), name="report"),
                 ]
+                if self._mesh is not None:
+                    tasks.append(tg.create_task(self._mesh.run(), name="mesh-identity"))
                 await stop.wait()
                 self._log.info("agent_stopping", drain_seconds=self._drain_seconds)
                 drain = self._drain_seconds
@@ -358,8 +411,35 @@ class Agent:
         self._send(Report(version=version, accepted=False, message=message, pod=self._pod))
 
     def _send(self, report: Report) -> None:
-        self._unsent = report
+        """Report `report` with the mesh state of now."""
+        self._verdict = self._unsent = self._with_mesh_state(report)
         self._report_ready.set()
+
+    def _with_mesh_state(self, report: Report) -> Report:
+        if self._mesh is None:
+            return report
+        certificate = self._mesh.current
+        return attrs.evolve(
+            report,
+            mesh_identity=certificate.spiffe_id if certificate else "",
+            mesh_expires=rfc3339(certificate.not_after) if certificate else "",
+            mesh_problem=self._mesh.problem or "",
+        )
+
+    async def _use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
+        try:
+            await self._nginx.set_mesh_certificate(certificate.chain_pem, certificate.key_pem)
+        except (NginxError, aiohttp.ClientError, OSError) as e:
+            # the instance keeps it, and sends it to an NGINX that starts afresh
+            self._log.warning(
+                "mesh_certificate_not_delivered", spiffe_id=certificate.spiffe_id, error=str(e)
+            )
+        self._report_mesh_state()
+
+    def _report_mesh_state(self) -> None:
+        """Report the verdict on the version handled last again if the mesh state changed."""
+        if self._verdict is not None and self._with_mesh_state(self._verdict) != self._verdict:
+            self._send(self._verdict)
 
     async def _report_loop(self) -> None:
         backoff = Backoff()

@@ -52,8 +52,12 @@ Reporting: an agent that applied or refused a version writes a `Report` (JSON)
 into the main Secret's APPLIED annotation, with a merge patch of that
 annotation only (it owns no other field, so the controller's server-side apply
 and the agent never conflict). Every replica reports once per version it
-handles; the last writer wins, which is enough because replicas run the same
-image on the same input and so reach the same verdict.
+handles, and again when its mesh identity changes (mesh mTLS: a certificate
+obtained or renewed, a problem appearing or clearing); the last writer wins,
+which is enough because replicas run the same image on the same input and so
+reach the same verdict. The mesh fields are the writer's own (each pod has its
+own certificate, renewed on its own schedule). A report without mesh fields
+(mesh mTLS off, or an agent of before) reads as one whose mesh fields are empty.
 
 Invariant: `decode_manifest` and `decode_shard` either return exactly what
 `Manifest` and `shard_document` encoded, or raise `DecodeError`; a partial or
@@ -264,9 +268,22 @@ class Report:
     message: str = ""
     # the reporting pod
     pod: str = ""
+    # mesh mTLS (the pod's own workload certificate, which the agent obtains and
+    # keeps current): the SPIFFE ID of the certificate NGINX presents to backends
+    # in the mesh; empty: none yet, or mesh mTLS is off
+    mesh_identity: str = ""
+    # when that certificate expires (RFC 3339); empty with mesh_identity
+    mesh_expires: str = ""
+    # why the pod has no certificate, or why renewing it fails; empty: no problem
+    mesh_problem: str = ""
 
     def annotation(self) -> str:
-        return json.dumps(attrs.asdict(self), sort_keys=True, separators=(",", ":"))
+        # the mesh fields only when set: without mesh mTLS a report reads as it did
+        # before they existed, also to a controller of before
+        document = attrs.asdict(
+            self, filter=lambda field, value: bool(value) or not field.name.startswith("mesh_")
+        )
+        return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_annotations(cls, annotations: dict[str, str] | None) -> Report | None:

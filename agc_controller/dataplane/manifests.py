@@ -16,7 +16,11 @@ any namespace), named `agc-ingress-<class>`:
   with a `metadata.name` field selector, which is how the agent watches), get
   the shard Secrets (every name a shard can have: the set is fixed), and
   nothing else;
-- Deployment: the agent with NGINX, `replicas` pods;
+- Deployment: the agent with NGINX, `replicas` pods; with mesh mTLS on
+  (settings.mesh), each pod also gets what it needs to obtain its own workload
+  certificate from istiod, as an Istio sidecar does: a projected token of its
+  service account (audience istio-ca) and the mesh's roots (the
+  istio-ca-root-cert ConfigMap), both as volumes;
 - Service: the Gateway's listener ports, port = targetPort (NGINX listens on
   the listener ports themselves; the pod's `net.ipv4.ip_unprivileged_port_start`
   sysctl lets the non-root NGINX bind ports below 1024).
@@ -44,7 +48,9 @@ from agc_controller.dataplane.config import (
     VERSION_ANNOTATION,
     shard_name,
 )
-from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneSettings
+from agc_controller.dataplane.settings import SERVICE_TYPES, DataPlaneMesh, DataPlaneSettings
+from agc_controller.mesh.identity import TOKEN_AUDIENCE
+from agc_controller.mesh.sources import ROOTS_CONFIGMAP, ROOTS_KEY
 from agc_controller.translate.ingress import SERVED_NAMESPACE
 from agc_controller.translate.model import LoadBalancer
 
@@ -52,6 +58,19 @@ from agc_controller.translate.model import LoadBalancer
 STATE_DIR = "/var/lib/agc-dataplane"
 CONTAINER = "dataplane"
 FIELD_MANAGER = "agc-controller"
+
+# mesh mTLS (settings.mesh): where a pod's own identity comes from, as Istio's
+# sidecar injector lays it out; the agent's --mesh-token-file and
+# --mesh-roots-file default to these files
+MESH_TOKEN_DIR = "/var/run/secrets/tokens"
+# the token's volume and its file in MESH_TOKEN_DIR (Istio's name for both)
+_ISTIO_TOKEN = "istio-token"
+MESH_TOKEN_FILE = f"{MESH_TOKEN_DIR}/{_ISTIO_TOKEN}"
+MESH_ROOTS_DIR = "/var/run/secrets/istio"
+MESH_ROOTS_FILE = f"{MESH_ROOTS_DIR}/{ROOTS_KEY}"
+# the projected token's lifetime (Istio's injector asks for 12 hours; the kubelet
+# replaces it at 80 % of that)
+MESH_TOKEN_LIFETIME_S = 43200
 
 APP = "agc-dataplane"
 LABEL_NAME = "app.kubernetes.io/name"
@@ -288,6 +307,9 @@ class DataPlane:
             },
             "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
         }
+        volumes: list[dict[str, Any]] = [{"name": "state", "emptyDir": {}}]
+        if settings.mesh is not None:
+            _add_mesh(container, volumes, settings.mesh)
         if settings.resources:
             container["resources"] = settings.resources
         template_metadata: dict[str, Any] = {
@@ -325,7 +347,7 @@ class DataPlane:
                             ],
                         },
                         "containers": [container],
-                        "volumes": [{"name": "state", "emptyDir": {}}],
+                        "volumes": volumes,
                         **(
                             {"imagePullSecrets": [{"name": n} for n in settings.image_pull_secrets]}
                             if settings.image_pull_secrets
@@ -368,6 +390,48 @@ class DataPlane:
                 }
             ],
         }
+
+
+def _add_mesh(
+    container: dict[str, Any], volumes: list[dict[str, Any]], mesh: DataPlaneMesh
+) -> None:
+    """What a pod needs to obtain its own workload certificate from istiod (the agent's
+    --mesh-* options): a token of its service account for istiod, and the mesh's roots."""
+    container["args"] += [
+        f"--mesh-ca-address={mesh.ca_address}",
+        f"--mesh-ca-server-name={mesh.ca_server_name}",
+        f"--mesh-trust-domain={mesh.trust_domain}",
+    ]
+    container["env"].append(
+        {
+            "name": "POD_SERVICE_ACCOUNT",
+            "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}},
+        }
+    )
+    container["volumeMounts"] += [
+        {"name": _ISTIO_TOKEN, "mountPath": MESH_TOKEN_DIR, "readOnly": True},
+        {"name": ROOTS_CONFIGMAP, "mountPath": MESH_ROOTS_DIR, "readOnly": True},
+    ]
+    volumes += [
+        # the kubelet keeps the token fresh in the file
+        {
+            "name": _ISTIO_TOKEN,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": TOKEN_AUDIENCE,
+                            "expirationSeconds": MESH_TOKEN_LIFETIME_S,
+                            "path": _ISTIO_TOKEN,
+                        }
+                    }
+                ]
+            },
+        },
+        # optional: a pod may start before istiod publishes the ConfigMap into its
+        # namespace; the agent reports the roots missing until the kubelet adds them
+        {"name": ROOTS_CONFIGMAP, "configMap": {"name": ROOTS_CONFIGMAP, "optional": True}},
+    ]
 
 
 def _replicas(value: str | None, default: int) -> int:

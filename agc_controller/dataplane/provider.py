@@ -53,7 +53,7 @@ from agc_controller.core import conditions as c
 from agc_controller.core.clock import Clock, SystemClock
 from agc_controller.core.keys import ObjectKey, namespaced_name
 from agc_controller.core.resources import GATEWAY, INGRESS_CLASS, SECRET, SERVICE, Resource
-from agc_controller.core.status import ApplyResult, GatewayAddress
+from agc_controller.core.status import ApplyResult, GatewayAddress, ProviderCondition
 from agc_controller.dataplane.addresses import (
     address_problems,
     held_elsewhere,
@@ -86,6 +86,8 @@ from agc_controller.informers import (
     trim_secret,
 )
 from agc_controller.kube import server_side_apply
+from agc_controller.mesh import WorkloadCertificate
+from agc_controller.mesh.support import MeshSupport, Presented
 from agc_controller.providers.local import check_static
 from agc_controller.providers.local.static import StaticSettings
 from agc_controller.runtime.permissions import (
@@ -222,6 +224,9 @@ class DeploymentProvider:
         # Gateways refused an address another Gateway's Service holds: re-queued when
         # a data-plane Service's external IPs change or it goes
         self._waiting_for_addresses: set[ObjectKey] = set()
+        # mesh mTLS (docs/mesh.md): every pod presents its own certificate (the agent
+        # obtains it); the controller checks mesh endpoints as its own identity
+        self.mesh = MeshSupport(requeue=requeue)
 
     def _informer(
         self,
@@ -253,6 +258,10 @@ class DeploymentProvider:
                 asyncio.create_task(informer.run(), name=f"informer-{informer.name}")
             )
 
+    async def use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
+        """Check mesh endpoints as `certificate` from now on."""
+        self.mesh.use_certificate(certificate)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -281,7 +290,8 @@ class DeploymentProvider:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = ShardedState()
-        config = state.build(model)
+        config = await self.mesh.build(lambda verifier: state.build(model, verifier))
+        self.mesh.used(key, uses_mesh=config.needs.mesh, endpoints=state.mesh_endpoints(model))
         # UnsafeValue, ConfigTooLarge and InvalidOverride are permanent: the worker
         # reports them as Programmed=False
         check_static(config.needs, self._static_settings)
@@ -338,9 +348,11 @@ class DeploymentProvider:
                 # base64, as sent
                 data_bytes=sum(len(v) for obj in sent for v in obj["data"].values()),
             )
-        return await self._result(key, plane, config.version)
+        return await self._result(key, plane, config.version, mesh=config.needs.mesh)
 
-    async def _result(self, key: ObjectKey, plane: DataPlane, version: str) -> ApplyResult:
+    async def _result(
+        self, key: ObjectKey, plane: DataPlane, version: str, *, mesh: bool
+    ) -> ApplyResult:
         addresses = (
             tuple(GatewayAddress(type="IPAddress", value=ip) for ip in plane.external_ips)
             if plane.external_ips and plane.ports
@@ -374,6 +386,20 @@ class DeploymentProvider:
             reason=c.R_PROGRAMMED,
             message=f"Programmed on the data plane Deployment {plane.name}.",
             addresses=addresses,
+            conditions=(self._mesh_identity(report),) if mesh else (),
+        )
+
+    def _mesh_identity(self, report: Report) -> ProviderCondition:
+        """Whether a Gateway's mesh backends can be reached: the certificate of the pod
+        that reported last (every pod obtains its own the same way), and the one the
+        controller checks mesh endpoints with (without it none gets traffic)."""
+        if self.mesh.certificate is None:
+            return self.mesh.condition(None, self.mesh.problem(), who="the controller")
+        presented = (
+            Presented(report.mesh_identity, report.mesh_expires) if report.mesh_identity else None
+        )
+        return self.mesh.condition(
+            presented, report.mesh_problem or None, who=f"data-plane pod {report.pod}"
         )
 
     def _shards_to_write(
@@ -414,6 +440,7 @@ class DeploymentProvider:
         objects go with it through their owner references anyway)."""
         self._states.pop(gateway, None)
         self._waiting_for_addresses.discard(gateway)
+        self.mesh.forget(gateway)
         name = object_name(gateway)
         managed = self._secrets.store.get(
             namespaced_name(self._home(gateway), name)

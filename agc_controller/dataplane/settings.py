@@ -17,6 +17,20 @@ def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) ->
 
 
 @attrs.frozen(kw_only=True)
+class DataPlaneMesh:
+    """Mesh mTLS for the data-plane pods (docs/mesh.md): each pod obtains its own
+    workload certificate from istiod with its own service-account token, so the
+    private key never leaves the pod."""
+
+    # istiod's certificate service (host:port) as the data-plane pods reach it
+    ca_address: str
+    # the name istiod's serving certificate carries (istiod.<namespace>.svc)
+    ca_server_name: str
+    # the mesh's trust domain: a pod's identity is spiffe://<it>/ns/<namespace>/sa/<account>
+    trust_domain: str
+
+
+@attrs.frozen(kw_only=True)
 class DataPlaneSettings:
     """The data-plane Deployment the controller provisions per Gateway (deployment mode).
 
@@ -44,3 +58,5 @@ class DataPlaneSettings:
     # the ranges a Gateway's spec.addresses may name (its Service's external IPs:
     # addresses.py); none: spec.addresses is refused
     static_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # mesh mTLS to backends in the mesh; None: off, and the pods get nothing mesh-related
+    mesh: DataPlaneMesh | None = None

@@ -24,8 +24,8 @@ from agc_controller.dataplane.config import (
     shard_document,
     shard_of,
 )
-from agc_controller.providers.local.dynamic import StateParts
-from agc_controller.translate.model import LoadBalancer
+from agc_controller.providers.local.dynamic import MeshEndpoints, StateParts
+from agc_controller.translate import model as alb
 
 
 class ShardedState:
@@ -41,8 +41,8 @@ class ShardedState:
         # shard -> the digest of its document, for the non-empty shards
         self._digests: dict[int, str] = {}
 
-    def build(self, model: LoadBalancer) -> Manifest:
-        parts, needs = self._state.build(model)
+    def build(self, model: alb.LoadBalancer, mesh: MeshEndpoints | None = None) -> Manifest:
+        parts, needs = self._state.build(model, mesh)
         last, changed, added = self._parts, set(), 0
         for name, text in parts.items():
             known = last.get(name)
@@ -64,6 +64,10 @@ class ShardedState:
             else:
                 self._digests.pop(shard, None)
         return Manifest(needs=needs, shards=dict(sorted(self._digests.items())))
+
+    def mesh_endpoints(self, model: alb.LoadBalancer) -> list[alb.Endpoint]:
+        """The endpoints of the mesh backends of the last build (of `model`)."""
+        return self._state.mesh_endpoints(model)
 
     def data(self, shard: int) -> dict[str, str]:
         """The Secret data of shard `shard` as of the last build; ConfigTooLarge if

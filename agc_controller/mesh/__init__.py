@@ -14,12 +14,13 @@ from agc_controller.mesh.identity import (
     spiffe_id,
     uri_names,
 )
-from agc_controller.mesh.sources import RootsConfigMap, TokenFile, TokenRequest
+from agc_controller.mesh.sources import RootsConfigMap, RootsFile, TokenFile, TokenRequest
 
 __all__ = [
     "IstioCA",
     "MeshError",
     "RootsConfigMap",
+    "RootsFile",
     "TokenFile",
     "TokenRequest",
     "WorkloadCertificate",

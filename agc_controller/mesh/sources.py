@@ -7,6 +7,8 @@
   file (a data-plane pod's own identity, as Istio's sidecars get theirs).
 - `RootsConfigMap`: the `istio-ca-root-cert` ConfigMap istiod publishes into
   every namespace (key `root-cert.pem`).
+- `RootsFile`: that ConfigMap's `root-cert.pem` mounted as a volume (a
+  data-plane pod's, as Istio's sidecars read it).
 Each reads afresh at every call: tokens expire and roots rotate.
 """
 
@@ -86,3 +88,23 @@ class RootsConfigMap:
         if not roots:
             raise MeshError(f"ConfigMap {self.namespace}/{ROOTS_CONFIGMAP} has no {ROOTS_KEY}")
         return str(roots)
+
+
+@attrs.frozen
+class RootsFile:
+    path: Path
+
+    async def __call__(self) -> str:
+        try:
+            roots = self.path.read_text()
+        except OSError as e:
+            raise MeshError(self._missing(e.strerror)) from None
+        if not roots.strip():
+            raise MeshError(self._missing("the file is empty"))
+        return roots
+
+    def _missing(self, why: str | None) -> str:
+        return (
+            f"no mesh root certificates in {self.path} ({why}): istiod publishes ConfigMap "
+            f"{ROOTS_CONFIGMAP} into every namespace; is istiod running?"
+        )

@@ -30,8 +30,7 @@ import contextlib
 import math
 import os
 import ssl
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 import structlog
@@ -193,13 +192,20 @@ def _client_context(certificate: WorkloadCertificate) -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=certificate.roots_pem)
-    # the ssl module loads a key from files only: one only this process can read,
-    # gone as soon as it is loaded
-    with tempfile.TemporaryDirectory(prefix="agc-mesh-") as directory:
-        chain, key = os.path.join(directory, "chain.pem"), os.path.join(directory, "key.pem")
-        for path, text in ((chain, certificate.chain_pem), (key, certificate.key_pem)):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as out:
-                out.write(text)
+    # the ssl module loads a key from a file only: an anonymous one in memory, which
+    # no other process can open and which needs no writable directory (the
+    # controller's pod has a read-only root filesystem and no /tmp)
+    with _memory_file(certificate.chain_pem) as chain, _memory_file(certificate.key_pem) as key:
         context.load_cert_chain(chain, key)
     return context
+
+
+@contextlib.contextmanager
+def _memory_file(text: str) -> Iterator[str]:
+    """A path to a file holding `text` that lives in this process's memory alone."""
+    descriptor = os.memfd_create("agc-mesh", os.MFD_CLOEXEC)
+    try:
+        os.write(descriptor, text.encode())
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)

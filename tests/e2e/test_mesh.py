@@ -11,7 +11,6 @@ chaining to the mesh's roots. Its answers name the client's SPIFFE identity.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from agc_controller.mesh.sources import ROOTS_CONFIGMAP
 from agc_controller.providers.local import LocalProvider
 from devcluster import ControlPlane
 from devcluster.controlplane import free_port
-from devcluster.istiod import SERVER_NAME, Istiod
+from devcluster.istiod import SERVER_NAME, Istiod, build_istiod
 from devcluster.netns import BackendNamespace
 from tests.conftest import new_namespace
 from tests.e2e.certs import CertificateAuthority
@@ -46,7 +45,6 @@ from tests.e2e.conftest import Cluster, running_controller
 from tests.e2e.load import Load
 from tests.e2e.test_http_routing import HTTP, eventually_status, get
 
-REPO = Path(__file__).resolve().parents[2]
 GATEWAY_SA = "gateway"
 
 
@@ -54,13 +52,8 @@ GATEWAY_SA = "gateway"
 def istiod(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Istiod]:
-    built = subprocess.run(
-        [str(REPO / "hack" / "istiod.sh")], check=True, stdout=subprocess.PIPE, text=True
-    )
     server = Istiod(
-        plane=control_plane,
-        binary=Path(built.stdout.strip().splitlines()[-1]),
-        workdir=tmp_path_factory.mktemp("istiod"),
+        plane=control_plane, binary=build_istiod(), workdir=tmp_path_factory.mktemp("istiod")
     )
     server.start()
     try:
@@ -136,7 +129,7 @@ async def mesh_cluster(
     )
 
     def mesh(api: client.ApiClient, provider: LocalProvider) -> Mesh:
-        return mesh_for(options, api, provider)
+        return mesh_for(options, api, provider.mesh, provider.use_mesh_certificate)
 
     async with running_controller(
         kube, namespace, control_plane, dataplane_dir, mesh=mesh
@@ -337,7 +330,7 @@ async def test_certificate_rotation_under_load_fails_no_request(
 ) -> None:
     address, provider = mesh_gateway.address, mesh_gateway.cluster.provider
     _, _, before = await eventually_status(address, "/honest?close=1", 200)
-    first = provider.mesh_certificate
+    first = provider.mesh.certificate
     assert first is not None
     # a renewal, as the identity's loop makes at half the certificate's lifetime
     async with Load(f"http://{address}/honest", seconds=6, connections=8) as load:
@@ -377,7 +370,9 @@ async def test_without_its_ca_the_gateway_says_why_and_mesh_backends_answer_503(
         namespace,
         control_plane,
         dataplane_dir,
-        mesh=lambda api, provider: mesh_for(nobody, api, provider),
+        mesh=lambda api, provider: mesh_for(
+            nobody, api, provider.mesh, provider.use_mesh_certificate
+        ),
     ) as cluster:
         mesh = MeshBackends(kube, istiod, backends, tmp_path, mesh_namespace)
         await grant_routes_from(kube, mesh_namespace, namespace)

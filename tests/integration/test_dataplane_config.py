@@ -234,6 +234,25 @@ def test_reports_round_trip_and_garbage_is_no_report() -> None:
     assert Report.from_annotations({APPLIED_ANNOTATION: '{"version": 1}'}) is None
 
 
+def test_reports_carry_the_mesh_state_only_when_there_is_one() -> None:
+    meshed = Report(
+        version="abc",
+        accepted=True,
+        pod="p-1",
+        mesh_identity="spiffe://cluster.local/ns/web/sa/agc-gw",
+        mesh_expires="2026-01-02T03:04:05Z",
+        mesh_problem="istiod at istiod:15012 refused the certificate request: UNAVAILABLE",
+    )
+    assert Report.from_annotations({APPLIED_ANNOTATION: meshed.annotation()}) == meshed
+    # without mesh mTLS the annotation is what an agent wrote before the mesh fields
+    # existed, and such an annotation reads as a report with none
+    plain = Report(version="abc", accepted=True, pod="p-1")
+    before = '{"accepted":true,"message":"","pod":"p-1","version":"abc"}'
+    assert plain.annotation() == before
+    assert Report.from_annotations({APPLIED_ANNOTATION: before}) == plain
+    assert (plain.mesh_identity, plain.mesh_expires, plain.mesh_problem) == ("", "", "")
+
+
 @pytest.mark.parametrize(
     ("gateway", "name"),
     [

@@ -336,6 +336,46 @@ def test_the_charts_azure_values_reach_the_controller(helm: Path, namespace: str
     assert (settings.application_gateway, settings.frontend) == ("appgw", "both")
 
 
+def test_the_charts_mesh_values_reach_the_controller_and_its_rbac(
+    helm: Path, namespace: str
+) -> None:
+    values = {"mesh.enabled": "true", "mesh.caAddress": "istiod.mesh:15012"}
+    manifest = helm_template(helm, release="m", namespace=namespace, values=values)
+    docs = documents(manifest)
+    # the controller checks mesh endpoints as its own ServiceAccount
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    assert {k: v for k, v in chart_env(manifest).items() if k.startswith("AGC_MESH_")} == {
+        "AGC_MESH_IDENTITY": f"{namespace}/{account}",
+        "AGC_MESH_CA_ADDRESS": "istiod.mesh:15012",
+        "AGC_MESH_CA_SERVER_NAME": "istiod.istio-system.svc",
+        "AGC_MESH_TRUST_DOMAIN": "cluster.local",
+    }
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-mesh")]
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "resourceNames": [account],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["istio-ca-root-cert"],
+            "verbs": ["get"],
+        },
+    ]
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+    assert pods in cluster_role["rules"]
+    # off by default: none of it
+    plain = helm_template(helm, release="m", namespace=namespace, values={})
+    assert not [d for d in documents(plain) if d["metadata"]["name"].endswith("-mesh")]
+    assert not [k for k in chart_env(plain) if k.startswith("AGC_MESH_")]
+    assert pods not in next(d for d in documents(plain) if d["kind"] == "ClusterRole")["rules"]
+
+
 @attrs.define
 class ControllerProcess:
     """`agc-controller run` in a child process, logging JSON to a file."""

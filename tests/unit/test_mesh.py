@@ -1,19 +1,42 @@
-"""The mesh identity: istiod's messages, the checks on what it signs, renewal."""
+"""The mesh identity: istiod's messages, the checks on what it signs, renewal, where
+the roots come from, and the data-plane agent's own identity (its certificate to
+NGINX, its state in the reports)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
+import attrs
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agc_controller.mesh import MeshError, WorkloadCertificate, WorkloadIdentity, check_chain
+from agc_controller.core.timefmt import rfc3339
+from agc_controller.dataplane import agent as agent_module
+from agc_controller.dataplane.agent import Agent, AgentMesh
+from agc_controller.dataplane.config import (
+    APPLIED_ANNOTATION,
+    Manifest,
+    Report,
+    encode_manifest,
+)
+from agc_controller.mesh import (
+    MeshError,
+    RootsFile,
+    WorkloadCertificate,
+    WorkloadIdentity,
+    check_chain,
+)
 from agc_controller.mesh.ca import decode_response, encode_request
 from agc_controller.mesh.identity import new_key_and_csr, uri_names
+from agc_controller.providers.local.dynamic import StaticNeeds
 from agc_controller.translate.graph.backends import in_mesh
 
 ID = "spiffe://cluster.local/ns/web/sa/gateway"
@@ -238,3 +261,209 @@ async def test_renews_at_half_life_follows_new_roots_and_backs_off_on_failure() 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_roots_from_a_file_are_read_afresh_and_missing_or_empty_ones_say_why(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "root-cert.pem"
+    roots = RootsFile(path)
+    with pytest.raises(MeshError, match=r"root-cert.pem \(No such file or directory\): istiod"):
+        await roots()
+    path.write_text(" \n")
+    with pytest.raises(MeshError, match=r"\(the file is empty\).*istio-ca-root-cert"):
+        await roots()
+    ca = CA()
+    path.write_text(ca.pem)
+    assert await roots() == ca.pem
+    rotated = CA("new-root")
+    path.write_text(rotated.pem)
+    assert await roots() == rotated.pem
+
+
+class ManualClock(Clock):
+    """Sleeps last until the test moves `now` past their end."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        deadline = self.now + seconds
+        while self.now < deadline:
+            await asyncio.sleep(0.001)
+
+
+class FakeNginx:
+    """The agent's NginxInstance: takes certificates, or refuses them while `down`."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+        self.down = False
+        self.certificates: list[tuple[str, str]] = []
+
+    def prepare(self) -> None:
+        pass
+
+    async def stop(self, *, drain: float) -> None:
+        pass
+
+    async def set_mesh_certificate(self, chain_pem: str, key_pem: str) -> None:
+        if self.down:
+            raise OSError("connection refused")
+        self.certificates.append((chain_pem, key_pem))
+
+
+class FakeInformer:
+    """The agent's informer: hands it the configuration Secret once `deliver` is set."""
+
+    def __init__(self, agent: Agent, secret: dict[str, Any]) -> None:
+        self.agent, self.secret = agent, secret
+        self.deliver = asyncio.Event()
+        self.store = self
+
+    def get(self, key: str) -> dict[str, Any]:
+        return self.secret
+
+    async def run(self) -> None:
+        await self.deliver.wait()
+        self.agent.on_add(self.secret)
+        await asyncio.Event().wait()
+
+
+class ReportApi:
+    """The apiserver as far as the agent's reports go: every PATCH's report."""
+
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    async def call_api(self, path: str, method: str, **kwargs: Any) -> Any:
+        assert method == "PATCH"
+        annotations = kwargs["body"]["metadata"]["annotations"]
+        report = Report.from_annotations(annotations)
+        assert report is not None
+        # the fields written, to tell "none" from "empty"
+        self.reports.append(report)
+        self.written = json.loads(annotations[APPLIED_ANNOTATION])
+        return {}
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+@attrs.define
+class MeshAgent:
+    """A data-plane agent with mesh mTLS, and the fakes around it."""
+
+    agent: Agent
+    ca: CA
+    istiod: FakeIstiod
+    clock: ManualClock
+    api: ReportApi
+    nginx: FakeNginx
+    informer: FakeInformer
+    # the mounted roots: not there until the test writes them
+    roots_file: Path
+    manifest: Manifest
+
+    @property
+    def certificate(self) -> WorkloadCertificate:
+        assert self.agent._mesh is not None
+        assert self.agent._mesh.current is not None
+        return self.agent._mesh.current
+
+
+def mesh_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MeshAgent:
+    ca = CA()
+    istiod = FakeIstiod(ca, lifetime_s=3600)
+    roots_file = tmp_path / "root-cert.pem"
+    clock = ManualClock()
+    api = ReportApi()
+
+    async def token() -> str:
+        return "pod-token"
+
+    async def program(*args: Any, **kwargs: Any) -> None:
+        pass  # NGINX takes the configuration
+
+    monkeypatch.setattr(agent_module, "program", program)
+    agent = Agent(
+        cast(Any, api),
+        namespace="web",
+        secret="agc-gw",
+        pod="agc-gw-1",
+        state_dir=tmp_path,
+        drain_seconds=0,
+        mesh=AgentMesh(spiffe_id=AGENT_ID, ca=istiod, token=token, roots=RootsFile(roots_file)),
+        clock=clock,
+    )
+    manifest = Manifest(needs=StaticNeeds(listens=(), backend_tls=(), mesh=True), shards={})
+    secret = {"metadata": {"name": "agc-gw", "namespace": "web"}, "data": encode_manifest(manifest)}
+    nginx, informer = FakeNginx(), FakeInformer(agent, secret)
+    agent._nginx = cast(Any, nginx)
+    agent._informer = cast(Any, informer)
+    return MeshAgent(agent, ca, istiod, clock, api, nginx, informer, roots_file, manifest)
+
+
+AGENT_ID = "spiffe://cluster.local/ns/web/sa/agc-gw"
+
+
+async def test_the_agent_gives_nginx_its_own_certificate_and_reports_the_mesh_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = mesh_agent(tmp_path, monkeypatch)
+    clock, ca, api, nginx = rig.clock, rig.ca, rig.api, rig.nginx
+    stop = asyncio.Event()
+    running = asyncio.create_task(rig.agent.run(stop))
+
+    # no roots: the identity waits to try again; with no version handled, nothing is reported
+    await until(lambda: clock.sleeps == [1.0])
+    await asyncio.sleep(0.01)
+    assert api.reports == []
+
+    # the verdict on the version carries the problem
+    rig.informer.deliver.set()
+    await until(lambda: len(api.reports) == 1)
+    first = api.reports[0]
+    assert (first.version, first.accepted, first.pod) == (rig.manifest.version, True, "agc-gw-1")
+    assert "istio-ca-root-cert" in first.mesh_problem
+    assert (first.mesh_identity, first.mesh_expires) == ("", "")
+
+    # istiod publishes the roots: the certificate goes to NGINX, and the same version is
+    # reported again with it, the problem gone
+    rig.roots_file.write_text(ca.pem)
+    clock.now = ca.start = EPOCH + 1  # istiod signs from now on
+    await until(lambda: bool(api.reports[-1].mesh_identity) and not api.reports[-1].mesh_problem)
+    certificate = rig.certificate
+    assert nginx.certificates == [(certificate.chain_pem, certificate.key_pem)]
+    assert uri_names(x509.load_pem_x509_certificate(certificate.chain_pem.encode())) == [AGENT_ID]
+    last = api.reports[-1]
+    assert (last.version, last.accepted) == (rig.manifest.version, True)
+    assert (last.mesh_identity, last.mesh_expires) == (AGENT_ID, rfc3339(EPOCH + 1 + 3600))
+    assert "mesh_problem" not in api.written  # empty mesh fields are not written
+
+    # renewal fails while the certificate is still good: the problem is reported beside it
+    rig.istiod.failures = 1
+    reported = len(api.reports)
+    clock.now = certificate.renew_at
+    await until(lambda: len(api.reports) > reported)
+    failing = api.reports[-1]
+    assert failing.mesh_problem == "istiod at test refused the certificate request: UNAVAILABLE"
+    assert (failing.mesh_identity, failing.mesh_expires) == (AGENT_ID, last.mesh_expires)
+
+    # NGINX cannot take the renewed certificate (restarting): logged, and reported as the
+    # certificate NGINX is given when it starts
+    nginx.down = True
+    clock.now = ca.start = clock.now + 1
+    await until(lambda: api.reports[-1].mesh_expires == rfc3339(clock.now + 3600))
+    assert api.reports[-1].mesh_problem == ""
+    assert len(nginx.certificates) == 1
+
+    # a renewal on schedule, no problem before or after: it reaches NGINX and the report
+    nginx.down = False
+    clock.now = ca.start = rig.certificate.renew_at
+    await until(lambda: api.reports[-1].mesh_expires == rfc3339(clock.now + 3600))
+    assert nginx.certificates[1:] == [(rig.certificate.chain_pem, rig.certificate.key_pem)]
+
+    stop.set()
+    await running

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,6 +130,23 @@ async def test_only_the_endpoint_proving_its_pods_identity_passes(mesh: Mesh) ->
     assert allowed == {"honest"}
     # an endpoint whose pod is unknown never passes
     assert not verifier.allows(endpoint(ports["honest"], account=None))
+
+
+async def test_checks_need_no_writable_directory(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the controller's pod: a read-only root filesystem, no /tmp
+    def nowhere(*_args: object, **_kwargs: object) -> str:
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "gettempdir", nowhere)
+    monkeypatch.setattr(tempfile, "mkdtemp", nowhere)
+    monkeypatch.setattr(tempfile, "mkstemp", nowhere)
+    verifier = EndpointVerifier(trust_domain=TRUST, clock=Clock())
+    verifier.use_certificate(gateway_certificate(mesh.ca))
+    assert verifier.allows(endpoint(mesh.ports["honest"])) is False
+    assert await verifier.settle() is True
+    assert verifier.allows(endpoint(mesh.ports["honest"]))
 
 
 async def test_a_verdict_that_changes_moves_the_generation_and_calls_on_change(

@@ -39,7 +39,7 @@ from agc_controller.core.keys import ObjectKey
 from agc_controller.core.status import ApplyResult, GatewayAddress, ProviderCondition
 from agc_controller.core.timefmt import rfc3339
 from agc_controller.mesh import WorkloadCertificate
-from agc_controller.mesh.verify import EndpointVerifier
+from agc_controller.mesh.support import MeshSupport, Presented
 from agc_controller.providers.local import waf
 from agc_controller.providers.local.addresses import AddressProblem, LoopbackAllocator
 from agc_controller.providers.local.dynamic import StateParts, StaticNeeds
@@ -81,17 +81,16 @@ class LocalProvider:
 
     # the request counters of every NGINX here, read at each scrape (metrics.py)
     traffic: TrafficMetrics = attrs.field(factory=TrafficMetrics)
-    # the gateway's Istio workload certificate (agc_controller/mesh), given to every
-    # NGINX here; None: none yet (mesh backends answer 503 until one arrives)
-    mesh_certificate: WorkloadCertificate | None = attrs.field(default=None, repr=False)
-    # why the mesh certificate is missing or stale, from whoever obtains it
-    mesh_problem: Callable[[], str | None] = lambda: None
-    # which mesh endpoints proved their identity; None: mesh mTLS is off
-    mesh_verifier: EndpointVerifier | None = None
-    # try a Gateway again (its mesh endpoints' verdicts changed)
+    # try a Gateway again (its mesh endpoints' verdicts changed, an address was let go)
     requeue: Callable[[ObjectKey], None] = lambda _: None
-    # the Gateways with backends in the mesh
-    _mesh_gateways: set[ObjectKey] = attrs.field(factory=set)
+    # mesh mTLS: the gateway's Istio workload certificate (agc_controller/mesh) is
+    # given to every NGINX here (mesh backends answer 503 until one arrives) and is
+    # the one the endpoint checks are made with
+    mesh: MeshSupport = attrs.field()
+
+    @mesh.default
+    def _mesh_default(self) -> MeshSupport:
+        return MeshSupport(requeue=self.requeue)
 
     @property
     def reloads(self) -> int:
@@ -113,17 +112,8 @@ class LocalProvider:
         parts = self._states.get(key)
         if parts is None:
             parts = self._states[key] = StateParts(port_offset=self.port_offset)
-        verifier = self.mesh_verifier
-        encoded, needs = parts.build(model, verifier)
-        # endpoints never checked: checked now, so a new route or pod gets traffic at once
-        if verifier is not None and verifier.unchecked() and await verifier.settle():
-            encoded, needs = parts.build(model, verifier)
-        if needs.mesh:
-            self._mesh_gateways.add(key)
-        else:
-            self._mesh_gateways.discard(key)
-        if verifier is not None:
-            verifier.use(key.namespaced_name, parts.mesh_endpoints(model))
+        encoded, needs = await self.mesh.build(lambda verifier: parts.build(model, verifier))
+        self.mesh.used(key, uses_mesh=needs.mesh, endpoints=parts.mesh_endpoints(model))
         instance = self._instance(key)
         try:
             # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
@@ -149,40 +139,18 @@ class LocalProvider:
     def _mesh_identity(self) -> ProviderCondition:
         """Whether this Gateway's mesh backends can be reached: the gateway's workload
         certificate, and why it is missing or cannot be renewed."""
-        certificate, problem = self.mesh_certificate, self.mesh_problem()
-        if certificate is None:
-            return ProviderCondition(
-                type=c.MESH_IDENTITY,
-                status=False,
-                reason=c.R_CERTIFICATE_AUTHORITY_UNAVAILABLE if problem else c.R_PENDING,
-                message=f"Backends in the mesh answer 503 until the mesh's CA signs the "
-                f"gateway's workload certificate: {problem or 'waiting for it'}",
-            )
-        presents = (
-            f"The gateway presents {certificate.spiffe_id} to backends in the mesh, "
-            f"valid until {rfc3339(certificate.not_after)}"
+        certificate = self.mesh.certificate
+        presented = (
+            None
+            if certificate is None
+            else Presented(certificate.spiffe_id, rfc3339(certificate.not_after))
         )
-        if problem:
-            return ProviderCondition(
-                type=c.MESH_IDENTITY,
-                status=True,
-                reason=c.R_RENEWAL_FAILING,
-                message=f"{presents}; renewing it fails: {problem}",
-            )
-        return ProviderCondition(
-            type=c.MESH_IDENTITY,
-            status=True,
-            reason=c.R_CERTIFICATE_ISSUED,
-            message=f"{presents} and renewed at half its lifetime",
-        )
+        return self.mesh.condition(presented, self.mesh.problem(), who="the gateway")
 
     async def use_mesh_certificate(self, certificate: WorkloadCertificate) -> None:
         """Give every NGINX here the gateway's new mesh workload certificate."""
-        self.mesh_certificate = certificate
-        if self.mesh_verifier is not None:
-            self.mesh_verifier.use_certificate(certificate)
-        # their MeshIdentity condition names it
-        self.requeue_mesh_gateways()
+        # the endpoint checks use it, and the MeshIdentity conditions name it
+        self.mesh.use_certificate(certificate)
         for key, instance in list(self._instances.items()):
             try:
                 await instance.set_mesh_certificate(certificate.chain_pem, certificate.key_pem)
@@ -190,16 +158,9 @@ class LocalProvider:
                 # it is kept: the instance sends it again when its NGINX starts afresh
                 log.warning("mesh_certificate_not_delivered", gateway=str(key), error=str(e))
 
-    def requeue_mesh_gateways(self) -> None:
-        """Try every Gateway with mesh backends again (verdicts on endpoints changed)."""
-        for key in sorted(self._mesh_gateways, key=str):
-            self.requeue(key)
-
     async def delete(self, gateway: ObjectKey) -> None:
         self._states.pop(gateway, None)
-        self._mesh_gateways.discard(gateway)
-        if self.mesh_verifier is not None:
-            self.mesh_verifier.use(gateway.namespaced_name, ())
+        self.mesh.forget(gateway)
         instance = self._instances.pop(gateway, None)
         if instance is not None:
             await instance.stop()
@@ -225,9 +186,9 @@ class LocalProvider:
                 name=key.namespaced_name,
                 on_reload=self.on_reload,
             )
-            if self.mesh_certificate is not None:
-                chain, key_pem = self.mesh_certificate.chain_pem, self.mesh_certificate.key_pem
-                instance.mesh_certificate = (chain, key_pem)
+            certificate = self.mesh.certificate
+            if certificate is not None:
+                instance.mesh_certificate = (certificate.chain_pem, certificate.key_pem)
             instance.prepare()
             self._instances[key] = instance
         return instance
