@@ -393,13 +393,17 @@ class DeploymentProvider:
         """Whether a Gateway's mesh backends can be reached: the certificate of the pod
         that reported last (every pod obtains its own the same way), and the one the
         controller checks mesh endpoints with (without it none gets traffic)."""
+        checks = self.mesh.problem()
         if self.mesh.certificate is None:
-            return self.mesh.condition(None, self.mesh.problem(), who="the controller")
+            return self.mesh.condition(None, checks, who="the controller")
         presented = (
             Presented(report.mesh_identity, report.mesh_expires) if report.mesh_identity else None
         )
+        problems = [report.mesh_problem] if report.mesh_problem else []
+        if checks:
+            problems.append(f"the controller's, which mesh endpoints are checked with: {checks}")
         return self.mesh.condition(
-            presented, report.mesh_problem or None, who=f"data-plane pod {report.pod}"
+            presented, "; ".join(problems) or None, who=f"data-plane pod {report.pod}"
         )
 
     def _shards_to_write(

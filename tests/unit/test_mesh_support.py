@@ -186,3 +186,17 @@ async def test_mesh_checks_that_stop_on_their_own_say_so_in_the_conditions() -> 
     await asyncio.wait([stopped])
     _mesh_stopped(stopped, quiet)
     assert quiet.problem() is None
+
+
+async def test_in_a_cluster_the_controllers_renewal_problem_is_told_beside_the_pods(
+    provider: DeploymentProvider,
+) -> None:
+    provider.mesh.use_certificate(certificate())
+    provider.mesh.problem = lambda: "istiod unreachable"
+    pod_id = "spiffe://cluster.local/ns/web/sa/gw"
+    condition = provider._mesh_identity(report(mesh_identity=pod_id, mesh_expires="2030"))
+    assert (condition.status, condition.reason) == (True, c.R_RENEWAL_FAILING)
+    assert condition.message.endswith(
+        "renewing it fails: the controller's, which mesh endpoints are checked with: "
+        "istiod unreachable"
+    )
