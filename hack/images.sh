@@ -81,7 +81,9 @@ for target in dataplane controller; do
         "localhost/$name:"*) bah rmi -f "$old" >/dev/null ;;
       esac
     done
-    bah rmi --prune >/dev/null
+    # cleanup only: a container an interrupted build left behind holds what it used
+    bah rmi --prune >/dev/null 2>&1 \
+      || say "some unused layers stay: a container of an interrupted build holds them ('buildah --root $cache/images/store rm --all' frees them)"
     say "[$step/3] built $ref in $(( $(date +%s) - started ))s"
   fi
   echo "$ref $archive"
