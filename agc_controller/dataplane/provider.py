@@ -291,7 +291,9 @@ class DeploymentProvider:
         if state is None:
             state = self._states[key] = ShardedState()
         config = await self.mesh.build(lambda verifier: state.build(model, verifier))
-        self.mesh.used(key, uses_mesh=config.needs.mesh, endpoints=state.mesh_endpoints(model))
+        self.mesh.used(
+            key, uses_mesh=config.needs.mesh, endpoints=lambda: state.mesh_endpoints(model)
+        )
         # UnsafeValue, ConfigTooLarge and InvalidOverride are permanent: the worker
         # reports them as Programmed=False
         check_static(config.needs, self._static_settings)

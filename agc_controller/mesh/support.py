@@ -60,18 +60,25 @@ class MeshSupport:
             built = build(verifier)
         return built
 
-    def used(self, gateway: ObjectKey, *, uses_mesh: bool, endpoints: Iterable[Endpoint]) -> None:
+    def used(
+        self,
+        gateway: ObjectKey,
+        *,
+        uses_mesh: bool,
+        endpoints: Callable[[], Iterable[Endpoint]],
+    ) -> None:
         """What `gateway`'s data plane now sends to: whether it has mesh backends, and
-        their endpoints (those are checked again as they come due)."""
+        `endpoints()`, their endpoints (checked again as they come due; listed only
+        with mesh mTLS on: every apply passes here)."""
         if uses_mesh:
             self._gateways.add(gateway)
         else:
             self._gateways.discard(gateway)
         if self.verifier is not None:
-            self.verifier.use(gateway.namespaced_name, endpoints)
+            self.verifier.use(gateway.namespaced_name, endpoints())
 
     def forget(self, gateway: ObjectKey) -> None:
-        self.used(gateway, uses_mesh=False, endpoints=())
+        self.used(gateway, uses_mesh=False, endpoints=tuple)
 
     def use_certificate(self, certificate: WorkloadCertificate) -> None:
         """Check endpoints as `certificate` from now on."""

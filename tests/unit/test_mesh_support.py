@@ -77,11 +77,11 @@ def test_gateways_with_mesh_backends_are_tried_again_and_forgotten() -> None:
     requeued = Requeued()
     verifier = EndpointVerifier(trust_domain="cluster.local", clock=Clock())
     mesh = MeshSupport(requeue=requeued, verifier=verifier)
-    mesh.used(WEB, uses_mesh=True, endpoints=[endpoint("web/a")])
-    mesh.used(SHOP, uses_mesh=True, endpoints=[endpoint("shop/b")])
+    mesh.used(WEB, uses_mesh=True, endpoints=lambda: [endpoint("web/a")])
+    mesh.used(SHOP, uses_mesh=True, endpoints=lambda: [endpoint("shop/b")])
     mesh.requeue_gateways()
     assert requeued.keys == [SHOP, WEB]
-    mesh.used(SHOP, uses_mesh=False, endpoints=())
+    mesh.used(SHOP, uses_mesh=False, endpoints=tuple)
     mesh.forget(WEB)
     requeued.keys.clear()
     mesh.requeue_gateways()
@@ -92,7 +92,7 @@ def test_a_new_certificate_is_what_endpoints_are_checked_with_and_requeues() -> 
     requeued = Requeued()
     verifier = EndpointVerifier(trust_domain="cluster.local", clock=Clock())
     mesh = MeshSupport(requeue=requeued, verifier=verifier)
-    mesh.used(WEB, uses_mesh=True, endpoints=())
+    mesh.used(WEB, uses_mesh=True, endpoints=tuple)
     certificate = gateway_certificate(CA("mesh"))
     mesh.use_certificate(certificate)
     assert mesh.certificate is certificate
@@ -167,7 +167,7 @@ async def test_in_a_cluster_without_the_controllers_certificate_nothing_is_check
 async def test_mesh_checks_that_stop_on_their_own_say_so_in_the_conditions() -> None:
     requeued = Requeued()
     mesh = MeshSupport(requeue=requeued)
-    mesh.used(WEB, uses_mesh=True, endpoints=())
+    mesh.used(WEB, uses_mesh=True, endpoints=tuple)
 
     async def broken() -> None:
         raise RuntimeError("a bug")

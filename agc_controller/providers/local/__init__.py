@@ -113,7 +113,7 @@ class LocalProvider:
         if parts is None:
             parts = self._states[key] = StateParts(port_offset=self.port_offset)
         encoded, needs = await self.mesh.build(lambda verifier: parts.build(model, verifier))
-        self.mesh.used(key, uses_mesh=needs.mesh, endpoints=parts.mesh_endpoints(model))
+        self.mesh.used(key, uses_mesh=needs.mesh, endpoints=lambda: parts.mesh_endpoints(model))
         instance = self._instance(key)
         try:
             # an UnsafeValue or NginxError (permanent) leaves with the last good state serving
